@@ -1,0 +1,96 @@
+import pg from 'pg';
+import type { Database, Queryable, QueryResult } from './types.js';
+import { describeConnectError } from './errors.js';
+
+// numeric(38,0) ids and bigint come back as strings by default; the store converts
+// them where it needs numbers, so the driver leaves pg's type parsing alone.
+
+/** Removes the password from a connection URL so it can be logged or shown. */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return '<unparsable database url>';
+  }
+}
+
+export interface PgOptions {
+  url: string;
+  /** Pool size; a dispatcher run needs few connections. */
+  max?: number;
+  /** Give up connecting after this long, so a dead server fails a cron run quickly. */
+  connectTimeoutMs?: number;
+}
+
+export async function openPg(options: PgOptions): Promise<Database> {
+  const description = redactUrl(options.url);
+  const pool = new pg.Pool({
+    connectionString: options.url,
+    max: options.max ?? 4,
+    connectionTimeoutMillis: options.connectTimeoutMs ?? 10_000,
+  });
+  // An idle client losing its connection must not crash the process; the next query reports it.
+  pool.on('error', () => {});
+  let roundTrips = 0;
+
+  try {
+    const c = await pool.connect();
+    c.release();
+  } catch (err) {
+    await pool.end().catch(() => {});
+    throw describeConnectError(description, err);
+  }
+
+  const run = async <R>(q: pg.Pool | pg.PoolClient, sql: string, params?: readonly unknown[]): Promise<QueryResult<R>> => {
+    roundTrips++;
+    const res = await q.query(sql, params as unknown[] | undefined);
+    return { rows: res.rows as R[], rowCount: res.rowCount ?? 0 };
+  };
+
+  return {
+    kind: 'pg',
+    description,
+    get roundTrips() {
+      return roundTrips;
+    },
+    query: (sql, params) => run(pool, sql, params),
+    exec: async (sql) => {
+      await run(pool, sql);
+    },
+    async transaction(fn) {
+      let client: pg.PoolClient;
+      try {
+        client = await pool.connect();
+      } catch (err) {
+        throw describeConnectError(description, err);
+      }
+      const tx: Queryable = {
+        query: (sql, params) => run(client, sql, params),
+        exec: async (sql) => {
+          await run(client, sql);
+        },
+      };
+      let broken = false;
+      try {
+        await run(client, 'BEGIN');
+        const result = await fn(tx);
+        await run(client, 'COMMIT');
+        return result;
+      } catch (err) {
+        try {
+          await run(client, 'ROLLBACK');
+        } catch {
+          broken = true; // the connection is gone; do not hand it back to the pool
+        }
+        throw err;
+      } finally {
+        client.release(broken ? true : undefined);
+      }
+    },
+    async close() {
+      await pool.end();
+    },
+  };
+}
