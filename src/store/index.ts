@@ -1,0 +1,31 @@
+export { TOOLKIT_SCHEMA, MIGRATIONS, applyMigrations, type Migration } from './migrations.js';
+export { AMIE_TABLES, initDatabase, prepareDatabase, missingAmieTables, type AmieTableName, type InitResult } from './init.js';
+export type { TransactionRecord, PacketRecord, PacketWithTransaction } from './records.js';
+export {
+  findIncomingInProgress,
+  writePacket,
+  setPacketState,
+  getPacket,
+  listTransactionPackets,
+  packetTypeId,
+  type FindIncomingOptions,
+  type NewPacket,
+} from './packets.js';
+export {
+  openTransaction,
+  getTransaction,
+  setTransactionState,
+  addTransactionDependency,
+  stateId,
+  type NewTransaction,
+} from './transactions.js';
+export {
+  claimBatch,
+  completePacket,
+  recordDeferral,
+  reofferPacket,
+  rowsFromJson,
+  type ClaimedRow,
+  type AuditEntry,
+  type ReplyToWrite,
+} from './work.js';

@@ -1,0 +1,192 @@
+import type { Queryable } from '../db/index.js';
+import { PACKET_TYPE_IDS, STATE_IDS, type DataRow, type PacketTypeName } from '../protocol/index.js';
+
+/**
+ * The dispatcher's statements: claiming work and recording what became of it. Each is one round trip: claiming a batch brings the
+ * packets, their data, the opening request of their transaction and their error count;
+ * answering writes the reply, its data, its expected reply, the handled packet's state and
+ * the audit row together.
+ */
+
+const OPENING_REQUEST_TYPES = [PACKET_TYPE_IDS.request_project_create, PACKET_TYPE_IDS.request_account_create];
+
+export interface ClaimedRow {
+  packet_rec_id: number;
+  trans_rec_id: number;
+  packet_id: string;
+  type_id: string;
+  version: string;
+  ts: Date;
+  originating_site_name: string;
+  transaction_id: string;
+  local_site_name: string;
+  remote_site_name: string;
+  trans_state_id: string;
+  trans_ts: Date;
+  data: Array<[string, string | null, number, string | null]>;
+  request: null | {
+    packet_rec_id: number;
+    packet_id: string | number;
+    type_id: string | number;
+    data: Array<[string, string | null, number, string | null]>;
+  };
+  error_count: number;
+}
+
+/**
+ * Locks up to `limit` pending incoming packets (and their transactions) for this run.
+ * SKIP LOCKED lets concurrent runs take disjoint batches; a transaction whose
+ * transaction_depends_tbl prerequisites are not completed is not offered at all.
+ */
+export async function claimBatch(
+  q: Queryable,
+  opts: { limit: number; exclude: readonly number[]; types?: readonly PacketTypeName[] },
+): Promise<ClaimedRow[]> {
+  const typeIds = opts.types?.length ? opts.types.map((t) => PACKET_TYPE_IDS[t]) : null;
+  const { rows } = await q.query<ClaimedRow>(
+    `SELECT p.packet_rec_id, p.trans_rec_id, p.packet_id::text AS packet_id, p.type_id::text AS type_id, p.version, p.ts,
+            t.originating_site_name, t.transaction_id::text AS transaction_id, t.local_site_name, t.remote_site_name,
+            t.state_id::text AS trans_state_id, t.ts AS trans_ts,
+            COALESCE((SELECT json_agg(json_build_array(d.tag, d.subtag, d.seq, d.value))
+                        FROM data_tbl d WHERE d.packet_rec_id = p.packet_rec_id), '[]'::json) AS data,
+            (SELECT json_build_object('packet_rec_id', r.packet_rec_id, 'packet_id', r.packet_id, 'type_id', r.type_id,
+                      'data', COALESCE((SELECT json_agg(json_build_array(d.tag, d.subtag, d.seq, d.value))
+                                          FROM data_tbl d WHERE d.packet_rec_id = r.packet_rec_id), '[]'::json))
+               FROM packet_tbl r
+              WHERE r.trans_rec_id = p.trans_rec_id AND r.outgoing_flag = 0 AND r.type_id = ANY($4::numeric[])
+                AND r.packet_rec_id <> p.packet_rec_id
+              ORDER BY r.packet_id LIMIT 1) AS request,
+            COALESCE(e.error_count, 0)::int AS error_count
+       FROM packet_tbl p
+       JOIN transaction_tbl t ON t.trans_rec_id = p.trans_rec_id
+       LEFT JOIN amie_toolkit.packet_errors e ON e.packet_rec_id = p.packet_rec_id
+      WHERE p.outgoing_flag = 0 AND p.state_id = ${STATE_IDS['in-progress']} AND t.state_id = ${STATE_IDS['in-progress']}
+        AND NOT (p.packet_rec_id = ANY($1::int[]))
+        AND ($2::numeric[] IS NULL OR p.type_id = ANY($2::numeric[]))
+        AND NOT EXISTS (SELECT 1 FROM transaction_depends_tbl dep
+                          JOIN transaction_tbl pre ON pre.trans_rec_id = dep.depends_on_trans_rec_id
+                         WHERE dep.trans_rec_id = p.trans_rec_id AND pre.state_id <> ${STATE_IDS.completed})
+      ORDER BY p.packet_rec_id
+      LIMIT $3
+      FOR UPDATE OF p, t SKIP LOCKED`,
+    [opts.exclude, typeIds, opts.limit, OPENING_REQUEST_TYPES],
+  );
+  return rows;
+}
+
+export function rowsFromJson(data: ClaimedRow['data']): DataRow[] {
+  return data.map(([tag, subtag, seq, value]) => ({ tag, subtag, seq: Number(seq), value }));
+}
+
+export interface AuditEntry {
+  runId: string;
+  packetRecId: number;
+  transRecId: number;
+  packetType: string;
+  outcome: string;
+  reason?: string | null;
+  durationMs: number;
+  handler: string;
+}
+
+export interface ReplyToWrite {
+  type: PacketTypeName;
+  rows: readonly DataRow[];
+  expectedReply: { type: PacketTypeName; timeoutMinutes: number } | null;
+}
+
+/**
+ * Completes a handled packet: writes its reply (if any) with data and expected reply, marks the
+ * packet completed, forgets its error count and records the audit row, in one statement.
+ * Returns the reply's packet_rec_id, or null when no reply was written. The reply's packet_id is
+ * the next one in the transaction: the claim holds the transaction row locked, so this max()+1
+ * cannot race another writer.
+ */
+export async function completePacket(q: Queryable, audit: AuditEntry, reply: ReplyToWrite | null): Promise<number | null> {
+  const rows = reply?.rows ?? [];
+  const { rows: out } = await q.query<{ handled: number | null; reply: number | null }>(
+    `WITH upd AS (
+       UPDATE packet_tbl SET state_id = ${STATE_IDS.completed}
+        WHERE packet_rec_id = $1 AND state_id = ${STATE_IDS['in-progress']} RETURNING packet_rec_id, trans_rec_id),
+     rp AS (
+       INSERT INTO packet_tbl (trans_rec_id, packet_id, type_id, version, state_id, outgoing_flag)
+       SELECT upd.trans_rec_id,
+              (SELECT COALESCE(max(x.packet_id), 0) + 1 FROM packet_tbl x WHERE x.trans_rec_id = upd.trans_rec_id),
+              $2, '1.0', ${STATE_IDS['in-progress']}, 1
+         FROM upd WHERE $2::numeric IS NOT NULL
+       RETURNING packet_rec_id),
+     rd AS (
+       INSERT INTO data_tbl (packet_rec_id, tag, subtag, seq, value)
+       SELECT rp.packet_rec_id, x.tag, x.subtag, x.seq, x.value
+         FROM rp, unnest($3::text[], $4::text[], $5::int[], $6::text[]) AS x(tag, subtag, seq, value)),
+     er AS (
+       INSERT INTO expected_reply_tbl (packet_rec_id, type_id, timeout)
+       SELECT rp.packet_rec_id, $7, $8 FROM rp WHERE $7::numeric IS NOT NULL),
+     ce AS (DELETE FROM amie_toolkit.packet_errors WHERE packet_rec_id = $1),
+     au AS (
+       INSERT INTO amie_toolkit.audit (run_id, packet_rec_id, trans_rec_id, packet_type, outcome, reason,
+                                       reply_packet_rec_id, reply_type, duration_ms, handler)
+       SELECT $9, $1, $10, $11, $12, $13, (SELECT packet_rec_id FROM rp), $14, $15, $16 FROM upd)
+     SELECT (SELECT packet_rec_id FROM upd) AS handled, (SELECT packet_rec_id FROM rp) AS reply`,
+    [
+      audit.packetRecId,
+      reply ? PACKET_TYPE_IDS[reply.type] : null,
+      rows.map((r) => r.tag),
+      rows.map((r) => r.subtag),
+      rows.map((r) => r.seq),
+      rows.map((r) => r.value),
+      reply?.expectedReply ? PACKET_TYPE_IDS[reply.expectedReply.type] : null,
+      reply?.expectedReply?.timeoutMinutes ?? null,
+      audit.runId,
+      audit.transRecId,
+      audit.packetType,
+      audit.outcome,
+      audit.reason ?? null,
+      reply?.type ?? null,
+      audit.durationMs,
+      audit.handler,
+    ],
+  );
+  if (out[0]?.handled == null) {
+    throw new Error(`packet ${audit.packetRecId} was no longer in progress when its reply was written`);
+  }
+  return out[0].reply ?? null;
+}
+
+/**
+ * Leaves a packet in progress and records why. With `countError` the packet's error count goes
+ * up (handler exceptions); a deliberate deferral or an unhandled type leaves it alone.
+ * Returns the new error count.
+ */
+export async function recordDeferral(q: Queryable, audit: AuditEntry, countError: boolean): Promise<number> {
+  const { rows } = await q.query<{ error_count: number | null }>(
+    `WITH pe AS (
+       INSERT INTO amie_toolkit.packet_errors AS e (packet_rec_id, error_count, last_error)
+       SELECT $1, 1, $2 WHERE $9
+       ON CONFLICT (packet_rec_id) DO UPDATE SET error_count = e.error_count + 1, last_error = EXCLUDED.last_error, updated_at = now()
+       RETURNING error_count),
+     au AS (
+       INSERT INTO amie_toolkit.audit (run_id, packet_rec_id, trans_rec_id, packet_type, outcome, reason, duration_ms, handler)
+       VALUES ($3, $1, $4, $5, $6, $2, $7, $8))
+     SELECT (SELECT error_count FROM pe) AS error_count`,
+    [audit.packetRecId, audit.reason ?? null, audit.runId, audit.transRecId, audit.packetType, audit.outcome, audit.durationMs, audit.handler, countError],
+  );
+  return rows[0]?.error_count ?? 0;
+}
+
+/** Makes a deferred or failed packet pending again: state in-progress, error count cleared. */
+export async function reofferPacket(q: Queryable, packetRecId: number, runId: string): Promise<boolean> {
+  const { rows } = await q.query<{ packet_rec_id: number }>(
+    `WITH p AS (
+       UPDATE packet_tbl SET state_id = ${STATE_IDS['in-progress']}
+        WHERE packet_rec_id = $1 AND outgoing_flag = 0 RETURNING packet_rec_id, trans_rec_id, type_id),
+     ce AS (DELETE FROM amie_toolkit.packet_errors WHERE packet_rec_id = $1),
+     au AS (
+       INSERT INTO amie_toolkit.audit (run_id, packet_rec_id, trans_rec_id, packet_type, outcome, reason, duration_ms, handler)
+       SELECT $2, p.packet_rec_id, p.trans_rec_id, COALESCE(td.type_name, p.type_id::text), 'retry', 'offered again by an operator', 0, 'amie packets retry'
+         FROM p LEFT JOIN type_des td ON td.type_id = p.type_id)
+     SELECT packet_rec_id FROM p`,
+    [packetRecId, runId],
+  );
+  return rows.length > 0;
+}

@@ -1,0 +1,25 @@
+export {
+  SACCT_FIELDS,
+  SACCT_STATES,
+  SLURM_TIME_FORMAT,
+  SacctError,
+  formatSacctTime,
+  isSacctSkip,
+  parseElapsed,
+  parseSacctLine,
+  parseSacctStream,
+  parseTres,
+  readSacct,
+  sacctArgs,
+  sacctEnv,
+} from './sacct.js';
+export type { SacctField, SacctJob, SacctQuery, SacctRecord, SacctSkip, SacctSkippedLine } from './sacct.js';
+export {
+  CHARGE_UNITS,
+  ChargeRuleError,
+  DEFAULT_CHARGE_DECIMALS,
+  chargeJob,
+  checkChargeRule,
+  roundCharge,
+} from './charge.js';
+export type { ChargeResult, ChargeRule, ChargeUnit } from './charge.js';
