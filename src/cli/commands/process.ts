@@ -1,0 +1,125 @@
+import type { Command } from 'commander';
+import { ConfigError } from '../../config/errors.js';
+import { DatabaseError, isConnectionLost, type Database } from '../../db/index.js';
+import { isPacketTypeName, type PacketTypeName } from '../../protocol/index.js';
+import type { AmieConfig } from '../../config/index.js';
+import type { Logger } from '../../log.js';
+import { EXIT, type CliContext } from '../context.js';
+
+interface ProcessOptions {
+  dryRun?: boolean;
+  limit?: string;
+  type?: string[];
+  watch?: string;
+}
+
+export function register(program: Command, context: CliContext): void {
+  program
+    .command('process')
+    .description('answer every pending incoming AMIE packet once with the configured handler, then exit (safe under cron overlap)')
+    .option('--dry-run', 'run the handler without changing anything: show the replies, write nothing')
+    .option('--limit <n>', 'take at most N packets')
+    .option('--type <type...>', 'only packets of these types (e.g. request_account_create)')
+    .option('--watch <seconds>', 'keep running: a pass every N seconds until SIGTERM/SIGINT')
+    .action((opts: ProcessOptions) =>
+      context.withDatabase(async (db, config, log) => {
+        const limit = opts.limit === undefined ? undefined : positiveInt('--limit', opts.limit);
+        const watch = opts.watch === undefined ? undefined : positiveInt('--watch', opts.watch);
+        const types = (opts.type ?? []).map((t) => {
+          if (!isPacketTypeName(t)) throw new ConfigError([`--type: unknown packet type "${t}"`]);
+          return t as PacketTypeName;
+        });
+        context.exitCode = await runProcess(context, db, config, log, { dryRun: !!opts.dryRun, limit, types, watch });
+      }),
+    );
+}
+
+function positiveInt(flag: string, value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n <= 0) throw new ConfigError([`${flag}: expected a positive whole number, got "${value}"`]);
+  return n;
+}
+
+async function runProcess(
+  context: CliContext,
+  db: Database,
+  config: AmieConfig,
+  log: Logger,
+  opts: { dryRun: boolean; limit?: number; types: PacketTypeName[]; watch?: number },
+): Promise<number> {
+  const { prepareDatabase } = await import('../../store/index.js');
+  const { Dispatcher, exitCodeFor, formatSummary } = await import('../../dispatch/index.js');
+  const { createHandler } = await import('../handler.js');
+  await prepareDatabase(db);
+  const { handler, name } = await createHandler(config, db, log, opts.dryRun);
+  const dispatcher = new Dispatcher(db, handler, log, {
+    dryRun: opts.dryRun,
+    limit: opts.limit,
+    types: opts.types.length ? opts.types : undefined,
+    batchSize: config.process.batchSize,
+    maxErrorDeferrals: config.process.maxErrorDeferrals,
+    handlerName: name,
+  });
+
+  let stopping = false;
+  const stop = () => {
+    stopping = true;
+  };
+  process.once('SIGTERM', stop);
+  process.once('SIGINT', stop);
+  let worst = 0;
+  await handler.start();
+  try {
+    do {
+      let summary;
+      try {
+        summary = await dispatcher.runOnce();
+      } catch (err) {
+        if (isConnectionLost(err)) {
+          throw new DatabaseError(
+            `lost the connection to ${db.description} during the run (${(err as Error).message}); the batch in progress was rolled back, run again`,
+            { cause: err },
+          );
+        }
+        throw err;
+      }
+      if (opts.dryRun) {
+        for (const r of summary.results) {
+          context.out(
+            `packet ${r.packetRecId} ${r.type} (transaction ${r.transactionId}): ${r.outcome}` +
+              (r.replyType ? ` -> ${r.replyType} ${JSON.stringify(r.reply)}` : '') +
+              (r.reason ? ` (${r.reason})` : ''),
+          );
+        }
+      }
+      log.info({ run_id: summary.runId, ...countsOf(summary) }, 'run finished');
+      context.out(formatSummary(summary));
+      worst = Math.max(worst, exitCodeFor(summary));
+      if (opts.watch === undefined || stopping) break;
+      await sleepUnless(opts.watch * 1000, () => stopping);
+    } while (!stopping);
+  } finally {
+    process.off('SIGTERM', stop);
+    process.off('SIGINT', stop);
+    await handler.stop();
+  }
+  return worst === 0 ? EXIT.ok : EXIT.workFailed;
+}
+
+function countsOf(s: { taken: number; answered: number; failed: number; invalid: number; deferred: number; errors: number; ignored: number; unhandled: Record<string, number> }) {
+  return {
+    taken: s.taken,
+    answered: s.answered,
+    failed: s.failed,
+    invalid: s.invalid,
+    deferred: s.deferred,
+    errors: s.errors,
+    ignored: s.ignored,
+    unhandled: s.unhandled,
+  };
+}
+
+async function sleepUnless(ms: number, stopped: () => boolean): Promise<void> {
+  const until = Date.now() + ms;
+  while (!stopped() && Date.now() < until) await new Promise((r) => setTimeout(r, Math.min(250, until - Date.now())));
+}

@@ -1,0 +1,68 @@
+import type { Command } from 'commander';
+import { loadConfig, resolveDatabaseConfig, type AmieConfig } from '../config/index.js';
+import { openDatabase, type Database } from '../db/index.js';
+import { createLogger, type Logger } from '../log.js';
+
+/** Exit statuses of `amie`, relied on by cron scripts. */
+export const EXIT = {
+  ok: 0,
+  /** The command ran but some of its work failed (details in the log). */
+  workFailed: 1,
+  /** Nothing was done: bad command line, configuration, or database unusable. */
+  notStarted: 2,
+} as const;
+
+export interface GlobalOptions {
+  config?: string;
+  debug?: boolean;
+}
+
+/** What every command module gets: configuration, logging, the database and output, all decided once here. */
+export interface CliContext {
+  readonly env: NodeJS.ProcessEnv;
+  readonly cwd: string;
+  /** Command output for the operator; stdout, one line per call. */
+  out(line: string): void;
+  /** The global options (-c, --debug) as given on the command line. */
+  options(): GlobalOptions;
+  /** -c FILE, else AMIE_CONFIG, else config/amie.yaml; throws ConfigError. */
+  loadConfig(): Promise<AmieConfig>;
+  /** A logger at the level --debug/AMIE_LOG_LEVEL/log.level decide, writing to stderr. */
+  logger(config?: AmieConfig): Logger;
+  /** Opens the configured database (AMIE_DATABASE_URL overrides); throws DatabaseError. */
+  openDatabase(config: AmieConfig): Promise<Database>;
+  /** Loads the config, opens the database, runs `fn`, and always closes the database. */
+  withDatabase<T>(fn: (db: Database, config: AmieConfig, log: Logger) => Promise<T>): Promise<T>;
+  /** Set by a command whose work partly failed; main exits with it. */
+  exitCode: number;
+}
+
+/** A command module: one file in commands/, adding its subcommands to the program. */
+export type RegisterCommand = (program: Command, context: CliContext) => void;
+
+export function createContext(program: Command, io: { out?: (line: string) => void; env?: NodeJS.ProcessEnv; cwd?: string } = {}): CliContext {
+  const env = io.env ?? process.env;
+  const cwd = io.cwd ?? process.cwd();
+  const options = () => program.opts<GlobalOptions>();
+  const context: CliContext = {
+    env,
+    cwd,
+    out: io.out ?? ((line) => process.stdout.write(`${line}\n`)),
+    options,
+    loadConfig: () => loadConfig(options().config, env, cwd),
+    logger: (config) => createLogger({ level: config?.log.level, debug: options().debug, env }),
+    openDatabase: (config) => openDatabase(resolveDatabaseConfig(config, env), env),
+    async withDatabase(fn) {
+      const config = await context.loadConfig();
+      const log = context.logger(config);
+      const db = await context.openDatabase(config);
+      try {
+        return await fn(db, config, log);
+      } finally {
+        await db.close();
+      }
+    },
+    exitCode: EXIT.ok,
+  };
+  return context;
+}

@@ -1,0 +1,30 @@
+import { dirname } from 'node:path';
+import type { AmieConfig } from '../config/index.js';
+import { ConfigError } from '../config/errors.js';
+import type { Database } from '../db/index.js';
+import type { Logger } from '../log.js';
+import type { AmieHandler } from '../dispatch/index.js';
+// Registers the built-in handlers (registry, slurm) by name.
+import '../../handlers/index.js';
+
+/** Builds the handler the config names, with its validated options, for one run. */
+export async function createHandler(
+  config: AmieConfig,
+  db: Database,
+  log: Logger,
+  dryRun: boolean,
+): Promise<{ handler: AmieHandler; name: string }> {
+  const { loadHandlerClass } = await import('../dispatch/index.js');
+  if (config.handler === undefined) {
+    throw new ConfigError([`${config.configFile}: handler: required to answer packets (a built-in name such as "registry", or a path to a module)`]);
+  }
+  const loaded = await loadHandlerClass(config.handler, dirname(config.configFile));
+  const handler = new loaded.cls({
+    db,
+    log: log.child({ handler: loaded.name }),
+    site: config.site,
+    options: loaded.options,
+    dryRun,
+  });
+  return { handler, name: loaded.name };
+}

@@ -1,0 +1,106 @@
+#!/usr/bin/env node
+import { readdirSync, readFileSync, realpathSync } from 'node:fs';
+import { dirname, extname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { Command, CommanderError } from 'commander';
+import { ConfigError } from '../config/errors.js';
+import { DatabaseError } from '../db/errors.js';
+import { createContext, EXIT, type CliContext, type RegisterCommand } from './context.js';
+
+const self = fileURLToPath(import.meta.url);
+const here = dirname(self);
+
+/** The toolkit's version, from the package.json above this file (source or compiled tree). */
+function toolkitVersion(): string {
+  for (let dir = here; ; dir = dirname(dir)) {
+    try {
+      const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { name?: string; version?: string };
+      if (pkg.name === 'amie-toolkit' && pkg.version) return pkg.version;
+    } catch {
+      /* not here; keep climbing */
+    }
+    if (dirname(dir) === dir) return 'unknown';
+  }
+}
+
+/**
+ * Every module in commands/ adds its own commands, so a new command is one new file.
+ * Sorted by file name so the help lists commands in a stable order.
+ */
+async function registerCommands(program: Command, context: CliContext): Promise<void> {
+  const dir = join(here, 'commands');
+  // .js when compiled; .ts when run from source by a TypeScript-aware loader.
+  const ext = extname(self);
+  const files = readdirSync(dir)
+    .filter((f) => f.endsWith(ext) && !f.endsWith('.d.ts'))
+    .sort();
+  for (const file of files) {
+    const mod = (await import(pathToFileURL(join(dir, file)).href)) as { register?: RegisterCommand };
+    if (typeof mod.register !== 'function') throw new Error(`command module ${file} does not export register(program, context)`);
+    mod.register(program, context);
+  }
+}
+
+export function buildProgram(): Command {
+  return new Command('amie')
+    .description('answer AMIE account-management packets and report usage for an HPC site')
+    .option('-c, --config <file>', 'configuration file (default: $AMIE_CONFIG, else config/amie.yaml)')
+    .option('--debug', 'log at debug level and show stack traces')
+    .version(toolkitVersion(), '--version', 'print the toolkit version')
+    .helpCommand(true)
+    .showHelpAfterError('(run amie --help for usage)')
+    .exitOverride();
+}
+
+/** Configuration and database problems: the operator must fix something; nothing was done. */
+function isOperatorError(err: unknown): err is Error {
+  return (
+    err instanceof ConfigError ||
+    err instanceof DatabaseError ||
+    // Raised while loading the handler named in the config; matched by name to keep the CLI independent of the dispatcher.
+    (err instanceof Error && err.name === 'HandlerLoadError')
+  );
+}
+
+/** Runs `amie` with `argv` (as process.argv) and returns the exit status. */
+export async function main(argv: string[] = process.argv): Promise<number> {
+  const program = buildProgram();
+  const context = createContext(program);
+  const debug = argv.includes('--debug');
+  const say = (line: string) => process.stderr.write(`amie: ${line}\n`);
+  try {
+    await registerCommands(program, context);
+    await program.parseAsync(argv);
+    return context.exitCode;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // Help and --version end here with 0; a usage mistake has already been printed by commander.
+      return err.exitCode === 0 ? EXIT.ok : EXIT.notStarted;
+    }
+    if (isOperatorError(err)) {
+      const lines = err instanceof ConfigError ? err.problems : [err.message.split('\n').join(' ')];
+      for (const line of lines) say(line);
+      if (debug) process.stderr.write(`${describeForDebug(err)}\n`);
+      return EXIT.notStarted;
+    }
+    const message = err instanceof Error ? err.message.split('\n')[0] : String(err);
+    say(`unexpected error: ${message}`);
+    if (debug) process.stderr.write(`${describeForDebug(err)}\n`);
+    else say('run with --debug for details');
+    return EXIT.workFailed;
+  }
+}
+
+function describeForDebug(err: unknown): string {
+  const parts: string[] = [];
+  for (let e: unknown = err; e; e = (e as { cause?: unknown }).cause) {
+    parts.push(e instanceof Error ? (e.stack ?? e.message) : String(e));
+    if (parts.length > 5) break;
+  }
+  return parts.join('\ncaused by: ');
+}
+
+// Run only as the program, not when imported by a test or another module.
+if (process.argv[1] && realpathSync(process.argv[1]) === self) {
+  process.exitCode = await main();
+}

@@ -1,0 +1,19 @@
+export { ConfigError } from './errors.js';
+export { DEFAULT_CONFIG_FILE, loadConfig, parseConfig, readSecretEnv, resolveDatabaseConfig } from './load.js';
+export { formatIssues, knownKeys, nearest } from './format.js';
+export {
+  configSchema,
+  configSections,
+  siteSchema,
+  databaseSchema,
+  handlerSchema,
+  logSchema,
+  envVarName,
+  LOG_LEVELS,
+  type AmieConfig,
+  type ConfigData,
+  type SiteConfig,
+  type DatabaseSection,
+  type HandlerConfig,
+  type LogLevel,
+} from './schema.js';

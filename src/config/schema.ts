@@ -1,0 +1,114 @@
+import { z } from 'zod';
+
+/**
+ * The configuration file's shape, one schema per section. Every object is strict: a
+ * misspelt key is an error, never a silently ignored setting. To add a section, write its
+ * schema here and add one line to `configSections`; any key in it ending in `Env` names an
+ * environment variable that must be set (see `secrets.ts`).
+ */
+
+/** AMIE site names are varchar(16) in transaction_tbl. */
+const siteName = z
+  .string()
+  .min(1)
+  .max(16)
+  .regex(/^[A-Za-z0-9_.-]+$/, { error: 'expected letters, digits, "_", "." or "-" only' });
+
+/** The name of an environment variable that holds a secret; the secret never sits in the file. */
+export const envVarName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, {
+  error: 'expected the NAME of an environment variable (letters, digits, "_"), not the secret itself',
+});
+
+export const siteSchema = z.strictObject({
+  /** local_site_name in the AMIE tables. */
+  name: siteName,
+  /** This site's resource as it appears in ResourceList. */
+  resource: z.string().min(1).regex(/^\S+$/, { error: 'expected a resource name without spaces' }),
+  /** remote_site_name: the central side. */
+  remoteSite: siteName.default('TGCDB'),
+});
+
+export const databaseSchema = z
+  .strictObject({
+    url: z
+      .string()
+      .regex(/^postgres(ql)?:\/\//, { error: 'expected a PostgreSQL URL: postgres://user@host:port/dbname', abort: true })
+      .refine(isUrl, { error: 'not a valid URL: expected postgres://user@host:port/dbname' })
+      .optional(),
+    path: z.string().min(1).optional(),
+    passwordEnv: envVarName.optional(),
+  })
+  .superRefine((db, ctx) => {
+    if (db.url !== undefined && db.path !== undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        message: 'give either url (a PostgreSQL server) or path (the embedded database), not both',
+      });
+    }
+    if (db.passwordEnv !== undefined && db.url === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['passwordEnv'], message: 'only applies with database.url' });
+    }
+    if (db.passwordEnv !== undefined && db.url !== undefined && hasUrlPassword(db.url)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['passwordEnv'],
+        message: 'database.url already carries a password: remove it from the url and keep it only in the environment variable',
+      });
+    }
+  });
+
+/** A built-in handler name, a path to a module, or a module with options for its class. */
+export const handlerSchema = z.union([
+  z.string().min(1),
+  z.strictObject({
+    module: z.string().min(1),
+    options: z.record(z.string(), z.unknown()).optional(),
+  }),
+]);
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+export const logSchema = z.strictObject({
+  level: z.enum(LOG_LEVELS).default('info'),
+});
+
+/** How `amie process` works through pending packets. */
+export const processSchema = z.strictObject({
+  /** Packets claimed and committed together; a crash redoes at most one batch of (idempotent) work. */
+  batchSize: z.number().int().min(1).max(1000).default(50),
+  /** A handler exception defers the packet this many times; the next one answers with a failure ITC. */
+  maxErrorDeferrals: z.number().int().min(0).max(1000).default(5),
+});
+
+export const configSections = {
+  site: siteSchema,
+  /** Omitted: the embedded database in ./.amie/db. */
+  database: databaseSchema.optional(),
+  /** Required by the commands that answer packets, not by `amie db`. */
+  handler: handlerSchema.optional(),
+  log: logSchema.default({ level: 'info' }),
+  process: processSchema.default({ batchSize: 50, maxErrorDeferrals: 5 }),
+};
+
+export const configSchema = z.strictObject(configSections);
+
+export type ConfigData = z.output<typeof configSchema>;
+export type SiteConfig = z.output<typeof siteSchema>;
+export type DatabaseSection = z.output<typeof databaseSchema>;
+export type HandlerConfig = z.output<typeof handlerSchema>;
+
+/** The validated configuration and the file it came from (relative paths in it are taken from its directory). */
+export type AmieConfig = ConfigData & { configFile: string };
+
+function isUrl(url: string): boolean {
+  return URL.canParse(url);
+}
+
+function hasUrlPassword(url: string): boolean {
+  try {
+    return new URL(url).password !== '';
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,37 @@
+/**
+ * What a handler decided about a packet. Returning reply tags (a plain object) is the normal
+ * case; the other outcomes are explicit values so that a reader of a handler sees every path.
+ */
+
+/** Marks outcome values; exported so that subclasses' declarations can name it. */
+export const OUTCOME: unique symbol = Symbol.for('amie-toolkit.outcome') as never;
+
+export type Outcome =
+  | { readonly [OUTCOME]: true; kind: 'fail'; message: string }
+  | { readonly [OUTCOME]: true; kind: 'defer'; reason: string }
+  | { readonly [OUTCOME]: true; kind: 'ignore'; reason: string }
+  | { readonly [OUTCOME]: true; kind: 'unhandled' };
+
+/** Answer with a failure inform_transaction_complete (DetailCode 2) carrying `message`. */
+export function fail(message: string): Outcome {
+  return { [OUTCOME]: true, kind: 'fail', message };
+}
+
+/** Leave the packet in progress; it is offered again on the next run (approval pending, outside system busy…). */
+export function defer(reason: string): Outcome {
+  return { [OUTCOME]: true, kind: 'defer', reason };
+}
+
+/** Mark the packet completed without any reply; the reason goes to the audit. */
+export function ignore(reason: string): Outcome {
+  return { [OUTCOME]: true, kind: 'ignore', reason };
+}
+
+/** What the base class returns for a packet type the site's handler does not implement. */
+export function unhandled(): Outcome {
+  return { [OUTCOME]: true, kind: 'unhandled' };
+}
+
+export function isOutcome(value: unknown): value is Outcome {
+  return typeof value === 'object' && value !== null && (value as Record<symbol, unknown>)[OUTCOME] === true;
+}

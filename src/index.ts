@@ -1,0 +1,9 @@
+/**
+ * The toolkit's public API. A site's scripts and handlers import from here.
+ */
+export * from './db/index.js';
+export * from './config/index.js';
+export { createLogger, resolveLogLevel, REDACT_PATHS, type Logger, type LoggerOptions } from './log.js';
+export * from './protocol/index.js';
+export * from './store/index.js';
+export * from './dispatch/index.js';

@@ -1,0 +1,190 @@
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { execa } from 'execa';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { freshPgDatabase, type TestDatabase } from './helpers/db.js';
+import { hasPostgres, pgSkipNote } from './helpers/env.js';
+
+// The command is tested as operators run it: the compiled program in a child process.
+const MAIN = resolve('dist/src/cli/main.js');
+const VERSION = (JSON.parse(readFileSync('package.json', 'utf8')) as { version: string }).version;
+const SITE = 'site:\n  name: EXAMPLE\n  resource: cluster.example.org\n';
+
+/** The environment of the test run minus anything that would point `amie` at another config or database. */
+function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  for (const k of Object.keys(env)) if (k.startsWith('AMIE_')) delete env[k];
+  return { ...env, ...extra };
+}
+
+async function amie(args: string[], opts: { cwd?: string; env?: Record<string, string> } = {}) {
+  const r = await execa('node', [MAIN, ...args], {
+    cwd: opts.cwd ?? tempDir(),
+    env: cleanEnv(opts.env),
+    extendEnv: false,
+    reject: false,
+    stdin: 'ignore',
+    timeout: 60_000,
+  });
+  return { code: r.exitCode, stdout: String(r.stdout), stderr: String(r.stderr) };
+}
+
+const dirs: string[] = [];
+function tempDir(): string {
+  const d = mkdtempSync(join(tmpdir(), 'amie-cli-'));
+  dirs.push(d);
+  return d;
+}
+
+function configIn(dir: string, text: string): string {
+  const file = join(dir, 'amie.yaml');
+  writeFileSync(file, text);
+  return file;
+}
+
+const stderrLines = (s: string) => s.split('\n').filter(Boolean);
+
+beforeAll(() => {
+  if (!existsSync(MAIN)) throw new Error(`${MAIN} is missing: build first with npx tsc -p . (npm test does it)`);
+});
+afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+
+describe('amie', () => {
+  it('prints its version', async () => {
+    const r = await amie(['--version']);
+    expect(r).toMatchObject({ code: 0, stdout: VERSION });
+  });
+
+  it('prints help naming the global options and the commands', async () => {
+    const r = await amie(['--help']);
+    expect(r.code).toBe(0);
+    for (const word of ['-c, --config <file>', '--debug', '--version', 'db', 'demo']) expect(r.stdout).toContain(word);
+    const db = await amie(['db', '--help']);
+    expect(db.code).toBe(0);
+    expect(db.stdout).toMatch(/init[\s\S]*check/);
+  });
+
+  it('exits 2 on a command line it does not understand', async () => {
+    const r = await amie(['db', 'frobnicate']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain("unknown command 'frobnicate'");
+  });
+
+  it('exits 2 naming every bad key in the configuration, without a stack trace', async () => {
+    const dir = tempDir();
+    configIn(dir, 'site:\n  name: A-VERY-LONG-SITE-NAME\n  resource: r\ndatabse:\n  path: ./db\n');
+    const r = await amie(['-c', 'amie.yaml', 'db', 'init'], { cwd: dir });
+    expect(r.code).toBe(2);
+    expect(stderrLines(r.stderr)).toEqual([
+      'amie: amie.yaml: site.name: expected at most 16 characters, got "A-VERY-LONG-SITE-NAME"',
+      'amie: amie.yaml: databse: unknown key (did you mean "database"?)',
+    ]);
+    expect(r.stdout).toBe('');
+  });
+
+  it('exits 2 when there is no configuration file, saying how to give one', async () => {
+    const r = await amie(['db', 'check']);
+    expect(r.code).toBe(2);
+    expect(stderrLines(r.stderr)).toHaveLength(1);
+    expect(r.stderr).toMatch(/^amie: no configuration file: give -c FILE or set AMIE_CONFIG/);
+  });
+
+  it('finds the configuration through AMIE_CONFIG', async () => {
+    const dir = tempDir();
+    const file = configIn(dir, `${SITE}database:\n  url: postgres://nobody@127.0.0.1:1/x\n`);
+    const r = await amie(['db', 'check'], { env: { AMIE_CONFIG: file } });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('postgres://nobody@127.0.0.1:1/x');
+  });
+
+  it('exits 2 with one line when the database server cannot be reached', async () => {
+    const dir = tempDir();
+    configIn(dir, `${SITE}database:\n  url: postgres://nobody@127.0.0.1:1/x\n`);
+    const r = await amie(['-c', 'amie.yaml', 'db', 'init'], { cwd: dir });
+    expect(r.code).toBe(2);
+    const lines = stderrLines(r.stderr);
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/^amie: cannot use database postgres:\/\/nobody@127\.0\.0\.1:1\/x: connection refused/);
+    expect(r.stderr).not.toMatch(/^\s+at /m);
+  });
+
+  it('never prints a database password, not even with --debug', async () => {
+    const dir = tempDir();
+    configIn(dir, `${SITE}database:\n  url: postgres://nobody@127.0.0.1:1/x\n  passwordEnv: AMIE_DB_PASSWORD\n`);
+    for (const debug of [[], ['--debug']]) {
+      const fromEnvVar = await amie([...debug, '-c', 'amie.yaml', 'db', 'init'], { cwd: dir, env: { AMIE_DB_PASSWORD: 'topsecret' } });
+      expect(fromEnvVar.code).toBe(2);
+      expect(fromEnvVar.stderr).toContain('postgres://nobody:***@127.0.0.1:1/x');
+      const inUrl = await amie([...debug, 'db', 'init'], {
+        env: { AMIE_CONFIG: join(dir, 'amie.yaml'), AMIE_DATABASE_URL: 'postgres://nobody:topsecret@127.0.0.1:1/x' },
+      });
+      expect(inUrl.code).toBe(2);
+      for (const r of [fromEnvVar, inUrl]) expect(r.stdout + r.stderr).not.toContain('topsecret');
+    }
+  });
+
+  it('db init creates the AMIE tables in an embedded database, and finds them there the second time', async () => {
+    const dir = tempDir();
+    configIn(dir, `${SITE}database:\n  path: ./var/db\n`);
+    const first = await amie(['-c', 'amie.yaml', 'db', 'init'], { cwd: dir });
+    expect(first.stderr).toBe('');
+    expect(first.code).toBe(0);
+    const where = `embedded database ${join(dir, 'var', 'db')}`;
+    expect(first.stdout).toMatch(new RegExp(`^${where}: AMIE tables created; toolkit migrations applied: \\S+`));
+
+    const second = await amie(['-c', 'amie.yaml', 'db', 'init'], { cwd: dir });
+    expect(second).toMatchObject({ code: 0, stderr: '', stdout: `${where}: AMIE tables already there; no toolkit migrations to apply` });
+
+    const check = await amie(['-c', 'amie.yaml', 'db', 'check'], { cwd: dir });
+    expect(check).toMatchObject({ code: 0, stderr: '' });
+    expect(check.stdout.split('\n')).toEqual([`${where}: AMIE tables ready`, 'incoming packets: none', 'outgoing packets: none']);
+  });
+
+  it('db check on a database without the AMIE tables exits 2 and says to run db init', async () => {
+    const dir = tempDir();
+    configIn(dir, `${SITE}database:\n  path: ./db\n`);
+    const r = await amie(['-c', 'amie.yaml', 'db', 'check'], { cwd: dir });
+    expect(r.code).toBe(2);
+    expect(stderrLines(r.stderr)).toHaveLength(1);
+    expect(r.stderr).toContain('run `amie db init`');
+  });
+
+  it('demo shows the AMIE tables and their vocabularies without any configuration', async () => {
+    const r = await amie(['demo']);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^\s+state_des\s+7$/m);
+    expect(r.stdout).toMatch(/^\s+type_des\s+31$/m);
+    expect(r.stdout).toMatch(/^\s+2\s+in-progress$/m);
+    expect(r.stdout).toMatch(/^\s+31\s+request_person_merge$/m);
+  });
+});
+
+describe('amie on a PostgreSQL server', () => {
+  let server: TestDatabase | undefined;
+  const available = hasPostgres();
+  beforeAll(async () => {
+    if (available) server = await freshPgDatabase();
+  });
+  afterAll(async () => {
+    await server?.cleanup();
+  });
+
+  it.skipIf(!available)(`db init creates the tables, then finds them, never showing the password${pgSkipNote}`, async () => {
+    const dir = tempDir();
+    // The test server trusts local connections, so any password is accepted; what matters is that none is printed.
+    configIn(dir, `${SITE}database:\n  url: ${server!.url}\n  passwordEnv: AMIE_DB_PASSWORD\n`);
+    const env = { AMIE_DB_PASSWORD: 'topsecret' };
+    const first = await amie(['-c', 'amie.yaml', 'db', 'init'], { cwd: dir, env });
+    expect(first.stderr).toBe('');
+    expect(first.code).toBe(0);
+    expect(first.stdout).toMatch(/^postgres:\/\/[^@]*:\*\*\*@[^ ]+: AMIE tables created; toolkit migrations applied: \S+/);
+    const second = await amie(['-c', 'amie.yaml', 'db', 'init'], { cwd: dir, env });
+    expect(second.code).toBe(0);
+    expect(second.stdout).toContain('AMIE tables already there; no toolkit migrations to apply');
+    const check = await amie(['-c', 'amie.yaml', 'db', 'check'], { cwd: dir, env });
+    expect(check.code).toBe(0);
+    for (const r of [first, second, check]) expect(r.stdout + r.stderr).not.toContain('topsecret');
+  });
+});
