@@ -4,10 +4,9 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { spawn } from 'node:child_process';
 import { openPglite, type Database } from '../../src/db/index.js';
-import { PacketBody } from '../../src/protocol/index.js';
 import { initDatabase } from '../../src/store/index.js';
 import { driverCases, type TestDatabase } from '../helpers/db.js';
-import { SITE, racTags } from '../helpers/amie.js';
+import { SITE, seedRacs } from '../helpers/amie.js';
 
 const CLI = resolve('dist/src/cli/main.js');
 const HANDLER = resolve('test/fixtures/handlers/account-handler.js');
@@ -22,25 +21,6 @@ function amie(args: string[], env: NodeJS.ProcessEnv = {}) {
     child.on('close', (code, signal) => res({ code, signal, stdout, stderr })),
   );
   return { child, done };
-}
-
-/** Many RAC transactions in one statement per table, as the transfer daemon would leave them. */
-async function seedRacs(db: Database, n: number): Promise<void> {
-  const rows = PacketBody.fromTags(racTags(0)).toRows();
-  await db.transaction(async (tx) => {
-    await tx.query(
-      `WITH t AS (
-         INSERT INTO transaction_tbl (originating_site_name, transaction_id, local_site_name, remote_site_name, state_id)
-         SELECT 'TGCDB', 900000 + g, $2, 'TGCDB', 2 FROM generate_series(1, $1::int) g RETURNING trans_rec_id),
-       p AS (
-         INSERT INTO packet_tbl (trans_rec_id, packet_id, type_id, version, state_id, outgoing_flag)
-         SELECT trans_rec_id, 1, 16, '1.0', 2, 0 FROM t RETURNING packet_rec_id)
-       INSERT INTO data_tbl (packet_rec_id, tag, subtag, seq, value)
-       SELECT p.packet_rec_id, x.tag, x.subtag, x.seq, x.value
-         FROM p, unnest($3::text[], $4::text[], $5::int[], $6::text[]) AS x(tag, subtag, seq, value)`,
-      [n, SITE.name, rows.map((r) => r.tag), rows.map((r) => r.subtag), rows.map((r) => r.seq), rows.map((r) => r.value)],
-    );
-  });
 }
 
 /** Every RAC answered by exactly one NAC, and completed. */

@@ -84,3 +84,25 @@ export async function auditOf(db: Database, packetRecId: number) {
   );
   return rows;
 }
+
+/**
+ * Many RAC transactions at once, one statement, as the transfer daemon would leave them.
+ * Each request is for a different person (first name "Ann<n>", last name "O'Neil<n>").
+ */
+export async function seedRacs(db: Database, n: number, firstTransactionId = 900000): Promise<void> {
+  const rows = PacketBody.fromTags(racTags(0)).toRows();
+  await db.query(
+    `WITH t AS (
+       INSERT INTO transaction_tbl (originating_site_name, transaction_id, local_site_name, remote_site_name, state_id)
+       SELECT $7, $8::bigint + g, $2, $7, 2 FROM generate_series(1, $1::int) g RETURNING trans_rec_id, transaction_id),
+     p AS (
+       INSERT INTO packet_tbl (trans_rec_id, packet_id, type_id, version, state_id, outgoing_flag)
+       SELECT trans_rec_id, 1, 16, '1.0', 2, 0 FROM t RETURNING packet_rec_id, trans_rec_id),
+     n AS (SELECT p.packet_rec_id, t.transaction_id - $8::bigint AS k FROM p JOIN t USING (trans_rec_id))
+     INSERT INTO data_tbl (packet_rec_id, tag, subtag, seq, value)
+     SELECT n.packet_rec_id, x.tag, x.subtag, x.seq,
+            CASE x.tag WHEN 'UserFirstName' THEN 'Ann' || n.k WHEN 'UserLastName' THEN x.value || n.k ELSE x.value END
+       FROM n, unnest($3::text[], $4::text[], $5::int[], $6::text[]) AS x(tag, subtag, seq, value)`,
+    [n, SITE.name, rows.map((r) => r.tag), rows.map((r) => r.subtag), rows.map((r) => r.seq), rows.map((r) => r.value), SITE.remoteSite, firstTransactionId],
+  );
+}

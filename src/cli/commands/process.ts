@@ -72,6 +72,7 @@ async function runProcess(
   try {
     do {
       let summary;
+      const tripsBefore = db.roundTrips;
       try {
         summary = await dispatcher.runOnce();
       } catch (err) {
@@ -92,7 +93,8 @@ async function runProcess(
           );
         }
       }
-      log.info({ run_id: summary.runId, ...countsOf(summary) }, 'run finished');
+      // Round trips are the cost of a run: logged so that operators (and the benchmark) can see it.
+      log.info({ run_id: summary.runId, ...countsOf(summary), round_trips: db.roundTrips - tripsBefore, ms: summary.durationMs }, 'run finished');
       context.out(formatSummary(summary));
       worst = Math.max(worst, exitCodeFor(summary));
       if (opts.watch === undefined || stopping) break;

@@ -1,0 +1,112 @@
+/**
+ * Throughput of `amie process` with the registry handler: 10,000 pending request_account_create
+ * transactions answered by one and four processes on PostgreSQL and one on the embedded
+ * database. Each figure is measured in one run, wall clock from start to the last process'
+ * exit (start-up included), with the database round trips the processes report.
+ */
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { openPglite, type Database } from '../../src/db/index.js';
+import { initDatabase } from '../../src/store/index.js';
+import { SITE, seedRacs } from '../helpers/amie.js';
+import { freshPgDatabase } from '../helpers/db.js';
+
+const CLI = resolve('dist/src/cli/main.js');
+const HANDLER = process.env.AMIE_BENCH_HANDLER ?? 'registry';
+const HANDLER_LABEL = HANDLER.includes('/') ? 'custom handler' : `${HANDLER} handler`;
+
+export interface BenchRow {
+  figure: string;
+  count: number;
+  seconds: number;
+  perSecond: number;
+  roundTripsPerItem: number | null;
+  note?: string;
+}
+
+interface RunFinished {
+  msg: string;
+  answered: number;
+  round_trips: number;
+}
+
+function runProcess(config: string): Promise<RunFinished> {
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn(process.execPath, [CLI, '-c', config, 'process'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let tail = '';
+    let finished: RunFinished | undefined;
+    child.stderr.setEncoding('utf8');
+    child.stderr.on('data', (chunk: string) => {
+      const lines = (tail + chunk).split('\n');
+      tail = lines.pop() ?? '';
+      for (const line of lines) {
+        if (line.includes('"run finished"')) finished = JSON.parse(line) as RunFinished;
+      }
+    });
+    child.on('close', (code) => {
+      if (finished && (code === 0 || code === 1)) resolvePromise(finished);
+      else reject(new Error(`amie process exited ${code}: ${tail}`));
+    });
+  });
+}
+
+async function measure(figure: string, packets: number, processes: number, database: { url?: string; path?: string }): Promise<BenchRow> {
+  const dir = mkdtempSync(join(tmpdir(), 'amie-bench-'));
+  const config = join(dir, 'amie.yaml');
+  writeFileSync(
+    config,
+    [
+      `site: { name: ${SITE.name}, resource: ${SITE.resource} }`,
+      database.url ? `database: { url: "${database.url}" }` : `database: { path: "${database.path}" }`,
+      `handler: ${HANDLER}`,
+      'process: { batchSize: 100 }',
+      'log: { level: info }', // as operators run it: one line per packet
+    ].join('\n'),
+  );
+  try {
+    const started = process.hrtime.bigint();
+    const runs = await Promise.all(Array.from({ length: processes }, () => runProcess(config)));
+    const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+    const answered = runs.reduce((a, r) => a + r.answered, 0);
+    const trips = runs.reduce((a, r) => a + r.round_trips, 0);
+    if (answered !== packets) throw new Error(`${figure}: ${answered} of ${packets} packets answered`);
+    return { figure, count: packets, seconds, perSecond: packets / seconds, roundTripsPerItem: trips / packets };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function seeded(db: Database, packets: number) {
+  await initDatabase(db);
+  await seedRacs(db, packets);
+}
+
+export async function dispatchBenchmarks(packets = 10_000): Promise<BenchRow[]> {
+  const rows: BenchRow[] = [];
+  if (process.env.AMIE_TEST_DATABASE_URL) {
+    for (const processes of [1, 4]) {
+      const t = await freshPgDatabase();
+      try {
+        await seeded(t.db, packets);
+        rows.push(await measure(`amie process, ${HANDLER_LABEL}, PostgreSQL, ${processes} process${processes > 1 ? 'es' : ''}`, packets, processes, { url: t.url }));
+      } finally {
+        await t.cleanup();
+      }
+    }
+  } else {
+    rows.push({ figure: 'amie process on PostgreSQL', count: 0, seconds: 0, perSecond: 0, roundTripsPerItem: null, note: 'skipped: set AMIE_TEST_DATABASE_URL' });
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'amie-bench-pglite-'));
+  try {
+    const path = join(dir, 'db');
+    const db = await openPglite({ path });
+    await seeded(db, packets);
+    await db.close();
+    rows.push(await measure(`amie process, ${HANDLER_LABEL}, embedded PGlite, 1 process`, packets, 1, { path }));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  return rows;
+}
