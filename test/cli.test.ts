@@ -149,16 +149,7 @@ describe('amie', () => {
     expect(stderrLines(r.stderr)).toHaveLength(1);
     expect(r.stderr).toContain('run `amie db init`');
   });
-
-  it('demo shows the AMIE tables and their vocabularies without any configuration', async () => {
-    const r = await amie(['demo']);
-    expect(r.stderr).toBe('');
-    expect(r.code).toBe(0);
-    expect(r.stdout).toMatch(/^\s+state_des\s+7$/m);
-    expect(r.stdout).toMatch(/^\s+type_des\s+31$/m);
-    expect(r.stdout).toMatch(/^\s+2\s+in-progress$/m);
-    expect(r.stdout).toMatch(/^\s+31\s+request_person_merge$/m);
-  });
+  // `amie demo` (the four scenarios) is tested in test/simulator/cli.test.ts.
 });
 
 describe('amie on a PostgreSQL server', () => {

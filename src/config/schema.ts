@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { UsageConfigSchema } from '../usage/config.js';
 
 /**
  * The configuration file's shape, one schema per section. Every object is strict: a
@@ -89,6 +90,7 @@ export const configSections = {
   handler: handlerSchema.optional(),
   log: logSchema.default({ level: 'info' }),
   process: processSchema.default({ batchSize: 50, maxErrorDeferrals: 5 }),
+  usage: UsageConfigSchema.optional(),
 };
 
 export const configSchema = z.strictObject(configSections);

@@ -204,7 +204,12 @@ export class Dispatcher {
     try {
       await this.db.transaction(async (tx) => {
         const claimed = await claimBatch(tx, { limit, exclude, types: this.opts.types });
-        for (const row of claimed) results.push(await this.handleOne(tx, row, runId));
+        for (const [i, row] of claimed.entries()) {
+          // One round trip per packet for its savepoint: the previous packet's is released and
+          // this one's set together; COMMIT releases the last.
+          await tx.exec(i === 0 ? 'SAVEPOINT amie_packet' : 'RELEASE SAVEPOINT amie_packet; SAVEPOINT amie_packet');
+          results.push(await this.handleOne(tx, row, runId));
+        }
         if (this.opts.dryRun && claimed.length > 0) throw new RollbackDryRun();
       });
     } catch (err) {
@@ -339,11 +344,9 @@ export class Dispatcher {
       return finish({ outcome: 'reply', replyType, replyPacketRecId: id, reply: replyBody.toJSON() });
     };
 
-    await tx.query('SAVEPOINT amie_packet');
+    // The caller has set savepoint amie_packet just before this packet.
     try {
-      const result = await work();
-      await tx.query('RELEASE SAVEPOINT amie_packet');
-      return result;
+      return await work();
     } catch (err) {
       if (isConnectionLost(err)) throw err;
       await tx.query('ROLLBACK TO SAVEPOINT amie_packet');

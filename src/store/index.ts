@@ -29,3 +29,4 @@ export {
   type AuditEntry,
   type ReplyToWrite,
 } from './work.js';
+export * from './usage.js';

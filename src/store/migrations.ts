@@ -1,4 +1,6 @@
 import type { Database, Queryable } from '../db/index.js';
+import { REGISTRY_MIGRATION } from '../registry/schema.js';
+import { USAGE_MIGRATION } from './usage.js';
 
 /**
  * The toolkit's own tables live in their own schema so that a site's AMIE tables (and the
@@ -64,6 +66,8 @@ CREATE INDEX IF NOT EXISTS amie_toolkit_pending_incoming ON packet_tbl (packet_r
   WHERE outgoing_flag = 0 AND state_id = 2;
 `,
   },
+  REGISTRY_MIGRATION,
+  USAGE_MIGRATION,
 ];
 
 /**

@@ -23,3 +23,10 @@ export {
   roundCharge,
 } from './charge.js';
 export type { ChargeResult, ChargeRule, ChargeUnit } from './charge.js';
+export * from './config.js';
+export * from './mapping.js';
+export * from './report.js';
+export * from './api-client.js';
+export * from './sinks/types.js';
+export { AmieDbSink } from './sinks/amie-db.js';
+export { UsageApiSink } from './sinks/usage-api.js';

@@ -10,7 +10,9 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { openPglite, type Database } from '../../src/db/index.js';
 import { initDatabase } from '../../src/store/index.js';
-import { SITE, seedRacs } from '../helpers/amie.js';
+import { RegistryHandler } from '../../handlers/registry.js';
+import { Dispatcher } from '../../src/dispatch/index.js';
+import { SITE, quietLog, seedIncoming, seedRacs } from '../helpers/amie.js';
 import { freshPgDatabase } from '../helpers/db.js';
 
 const CLI = resolve('dist/src/cli/main.js');
@@ -78,8 +80,27 @@ async function measure(figure: string, packets: number, processes: number, datab
   }
 }
 
+/** The project the RACs name, created the way a site gets it: an RPC answered by the registry. */
 async function seeded(db: Database, packets: number) {
   await initDatabase(db);
+  await seedIncoming(db, 'request_project_create', {
+    AllocationType: 'new',
+    GrantNumber: 'TG-ABC123',
+    ProjectID: 'p-abc123',
+    PfosNumber: '1234567',
+    PiFirstName: 'Jane',
+    PiLastName: 'Doe',
+    PiOrganization: 'Example University',
+    PiOrgCode: '0012345',
+    StartDate: '2026-07-01',
+    EndDate: '2027-06-30',
+    ResourceList: [SITE.resource],
+    RecordID: 'bench-rpc',
+    ServiceUnitsAllocated: '50000',
+  });
+  const registry = new RegistryHandler({ db, log: quietLog, site: SITE, options: {}, dryRun: false });
+  const made = await new Dispatcher(db, registry, quietLog).runOnce();
+  if (made.answered !== 1) throw new Error(`could not create the benchmark project: ${JSON.stringify(made.results)}`);
   await seedRacs(db, packets);
 }
 

@@ -1,52 +1,98 @@
 import type { Command } from 'commander';
-import { openPglite } from '../../db/index.js';
-import type { CliContext } from '../context.js';
+import { EXIT, type CliContext } from '../context.js';
+
+/** The demo's own site; no configuration is read. */
+const DEMO_SITE = { name: 'DEMO', resource: 'cluster.demo.example.org', remoteSite: 'TGCDB' };
 
 /**
- * A look at the toolkit with nothing to set up: an embedded database in memory, so the demo
- * never touches a site's data and needs no configuration file.
+ * The whole toolkit with nothing to set up: an in-memory embedded database (nothing is left
+ * behind, so a second run starts as clean as the first), the registry handler, and the
+ * simulated central site running every scenario.
  */
 export function register(program: Command, context: CliContext): void {
   program
     .command('demo')
-    .description('create the AMIE tables in a throw-away embedded database and show what is in them')
-    .action(async () => {
-      const { AMIE_TABLES, initDatabase, TOOLKIT_SCHEMA } = await import('../../store/index.js');
+    .description('run every AMIE test scenario against the registry handler in a throw-away embedded database, and show the registry it built')
+    .option('--json', 'print the scenario reports and the registry as JSON')
+    .option('--verbose', 'list every check, not only the failed ones')
+    .action(async (opts: { json?: boolean; verbose?: boolean }) => {
+      const { openPglite } = await import('../../db/index.js');
+      const { initDatabase } = await import('../../store/index.js');
+      const { Dispatcher, loadHandlerClass } = await import('../../dispatch/index.js');
+      const { SCENARIO_NAMES, runScenarios, formatScenarioReport, formatVerdict, textTable } = await import('../../simulator/index.js');
+      const { listAccounts, listPeople, listProjects } = await import('../../registry/index.js');
+      await import('../../../handlers/index.js');
+
+      // The demo's own story is its output, problems included; log lines (the invalid packet is
+      // logged as an error on purpose) would only bury it.
+      const { createLogger } = await import('../../log.js');
+      const log = createLogger({ level: opts.verbose ? 'info' : 'fatal', debug: context.options().debug, env: context.env });
+      const started = Date.now();
       const db = await openPglite();
       try {
-        const result = await initDatabase(db);
-        context.out(`AMIE toolkit demo on an ${db.description}`);
-        context.out(
-          `AMIE tables ${result.amieTables}; toolkit migrations applied: ${result.migrationsApplied.join(', ') || 'none'}`,
-        );
+        await initDatabase(db);
+        const loaded = await loadHandlerClass('registry', context.cwd);
+        const handler = new loaded.cls({ db, log, site: DEMO_SITE, options: loaded.options, dryRun: false });
+        const dispatcher = new Dispatcher(db, handler, log, { handlerName: loaded.name, maxErrorDeferrals: 1 });
+        await handler.start();
+        const reports = await runScenarios(db, dispatcher, SCENARIO_NAMES, { site: DEMO_SITE, maxRounds: 6 }).finally(() => handler.stop());
+        const people = await listPeople(db, { includeMerged: true });
+        const projects = await listProjects(db);
+        const accounts = await listAccounts(db);
+        const passed = reports.every((r) => r.passed);
+        context.exitCode = passed ? EXIT.ok : EXIT.workFailed;
 
-        const { rows: toolkitTables } = await db.query<{ name: string }>(
-          `SELECT table_schema || '.' || table_name AS name FROM information_schema.tables
-            WHERE table_schema = $1 ORDER BY table_name`,
-          [TOOLKIT_SCHEMA],
-        );
-        const tables = [...AMIE_TABLES, ...toolkitTables.map((t) => t.name)];
-        const width = Math.max(...tables.map((t) => t.length));
-        context.out('');
-        context.out('tables (rows):');
-        for (const table of tables) {
-          const { rows } = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${table}`);
-          context.out(`  ${table.padEnd(width)}  ${rows[0]?.n ?? 0}`);
+        if (opts.json) {
+          context.out(JSON.stringify({ passed, site: DEMO_SITE, scenarios: reports, registry: { people, projects, accounts } }, null, 2));
+          return;
         }
-
-        const { rows: states } = await db.query<{ id: number; name: string }>(
-          'SELECT state_id::int AS id, state_name AS name FROM state_des ORDER BY state_id',
-        );
+        context.out(`AMIE toolkit demo: a simulated central site (${DEMO_SITE.remoteSite}) sends packets to site ${DEMO_SITE.name}`);
+        context.out(`(resource ${DEMO_SITE.resource}); the registry handler answers them in an ${db.description}.`);
+        for (const r of reports) {
+          context.out('');
+          for (const line of formatScenarioReport(r, { verbose: opts.verbose })) context.out(line);
+        }
         context.out('');
-        context.out('packet and transaction states (state_des):');
-        for (const s of states) context.out(`  ${String(s.id).padStart(2)}  ${s.name}`);
-
-        const { rows: types } = await db.query<{ id: number; name: string }>(
-          'SELECT type_id::int AS id, type_name AS name FROM type_des ORDER BY type_id',
-        );
+        context.out('The registry the handler built:');
         context.out('');
-        context.out('packet types (type_des):');
-        for (const t of types) context.out(`  ${String(t.id).padStart(2)}  ${t.name}`);
+        context.out('people');
+        for (const line of textTable(
+          people.map((p) => ({
+            PersonID: p.personId,
+            login: p.login,
+            uid: p.uid,
+            name: [p.firstName, p.middleName, p.lastName].filter(Boolean).join(' '),
+            organization: p.organization,
+            DNs: p.dns.length,
+            state: p.mergedInto ? `merged into ${p.mergedInto}` : 'active',
+          })),
+          ['PersonID', 'login', 'uid', 'name', 'organization', 'DNs', 'state'],
+        ))
+          context.out(line);
+        context.out('');
+        context.out('projects');
+        for (const line of textTable(
+          projects.map((p) => ({
+            ProjectID: p.projectId,
+            GrantNumber: p.grantNumber,
+            PI: p.piPersonId,
+            resource: p.resource,
+            SUs: p.serviceUnits,
+            dates: `${p.startDate ?? '?'} .. ${p.endDate ?? '?'}`,
+            state: p.active ? 'active' : 'inactive',
+          })),
+          ['ProjectID', 'GrantNumber', 'PI', 'resource', 'SUs', 'dates', 'state'],
+        ))
+          context.out(line);
+        context.out('');
+        context.out('accounts');
+        for (const line of textTable(
+          accounts.map((a) => ({ ProjectID: a.projectId, PersonID: a.personId, login: a.login, resource: a.resource, state: a.active ? 'active' : 'inactive' })),
+          ['ProjectID', 'PersonID', 'login', 'resource', 'state'],
+        ))
+          context.out(line);
+        context.out('');
+        context.out(`${formatVerdict(reports)} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
       } finally {
         await db.close();
       }

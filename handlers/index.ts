@@ -1,0 +1,9 @@
+/**
+ * The handlers that ship with the toolkit, registered under the names the config's
+ * `handler:` key uses. Each is loaded only when a config names it.
+ */
+import { registerBuiltinHandler } from '../src/dispatch/load.js';
+
+registerBuiltinHandler('registry', async () => (await import('./registry.js')).RegistryHandler);
+
+export {};

@@ -1,0 +1,218 @@
+import type { Command } from 'commander';
+import { ConfigError } from '../../config/errors.js';
+import { readSecretEnv, type AmieConfig } from '../../config/index.js';
+import type { Database } from '../../db/index.js';
+import type { Logger } from '../../log.js';
+import { USAGE_SINKS, defaultUsageConfig, type UsageConfig, type UsageSinkName } from '../../usage/config.js';
+import { EXIT, type CliContext } from '../context.js';
+import { formatTable } from '../table.js';
+
+// Loaded when a command runs, so `amie --help` works where sacct or the store cannot load.
+const reporter = () => import('../../usage/report.js');
+const store = () => import('../../store/index.js');
+
+interface ReportOptions {
+  since?: string;
+  until?: string;
+  dryRun?: boolean;
+  sink?: string;
+  json?: boolean;
+}
+
+interface FailedOptions {
+  pending?: boolean;
+  limit?: string;
+  json?: boolean;
+  server?: boolean;
+}
+
+export function register(program: Command, context: CliContext): void {
+  program
+    .command('report-usage')
+    .description('report finished Slurm jobs to the allocations service, each job exactly once (safe to rerun and to overlap)')
+    .option('--since <time>', 'jobs that ended from this time on (ISO 8601, UTC unless it has a zone); default: where the last run stopped, minus usage.overlapHours')
+    .option('--until <time>', 'jobs that ended before this time (ISO 8601); default: now')
+    .option('--dry-run', 'read, map and charge; show what would be reported; write nothing')
+    .option('--sink <sink>', `override usage.sink: ${USAGE_SINKS.join(' or ')}`)
+    .option('--json', 'print the summary as JSON')
+    .action((opts: ReportOptions) =>
+      context.withDatabase(async (db, config, log) => {
+        context.exitCode = await runReport(context, db, config, log, opts);
+      }),
+    );
+
+  const usage = program.command('usage').description('inspect and retry usage records the Usage API refused');
+
+  usage
+    .command('failed')
+    .description('list usage records the Usage API refused, with the server\'s reason (and, with --pending, unanswered ones)')
+    .option('--pending', 'list records sent but never answered (left by an interrupted run) instead')
+    .option('--limit <n>', 'at most N records', '200')
+    .option('--server', 'ask the Usage API for its own list of records it failed to load (GET usage/failed)')
+    .option('--json', 'print JSON')
+    .action((opts: FailedOptions) =>
+      context.withDatabase(async (db, config, log) => {
+        const { prepareDatabase, listUnreportedJobs } = await store();
+        if (opts.server) {
+          const { usageApiClient } = await reporter();
+          const u = usageConfigOf(config);
+          const client = usageApiClient(config.site, requireApi(u), apiKeyOf(context, u), log);
+          context.out(JSON.stringify(await client.getFailed(), null, 2));
+          return;
+        }
+        await prepareDatabase(db);
+        const records = await listUnreportedJobs(db, { status: opts.pending ? 'pending' : 'failed', limit: positiveInt('--limit', opts.limit ?? '200') });
+        if (opts.json) {
+          context.out(JSON.stringify(records, null, 2));
+          return;
+        }
+        const lines = formatTable(
+          records.map((r) => ({
+            cluster: r.cluster,
+            job: r.jobId,
+            project: r.projectId,
+            user: r.userLogin,
+            charge: r.charge,
+            ended: r.endTime,
+            http: r.apiStatus,
+            attempts: r.attempts,
+            reason: r.reason ?? (r.status === 'pending' ? 'no answer recorded' : ''),
+          })),
+          ['cluster', 'job', 'project', 'user', 'charge', 'ended', 'http', 'attempts', 'reason'],
+        );
+        for (const l of lines) context.out(l);
+      }),
+    );
+
+  usage
+    .command('resend')
+    .description('send refused and unanswered usage records to the Usage API again (after fixing the cause)')
+    .option('--job <id...>', 'only these job ids (as sacct shows them, e.g. 123 or 123_4)')
+    .option('--limit <n>', 'at most N records', '10000')
+    .action((opts: { job?: string[]; limit?: string }) =>
+      context.withDatabase(async (db, config, log) => {
+        const { prepareDatabase, listUnreportedJobs } = await store();
+        const { usageApiClient } = await reporter();
+        const { UsageApiSink } = await import('../../usage/sinks/usage-api.js');
+        await prepareDatabase(db);
+        const u = usageConfigOf(config);
+        const client = usageApiClient(config.site, requireApi(u), apiKeyOf(context, u), log);
+        const limit = positiveInt('--limit', opts.limit ?? '10000');
+        let records = await listUnreportedJobs(db, { limit });
+        if (opts.job?.length) records = records.filter((r) => opts.job!.includes(r.jobId));
+        if (records.length === 0) {
+          context.out('nothing to resend');
+          return;
+        }
+        const sink = new UsageApiSink(db, client, config.site, log);
+        try {
+          const r = await sink.resend(records);
+          context.out(`resent ${records.length}: accepted ${r.reported}, refused ${r.failed.length}`);
+          for (const f of r.failed.slice(0, 20)) context.out(`  job ${f.key.jobId} (${f.key.cluster}): ${f.reason}`);
+          if (r.failed.length > 0) context.exitCode = EXIT.workFailed;
+        } catch (err) {
+          if ((err as Error).name !== 'UsageApiError') throw err;
+          process.stderr.write(`amie: ${(err as Error).message}\n`);
+          context.exitCode = EXIT.workFailed;
+        }
+      }),
+    );
+}
+
+function usageConfigOf(config: AmieConfig): UsageConfig {
+  return (config as AmieConfig & { usage?: UsageConfig }).usage ?? defaultUsageConfig();
+}
+
+function requireApi(u: UsageConfig): NonNullable<UsageConfig['usageApi']> {
+  if (!u.usageApi) throw new ConfigError('usage.usageApi: missing: expected { url: https://..., apiKeyEnv: NAME } for the Usage API');
+  return u.usageApi;
+}
+
+function apiKeyOf(context: CliContext, u: UsageConfig): string {
+  return readSecretEnv('usage.usageApi.apiKeyEnv', requireApi(u).apiKeyEnv, context.env);
+}
+
+function positiveInt(flag: string, value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n <= 0) throw new ConfigError(`${flag}: expected a positive whole number, got "${value}"`);
+  return n;
+}
+
+/** ISO 8601 date or date-time; without a zone it is UTC, like sacct's times here. */
+export function parseTimeOption(flag: string, value: string): Date {
+  const m = /^(\d{4}-\d{2}-\d{2})(?:[T ](\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)(Z|[+-]\d{2}:?\d{2})?)?$/.exec(value.trim());
+  const d = m ? new Date(`${m[1]}T${m[2] ?? '00:00:00'}${m[3] ?? 'Z'}`) : new Date(NaN);
+  if (Number.isNaN(d.getTime())) {
+    throw new ConfigError(`${flag}: expected an ISO 8601 time like 2024-03-01 or 2024-03-01T12:00:00Z, got "${value}"`);
+  }
+  return d;
+}
+
+async function runReport(context: CliContext, db: Database, config: AmieConfig, log: Logger, opts: ReportOptions): Promise<number> {
+  const { prepareDatabase } = await store();
+  const { reportUsage, formatUsageSummary, UsageConfigMissing } = await reporter();
+  const u = usageConfigOf(config);
+  if (opts.sink !== undefined && !(USAGE_SINKS as readonly string[]).includes(opts.sink)) {
+    throw new ConfigError(`--sink: expected one of ${USAGE_SINKS.join(', ')}, got "${opts.sink}"`);
+  }
+  const sink = (opts.sink as UsageSinkName | undefined) ?? u.sink;
+  const since = opts.since === undefined ? undefined : parseTimeOption('--since', opts.since);
+  const until = opts.until === undefined ? undefined : parseTimeOption('--until', opts.until);
+  if (since && until && since.getTime() >= until.getTime()) throw new ConfigError(`--since (${opts.since}) must be before --until (${opts.until})`);
+  const apiKey = sink === 'usage-api' && !opts.dryRun ? apiKeyOf(context, u) : undefined;
+  await prepareDatabase(db);
+
+  const progress = progressLine();
+  let summary;
+  try {
+    summary = await reportUsage(db, {
+      site: config.site,
+      usage: u,
+      since,
+      until,
+      dryRun: !!opts.dryRun,
+      sink,
+      apiKey,
+      log,
+      onProgress: progress.update,
+    });
+  } catch (err) {
+    progress.done();
+    const e = err as Error;
+    if (e instanceof UsageConfigMissing) throw new ConfigError(e.message);
+    if (e.name === 'UsageRunBusyError') {
+      process.stderr.write(`amie: ${e.message}\n`);
+      return EXIT.ok;
+    }
+    if (e.name === 'SacctError' || e.name === 'UsageApiError') {
+      process.stderr.write(`amie: ${e.message}\n`);
+      process.stderr.write('amie: jobs reported before this stay reported; run again to continue\n');
+      return EXIT.workFailed;
+    }
+    if (e instanceof RangeError) throw new ConfigError(e.message);
+    throw err;
+  }
+  progress.done();
+  if (opts.json) context.out(JSON.stringify(summary, null, 2));
+  else for (const line of formatUsageSummary(summary)) context.out(line);
+  return summary.failed > 0 ? EXIT.workFailed : EXIT.ok;
+}
+
+/** One self-overwriting line on a terminal, at most once a second; nothing when stderr is not one. */
+function progressLine(): { update: (p: { jobsSeen: number; reported: number; skipped: number }) => void; done: () => void } {
+  if (!process.stderr.isTTY) return { update: () => undefined, done: () => undefined };
+  let last = 0;
+  let shown = false;
+  return {
+    update(p) {
+      const now = Date.now();
+      if (now - last < 1000) return;
+      last = now;
+      shown = true;
+      process.stderr.write(`\r\x1b[Kjobs seen ${p.jobsSeen}, reported ${p.reported}, skipped ${p.skipped}`);
+    },
+    done() {
+      if (shown) process.stderr.write('\r\x1b[K');
+    },
+  };
+}

@@ -1,0 +1,305 @@
+/**
+ * A client of the ACCESS Usage API: compute records POSTed to `usage/` in batches that stay
+ * well under the server's 1024 KiB body limit, with retries on what may pass (network errors,
+ * timeouts, 5xx) and a per-record verdict on what will not (4xx, ValidationFailedRecords).
+ * The API key travels only in the XA-API-KEY header; it is never logged or put in an error.
+ */
+
+export interface ComputeRecord {
+  Username: string;
+  LocalProjectID: string;
+  LocalRecordID: string;
+  Resource: string;
+  SubmitTime: string;
+  StartTime: string;
+  EndTime: string;
+  Charge: number;
+  Attributes: {
+    NodeCount?: number;
+    CpuCoreCount?: number;
+    JobName?: string;
+    Memory?: number;
+    Queue?: string;
+  };
+  ParentRecordID?: string;
+  LocalReference?: string;
+}
+
+export interface UsageApiClientOptions {
+  /** Base URL; `usage/` is resolved against it. */
+  url: string;
+  /** XA-SITE: the site name. */
+  site: string;
+  /** XA-API-KEY. */
+  apiKey: string;
+  timeoutMs?: number;
+  maxRetries?: number;
+  /** First wait before a retry; doubled each time, capped at 30 s. */
+  retryBaseMs?: number;
+  maxBatchBytes?: number;
+  maxBatchRecords?: number;
+  /** Replaced in tests; default the global fetch. */
+  fetch?: typeof fetch;
+  /** Called before each retry, for logging. */
+  onRetry?: (info: { attempt: number; waitMs: number; reason: string }) => void;
+}
+
+/** The server could not be reached or kept failing; nothing about the records was decided. */
+export class UsageApiError extends Error {
+  override name = 'UsageApiError';
+  /** Verdicts on the records of bodies answered before the failure, so they are not lost. */
+  decided: RecordVerdict[] = [];
+  constructor(
+    message: string,
+    readonly httpStatus?: number,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+export interface RecordVerdict {
+  /** Position in the records given to postCompute. */
+  index: number;
+  accepted: boolean;
+  reason?: string;
+  httpStatus: number;
+}
+
+const MAX_WAIT_MS = 30_000;
+/** The server's own limit; a batch is never allowed near it. */
+export const USAGE_API_BODY_LIMIT = 1024 * 1024;
+
+function retryable(status: number): boolean {
+  return status >= 500 || status === 408 || status === 429;
+}
+
+/**
+ * Splits records into POST bodies of at most `maxBytes` (as serialized, envelope included) and
+ * `maxRecords` records. A single record over the limit still gets a body of its own: the
+ * server's answer about it is the useful message.
+ */
+export function splitComputeBatches<T>(records: readonly T[], maxBytes: number, maxRecords: number): T[][] {
+  const envelope = Buffer.byteLength(JSON.stringify({ UsageType: 'compute', Records: [] }));
+  const batches: T[][] = [];
+  let current: T[] = [];
+  let size = envelope;
+  for (const r of records) {
+    const bytes = Buffer.byteLength(JSON.stringify(r)) + 1; // the comma
+    if (current.length > 0 && (size + bytes > maxBytes || current.length >= maxRecords)) {
+      batches.push(current);
+      current = [];
+      size = envelope;
+    }
+    current.push(r);
+    size += bytes;
+  }
+  if (current.length > 0) batches.push(current);
+  return batches;
+}
+
+export class UsageApiClient {
+  private readonly base: URL;
+  private readonly fetchFn: typeof fetch;
+  readonly maxBatchBytes: number;
+  readonly maxBatchRecords: number;
+
+  constructor(private readonly opts: UsageApiClientOptions) {
+    this.base = new URL(opts.url.endsWith('/') ? opts.url : `${opts.url}/`);
+    this.fetchFn = opts.fetch ?? fetch;
+    this.maxBatchBytes = Math.min(opts.maxBatchBytes ?? 512 * 1024, USAGE_API_BODY_LIMIT - 1024);
+    this.maxBatchRecords = opts.maxBatchRecords ?? 1000;
+  }
+
+  /** Where requests go, for messages (the base URL carries no secret). */
+  get endpoint(): string {
+    return new URL('usage/', this.base).toString();
+  }
+
+  /**
+   * POSTs compute records, split into bodies under the size limit, and returns one verdict per
+   * record. Throws UsageApiError when the server stays unreachable or keeps answering 5xx after
+   * the retries: the records of that body and every later one were not decided.
+   */
+  async postCompute(records: readonly ComputeRecord[]): Promise<RecordVerdict[]> {
+    const verdicts: RecordVerdict[] = [];
+    const indexed = records.map((record, index) => ({ record, index }));
+    const queue = splitComputeBatches(indexed, this.maxBatchBytes, this.maxBatchRecords);
+    while (queue.length > 0) {
+      const batch = queue.shift()!;
+      let answer: { status: number; body: unknown };
+      try {
+        answer = await this.send('POST', 'usage/', { UsageType: 'compute', Records: batch.map((b) => b.record) });
+      } catch (err) {
+        if (err instanceof UsageApiError) err.decided = verdicts.sort((a, b) => a.index - b.index);
+        throw err;
+      }
+      if (answer.status === 413 && batch.length > 1) {
+        // The server's limit is lower than configured: halve and try again.
+        const half = Math.ceil(batch.length / 2);
+        queue.unshift(batch.slice(0, half), batch.slice(half));
+        continue;
+      }
+      if (answer.status >= 400) {
+        const reason = `HTTP ${answer.status}: ${messageOf(answer.body) ?? 'no message'}`;
+        for (const b of batch) verdicts.push({ index: b.index, accepted: false, reason, httpStatus: answer.status });
+        continue;
+      }
+      verdicts.push(...judgeBatch(batch, answer.body, answer.status));
+    }
+    return verdicts.sort((a, b) => a.index - b.index);
+  }
+
+  /** `GET usage/failed`: records the server failed to load. */
+  async getFailed(): Promise<unknown> {
+    return this.getJson('usage/failed');
+  }
+
+  /** `GET usage/status`: per-resource counts. */
+  async getStatus(): Promise<unknown> {
+    return this.getJson('usage/status');
+  }
+
+  private async getJson(path: string): Promise<unknown> {
+    const answer = await this.send('GET', path);
+    if (answer.status >= 400) {
+      throw new UsageApiError(`GET ${this.url(path)}: HTTP ${answer.status}: ${messageOf(answer.body) ?? 'no message'}`, answer.status);
+    }
+    return answer.body;
+  }
+
+  private url(path: string): string {
+    return new URL(path, this.base).toString();
+  }
+
+  /** One request with retries; returns the first non-retryable answer (2xx or 4xx). */
+  private async send(method: 'GET' | 'POST', path: string, body?: unknown): Promise<{ status: number; body: unknown }> {
+    const url = this.url(path);
+    const maxRetries = this.opts.maxRetries ?? 5;
+    const timeoutMs = this.opts.timeoutMs ?? 60_000;
+    const payload = body === undefined ? undefined : JSON.stringify(body);
+    for (let attempt = 0; ; attempt++) {
+      let failure: string;
+      let status: number | undefined;
+      try {
+        const res = await this.fetchFn(url, {
+          method,
+          headers: {
+            'XA-SITE': this.opts.site,
+            'XA-API-KEY': this.opts.apiKey,
+            Accept: 'application/json',
+            ...(payload === undefined ? {} : { 'Content-Type': 'application/json' }),
+          },
+          body: payload,
+          signal: AbortSignal.timeout(timeoutMs),
+        });
+        const text = await res.text();
+        const parsed = parseJson(text);
+        if (!retryable(res.status)) return { status: res.status, body: parsed };
+        status = res.status;
+        failure = `HTTP ${res.status}: ${messageOf(parsed) ?? (text.slice(0, 200) || 'no message')}`;
+      } catch (err) {
+        const e = err as Error;
+        failure =
+          e.name === 'TimeoutError' || e.name === 'AbortError'
+            ? `no answer within ${timeoutMs} ms`
+            : `${e.message}${(e.cause as Error | undefined)?.message ? ` (${(e.cause as Error).message})` : ''}`;
+      }
+      if (attempt >= maxRetries) {
+        throw new UsageApiError(`${method} ${url} failed after ${attempt + 1} attempts: ${failure}`, status);
+      }
+      const base = this.opts.retryBaseMs ?? 1000;
+      const waitMs = Math.min(MAX_WAIT_MS, base * 2 ** attempt) * (0.75 + Math.random() * 0.5);
+      this.opts.onRetry?.({ attempt: attempt + 1, waitMs: Math.round(waitMs), reason: failure });
+      await new Promise((r) => setTimeout(r, waitMs));
+    }
+  }
+}
+
+function parseJson(text: string): unknown {
+  if (text === '') return undefined;
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
+}
+
+function messageOf(body: unknown): string | undefined {
+  if (typeof body === 'string') return body.slice(0, 500);
+  if (body && typeof body === 'object') {
+    const o = body as Record<string, unknown>;
+    const m = o.message ?? o.Message ?? o.error ?? o.Error;
+    if (m !== undefined) return typeof m === 'string' ? m : JSON.stringify(m);
+  }
+  return undefined;
+}
+
+/** The text of a ValidationFailedRecords entry that says why. */
+function failureReason(entry: unknown): string {
+  if (typeof entry === 'string') return entry;
+  if (entry && typeof entry === 'object') {
+    const o = entry as Record<string, unknown>;
+    for (const k of ['Error', 'Errors', 'ValidationError', 'ValidationErrors', 'Reason', 'Message', 'error', 'errors', 'message']) {
+      const v = o[k];
+      if (v === undefined || v === null) continue;
+      if (typeof v === 'string') return v;
+      if (Array.isArray(v)) return v.map((x) => (typeof x === 'string' ? x : JSON.stringify(x))).join('; ');
+      return JSON.stringify(v);
+    }
+  }
+  return JSON.stringify(entry);
+}
+
+/** The record an entry names: by LocalReference when given, else LocalRecordID, at top level or under Record. */
+function entryIds(entry: unknown): { localRecordId?: string; localReference?: string } {
+  if (!entry || typeof entry !== 'object') return {};
+  const o = entry as Record<string, unknown>;
+  const inner = [o, o.Record, o.record, o.Data].find((x) => x && typeof x === 'object' && ('LocalRecordID' in x || 'LocalReference' in x)) as
+    | Record<string, unknown>
+    | undefined;
+  if (!inner) return {};
+  const id = inner.LocalRecordID;
+  const ref = inner.LocalReference;
+  return {
+    localRecordId: id === undefined || id === null ? undefined : String(id),
+    localReference: typeof ref === 'string' ? ref : undefined,
+  };
+}
+
+function judgeBatch(
+  batch: ReadonlyArray<{ record: ComputeRecord; index: number }>,
+  body: unknown,
+  status: number,
+): RecordVerdict[] {
+  const failedEntries = body && typeof body === 'object' ? (body as Record<string, unknown>).ValidationFailedRecords : undefined;
+  const failed = new Map<number, string>();
+  const unmatched: string[] = [];
+  if (Array.isArray(failedEntries)) {
+    for (const entry of failedEntries) {
+      const ids = entryIds(entry);
+      const hits = batch.filter((b) =>
+        ids.localReference !== undefined && b.record.LocalReference !== undefined
+          ? b.record.LocalReference === ids.localReference
+          : ids.localRecordId !== undefined && b.record.LocalRecordID === ids.localRecordId,
+      );
+      if (hits.length === 0) unmatched.push(failureReason(entry));
+      for (const h of hits) failed.set(h.index, failureReason(entry));
+    }
+  }
+  return batch.map((b) => {
+    const reason = failed.get(b.index);
+    if (reason !== undefined) return { index: b.index, accepted: false, reason, httpStatus: status };
+    // A failure the server did not tie to a record leaves every record of the body in doubt;
+    // calling them failed lets an operator see and resend them rather than trusting a guess.
+    if (unmatched.length > 0) {
+      return {
+        index: b.index,
+        accepted: false,
+        reason: `the server reported failures without naming the record: ${unmatched.join('; ').slice(0, 500)}`,
+        httpStatus: status,
+      };
+    }
+    return { index: b.index, accepted: true, httpStatus: status };
+  });
+}

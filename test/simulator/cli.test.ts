@@ -1,0 +1,96 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { execa } from 'execa';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+// `amie demo` and `amie simulate` are tested as people run them: the compiled program in a child process.
+const MAIN = resolve('dist/src/cli/main.js');
+const OFFICIAL = ['request_project_reactivate', 'request_account_reactivate', 'request_person_merge', 'request_user_modify'];
+
+const dirs: string[] = [];
+function tempDir(): string {
+  const d = mkdtempSync(join(tmpdir(), 'amie-sim-'));
+  dirs.push(d);
+  return d;
+}
+
+async function amie(args: string[], cwd: string) {
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  for (const k of Object.keys(env)) if (k.startsWith('AMIE_')) delete env[k];
+  const r = await execa('node', [MAIN, ...args], { cwd, env, extendEnv: false, reject: false, stdin: 'ignore', timeout: 90_000 });
+  return { code: r.exitCode, stdout: String(r.stdout), stderr: String(r.stderr) };
+}
+
+beforeAll(async () => {
+  // Compile what is there now; type errors elsewhere in the tree must not stop the emit.
+  await execa('npx', ['tsc', '-p', '.'], { reject: false, timeout: 180_000 });
+}, 200_000);
+afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+
+describe('amie demo', () => {
+  it('runs every scenario against the registry handler, twice in a row, with nothing set up', async () => {
+    const cwd = tempDir();
+    for (let run = 1; run <= 2; run++) {
+      const r = await amie(['demo'], cwd);
+      expect(r.stderr, `run ${run}`).toBe('');
+      expect(r.code, `run ${run}\n${r.stdout}`).toBe(0);
+      for (const name of OFFICIAL) expect(r.stdout).toContain(`${name} (official scenario): passed`);
+      expect(r.stdout).toContain('invalid_packet (extra check): passed');
+      expect(r.stdout).toMatch(/^verdict: passed \(8 of 8 scenarios\)/m);
+      // The final registry: a merged person, an inactive-then-reactivated account, projects with their state.
+      expect(r.stdout).toMatch(/^people\n/m);
+      expect(r.stdout).toMatch(/merged into \S+/);
+      expect(r.stdout).toMatch(/^projects\n/m);
+      expect(r.stdout).toMatch(/^accounts\n/m);
+      expect(r.stdout).toContain("Zoë D'Angelo");
+    }
+  }, 120_000);
+});
+
+describe('amie simulate', () => {
+  const config = (dir: string, handler: string) =>
+    writeFileSync(
+      join(dir, 'amie.yaml'),
+      `site:\n  name: EXAMPLE\n  resource: cluster.example.org\ndatabase:\n  path: ./db\nhandler: ${handler}\nlog:\n  level: fatal\nprocess:\n  maxErrorDeferrals: 1\n`,
+    );
+
+  it('passes with the registry handler and fails, naming the tag, with a handler whose NAC lacks UserPersonID', async () => {
+    const dir = tempDir();
+    config(dir, 'registry');
+    expect((await amie(['-c', 'amie.yaml', 'db', 'init'], dir)).code).toBe(0);
+    const good = await amie(['-c', 'amie.yaml', 'simulate', '--scenario', 'request_user_modify,invalid_packet'], dir);
+    expect(good.code, good.stdout + good.stderr).toBe(0);
+    expect(good.stdout).toContain('request_user_modify (official scenario): passed');
+    expect(good.stdout).toMatch(/^verdict: passed \(2 of 2 scenarios\)$/m);
+
+    writeFileSync(
+      join(dir, 'broken.mjs'),
+      `import { RegistryHandler } from ${JSON.stringify(pathToFileURL(resolve('dist/handlers/registry.js')).href)};
+export default class Broken extends RegistryHandler {
+  async request_account_create(p, ctx) {
+    const reply = await super.request_account_create(p, ctx);
+    delete reply.UserPersonID;
+    return reply;
+  }
+}
+`,
+    );
+    config(dir, './broken.mjs');
+    const bad = await amie(['-c', 'amie.yaml', 'simulate', '--scenario', 'request_account_reactivate', '--json'], dir);
+    expect(bad.code, bad.stderr).toBe(1);
+    const out = JSON.parse(bad.stdout) as { passed: boolean; scenarios: Array<{ name: string; passed: boolean; checks: Array<{ ok: boolean; message: string }> }> };
+    expect(out.passed).toBe(false);
+    expect(out.scenarios[0]!.name).toBe('request_account_reactivate');
+    expect(out.scenarios[0]!.checks.filter((c) => !c.ok).map((c) => c.message).join('\n')).toContain('UserPersonID: required tag is missing');
+  }, 120_000);
+
+  it('refuses an unknown scenario with exit 2, listing the names', async () => {
+    const dir = tempDir();
+    config(dir, 'registry');
+    const r = await amie(['-c', 'amie.yaml', 'simulate', '--scenario', 'everything'], dir);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('--scenario: unknown scenario "everything"; expected all or one of request_project_reactivate');
+  }, 60_000);
+});

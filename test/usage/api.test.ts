@@ -1,0 +1,259 @@
+import { describe, it, expect, beforeAll, afterAll, beforeEach, afterEach } from 'vitest';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { listUnreportedJobs } from '../../src/store/index.js';
+import { UsageApiClient, UsageApiError, splitComputeBatches, type ComputeRecord } from '../../src/usage/api-client.js';
+import { UsageConfigSchema } from '../../src/usage/config.js';
+import { reportUsage } from '../../src/usage/report.js';
+import { parseSacctStream, type SacctRecord } from '../../src/usage/sacct.js';
+import { UsageApiSink } from '../../src/usage/sinks/usage-api.js';
+import { SITE, initTestDatabase, outgoingPackets, quietLog } from '../helpers/amie.js';
+import { driverCases, type TestDatabase } from '../helpers/db.js';
+
+const API_KEY = 'test-key-not-secret';
+const LIMIT = 1024 * 1024;
+
+interface Posted {
+  headers: IncomingMessage['headers'];
+  bytes: number;
+  body: { UsageType: string; Records: ComputeRecord[] };
+}
+
+/**
+ * A Usage API of the test's own: POST usage/ answers with what `next` decides (default: all
+ * accepted), refuses bodies over 1024 KiB with 413 as the real one does, and keeps every body.
+ */
+class FakeUsageApi {
+  server!: Server;
+  url = '';
+  posted: Posted[] = [];
+  /** Answers to give in turn before falling back to acceptance. */
+  script: Array<(p: Posted) => { status: number; body?: unknown } | 'hang'> = [];
+  /** Records (by LocalRecordID) the server always refuses. */
+  invalid = new Map<string, string>();
+
+  async start(): Promise<void> {
+    this.server = createServer((req, res) => this.handle(req, res));
+    await new Promise<void>((r) => this.server.listen(0, '127.0.0.1', r));
+    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}/api/`;
+  }
+  async stop(): Promise<void> {
+    this.server.closeAllConnections();
+    await new Promise((r) => this.server.close(r));
+  }
+  /** Every record the server loaded, in order. */
+  accepted: ComputeRecord[] = [];
+
+  private handle(req: IncomingMessage, res: ServerResponse): void {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const send = (status: number, body: unknown) => {
+        res.writeHead(status, { 'Content-Type': 'application/json' });
+        res.end(JSON.stringify(body));
+      };
+      if (req.headers['xa-api-key'] !== API_KEY || req.headers['xa-site'] !== SITE.name) {
+        return send(401, { message: 'bad XA-SITE or XA-API-KEY' });
+      }
+      if (req.method === 'GET' && req.url === '/api/usage/failed') return send(200, { result: [] });
+      if (req.method !== 'POST' || req.url !== '/api/usage/') return send(404, { message: `no route ${req.method} ${req.url}` });
+      const raw = Buffer.concat(chunks);
+      if (raw.length > LIMIT) {
+        this.posted.push({ headers: req.headers, bytes: raw.length, body: { UsageType: 'compute', Records: [] } });
+        return send(413, { message: 'request body larger than 1024 KiB' });
+      }
+      const p: Posted = { headers: req.headers, bytes: raw.length, body: JSON.parse(raw.toString('utf8')) };
+      this.posted.push(p);
+      const step = this.script.shift()?.(p);
+      if (step === 'hang') {
+        return; // never answers: the client's timeout must fire
+      }
+      if (step) {
+        return send(step.status, step.body ?? {});
+      }
+      this.accepted.push(...p.body.Records.filter((r) => !this.invalid.has(r.LocalRecordID)));
+      const failed = p.body.Records.filter((r) => this.invalid.has(r.LocalRecordID)).map((r) => ({
+        Record: r,
+        Error: this.invalid.get(r.LocalRecordID),
+      }));
+      send(200, { Message: `loaded ${p.body.Records.length - failed.length}`, ValidationFailedRecords: failed });
+    });
+  }
+}
+
+function record(i: number, nameBytes = 10): ComputeRecord {
+  return {
+    Username: 'alice',
+    LocalProjectID: 'p-abc123',
+    LocalRecordID: String(1000 + i),
+    Resource: SITE.resource,
+    SubmitTime: '2024-03-01T10:00:00Z',
+    StartTime: '2024-03-01T10:00:05Z',
+    EndTime: '2024-03-01T11:00:05Z',
+    Charge: 1,
+    Attributes: { NodeCount: 1, CpuCoreCount: 4, JobName: 'x'.repeat(nameBytes), Queue: 'gpu' },
+    LocalReference: `delta:${1000 + i}:1709287200`,
+  };
+}
+
+const api = new FakeUsageApi();
+beforeAll(() => api.start());
+afterAll(() => api.stop());
+beforeEach(() => {
+  api.posted = [];
+  api.accepted = [];
+  api.script = [];
+  api.invalid.clear();
+});
+
+const client = (extra: Partial<ConstructorParameters<typeof UsageApiClient>[0]> = {}) =>
+  new UsageApiClient({ url: api.url, site: SITE.name, apiKey: API_KEY, retryBaseMs: 5, timeoutMs: 2000, ...extra });
+
+describe('Usage API client', () => {
+  it('posts compute records with XA-SITE and XA-API-KEY and accepts them', async () => {
+    const v = await client().postCompute([record(1), record(2)]);
+    expect(v.map((x) => x.accepted)).toEqual([true, true]);
+    expect(api.posted).toHaveLength(1);
+    expect(api.posted[0]!.headers['xa-site']).toBe(SITE.name);
+    expect(api.posted[0]!.headers['content-type']).toBe('application/json');
+    expect(api.posted[0]!.body.UsageType).toBe('compute');
+  });
+
+  it('retries a 500 and then succeeds', async () => {
+    const retries: string[] = [];
+    api.script.push(() => ({ status: 500, body: { message: 'database is restarting' } }));
+    const v = await client({ onRetry: (r) => retries.push(r.reason) }).postCompute([record(1)]);
+    expect(v[0]!.accepted).toBe(true);
+    expect(api.posted).toHaveLength(2);
+    expect(retries).toEqual(['HTTP 500: database is restarting']);
+  });
+
+  it('retries a request that times out', async () => {
+    api.script.push(() => 'hang');
+    const v = await client({ timeoutMs: 300 }).postCompute([record(1)]);
+    expect(v[0]!.accepted).toBe(true);
+    expect(api.posted).toHaveLength(2);
+  });
+
+  it('gives up after the bounded retries with an error naming the endpoint and the last failure, never the key', async () => {
+    for (let i = 0; i < 3; i++) api.script.push(() => ({ status: 503, body: { message: 'maintenance' } }));
+    const err = await client({ maxRetries: 2 }).postCompute([record(1)]).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(UsageApiError);
+    expect((err as Error).message).toBe(`POST ${api.url}usage/ failed after 3 attempts: HTTP 503: maintenance`);
+    expect((err as Error).message).not.toContain(API_KEY);
+  });
+
+  it('marks the records named in ValidationFailedRecords failed with their reason, the rest accepted', async () => {
+    api.invalid.set('1002', 'LocalProjectID p-abc123 is not a project on this resource');
+    const v = await client().postCompute([record(1), record(2), record(3)]);
+    expect(v.map((x) => [x.accepted, x.reason])).toEqual([
+      [true, undefined],
+      [false, 'LocalProjectID p-abc123 is not a project on this resource'],
+      [true, undefined],
+    ]);
+  });
+
+  it('a 4xx answer fails every record of that body with the server message, without retrying', async () => {
+    api.script.push(() => ({ status: 400, body: { message: 'Records[0].Charge must be a number' } }));
+    const v = await client().postCompute([record(1), record(2)]);
+    expect(v.every((x) => !x.accepted && x.reason === 'HTTP 400: Records[0].Charge must be a number' && x.httpStatus === 400)).toBe(true);
+    expect(api.posted).toHaveLength(1);
+  });
+
+  it('splits by serialized size so every body stays under the limit', async () => {
+    const records = Array.from({ length: 60 }, (_, i) => record(i, 40_000)); // ~2.4 MB in all
+    const v = await client({ maxBatchBytes: 512 * 1024 }).postCompute(records);
+    expect(v.every((x) => x.accepted)).toBe(true);
+    expect(api.posted.length).toBeGreaterThanOrEqual(5);
+    for (const p of api.posted) expect(p.bytes).toBeLessThanOrEqual(512 * 1024);
+    expect(api.posted.flatMap((p) => p.body.Records.map((r) => r.LocalRecordID))).toEqual(records.map((r) => r.LocalRecordID));
+  });
+
+  it('halves a body the server still finds too large (413)', async () => {
+    api.script.push(() => ({ status: 413, body: { message: 'too large' } }));
+    const v = await client().postCompute([record(1), record(2), record(3), record(4)]);
+    expect(v.every((x) => x.accepted)).toBe(true);
+    expect(api.posted.map((p) => p.body.Records.length)).toEqual([4, 2, 2]);
+  });
+
+  it('splitComputeBatches honours the count limit too', () => {
+    expect(splitComputeBatches([1, 2, 3, 4, 5], 1_000_000, 2).map((b) => b.length)).toEqual([2, 2, 1]);
+  });
+});
+
+function sacctLine(id: string, account = 'abc123'): string {
+  return [id, id, 'delta', 'alice', account, 'gpu', 'COMPLETED', '2024-03-01T10:00:00', '2024-03-01T10:00:05',
+    '2024-03-01T11:00:05', '01:00:00', '3600', '1', '4', 'billing=4,cpu=4,gres/gpu=2,mem=8G,node=1', `job-${id}`].join('|');
+}
+
+async function records(ids: string[]): Promise<SacctRecord[]> {
+  const out: SacctRecord[] = [];
+  for await (const r of parseSacctStream(ids.map((id) => sacctLine(id)))) out.push(r);
+  return out;
+}
+
+describe.each(driverCases())('usage-api sink on $name', (driver) => {
+  let t: TestDatabase;
+  beforeEach(async () => {
+    if (!driver.available) return;
+    t = await driver.open();
+    await initTestDatabase(t.db);
+  });
+  afterEach(async () => {
+    await t?.cleanup();
+  });
+  const run = it.skipIf(!driver.available);
+  const usage = () =>
+    UsageConfigSchema.parse({
+      sink: 'usage-api',
+      projects: { abc123: 'p-abc123' },
+      usageApi: { url: api.url, apiKeyEnv: 'AMIE_USAGE_API_KEY', maxRetries: 3 },
+    });
+  const window = { since: new Date('2024-03-01T00:00:00Z'), until: new Date('2024-03-02T00:00:00Z') };
+  const sink = (db: TestDatabase['db']) =>
+    new UsageApiSink(db, client({ maxRetries: 3 }), SITE, quietLog);
+
+  run('reports accepted records once, stores refused ones with the reason, and resends them', async () => {
+    api.invalid.set('7002', 'unknown LocalProjectID');
+    api.script.push(() => ({ status: 500, body: { message: 'try later' } }));
+    const s = await reportUsage(t.db, { site: SITE, usage: usage(), ...window, records: await records(['7001', '7002', '7003']), sinkImpl: sink(t.db), log: quietLog });
+    expect(s).toMatchObject({ sink: 'usage-api', reported: 2, failed: 1 });
+    expect(s.failures).toEqual([{ jobId: '7002', projectId: 'p-abc123', reason: 'unknown LocalProjectID' }]);
+    expect(api.posted[1]!.body.Records[0]).toMatchObject({
+      Username: 'alice',
+      LocalProjectID: 'p-abc123',
+      LocalRecordID: '7001',
+      Resource: SITE.resource,
+      SubmitTime: '2024-03-01T10:00:00Z',
+      Charge: 2,
+      Attributes: { NodeCount: 1, CpuCoreCount: 4, JobName: 'job-7001', Memory: 8192, Queue: 'gpu' },
+    });
+    expect(await outgoingPackets(t.db)).toHaveLength(0);
+
+    const failed = await listUnreportedJobs(t.db, { status: 'failed' });
+    expect(failed.map((f) => [f.jobId, f.reason, f.apiStatus])).toEqual([['7002', 'unknown LocalProjectID', 200]]);
+
+    // A rerun over the same window sends nothing already accepted, and does not resend failed ones on its own.
+    const posts = api.posted.length;
+    const again = await reportUsage(t.db, { site: SITE, usage: usage(), ...window, records: await records(['7001', '7002', '7003']), sinkImpl: sink(t.db), log: quietLog });
+    expect(again).toMatchObject({ reported: 0, alreadyReported: 3, failed: 0 });
+    expect(api.posted.length).toBe(posts);
+
+    api.invalid.clear();
+    const r = await sink(t.db).resend(failed);
+    expect(r).toEqual({ reported: 1, failed: [] });
+    expect(await listUnreportedJobs(t.db)).toEqual([]);
+    expect(api.accepted.map((x) => x.LocalRecordID).sort()).toEqual(['7001', '7002', '7003']);
+  });
+
+  run('a server that stays down fails the run; the claimed records stay pending and the next run sends them', async () => {
+    for (let i = 0; i < 4; i++) api.script.push(() => ({ status: 502, body: { message: 'bad gateway' } }));
+    await expect(
+      reportUsage(t.db, { site: SITE, usage: usage(), ...window, records: await records(['8001', '8002']), sinkImpl: sink(t.db), log: quietLog }),
+    ).rejects.toThrow(/failed after 4 attempts: HTTP 502: bad gateway/);
+    expect((await listUnreportedJobs(t.db, { status: 'pending' })).map((p) => p.jobId)).toEqual(['8001', '8002']);
+    const s = await reportUsage(t.db, { site: SITE, usage: usage(), ...window, records: await records(['8001', '8002']), sinkImpl: sink(t.db), log: quietLog });
+    expect(s).toMatchObject({ reported: 2, alreadyReported: 0 });
+    expect(await listUnreportedJobs(t.db)).toEqual([]);
+  });
+});
