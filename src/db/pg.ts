@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import pg from 'pg';
 import type { Database, Queryable, QueryResult } from './types.js';
 import { describeConnectError } from './errors.js';
@@ -14,6 +15,16 @@ export function redactUrl(url: string): string {
   } catch {
     return '<unparsable database url>';
   }
+}
+
+const names = new Map<string, string>();
+function statementName(sql: string): string {
+  let name = names.get(sql);
+  if (!name) {
+    name = `amie_${createHash('sha1').update(sql).digest('hex').slice(0, 16)}`;
+    names.set(sql, name);
+  }
+  return name;
 }
 
 export interface PgOptions {
@@ -45,7 +56,12 @@ export async function openPg(options: PgOptions): Promise<Database> {
 
   const run = async <R>(q: pg.Pool | pg.PoolClient, sql: string, params?: readonly unknown[]): Promise<QueryResult<R>> => {
     roundTrips++;
-    const res = await q.query(sql, params as unknown[] | undefined);
+    // Parameterised statements are prepared once per connection under a name derived from their
+    // text: the toolkit's statements are few and large (CTEs), and parsing and planning them on
+    // every packet cost more than the round trip itself.
+    const res = params
+      ? await q.query({ name: statementName(sql), text: sql, values: params as unknown[] })
+      : await q.query(sql);
     return { rows: res.rows as R[], rowCount: res.rowCount ?? 0 };
   };
 

@@ -84,10 +84,12 @@ SELECT (SELECT reply FROM ${S}.rpc_records WHERE record_id = $1::text) AS rpc_re
   (SELECT person_id FROM by_global LIMIT 1) AS global_owner,
   (SELECT row_to_json(a) FROM ${S}.accounts a WHERE a.person_id = (SELECT person_id FROM chosen)
       AND a.project_id = (SELECT project_id FROM proj) AND a.resource = $7::text) AS account,
+  -- One index probe per candidate: plain EXISTS was planned as a hash of the whole logins table
+  -- on every packet, a cost growing with the registry; a LIMIT 1 subquery cannot be hashed.
   (SELECT coalesce(array_agg(c), '{}') FROM unnest($8::text[]) AS c
-    WHERE EXISTS (SELECT 1 FROM ${S}.logins WHERE login = c)
-       OR EXISTS (SELECT 1 FROM ${S}.people WHERE person_id = c)
-       OR EXISTS (SELECT 1 FROM ${S}.person_aliases WHERE alias = c)) AS taken,
+    WHERE (SELECT true FROM ${S}.logins WHERE login = c LIMIT 1)
+       OR (SELECT true FROM ${S}.people WHERE person_id = c LIMIT 1)
+       OR (SELECT true FROM ${S}.person_aliases WHERE alias = c LIMIT 1)) AS taken,
   (SELECT coalesce(max(uid) + 1, $9::int) FROM ${S}.logins WHERE uid BETWEEN $9::int AND $10::int) AS next_uid`,
     [
       q.recordId ?? null,
