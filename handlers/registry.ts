@@ -179,6 +179,14 @@ export class RegistryHandler extends AmieHandler<RegistryOptionsInput> {
     return packet.tags.GrantNumber.trim();
   }
 
+  /**
+   * The Slurm account a new project's jobs will run under, stored with the project (the usage
+   * reporter maps jobs back to ProjectIDs through it). The registry itself names none.
+   */
+  slurmAccountFor(_project: Omit<RegistryProject, 'slurmAccount'>): string | null {
+    return null;
+  }
+
   /** The PersonID of a new person, given the login just chosen for them. */
   assignPersonId(login: string, _packet: IncomingPacket<'request_project_create' | 'request_account_create'>): string {
     return login;
@@ -248,7 +256,7 @@ export class RegistryHandler extends AmieHandler<RegistryOptionsInput> {
       ? { serviceUnits: found.project.serviceUnits, startDate: found.project.startDate, endDate: found.project.endDate }
       : null;
     const after = nextAllocation(before, allocationType, units, isoDate(t.StartDate), isoDate(t.EndDate));
-    const project: RegistryProject = {
+    const fields = {
       projectId: found.project?.projectId ?? text(tags, 'ProjectID') ?? this.assignProjectId(packet),
       grantNumber: found.project?.grantNumber ?? t.GrantNumber.trim(),
       title: text(tags, 'ProjectTitle') ?? found.project?.title ?? null,
@@ -257,6 +265,7 @@ export class RegistryHandler extends AmieHandler<RegistryOptionsInput> {
       active: found.project?.active ?? true,
       ...after,
     };
+    const project: RegistryProject = { ...fields, slurmAccount: found.project?.slurmAccount ?? this.slurmAccountFor(fields) };
     cs.projects = [
       {
         project_id: project.projectId,
@@ -267,6 +276,7 @@ export class RegistryHandler extends AmieHandler<RegistryOptionsInput> {
         service_units: project.serviceUnits,
         start_date: project.startDate,
         end_date: project.endDate,
+        slurm_account: project.slurmAccount,
       },
     ];
     cs.history = [

@@ -32,6 +32,8 @@ export interface RegistryProject {
   /** ISO dates (YYYY-MM-DD). */
   startDate: string | null;
   endDate: string | null;
+  /** The Slurm account its jobs are charged to, when the handler names one (never changes once set). */
+  slurmAccount: string | null;
 }
 
 export interface RegistryAccount {
@@ -85,6 +87,7 @@ export function projectFromRow(r: Row): RegistryProject {
     serviceUnits: Number(r.service_units ?? 0),
     startDate: date(r.start_date),
     endDate: date(r.end_date),
+    slurmAccount: str(r.slurm_account),
   };
 }
 

@@ -98,3 +98,15 @@ CREATE TABLE IF NOT EXISTS ${S}.rpc_records (
 );
 `,
 };
+
+/**
+ * The scheduler account a project's jobs run under. The registry writes it when a handler names
+ * one (the Slurm handler does); the usage reporter maps jobs back to ProjectIDs through it.
+ */
+export const SLURM_ACCOUNT_MIGRATION: Migration = {
+  id: '0005-registry-slurm-account',
+  sql: `
+ALTER TABLE ${S}.projects ADD COLUMN IF NOT EXISTS slurm_account text;
+CREATE UNIQUE INDEX IF NOT EXISTS projects_slurm_account ON ${S}.projects (slurm_account);
+`,
+};

@@ -140,6 +140,7 @@ export interface ProjectWrite {
   service_units: number;
   start_date: string | null;
   end_date: string | null;
+  slurm_account?: string | null;
 }
 
 /** Everything one packet changes, written in one statement. */
@@ -202,12 +203,13 @@ sites_in AS (
   SELECT DISTINCT x.site, x.site_person_id, x.person_id FROM cs, jsonb_to_recordset(cs.j->'sitePersonIds') AS x(site text, site_person_id text, person_id text)
   ON CONFLICT DO NOTHING RETURNING 1),
 projects_up AS (
-  INSERT INTO ${S}.projects (project_id, grant_number, title, pi_person_id, resource, service_units, start_date, end_date)
-  SELECT x.project_id, x.grant_number, x.title, x.pi_person_id, x.resource, x.service_units, x.start_date::date, x.end_date::date
+  INSERT INTO ${S}.projects (project_id, grant_number, title, pi_person_id, resource, service_units, start_date, end_date, slurm_account)
+  SELECT x.project_id, x.grant_number, x.title, x.pi_person_id, x.resource, x.service_units, x.start_date::date, x.end_date::date, x.slurm_account
     FROM cs, jsonb_to_recordset(cs.j->'projects') AS x(project_id text, grant_number text, title text, pi_person_id text, resource text,
-                                                       service_units numeric, start_date text, end_date text)
+                                                       service_units numeric, start_date text, end_date text, slurm_account text)
   ON CONFLICT (project_id) DO UPDATE SET
     title = coalesce(excluded.title, projects.title),
+    slurm_account = coalesce(projects.slurm_account, excluded.slurm_account),
     pi_person_id = excluded.pi_person_id,
     service_units = excluded.service_units,
     start_date = excluded.start_date,

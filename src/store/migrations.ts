@@ -1,5 +1,5 @@
 import type { Database, Queryable } from '../db/index.js';
-import { REGISTRY_MIGRATION } from '../registry/schema.js';
+import { REGISTRY_MIGRATION, SLURM_ACCOUNT_MIGRATION } from '../registry/schema.js';
 import { USAGE_MIGRATION } from './usage.js';
 
 /**
@@ -68,6 +68,7 @@ CREATE INDEX IF NOT EXISTS amie_toolkit_pending_incoming ON packet_tbl (packet_r
   },
   REGISTRY_MIGRATION,
   USAGE_MIGRATION,
+  SLURM_ACCOUNT_MIGRATION,
 ];
 
 /**
