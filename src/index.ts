@@ -7,6 +7,7 @@ export { createLogger, resolveLogLevel, REDACT_PATHS, type Logger, type LoggerOp
 export * from './protocol/index.js';
 export * from './store/index.js';
 export * from './dispatch/index.js';
+export * from './sources/index.js';
 export * from './registry/index.js';
 export { RegistryHandler, registryOptionsSchema, type RegistryOptions, type RegistryOptionsInput } from '../handlers/registry.js';
 export * from './simulator/index.js';

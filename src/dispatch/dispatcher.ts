@@ -8,23 +8,16 @@ import {
   packetTypeName,
   readTags,
   specOf,
-  stateName,
   validateBody,
   type DataRow,
   type PacketTypeName,
   type TagValue,
 } from '../protocol/index.js';
-import { HANDLED_TYPES, type AmieHandler, type HandledType, type IncomingPacket, type PacketContext } from './handler.js';
+import { HANDLED_TYPES, type AmieHandler, type BatchContext, type HandledType, type IncomingPacket, type PacketContext } from './handler.js';
 import { isOutcome } from './outcome.js';
-import {
-  claimBatch,
-  completePacket,
-  recordDeferral,
-  rowsFromJson,
-  type ClaimedRow,
-  type ReplyToWrite,
-  type TransactionRecord,
-} from '../store/index.js';
+import type { ReplyToWrite } from '../store/index.js';
+import { TablesSource } from '../sources/tables.js';
+import type { ClaimedPacket, PacketDecision, PacketSource, RecordedDecision } from '../sources/types.js';
 
 export interface DispatchOptions {
   /** Handlers must not change anything outside; every database change is rolled back. */
@@ -109,21 +102,68 @@ const KEY_TAGS = [
   'StatusCode',
 ];
 
-class RollbackDryRun extends Error {}
+/** What a packet is before its handler sees it: refused early, or on its way to a method. */
+interface Prepared {
+  claimed: ClaimedPacket;
+  type: PacketTypeName | undefined;
+  keys: Record<string, string>;
+  started: number;
+  /** Set when the packet never reaches the handler (unknown or unhandled type, invalid body). */
+  early?: PacketDecision;
+  incoming?: IncomingPacket;
+}
+
+/** One attempt at a batch: what it claimed, and its results or the error that rolled it back. */
+type Attempt = { ok: true; claimed: number[]; results: PacketResult[] } | { ok: false; claimed: number[]; error: unknown };
+
+type Handle = (packets: ClaimedPacket[], tx: Queryable) => Promise<PacketDecision[]>;
 
 /**
- * The engine: claims pending incoming packets, validates them, calls the handler method
- * for their type, completes the reply and writes it together with the packet's new state.
+ * A packet's view of the batch transaction. Its savepoint is set lazily, on the packet's first
+ * statement, so a handler that keeps its books in beginBatch/endBatch (or none) costs no round
+ * trip per packet; a handler error rolls back to it only if the packet wrote something.
+ */
+class PacketTx implements Queryable {
+  used = false;
+  constructor(
+    private readonly tx: Queryable,
+    private readonly batch: { savepoint: boolean },
+  ) {}
+  private async begin(): Promise<void> {
+    if (this.used) return;
+    this.used = true;
+    // The previous packet's savepoint is released and this one's set in the same round trip.
+    await this.tx.exec(this.batch.savepoint ? 'RELEASE SAVEPOINT amie_packet; SAVEPOINT amie_packet' : 'SAVEPOINT amie_packet');
+    this.batch.savepoint = true;
+  }
+  async query<R = Record<string, unknown>>(sql: string, params?: readonly unknown[]) {
+    await this.begin();
+    return this.tx.query<R>(sql, params);
+  }
+  async exec(sql: string): Promise<void> {
+    await this.begin();
+    return this.tx.exec(sql);
+  }
+}
+
+/**
+ * The engine: takes batches of pending incoming packets from a source (the AMIE tables or the
+ * ACCESS REST API), validates them, calls the handler method for their type, completes and
+ * validates the replies, and gives the decisions back to the source, which records them in the
+ * batch's transaction. A batch that fails as a whole (a handler's endBatch, a write refused) is
+ * rolled back and redone one packet at a time, so one bad packet never holds up the others.
  */
 export class Dispatcher {
   private readonly opts: Required<Omit<DispatchOptions, 'types' | 'limit'>> & Pick<DispatchOptions, 'types' | 'limit'>;
+  private readonly source: PacketSource;
 
   constructor(
-    private readonly db: Database,
+    source: PacketSource | Database,
     private readonly handler: AmieHandler,
     private readonly log: Logger,
     options: DispatchOptions = {},
   ) {
+    this.source = 'runBatch' in source ? source : new TablesSource(source);
     this.opts = {
       dryRun: options.dryRun ?? false,
       batchSize: options.batchSize ?? 50,
@@ -152,15 +192,17 @@ export class Dispatcher {
       results: [],
       durationMs: 0,
     };
-    // Packets this run left in progress (deferred, unhandled) are not offered again in the same run.
-    const seen: number[] = [];
+    await this.source.start?.();
+    // Packets this run left in progress (deferred, unhandled; everything in a dry run) are not
+    // offered again in the same run; completed ones cannot be.
+    const exclude: number[] = [];
     for (;;) {
       const room = this.opts.limit === undefined ? this.opts.batchSize : Math.min(this.opts.batchSize, this.opts.limit - summary.taken);
       if (room <= 0) break;
-      const results = await this.runBatch(room, seen, summary.runId);
+      const results = await this.runBatch(room, exclude, summary.runId);
       if (results.length === 0) break;
       for (const r of results) {
-        seen.push(r.packetRecId);
+        if (this.opts.dryRun || PENDING_OUTCOMES.has(r.outcome)) exclude.push(r.packetRecId);
         this.count(summary, r);
       }
     }
@@ -199,222 +241,278 @@ export class Dispatcher {
     }
   }
 
+  /**
+   * One batch. If it fails as a whole, each of its packets is tried alone; a packet that fails
+   * alone too is recorded as a handler error (deferred, then failed after maxErrorDeferrals), so
+   * the run goes on. A lost connection is not a packet's fault and ends the run.
+   */
   private async runBatch(limit: number, exclude: readonly number[], runId: string): Promise<PacketResult[]> {
+    const batch = await this.attempt({ limit, exclude }, runId);
+    if (batch.ok) return batch.results;
+    if (batch.claimed.length === 0) throw batch.error;
+    if (batch.claimed.length > 1) {
+      this.log.warn({ run_id: runId, err: errorMessage(batch.error), packets: batch.claimed.length }, 'batch failed; handling its packets one at a time');
+    }
     const results: PacketResult[] = [];
-    try {
-      await this.db.transaction(async (tx) => {
-        const claimed = await claimBatch(tx, { limit, exclude, types: this.opts.types });
-        for (const [i, row] of claimed.entries()) {
-          // One round trip per packet for its savepoint: the previous packet's is released and
-          // this one's set together; COMMIT releases the last.
-          await tx.exec(i === 0 ? 'SAVEPOINT amie_packet' : 'RELEASE SAVEPOINT amie_packet; SAVEPOINT amie_packet');
-          results.push(await this.handleOne(tx, row, runId));
-        }
-        if (this.opts.dryRun && claimed.length > 0) throw new RollbackDryRun();
-      });
-    } catch (err) {
-      if (!(err instanceof RollbackDryRun)) throw err;
+    for (const id of batch.claimed) {
+      const one = batch.claimed.length === 1 ? batch : await this.attempt({ limit: 1, exclude: [], only: [id] }, runId);
+      if (one.ok) {
+        results.push(...one.results);
+        continue;
+      }
+      if (one.claimed.length === 0) throw one.error;
+      const failed = one.error;
+      const recorded = await this.attempt({ limit: 1, exclude: [], only: [id] }, runId, async (packets) =>
+        packets.map((p) => {
+          const prepared = this.prepare(p);
+          return this.errorDecision(prepared, failed, runId);
+        }),
+      );
+      if (!recorded.ok) throw recorded.error;
+      results.push(...recorded.results);
     }
     return results;
   }
 
-  /**
-   * Each packet is handled under its own savepoint: whatever its handler or its reply wrote is
-   * undone if anything fails, while the rest of the batch goes on. A lost connection is not the
-   * packet's fault and ends the run.
-   */
-  private async handleOne(tx: Queryable, row: ClaimedRow, runId: string): Promise<PacketResult> {
-    const started = Date.now();
-    const type = packetTypeName(Number(row.type_id));
-    const transaction: TransactionRecord = {
-      transRecId: row.trans_rec_id,
-      originatingSiteName: row.originating_site_name,
-      transactionId: Number(row.transaction_id),
-      localSiteName: row.local_site_name,
-      remoteSiteName: row.remote_site_name,
-      state: stateName(Number(row.trans_state_id)) ?? 'in-progress',
-      ts: row.trans_ts,
-    };
-    const body = PacketBody.fromRows(rowsFromJson(row.data));
-    const log = this.log.child({
-      run_id: runId,
-      packet_rec_id: row.packet_rec_id,
-      trans_rec_id: row.trans_rec_id,
-      transaction_id: transaction.transactionId,
-      packet_type: type ?? `type_id ${row.type_id}`,
-    });
+  private async attempt(options: { limit: number; exclude: readonly number[]; only?: readonly number[] }, runId: string, handle?: Handle): Promise<Attempt> {
+    let claimed: number[] = [];
+    try {
+      const recorded = await this.source.runBatch({ ...options, types: this.opts.types, dryRun: this.opts.dryRun }, (packets, tx) => {
+        claimed = packets.map((p) => p.packetRecId);
+        return handle ? handle(packets, tx) : this.handleBatch(packets, tx, runId);
+      });
+      return { ok: true, claimed, results: recorded.map((d) => this.finish(d, runId)) };
+    } catch (error) {
+      if (isConnectionLost(error)) throw error;
+      return { ok: false, claimed, error };
+    }
+  }
+
+  private async handleBatch(packets: ClaimedPacket[], tx: Queryable, runId: string): Promise<PacketDecision[]> {
+    const batchCtx: BatchContext = { tx, log: this.log.child({ run_id: runId }), dryRun: this.opts.dryRun };
+    const prepared = packets.map((p) => this.prepare(p, runId));
+    await this.handler.beginBatch(
+      prepared.flatMap((p) => (p.incoming ? [p.incoming] : [])),
+      batchCtx,
+    );
+    const savepoint = { savepoint: false };
+    const decisions: PacketDecision[] = [];
+    const accepted: IncomingPacket[] = [];
+    for (const p of prepared) {
+      if (p.early) {
+        decisions.push(p.early);
+        continue;
+      }
+      p.started = Date.now();
+      const { decision, ok } = await this.handleOne(p, tx, savepoint, runId);
+      decisions.push(decision);
+      if (ok) accepted.push(p.incoming!);
+    }
+    await this.handler.endBatch(accepted, batchCtx);
+    return decisions;
+  }
+
+  /** Reads a claimed packet; refuses it here if it has no method to go to or does not validate. */
+  private prepare(claimed: ClaimedPacket, runId?: string): Prepared {
+    const type = packetTypeName(claimed.typeId);
     const keys: Record<string, string> = {};
     for (const k of KEY_TAGS) {
-      const v = body.get(k);
+      const v = claimed.body.get(k);
       if (v) keys[k] = v;
     }
-    const base = {
-      packetRecId: row.packet_rec_id,
-      transRecId: row.trans_rec_id,
-      transactionId: transaction.transactionId,
-      type: type ?? `type_id ${row.type_id}`,
-      keys,
-    };
-    const audit = (outcome: OutcomeKind, reason?: string) => ({
-      runId,
-      packetRecId: row.packet_rec_id,
-      transRecId: row.trans_rec_id,
-      packetType: base.type,
-      outcome,
-      reason: reason ?? null,
-      durationMs: Date.now() - started,
-      handler: this.opts.handlerName,
-    });
-    const finish = (r: Omit<PacketResult, keyof typeof base | 'durationMs'>): PacketResult => {
-      const result = { ...base, ...r, durationMs: Date.now() - started };
-      const line = { outcome: r.outcome, reason: r.reason, reply_type: r.replyType, reply_packet_rec_id: r.replyPacketRecId, ms: result.durationMs, ...keys };
-      if (r.outcome === 'reply' || r.outcome === 'closed' || r.outcome === 'ignore') log.info(line, `packet ${r.outcome}`);
-      else if (r.outcome === 'defer') log.warn(line, 'packet deferred');
-      else log.error(line, `packet ${r.outcome}`);
-      return result;
-    };
-
-    const canFail = !!type && type !== 'inform_transaction_complete' && (HANDLED_TYPES as readonly string[]).includes(type);
-    const work = async (): Promise<PacketResult> => {
-      if (!type || !(HANDLED_TYPES as readonly string[]).includes(type)) {
-        const reason = type ? `${type} is not a packet type a site receives` : `unknown packet type id ${row.type_id}`;
-        await recordDeferral(tx, audit('unhandled', reason), false);
-        return finish({ outcome: 'unhandled', reason });
-      }
-      const handledType = type as HandledType;
-
-      // An incoming ITC ends the conversation: note it, send nothing.
-      if (handledType === 'inform_transaction_complete') {
-        const packet = this.packet(handledType, row, body, transaction);
-        const ctx: PacketContext = { tx, log, dryRun: this.opts.dryRun, errorCount: row.error_count };
-        await this.handler.inform_transaction_complete(packet, ctx);
-        await completePacket(tx, audit('closed', body.get('Message')), null);
-        return finish({ outcome: 'closed', reason: `${body.get('StatusCode') ?? ''} ${body.get('Message') ?? ''}`.trim() });
-      }
-
-      const replyType = specOf(handledType).siteReply as PacketTypeName;
-      const problems = validateBody(handledType, body);
+    const p: Prepared = { claimed, type, keys, started: Date.now() };
+    if (runId === undefined) return p;
+    if (!type || !(HANDLED_TYPES as readonly string[]).includes(type)) {
+      const reason = type ? `${type} is not a packet type a site receives` : `unknown packet type id ${claimed.typeId}`;
+      p.early = this.decision(p, runId, 'pending', 'unhandled', reason);
+      return p;
+    }
+    if (type !== 'inform_transaction_complete') {
+      const problems = validateBody(type, claimed.body);
       if (problems.length > 0) {
-        const message = `invalid ${handledType}: ${formatProblems(problems)}`;
-        const reply = this.failureReply(row, message);
-        const id = await completePacket(tx, audit('invalid', message), reply);
-        return finish({ outcome: 'invalid', reason: message, replyType: reply.type, replyPacketRecId: id, reply: toJson(reply.rows) });
+        const message = `invalid ${type}: ${formatProblems(problems)}`;
+        p.early = this.decision(p, runId, 'completed', 'invalid', message, failureReply(message));
+        return p;
       }
+    }
+    p.incoming = incomingPacket(type, claimed);
+    return p;
+  }
 
-      const packet = this.packet(handledType, row, body, transaction);
-      const ctx: PacketContext = { tx, log, dryRun: this.opts.dryRun, errorCount: row.error_count };
-      const method = this.handler[handledType] as (p: IncomingPacket, c: PacketContext) => Promise<unknown>;
+  private async handleOne(p: Prepared, tx: Queryable, batch: { savepoint: boolean }, runId: string): Promise<{ decision: PacketDecision; ok: boolean }> {
+    const packet = p.incoming!;
+    const type = packet.type as HandledType;
+    const ptx = new PacketTx(tx, batch);
+    const log = this.log.child({
+      run_id: runId,
+      packet_rec_id: p.claimed.packetRecId,
+      trans_rec_id: p.claimed.transaction.transRecId,
+      transaction_id: p.claimed.transaction.transactionId,
+      packet_type: type,
+    });
+    const ctx: PacketContext = { tx: ptx, log, dryRun: this.opts.dryRun, errorCount: p.claimed.errorCount };
+    try {
+      // An incoming ITC ends the conversation: note it, send nothing.
+      if (type === 'inform_transaction_complete') {
+        await this.handler.inform_transaction_complete(packet as IncomingPacket<'inform_transaction_complete'>, ctx);
+        const reason = `${packet.body.get('StatusCode') ?? ''} ${packet.body.get('Message') ?? ''}`.trim();
+        return { decision: this.decision(p, runId, 'completed', 'closed', reason || undefined), ok: true };
+      }
+      const method = this.handler[type] as (p: IncomingPacket, c: PacketContext) => Promise<unknown>;
       const result = await method.call(this.handler, packet, ctx);
-
       if (isOutcome(result)) {
         switch (result.kind) {
-          case 'unhandled': {
-            const reason = `the handler does not implement ${handledType}`;
-            await recordDeferral(tx, audit('unhandled', reason), false);
-            return finish({ outcome: 'unhandled', reason });
-          }
+          case 'unhandled':
+            return { decision: this.decision(p, runId, 'pending', 'unhandled', `the handler does not implement ${type}`), ok: true };
           case 'defer':
-            await recordDeferral(tx, audit('defer', result.reason), false);
-            return finish({ outcome: 'defer', reason: result.reason });
+            return { decision: this.decision(p, runId, 'pending', 'defer', result.reason), ok: true };
           case 'ignore':
-            await completePacket(tx, audit('ignore', result.reason), null);
-            return finish({ outcome: 'ignore', reason: result.reason });
-          case 'fail': {
-            const reply = this.failureReply(row, result.message);
-            const id = await completePacket(tx, audit('fail', result.message), reply);
-            return finish({ outcome: 'fail', reason: result.message, replyType: reply.type, replyPacketRecId: id, reply: toJson(reply.rows) });
-          }
+            return { decision: this.decision(p, runId, 'completed', 'ignore', result.reason), ok: true };
+          case 'fail':
+            return { decision: this.decision(p, runId, 'completed', 'fail', result.message, failureReply(result.message)), ok: true };
         }
       }
-
       // A reply: fill what may be taken from the request, then hold the handler to the protocol.
+      const replyType = specOf(type).siteReply as PacketTypeName;
       const replyBody = PacketBody.fromTags((result ?? {}) as Record<string, TagValue>);
-      fillFromRequest(replyType, replyBody, body, packet.request?.body);
+      fillFromRequest(replyType, replyBody, packet.body, packet.request?.body);
       if (replyType === 'inform_transaction_complete') {
         if (!replyBody.has('StatusCode')) replyBody.set('StatusCode', 'Success');
         if (!replyBody.has('DetailCode')) replyBody.set('DetailCode', replyBody.get('StatusCode') === 'Failure' ? '2' : '1');
-        if (!replyBody.has('Message')) replyBody.set('Message', `${handledType} handled`);
+        if (!replyBody.has('Message')) replyBody.set('Message', `${type} handled`);
       }
       const replyProblems = validateBody(replyType, replyBody);
       if (replyProblems.length > 0) {
-        throw new Error(`handler returned an incomplete ${replyType} for ${handledType}: ${formatProblems(replyProblems)}`);
+        throw new Error(`handler returned an incomplete ${replyType} for ${type}: ${formatProblems(replyProblems)}`);
       }
-      const reply = this.replyFor(replyType, replyBody.toRows());
-      const id = await completePacket(tx, audit('reply'), reply);
-      return finish({ outcome: 'reply', replyType, replyPacketRecId: id, reply: replyBody.toJSON() });
-    };
-
-    // The caller has set savepoint amie_packet just before this packet.
-    try {
-      return await work();
+      return { decision: this.decision(p, runId, 'completed', 'reply', undefined, replyFor(replyType, replyBody.toRows())), ok: true };
     } catch (err) {
       if (isConnectionLost(err)) throw err;
-      await tx.query('ROLLBACK TO SAVEPOINT amie_packet');
-      return this.handlerError(tx, row, err, audit, finish, canFail);
+      if (ptx.used) await tx.query('ROLLBACK TO SAVEPOINT amie_packet');
+      return { decision: this.errorDecision(p, err, runId), ok: false };
     }
   }
 
-  private async handlerError(
-    tx: Queryable,
-    row: ClaimedRow,
-    error: unknown,
-    audit: (o: OutcomeKind, r?: string) => Parameters<typeof recordDeferral>[1],
-    finish: (r: Omit<PacketResult, 'packetRecId' | 'transRecId' | 'transactionId' | 'type' | 'keys' | 'durationMs'>) => PacketResult,
-    canFail: boolean,
-  ): Promise<PacketResult> {
-    const message = error instanceof Error ? error.message : String(error);
-    const attempts = row.error_count + 1;
+  /** A handler exception: the packet is deferred, and answered with a failure after maxErrorDeferrals. */
+  private errorDecision(p: Prepared, error: unknown, runId: string): PacketDecision {
+    const message = errorMessage(error);
+    const attempts = p.claimed.errorCount + 1;
+    const canFail = !!p.type && p.type !== 'inform_transaction_complete' && (HANDLED_TYPES as readonly string[]).includes(p.type);
     if (canFail && attempts > this.opts.maxErrorDeferrals) {
       const reason = `handler failed ${attempts} times, giving up: ${message}`;
-      const reply = this.failureReply(row, reason);
-      const id = await completePacket(tx, audit('fail', reason), reply);
-      return finish({ outcome: 'fail', reason, replyType: reply.type, replyPacketRecId: id, reply: toJson(reply.rows) });
+      return this.decision(p, runId, 'completed', 'fail', reason, failureReply(reason));
     }
     const reason = `handler error (attempt ${attempts} of ${this.opts.maxErrorDeferrals + 1}): ${message}`;
-    await recordDeferral(tx, audit('error', reason), true);
-    return finish({ outcome: 'error', reason });
+    return { ...this.decision(p, runId, 'pending', 'error', reason), countError: true };
   }
 
-  private packet<N extends PacketTypeName>(type: N, row: ClaimedRow, body: PacketBody, transaction: TransactionRecord): IncomingPacket<N> {
-    let request: IncomingPacket<'request_project_create' | 'request_account_create'> | undefined;
-    if (row.request) {
-      const reqType = packetTypeName(Number(row.request.type_id)) as 'request_project_create' | 'request_account_create';
-      const reqBody = PacketBody.fromRows(rowsFromJson(row.request.data));
-      request = {
-        type: reqType,
-        packetRecId: row.request.packet_rec_id,
-        packetId: Number(row.request.packet_id),
-        transaction,
-        tags: readTags(reqType, reqBody) as IncomingPacket<typeof reqType>['tags'],
-        body: reqBody,
-        resource: reqBody.get('ResourceList'),
-      };
-    }
+  private decision(
+    p: Prepared,
+    runId: string,
+    state: PacketDecision['state'],
+    outcome: OutcomeKind,
+    reason?: string,
+    reply: ReplyToWrite | null = null,
+  ): PacketDecision {
     return {
-      type,
-      packetRecId: row.packet_rec_id,
-      packetId: Number(row.packet_id),
-      transaction,
-      tags: readTags(type, body),
-      body,
-      request,
-      resource: body.get('ResourceList') ?? request?.resource,
+      packet: p.claimed,
+      state,
+      reply,
+      countError: false,
+      audit: {
+        runId,
+        packetRecId: p.claimed.packetRecId,
+        transRecId: p.claimed.transaction.transRecId,
+        packetType: p.type ?? `type_id ${p.claimed.typeId}`,
+        outcome,
+        reason: reason ?? null,
+        durationMs: Date.now() - p.started,
+        handler: this.opts.handlerName,
+      },
     };
   }
 
-  private replyFor(type: PacketTypeName, rows: DataRow[]): ReplyToWrite {
-    const expected = specOf(type).expectedReply;
-    return {
-      type,
-      rows,
-      expectedReply: expected ? { type: expected, timeoutMinutes: DEFAULT_REPLY_TIMEOUT_MINUTES } : null,
+  /** The result of a recorded decision, logged now that it is committed. */
+  private finish(d: RecordedDecision, runId: string): PacketResult {
+    const prepared = this.prepare(d.packet);
+    const outcome = d.audit.outcome as OutcomeKind;
+    const result: PacketResult = {
+      packetRecId: d.packet.packetRecId,
+      transRecId: d.packet.transaction.transRecId,
+      transactionId: d.packet.transaction.transactionId,
+      type: d.audit.packetType,
+      outcome,
+      ...(d.audit.reason ? { reason: d.audit.reason } : {}),
+      ...(d.reply ? { replyType: d.reply.type, replyPacketRecId: d.replyPacketRecId, reply: toJson(d.reply.rows) } : {}),
+      keys: prepared.keys,
+      durationMs: d.audit.durationMs,
+    };
+    const line = {
+      run_id: runId,
+      packet_rec_id: result.packetRecId,
+      trans_rec_id: result.transRecId,
+      transaction_id: result.transactionId,
+      packet_type: result.type,
+      outcome,
+      reason: result.reason,
+      reply_type: result.replyType,
+      reply_packet_rec_id: result.replyPacketRecId,
+      ms: result.durationMs,
+      ...prepared.keys,
+    };
+    if (outcome === 'reply' || outcome === 'closed' || outcome === 'ignore') this.log.info(line, `packet ${outcome}`);
+    else if (outcome === 'defer') this.log.warn(line, 'packet deferred');
+    else this.log.error(line, `packet ${outcome}`);
+    return result;
+  }
+}
+
+/** Outcomes that leave the packet in progress. */
+const PENDING_OUTCOMES = new Set<OutcomeKind>(['defer', 'error', 'unhandled']);
+
+function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+function incomingPacket(type: PacketTypeName, claimed: ClaimedPacket): IncomingPacket {
+  let request: IncomingPacket<'request_project_create' | 'request_account_create'> | undefined;
+  if (claimed.request) {
+    const reqType = packetTypeName(claimed.request.typeId) as 'request_project_create' | 'request_account_create';
+    const reqBody = claimed.request.body;
+    request = {
+      type: reqType,
+      packetRecId: claimed.request.packetRecId,
+      packetId: claimed.request.packetId,
+      transaction: claimed.transaction,
+      tags: readTags(reqType, reqBody) as IncomingPacket<typeof reqType>['tags'],
+      body: reqBody,
+      resource: reqBody.get('ResourceList'),
     };
   }
+  return {
+    type,
+    packetRecId: claimed.packetRecId,
+    packetId: claimed.packetId,
+    transaction: claimed.transaction,
+    tags: readTags(type, claimed.body),
+    body: claimed.body,
+    request,
+    resource: claimed.body.get('ResourceList') ?? request?.resource,
+  };
+}
 
-  private failureReply(row: ClaimedRow, message: string): ReplyToWrite {
-    const body = PacketBody.fromTags({ StatusCode: 'Failure', DetailCode: '2', Message: message });
-    return this.replyFor('inform_transaction_complete', body.toRows());
-  }
+function replyFor(type: PacketTypeName, rows: DataRow[]): ReplyToWrite {
+  const expected = specOf(type).expectedReply;
+  return {
+    type,
+    rows,
+    expectedReply: expected ? { type: expected, timeoutMinutes: DEFAULT_REPLY_TIMEOUT_MINUTES } : null,
+  };
+}
+
+function failureReply(message: string): ReplyToWrite {
+  const body = PacketBody.fromTags({ StatusCode: 'Failure', DetailCode: '2', Message: message });
+  return replyFor('inform_transaction_complete', body.toRows());
 }
 
 /** Copies the reply tags the protocol lets the site take over from the request it answers. */

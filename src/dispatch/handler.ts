@@ -69,6 +69,14 @@ export interface PacketContext {
   errorCount: number;
 }
 
+/** What `beginBatch` and `endBatch` get: the batch's transaction, not a packet's. */
+export interface BatchContext {
+  /** The batch's database transaction; no packet savepoint is active. */
+  tx: Queryable;
+  log: Logger;
+  dryRun: boolean;
+}
+
 /** What a handler method may return: the reply's tags, or an explicit outcome. */
 export type HandlerResult<R extends PacketTypeName> =
   | ReplyTagsOf<R>
@@ -117,6 +125,19 @@ export class AmieHandler<O = unknown> {
   async start(): Promise<void> {}
   /** Called once after a run. */
   async stop(): Promise<void> {}
+
+  /**
+   * Called with a batch's packets (those that will reach a handler method) before the first
+   * of them is handled, in the batch's transaction: a handler that keeps books takes its locks
+   * and reads what the whole batch needs here, in one round trip instead of one per packet.
+   */
+  async beginBatch(_packets: readonly IncomingPacket[], _ctx: BatchContext): Promise<void> {}
+  /**
+   * Called after the batch's packets were handled, with those whose result stands (a packet
+   * whose method threw, or whose reply was refused, is not among them): write what was staged.
+   * A throw here rolls the batch back, and the dispatcher redoes it one packet at a time.
+   */
+  async endBatch(_accepted: readonly IncomingPacket[], _ctx: BatchContext): Promise<void> {}
 
   async request_project_create(_packet: IncomingPacket<'request_project_create'>, _ctx: PacketContext): Promise<HandlerResult<'notify_project_create'>> {
     return unhandled();

@@ -23,10 +23,12 @@ export {
   claimBatch,
   completePacket,
   recordDeferral,
+  recordDecisions,
   reofferPacket,
   rowsFromJson,
   type ClaimedRow,
   type AuditEntry,
   type ReplyToWrite,
+  type DecisionToWrite,
 } from './work.js';
 export * from './usage.js';

@@ -40,7 +40,7 @@ export interface ClaimedRow {
  */
 export async function claimBatch(
   q: Queryable,
-  opts: { limit: number; exclude: readonly number[]; types?: readonly PacketTypeName[] },
+  opts: { limit: number; exclude: readonly number[]; only?: readonly number[]; types?: readonly PacketTypeName[] },
 ): Promise<ClaimedRow[]> {
   const typeIds = opts.types?.length ? opts.types.map((t) => PACKET_TYPE_IDS[t]) : null;
   const { rows } = await q.query<ClaimedRow>(
@@ -63,13 +63,14 @@ export async function claimBatch(
       WHERE p.outgoing_flag = 0 AND p.state_id = ${STATE_IDS['in-progress']} AND t.state_id = ${STATE_IDS['in-progress']}
         AND NOT (p.packet_rec_id = ANY($1::int[]))
         AND ($2::numeric[] IS NULL OR p.type_id = ANY($2::numeric[]))
+        AND ($5::int[] IS NULL OR p.packet_rec_id = ANY($5::int[]))
         AND NOT EXISTS (SELECT 1 FROM transaction_depends_tbl dep
                           JOIN transaction_tbl pre ON pre.trans_rec_id = dep.depends_on_trans_rec_id
                          WHERE dep.trans_rec_id = p.trans_rec_id AND pre.state_id <> ${STATE_IDS.completed})
       ORDER BY p.packet_rec_id
       LIMIT $3
       FOR UPDATE OF p, t SKIP LOCKED`,
-    [opts.exclude, typeIds, opts.limit, OPENING_REQUEST_TYPES],
+    [opts.exclude, typeIds, opts.limit, OPENING_REQUEST_TYPES, opts.only ?? null],
   );
   return rows;
 }
@@ -93,6 +94,95 @@ export interface ReplyToWrite {
   type: PacketTypeName;
   rows: readonly DataRow[];
   expectedReply: { type: PacketTypeName; timeoutMinutes: number } | null;
+}
+
+/** One handled packet's fate, as `recordDecisions` writes it. */
+export interface DecisionToWrite {
+  /** completed: the packet is done (with `reply`, or none); pending: it stays to be offered again. */
+  state: 'completed' | 'pending';
+  reply: ReplyToWrite | null;
+  /** A handler exception: the packet's error count goes up. */
+  countError: boolean;
+  audit: AuditEntry;
+}
+
+/**
+ * Records a whole batch of decisions in one statement: completed packets change state and get
+ * their replies (packet, data rows, expected reply), error counts go up or are forgotten, and
+ * every decision gets its audit row. A reply's packet_id is the next one in its transaction: the
+ * claim holds the transaction rows locked, so max()+1 cannot race another writer.
+ * Returns the reply packet_rec_id of each decision (null without a reply), in order; throws when
+ * a packet to complete was no longer in progress, so the caller's transaction rolls back.
+ */
+export async function recordDecisions(q: Queryable, decisions: readonly DecisionToWrite[]): Promise<Array<number | null>> {
+  if (decisions.length === 0) return [];
+  const d = decisions.map((x, i) => ({
+    i,
+    packet_rec_id: x.audit.packetRecId,
+    trans_rec_id: x.audit.transRecId,
+    complete: x.state === 'completed',
+    count_error: x.countError,
+    reply_type_id: x.reply ? PACKET_TYPE_IDS[x.reply.type] : null,
+    expected_type_id: x.reply?.expectedReply ? PACKET_TYPE_IDS[x.reply.expectedReply.type] : null,
+    timeout: x.reply?.expectedReply?.timeoutMinutes ?? null,
+    data: x.reply ? x.reply.rows.map((r) => [r.tag, r.subtag, r.seq, r.value]) : null,
+    run_id: x.audit.runId,
+    packet_type: x.audit.packetType,
+    outcome: x.audit.outcome,
+    reason: x.audit.reason ?? null,
+    reply_type: x.reply?.type ?? null,
+    duration_ms: x.audit.durationMs,
+    handler: x.audit.handler,
+  }));
+  const { rows } = await q.query<{ completed: number; replies: Array<[number, number]> | null }>(
+    `WITH d AS (
+       SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(
+         i int, packet_rec_id int, trans_rec_id int, complete boolean, count_error boolean, reply_type_id numeric,
+         expected_type_id numeric, timeout int, data jsonb, run_id text, packet_type text, outcome text, reason text,
+         reply_type text, duration_ms int, handler text)),
+     upd AS (
+       UPDATE packet_tbl p SET state_id = ${STATE_IDS.completed}
+         FROM d WHERE d.complete AND p.packet_rec_id = d.packet_rec_id AND p.state_id = ${STATE_IDS['in-progress']}
+       RETURNING p.packet_rec_id),
+     r AS (
+       SELECT d.i, d.trans_rec_id, d.reply_type_id, d.expected_type_id, d.timeout, d.data,
+              (SELECT COALESCE(max(x.packet_id), 0) FROM packet_tbl x WHERE x.trans_rec_id = d.trans_rec_id)
+                + row_number() OVER (PARTITION BY d.trans_rec_id ORDER BY d.i) AS packet_id
+         FROM d JOIN upd ON upd.packet_rec_id = d.packet_rec_id
+        WHERE d.reply_type_id IS NOT NULL),
+     rp AS (
+       INSERT INTO packet_tbl (trans_rec_id, packet_id, type_id, version, state_id, outgoing_flag)
+       SELECT trans_rec_id, packet_id, reply_type_id, '1.0', ${STATE_IDS['in-progress']}, 1 FROM r
+       RETURNING packet_rec_id, trans_rec_id, packet_id),
+     rr AS (
+       SELECT r.*, rp.packet_rec_id AS reply_rec_id FROM r JOIN rp ON rp.trans_rec_id = r.trans_rec_id AND rp.packet_id = r.packet_id),
+     rd AS (
+       INSERT INTO data_tbl (packet_rec_id, tag, subtag, seq, value)
+       SELECT rr.reply_rec_id, e->>0, e->>1, (e->>2)::int, e->>3 FROM rr, jsonb_array_elements(rr.data) AS e),
+     er AS (
+       INSERT INTO expected_reply_tbl (packet_rec_id, type_id, timeout)
+       SELECT reply_rec_id, expected_type_id, timeout FROM rr WHERE expected_type_id IS NOT NULL),
+     ce AS (DELETE FROM amie_toolkit.packet_errors e USING upd WHERE e.packet_rec_id = upd.packet_rec_id),
+     pe AS (
+       INSERT INTO amie_toolkit.packet_errors AS e (packet_rec_id, error_count, last_error)
+       SELECT packet_rec_id, 1, reason FROM d WHERE d.count_error AND NOT d.complete
+       ON CONFLICT (packet_rec_id) DO UPDATE SET error_count = e.error_count + 1, last_error = EXCLUDED.last_error, updated_at = now()),
+     au AS (
+       INSERT INTO amie_toolkit.audit (run_id, packet_rec_id, trans_rec_id, packet_type, outcome, reason,
+                                       reply_packet_rec_id, reply_type, duration_ms, handler)
+       SELECT d.run_id, d.packet_rec_id, d.trans_rec_id, d.packet_type, d.outcome, d.reason, rr.reply_rec_id, d.reply_type, d.duration_ms, d.handler
+         FROM d LEFT JOIN rr ON rr.i = d.i)
+     SELECT (SELECT count(*) FROM upd)::int AS completed,
+            (SELECT json_agg(json_build_array(i, reply_rec_id)) FROM rr) AS replies`,
+    [JSON.stringify(d)],
+  );
+  const toComplete = decisions.filter((x) => x.state === 'completed').length;
+  if (rows[0]!.completed !== toComplete) {
+    throw new Error(`${toComplete - rows[0]!.completed} of the batch's packets were no longer in progress when their outcome was written`);
+  }
+  const ids: Array<number | null> = decisions.map(() => null);
+  for (const [i, id] of rows[0]!.replies ?? []) ids[i] = id;
+  return ids;
 }
 
 /**

@@ -1,0 +1,71 @@
+/**
+ * The AMIE tables as a packet source: the legacy site database that the central transfer daemon
+ * reads and writes. Pending packets are claimed with row locks (concurrent runs take disjoint
+ * batches), and a batch's replies are written in the same transaction as everything the handler
+ * recorded, so a crash loses nothing and answers nothing twice.
+ */
+import type { Database, Queryable } from '../db/index.js';
+import { PacketBody, stateName } from '../protocol/index.js';
+import { claimBatch, recordDecisions, rowsFromJson, type ClaimedRow } from '../store/index.js';
+import type { ClaimOptions, ClaimedPacket, PacketDecision, PacketSource, RecordedDecision } from './types.js';
+
+/** Thrown inside the transaction to roll a dry run back; carries the decisions out. */
+class DryRunRollback extends Error {
+  constructor(readonly decisions: PacketDecision[]) {
+    super('dry run: rolled back');
+  }
+}
+
+export class TablesSource implements PacketSource {
+  constructor(private readonly db: Database) {}
+
+  get description(): string {
+    return `AMIE tables in ${this.db.description}`;
+  }
+
+  async runBatch(
+    options: ClaimOptions,
+    handle: (packets: ClaimedPacket[], tx: Queryable) => Promise<PacketDecision[]>,
+  ): Promise<RecordedDecision[]> {
+    try {
+      return await this.db.transaction(async (tx) => {
+        const rows = await claimBatch(tx, options);
+        if (rows.length === 0) return [];
+        const decisions = await handle(rows.map(claimedPacket), tx);
+        if (options.dryRun) throw new DryRunRollback(decisions);
+        const ids = await recordDecisions(tx, decisions);
+        return decisions.map((d, i) => ({ ...d, replyPacketRecId: ids[i] ?? null }));
+      });
+    } catch (err) {
+      if (err instanceof DryRunRollback) return err.decisions.map((d) => ({ ...d, replyPacketRecId: null }));
+      throw err;
+    }
+  }
+}
+
+function claimedPacket(row: ClaimedRow): ClaimedPacket {
+  return {
+    packetRecId: row.packet_rec_id,
+    packetId: Number(row.packet_id),
+    typeId: Number(row.type_id),
+    transaction: {
+      transRecId: row.trans_rec_id,
+      originatingSiteName: row.originating_site_name,
+      transactionId: Number(row.transaction_id),
+      localSiteName: row.local_site_name,
+      remoteSiteName: row.remote_site_name,
+      state: stateName(Number(row.trans_state_id)) ?? 'in-progress',
+      ts: row.trans_ts,
+    },
+    body: PacketBody.fromRows(rowsFromJson(row.data)),
+    request: row.request
+      ? {
+          packetRecId: row.request.packet_rec_id,
+          packetId: Number(row.request.packet_id),
+          typeId: Number(row.request.type_id),
+          body: PacketBody.fromRows(rowsFromJson(row.request.data)),
+        }
+      : null,
+    errorCount: row.error_count,
+  };
+}
