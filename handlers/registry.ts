@@ -36,12 +36,16 @@
  * touch anything outside.
  */
 import { z } from 'zod';
-import { AmieHandler, fail, type HandlerContext, type HandlerResult, type IncomingPacket, type PacketContext } from '../src/dispatch/index.js';
+import { AmieHandler, fail, type BatchContext, type HandlerContext, type HandlerResult, type IncomingPacket, type PacketContext } from '../src/dispatch/index.js';
+import type { Queryable } from '../src/db/index.js';
 import type { ReplyTagsOf, TagValue } from '../src/protocol/index.js';
 import {
   ALLOCATION_TYPES,
   applyChanges,
   findMergePair,
+  lockRegistry,
+  RegistryBooks,
+  type BatchQuestions,
   loginCandidates,
   lookup,
   mergePeople as mergePeopleInRegistry,
@@ -53,6 +57,7 @@ import {
   type Applied,
   type ChangeSet,
   type Lookup,
+  type LookupQuery,
   type PersonChanges,
   type RegistryAccount,
   type RegistryLogin,
@@ -172,6 +177,102 @@ export class RegistryHandler extends AmieHandler<RegistryOptionsInput> {
     this.settings = z.object(optionsShape).parse(context.options ?? {});
   }
 
+  /** The batch being handled: its transaction and packets, and the books read for its RPCs and RACs. */
+  private batch: { tx: Queryable; packets: readonly IncomingPacket[]; books: RegistryBooks | null } | null = null;
+
+  // ---------------------------------------------------------------- batches
+
+  /**
+   * Takes the registry lock for the batch: no other run changes the books until this batch
+   * commits, so logins, uids and people are never handed out twice.
+   */
+  override async beginBatch(packets: readonly IncomingPacket[], ctx: BatchContext): Promise<void> {
+    await lockRegistry(ctx.tx);
+    this.batch = { tx: ctx.tx, packets, books: null };
+  }
+
+  /** Writes the books the batch's RPCs and RACs changed in memory. */
+  override async endBatch(_accepted: readonly IncomingPacket[], ctx: BatchContext): Promise<void> {
+    const books = this.batch?.books;
+    this.batch = null;
+    await books?.write(ctx.tx);
+  }
+
+  /**
+   * The in-memory books for an RPC or RAC in a batch, read on first use for it and every RPC
+   * and RAC after it; null outside a batch (the packet then reads and writes through SQL).
+   */
+  private async booksFor(packet: IncomingPacket): Promise<RegistryBooks | null> {
+    const b = this.batch;
+    if (!b) return null;
+    if (!b.books) {
+      const from = b.packets.findIndex((p) => p.packetRecId === packet.packetRecId);
+      b.books = await RegistryBooks.read(b.tx, this.questionsFor(from < 0 ? [packet] : b.packets.slice(from)));
+    }
+    return b.books;
+  }
+
+  /**
+   * Before a packet that changes the books through SQL: write what the batch holds in memory
+   * and forget it, so both see the same books. It is written in the batch's transaction before
+   * this packet writes anything, so a failure of this packet does not undo it.
+   */
+  private async settleBooks(): Promise<void> {
+    const b = this.batch;
+    if (!b?.books) return;
+    await b.books.write(b.tx);
+    b.books = null;
+  }
+
+  private questionsFor(packets: readonly IncomingPacket[]): BatchQuestions {
+    const q: BatchQuestions = {
+      recordIds: [],
+      projectIds: [],
+      grantNumbers: [],
+      personIds: [],
+      globalIds: [],
+      sitePersonIds: [],
+      candidates: [],
+      uidRange: this.settings.uidRange,
+    };
+    const push = (list: string[], v: string | undefined) => v !== undefined && list.push(v);
+    for (const p of packets) {
+      if (p.type !== 'request_project_create' && p.type !== 'request_account_create') continue;
+      const tags = p.tags as Tags;
+      const prefix = p.type === 'request_project_create' ? 'Pi' : 'User';
+      const person = personInput(tags, prefix, { personId: text(tags, `${prefix}PersonID`), globalId: text(tags, `${prefix}GlobalID`) });
+      push(q.recordIds, text(tags, 'RecordID'));
+      push(q.projectIds, text(tags, 'ProjectID'));
+      push(q.grantNumbers, typeof tags.GrantNumber === 'string' ? tags.GrantNumber : undefined);
+      push(q.personIds, person.personId);
+      push(q.globalIds, person.globalId);
+      for (const s of person.sitePersonIds) if (s.Site && s.PersonID) q.sitePersonIds.push({ site: s.Site, id: s.PersonID });
+      // Most people get their first or second choice; lookup checks further ones if need be.
+      q.candidates.push(...this.candidatesFor(person).slice(0, 4));
+    }
+    return q;
+  }
+
+  /** The lookup for an RPC or RAC, from the batch's books or through SQL. */
+  private async find(books: RegistryBooks | null, q: LookupQuery, ctx: PacketContext): Promise<Lookup> {
+    return books ? books.lookup(this.batch!.tx, q) : lookup(ctx.tx, q);
+  }
+
+  /**
+   * Applies a packet's changes and runs its hooks; if a hook throws, the changes are undone in
+   * the batch's books as the packet's savepoint undoes them in SQL.
+   */
+  private async applyThen(books: RegistryBooks | null, cs: ChangeSet, ctx: PacketContext, hooks: (applied: Applied) => Promise<void>): Promise<void> {
+    if (!books) return hooks(await applyChanges(ctx.tx, cs));
+    const mark = books.mark();
+    try {
+      await hooks(books.apply(cs));
+    } catch (err) {
+      books.rollbackTo(mark);
+      throw err;
+    }
+  }
+
   // ---------------------------------------------------------------- overridable identifiers
 
   /** The ProjectID of a new project: the RPC's own ProjectID is used before this is asked. */
@@ -223,7 +324,8 @@ export class RegistryHandler extends AmieHandler<RegistryOptionsInput> {
     const tags = t as Tags;
     const resource = packet.resource ?? this.site.resource;
     const pi = personInput(tags, 'Pi', { personId: text(tags, 'PiPersonID'), globalId: text(tags, 'PiGlobalID') });
-    const found = await lookup(ctx.tx, {
+    const books = await this.booksFor(packet);
+    const found = await this.find(books, {
       recordId: t.RecordID,
       projectId: text(tags, 'ProjectID'),
       grantNumber: t.GrantNumber,
@@ -234,7 +336,7 @@ export class RegistryHandler extends AmieHandler<RegistryOptionsInput> {
       resource,
       candidates: this.candidatesFor(pi),
       uidRange: this.settings.uidRange,
-    });
+    }, ctx);
     if (found.rpcReply) {
       ctx.log.info({ RecordID: t.RecordID }, 'RecordID already handled: repeating the first answer');
       return found.rpcReply as ReplyTagsOf<'notify_project_create'>;
@@ -309,13 +411,13 @@ export class RegistryHandler extends AmieHandler<RegistryOptionsInput> {
       ...(person.globalId ? { PiGlobalID: person.globalId } : {}),
     };
     cs.rpcRecord = { record_id: t.RecordID, project_id: project.projectId, reply, packet_rec_id: packet.packetRecId };
-    const applied = await applyChanges(ctx.tx, cs);
-
-    if (newLogin) await this.createLogin(person, newLogin, ctx);
-    if (!found.project) await this.createProject(project, person, ctx);
-    await this.setAllocation(project, { allocationType, requestedUnits: units, before, after, recordId: t.RecordID }, ctx);
-    await this.accountHooks(applied, person, project, ctx);
-    await this.dnHooks(applied, person, ctx);
+    await this.applyThen(books, cs, ctx, async (applied) => {
+      if (newLogin) await this.createLogin(person, newLogin, ctx);
+      if (!found.project) await this.createProject(project, person, ctx);
+      await this.setAllocation(project, { allocationType, requestedUnits: units, before, after, recordId: t.RecordID }, ctx);
+      await this.accountHooks(applied, person, project, ctx);
+      await this.dnHooks(applied, person, ctx);
+    });
     return reply;
   }
 
@@ -327,7 +429,8 @@ export class RegistryHandler extends AmieHandler<RegistryOptionsInput> {
     const tags = t as Tags;
     const resource = packet.resource ?? this.site.resource;
     const user = personInput(tags, 'User', { personId: text(tags, 'UserPersonID'), globalId: text(tags, 'UserGlobalID') });
-    const found = await lookup(ctx.tx, {
+    const books = await this.booksFor(packet);
+    const found = await this.find(books, {
       projectId: text(tags, 'ProjectID'),
       grantNumber: t.GrantNumber,
       personId: user.personId,
@@ -336,7 +439,7 @@ export class RegistryHandler extends AmieHandler<RegistryOptionsInput> {
       resource,
       candidates: this.candidatesFor(user),
       uidRange: this.settings.uidRange,
-    });
+    }, ctx);
     if (!found.project) {
       return fail(
         `request_account_create: this site has no project with ProjectID ${text(tags, 'ProjectID') ?? '(none given)'} or ` +
@@ -346,13 +449,14 @@ export class RegistryHandler extends AmieHandler<RegistryOptionsInput> {
     const cs: ChangeSet = {};
     const { person, newLogin } = this.personFor(found, user, packet, cs);
     cs.accounts = [{ person_id: person.personId, project_id: found.project.projectId, resource, active: true }];
-    const applied = await applyChanges(ctx.tx, cs);
-
-    if (newLogin) await this.createLogin(person, newLogin, ctx);
-    await this.accountHooks(applied, person, found.project, ctx);
-    await this.dnHooks(applied, person, ctx);
+    const project = found.project;
+    await this.applyThen(books, cs, ctx, async (applied) => {
+      if (newLogin) await this.createLogin(person, newLogin, ctx);
+      await this.accountHooks(applied, person, project, ctx);
+      await this.dnHooks(applied, person, ctx);
+    });
     return {
-      ProjectID: found.project.projectId,
+      ProjectID: project.projectId,
       UserPersonID: person.personId,
       UserRemoteSiteLogin: person.login!,
       AccountActivityTime: new Date().toISOString(),
@@ -373,6 +477,7 @@ export class RegistryHandler extends AmieHandler<RegistryOptionsInput> {
     packet: IncomingPacket<'request_project_inactivate'>,
     ctx: PacketContext,
   ): Promise<HandlerResult<'notify_project_inactivate'>> {
+    await this.settleBooks();
     const r = await setProjectState(ctx.tx, packet.tags.ProjectID, false, packet.resource ?? this.site.resource);
     if (!r.project) return fail(`request_project_inactivate: ProjectID ${packet.tags.ProjectID} is not known at this site`);
     for (const a of r.accounts) await this.setAccountActive(a, false, ctx);
@@ -384,6 +489,7 @@ export class RegistryHandler extends AmieHandler<RegistryOptionsInput> {
     packet: IncomingPacket<'request_project_reactivate'>,
     ctx: PacketContext,
   ): Promise<HandlerResult<'notify_project_reactivate'>> {
+    await this.settleBooks();
     const r = await setProjectState(ctx.tx, packet.tags.ProjectID, true, packet.resource ?? this.site.resource);
     if (!r.project) return fail(`request_project_reactivate: ProjectID ${packet.tags.ProjectID} is not known at this site`);
     await this.setProjectActive(r.project, true, ctx);
@@ -428,6 +534,7 @@ export class RegistryHandler extends AmieHandler<RegistryOptionsInput> {
         ...(Object.keys(p.details).length > 0 ? { details: p.details } : {}),
       };
     }
+    await this.settleBooks();
     const r = await modifyPerson(ctx.tx, packet.tags.PersonID, changes, action === 'delete' ? [] : dns, action === 'delete' ? dns : []);
     if (!r.person) return fail(`request_user_modify: PersonID ${packet.tags.PersonID} is not known at this site`);
     if (Object.keys(changes).length > 0) await this.updatePerson(r.person, ctx);
@@ -437,6 +544,7 @@ export class RegistryHandler extends AmieHandler<RegistryOptionsInput> {
 
   override async request_person_merge(packet: IncomingPacket<'request_person_merge'>, ctx: PacketContext): Promise<HandlerResult<'inform_transaction_complete'>> {
     const t = packet.tags;
+    await this.settleBooks();
     const pair = await findMergePair(ctx.tx, { personId: t.KeepPersonID, globalId: t.KeepGlobalID }, { personId: t.DeletePersonID, globalId: t.DeleteGlobalID });
     if (!pair.keep) {
       return fail(`request_person_merge: KeepPersonID ${t.KeepPersonID} (KeepGlobalID ${t.KeepGlobalID}) is not known at this site`);
@@ -559,6 +667,7 @@ export class RegistryHandler extends AmieHandler<RegistryOptionsInput> {
   }
 
   private async recordDns(type: string, personId: string, dns: string[], ctx: PacketContext): Promise<HandlerResult<'inform_transaction_complete'>> {
+    await this.settleBooks();
     const r = await modifyPerson(ctx.tx, personId, {}, dns, []);
     if (!r.person) return fail(`${type}: PersonID ${personId} is not known at this site`);
     if (r.added.length > 0) await this.updateDns(r.person, { added: r.added, removed: [] }, ctx);
@@ -573,6 +682,7 @@ export class RegistryHandler extends AmieHandler<RegistryOptionsInput> {
   ): Promise<HandlerResult<'notify_account_inactivate'>> {
     const { PersonID, ProjectID } = packet.tags;
     const resource = packet.resource ?? this.site.resource;
+    await this.settleBooks();
     const r = await setAccountState(ctx.tx, PersonID, ProjectID, resource, active);
     if (!r.account) {
       if (!r.personKnown) return fail(`${type}: PersonID ${PersonID} is not known at this site`);

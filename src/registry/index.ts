@@ -3,6 +3,7 @@ export * from './records.js';
 export * from './logins.js';
 export {
   REGISTRY_LOCK_KEY,
+  lockRegistry,
   lookup,
   applyChanges,
   setProjectState,
@@ -24,4 +25,5 @@ export {
   type PersonChanges,
   type PersonListing,
 } from './sql.js';
+export { RegistryBooks, type BatchQuestions } from './batch.js';
 export { nextAllocation, ALLOCATION_TYPES, type AllocationType } from './allocation.js';

@@ -21,6 +21,8 @@ export const SYSTEM_LOGINS: readonly string[] = [
   'cdrom', 'floppy', 'tape', 'dialout', 'input', 'render', 'kvm', 'shadow', 'utmp', 'plugdev',
 ];
 
+const SYSTEM_LOGIN_SET = new Set(SYSTEM_LOGINS);
+
 /** Families of system names (systemd-network, _apt …). */
 const SYSTEM_PREFIXES = ['systemd-', '_'];
 
@@ -28,7 +30,7 @@ const SYSTEM_PREFIXES = ['systemd-', '_'];
 export type LoginStyle = 'first-initial-last' | 'first_last';
 
 export function isReservedLogin(login: string, extraReserved: Iterable<string> = []): boolean {
-  if (SYSTEM_LOGINS.includes(login)) return true;
+  if (SYSTEM_LOGIN_SET.has(login)) return true;
   if (SYSTEM_PREFIXES.some((p) => login.startsWith(p))) return true;
   for (const r of extraReserved) if (r === login) return true;
   return false;
@@ -84,15 +86,15 @@ export interface LoginRequest {
  * the one derived from the name, then numbered variants. The caller takes the first that is free.
  */
 export function loginCandidates(req: LoginRequest): string[] {
-  const reserved = [...(req.reserved ?? [])];
-  const out: string[] = [];
+  const reserved = new Set(req.reserved ?? []);
+  const out = new Set<string>();
   const add = (login: string) => {
-    if (isAcceptableLogin(login, reserved) && !out.includes(login)) out.push(login);
+    if (!out.has(login) && isAcceptableLogin(login, reserved)) out.add(login);
   };
   for (const r of req.requested ?? []) add(r.trim());
   const base = loginFromName(req.firstName, req.lastName, req.style);
   add(base);
   const variants = req.variants ?? 200;
   for (let n = 1; n <= variants; n++) add(`${base}${n}`);
-  return out;
+  return [...out];
 }

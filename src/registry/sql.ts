@@ -17,7 +17,7 @@ export const REGISTRY_LOCK_KEY = 0x414d4952; // 'AMIR'
  * lookup that waited for the lock inside the same statement would not see what the previous
  * holder committed.
  */
-async function lockRegistry(tx: Queryable): Promise<void> {
+export async function lockRegistry(tx: Queryable): Promise<void> {
   await tx.query('SELECT pg_advisory_xact_lock($1::bigint)', [REGISTRY_LOCK_KEY]);
 }
 
