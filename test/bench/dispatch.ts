@@ -63,7 +63,7 @@ async function measure(figure: string, packets: number, processes: number, datab
       `site: { name: ${SITE.name}, resource: ${SITE.resource} }`,
       database.url ? `database: { url: "${database.url}" }` : `database: { path: "${database.path}" }`,
       `handler: ${HANDLER}`,
-      'process: { batchSize: 100 }',
+      'process: { batchSize: 500 }',
       'log: { level: info }', // as operators run it: one line per packet
     ].join('\n'),
   );
