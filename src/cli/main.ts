@@ -4,7 +4,7 @@ import { dirname, extname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import { ConfigError } from '../config/errors.js';
-import { DatabaseError } from '../db/errors.js';
+import { DatabaseError, isConnectionLost } from '../db/errors.js';
 import { createContext, EXIT, type CliContext, type RegisterCommand } from './context.js';
 
 const self = fileURLToPath(import.meta.url);
@@ -84,6 +84,12 @@ export async function main(argv: string[] = process.argv): Promise<number> {
       return EXIT.notStarted;
     }
     const message = err instanceof Error ? err.message.split('\n')[0] : String(err);
+    if (isConnectionLost(err)) {
+      // Outside a run's batches (start-up, a listing): the open transaction rolled back, so exit 2 as for any database problem.
+      say(`lost the connection to the database (${message}); what it was writing was rolled back, run again`);
+      if (debug) process.stderr.write(`${describeForDebug(err)}\n`);
+      return EXIT.notStarted;
+    }
     say(`unexpected error: ${message}`);
     if (debug) process.stderr.write(`${describeForDebug(err)}\n`);
     else say('run with --debug for details');

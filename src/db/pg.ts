@@ -89,6 +89,14 @@ export async function openPg(options: PgOptions): Promise<Database> {
         },
       };
       let broken = false;
+      // While checked out, a client has no 'error' listener of the pool's: a connection the server
+      // ends between two statements (during a handler's site work, or as the socket closes after
+      // a statement failed with it) would be an unhandled 'error' event and kill the process.
+      // Noted here instead, the loss reaches the caller as the failure of the next statement.
+      const lost = () => {
+        broken = true;
+      };
+      client.on('error', lost);
       try {
         await run(client, 'BEGIN');
         const result = await fn(tx);
@@ -102,6 +110,7 @@ export async function openPg(options: PgOptions): Promise<Database> {
         }
         throw err;
       } finally {
+        client.off('error', lost);
         client.release(broken ? true : undefined);
       }
     },

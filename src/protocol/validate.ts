@@ -10,6 +10,18 @@ import { DATE_TAGS, DURATION_TAGS, NUMERIC_TAGS, TIME_TAGS, specOf } from './spe
 const MAX_TAG_LENGTH = 32;
 const MAX_SUBTAG_LENGTH = 128;
 
+/**
+ * Values end up in site scripts' arguments, passwd comment fields, Slurm and mail, so a value no
+ * real packet carries is refused: a one-line value (a name, a login, a DN) holds no control or
+ * bidirectional-override characters and at most MAX_LINE_LENGTH characters; free text (an
+ * abstract, a title, a message) may also hold tabs and line breaks, up to MAX_TEXT_LENGTH.
+ */
+const MAX_LINE_LENGTH = 1024;
+const MAX_TEXT_LENGTH = 64 * 1024;
+const FREE_TEXT_TAGS: ReadonlySet<string> = new Set(['Abstract', 'ProjectTitle', 'Message', 'Comment']);
+const CONTROL = /[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/;
+const TEXT_CONTROL = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/;
+
 const ACTION_TYPES = ['add', 'delete', 'replace'] as const;
 const STATUS_CODES = ['Success', 'Failure'] as const;
 const DETAIL_CODES = ['1', '2'] as const;
@@ -20,7 +32,8 @@ const NUMBER = /^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$/;
 const DURATION = /^P(?=\d|T\d)(?:\d+(?:[.,]\d+)?Y)?(?:\d+(?:[.,]\d+)?M)?(?:\d+(?:[.,]\d+)?W)?(?:\d+(?:[.,]\d+)?D)?(?:T(?=\d)(?:\d+(?:[.,]\d+)?H)?(?:\d+(?:[.,]\d+)?M)?(?:\d+(?:[.,]\d+)?S)?)?$/;
 
 function validDay(year: number, month: number, day: number): boolean {
-  if (month < 1 || month > 12 || day < 1) return false;
+  // Year 0 does not exist in the calendar PostgreSQL stores.
+  if (year < 1 || month < 1 || month > 12 || day < 1) return false;
   return day <= new Date(Date.UTC(year, month, 0)).getUTCDate();
 }
 
@@ -106,6 +119,18 @@ export function validateBody(type: PacketTypeName, body: PacketBody): Problem[] 
     // Blank optional values carry nothing to check; blank required ones are reported above.
     const value = row.value.trim();
     if (value === '') continue;
+    const freeText = FREE_TEXT_TAGS.has(row.tag);
+    const at = row.subtag ? ` (subtag ${row.subtag})` : '';
+    if (value.length > (freeText ? MAX_TEXT_LENGTH : MAX_LINE_LENGTH)) {
+      add(row.tag, `value${at} is ${value.length} characters long, more than the ${freeText ? MAX_TEXT_LENGTH : MAX_LINE_LENGTH} allowed`);
+      continue;
+    }
+    const control = (freeText ? TEXT_CONTROL : CONTROL).exec(value);
+    if (control) {
+      const code = control[0].codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0');
+      add(row.tag, `${quote(row.value)}${at} contains the control character U+${code}${freeText ? '' : ' (a one-line value may hold none)'}`);
+      continue;
+    }
     const isDate = DATE_TAGS.has(name);
     if ((isDate || TIME_TAGS.has(name)) && !isIsoDateTime(value)) {
       add(row.tag, `${quote(row.value)}${row.subtag ? ` (subtag ${row.subtag})` : ''} is not an ISO 8601 ${isDate ? 'date' : 'time'}, e.g. ${isDate ? '2024-07-01' : '2024-07-01T12:00:00Z'}`);

@@ -30,6 +30,23 @@ const messages = (type: Parameters<typeof validateBody>[0], tags: Record<string,
   validateBody(type, PacketBody.fromTags(tags)).map((p) => p.message);
 
 describe('validateBody', () => {
+  it('refuses control characters and overlong values in one-line tags, names the tag; free text keeps line breaks', () => {
+    const bad = messages('request_account_create', { ...RAC, UserFirstName: '\u0001Ann', UserLastName: 'Evil\r\nroot:x:0:0:\u202e' });
+    expect(bad.some((m) => m.startsWith('UserFirstName:') && m.includes('U+0001'))).toBe(true);
+    expect(bad.some((m) => m.startsWith('UserLastName:') && m.includes('U+000D'))).toBe(true);
+    expect(messages('request_account_create', { ...RAC, UserLastName: 'L'.repeat(2000) })).toEqual([
+      'UserLastName: value is 2000 characters long, more than the 1024 allowed',
+    ]);
+    // Surrounding whitespace is not the value's: a trailing line break is harmless.
+    expect(messages('request_account_create', { ...RAC, UserLastName: 'Lee\r\n' })).toEqual([]);
+    expect(messages('request_project_create', { ...RPC, Abstract: 'Line one.\n\tLine two.' })).toEqual([]);
+    expect(messages('request_project_create', { ...RPC, Abstract: 'x'.repeat(70_000) })[0]).toMatch(/^Abstract: value is 70000 characters long/);
+  });
+
+  it('refuses year 0, which no calendar date has', () => {
+    expect(messages('request_project_create', { ...RPC, StartDate: '0000-01-01' })[0]).toMatch(/^StartDate: "0000-01-01" is not an ISO 8601 date/);
+  });
+
   it('accepts complete bodies', () => {
     expect(messages('request_account_create', RAC)).toEqual([]);
     expect(messages('request_project_create', RPC)).toEqual([]);
