@@ -1,6 +1,7 @@
 import type { Database, Queryable } from '../db/index.js';
 import { REGISTRY_MIGRATION, SLURM_ACCOUNT_MIGRATION } from '../registry/schema.js';
 import { USAGE_MIGRATION } from './usage.js';
+import { REST_SOURCE_MIGRATION } from '../sources/rest-schema.js';
 
 /**
  * The toolkit's own tables live in their own schema so that a site's AMIE tables (and the
@@ -69,6 +70,7 @@ CREATE INDEX IF NOT EXISTS amie_toolkit_pending_incoming ON packet_tbl (packet_r
   REGISTRY_MIGRATION,
   USAGE_MIGRATION,
   SLURM_ACCOUNT_MIGRATION,
+  REST_SOURCE_MIGRATION,
 ];
 
 /**

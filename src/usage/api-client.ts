@@ -3,7 +3,9 @@
  * well under the server's 1024 KiB body limit, with retries on what may pass (network errors,
  * timeouts, 5xx) and a per-record verdict on what will not (4xx, ValidationFailedRecords).
  * The API key travels only in the XA-API-KEY header; it is never logged or put in an error.
+ * The retry loop is shared with the AMIE REST API client (src/http.ts).
  */
+import { HttpRetriesExhausted, fetchWithRetries, messageOf } from '../http.js';
 
 export interface ComputeRecord {
   Username: string;
@@ -66,13 +68,8 @@ export interface RecordVerdict {
   httpStatus: number;
 }
 
-const MAX_WAIT_MS = 30_000;
 /** The server's own limit; a batch is never allowed near it. */
 export const USAGE_API_BODY_LIMIT = 1024 * 1024;
-
-function retryable(status: number): boolean {
-  return status >= 500 || status === 408 || status === 429;
-}
 
 /**
  * Splits records into POST bodies of at most `maxBytes` (as serialized, envelope included) and
@@ -175,14 +172,12 @@ export class UsageApiClient {
   /** One request with retries; returns the first non-retryable answer (2xx or 4xx). */
   private async send(method: 'GET' | 'POST', path: string, body?: unknown): Promise<{ status: number; body: unknown }> {
     const url = this.url(path);
-    const maxRetries = this.opts.maxRetries ?? 5;
-    const timeoutMs = this.opts.timeoutMs ?? 60_000;
     const payload = body === undefined ? undefined : JSON.stringify(body);
-    for (let attempt = 0; ; attempt++) {
-      let failure: string;
-      let status: number | undefined;
-      try {
-        const res = await this.fetchFn(url, {
+    try {
+      const answer = await fetchWithRetries(
+        this.fetchFn,
+        url,
+        {
           method,
           headers: {
             'XA-SITE': this.opts.site,
@@ -191,48 +186,16 @@ export class UsageApiClient {
             ...(payload === undefined ? {} : { 'Content-Type': 'application/json' }),
           },
           body: payload,
-          signal: AbortSignal.timeout(timeoutMs),
-        });
-        const text = await res.text();
-        const parsed = parseJson(text);
-        if (!retryable(res.status)) return { status: res.status, body: parsed };
-        status = res.status;
-        failure = `HTTP ${res.status}: ${messageOf(parsed) ?? (text.slice(0, 200) || 'no message')}`;
-      } catch (err) {
-        const e = err as Error;
-        failure =
-          e.name === 'TimeoutError' || e.name === 'AbortError'
-            ? `no answer within ${timeoutMs} ms`
-            : `${e.message}${(e.cause as Error | undefined)?.message ? ` (${(e.cause as Error).message})` : ''}`;
-      }
-      if (attempt >= maxRetries) {
-        throw new UsageApiError(`${method} ${url} failed after ${attempt + 1} attempts: ${failure}`, status);
-      }
-      const base = this.opts.retryBaseMs ?? 1000;
-      const waitMs = Math.min(MAX_WAIT_MS, base * 2 ** attempt) * (0.75 + Math.random() * 0.5);
-      this.opts.onRetry?.({ attempt: attempt + 1, waitMs: Math.round(waitMs), reason: failure });
-      await new Promise((r) => setTimeout(r, waitMs));
+        },
+        { timeoutMs: this.opts.timeoutMs ?? 60_000, retries: this.opts.maxRetries ?? 5, retryBaseMs: this.opts.retryBaseMs ?? 1000 },
+        { onRetry: this.opts.onRetry },
+      );
+      return { status: answer.status, body: answer.body };
+    } catch (err) {
+      if (err instanceof HttpRetriesExhausted) throw new UsageApiError(`${method} ${url} ${err.message}`, err.status, { cause: err });
+      throw err;
     }
   }
-}
-
-function parseJson(text: string): unknown {
-  if (text === '') return undefined;
-  try {
-    return JSON.parse(text);
-  } catch {
-    return text;
-  }
-}
-
-function messageOf(body: unknown): string | undefined {
-  if (typeof body === 'string') return body.slice(0, 500);
-  if (body && typeof body === 'object') {
-    const o = body as Record<string, unknown>;
-    const m = o.message ?? o.Message ?? o.error ?? o.Error;
-    if (m !== undefined) return typeof m === 'string' ? m : JSON.stringify(m);
-  }
-  return undefined;
 }
 
 /** The text of a ValidationFailedRecords entry that says why. */
