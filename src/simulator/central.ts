@@ -15,6 +15,7 @@ import {
   type TagValue,
 } from '../protocol/index.js';
 import {
+  getTransaction,
   listTransactionPackets,
   openTransaction,
   setPacketState,
@@ -169,6 +170,16 @@ export class CentralSite {
       await this.receive(tx, c, p, packets);
     }
     if (c.state !== 'open') return;
+    // Over the REST API the site may also fail a transaction outright (PUT …/state/failed).
+    if ((await getTransaction(tx, c.transRecId))?.state === 'failed') {
+      c.state = 'failed';
+      c.checks.push(
+        c.expect.failure
+          ? { ok: true, message: `${c.label}: the site failed the transaction of the invalid packet` }
+          : { ok: false, message: `${c.label}: the site failed the transaction instead of answering it` },
+      );
+      return;
+    }
     // Central's closing ITC, once the site has taken it, ends the transaction.
     const last = packets[packets.length - 1];
     if (last && !last.outgoing && last.type === 'inform_transaction_complete' && last.state === 'completed') {

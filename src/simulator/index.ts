@@ -22,3 +22,13 @@ export {
   type SiteRunner,
 } from './scenarios.js';
 export { formatScenarioReport, formatVerdict, textTable } from './report.js';
+export {
+  AMIE_API_PATH,
+  USAGE_API_PATH,
+  RestSimulator,
+  type Fault,
+  type RestSimulatorOptions,
+  type ServedRequest,
+} from './http.js';
+export { UsageApiState, type UsagePost } from './usage-api.js';
+export { SIMULATOR_KEY_ENV, remoteSite, restSourceFor } from './rest-site.js';

@@ -1,7 +1,7 @@
 /**
  * Realistic request data. Central's people have apostrophes, accents, spaces and hyphens in
- * their names, sometimes no requested login at all, several DNs and portal SitePersonIds; a
- * handler that only ever saw "John Doe" is not ready.
+ * their names, sometimes no requested login at all, several DNs, portal SitePersonIds and
+ * AcademicDegree entries; a handler that only ever saw "John Doe" is not ready.
  */
 import { randomInt } from 'node:crypto';
 import type { TagValue } from '../protocol/index.js';
@@ -108,6 +108,10 @@ export class SimData {
         { Site: 'X-PORTAL', PersonID: pi.portalLogin },
         { Site: 'ACCESS-CI', PersonID: `${pi.portalLogin}@access-ci.org` },
       ],
+      AcademicDegree: [
+        { Degree: 'PhD', Field: 'Physical Oceanography' },
+        { Degree: 'MS', Field: 'Applied Mathematics' },
+      ],
       ...overrides,
     };
   }
@@ -130,6 +134,7 @@ export class SimData {
       NsfStatusCode: 'GS',
       RoleList: ['allocation_manager'],
       SitePersonId: [{ Site: 'X-PORTAL', PersonID: user.portalLogin }],
+      AcademicDegree: [{ Degree: 'BS', Field: 'Computer Science' }],
       ...overrides,
     };
   }

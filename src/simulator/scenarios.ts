@@ -282,7 +282,12 @@ const SCENARIOS: Record<ScenarioName, ScenarioBody> = {
   },
 };
 
-/** Runs scenarios in order, each with fresh grant numbers and people. */
+/**
+ * Runs scenarios in order, each with fresh grant numbers and people. `db` is where central plays:
+ * the site's own database when the site reads the AMIE tables, or the REST simulator's
+ * (`RestSimulator.db`) when the site's dispatcher reads the REST API (`restSourceFor`); `site`
+ * is that dispatcher, or `remoteSite()` for a site running as another process.
+ */
 export async function runScenarios(
   db: Database,
   site: SiteRunner,

@@ -1,17 +1,16 @@
 import { describe, it, expect, beforeAll, afterAll, beforeEach, afterEach } from 'vitest';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { IncomingMessage } from 'node:http';
 import { listUnreportedJobs } from '../../src/store/index.js';
 import { UsageApiClient, UsageApiError, splitComputeBatches, type ComputeRecord } from '../../src/usage/api-client.js';
 import { UsageConfigSchema } from '../../src/usage/config.js';
 import { reportUsage } from '../../src/usage/report.js';
 import { parseSacctStream, type SacctRecord } from '../../src/usage/sacct.js';
 import { UsageApiSink } from '../../src/usage/sinks/usage-api.js';
+import { RestSimulator } from '../../src/simulator/http.js';
 import { SITE, initTestDatabase, outgoingPackets, quietLog } from '../helpers/amie.js';
 import { driverCases, type TestDatabase } from '../helpers/db.js';
 
 const API_KEY = 'test-key-not-secret';
-const LIMIT = 1024 * 1024;
 
 interface Posted {
   headers: IncomingMessage['headers'];
@@ -20,66 +19,31 @@ interface Posted {
 }
 
 /**
- * A Usage API of the test's own: POST usage/ answers with what `next` decides (default: all
- * accepted), refuses bodies over 1024 KiB with 413 as the real one does, and keeps every body.
+ * The simulator's Usage API (the one `amie simulate --serve-rest` serves): it checks XA-SITE and
+ * XA-API-KEY, refuses bodies over 1024 KiB with 413 as the real one does, keeps every POST, and
+ * plays the failures a test asks for.
  */
-class FakeUsageApi {
-  server!: Server;
-  url = '';
-  posted: Posted[] = [];
-  /** Answers to give in turn before falling back to acceptance. */
-  script: Array<(p: Posted) => { status: number; body?: unknown } | 'hang'> = [];
-  /** Records (by LocalRecordID) the server always refuses. */
-  invalid = new Map<string, string>();
-
-  async start(): Promise<void> {
-    this.server = createServer((req, res) => this.handle(req, res));
-    await new Promise<void>((r) => this.server.listen(0, '127.0.0.1', r));
-    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}/api/`;
-  }
-  async stop(): Promise<void> {
-    this.server.closeAllConnections();
-    await new Promise((r) => this.server.close(r));
-  }
-  /** Every record the server loaded, in order. */
-  accepted: ComputeRecord[] = [];
-
-  private handle(req: IncomingMessage, res: ServerResponse): void {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      const send = (status: number, body: unknown) => {
-        res.writeHead(status, { 'Content-Type': 'application/json' });
-        res.end(JSON.stringify(body));
-      };
-      if (req.headers['xa-api-key'] !== API_KEY || req.headers['xa-site'] !== SITE.name) {
-        return send(401, { message: 'bad XA-SITE or XA-API-KEY' });
-      }
-      if (req.method === 'GET' && req.url === '/api/usage/failed') return send(200, { result: [] });
-      if (req.method !== 'POST' || req.url !== '/api/usage/') return send(404, { message: `no route ${req.method} ${req.url}` });
-      const raw = Buffer.concat(chunks);
-      if (raw.length > LIMIT) {
-        this.posted.push({ headers: req.headers, bytes: raw.length, body: { UsageType: 'compute', Records: [] } });
-        return send(413, { message: 'request body larger than 1024 KiB' });
-      }
-      const p: Posted = { headers: req.headers, bytes: raw.length, body: JSON.parse(raw.toString('utf8')) };
-      this.posted.push(p);
-      const step = this.script.shift()?.(p);
-      if (step === 'hang') {
-        return; // never answers: the client's timeout must fire
-      }
-      if (step) {
-        return send(step.status, step.body ?? {});
-      }
-      this.accepted.push(...p.body.Records.filter((r) => !this.invalid.has(r.LocalRecordID)));
-      const failed = p.body.Records.filter((r) => this.invalid.has(r.LocalRecordID)).map((r) => ({
-        Record: r,
-        Error: this.invalid.get(r.LocalRecordID),
-      }));
-      send(200, { Message: `loaded ${p.body.Records.length - failed.length}`, ValidationFailedRecords: failed });
-    });
-  }
-}
+let sim: RestSimulator;
+const api = {
+  get url(): string {
+    return sim.usageUrl;
+  },
+  get posted(): Posted[] {
+    return sim.usage.received as unknown as Posted[];
+  },
+  /** Every record the server loaded. */
+  get accepted(): ComputeRecord[] {
+    return sim.usage.accepted as unknown as ComputeRecord[];
+  },
+  /** Records (by LocalRecordID) the server always refuses, with the reason. */
+  get invalid(): Map<string, string> {
+    return sim.usage.refuse;
+  },
+  /** The next POST usage/ gets this answer instead (or none: the client's timeout must fire). */
+  failNext(answer: { status: number; body?: unknown } | 'hang'): void {
+    sim.inject(answer === 'hang' ? { api: 'usage', method: 'POST', hang: true } : { api: 'usage', method: 'POST', ...answer });
+  },
+};
 
 function record(i: number, nameBytes = 10): ComputeRecord {
   return {
@@ -96,14 +60,13 @@ function record(i: number, nameBytes = 10): ComputeRecord {
   };
 }
 
-const api = new FakeUsageApi();
-beforeAll(() => api.start());
-afterAll(() => api.stop());
+beforeAll(async () => {
+  sim = await RestSimulator.start({ site: SITE, apiKey: API_KEY });
+});
+afterAll(() => sim.stop());
 beforeEach(() => {
-  api.posted = [];
-  api.accepted = [];
-  api.script = [];
-  api.invalid.clear();
+  sim.usage.reset();
+  sim.clearFaults();
 });
 
 const client = (extra: Partial<ConstructorParameters<typeof UsageApiClient>[0]> = {}) =>
@@ -121,7 +84,7 @@ describe('Usage API client', () => {
 
   it('retries a 500 and then succeeds', async () => {
     const retries: string[] = [];
-    api.script.push(() => ({ status: 500, body: { message: 'database is restarting' } }));
+    api.failNext({ status: 500, body: { message: 'database is restarting' } });
     const v = await client({ onRetry: (r) => retries.push(r.reason) }).postCompute([record(1)]);
     expect(v[0]!.accepted).toBe(true);
     expect(api.posted).toHaveLength(2);
@@ -129,14 +92,14 @@ describe('Usage API client', () => {
   });
 
   it('retries a request that times out', async () => {
-    api.script.push(() => 'hang');
+    api.failNext('hang');
     const v = await client({ timeoutMs: 300 }).postCompute([record(1)]);
     expect(v[0]!.accepted).toBe(true);
     expect(api.posted).toHaveLength(2);
   });
 
   it('gives up after the bounded retries with an error naming the endpoint and the last failure, never the key', async () => {
-    for (let i = 0; i < 3; i++) api.script.push(() => ({ status: 503, body: { message: 'maintenance' } }));
+    for (let i = 0; i < 3; i++) api.failNext({ status: 503, body: { message: 'maintenance' } });
     const err = await client({ maxRetries: 2 }).postCompute([record(1)]).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(UsageApiError);
     expect((err as Error).message).toBe(`POST ${api.url}usage/ failed after 3 attempts: HTTP 503: maintenance`);
@@ -154,7 +117,7 @@ describe('Usage API client', () => {
   });
 
   it('a 4xx answer fails every record of that body with the server message, without retrying', async () => {
-    api.script.push(() => ({ status: 400, body: { message: 'Records[0].Charge must be a number' } }));
+    api.failNext({ status: 400, body: { message: 'Records[0].Charge must be a number' } });
     const v = await client().postCompute([record(1), record(2)]);
     expect(v.every((x) => !x.accepted && x.reason === 'HTTP 400: Records[0].Charge must be a number' && x.httpStatus === 400)).toBe(true);
     expect(api.posted).toHaveLength(1);
@@ -170,7 +133,7 @@ describe('Usage API client', () => {
   });
 
   it('halves a body the server still finds too large (413)', async () => {
-    api.script.push(() => ({ status: 413, body: { message: 'too large' } }));
+    api.failNext({ status: 413, body: { message: 'too large' } });
     const v = await client().postCompute([record(1), record(2), record(3), record(4)]);
     expect(v.every((x) => x.accepted)).toBe(true);
     expect(api.posted.map((p) => p.body.Records.length)).toEqual([4, 2, 2]);
@@ -215,7 +178,7 @@ describe.each(driverCases())('usage-api sink on $name', (driver) => {
 
   run('reports accepted records once, stores refused ones with the reason, and resends them', async () => {
     api.invalid.set('7002', 'unknown LocalProjectID');
-    api.script.push(() => ({ status: 500, body: { message: 'try later' } }));
+    api.failNext({ status: 500, body: { message: 'try later' } });
     const s = await reportUsage(t.db, { site: SITE, usage: usage(), ...window, records: await records(['7001', '7002', '7003']), sinkImpl: sink(t.db), log: quietLog });
     expect(s).toMatchObject({ sink: 'usage-api', reported: 2, failed: 1 });
     expect(s.failures).toEqual([{ jobId: '7002', projectId: 'p-abc123', reason: 'unknown LocalProjectID' }]);
@@ -247,7 +210,7 @@ describe.each(driverCases())('usage-api sink on $name', (driver) => {
   });
 
   run('a server that stays down fails the run; the claimed records stay pending and the next run sends them', async () => {
-    for (let i = 0; i < 4; i++) api.script.push(() => ({ status: 502, body: { message: 'bad gateway' } }));
+    for (let i = 0; i < 4; i++) api.failNext({ status: 502, body: { message: 'bad gateway' } });
     await expect(
       reportUsage(t.db, { site: SITE, usage: usage(), ...window, records: await records(['8001', '8002']), sinkImpl: sink(t.db), log: quietLog }),
     ).rejects.toThrow(/failed after 4 attempts: HTTP 502: bad gateway/);

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import type { Command } from 'commander';
 import { EXIT, type CliContext } from '../context.js';
 
@@ -7,7 +8,8 @@ const DEMO_SITE = { name: 'DEMO', resource: 'cluster.demo.example.org', remoteSi
 /**
  * The whole toolkit with nothing to set up: an in-memory embedded database (nothing is left
  * behind, so a second run starts as clean as the first), the registry handler, and the
- * simulated central site running every scenario.
+ * simulated central site running every scenario, over the AMIE tables or (--source rest) over
+ * the AMIE REST API served on loopback.
  */
 export function register(program: Command, context: CliContext): void {
   program
@@ -15,7 +17,12 @@ export function register(program: Command, context: CliContext): void {
     .description('run every AMIE test scenario against the registry handler in a throw-away embedded database, and show the registry it built')
     .option('--json', 'print the scenario reports and the registry as JSON')
     .option('--verbose', 'list every check, not only the failed ones')
-    .action(async (opts: { json?: boolean; verbose?: boolean }) => {
+    .option('--source <kind>', 'tables: central writes the AMIE tables; rest: the site talks to a simulated AMIE REST API on 127.0.0.1', 'tables')
+    .action(async (opts: { json?: boolean; verbose?: boolean; source: string }) => {
+      if (opts.source !== 'tables' && opts.source !== 'rest') {
+        const { ConfigError } = await import('../../config/errors.js');
+        throw new ConfigError([`--source: expected tables or rest, got "${opts.source}"`]);
+      }
       const { openPglite } = await import('../../db/index.js');
       const { initDatabase } = await import('../../store/index.js');
       const { Dispatcher, loadHandlerClass } = await import('../../dispatch/index.js');
@@ -29,13 +36,20 @@ export function register(program: Command, context: CliContext): void {
       const log = createLogger({ level: opts.verbose ? 'info' : 'fatal', debug: context.options().debug, env: context.env });
       const started = Date.now();
       const db = await openPglite();
+      // Over REST, central keeps its own tables behind the HTTP simulator; the site's database
+      // holds only its books (registry, audit, the REST source's copy of the packets).
+      const { RestSimulator } = await import('../../simulator/http.js');
+      const { restSourceFor } = await import('../../simulator/rest-site.js');
+      const apiKey = randomBytes(18).toString('base64url');
+      let sim: Awaited<ReturnType<typeof RestSimulator.start>> | undefined;
       try {
+        if (opts.source === 'rest') sim = await RestSimulator.start({ site: DEMO_SITE, apiKey, log });
         await initDatabase(db);
         const loaded = await loadHandlerClass('registry', context.cwd);
         const handler = new loaded.cls({ db, log, site: DEMO_SITE, options: loaded.options, dryRun: false });
-        const dispatcher = new Dispatcher(db, handler, log, { handlerName: loaded.name, maxErrorDeferrals: 1 });
+        const dispatcher = new Dispatcher(sim ? restSourceFor(sim, apiKey, db, log) : db, handler, log, { handlerName: loaded.name, maxErrorDeferrals: 1 });
         await handler.start();
-        const reports = await runScenarios(db, dispatcher, SCENARIO_NAMES, { site: DEMO_SITE, maxRounds: 6 }).finally(() => handler.stop());
+        const reports = await runScenarios(sim?.db ?? db, dispatcher, SCENARIO_NAMES, { site: DEMO_SITE, maxRounds: 6 }).finally(() => handler.stop());
         const people = await listPeople(db, { includeMerged: true });
         const projects = await listProjects(db);
         const accounts = await listAccounts(db);
@@ -43,11 +57,18 @@ export function register(program: Command, context: CliContext): void {
         context.exitCode = passed ? EXIT.ok : EXIT.workFailed;
 
         if (opts.json) {
-          context.out(JSON.stringify({ passed, site: DEMO_SITE, scenarios: reports, registry: { people, projects, accounts } }, null, 2));
+          context.out(
+            JSON.stringify({ passed, site: DEMO_SITE, source: opts.source, scenarios: reports, registry: { people, projects, accounts } }, null, 2),
+          );
           return;
         }
         context.out(`AMIE toolkit demo: a simulated central site (${DEMO_SITE.remoteSite}) sends packets to site ${DEMO_SITE.name}`);
-        context.out(`(resource ${DEMO_SITE.resource}); the registry handler answers them in an ${db.description}.`);
+        if (sim) {
+          context.out(`(resource ${DEMO_SITE.resource}) through the AMIE REST API it serves at ${sim.amieUrl};`);
+          context.out(`the registry handler answers them, keeping its books in an ${db.description}.`);
+        } else {
+          context.out(`(resource ${DEMO_SITE.resource}); the registry handler answers them in an ${db.description}.`);
+        }
         for (const r of reports) {
           context.out('');
           for (const line of formatScenarioReport(r, { verbose: opts.verbose })) context.out(line);
@@ -94,6 +115,7 @@ export function register(program: Command, context: CliContext): void {
         context.out('');
         context.out(`${formatVerdict(reports)} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
       } finally {
+        await sim?.stop();
         await db.close();
       }
     });

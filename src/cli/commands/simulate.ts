@@ -1,13 +1,27 @@
+import { randomBytes } from 'node:crypto';
 import type { Command } from 'commander';
 import { ConfigError } from '../../config/errors.js';
-import { SCENARIO_DESCRIPTIONS, SCENARIO_NAMES } from '../../simulator/scenarios.js';
+import type { AmieConfig } from '../../config/index.js';
+import type { Logger } from '../../log.js';
+import type { RestSimulator } from '../../simulator/http.js';
+import { SCENARIO_DESCRIPTIONS, SCENARIO_NAMES, type ScenarioName, type ScenarioReport } from '../../simulator/scenarios.js';
 import { EXIT, type CliContext } from '../context.js';
 
 interface SimulateOptions {
-  scenario: string;
+  scenario?: string;
   json?: boolean;
   verbose?: boolean;
+  source?: 'tables' | 'rest';
+  serveRest?: boolean;
+  port: string;
+  apiKey?: string;
+  wait: string;
 }
+
+/** Where `--serve-rest` listens unless told otherwise: a fixed port keeps the printed configuration valid across restarts. */
+const DEFAULT_PORT = 8765;
+/** How often central looks for the replies of a site that runs as another process. */
+const POLL_MS = 500;
 
 export function register(program: Command, context: CliContext): void {
   program
@@ -15,55 +29,165 @@ export function register(program: Command, context: CliContext): void {
     .description(
       'play the central AMIE site against the configured database and handler: run the official test scenarios ' +
         '(and extra checks), print each conversation and a verdict; exit 1 if any check fails. Use a test database: ' +
-        'the dispatcher also answers any other pending packet it finds',
+        'the dispatcher also answers any other pending packet it finds. With --source rest the site talks to a ' +
+        'simulated AMIE REST API in the same process; --serve-rest serves that API (and the Usage API) on loopback ' +
+        'for a site running elsewhere (amie process with source: rest), until SIGTERM or SIGINT',
     )
-    .requiredOption('--scenario <name>', 'all, or one or more (comma-separated) of the scenarios listed below')
+    .option('--scenario <name>', 'all, or one or more (comma-separated) of the scenarios listed below (default with --serve-rest: all)')
+    .option('--source <kind>', 'tables: central writes the AMIE tables of the site database; rest: central serves the AMIE REST API (default: the configured source.kind)')
+    .option('--serve-rest', 'serve the AMIE REST API and the Usage API on 127.0.0.1 and play the scenarios against the site that polls it')
+    .option('--port <n>', `with --serve-rest: the port (0 picks a free one)`, String(DEFAULT_PORT))
+    .option('--api-key <key>', 'with --serve-rest: the XA-API-KEY requests must carry (default: $AMIE_REST_API_KEY, else a random one, printed)')
+    .option('--wait <seconds>', 'with --serve-rest: how long central waits for each reply of the site', '300')
     .option('--json', 'print the reports as JSON')
     .option('--verbose', 'list every check, not only the failed ones')
     .addHelpText('after', `\nScenarios:\n${SCENARIO_NAMES.map((n) => `  ${n.padEnd(28)}${SCENARIO_DESCRIPTIONS[n]}`).join('\n')}`)
     .action(async (opts: SimulateOptions) => {
-      const { resolveScenarioNames, runScenarios, formatScenarioReport, formatVerdict } = await import('../../simulator/index.js');
-      let names;
+      const { resolveScenarioNames } = await import('../../simulator/index.js');
+      if (opts.source !== undefined && opts.source !== 'tables' && opts.source !== 'rest') {
+        throw new ConfigError([`--source: expected tables or rest, got "${opts.source}"`]);
+      }
+      if (opts.scenario === undefined && !opts.serveRest) throw new ConfigError(['--scenario: give all or scenario names (see amie help simulate)']);
+      let names: ScenarioName[];
       try {
-        names = resolveScenarioNames(opts.scenario);
+        names = resolveScenarioNames(opts.scenario ?? 'all');
       } catch (err) {
         throw new ConfigError([(err as Error).message]);
+      }
+      if (opts.serveRest) {
+        await serveRest(context, opts, names);
+        return;
       }
       await context.withDatabase(async (db, config, log) => {
         const { prepareDatabase } = await import('../../store/index.js');
         const { Dispatcher } = await import('../../dispatch/index.js');
         const { createHandler } = await import('../handler.js');
+        const { RestSimulator } = await import('../../simulator/http.js');
+        const { restSourceFor } = await import('../../simulator/rest-site.js');
+        const { runScenarios } = await import('../../simulator/index.js');
         await prepareDatabase(db);
         const { handler, name } = await createHandler(config, db, log, false);
-        const dispatcher = new Dispatcher(db, handler, log, {
+        const overRest = (opts.source ?? config.source.kind) === 'rest';
+        // Over REST, central keeps its tables in a database of its own behind the simulator; the
+        // site keeps its books in the configured database, as with the real API.
+        const apiKey = randomBytes(18).toString('base64url');
+        const sim = overRest ? await RestSimulator.start({ site: config.site, apiKey, log }) : undefined;
+        const dispatcher = new Dispatcher(sim ? restSourceFor(sim, apiKey, db, log) : db, handler, log, {
           batchSize: config.process.batchSize,
           maxErrorDeferrals: config.process.maxErrorDeferrals,
           handlerName: name,
         });
         await handler.start();
-        let reports;
+        let reports: ScenarioReport[];
         try {
-          reports = await runScenarios(db, dispatcher, names, {
+          reports = await runScenarios(sim?.db ?? db, dispatcher, names, {
             site: config.site,
             // Enough passes for the dispatcher to give up on a handler that keeps throwing.
             maxRounds: config.process.maxErrorDeferrals + 4,
           });
         } finally {
           await handler.stop();
+          await sim?.stop();
         }
-        const passed = reports.every((r) => r.passed);
-        if (opts.json) {
-          context.out(JSON.stringify({ passed, handler: name, site: config.site.name, scenarios: reports }, null, 2));
-        } else {
-          context.out(`simulating central (${config.site.remoteSite}) for site ${config.site.name}, resource ${config.site.resource}, handler ${name}, on ${db.description}`);
-          for (const r of reports) {
-            context.out('');
-            for (const line of formatScenarioReport(r, { verbose: opts.verbose })) context.out(line);
-          }
-          context.out('');
-          context.out(formatVerdict(reports));
-        }
-        context.exitCode = passed ? EXIT.ok : EXIT.workFailed;
+        const where = sim ? `over the AMIE REST API simulated at ${sim.amieUrl} (the site's books in ${db.description})` : `on ${db.description}`;
+        printReports(context, opts, reports, config, name, where, sim ? 'rest' : 'tables');
+        context.exitCode = reports.every((r) => r.passed) ? EXIT.ok : EXIT.workFailed;
       });
     });
+}
+
+async function printReports(
+  context: CliContext,
+  opts: SimulateOptions,
+  reports: ScenarioReport[],
+  config: AmieConfig,
+  handler: string | null,
+  where: string,
+  source: 'tables' | 'rest',
+): Promise<void> {
+  const { formatScenarioReport, formatVerdict } = await import('../../simulator/index.js');
+  const passed = reports.every((r) => r.passed);
+  if (opts.json) {
+    context.out(JSON.stringify({ passed, handler, site: config.site.name, source, scenarios: reports }, null, 2));
+    return;
+  }
+  context.out(`simulating central (${config.site.remoteSite}) for site ${config.site.name}, resource ${config.site.resource}${handler ? `, handler ${handler}` : ''}, ${where}`);
+  for (const r of reports) {
+    context.out('');
+    for (const line of formatScenarioReport(r, { verbose: opts.verbose })) context.out(line);
+  }
+  context.out('');
+  context.out(formatVerdict(reports));
+}
+
+/**
+ * `--serve-rest`: the simulator for a site that runs as another process. Central plays the
+ * scenarios as soon as it listens, waiting for each reply; afterwards it keeps serving (the
+ * Usage API, the packets for inspection) until SIGTERM or SIGINT.
+ */
+async function serveRest(context: CliContext, opts: SimulateOptions, names: ScenarioName[]): Promise<void> {
+  const port = Number(opts.port);
+  const wait = Number(opts.wait);
+  const problems: string[] = [];
+  if (!Number.isInteger(port) || port < 0 || port > 65535) problems.push(`--port: expected a port number 0-65535, got "${opts.port}"`);
+  if (!Number.isFinite(wait) || wait <= 0) problems.push(`--wait: expected a number of seconds, got "${opts.wait}"`);
+  if (opts.apiKey !== undefined && opts.apiKey.trim() === '') problems.push('--api-key: the key is empty');
+  if (problems.length > 0) throw new ConfigError(problems);
+  const config = await context.loadConfig();
+  const log: Logger = context.logger(config);
+  const { RestSimulator: Simulator } = await import('../../simulator/http.js');
+  const { SIMULATOR_KEY_ENV, remoteSite } = await import('../../simulator/rest-site.js');
+  const { runScenarios } = await import('../../simulator/index.js');
+
+  const given = opts.apiKey ?? context.env[SIMULATOR_KEY_ENV];
+  const apiKey = given || randomBytes(18).toString('base64url');
+  let sim: RestSimulator;
+  try {
+    sim = await Simulator.start({ site: config.site, apiKey, port, log });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') throw new ConfigError([`--port: port ${port} on 127.0.0.1 is in use; give another with --port N (0 picks a free one)`]);
+    throw err;
+  }
+
+  const signals = ['SIGINT', 'SIGTERM'] as const;
+  let onSignal: (sig: string) => void = () => {};
+  const stopped = new Promise<string>((resolve) => (onSignal = resolve));
+  for (const s of signals) process.on(s, onSignal);
+  const abort = new AbortController();
+  try {
+    const usageKeyEnv = 'AMIE_USAGE_API_KEY';
+    context.out(`REST simulator of central (${sim.remoteSiteName}) for site ${sim.siteName}, resource ${sim.resource}`);
+    context.out(`  AMIE REST API  ${sim.amieUrl}`);
+    context.out(`  Usage API      ${sim.usageUrl}`);
+    context.out('A site uses it with these configuration lines:');
+    context.out(`  source: { kind: rest, url: ${sim.amieUrl}, apiKeyEnv: ${SIMULATOR_KEY_ENV} }`);
+    context.out(`  usage: { sink: usage-api, usageApi: { url: ${sim.usageUrl}, apiKeyEnv: ${usageKeyEnv} } }`);
+    // A key the operator chose is theirs and is not echoed; a generated one must be shown to be used.
+    context.out(
+      given
+        ? `with the key ${opts.apiKey !== undefined ? 'given with --api-key' : `in $${SIMULATOR_KEY_ENV}`} in the environment variables ${SIMULATOR_KEY_ENV} and ${usageKeyEnv}.`
+        : `and this environment:\n  export ${SIMULATOR_KEY_ENV}=${apiKey} ${usageKeyEnv}=${apiKey}`,
+    );
+    context.out(`Playing ${names.length === SCENARIO_NAMES.length ? 'all scenarios' : names.join(', ')}: central waits up to ${wait} s for each reply. Stop with SIGINT (Ctrl-C) or SIGTERM.`);
+
+    const site = remoteSite(POLL_MS, abort.signal);
+    const played = runScenarios(sim.db, site, names, { site: config.site, maxRounds: Math.max(1, Math.ceil((wait * 1000) / POLL_MS)) });
+    const first = await Promise.race([played.then((reports) => ({ reports, signal: undefined })), stopped.then((signal) => ({ reports: undefined, signal }))]);
+    if (first.reports) {
+      await printReports(context, opts, first.reports, config, null, `served at ${sim.amieUrl}`, 'rest');
+      context.exitCode = first.reports.every((r) => r.passed) ? EXIT.ok : EXIT.workFailed;
+      if (!opts.json) context.out('Still serving (the Usage API, the packets) until SIGTERM or SIGINT.');
+      const signal = await stopped;
+      log.info({ signal }, 'REST simulator stopping');
+    } else {
+      abort.abort();
+      await played.catch(() => undefined);
+      context.out(`${first.signal}: stopped before the scenarios finished`);
+      context.exitCode = EXIT.workFailed;
+    }
+  } finally {
+    for (const s of signals) process.off(s, onSignal);
+    abort.abort();
+    await sim.stop();
+  }
 }
