@@ -5,5 +5,6 @@
 import { registerBuiltinHandler } from '../src/dispatch/load.js';
 
 registerBuiltinHandler('registry', async () => (await import('./registry.js')).RegistryHandler);
+registerBuiltinHandler('slurm', async () => (await import('./slurm.js')).SlurmHandler);
 
 export {};

@@ -178,7 +178,7 @@ GresTypes=gpu
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=$NODE
 AccountingStorageTRES=gres/gpu
-AccountingStorageEnforce=associations
+AccountingStorageEnforce=associations,limits
 JobCompType=jobcomp/none
 ReturnToService=2
 InactiveLimit=0
@@ -276,6 +276,12 @@ ctld_up() { timeout 5 scontrol ping </dev/null 2>/dev/null | grep -q 'is UP'; }
 start_slurmctld() {
   if ! pid_alive "$RUN_DIR/slurmctld.pid"; then
     say "starting slurmctld"
+    slurmctld </dev/null || { show_log "$LOG_DIR/slurmctld.log"; die "slurmctld did not start"; }
+  elif [[ "$SLURM_ETC/slurm.conf" -nt "$RUN_DIR/slurmctld.pid" ]]; then
+    # A running controller reads some settings (AccountingStorageEnforce among them) only when
+    # it starts, not on `scontrol reconfigure`: restart it on a newer slurm.conf.
+    say "slurm.conf is newer than the running slurmctld: restarting it"
+    stop_pidfile slurmctld "$RUN_DIR/slurmctld.pid"
     slurmctld </dev/null || { show_log "$LOG_DIR/slurmctld.log"; die "slurmctld did not start"; }
   fi
   wait_for 60 "slurmctld answering scontrol ping" ctld_up \

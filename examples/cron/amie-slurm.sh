@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Answer pending AMIE packets with the Slurm handler (config/slurm-site.yaml). Meant for cron,
+# as root or as a service user allowed to run sacctmgr, scancel, useradd/usermod (or your
+# createUser command) and to write the grid-mapfile:
+#
+#   */10 * * * *  root  /opt/amie-toolkit/examples/cron/amie-slurm.sh /etc/amie/slurm-site.yaml
+#
+# Two things differ from amie-process.sh:
+# - cron's PATH lacks /usr/sbin and often the Slurm binaries, where useradd and sacctmgr live;
+#   AMIE_SLURM_PATH (default /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin) is used.
+# - When Slurm's accounting (slurmdbd) does not answer, the run is skipped: every packet would
+#   fail on sacctmgr and use up one of its process.maxErrorDeferrals, and after those it would
+#   be answered with a failure. The next run tries again.
+#
+# Exit status (cron mails non-empty output; the log keeps the details):
+#   0 every packet answered, deferred or ignored as the handler chose (or the run was skipped
+#     because slurmdbd is down: a line is written to stderr, so cron mails it)
+#   1 a handler error (a command failed: the packet is deferred, the command and its stderr are
+#     in 'amie packets show ID'), a failure reply, or an unhandled packet type
+#   2 configuration or database problem (nothing was changed)
+set -u
+config=${1:-/etc/amie/slurm-site.yaml}
+logdir=${AMIE_LOG_DIR:-/var/log/amie}
+export PATH=${AMIE_SLURM_PATH:-/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin}
+mkdir -p "$logdir"
+
+if ! timeout 30 sacctmgr -n -P show cluster format=cluster </dev/null >/dev/null 2>>"$logdir/process.log"; then
+  echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) sacctmgr does not answer (is slurmdbd up?): packets left for the next run" >&2
+  exit 0
+fi
+
+# JSON log lines (one per packet, one per command at debug level) go to the log file; the
+# one-line summary to stdout.
+amie process -c "$config" 2>>"$logdir/process.log"
+status=$?
+if [ "$status" -ne 0 ]; then
+  echo "amie process exited $status; see $logdir/process.log and 'amie packets list --state in-progress'" >&2
+fi
+exit "$status"

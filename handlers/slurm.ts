@@ -1,0 +1,371 @@
+/**
+ * The Slurm handler (built-in name `slurm`): the registry handler, plus the site work a Slurm
+ * cluster needs, done in the registry's hooks:
+ *
+ * - a project is a Slurm account (named from its ProjectID by `accountName`), described by its
+ *   title and its PI's organization, with the PI as coordinator;
+ * - its allocation is the account's GrpTRESMins (`allocation.tres` = ServiceUnitsAllocated ×
+ *   `allocation.minutesPerUnit`), set again after every RPC; a renewal also sets the
+ *   account's RawUsage back to 0 (`resetUsageOnRenewal`);
+ * - project inactivation sets GrpSubmitJobs=0 on the account (running jobs go on unless
+ *   `cancelRunningJobs`), reactivation lifts it;
+ * - an account is a Slurm user association of the person's login with the project's account;
+ *   account inactivation blocks it (GrpSubmitJobs=0 on the association, so running jobs, the
+ *   user's default account and the usage history stay), reactivation lifts the block;
+ * - a new login becomes a Unix user through `createUser` (default `useradd`) when its first
+ *   account is added, skipped when the login already exists (with the same uid when the
+ *   command is given one);
+ * - DNs go to the grid-mapfile when `gridMapfile` is set.
+ *
+ * Every program runs through src/slurm (argument arrays, never a shell; a timeout; output
+ * logged at debug). A failing command throws: the registry's changes for the packet are rolled
+ * back and the dispatcher defers the packet with the command and its stderr in the audit. All
+ * of this is idempotent, so the packet's next attempt picks up where the last one stopped.
+ * Under `dryRun` (the option, or `amie process --dry-run`) the argument lists are logged and
+ * nothing is run.
+ */
+import { isAbsolute } from 'node:path';
+import { z } from 'zod';
+import type { HandlerContext, PacketContext } from '../src/dispatch/index.js';
+import type { AllocationChange, RegistryAccount, RegistryLogin, RegistryPerson, RegistryProject } from '../src/registry/index.js';
+import {
+  Sacctmgr,
+  SLURM_ACCOUNT_PATTERN,
+  SLURM_CLUSTER_PATTERN,
+  SLURM_TRES_PATTERN,
+  SLURM_USER_PATTERN,
+  cancelJobs,
+  expandArgv,
+  runCommand,
+  singleLine,
+  unknownPlaceholders,
+  updateGridMapfile,
+} from '../src/slurm/index.js';
+import { RegistryHandler, registryOptionsSchema } from './registry.js';
+
+/** What `createUser` and `updateUser` may use, each substituted inside one argument. */
+export const USER_PLACEHOLDERS = [
+  'login',
+  'uid',
+  'personId',
+  'globalId',
+  'firstName',
+  'middleName',
+  'lastName',
+  'fullName',
+  'gecos',
+  'email',
+  'organization',
+  'projectId',
+  'grantNumber',
+  'slurmAccount',
+] as const;
+
+export const DEFAULT_CREATE_USER = ['useradd', '--uid', '{uid}', '--comment', '{gecos}', '--create-home', '--shell', '/bin/bash', '{login}'];
+export const DEFAULT_UPDATE_USER = ['usermod', '--comment', '{gecos}', '{login}'];
+
+const argvTemplate = (known: readonly string[]) =>
+  z
+    .array(z.string().min(1))
+    .min(1, { error: 'expected the program and its arguments, e.g. ["/usr/local/sbin/make-user", "{login}"]' })
+    .superRefine((argv, ctx) => {
+      const bad = unknownPlaceholders(argv, known);
+      if (bad.length > 0) ctx.addIssue({ code: 'custom', message: `unknown placeholder ${bad.join(', ')} (known: ${known.map((k) => `{${k}}`).join(' ')})` });
+    });
+
+export const slurmOptionsSchema = registryOptionsSchema.extend({
+  /** `cluster=` for sacctmgr and `--clusters` for scancel; without it sacctmgr acts on every cluster in its database. */
+  cluster: z.string().regex(SLURM_CLUSTER_PATTERN, { error: `expected a Slurm cluster name matching ${SLURM_CLUSTER_PATTERN}` }).optional(),
+  sacctmgr: z.string().min(1).default('sacctmgr'),
+  scancel: z.string().min(1).default('scancel'),
+  /** Each external command is stopped after this long, and the packet deferred. */
+  commandTimeoutMs: z.number().int().min(1000).max(600_000).default(30_000),
+  /** Log every command instead of running it. */
+  dryRun: z.boolean().default(false),
+  /** The Slurm account of a project: `accountPrefix` + this template, lower-cased. */
+  accountName: z
+    .string()
+    .min(1)
+    .refine((t) => unknownPlaceholders([t], ['projectId']).length === 0 && t.includes('{projectId}'), { error: 'expected a template using {projectId} and no other placeholder' })
+    .default('{projectId}'),
+  accountPrefix: z.string().regex(/^[a-z0-9_-]*$/, { error: 'expected lower-case letters, digits, "_" or "-"' }).default(''),
+  /** New project accounts are created under this account (default: Slurm's root). */
+  parentAccount: z.string().regex(SLURM_ACCOUNT_PATTERN, { error: `expected a Slurm account name matching ${SLURM_ACCOUNT_PATTERN}` }).optional(),
+  /** SU -> TRES-minutes: GrpTRESMins=<tres>=ServiceUnitsAllocated × minutesPerUnit. */
+  allocation: z
+    .strictObject({
+      tres: z.string().regex(SLURM_TRES_PATTERN, { error: 'expected a TRES such as gres/gpu or cpu' }).default('gres/gpu'),
+      minutesPerUnit: z.number().positive().default(60),
+    })
+    .default({ tres: 'gres/gpu', minutesPerUnit: 60 }),
+  /**
+   * A renewal (or a `new` RPC for an existing project) starts a new allocation period: the
+   * account's usage so far (RawUsage, which GrpTRESMins is compared with) is set back to 0.
+   */
+  resetUsageOnRenewal: z.boolean().default(true),
+  /** scancel the jobs of an inactivated project or account (default: running jobs go on). */
+  cancelRunningJobs: z.boolean().default(false),
+  /** Creates a Unix user; run once per new login, when its first account is added. */
+  createUser: argvTemplate(USER_PLACEHOLDERS).default(DEFAULT_CREATE_USER),
+  /** Updates a Unix user after request_user_modify; default: usermod when createUser is the default, else nothing. null: never. */
+  updateUser: argvTemplate(USER_PLACEHOLDERS).nullable().optional(),
+  /** An absolute path; DNs are mapped to logins there. Without it DNs are only kept in the registry. */
+  gridMapfile: z.string().refine(isAbsolute, { error: 'expected an absolute path' }).optional(),
+});
+export type SlurmOptions = z.infer<typeof slurmOptionsSchema>;
+export type SlurmOptionsInput = z.input<typeof slurmOptionsSchema>;
+
+/** Text for the passwd comment field: one line, no ":" (field separator) or "," (gecos subfields). */
+function gecosOf(fullName: string): string {
+  return singleLine(fullName).replace(/[:,=\\]/g, ' ').replace(/ {2,}/g, ' ').trim().slice(0, 255);
+}
+
+export class SlurmHandler extends RegistryHandler {
+  static override handlerName = 'slurm';
+  static override optionsSchema = slurmOptionsSchema;
+
+  protected readonly slurm: SlurmOptions;
+  /** New logins whose Unix user is created with their first account, per packet. */
+  readonly #newLogins = new WeakMap<PacketContext, Map<string, RegistryPerson>>();
+
+  constructor(context: HandlerContext<SlurmOptionsInput>) {
+    super(context);
+    this.slurm = slurmOptionsSchema.parse(context.options ?? {});
+  }
+
+  // ---------------------------------------------------------------- naming
+
+  /** The Slurm account of a ProjectID by the configured rule; throws, naming the rule, when the name is not usable. */
+  accountNameFor(projectId: string): string {
+    const name = `${this.slurm.accountPrefix}${this.slurm.accountName.replaceAll('{projectId}', projectId)}`.toLowerCase();
+    if (!SLURM_ACCOUNT_PATTERN.test(name)) {
+      throw new Error(
+        `handler.options.accountName: ProjectID ${JSON.stringify(projectId)} gives the Slurm account name ${JSON.stringify(name)}, ` +
+          `which does not match ${SLURM_ACCOUNT_PATTERN}; choose an accountName/accountPrefix that gives valid names`,
+      );
+    }
+    return name;
+  }
+
+  override slurmAccountFor(project: Omit<RegistryProject, 'slurmAccount'>): string {
+    return this.accountNameFor(project.projectId);
+  }
+
+  /** The project's stored Slurm account, or (for hooks given only a ProjectID) the rule's name for it. */
+  protected slurmAccountOf(projectId: string, project?: RegistryProject | null): string {
+    return project?.slurmAccount ?? this.accountNameFor(projectId);
+  }
+
+  // ---------------------------------------------------------------- hooks
+
+  override async createLogin(person: RegistryPerson, _login: RegistryLogin, ctx: PacketContext): Promise<void> {
+    // The Unix user is made with the person's first account, when the project is known, so
+    // createUser can use {projectId} and {slurmAccount}.
+    let pending = this.#newLogins.get(ctx);
+    if (!pending) this.#newLogins.set(ctx, (pending = new Map()));
+    pending.set(person.personId, person);
+  }
+
+  override async createProject(project: RegistryProject, pi: RegistryPerson, ctx: PacketContext): Promise<void> {
+    const account = this.slurmAccountOf(project.projectId, project);
+    const r = await this.sacctmgr(ctx).ensureAccount(account, {
+      description: project.title ?? project.grantNumber,
+      organization: pi.organization ?? '',
+      ...(this.slurm.parentAccount ? { parent: this.slurm.parentAccount } : {}),
+    });
+    ctx.log.info({ ProjectID: project.projectId, slurmAccount: account }, `Slurm account ${account}: ${r}`);
+  }
+
+  override async setAllocation(project: RegistryProject, change: AllocationChange, ctx: PacketContext): Promise<void> {
+    const account = this.slurmAccountOf(project.projectId, project);
+    const { tres, minutesPerUnit } = this.slurm.allocation;
+    const minutes = Math.max(0, Math.round(change.after.serviceUnits * minutesPerUnit));
+    const s = this.sacctmgr(ctx);
+    const own = (await s.associations({ account })).find((a) => a.user === '');
+    if (!own && !this.dryRun(ctx)) {
+      // A project from before this handler ran at the site: give it its account now.
+      await s.ensureAccount(account, { description: project.title ?? project.grantNumber, organization: '', ...(this.slurm.parentAccount ? { parent: this.slurm.parentAccount } : {}) });
+    }
+    const newPeriod = change.before !== null && (change.allocationType === 'renewal' || change.allocationType === 'new');
+    const resetUsage = newPeriod && this.slurm.resetUsageOnRenewal;
+    const changed = await s.setAccountLimits(account, { grpTresMins: { tres, minutes }, resetUsage }, own ?? null);
+    ctx.log.info(
+      { ProjectID: project.projectId, slurmAccount: account, AllocationType: change.allocationType, serviceUnits: change.after.serviceUnits },
+      `Slurm account ${account}: GrpTRESMins=${tres}=${minutes}${changed ? '' : ' (unchanged)'}${resetUsage ? ', usage reset for the new period' : ''}`,
+    );
+  }
+
+  override async addAccount(account: RegistryAccount, project: RegistryProject | null, ctx: PacketContext): Promise<void> {
+    const slurmAccount = this.slurmAccountOf(account.projectId, project);
+    await this.createPendingUser(account, project, slurmAccount, ctx);
+    const login = this.loginOf(account, ctx);
+    if (!login) return;
+    const s = this.sacctmgr(ctx);
+    const r = await s.ensureUser(login, slurmAccount, account.active);
+    if (project && project.piPersonId === account.personId) await s.ensureCoordinator(login, slurmAccount);
+    ctx.log.info({ ProjectID: account.projectId, slurmAccount, login }, `Slurm user ${login} on account ${slurmAccount}: ${r}`);
+  }
+
+  override async setAccountActive(account: RegistryAccount, active: boolean, ctx: PacketContext): Promise<void> {
+    const slurmAccount = this.slurmAccountOf(account.projectId);
+    if (active) await this.createPendingUser(account, null, slurmAccount, ctx);
+    const login = this.loginOf(account, ctx);
+    if (!login) return;
+    const s = this.sacctmgr(ctx);
+    if (active) {
+      const r = await s.ensureUser(login, slurmAccount, true);
+      ctx.log.info({ ProjectID: account.projectId, slurmAccount, login }, `Slurm user ${login} on account ${slurmAccount}: reactivated (${r})`);
+      return;
+    }
+    const had = (await s.blockUser(login, slurmAccount)).length > 0;
+    if (this.slurm.cancelRunningJobs) await cancelJobs(this.commandOptions(ctx), slurmAccount, login);
+    ctx.log.info(
+      { ProjectID: account.projectId, slurmAccount, login },
+      had ? `Slurm user ${login} on account ${slurmAccount}: submissions blocked` : `Slurm user ${login} has no association with ${slurmAccount}: nothing to block`,
+    );
+  }
+
+  override async setProjectActive(project: RegistryProject, active: boolean, ctx: PacketContext): Promise<void> {
+    const account = this.slurmAccountOf(project.projectId, project);
+    await this.sacctmgr(ctx).setAccountLimits(account, { grpSubmitJobs: active ? null : 0 });
+    if (!active && this.slurm.cancelRunningJobs) await cancelJobs(this.commandOptions(ctx), account);
+    ctx.log.info(
+      { ProjectID: project.projectId, slurmAccount: account },
+      `Slurm account ${account}: ${active ? 'GrpSubmitJobs lifted' : `GrpSubmitJobs=0${this.slurm.cancelRunningJobs ? ', jobs cancelled' : ''}`}`,
+    );
+  }
+
+  override async updateDns(person: RegistryPerson, change: { added: string[]; removed: string[] }, ctx: PacketContext): Promise<void> {
+    if (!this.slurm.gridMapfile) return;
+    if (!person.login) {
+      ctx.log.warn({ PersonID: person.personId }, 'grid-mapfile: the person has no login; DNs not mapped');
+      return;
+    }
+    await updateGridMapfile(this.slurm.gridMapfile, { login: person.login, add: change.added, remove: change.removed }, { log: ctx.log, dryRun: this.dryRun(ctx) });
+  }
+
+  override async updatePerson(person: RegistryPerson, ctx: PacketContext): Promise<void> {
+    const template = this.slurm.updateUser === undefined ? (this.usesDefaultCreateUser() ? DEFAULT_UPDATE_USER : null) : this.slurm.updateUser;
+    if (!template || !person.login) return;
+    if (!this.dryRun(ctx) && !(await this.unixUser(person.login, ctx))) {
+      ctx.log.warn({ login: person.login }, `Unix user ${person.login} does not exist: not updated`);
+      return;
+    }
+    await runCommand(expandArgv(template, this.placeholders(person, null, '', '')), this.commandOptions(ctx));
+  }
+
+  override async mergePeople(kept: RegistryPerson, deleted: RegistryPerson, accounts: RegistryAccount[], ctx: PacketContext): Promise<void> {
+    const s = this.sacctmgr(ctx);
+    const keptLogin = kept.login ? this.checkedLogin(kept.login) : null;
+    const deletedLogin = deleted.login && deleted.login !== kept.login ? this.checkedLogin(deleted.login) : null;
+    if (keptLogin) for (const a of accounts) await s.ensureUser(keptLogin, this.slurmAccountOf(a.projectId), a.active);
+    // The deleted login stays retired: its associations (on whatever accounts, including those
+    // where the kept person already had one) keep their history but submit no more.
+    const blocked = deletedLogin ? await s.blockUser(deletedLogin) : [];
+    if (this.slurm.gridMapfile && keptLogin && deletedLogin) {
+      await updateGridMapfile(this.slurm.gridMapfile, { login: keptLogin, takeFrom: deletedLogin }, { log: ctx.log, dryRun: this.dryRun(ctx) });
+    }
+    ctx.log.info(
+      { kept: kept.personId, deleted: deleted.personId, accounts: accounts.map((a) => a.projectId), blocked },
+      `Slurm: ${deletedLogin ?? '(no login)'} merged into ${keptLogin ?? '(no login)'}`,
+    );
+  }
+
+  // ---------------------------------------------------------------- internals
+
+  protected dryRun(ctx: PacketContext): boolean {
+    return ctx.dryRun || this.slurm.dryRun || this.context.dryRun;
+  }
+
+  protected commandOptions(ctx: PacketContext) {
+    return {
+      log: ctx.log,
+      dryRun: this.dryRun(ctx),
+      timeoutMs: this.slurm.commandTimeoutMs,
+      scancel: this.slurm.scancel,
+      ...(this.slurm.cluster ? { cluster: this.slurm.cluster } : {}),
+    };
+  }
+
+  protected sacctmgr(ctx: PacketContext): Sacctmgr {
+    return new Sacctmgr({
+      path: this.slurm.sacctmgr,
+      ...(this.slurm.cluster ? { cluster: this.slurm.cluster } : {}),
+      timeoutMs: this.slurm.commandTimeoutMs,
+      log: ctx.log,
+      dryRun: this.dryRun(ctx),
+    });
+  }
+
+  private checkedLogin(login: string): string {
+    if (!SLURM_USER_PATTERN.test(login)) throw new Error(`login ${JSON.stringify(login)} cannot be used as a Unix or Slurm user name: expected ${SLURM_USER_PATTERN}`);
+    return login;
+  }
+
+  private loginOf(account: RegistryAccount, ctx: PacketContext): string | null {
+    if (!account.login) {
+      ctx.log.warn({ PersonID: account.personId, ProjectID: account.projectId }, 'the account has no login: no Slurm association');
+      return null;
+    }
+    return this.checkedLogin(account.login);
+  }
+
+  private usesDefaultCreateUser(): boolean {
+    return JSON.stringify(this.slurm.createUser) === JSON.stringify(DEFAULT_CREATE_USER);
+  }
+
+  private placeholders(person: RegistryPerson, project: RegistryProject | null, projectId: string, slurmAccount: string): Record<string, string | null> {
+    const fullName = [person.firstName, person.middleName, person.lastName].filter((s) => s && s.trim()).join(' ');
+    return {
+      login: person.login,
+      uid: person.uid === null ? null : String(person.uid),
+      personId: person.personId,
+      globalId: person.globalId,
+      firstName: person.firstName,
+      middleName: person.middleName,
+      lastName: person.lastName,
+      fullName,
+      gecos: gecosOf(fullName),
+      email: person.email,
+      organization: person.organization,
+      projectId,
+      grantNumber: project?.grantNumber ?? null,
+      slurmAccount,
+    };
+  }
+
+  /** The uid of a Unix user (getent, so LDAP users count), or null if there is none. */
+  private async unixUser(login: string, ctx: PacketContext): Promise<{ uid: number } | null> {
+    const r = await runCommand(['getent', 'passwd', login], { ...this.commandOptions(ctx), dryRun: false, okExitCodes: [2] });
+    if (r.exitCode === 2) return null;
+    return { uid: Number(r.stdout.split(':')[2]) };
+  }
+
+  /** Runs createUser for a login new in this packet, unless the Unix user exists. */
+  private async createPendingUser(account: RegistryAccount, project: RegistryProject | null, slurmAccount: string, ctx: PacketContext): Promise<void> {
+    const pending = this.#newLogins.get(ctx);
+    const person = pending?.get(account.personId);
+    if (!person?.login) return;
+    pending!.delete(account.personId);
+    const login = this.checkedLogin(person.login);
+    const template = this.slurm.createUser;
+    if (!this.dryRun(ctx)) {
+      const existing = await this.unixUser(login, ctx);
+      if (existing) {
+        const needsUid = template.some((a) => a.includes('{uid}'));
+        if (needsUid && person.uid !== null && existing.uid !== person.uid) {
+          throw new Error(
+            `Unix user ${login} already exists with uid ${existing.uid}, but the registry gave ${login} uid ${person.uid}: ` +
+              'remove the stale user, or set handler.options.uidRange so registry uids do not collide with existing ones',
+          );
+        }
+        ctx.log.info({ login, uid: existing.uid }, `Unix user ${login} already exists`);
+        return;
+      }
+    }
+    await runCommand(expandArgv(template, this.placeholders(person, project, account.projectId, slurmAccount)), this.commandOptions(ctx));
+    ctx.log.info({ login, uid: person.uid }, `Unix user ${login} created`);
+  }
+}
+
+export default SlurmHandler;
