@@ -12,3 +12,14 @@ export * from './registry/index.js';
 export { RegistryHandler, registryOptionsSchema, type RegistryOptions, type RegistryOptionsInput } from '../handlers/registry.js';
 export * from './simulator/index.js';
 export * from './usage/index.js';
+export * from './slurm/index.js';
+export {
+  SlurmHandler,
+  slurmOptionsSchema,
+  USER_PLACEHOLDERS,
+  DEFAULT_CREATE_USER,
+  DEFAULT_UPDATE_USER,
+  type SlurmOptions,
+  type SlurmOptionsInput,
+} from '../handlers/slurm.js';
+export * from './notify/index.js';

@@ -8,6 +8,7 @@ export {
   databaseSchema,
   handlerSchema,
   logSchema,
+  sourceSchema,
   envVarName,
   LOG_LEVELS,
   type AmieConfig,
@@ -15,5 +16,6 @@ export {
   type SiteConfig,
   type DatabaseSection,
   type HandlerConfig,
+  type SourceConfig,
   type LogLevel,
 } from './schema.js';

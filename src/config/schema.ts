@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { UsageConfigSchema } from '../usage/config.js';
+import { NotifyConfigSchema } from '../notify/config.js';
 
 /**
  * The configuration file's shape, one schema per section. Every object is strict: a
@@ -82,6 +83,27 @@ export const processSchema = z.strictObject({
   maxErrorDeferrals: z.number().int().min(0).max(1000).default(5),
 });
 
+/**
+ * Where packets come from and replies go: the AMIE tables of the database (the default), or the
+ * ACCESS AMIE REST API. Changing this section is all a site does to move from one to the other.
+ */
+export const sourceSchema = z.discriminatedUnion('kind', [
+  z.strictObject({ kind: z.literal('tables') }),
+  z.strictObject({
+    kind: z.literal('rest'),
+    /** Base URL of the AMIE REST API. */
+    url: z.string().refine(isHttpUrl, { error: 'expected the http(s) base URL of the AMIE REST API, e.g. https://amie.example.org/api/' }),
+    /** XA-SITE; default site.name. */
+    site: siteName.optional(),
+    /** The environment variable holding the API key (XA-API-KEY). */
+    apiKeyEnv: envVarName,
+    timeoutMs: z.number().int().min(100).max(600_000).optional(),
+    retries: z.number().int().min(0).max(10).optional(),
+    /** Leave the site's view of deferred/unhandled/ignored packets in their client_state on the server. */
+    clientState: z.boolean().optional(),
+  }),
+]);
+
 export const configSections = {
   site: siteSchema,
   /** Omitted: the embedded database in ./.amie/db. */
@@ -91,6 +113,9 @@ export const configSections = {
   log: logSchema.default({ level: 'info' }),
   process: processSchema.default({ batchSize: 50, maxErrorDeferrals: 5 }),
   usage: UsageConfigSchema.optional(),
+  source: sourceSchema.default({ kind: 'tables' }),
+  /** Where `amie process` tells operators what it did (Slack). */
+  notify: NotifyConfigSchema.optional(),
 };
 
 export const configSchema = z.strictObject(configSections);
@@ -99,12 +124,17 @@ export type ConfigData = z.output<typeof configSchema>;
 export type SiteConfig = z.output<typeof siteSchema>;
 export type DatabaseSection = z.output<typeof databaseSchema>;
 export type HandlerConfig = z.output<typeof handlerSchema>;
+export type SourceConfig = z.output<typeof sourceSchema>;
 
 /** The validated configuration and the file it came from (relative paths in it are taken from its directory). */
 export type AmieConfig = ConfigData & { configFile: string };
 
 function isUrl(url: string): boolean {
   return URL.canParse(url);
+}
+
+function isHttpUrl(url: string): boolean {
+  return /^https?:\/\//.test(url) && URL.canParse(url);
 }
 
 function hasUrlPassword(url: string): boolean {

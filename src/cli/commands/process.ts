@@ -50,9 +50,15 @@ async function runProcess(
   const { prepareDatabase } = await import('../../store/index.js');
   const { Dispatcher, exitCodeFor, formatSummary } = await import('../../dispatch/index.js');
   const { createHandler } = await import('../handler.js');
+  const { createSource, AmieRestError, RestDeliveryError } = await import('../../sources/index.js');
+  // The AMIE tables or the REST API, as `source:` says; a missing API key stops here, before any work.
+  const source = createSource(config, db, log, { dryRun: opts.dryRun, env: context.env });
+  // Slack, when configured: a missing bot token stops here too; afterwards Slack can only cost a pass notify.slack.timeoutMs.
+  const { createNotifier } = await import('../../notify/index.js');
+  const notifier = createNotifier(config, log, { dryRun: opts.dryRun, env: context.env });
   await prepareDatabase(db);
   const { handler, name } = await createHandler(config, db, log, opts.dryRun);
-  const dispatcher = new Dispatcher(db, handler, log, {
+  const dispatcher = new Dispatcher(source, handler, log, {
     dryRun: opts.dryRun,
     limit: opts.limit,
     types: opts.types.length ? opts.types : undefined,
@@ -82,6 +88,17 @@ async function runProcess(
             { cause: err },
           );
         }
+        if (err instanceof AmieRestError || err instanceof RestDeliveryError) {
+          // The REST API stopped the run, not the toolkit: one line saying what it answered. An
+          // AmieRestError comes before any packet was taken (nothing done); after a
+          // RestDeliveryError the unsent replies wait in the outbox for the next run or pass.
+          process.stderr.write(`amie: ${err.message}\n`);
+          log.error({ err: err.message }, 'run stopped by the AMIE REST API');
+          worst = Math.max(worst, err instanceof AmieRestError ? EXIT.notStarted : EXIT.workFailed);
+          if (opts.watch === undefined || stopping) break;
+          await sleepUnless(opts.watch * 1000, () => stopping);
+          continue;
+        }
         throw err;
       }
       if (opts.dryRun) {
@@ -96,6 +113,7 @@ async function runProcess(
       // Round trips are the cost of a run: logged so that operators (and the benchmark) can see it.
       log.info({ run_id: summary.runId, ...countsOf(summary), round_trips: db.roundTrips - tripsBefore, ms: summary.durationMs }, 'run finished');
       context.out(formatSummary(summary));
+      await notifier?.notifyRun(summary);
       worst = Math.max(worst, exitCodeFor(summary));
       if (opts.watch === undefined || stopping) break;
       await sleepUnless(opts.watch * 1000, () => stopping);
@@ -104,8 +122,9 @@ async function runProcess(
     process.off('SIGTERM', stop);
     process.off('SIGINT', stop);
     await handler.stop();
+    await source.close?.();
   }
-  return worst === 0 ? EXIT.ok : EXIT.workFailed;
+  return worst === 0 ? EXIT.ok : worst === EXIT.notStarted ? EXIT.notStarted : EXIT.workFailed;
 }
 
 function countsOf(s: { taken: number; answered: number; failed: number; invalid: number; deferred: number; errors: number; ignored: number; unhandled: Record<string, number> }) {
