@@ -377,7 +377,7 @@ describe.each(driverCases())('registry handler on $name', (driver) => {
     expect(sysname.body.UserRemoteSiteLogin).toBe('root1');
     const hostile = [
       racTags('$(rm -rf /)', "'; DROP TABLE people; --"),
-      racTags('José', 'Núñez\nroot'),
+      racTags('José', 'Núñez root'),
       racTags('"', '`id`'),
       racTags('李', '小龙'),
       racTags('A'.repeat(300), 'B'.repeat(300)),
@@ -389,6 +389,10 @@ describe.each(driverCases())('registry handler on $name', (driver) => {
       logins.push(String(r.body.UserRemoteSiteLogin));
     }
     expect(logins[1]).toBe('jnunezroot');
+    // A line break in a name is refused before the handler sees it (it would reach passwd and scripts).
+    const broken = await send('request_account_create', racTags('José', 'Núñez\nroot'));
+    expect(broken.type).toBe('inform_transaction_complete');
+    expect(String(broken.body.Message)).toMatch(/UserLastName: .*control character U\+000A/);
     expect(logins[3]).toBe('user1');
     for (const login of logins) expect(login).toMatch(/^[a-z_][a-z0-9_-]{0,31}$/);
     expect(new Set(logins).size).toBe(logins.length);
