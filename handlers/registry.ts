@@ -117,6 +117,8 @@ interface PersonInput {
   requestedLogins: string[];
   dns: string[];
   sitePersonIds: Array<{ Site?: string; PersonID?: string }>;
+  /** The packet tags the person was read from (a packet names one person who may need a login). */
+  source: Tags;
 }
 
 type Tags = Record<string, TagValue | undefined>;
@@ -156,6 +158,7 @@ function personInput(tags: Tags, prefix: string, ids: { personId?: string; globa
     requestedLogins: list(tags, `${prefix}RequestedLoginList`),
     dns: list(tags, `${prefix}DnList`),
     sitePersonIds: entries(tags, 'SitePersonId'),
+    source: tags,
   };
 }
 
@@ -176,6 +179,9 @@ export class RegistryHandler extends AmieHandler<RegistryOptionsInput> {
     super(context);
     this.settings = z.object(optionsShape).parse(context.options ?? {});
   }
+
+  /** Login candidates per packet, by its tags. */
+  private readonly candidates = new WeakMap<Tags, string[]>();
 
   /** The batch being handled: its transaction and packets, and the books read for its RPCs and RACs. */
   private batch: { tx: Queryable; packets: readonly IncomingPacket[]; books: RegistryBooks | null } | null = null;
@@ -572,13 +578,18 @@ export class RegistryHandler extends AmieHandler<RegistryOptionsInput> {
   // ---------------------------------------------------------------- internals
 
   private candidatesFor(p: PersonInput): string[] {
-    return loginCandidates({
+    // Asked for twice per packet (reading the batch, answering it): worked out once.
+    let c = this.candidates.get(p.source);
+    if (c) return c;
+    c = loginCandidates({
       requested: p.requestedLogins,
       firstName: p.firstName,
       lastName: p.lastName,
       style: this.settings.loginFromName,
       reserved: this.settings.reservedLogins,
     });
+    this.candidates.set(p.source, c);
+    return c;
   }
 
   /** The person the packet is about, known or new; adds their rows to `cs`. */

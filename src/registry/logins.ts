@@ -95,6 +95,13 @@ export function loginCandidates(req: LoginRequest): string[] {
   const base = loginFromName(req.firstName, req.lastName, req.style);
   add(base);
   const variants = req.variants ?? 200;
-  for (let n = 1; n <= variants; n++) add(`${base}${n}`);
+  // A digit suffix keeps an acceptable base in LOGIN_PATTERN and out of the system families,
+  // so the variants only need the reserved-name and duplicate checks (this runs per packet).
+  const shapeOk = LOGIN_PATTERN.test(base) && !SYSTEM_PREFIXES.some((p) => base.startsWith(p));
+  for (let n = 1; n <= variants; n++) {
+    const login = `${base}${n}`;
+    if (!shapeOk) add(login);
+    else if (!out.has(login) && !SYSTEM_LOGIN_SET.has(login) && !reserved.has(login)) out.add(login);
+  }
   return [...out];
 }

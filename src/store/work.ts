@@ -144,24 +144,24 @@ export async function recordDecisions(q: Queryable, decisions: readonly Decision
        UPDATE packet_tbl p SET state_id = ${STATE_IDS.completed}
          FROM d WHERE d.complete AND p.packet_rec_id = d.packet_rec_id AND p.state_id = ${STATE_IDS['in-progress']}
        RETURNING p.packet_rec_id),
+     -- The reply's packet_rec_id is drawn here, so that its data rows need no join back to the
+     -- inserted packets (a join of two CTEs, which the planner cannot size, is a nested loop).
      r AS (
        SELECT d.i, d.trans_rec_id, d.reply_type_id, d.expected_type_id, d.timeout, d.data,
+              nextval(pg_get_serial_sequence('packet_tbl', 'packet_rec_id'))::int AS reply_rec_id,
               (SELECT COALESCE(max(x.packet_id), 0) FROM packet_tbl x WHERE x.trans_rec_id = d.trans_rec_id)
                 + row_number() OVER (PARTITION BY d.trans_rec_id ORDER BY d.i) AS packet_id
          FROM d JOIN upd ON upd.packet_rec_id = d.packet_rec_id
         WHERE d.reply_type_id IS NOT NULL),
      rp AS (
-       INSERT INTO packet_tbl (trans_rec_id, packet_id, type_id, version, state_id, outgoing_flag)
-       SELECT trans_rec_id, packet_id, reply_type_id, '1.0', ${STATE_IDS['in-progress']}, 1 FROM r
-       RETURNING packet_rec_id, trans_rec_id, packet_id),
-     rr AS (
-       SELECT r.*, rp.packet_rec_id AS reply_rec_id FROM r JOIN rp ON rp.trans_rec_id = r.trans_rec_id AND rp.packet_id = r.packet_id),
+       INSERT INTO packet_tbl (packet_rec_id, trans_rec_id, packet_id, type_id, version, state_id, outgoing_flag)
+       SELECT reply_rec_id, trans_rec_id, packet_id, reply_type_id, '1.0', ${STATE_IDS['in-progress']}, 1 FROM r),
      rd AS (
        INSERT INTO data_tbl (packet_rec_id, tag, subtag, seq, value)
-       SELECT rr.reply_rec_id, e->>0, e->>1, (e->>2)::int, e->>3 FROM rr, jsonb_array_elements(rr.data) AS e),
+       SELECT r.reply_rec_id, e->>0, e->>1, (e->>2)::int, e->>3 FROM r, jsonb_array_elements(r.data) AS e),
      er AS (
        INSERT INTO expected_reply_tbl (packet_rec_id, type_id, timeout)
-       SELECT reply_rec_id, expected_type_id, timeout FROM rr WHERE expected_type_id IS NOT NULL),
+       SELECT reply_rec_id, expected_type_id, timeout FROM r WHERE expected_type_id IS NOT NULL),
      ce AS (DELETE FROM amie_toolkit.packet_errors e USING upd WHERE e.packet_rec_id = upd.packet_rec_id),
      pe AS (
        INSERT INTO amie_toolkit.packet_errors AS e (packet_rec_id, error_count, last_error)
@@ -170,10 +170,10 @@ export async function recordDecisions(q: Queryable, decisions: readonly Decision
      au AS (
        INSERT INTO amie_toolkit.audit (run_id, packet_rec_id, trans_rec_id, packet_type, outcome, reason,
                                        reply_packet_rec_id, reply_type, duration_ms, handler)
-       SELECT d.run_id, d.packet_rec_id, d.trans_rec_id, d.packet_type, d.outcome, d.reason, rr.reply_rec_id, d.reply_type, d.duration_ms, d.handler
-         FROM d LEFT JOIN rr ON rr.i = d.i)
+       SELECT d.run_id, d.packet_rec_id, d.trans_rec_id, d.packet_type, d.outcome, d.reason, r.reply_rec_id, d.reply_type, d.duration_ms, d.handler
+         FROM d LEFT JOIN r ON r.i = d.i)
      SELECT (SELECT count(*) FROM upd)::int AS completed,
-            (SELECT json_agg(json_build_array(i, reply_rec_id)) FROM rr) AS replies`,
+            (SELECT json_agg(json_build_array(i, reply_rec_id)) FROM r) AS replies`,
     [JSON.stringify(d)],
   );
   const toComplete = decisions.filter((x) => x.state === 'completed').length;
