@@ -172,10 +172,10 @@ const CORPUS: Case[] = [
     expect: { failure: [/PersonID nobody is not known/] },
   },
   {
-    name: 'RPC whose StartDate PostgreSQL cannot store (year 0)',
+    name: 'RPC whose StartDate is year 0 (no calendar date; PostgreSQL cannot store it)',
     typeId: T.request_project_create,
     rows: rowsOf({ ...GOOD_RPC, GrantNumber: 'TG-MAL007', ProjectID: 'p-mal007', RecordID: 'mal-rpc-7', StartDate: '0000-01-01' }),
-    expect: { failureOrError: /StartDate|0000-01-01/ },
+    expect: { failure: [/StartDate: "0000-01-01" is not an ISO 8601 date/] },
   },
   { name: 'good RAC 3', typeId: T.request_account_create, rows: rowsOf(rac(103)), expect: { answer: 'notify_account_create' } },
   // Transactions and packets in states the transfer daemon owns: not the toolkit's to answer.
