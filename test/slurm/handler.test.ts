@@ -21,6 +21,8 @@ import { SimData, formatScenarioReport, resolveScenarioNames, runScenarios, type
 import { SITE, auditOf, initTestDatabase, packetState, quietLog, seedIncoming } from '../helpers/amie.js';
 import { driverCases, type TestDatabase } from '../helpers/db.js';
 import { SLURM_TEST_CLUSTER, hasSlurm, slurmSkipNote, submitJob, waitForJobs } from '../helpers/slurm.js';
+import { SlackConfigSchema, SlackNotifier } from '../../src/notify/index.js';
+import { FakeSlack } from '../notify/slack-server.js';
 
 /** uids for the logins the tests create: far from any real user, so leftovers are recognisable. */
 const TEST_UIDS = { start: 3_100_000, end: 3_199_999 };
@@ -354,6 +356,15 @@ describe.runIf(hasSlurm())(`Slurm handler on the test cluster${slurmSkipNote()}`
     );
     // Nothing of the packet is in the registry; the Slurm account made before the failure stays and is reused.
     expect(await listProjects(t.db)).toHaveLength(0);
+    // Operators read it on Slack too: the real client, against a local server answering like Slack.
+    const slack = await new FakeSlack().start();
+    try {
+      const config = SlackConfigSchema.parse({ channel: '#amie-ops', apiUrl: slack.url });
+      await new SlackNotifier({ token: 'xoxb-test', config, site: SITE.name, log: quietLog }).notifyRun(first);
+      expect(slack.texts.some((text) => text.includes('make-user: cannot reach ldap.example.org: Connection refused') && text.includes(script))).toBe(true);
+    } finally {
+      await slack.stop();
+    }
 
     writeFileSync(script, 'process.exit(0);\n');
     const second = await dispatcher.runOnce();
