@@ -329,9 +329,8 @@ describe.each(driverCases())('REST source on $name', (driver) => {
         process(sourceFor(t.db), new Handler(context(t.db)), { batchSize: 3 }),
         process(sourceFor(second), new Handler(context(second)), { batchSize: 3 }),
       ]);
+      // How the work splits depends on timing (one run may take it all); what matters is that nothing is answered twice.
       expect(s1.answered + s2.answered).toBe(30);
-      expect(s1.answered).toBeGreaterThan(0);
-      expect(s2.answered).toBeGreaterThan(0);
       expect(api.posts).toHaveLength(30);
       for (const id of ids) expect(api.repliesTo(id)).toHaveLength(1);
       expect(await rows(`SELECT count(*)::int AS n FROM amie_toolkit.audit WHERE outcome = 'reply'`)).toEqual([{ n: 30 }]);
