@@ -77,6 +77,16 @@ function describeFetchError(err: unknown, timeoutMs: number): string {
   return `${e.message}${cause ? ` (${cause})` : ''}`;
 }
 
+/** The headers every ACCESS API (AMIE REST and Usage) request carries: the site and its key. */
+export function accessHeaders(site: string, apiKey: string, withBody: boolean): Record<string, string> {
+  return {
+    'XA-SITE': site,
+    'XA-API-KEY': apiKey,
+    Accept: 'application/json',
+    ...(withBody ? { 'Content-Type': 'application/json' } : {}),
+  };
+}
+
 export interface RetryHooks {
   /** Called before each retry, for logging. */
   onRetry?: (info: { attempt: number; waitMs: number; reason: string }) => void;

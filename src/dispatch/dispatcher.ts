@@ -106,7 +106,6 @@ const KEY_TAGS = [
 interface Prepared {
   claimed: ClaimedPacket;
   type: PacketTypeName | undefined;
-  keys: Record<string, string>;
   started: number;
   /** Set when the packet never reaches the handler (unknown or unhandled type, invalid body). */
   early?: PacketDecision;
@@ -264,8 +263,7 @@ export class Dispatcher {
       const failed = one.error;
       const recorded = await this.attempt({ limit: 1, exclude: [], only: [id] }, runId, async (packets) =>
         packets.map((p) => {
-          const prepared = this.prepare(p);
-          return this.errorDecision(prepared, failed, runId);
+          return this.errorDecision(this.prepare(p), failed, runId);
         }),
       );
       if (!recorded.ok) throw recorded.error;
@@ -290,7 +288,7 @@ export class Dispatcher {
 
   private async handleBatch(packets: ClaimedPacket[], tx: Queryable, runId: string): Promise<PacketDecision[]> {
     const batchCtx: BatchContext = { tx, log: this.log.child({ run_id: runId }), dryRun: this.opts.dryRun };
-    const prepared = packets.map((p) => this.prepare(p, runId));
+    const prepared = packets.map((p) => this.classify(this.prepare(p), runId));
     await this.handler.beginBatch(
       prepared.flatMap((p) => (p.incoming ? [p.incoming] : [])),
       batchCtx,
@@ -312,16 +310,13 @@ export class Dispatcher {
     return decisions;
   }
 
-  /** Reads a claimed packet; refuses it here if it has no method to go to or does not validate. */
-  private prepare(claimed: ClaimedPacket, runId?: string): Prepared {
-    const type = packetTypeName(claimed.typeId);
-    const keys: Record<string, string> = {};
-    for (const k of KEY_TAGS) {
-      const v = claimed.body.get(k);
-      if (v) keys[k] = v;
-    }
-    const p: Prepared = { claimed, type, keys, started: Date.now() };
-    if (runId === undefined) return p;
+  private prepare(claimed: ClaimedPacket): Prepared {
+    return { claimed, type: packetTypeName(claimed.typeId), started: Date.now() };
+  }
+
+  /** Refuses a packet here if it has no method to go to or does not validate; else makes it a handler's packet. */
+  private classify(p: Prepared, runId: string): Prepared {
+    const { claimed, type } = p;
     if (!type || !(HANDLED_TYPES as readonly string[]).includes(type)) {
       const reason = type ? `${type} is not a packet type a site receives` : `unknown packet type id ${claimed.typeId}`;
       p.early = this.decision(p, runId, 'pending', 'unhandled', reason);
@@ -434,8 +429,9 @@ export class Dispatcher {
 
   /** The result of a recorded decision, logged now that it is committed. */
   private finish(d: RecordedDecision, runId: string): PacketResult {
-    const prepared = this.prepare(d.packet);
+    const keys = keysOf(d.packet.body);
     const outcome = d.audit.outcome as OutcomeKind;
+    const reply = d.reply;
     const result: PacketResult = {
       packetRecId: d.packet.packetRecId,
       transRecId: d.packet.transaction.transRecId,
@@ -443,10 +439,12 @@ export class Dispatcher {
       type: d.audit.packetType,
       outcome,
       ...(d.audit.reason ? { reason: d.audit.reason } : {}),
-      ...(d.reply ? { replyType: d.reply.type, replyPacketRecId: d.replyPacketRecId, reply: toJson(d.reply.rows) } : {}),
-      keys: prepared.keys,
+      ...(reply ? { replyType: reply.type, replyPacketRecId: d.replyPacketRecId } : {}),
+      keys,
       durationMs: d.audit.durationMs,
     };
+    // The reply's JSON is built when read (dry-run listings), not for every packet of a run.
+    if (reply) Object.defineProperty(result, 'reply', { enumerable: true, get: () => toJson(reply.rows) });
     const line = {
       run_id: runId,
       packet_rec_id: result.packetRecId,
@@ -458,13 +456,22 @@ export class Dispatcher {
       reply_type: result.replyType,
       reply_packet_rec_id: result.replyPacketRecId,
       ms: result.durationMs,
-      ...prepared.keys,
+      ...keys,
     };
     if (outcome === 'reply' || outcome === 'closed' || outcome === 'ignore') this.log.info(line, `packet ${outcome}`);
     else if (outcome === 'defer') this.log.warn(line, 'packet deferred');
     else this.log.error(line, `packet ${outcome}`);
     return result;
   }
+}
+
+function keysOf(body: PacketBody): Record<string, string> {
+  const keys: Record<string, string> = {};
+  for (const k of KEY_TAGS) {
+    const v = body.get(k);
+    if (v) keys[k] = v;
+  }
+  return keys;
 }
 
 /** Outcomes that leave the packet in progress. */

@@ -6,7 +6,7 @@
  * is an AmieRestError saying what came back instead.
  */
 import { STATUS_CODES } from 'node:http';
-import { HttpRetriesExhausted, fetchWithRetries, messageOf, worstCaseMs, type HttpAnswer, type RetryPolicy } from '../http.js';
+import { HttpRetriesExhausted, accessHeaders, fetchWithRetries, messageOf, worstCaseMs, type HttpAnswer, type RetryPolicy } from '../http.js';
 import { RestPacketError, packetListOf, parseRestPacket, postedPacketRecId, type RestPacket, type RestPacketJson } from './rest-json.js';
 
 export interface AmieRestClientOptions {
@@ -195,12 +195,7 @@ export class AmieRestClient {
         new URL(path, this.base).toString(),
         {
           method,
-          headers: {
-            'XA-SITE': this.opts.site,
-            'XA-API-KEY': this.opts.apiKey,
-            Accept: 'application/json',
-            ...(payload === undefined ? {} : { 'Content-Type': 'application/json' }),
-          },
+          headers: accessHeaders(this.opts.site, this.opts.apiKey, payload !== undefined),
           body: payload,
         },
         this.policy,

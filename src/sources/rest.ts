@@ -18,6 +18,7 @@ import { randomUUID } from 'node:crypto';
 import type { Database, Queryable } from '../db/index.js';
 import type { Logger } from '../log.js';
 import { PACKET_TYPE_IDS } from '../protocol/index.js';
+import { ERROR_COUNT_CTES } from '../store/index.js';
 import { AmieRestError, type AmieRestClient } from './rest-client.js';
 import { claimedFromRest, parseRestPacket, replyPacketJson, type RestPacket, type RestPacketJson } from './rest-json.js';
 import type { ClaimOptions, ClaimedPacket, PacketDecision, PacketSource, RecordedDecision } from './types.js';
@@ -435,11 +436,7 @@ async function recordDecisions(tx: Queryable, decisions: readonly PacketDecision
        SELECT d.packet_rec_id, d.trans_rec_id, d.reply_type, d.reply, clock_timestamp() FROM d JOIN upd ON upd.packet_rec_id = d.packet_rec_id
         WHERE d.reply IS NOT NULL
        RETURNING in_reply_to),
-     ce AS (DELETE FROM amie_toolkit.packet_errors e USING upd WHERE e.packet_rec_id = upd.packet_rec_id),
-     pe AS (
-       INSERT INTO amie_toolkit.packet_errors AS e (packet_rec_id, error_count, last_error)
-       SELECT packet_rec_id, 1, reason FROM d WHERE d.count_error AND NOT d.complete
-       ON CONFLICT (packet_rec_id) DO UPDATE SET error_count = e.error_count + 1, last_error = EXCLUDED.last_error, updated_at = now()),
+     ${ERROR_COUNT_CTES},
      au AS (
        INSERT INTO amie_toolkit.audit (run_id, packet_rec_id, trans_rec_id, packet_type, outcome, reason, reply_type, duration_ms, handler)
        SELECT run_id, packet_rec_id, trans_rec_id, packet_type, outcome, reason, reply_type, duration_ms, handler FROM d)

@@ -24,6 +24,7 @@ export {
   completePacket,
   recordDeferral,
   recordDecisions,
+  ERROR_COUNT_CTES,
   reofferPacket,
   rowsFromJson,
   type ClaimedRow,

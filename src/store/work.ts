@@ -96,6 +96,17 @@ export interface ReplyToWrite {
   expectedReply: { type: PacketTypeName; timeoutMinutes: number } | null;
 }
 
+/**
+ * CTEs of a decisions statement (either source) that keep the error counts: a completed packet's
+ * (`upd`: its packet_rec_id) is forgotten, a handler error's (`d`: packet_rec_id, complete,
+ * count_error, reason) goes up.
+ */
+export const ERROR_COUNT_CTES = `ce AS (DELETE FROM amie_toolkit.packet_errors e USING upd WHERE e.packet_rec_id = upd.packet_rec_id),
+     pe AS (
+       INSERT INTO amie_toolkit.packet_errors AS e (packet_rec_id, error_count, last_error)
+       SELECT packet_rec_id, 1, reason FROM d WHERE d.count_error AND NOT d.complete
+       ON CONFLICT (packet_rec_id) DO UPDATE SET error_count = e.error_count + 1, last_error = EXCLUDED.last_error, updated_at = now())`;
+
 /** One handled packet's fate, as `recordDecisions` writes it. */
 export interface DecisionToWrite {
   /** completed: the packet is done (with `reply`, or none); pending: it stays to be offered again. */
@@ -162,11 +173,7 @@ export async function recordDecisions(q: Queryable, decisions: readonly Decision
      er AS (
        INSERT INTO expected_reply_tbl (packet_rec_id, type_id, timeout)
        SELECT reply_rec_id, expected_type_id, timeout FROM r WHERE expected_type_id IS NOT NULL),
-     ce AS (DELETE FROM amie_toolkit.packet_errors e USING upd WHERE e.packet_rec_id = upd.packet_rec_id),
-     pe AS (
-       INSERT INTO amie_toolkit.packet_errors AS e (packet_rec_id, error_count, last_error)
-       SELECT packet_rec_id, 1, reason FROM d WHERE d.count_error AND NOT d.complete
-       ON CONFLICT (packet_rec_id) DO UPDATE SET error_count = e.error_count + 1, last_error = EXCLUDED.last_error, updated_at = now()),
+     ${ERROR_COUNT_CTES},
      au AS (
        INSERT INTO amie_toolkit.audit (run_id, packet_rec_id, trans_rec_id, packet_type, outcome, reason,
                                        reply_packet_rec_id, reply_type, duration_ms, handler)

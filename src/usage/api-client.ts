@@ -5,7 +5,7 @@
  * The API key travels only in the XA-API-KEY header; it is never logged or put in an error.
  * The retry loop is shared with the AMIE REST API client (src/http.ts).
  */
-import { HttpRetriesExhausted, fetchWithRetries, messageOf } from '../http.js';
+import { HttpRetriesExhausted, accessHeaders, fetchWithRetries, messageOf } from '../http.js';
 
 export interface ComputeRecord {
   Username: string;
@@ -179,12 +179,7 @@ export class UsageApiClient {
         url,
         {
           method,
-          headers: {
-            'XA-SITE': this.opts.site,
-            'XA-API-KEY': this.opts.apiKey,
-            Accept: 'application/json',
-            ...(payload === undefined ? {} : { 'Content-Type': 'application/json' }),
-          },
+          headers: accessHeaders(this.opts.site, this.opts.apiKey, payload !== undefined),
           body: payload,
         },
         { timeoutMs: this.opts.timeoutMs ?? 60_000, retries: this.opts.maxRetries ?? 5, retryBaseMs: this.opts.retryBaseMs ?? 1000 },
