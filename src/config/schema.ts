@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { UsageConfigSchema } from '../usage/config.js';
 import { NotifyConfigSchema } from '../notify/config.js';
+import { insecureUrlProblem } from '../http.js';
 
 /**
  * The configuration file's shape, one schema per section. Every object is strict: a
@@ -101,8 +102,16 @@ export const sourceSchema = z.discriminatedUnion('kind', [
     retries: z.number().int().min(0).max(10).optional(),
     /** Leave the site's view of deferred/unhandled/ignored packets in their client_state on the server. */
     clientState: z.boolean().optional(),
+    /** The largest answer read, bytes (default 64 MiB); a larger one stops the call with an error. */
+    maxResponseBytes: z.number().int().min(1024).optional(),
+    /** Allow a plain http url to a host that is not loopback: the API key then crosses the network unencrypted. */
+    allowInsecureHttp: z.boolean().optional(),
   }),
-]);
+]).superRefine((source, ctx) => {
+  if (source.kind !== 'rest') return;
+  const problem = insecureUrlProblem(source.url, source.allowInsecureHttp, 'source.allowInsecureHttp');
+  if (problem) ctx.addIssue({ code: 'custom', path: ['url'], message: problem });
+});
 
 export const configSections = {
   site: siteSchema,

@@ -46,6 +46,8 @@ export function createSource(
     apiKey,
     timeoutMs: source.timeoutMs,
     retries: source.retries,
+    maxResponseBytes: source.maxResponseBytes,
+    allowInsecureHttp: source.allowInsecureHttp,
     onRetry: (info) => log.warn({ request: info.request, attempt: info.attempt, wait_ms: info.waitMs, reason: info.reason }, 'AMIE REST API call failed; retrying'),
   });
   return new RestSource(db, client, log, { dryRun: opts.dryRun, clientState: source.clientState });

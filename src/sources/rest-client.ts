@@ -1,12 +1,24 @@
 /**
  * A client of the ACCESS AMIE REST API on Node's fetch. Every request carries XA-SITE and
  * XA-API-KEY; the key travels only in that header and is never logged or put in an error.
- * Network errors, timeouts and 5xx answers are retried with backoff (bounded); a 4xx is an
- * AmieRestError carrying the server's message; an answer that is not the JSON the API promises
- * is an AmieRestError saying what came back instead.
+ * Network errors, timeouts, 408, 429 and 5xx answers are retried with backoff (bounded); a 4xx is
+ * an AmieRestError carrying the server's message; an answer that is not the JSON the API promises,
+ * a redirect (never followed) or a body over the size cap is an AmieRestError saying what came
+ * back instead. A plain http URL is refused unless it is loopback or allowInsecureHttp is set.
  */
 import { STATUS_CODES } from 'node:http';
-import { HttpRetriesExhausted, accessHeaders, fetchWithRetries, messageOf, worstCaseMs, type HttpAnswer, type RetryPolicy } from '../http.js';
+import {
+  HttpAnswerRefused,
+  HttpRetriesExhausted,
+  accessHeaders,
+  fetchWithRetries,
+  insecureUrlProblem,
+  messageOf,
+  retryableStatus,
+  worstCaseMs,
+  type HttpAnswer,
+  type RetryPolicy,
+} from '../http.js';
 import { RestPacketError, packetListOf, parseRestPacket, postedPacketRecId, type RestPacket, type RestPacketJson } from './rest-json.js';
 
 export interface AmieRestClientOptions {
@@ -22,6 +34,10 @@ export interface AmieRestClientOptions {
   retries?: number;
   /** First wait before a retry, doubled each time (default 1 s). */
   retryBaseMs?: number;
+  /** The largest answer read (default 64 MiB); a larger one is an error, not a memory exhaustion. */
+  maxResponseBytes?: number;
+  /** Accept a plain http URL to a host that is not loopback (the key then crosses the network unencrypted). */
+  allowInsecureHttp?: boolean;
   /** Replaced in tests; default the global fetch. */
   fetch?: typeof fetch;
   /** Called before each retry, for logging. */
@@ -44,9 +60,12 @@ export class AmieRestError extends Error {
     super(message, options);
   }
 
-  /** True when the server answered with a refusal (4xx) rather than failing or not answering. */
+  /**
+   * True when the server answered with a refusal (4xx) rather than failing or not answering.
+   * A 408 or 429 (even after the retries ran out) says "not now", which is no refusal.
+   */
   get refused(): boolean {
-    return this.status !== undefined && this.status >= 400 && this.status < 500;
+    return this.status !== undefined && this.status >= 400 && this.status < 500 && !retryableStatus(this.status);
   }
 }
 
@@ -78,8 +97,15 @@ export class AmieRestClient {
 
   constructor(private readonly opts: AmieRestClientOptions) {
     this.base = new URL(opts.url.endsWith('/') ? opts.url : `${opts.url}/`);
+    const insecure = insecureUrlProblem(opts.url, opts.allowInsecureHttp, 'source.allowInsecureHttp');
+    if (insecure) throw new Error(`AMIE REST API at ${insecure}`);
     this.fetchFn = opts.fetch ?? fetch;
-    this.policy = { timeoutMs: opts.timeoutMs ?? 30_000, retries: opts.retries ?? 3, retryBaseMs: opts.retryBaseMs ?? 1000 };
+    this.policy = {
+      timeoutMs: opts.timeoutMs ?? 30_000,
+      retries: opts.retries ?? 3,
+      retryBaseMs: opts.retryBaseMs ?? 1000,
+      maxResponseBytes: opts.maxResponseBytes,
+    };
   }
 
   get site(): string {
@@ -121,7 +147,9 @@ export class AmieRestClient {
    * `POST packets/{site}`: sends a packet (a reply carries header.in_reply_to). A retry after an
    * attempt whose fate is unknown (no answer, 5xx) first calls `alreadySent`: when it finds the
    * packet on the server, that is the result and nothing is POSTed again.
-   * Returns the packet_rec_id the server gave it, when its answer says.
+   * The packet counts as delivered only when the server's JSON answer names the packet_rec_id it
+   * created, or `alreadySent` then finds it there; any other answer (a proxy's page, a 2xx without
+   * the packet) is an AmieRestError, so the caller keeps the packet to send again.
    */
   async sendPacket(packet: RestPacketJson, opts: { alreadySent?: () => Promise<number | null | undefined> } = {}): Promise<{ packetRecId: number | null; alreadyThere: boolean }> {
     const path = `packets/${this.sitePath}`;
@@ -131,7 +159,17 @@ export class AmieRestClient {
       return found === undefined ? undefined : { status: 200, statusText: 'OK', text: '', body: undefined, isJson: true };
     });
     if (found !== undefined) return { packetRecId: found, alreadyThere: true };
-    return { packetRecId: postedPacketRecId(answer), alreadyThere: false };
+    const packetRecId = postedPacketRecId(answer);
+    if (packetRecId !== null) return { packetRecId, alreadyThere: false };
+    found = await opts.alreadySent?.();
+    if (found !== undefined && found !== null) return { packetRecId: found, alreadyThere: true };
+    const request = `POST ${path}`;
+    throw new AmieRestError(
+      `AMIE REST API answered ${request} without naming the packet it created (no packet_rec_id in ${JSON.stringify(shorten(JSON.stringify(answer) ?? ''))}), ` +
+        'and the transaction does not show it: not counted as delivered',
+      request,
+      200,
+    );
   }
 
   /** `PUT packets/{site}/{packet_rec_id}/client_state/{state}`: a note for the site, kept by the server. */
@@ -206,7 +244,7 @@ export class AmieRestClient {
         },
       );
     } catch (err) {
-      if (err instanceof HttpRetriesExhausted) {
+      if (err instanceof HttpRetriesExhausted || err instanceof HttpAnswerRefused) {
         throw new AmieRestError(`AMIE REST API at ${this.url}: ${request} ${err.message}`, request, err.status, undefined, { cause: err });
       }
       throw err;
@@ -222,9 +260,12 @@ export class AmieRestClient {
       );
     }
     if (!answer.isJson) {
-      const shown = answer.text.length > 120 ? `${answer.text.slice(0, 117)}...` : answer.text;
-      throw new AmieRestError(`AMIE REST API answered ${request} with something that is not JSON (HTTP ${answer.status}): ${JSON.stringify(shown)}`, request, answer.status);
+      throw new AmieRestError(`AMIE REST API answered ${request} with something that is not JSON (HTTP ${answer.status}): ${JSON.stringify(shorten(answer.text))}`, request, answer.status);
     }
     return answer.body;
   }
+}
+
+function shorten(text: string): string {
+  return text.length > 120 ? `${text.slice(0, 117)}...` : text;
 }

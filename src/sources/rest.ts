@@ -50,6 +50,17 @@ const NEEDS_OPENING_TYPE_IDS: readonly number[] = [PACKET_TYPE_IDS.data_project_
 /** HTTP refusals that are about the run (credentials, configuration), not about one reply. */
 const RUN_LEVEL_REFUSALS = new Set([401, 403, 405, 407]);
 
+/**
+ * Answers to the POST of a reply that mean the server will never take it: only these may fail a
+ * transaction. Anything else (408, 429, 5xx, no answer, a redirect, a 404, a 4xx from some other
+ * request) leaves the reply in the outbox for the next run.
+ */
+const DEFINITE_REFUSALS = new Set([400, 409, 422]);
+
+function isDefiniteRefusal(err: unknown): err is AmieRestError {
+  return err instanceof AmieRestError && err.request.startsWith('POST ') && err.status !== undefined && DEFINITE_REFUSALS.has(err.status);
+}
+
 /** A reply could not be sent; it is kept in the outbox for the next run. */
 export class RestDeliveryError extends Error {
   override name = 'RestDeliveryError';
@@ -290,7 +301,7 @@ export class RestSource implements PacketSource {
       else log.info({ reply_packet_rec_id: delivery.replyPacketRecId }, 'reply sent');
       return delivery;
     } catch (err) {
-      if (!(err instanceof AmieRestError) || !err.refused || RUN_LEVEL_REFUSALS.has(err.status!)) throw err;
+      if (!isDefiniteRefusal(err)) throw err;
       // A refusal may only mean the reply is there already (an earlier attempt arrived late).
       const existing = await find().catch((e: unknown) => {
         if (e instanceof AmieRestError && e.refused && !RUN_LEVEL_REFUSALS.has(e.status!)) return undefined;

@@ -4,8 +4,12 @@
  * timeouts, 5xx) and a per-record verdict on what will not (4xx, ValidationFailedRecords).
  * The API key travels only in the XA-API-KEY header; it is never logged or put in an error.
  * The retry loop is shared with the AMIE REST API client (src/http.ts).
+ *
+ * Records count as accepted only on a 2xx whose JSON body has the Usage API's shape (`Message`,
+ * `ValidationFailedRecords`): a redirect (never followed), a proxy's HTML page or any other
+ * answer is a UsageApiError and leaves the records undecided, so they are sent again.
  */
-import { HttpRetriesExhausted, accessHeaders, fetchWithRetries, messageOf } from '../http.js';
+import { HttpAnswerRefused, HttpRetriesExhausted, accessHeaders, fetchWithRetries, insecureUrlProblem, messageOf } from '../http.js';
 
 export interface ComputeRecord {
   Username: string;
@@ -40,6 +44,10 @@ export interface UsageApiClientOptions {
   retryBaseMs?: number;
   maxBatchBytes?: number;
   maxBatchRecords?: number;
+  /** The largest answer read (default 64 MiB); a larger one is an error, not a memory exhaustion. */
+  maxResponseBytes?: number;
+  /** Accept a plain http URL to a host that is not loopback (the key then crosses the network unencrypted). */
+  allowInsecureHttp?: boolean;
   /** Replaced in tests; default the global fetch. */
   fetch?: typeof fetch;
   /** Called before each retry, for logging. */
@@ -67,6 +75,9 @@ export interface RecordVerdict {
   reason?: string;
   httpStatus: number;
 }
+
+/** Refusals about the request as a whole (credentials, URL), not about its records: nothing is decided. */
+const RUN_LEVEL_REFUSALS = new Set([401, 403, 404, 405, 407]);
 
 /** The server's own limit; a batch is never allowed near it. */
 export const USAGE_API_BODY_LIMIT = 1024 * 1024;
@@ -103,6 +114,8 @@ export class UsageApiClient {
 
   constructor(private readonly opts: UsageApiClientOptions) {
     this.base = new URL(opts.url.endsWith('/') ? opts.url : `${opts.url}/`);
+    const insecure = insecureUrlProblem(opts.url, opts.allowInsecureHttp, 'usage.usageApi.allowInsecureHttp');
+    if (insecure) throw new Error(`Usage API at ${insecure}`);
     this.fetchFn = opts.fetch ?? fetch;
     this.maxBatchBytes = Math.min(opts.maxBatchBytes ?? 512 * 1024, USAGE_API_BODY_LIMIT - 1024);
     this.maxBatchRecords = opts.maxBatchRecords ?? 1000;
@@ -124,9 +137,20 @@ export class UsageApiClient {
     const queue = splitComputeBatches(indexed, this.maxBatchBytes, this.maxBatchRecords);
     while (queue.length > 0) {
       const batch = queue.shift()!;
-      let answer: { status: number; body: unknown };
+      let answer: { status: number; body: unknown; isJson: boolean; text: string };
       try {
         answer = await this.send('POST', 'usage/', { UsageType: 'compute', Records: batch.map((b) => b.record) });
+        if (RUN_LEVEL_REFUSALS.has(answer.status)) {
+          throw new UsageApiError(`POST ${this.endpoint}: HTTP ${answer.status}: ${messageOf(answer.body) ?? 'no message'}`, answer.status);
+        }
+        if (answer.status < 400 && !isUsageAnswer(answer.body, answer.isJson)) {
+          const shown = answer.text.length > 120 ? `${answer.text.slice(0, 117)}...` : answer.text;
+          throw new UsageApiError(
+            `POST ${this.endpoint} answered HTTP ${answer.status} with something that is not the Usage API's answer ` +
+              `(a JSON object with Message): ${JSON.stringify(shown)}; the records were not counted as reported`,
+            answer.status,
+          );
+        }
       } catch (err) {
         if (err instanceof UsageApiError) err.decided = verdicts.sort((a, b) => a.index - b.index);
         throw err;
@@ -170,7 +194,7 @@ export class UsageApiClient {
   }
 
   /** One request with retries; returns the first non-retryable answer (2xx or 4xx). */
-  private async send(method: 'GET' | 'POST', path: string, body?: unknown): Promise<{ status: number; body: unknown }> {
+  private async send(method: 'GET' | 'POST', path: string, body?: unknown): Promise<{ status: number; body: unknown; isJson: boolean; text: string }> {
     const url = this.url(path);
     const payload = body === undefined ? undefined : JSON.stringify(body);
     try {
@@ -182,15 +206,32 @@ export class UsageApiClient {
           headers: accessHeaders(this.opts.site, this.opts.apiKey, payload !== undefined),
           body: payload,
         },
-        { timeoutMs: this.opts.timeoutMs ?? 60_000, retries: this.opts.maxRetries ?? 5, retryBaseMs: this.opts.retryBaseMs ?? 1000 },
+        {
+          timeoutMs: this.opts.timeoutMs ?? 60_000,
+          retries: this.opts.maxRetries ?? 5,
+          retryBaseMs: this.opts.retryBaseMs ?? 1000,
+          maxResponseBytes: this.opts.maxResponseBytes,
+        },
         { onRetry: this.opts.onRetry },
       );
-      return { status: answer.status, body: answer.body };
+      return answer;
     } catch (err) {
-      if (err instanceof HttpRetriesExhausted) throw new UsageApiError(`${method} ${url} ${err.message}`, err.status, { cause: err });
+      if (err instanceof HttpRetriesExhausted || err instanceof HttpAnswerRefused) {
+        throw new UsageApiError(`${method} ${url} ${err.message}`, err.status, { cause: err });
+      }
       throw err;
     }
   }
+}
+
+/**
+ * The shape of a Usage API answer to a POST: a JSON object with its `Message` (amieclient reads
+ * it unconditionally) or a list of failed records. An empty body, an array or a page is not one.
+ */
+function isUsageAnswer(body: unknown, isJson: boolean): boolean {
+  if (!isJson || !body || typeof body !== 'object' || Array.isArray(body)) return false;
+  const o = body as Record<string, unknown>;
+  return typeof o.Message === 'string' || Array.isArray(o.ValidationFailedRecords) || Array.isArray(o.FailedRecords);
 }
 
 /** The text of a ValidationFailedRecords entry that says why. */

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { insecureUrlProblem } from '../http.js';
 import { CHARGE_UNITS, type ChargeRule, type ChargeUnit } from './charge.js';
 
 /**
@@ -30,6 +31,13 @@ export const UsageApiConfigSchema = z.strictObject({
   maxBatchBytes: z.number().int().min(1024).max(1000 * 1024).default(DEFAULT_BATCH_BYTES),
   /** Records per POST at most. */
   maxBatchRecords: z.number().int().min(1).max(100_000).default(1000),
+  /** The largest answer read, bytes (default 64 MiB); a larger one stops the call with an error. */
+  maxResponseBytes: z.number().int().min(1024).optional(),
+  /** Allow a plain http url to a host that is not loopback: the API key then crosses the network unencrypted. */
+  allowInsecureHttp: z.boolean().optional(),
+}).superRefine((api, ctx) => {
+  const problem = insecureUrlProblem(api.url, api.allowInsecureHttp, 'usage.usageApi.allowInsecureHttp');
+  if (problem) ctx.addIssue({ code: 'custom', path: ['url'], message: problem });
 });
 
 const chargeObject = z.strictObject({

@@ -194,6 +194,8 @@ export function usageApiClient(
     maxRetries: api.maxRetries,
     maxBatchBytes: api.maxBatchBytes,
     maxBatchRecords: api.maxBatchRecords,
+    maxResponseBytes: api.maxResponseBytes,
+    allowInsecureHttp: api.allowInsecureHttp,
     onRetry: (r) => log?.warn({ attempt: r.attempt, wait_ms: r.waitMs, reason: r.reason }, 'Usage API request failed; retrying'),
   });
 }
