@@ -137,7 +137,8 @@ export class SlurmHandler extends RegistryHandler {
 
   /** The Slurm account of a ProjectID by the configured rule; throws, naming the rule, when the name is not usable. */
   accountNameFor(projectId: string): string {
-    const name = `${this.slurm.accountPrefix}${this.slurm.accountName.replaceAll('{projectId}', projectId)}`.toLowerCase();
+    // A replacer function: a string replacement would expand `$'`, `$&`… in the ProjectID.
+    const name = `${this.slurm.accountPrefix}${this.slurm.accountName.replaceAll('{projectId}', () => projectId)}`.toLowerCase();
     if (!SLURM_ACCOUNT_PATTERN.test(name)) {
       throw new Error(
         `handler.options.accountName: ProjectID ${JSON.stringify(projectId)} gives the Slurm account name ${JSON.stringify(name)}, ` +
