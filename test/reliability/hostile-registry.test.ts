@@ -10,9 +10,10 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { RegistryHandler } from '../../handlers/registry.js';
 import { SlurmHandler } from '../../handlers/slurm.js';
-import { Dispatcher, type IncomingPacket, type PacketContext } from '../../src/dispatch/index.js';
+import { Dispatcher, PacketFailure, type IncomingPacket, type PacketContext } from '../../src/dispatch/index.js';
 import type { TagValue } from '../../src/protocol/index.js';
 import { listPeople, listProjects, type AllocationChange, type RegistryAccount, type RegistryLogin, type RegistryPerson, type RegistryProject } from '../../src/registry/index.js';
+import { expandArgv, runCommand } from '../../src/slurm/index.js';
 import { SITE, auditOf, initTestDatabase, outgoingPackets, quietLog, seedIncoming } from '../helpers/amie.js';
 import { driverCases, type TestDatabase } from '../helpers/db.js';
 
@@ -63,6 +64,87 @@ function rpc(grant: string, projectId: string, pi: { first: string; last: string
   };
 }
 const JANE = { first: 'Jane', last: 'Doe', globalId: '70001' };
+const EVIL = { first: '--shell=/tmp/evil', last: 'Doe', globalId: '70003' };
+
+const dirs: string[] = [];
+afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+
+/** A program that appends its arguments and environment, as JSON, to `<dir>/calls.jsonl`, and succeeds. */
+function recorder(): { program: string; calls: () => Array<{ argv: string[]; env: Record<string, string> }> } {
+  const dir = mkdtempSync(join(tmpdir(), 'amie-hostile-'));
+  dirs.push(dir);
+  const program = join(dir, 'record.mjs');
+  const calls = join(dir, 'calls.jsonl');
+  writeFileSync(
+    program,
+    `#!/usr/bin/env node\nimport { appendFileSync } from 'node:fs';\n` +
+      `appendFileSync(${JSON.stringify(calls)}, JSON.stringify({ argv: process.argv.slice(2), env: process.env }) + '\\n');\n`,
+  );
+  chmodSync(program, 0o755);
+  return {
+    program,
+    calls: () => (existsSync(calls) ? readFileSync(calls, 'utf8').trim().split('\n').map((l) => JSON.parse(l)) : []),
+  };
+}
+
+/** amie's secrets, as the environment of `amie process` holds them; restored afterwards. */
+const SECRETS = {
+  SLACK_BOT_TOKEN: 'xoxb-secret-slack-token',
+  AMIE_API_KEY: 'secret-usage-api-key',
+  AMIE_DATABASE_URL: 'postgres://amie:secret-db-password@db.example.org/amie',
+  AMIE_DB_PASSWORD: 'secret-db-password',
+};
+function withSecrets(extra: Record<string, string> = {}): () => void {
+  const vars: Record<string, string> = { ...SECRETS, ...extra };
+  const saved = Object.fromEntries(Object.keys(vars).map((k) => [k, process.env[k]]));
+  Object.assign(process.env, vars);
+  return () => {
+    for (const [k, v] of Object.entries(saved)) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+  };
+}
+
+describe('site commands and packet text', () => {
+  it('[12.13] a value that would start an argument with "-" is refused with a PacketFailure naming it', () => {
+    const values = { firstName: '--shell=/tmp/evil', middleName: null, lastName: '-x', login: 'jdoe', uid: '100001' };
+    expect(() => expandArgv(['make-user', '{firstName}', '{login}'], values)).toThrow(PacketFailure);
+    expect(() => expandArgv(['make-user', '{firstName}', '{login}'], values)).toThrow(/"--shell=\/tmp\/evil".*option/);
+    // An empty value before it does not hide the dash; neither does a leading space.
+    expect(() => expandArgv(['make-user', '{middleName}{lastName}'], values)).toThrow(PacketFailure);
+    expect(() => expandArgv(['make-user', '{firstName}'], { firstName: ' -e' })).toThrow(PacketFailure);
+    // Glued to an option, or after "--", the program reads it as a value.
+    expect(expandArgv(['make-user', '--gecos={firstName}', '--', '{lastName}', '{login}'], values)).toEqual([
+      'make-user',
+      '--gecos=--shell=/tmp/evil',
+      '--',
+      '-x',
+      'jdoe',
+    ]);
+    expect(expandArgv(['make-user', '{login}', '{firstName}'], { login: 'jdoe', firstName: 'Anne-Marie' })).toEqual(['make-user', 'jdoe', 'Anne-Marie']);
+  });
+
+  it('[12.14] a command gets PATH, HOME, LANG, TZ and the listed names, never amie\'s secrets', async () => {
+    const rec = recorder();
+    const restore = withSecrets({ SITE_LDAP_URI: 'ldap://ldap.example.org', TZ: 'America/Chicago' });
+    try {
+      await runCommand([rec.program, 'one'], { log: quietLog });
+      await runCommand([rec.program, 'two'], { log: quietLog, env: ['SITE_LDAP_URI'] });
+    } finally {
+      restore();
+    }
+    const [one, two] = rec.calls();
+    expect(Object.keys(one!.env).sort()).toEqual(['HOME', 'PATH', 'TZ', ...(process.env.LANG ? ['LANG'] : []), ...(process.env.SLURM_CONF ? ['SLURM_CONF'] : [])].sort());
+    expect(one!.env.TZ).toBe('America/Chicago');
+    expect(two!.env.SITE_LDAP_URI).toBe('ldap://ldap.example.org');
+    for (const call of [one!, two!]) {
+      const dump = JSON.stringify(call.env);
+      for (const secret of Object.values(SECRETS)) expect(dump).not.toContain(secret);
+    }
+  });
+});
+
 const MARY = { first: 'Mary', last: 'Major', globalId: '70002' };
 
 describe.each(driverCases())('hostile packets against the registry on $name', (driver) => {
@@ -144,6 +226,54 @@ describe.each(driverCases())('hostile packets against the registry on $name', (d
     const prefixed = new SlurmHandler({ db: t.db, log: quietLog, site: SITE, options: { dryRun: true, accountName: 'x-{projectId}-y' }, dryRun: false });
     expect(() => prefixed.accountNameFor("ab$'")).toThrow(/"x-ab\$'-y"/);
     expect(prefixed.accountNameFor('TG-ABC')).toBe('x-tg-abc-y');
+  });
+
+  /** The Slurm handler with a recorder standing in for sacctmgr, scancel and createUser. */
+  function recordingSlurm(options: Record<string, unknown> = {}) {
+    const rec = recorder();
+    const slurm = new SlurmHandler({
+      db: t.db,
+      log: quietLog,
+      site: SITE,
+      options: { sacctmgr: rec.program, scancel: rec.program, createUser: [rec.program, 'make-user', '{firstName}', '{login}'], uidRange: { start: 3_900_000, end: 3_900_999 }, ...options },
+      dryRun: false,
+    });
+    return { rec, dispatch: () => new Dispatcher(t.db, slurm, quietLog).runOnce() };
+  }
+
+  run('[12.13] a PI named "--shell=/tmp/evil" fails the RPC with the reason before any command runs', async () => {
+    const { rec, dispatch: run } = recordingSlurm();
+    const seeded = await seedIncoming(t.db, 'request_project_create', rpc('TG-EVIL', 'p-evil', EVIL));
+    const summary = await run();
+    expect({ failed: summary.failed, errors: summary.errors }).toEqual({ failed: 1, errors: 0 });
+    const reply = await replyTo(seeded.transRecId);
+    expect(reply?.body).toMatchObject({ StatusCode: 'Failure' });
+    expect(String(reply?.body.Message)).toMatch(/"\{firstName\}" would be "--shell=\/tmp\/evil".*option/);
+    expect(rec.calls()).toEqual([]);
+    expect(await books()).toEqual({ projects: [], people: [], rpc: [] });
+  });
+
+  run('[12.14] sacctmgr and createUser get a small environment: commandEnv names arrive, amie\'s secrets do not', async () => {
+    const { rec, dispatch: run } = recordingSlurm({ commandEnv: ['SITE_LDAP_URI'] });
+    const login = `zq${Date.now().toString(36)}`;
+    await seedIncoming(t.db, 'request_project_create', rpc('TG-ENV', 'p-env', JANE, { PiRequestedLoginList: [login] }));
+    const restore = withSecrets({ SITE_LDAP_URI: 'ldap://ldap.example.org' });
+    let summary;
+    try {
+      summary = await run();
+    } finally {
+      restore();
+    }
+    expect(summary.answered, JSON.stringify(summary.results.map((r) => r.reason))).toBe(1);
+    const calls = rec.calls();
+    expect(calls.some((c) => c.argv[0] === 'make-user' && c.argv.includes(login))).toBe(true);
+    expect(calls.some((c) => c.argv.includes('add') && c.argv.includes('account'))).toBe(true);
+    for (const call of calls) {
+      expect(call.env.SITE_LDAP_URI).toBe('ldap://ldap.example.org');
+      expect(Object.keys(call.env).every((k) => ['PATH', 'HOME', 'LANG', 'TZ', 'SLURM_CONF', 'SITE_LDAP_URI'].includes(k)), Object.keys(call.env).join(' ')).toBe(true);
+      const dump = JSON.stringify(call.env);
+      for (const secret of Object.values(SECRETS)) expect(dump).not.toContain(secret);
+    }
   });
 
   run('[12.18] a reply the dispatcher refuses leaves nothing in the books; the other packets of the batch are written', async () => {
