@@ -309,7 +309,8 @@ export class RegistryHandler extends AmieHandler<RegistryOptionsInput> {
     const tags = packet.tags as Tags;
     try {
       return this.slurmAccountFor({
-        projectId: text(tags, 'ProjectID') ?? this.assignProjectId(packet),
+        // Not assignProjectId: a site's may hand out ids, and a guess must not use one up.
+        projectId: text(tags, 'ProjectID') ?? packet.tags.GrantNumber.trim(),
         grantNumber: packet.tags.GrantNumber.trim(),
         title: text(tags, 'ProjectTitle') ?? null,
         piPersonId: text(tags, 'PiPersonID') ?? '',

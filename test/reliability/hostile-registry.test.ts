@@ -12,7 +12,7 @@ import { RegistryHandler } from '../../handlers/registry.js';
 import { SlurmHandler } from '../../handlers/slurm.js';
 import { Dispatcher, PacketFailure, type IncomingPacket, type PacketContext } from '../../src/dispatch/index.js';
 import type { TagValue } from '../../src/protocol/index.js';
-import { listPeople, listProjects, type AllocationChange, type RegistryAccount, type RegistryLogin, type RegistryPerson, type RegistryProject } from '../../src/registry/index.js';
+import { RegistryBooks, listPeople, listProjects, type AllocationChange, type RegistryAccount, type RegistryLogin, type RegistryPerson, type RegistryProject } from '../../src/registry/index.js';
 import { expandArgv, runCommand } from '../../src/slurm/index.js';
 import { SITE, auditOf, initTestDatabase, outgoingPackets, quietLog, seedIncoming } from '../helpers/amie.js';
 import { driverCases, type TestDatabase } from '../helpers/db.js';
@@ -216,6 +216,17 @@ describe.each(driverCases())('hostile packets against the registry on $name', (d
     expect(handler.calls).toEqual(['createLogin jdoe jdoe', 'createProject TG-ABC tg-abc jdoe', 'setAllocation TG-ABC 1000', 'addAccount jdoe TG-ABC']);
     expect((await books()).projects).toEqual(['TG-ABC tg-abc pi=jdoe su=1000']);
     expect((await books()).people).toEqual(['jdoe jdoe Jane Doe']);
+  });
+
+  run('[12.6] a Slurm account the batch did not read with its books is checked in the database', async () => {
+    await seedIncoming(t.db, 'request_project_create', rpc('TG-ABC', 'TG-ABC', JANE));
+    await dispatch();
+    const questions = { recordIds: [], projectIds: [], grantNumbers: [], personIds: [], globalIds: [], sitePersonIds: [], candidates: [], slurmAccounts: [], uidRange: { start: 1, end: 9 } };
+    await t.db.transaction(async (tx) => {
+      const books = await RegistryBooks.read(tx, questions);
+      expect(await books.slurmAccountOwner(tx, 'tg-abc')).toBe('TG-ABC');
+      expect(await books.slurmAccountOwner(tx, 'tg-xyz')).toBeNull();
+    });
   });
 
   run("[12.6] `$'` in a ProjectID is not expanded into the Slurm account name", async () => {
