@@ -27,12 +27,15 @@
  *   account with it; project reactivation brings back the PI's account only.
  * - request_person_merge: accounts, DNs, SitePersonIds and PI roles move to the kept person;
  *   the deleted PersonID becomes an alias; the deleted person's login stays retired.
+ * - A new project's Slurm account (`slurmAccountFor`) that is already another project's is a
+ *   clash: the RPC is answered with a failure ITC naming both ProjectIDs before any hook runs.
  * - notify_person_ids and notify_person_duplicate are acknowledged with a success ITC and
  *   logged; the registry does not act on them.
  *
  * Hooks run after the books are written, in the same database transaction: a hook that throws
  * rolls the packet's changes back and the dispatcher offers the packet again later, so hooks
- * must be idempotent. Under dry-run they are still called (`ctx.dryRun` is true) and must not
+ * must be idempotent (one that throws PacketFailure has the packet answered with a failure ITC
+ * instead). A packet whose reply the dispatcher refuses is rolled back the same way. Under dry-run they are still called (`ctx.dryRun` is true) and must not
  * touch anything outside.
  */
 import { z } from 'zod';
@@ -49,6 +52,7 @@ import {
   loginCandidates,
   lookup,
   mergePeople as mergePeopleInRegistry,
+  slurmAccountOwner,
   modifyPerson,
   nextAllocation,
   setAccountState,
@@ -183,8 +187,16 @@ export class RegistryHandler extends AmieHandler<RegistryOptionsInput> {
   /** Login candidates per packet, by its tags. */
   private readonly candidates = new WeakMap<Tags, string[]>();
 
-  /** The batch being handled: its transaction and packets, and the books read for its RPCs and RACs. */
-  private batch: { tx: Queryable; packets: readonly IncomingPacket[]; books: RegistryBooks | null } | null = null;
+  /**
+   * The batch being handled: its transaction and packets, the books read for its RPCs and RACs,
+   * and where the books stood before the packet being handled (to undo it if its result does not stand).
+   */
+  private batch: {
+    tx: Queryable;
+    packets: readonly IncomingPacket[];
+    books: RegistryBooks | null;
+    current: { packetRecId: number; mark: number } | null;
+  } | null = null;
 
   // ---------------------------------------------------------------- batches
 
@@ -194,10 +206,19 @@ export class RegistryHandler extends AmieHandler<RegistryOptionsInput> {
    */
   override async beginBatch(packets: readonly IncomingPacket[], ctx: BatchContext): Promise<void> {
     await lockRegistry(ctx.tx);
-    this.batch = { tx: ctx.tx, packets, books: null };
+    this.batch = { tx: ctx.tx, packets, books: null, current: null };
   }
 
-  /** Writes the books the batch's RPCs and RACs changed in memory. */
+  /**
+   * A packet whose method threw or whose reply the dispatcher refused: its changes leave the
+   * books, so they are never written (and a repeated RecordID is not answered from them).
+   */
+  override async discardPacket(packet: IncomingPacket): Promise<void> {
+    const b = this.batch;
+    if (b?.books && b.current?.packetRecId === packet.packetRecId) b.books.rollbackTo(b.current.mark);
+  }
+
+  /** Writes the books the batch's RPCs and RACs changed in memory (refused packets' changes were undone). */
   override async endBatch(_accepted: readonly IncomingPacket[], ctx: BatchContext): Promise<void> {
     const books = this.batch?.books;
     this.batch = null;
@@ -215,6 +236,7 @@ export class RegistryHandler extends AmieHandler<RegistryOptionsInput> {
       const from = b.packets.findIndex((p) => p.packetRecId === packet.packetRecId);
       b.books = await RegistryBooks.read(b.tx, this.questionsFor(from < 0 ? [packet] : b.packets.slice(from)));
     }
+    b.current = { packetRecId: packet.packetRecId, mark: b.books.mark() };
     return b.books;
   }
 
@@ -239,6 +261,7 @@ export class RegistryHandler extends AmieHandler<RegistryOptionsInput> {
       globalIds: [],
       sitePersonIds: [],
       candidates: [],
+      slurmAccounts: [],
       uidRange: this.settings.uidRange,
     };
     const push = (list: string[], v: string | undefined) => v !== undefined && list.push(v);
@@ -255,6 +278,7 @@ export class RegistryHandler extends AmieHandler<RegistryOptionsInput> {
       for (const s of person.sitePersonIds) if (s.Site && s.PersonID) q.sitePersonIds.push({ site: s.Site, id: s.PersonID });
       // Most people get their first or second choice; lookup checks further ones if need be.
       q.candidates.push(...this.candidatesFor(person).slice(0, 4));
+      if (p.type === 'request_project_create') push(q.slurmAccounts, this.slurmAccountGuess(p as IncomingPacket<'request_project_create'>) ?? undefined);
     }
     return q;
   }
@@ -265,17 +289,39 @@ export class RegistryHandler extends AmieHandler<RegistryOptionsInput> {
   }
 
   /**
-   * Applies a packet's changes and runs its hooks; if a hook throws, the changes are undone in
-   * the batch's books as the packet's savepoint undoes them in SQL.
+   * Applies a packet's changes and runs its hooks; if a hook throws, the dispatcher rolls the
+   * packet's savepoint back and calls discardPacket, which undoes the changes in the books.
    */
   private async applyThen(books: RegistryBooks | null, cs: ChangeSet, ctx: PacketContext, hooks: (applied: Applied) => Promise<void>): Promise<void> {
-    if (!books) return hooks(await applyChanges(ctx.tx, cs));
-    const mark = books.mark();
+    await hooks(books ? books.apply(cs) : await applyChanges(ctx.tx, cs));
+  }
+
+  /** The ProjectID already holding Slurm account `name`, from the batch's books or through SQL. */
+  private async slurmAccountHolder(books: RegistryBooks | null, name: string, ctx: PacketContext): Promise<string | null> {
+    return books ? books.slurmAccountOwner(this.batch!.tx, name) : slurmAccountOwner(ctx.tx, name);
+  }
+
+  /**
+   * The Slurm account an RPC's project would get if it is new, from the packet alone, so the
+   * batch's one read can check it; a wrong guess (a rule using more than the packet) costs a probe.
+   */
+  private slurmAccountGuess(packet: IncomingPacket<'request_project_create'>): string | null {
+    const tags = packet.tags as Tags;
     try {
-      await hooks(books.apply(cs));
-    } catch (err) {
-      books.rollbackTo(mark);
-      throw err;
+      return this.slurmAccountFor({
+        // Not assignProjectId: a site's may hand out ids, and a guess must not use one up.
+        projectId: text(tags, 'ProjectID') ?? packet.tags.GrantNumber.trim(),
+        grantNumber: packet.tags.GrantNumber.trim(),
+        title: text(tags, 'ProjectTitle') ?? null,
+        piPersonId: text(tags, 'PiPersonID') ?? '',
+        resource: packet.resource ?? this.site.resource,
+        active: true,
+        serviceUnits: Number(packet.tags.ServiceUnitsAllocated),
+        startDate: isoDate(packet.tags.StartDate),
+        endDate: isoDate(packet.tags.EndDate),
+      });
+    } catch {
+      return null; // the packet itself is refused with the reason when it is handled
     }
   }
 
@@ -374,6 +420,17 @@ export class RegistryHandler extends AmieHandler<RegistryOptionsInput> {
       ...after,
     };
     const project: RegistryProject = { ...fields, slurmAccount: found.project?.slurmAccount ?? this.slurmAccountFor(fields) };
+    // Every name the packet gives out is checked before any hook runs: a Slurm account that is
+    // another project's would have the hooks change that project's limits, users and coordinators.
+    if (project.slurmAccount && !found.project?.slurmAccount) {
+      const holder = await this.slurmAccountHolder(books, project.slurmAccount, ctx);
+      if (holder !== null && holder !== project.projectId) {
+        return fail(
+          `request_project_create: ProjectID ${project.projectId} would get the Slurm account ${project.slurmAccount}, which is already ` +
+            `the account of ProjectID ${holder}; two projects cannot share a Slurm account, so nothing was done`,
+        );
+      }
+    }
     cs.projects = [
       {
         project_id: project.projectId,

@@ -80,6 +80,11 @@ export const slurmOptionsSchema = registryOptionsSchema.extend({
   scancel: z.string().min(1).default('scancel'),
   /** Each external command is stopped after this long, and the packet deferred. */
   commandTimeoutMs: z.number().int().min(1000).max(600_000).default(30_000),
+  /**
+   * Environment variables the commands get besides PATH, HOME, LANG, TZ and SLURM_CONF (by
+   * name, values from amie's own environment); nothing else reaches them, no secret included.
+   */
+  commandEnv: z.array(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, { error: 'expected an environment variable name' })).default([]),
   /** Log every command instead of running it. */
   dryRun: z.boolean().default(false),
   /** The Slurm account of a project: `accountPrefix` + this template, lower-cased. */
@@ -137,7 +142,8 @@ export class SlurmHandler extends RegistryHandler {
 
   /** The Slurm account of a ProjectID by the configured rule; throws, naming the rule, when the name is not usable. */
   accountNameFor(projectId: string): string {
-    const name = `${this.slurm.accountPrefix}${this.slurm.accountName.replaceAll('{projectId}', projectId)}`.toLowerCase();
+    // A replacer function: a string replacement would expand `$'`, `$&`… in the ProjectID.
+    const name = `${this.slurm.accountPrefix}${this.slurm.accountName.replaceAll('{projectId}', () => projectId)}`.toLowerCase();
     if (!SLURM_ACCOUNT_PATTERN.test(name)) {
       throw new Error(
         `handler.options.accountName: ProjectID ${JSON.stringify(projectId)} gives the Slurm account name ${JSON.stringify(name)}, ` +
@@ -159,6 +165,9 @@ export class SlurmHandler extends RegistryHandler {
   // ---------------------------------------------------------------- hooks
 
   override async createLogin(person: RegistryPerson, _login: RegistryLogin, ctx: PacketContext): Promise<void> {
+    // Packet text createUser would take for an option refuses the packet here, before any
+    // command of the packet runs (the project's values are checked when the command is built).
+    expandArgv(this.slurm.createUser, this.placeholders(person, null, '', ''));
     // The Unix user is made with the person's first account, when the project is known, so
     // createUser can use {projectId} and {slurmAccount}.
     let pending = this.#newLogins.get(ctx);
@@ -283,6 +292,7 @@ export class SlurmHandler extends RegistryHandler {
       dryRun: this.dryRun(ctx),
       timeoutMs: this.slurm.commandTimeoutMs,
       scancel: this.slurm.scancel,
+      env: this.slurm.commandEnv,
       ...(this.slurm.cluster ? { cluster: this.slurm.cluster } : {}),
     };
   }
@@ -294,6 +304,7 @@ export class SlurmHandler extends RegistryHandler {
       timeoutMs: this.slurm.commandTimeoutMs,
       log: ctx.log,
       dryRun: this.dryRun(ctx),
+      env: this.slurm.commandEnv,
     });
   }
 

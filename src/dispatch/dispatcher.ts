@@ -14,7 +14,7 @@ import {
   type TagValue,
 } from '../protocol/index.js';
 import { HANDLED_TYPES, type AmieHandler, type BatchContext, type HandledType, type IncomingPacket, type PacketContext } from './handler.js';
-import { isOutcome } from './outcome.js';
+import { PacketFailure, isOutcome } from './outcome.js';
 import type { ReplyToWrite } from '../store/index.js';
 import { TablesSource } from '../sources/tables.js';
 import type { ClaimedPacket, PacketDecision, PacketSource, RecordedDecision } from '../sources/types.js';
@@ -384,6 +384,11 @@ export class Dispatcher {
     } catch (err) {
       if (isConnectionLost(err)) throw err;
       if (ptx.used) await tx.query('ROLLBACK TO SAVEPOINT amie_packet');
+      // The handler forgets what it staged for the packet, as the savepoint forgot its SQL.
+      await this.handler.discardPacket(packet, ctx);
+      if (err instanceof PacketFailure && type !== 'inform_transaction_complete') {
+        return { decision: this.decision(p, runId, 'completed', 'fail', err.message, failureReply(err.message)), ok: false };
+      }
       return { decision: this.errorDecision(p, err, runId), ok: false };
     }
   }

@@ -138,6 +138,12 @@ export class AmieHandler<O = unknown> {
    * A throw here rolls the batch back, and the dispatcher redoes it one packet at a time.
    */
   async endBatch(_accepted: readonly IncomingPacket[], _ctx: BatchContext): Promise<void> {}
+  /**
+   * Called when a packet's result does not stand (its method threw, or its reply was refused),
+   * right after its database changes were rolled back: drop whatever was staged in memory for
+   * it, so endBatch writes only what packets with accepted replies did.
+   */
+  async discardPacket(_packet: IncomingPacket, _ctx: PacketContext): Promise<void> {}
 
   async request_project_create(_packet: IncomingPacket<'request_project_create'>, _ctx: PacketContext): Promise<HandlerResult<'notify_project_create'>> {
     return unhandled();

@@ -35,3 +35,13 @@ export function unhandled(): Outcome {
 export function isOutcome(value: unknown): value is Outcome {
   return typeof value === 'object' && value !== null && (value as Record<symbol, unknown>)[OUTCOME] === true;
 }
+
+/**
+ * Thrown from anywhere a handler runs (a hook, a site command's argument check) when the packet
+ * itself cannot be done: the packet's changes are rolled back as for any error, but it is
+ * answered at once with a failure inform_transaction_complete carrying the message instead of
+ * being tried again, since the same packet would fail the same way.
+ */
+export class PacketFailure extends Error {
+  override name = 'PacketFailure';
+}

@@ -26,6 +26,8 @@ export interface BatchQuestions {
   sitePersonIds: Array<{ site: string; id: string }>;
   /** Logins to check for being taken: a packet's first few; lookup checks more when they are all taken. */
   candidates: string[];
+  /** Slurm accounts new projects would get, to check for being another project's. */
+  slurmAccounts: string[];
   uidRange: { start: number; end: number };
 }
 
@@ -37,6 +39,10 @@ const TAKEN_SQL = (param: string) => `SELECT coalesce(array_agg(c), '{}') FROM u
     WHERE (SELECT true FROM ${S}.logins WHERE login = c LIMIT 1)
        OR (SELECT true FROM ${S}.people WHERE person_id = c LIMIT 1)
        OR (SELECT true FROM ${S}.person_aliases WHERE alias = c LIMIT 1)`;
+
+/** [slurm_account, project_id] pairs for the names in array parameter `param`. */
+const ACCOUNT_OWNERS_SQL = (param: string) =>
+  `SELECT json_agg(json_build_array(slurm_account, project_id)) FROM ${S}.projects WHERE slurm_account = ANY(${param}::text[])`;
 
 export class RegistryBooks {
   private readonly rpc = new Map<string, Record<string, unknown>>();
@@ -51,6 +57,9 @@ export class RegistryBooks {
   private readonly taken = new Set<string>();
   /** Logins whose being taken in the database is known (the rest are checked when asked about). */
   private readonly probed = new Set<string>();
+  /** Slurm account -> the ProjectID holding it, for the accounts read or probed. */
+  private readonly slurmAccounts = new Map<string, string>();
+  private readonly probedAccounts = new Set<string>();
   private nextUid = 0;
 
   // What to write at flush: keys of rows whose final state must be written, and new rows.
@@ -91,7 +100,8 @@ SELECT
   (SELECT json_agg(a) FROM ${S}.accounts a WHERE a.person_id IN (SELECT person_id FROM pp)) AS accounts,
   (SELECT json_agg(d) FROM ${S}.person_dns d WHERE d.person_id IN (SELECT person_id FROM pp)) AS dns,
   (${TAKEN_SQL('$7')}) AS taken,
-  (SELECT coalesce(max(uid) + 1, $8::int) FROM ${S}.logins WHERE uid BETWEEN $8::int AND $9::int) AS next_uid`,
+  (SELECT coalesce(max(uid) + 1, $8::int) FROM ${S}.logins WHERE uid BETWEEN $8::int AND $9::int) AS next_uid,
+  (${ACCOUNT_OWNERS_SQL('$10')}) AS slurm_accounts`,
       [
         q.recordIds,
         q.projectIds,
@@ -102,6 +112,7 @@ SELECT
         q.candidates,
         q.uidRange.start,
         q.uidRange.end,
+        q.slurmAccounts,
       ],
     );
     const r = rows[0]!;
@@ -129,7 +140,26 @@ SELECT
     for (const c of q.candidates) books.probed.add(c);
     for (const c of (r.taken as string[] | null) ?? []) books.taken.add(c);
     books.nextUid = Number(r.next_uid);
+    books.noteAccountOwners(q.slurmAccounts, r.slurm_accounts as Array<[string, string]> | null);
     return books;
+  }
+
+  /**
+   * The ProjectID whose Slurm account `name` is, or null: checked before a new project's hooks
+   * run, so a name clash refuses the packet instead of changing another project's account.
+   */
+  async slurmAccountOwner(tx: Queryable, name: string): Promise<string | null> {
+    if (!this.probedAccounts.has(name) && !this.slurmAccounts.has(name)) {
+      const { rows } = await tx.query<{ owners: Array<[string, string]> | null }>(`SELECT (${ACCOUNT_OWNERS_SQL('$1')}) AS owners`, [[name]]);
+      this.noteAccountOwners([name], rows[0]!.owners);
+    }
+    return this.slurmAccounts.get(name) ?? null;
+  }
+
+  /** Facts read from the database, not changes: never undone. */
+  private noteAccountOwners(asked: readonly string[], owners: Array<[string, string]> | null): void {
+    for (const a of asked) this.probedAccounts.add(a);
+    for (const [account, projectId] of owners ?? []) this.slurmAccounts.set(account, projectId);
   }
 
   /**
@@ -259,6 +289,7 @@ SELECT
       };
       this.setEntry(this.projects, w.project_id, p);
       if (!old) this.setEntry(this.grants, p.grantNumber, p.projectId);
+      if (p.slurmAccount && !old?.slurmAccount) this.setEntry(this.slurmAccounts, p.slurmAccount, p.projectId);
       this.addTo(this.dirtyProjects, w.project_id);
     }
     for (const h of cs.history ?? []) this.pushTo(this.history, h);

@@ -5,6 +5,7 @@ export {
   REGISTRY_LOCK_KEY,
   lockRegistry,
   lookup,
+  slurmAccountOwner,
   applyChanges,
   setProjectState,
   setAccountState,

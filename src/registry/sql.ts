@@ -119,6 +119,12 @@ SELECT (SELECT reply FROM ${S}.rpc_records WHERE record_id = $1::text) AS rpc_re
   };
 }
 
+/** The ProjectID whose Slurm account `name` is, or null (the unique index would refuse a second one). */
+export async function slurmAccountOwner(tx: Queryable, name: string): Promise<string | null> {
+  const { rows } = await tx.query<{ project_id: string }>(`SELECT project_id FROM ${S}.projects WHERE slurm_account = $1::text`, [name]);
+  return rows[0]?.project_id ?? null;
+}
+
 export interface PersonWrite {
   person_id: string;
   global_id?: string | null;

@@ -1,6 +1,8 @@
 export {
   CommandError,
+  COMMAND_ENV,
   DEFAULT_COMMAND_TIMEOUT_MS,
+  commandEnv,
   expandArgv,
   formatArgv,
   runCommand,

@@ -3,14 +3,19 @@
  *
  * Packet text is hostile input: every program runs through execa with an argument array, never
  * a shell, so a name like `$(rm -rf /)` reaches the program as that literal text in one argument.
+ * Programs get a small environment (COMMAND_ENV and the names a site lists), never the toolkit's
+ * own: its API key, Slack token and database password go only where they are addressed.
  * Every run has a timeout and no stdin; its output is logged at debug level; a failure becomes
  * a CommandError whose message names the command and its stderr, which the dispatcher records
  * in the audit when it defers the packet.
  */
 import { execa } from 'execa';
 import type { Logger } from 'pino';
+import { PacketFailure } from '../dispatch/outcome.js';
 
 export const DEFAULT_COMMAND_TIMEOUT_MS = 30_000;
+/** The environment variables every program gets from ours (when set); a site adds more by name. */
+export const COMMAND_ENV = ['PATH', 'HOME', 'LANG', 'TZ', 'SLURM_CONF'] as const;
 /** How much of a failed command's stderr goes into its error message. */
 const STDERR_IN_MESSAGE = 1000;
 
@@ -23,6 +28,18 @@ export interface CommandOptions {
   timeoutMs?: number;
   /** Exit codes that are answers rather than failures (getent exits 2 for "no such entry"). */
   okExitCodes?: readonly number[];
+  /** Environment variables passed on besides COMMAND_ENV (by name; their values come from ours). */
+  env?: readonly string[];
+}
+
+/** The environment a program gets: COMMAND_ENV and `names`, those that are set, nothing else. */
+export function commandEnv(names: readonly string[] = [], from: NodeJS.ProcessEnv = process.env): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const name of [...COMMAND_ENV, ...names]) {
+    const value = Object.hasOwn(from, name) ? from[name] : undefined;
+    if (value !== undefined) env[name] = value;
+  }
+  return env;
 }
 
 export interface CommandResult {
@@ -75,6 +92,8 @@ export async function runCommand(argv: readonly string[], opts: CommandOptions):
   const r = await execa(argv[0], argv.slice(1), {
     timeout,
     stdin: 'ignore',
+    env: commandEnv(opts.env),
+    extendEnv: false,
     reject: false,
     stripFinalNewline: true,
     maxBuffer: 10_000_000,
@@ -124,13 +143,28 @@ export function unknownPlaceholders(template: readonly string[], known: readonly
  * stays one argument whatever the value holds (spaces, quotes, `;`, `$( )`). Values are made
  * single-line first; null (an email nobody gave) becomes an empty string, and a placeholder that is
  * not in `values` at all is an error.
+ *
+ * A value must not turn an argument into an option: a name like `--shell=/tmp/evil` would be
+ * read by the program as one. An argument that starts with `-` only because of its values is
+ * refused with a PacketFailure (the packet is answered with a failure naming it), unless the
+ * template glues the value to an option (`--name={lastName}`, which starts with `-` itself) or
+ * puts it after a `--` argument (where programs stop reading options).
  */
 export function expandArgv(template: readonly string[], values: Readonly<Record<string, string | number | null | undefined>>): string[] {
-  return template.map((arg) =>
-    arg.replace(PLACEHOLDER, (whole, name: string) => {
+  let operands = false;
+  return template.map((arg) => {
+    const out = arg.replace(PLACEHOLDER, (whole, name: string) => {
       const v = values[name];
       if (v === undefined) throw new Error(`argument template ${JSON.stringify(arg)}: no value for ${whole}`);
       return v === null ? '' : singleLine(String(v));
-    }),
-  );
+    });
+    if (!operands && out.startsWith('-') && !arg.startsWith('-')) {
+      throw new PacketFailure(
+        `site command argument ${JSON.stringify(arg)} would be ${JSON.stringify(out)}, which the program would take for an option: ` +
+          'packet text starting with "-" is refused there (a template may glue it to an option, --name={value}, or put it after "--")',
+      );
+    }
+    if (arg === '--') operands = true;
+    return out;
+  });
 }

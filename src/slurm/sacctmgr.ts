@@ -67,6 +67,8 @@ export interface SacctmgrOptions {
   log: Logger;
   /** Log the argument lists instead of running them; reads then find nothing. */
   dryRun?: boolean;
+  /** Environment variables sacctmgr gets besides COMMAND_ENV (see runCommand). */
+  env?: readonly string[];
 }
 
 function parseTres(field: string): Record<string, number> {
@@ -106,7 +108,12 @@ export class Sacctmgr {
   }
 
   private runOptions() {
-    return { log: this.options.log, dryRun: this.options.dryRun ?? false, ...(this.options.timeoutMs ? { timeoutMs: this.options.timeoutMs } : {}) };
+    return {
+      log: this.options.log,
+      dryRun: this.options.dryRun ?? false,
+      ...(this.options.timeoutMs ? { timeoutMs: this.options.timeoutMs } : {}),
+      ...(this.options.env ? { env: this.options.env } : {}),
+    };
   }
 
   /**
@@ -246,7 +253,7 @@ export class Sacctmgr {
 
 /** Cancels the pending and running jobs of an account (of one user in it, when given) with scancel. */
 export async function cancelJobs(
-  opts: { scancel?: string; cluster?: string; timeoutMs?: number; log: Logger; dryRun?: boolean },
+  opts: { scancel?: string; cluster?: string; timeoutMs?: number; log: Logger; dryRun?: boolean; env?: readonly string[] },
   account: string,
   user?: string,
 ): Promise<CommandResult> {
@@ -260,6 +267,6 @@ export async function cancelJobs(
       ...(user !== undefined ? [`--user=${user}`] : []),
       ...(opts.cluster !== undefined ? [`--clusters=${opts.cluster}`] : []),
     ],
-    { log: opts.log, dryRun: opts.dryRun ?? false, ...(opts.timeoutMs ? { timeoutMs: opts.timeoutMs } : {}) },
+    { log: opts.log, dryRun: opts.dryRun ?? false, ...(opts.timeoutMs ? { timeoutMs: opts.timeoutMs } : {}), ...(opts.env ? { env: opts.env } : {}) },
   );
 }
