@@ -145,7 +145,7 @@ export async function withUsageLock<T>(db: Database, what: string, fn: () => Pro
     const held = localHolders.get(db);
     if (held) {
       throw new UsageRunBusyError(
-        `the usage lock of ${db.description} is held by ${what === held.what ? 'another' : held.what} in this process ` +
+        `the usage lock of ${db.description} is held by ${held.what} in this process ` +
           `(pid ${process.pid}) for ${formatHeld((Date.now() - held.since) / 1000)}; nothing was done`,
       );
     }
