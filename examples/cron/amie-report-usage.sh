@@ -14,9 +14,10 @@
 #   AMIE_USAGE_API_KEY=...
 #
 # Exit status (cron mails non-empty output; the log keeps the details):
-#   0 done (also when another run was still going and this one stood aside)
-#   1 sacct failed, the Usage API stayed unreachable, or it refused records:
-#     see 'amie usage failed', fix the cause, then 'amie usage resend'
+#   0 done
+#   1 sacct failed or timed out (usage.sacctTimeoutSeconds), the Usage API stayed unreachable,
+#     or it refused records: see 'amie usage failed', fix the cause, then 'amie usage resend';
+#     or another run holds the usage lock: the log names it and how long it has held it
 #   2 configuration or database problem (nothing was reported)
 set -u
 config=${1:-/etc/amie/amie.yaml}

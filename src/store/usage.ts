@@ -106,21 +106,23 @@ const keyOfRow = (r: KeyRow) => reportedJobKey({ cluster: r.cluster, jobId: r.jo
  * Records jobs as reported (or, with `status: 'pending'`, as claimed for sending) and returns
  * the positions in `rows` of those that were genuinely new: a job already in the table drops
  * out through ON CONFLICT, which also waits for a concurrent run's uncommitted claim instead of
- * racing it. With `reclaimPending`, a `pending` row a crashed run left behind is claimed again.
- * `rows` must not hold the same key twice.
+ * racing it. With `reclaimPending`, a `pending` row a crashed run left behind is claimed again,
+ * keeping the record it holds: that record may have reached the server, so it is what must be
+ * sent again (the same LocalRecordID), even when this version would build it differently.
+ * `record` of each claimed row is the one to send. `rows` must not hold the same key twice.
  */
 export async function claimReportedJobs(
   q: Queryable,
   rows: readonly ReportedJobRow[],
   opts: { status: 'reported' | 'pending'; runId: number | null; reclaimPending?: boolean },
-): Promise<number[]> {
+): Promise<Array<{ index: number; record: unknown }>> {
   if (rows.length === 0) return [];
   const conflict = opts.reclaimPending
     ? `ON CONFLICT (cluster, job_id, submit_time) DO UPDATE
-         SET run_id = EXCLUDED.run_id, record = EXCLUDED.record, updated_at = now()
+         SET run_id = EXCLUDED.run_id, record = coalesce(${S}.reported_jobs.record, EXCLUDED.record), updated_at = now()
          WHERE ${S}.reported_jobs.status = 'pending'`
     : 'ON CONFLICT (cluster, job_id, submit_time) DO NOTHING';
-  const { rows: claimed } = await q.query<KeyRow>(
+  const { rows: claimed } = await q.query<KeyRow & { record: unknown }>(
     `INSERT INTO ${S}.reported_jobs
        (cluster, job_id, submit_time, start_time, end_time, account, project_id, user_login, charge, charge_unit,
         sink, status, record, run_id)
@@ -131,7 +133,7 @@ export async function claimReportedJobs(
             AS r(cluster, job_id, submit_time, start_time, end_time, account, project_id, user_login, charge,
                  charge_unit, sink, record)
      ${conflict}
-     RETURNING cluster, job_id, submit_time`,
+     RETURNING cluster, job_id, submit_time, record`,
     [
       rows.map((r) => r.cluster),
       rows.map((r) => r.jobId),
@@ -149,10 +151,11 @@ export async function claimReportedJobs(
       opts.runId,
     ],
   );
-  const fresh = new Set(claimed.map(keyOfRow));
-  const out: number[] = [];
+  const fresh = new Map(claimed.map((c) => [keyOfRow(c), typeof c.record === 'string' ? (JSON.parse(c.record) as unknown) : c.record]));
+  const out: Array<{ index: number; record: unknown }> = [];
   rows.forEach((r, i) => {
-    if (fresh.has(reportedJobKey(r))) out.push(i);
+    const key = reportedJobKey(r);
+    if (fresh.has(key)) out.push({ index: i, record: fresh.get(key) ?? null });
   });
   return out;
 }
@@ -298,11 +301,11 @@ export interface StoredUsageRecord extends ReportedJobKey {
 
 /**
  * Usage API records not (yet) accepted: failed ones, and pending ones a crashed run left.
- * `status` narrows to one of them.
+ * `status` narrows to one of them, `jobIds` to those jobs (before `limit` applies).
  */
 export async function listUnreportedJobs(
   q: Queryable,
-  opts: { status?: 'failed' | 'pending'; limit?: number; keys?: readonly ReportedJobKey[] } = {},
+  opts: { status?: 'failed' | 'pending'; limit?: number; keys?: readonly ReportedJobKey[]; jobIds?: readonly string[] } = {},
 ): Promise<StoredUsageRecord[]> {
   const { rows } = await q.query<{
     cluster: string;
@@ -326,6 +329,7 @@ export async function listUnreportedJobs(
       WHERE status <> 'reported' AND ($1::text IS NULL OR status = $1)
         AND ($3::text[] IS NULL OR (cluster, job_id, submit_time) IN (
               SELECT * FROM unnest($3::text[], $4::text[], $5::timestamptz[])))
+        AND ($6::text[] IS NULL OR job_id = ANY($6::text[]))
       ORDER BY end_time, cluster, job_id
       LIMIT $2`,
     [
@@ -334,6 +338,7 @@ export async function listUnreportedJobs(
       opts.keys ? opts.keys.map((k) => k.cluster) : null,
       opts.keys ? opts.keys.map((k) => k.jobId) : null,
       opts.keys ? opts.keys.map((k) => k.submitTime.toISOString()) : null,
+      opts.jobIds ? [...opts.jobIds] : null,
     ],
   );
   return rows.map((r) => ({

@@ -75,6 +75,11 @@ export const UsageConfigSchema = z
     clusters: z.union([z.literal('all'), z.array(z.string().regex(/^[A-Za-z0-9_.-]+$/)).min(1)]).optional(),
     /** The sacct program; default `sacct` from PATH. */
     sacctPath: z.string().min(1).optional(),
+    /**
+     * sacct is stopped (and the run fails, releasing the usage lock) when it prints nothing for
+     * this many seconds: a hung slurmdbd must not stop usage reporting silently.
+     */
+    sacctTimeoutSeconds: z.number().positive().max(24 * 3600).default(600),
   })
   .superRefine((u, ctx) => {
     if (u.sink === 'usage-api' && !u.usageApi) {

@@ -5,13 +5,16 @@
  * the window. Exactly-once rests on the reported-jobs table (see src/store/usage.ts), so a
  * window may overlap the last one, and a run that crashed is simply run again.
  */
+import { hostname } from 'node:os';
 import type { Database, Queryable } from '../db/index.js';
 import type { Logger } from '../log.js';
 import {
   findReportedJobs,
   finishUsageRun,
   lastUsageRunUntil,
+  listUnreportedJobs,
   reportedJobKey,
+  type ReportedJobKey,
   startUsageRun,
   type UsageRunCounts,
 } from '../store/usage.js';
@@ -120,35 +123,56 @@ export interface ReportUsageOptions {
   signal?: AbortSignal;
 }
 
-/** Another run holds the usage lock of this database. */
+/** Another run holds the usage lock of this database; the message names the holder and for how long. */
 export class UsageRunBusyError extends Error {
   override name = 'UsageRunBusyError';
 }
 
 const USAGE_LOCK_KEY = 0x414d4955; // 'AMIU'
 
+/** Holders within this process, for the embedded database (its directory lock keeps other processes out). */
+const localHolders = new WeakMap<Database, { what: string; since: number }>();
+
 /**
- * Runs `fn` while holding the database's usage lock, so two reporters (cron overlap) never
- * send the same pending Usage API records at once. On PostgreSQL an advisory lock held by an
- * open transaction on a connection of its own; the embedded database is already limited to
- * one process by its directory lock.
+ * Runs `fn` while holding the database's usage lock, so two reporters (cron overlap), or a
+ * reporter and `amie usage resend`, never send the same pending Usage API records at once.
+ * On PostgreSQL an advisory lock held by an open transaction on a connection of its own, whose
+ * application_name names the holder (`what`, pid, host) for as long as it holds it, so a run
+ * that finds the lock taken can say who has it and since when. `what` is e.g. `amie report-usage`.
  */
-async function withUsageLock<T>(db: Database, fn: () => Promise<T>): Promise<T> {
-  if (db.kind !== 'pg') return fn();
+export async function withUsageLock<T>(db: Database, what: string, fn: () => Promise<T>): Promise<T> {
+  if (db.kind !== 'pg') {
+    const held = localHolders.get(db);
+    if (held) {
+      throw new UsageRunBusyError(
+        `the usage lock of ${db.description} is held by ${held.what} in this process ` +
+          `(pid ${process.pid}) for ${formatHeld((Date.now() - held.since) / 1000)}; nothing was done`,
+      );
+    }
+    localHolders.set(db, { what, since: Date.now() });
+    try {
+      return await fn();
+    } finally {
+      localHolders.delete(db);
+    }
+  }
   let release!: () => void;
   const released = new Promise<void>((r) => (release = r));
   let gotLock!: (ok: boolean) => void;
   const locked = new Promise<boolean>((r) => (gotLock = r));
   const holder = db.transaction(async (tx) => {
     const { rows } = await tx.query<{ ok: boolean }>('SELECT pg_try_advisory_xact_lock($1::bigint) AS ok', [USAGE_LOCK_KEY]);
-    gotLock(rows[0]?.ok === true);
-    if (rows[0]?.ok) await released;
+    const ok = rows[0]?.ok === true;
+    // Local to this transaction: the pooled connection gets its own name back with the lock.
+    if (ok) await tx.query(`SELECT set_config('application_name', $1, true)`, [`${what} pid ${process.pid} on ${hostname()}`]);
+    gotLock(ok);
+    if (ok) await released;
   });
   holder.catch(() => gotLock(false));
   const ok = await locked;
   if (!ok) {
     await holder.catch(() => undefined);
-    throw new UsageRunBusyError(`another amie report-usage run holds the usage lock of ${db.description}; nothing was done`);
+    throw new UsageRunBusyError(`${await describeUsageLockHolder(db)}; nothing was done`);
   }
   try {
     return await fn();
@@ -156,6 +180,40 @@ async function withUsageLock<T>(db: Database, fn: () => Promise<T>): Promise<T> 
     release();
     await holder.catch(() => undefined);
   }
+}
+
+/** Who holds the usage lock and for how long, as far as pg_locks and pg_stat_activity tell this user. */
+async function describeUsageLockHolder(db: Database): Promise<string> {
+  const where = `the usage lock of ${db.description}`;
+  const { rows } = await db
+    .query<{ pid: number; application_name: string | null; client: string | null; held_seconds: number | null }>(
+      // A bigint advisory key shows as classid = high half, objid = low half, objsubid = 1.
+      `SELECT a.pid, a.application_name, coalesce(a.client_hostname, host(a.client_addr)) AS client,
+              extract(epoch FROM now() - a.xact_start)::float8 AS held_seconds
+         FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+        WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+          AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+          AND l.classid::bigint = $1 AND l.objid::bigint = $2
+        LIMIT 1`,
+      [Math.floor(USAGE_LOCK_KEY / 2 ** 32), USAGE_LOCK_KEY % 2 ** 32],
+    )
+    .catch(() => ({ rows: [] }));
+  const h = rows[0];
+  if (!h) return `${where} is held by another session (it may just have finished)`;
+  // application_name is whatever the holding session set: quoted, so it stays one line.
+  const name = h.application_name ? `${JSON.stringify(h.application_name)} ` : '';
+  const client = h.client ? `, client ${h.client}` : '';
+  const held = h.held_seconds === null ? 'for an unknown time (not visible to this database user)' : `for ${formatHeld(Number(h.held_seconds))}`;
+  return `${where} is held by ${name}(PostgreSQL backend pid ${h.pid}${client}) ${held}`;
+}
+
+/** 42s, 5m 3s, 2h 5m, 3d 4h. */
+function formatHeld(seconds: number): string {
+  const s = Math.max(0, Math.floor(seconds));
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m ${s % 60}s`;
+  if (s < 86400) return `${Math.floor(s / 3600)}h ${Math.floor((s % 3600) / 60)}m`;
+  return `${Math.floor(s / 86400)}d ${Math.floor((s % 86400) / 3600)}h`;
 }
 
 /** Sorts sacct's reasons for a line that is not a reportable job into a few countable kinds. */
@@ -211,7 +269,33 @@ function add(map: Record<string, number>, key: string, n: number): void {
  * next run starts from the last good one.
  */
 export async function reportUsage(db: Database, opts: ReportUsageOptions): Promise<UsageReportSummary> {
-  return withUsageLock(db, () => runReport(db, opts));
+  return withUsageLock(db, 'amie report-usage', () => runReport(db, opts));
+}
+
+export interface ResendUsageOptions {
+  site: UsageSite;
+  client: UsageApiClient;
+  /** Only records of these job ids (as sacct shows them), chosen before the limit applies. */
+  jobIds?: readonly string[];
+  /** At most this many records, oldest end time first. */
+  limit: number;
+  log?: Logger;
+}
+
+/**
+ * Sends refused and unanswered Usage API records again (`amie usage resend`), under the usage
+ * lock so a report-usage run cannot be sending the same pending records at the same time.
+ */
+export async function resendUsage(
+  db: Database,
+  opts: ResendUsageOptions,
+): Promise<{ resent: number; reported: number; failed: Array<{ key: ReportedJobKey; reason: string }> }> {
+  return withUsageLock(db, 'amie usage resend', async () => {
+    const records = await listUnreportedJobs(db, { limit: opts.limit, ...(opts.jobIds?.length ? { jobIds: opts.jobIds } : {}) });
+    if (records.length === 0) return { resent: 0, reported: 0, failed: [] };
+    const r = await new UsageApiSink(db, opts.client, opts.site, opts.log).resend(records);
+    return { resent: records.length, ...r };
+  });
 }
 
 async function runReport(db: Database, opts: ReportUsageOptions): Promise<UsageReportSummary> {
@@ -316,6 +400,7 @@ async function runReport(db: Database, opts: ReportUsageOptions): Promise<UsageR
           until: window.until,
           ...(usage.clusters ? { clusters: usage.clusters } : {}),
           ...(usage.sacctPath ? { sacctPath: usage.sacctPath } : {}),
+          timeoutMs: usage.sacctTimeoutSeconds * 1000,
         },
         opts.signal ? { signal: opts.signal } : {},
       );

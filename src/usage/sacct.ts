@@ -5,14 +5,15 @@
  * `SLURM_TIME_FORMAT`, so its times parse the same on every site. Its output is
  * read line by line as it arrives: a month of a large cluster is millions of
  * lines, and memory must not grow with it.
+ *
+ * Every field asked for is set by Slurm or its administrators, never by the job's owner:
+ * sacct prints text as it is, so a JobName (or Comment, WCKey) holding a newline and a
+ * record-shaped tail would become a second, forged job. A line without exactly the fields
+ * asked for is counted and skipped, never charged.
  */
 import { execa } from 'execa';
 
-/**
- * The `--format` fields, in output order. JobName is last on purpose: it is user
- * text and may contain the `|` that `-P` uses as separator, so every field past
- * the fixed ones is folded back into the job name.
- */
+/** The `--format` fields, in output order. No user text (JobName, Comment, WCKey): see above. */
 export const SACCT_FIELDS = [
   'JobID',
   'JobIDRaw',
@@ -29,16 +30,16 @@ export const SACCT_FIELDS = [
   'NNodes',
   'NCPUS',
   'AllocTRES',
-  'JobName',
 ] as const;
 export type SacctField = (typeof SACCT_FIELDS)[number];
 
 /**
  * Job states sacct is asked for (`-s`): the allocation has ended. CA=CANCELLED,
  * CD=COMPLETED, F=FAILED, NF=NODE_FAIL, TO=TIMEOUT, OOM=OUT_OF_MEMORY,
- * PR=PREEMPTED, DL=DEADLINE.
+ * PR=PREEMPTED, DL=DEADLINE, RQ=REQUEUED (an earlier run of a job that was requeued:
+ * its GPU time was used, and only `--duplicates` shows it).
  */
-export const SACCT_STATES = ['CA', 'CD', 'F', 'NF', 'TO', 'OOM', 'PR', 'DL'] as const;
+export const SACCT_STATES = ['CA', 'CD', 'F', 'NF', 'TO', 'OOM', 'PR', 'DL', 'RQ'] as const;
 
 /** States whose allocation is over, as sacct prints them; anything else may still accrue time. */
 const FINISHED_STATES = new Set([
@@ -51,6 +52,7 @@ const FINISHED_STATES = new Set([
   'PREEMPTED',
   'DEADLINE',
   'BOOT_FAIL',
+  'REQUEUED',
 ]);
 
 export const SLURM_TIME_FORMAT = '%Y-%m-%dT%H:%M:%S';
@@ -69,7 +71,6 @@ export interface SacctJob {
   user: string;
   account: string;
   partition: string;
-  jobName: string;
   /** Job state without the ` by UID` that sacct appends to CANCELLED. */
   state: string;
   /** UTC; null where sacct prints Unknown or None. */
@@ -96,7 +97,14 @@ export interface SacctQuery {
   sacctPath?: string;
   /** Appended after the toolkit's own arguments, for site-specific filters. */
   extraArgs?: string[];
+  /**
+   * sacct is stopped, and SacctError thrown, when it prints nothing for this long while it
+   * is being read (a hung slurmdbd must not hold the usage lock for ever). Default 600 s.
+   */
+  timeoutMs?: number;
 }
+
+export const DEFAULT_SACCT_TIMEOUT_MS = 600_000;
 
 export interface SacctSkip {
   skip: string;
@@ -141,6 +149,8 @@ export function sacctArgs(q: SacctQuery): string[] {
   const args = [
     '--allusers',
     '--allocations',
+    // Every accounting record of a job, not only its last: each run of a requeued job is one.
+    '--duplicates',
     '--noheader',
     '--parsable2',
     // Unit conversion rounds (1536M would print as 1.50G, large counts as K): ask for raw numbers.
@@ -226,8 +236,6 @@ function gpusOf(tres: Record<string, number>): number {
   return sum;
 }
 
-const FIXED = SACCT_FIELDS.length - 1; // every field before JobName
-
 /**
  * One line of sacct output (in SACCT_FIELDS order) to a job, or a reason it is
  * not one: an allocation that has not ended, a pending array range, a job step,
@@ -236,14 +244,13 @@ const FIXED = SACCT_FIELDS.length - 1; // every field before JobName
 export function parseSacctLine(line: string, lineNo?: number): SacctJob | SacctSkip {
   const at = lineNo === undefined ? '' : `line ${lineNo}: `;
   const f = line.replace(/\r$/, '').split('|');
-  if (f.length < SACCT_FIELDS.length) {
+  if (f.length !== SACCT_FIELDS.length) {
     return {
       skip: `${at}malformed: ${f.length} fields, expected ${SACCT_FIELDS.length} (${SACCT_FIELDS.join('|')})`,
     };
   }
   const [jobId, jobIdRaw, cluster, user, account, partition, rawState, submitS, startS, endS, elapsedS, elapsedRawS, nodesS, cpusS, tresS] =
     f as [string, string, string, string, string, string, string, string, string, string, string, string, string, string, string];
-  const jobName = f.slice(FIXED).join('|');
 
   const id = JOB_ID.exec(jobId);
   if (!id) return { skip: `${at}malformed JobID "${jobId}"` };
@@ -252,6 +259,7 @@ export function parseSacctLine(line: string, lineNo?: number): SacctJob | SacctS
   if (arrayPart?.startsWith('[')) {
     return { skip: `${at}job ${jobId} is an array range whose tasks never started` };
   }
+  if (!UNSIGNED.test(jobIdRaw)) return { skip: `${at}job ${jobId}: bad JobIDRaw "${jobIdRaw}"` };
 
   const state = rawState.split(' ')[0] ?? '';
   if (!FINISHED_STATES.has(state)) {
@@ -285,7 +293,6 @@ export function parseSacctLine(line: string, lineNo?: number): SacctJob | SacctS
     user,
     account,
     partition,
-    jobName,
     state,
     submit,
     start,
@@ -316,8 +323,11 @@ export async function* parseSacctStream(
 
 /**
  * Runs sacct for the query's window and yields each finished allocation as it is
- * read. Stops sacct if the caller stops iterating or `signal` aborts.
- * Throws SacctError naming the command and sacct's stderr when it cannot run or exits non-zero.
+ * read. Stops sacct if the caller stops iterating or `signal` aborts, and when it prints
+ * nothing for `timeoutMs` while being waited for (time the caller spends on a batch does
+ * not count, so a slow Usage API cannot make a healthy sacct time out).
+ * Throws SacctError naming the command and sacct's stderr when it cannot run, exits
+ * non-zero or times out.
  */
 export async function* readSacct(
   q: SacctQuery,
@@ -326,6 +336,7 @@ export async function* readSacct(
   const program = q.sacctPath ?? 'sacct';
   const args = sacctArgs(q);
   const command = [program, ...args].join(' ');
+  const timeoutMs = q.timeoutMs ?? DEFAULT_SACCT_TIMEOUT_MS;
   const subprocess = execa(program, args, {
     env: sacctEnv(),
     extendEnv: true,
@@ -334,23 +345,49 @@ export async function* readSacct(
     buffer: { stdout: false, stderr: true },
     maxBuffer: { stderr: 1_000_000 },
     reject: false,
+    forceKillAfterDelay: 5000,
     ...(opts.signal ? { cancelSignal: opts.signal } : {}),
   });
+  let timedOut = false;
+  /** Awaits `p` with the watchdog armed: sacct is stopped if it does not come in time. */
+  const watched = async <T>(p: Promise<T>): Promise<T> => {
+    const timer = setTimeout(() => {
+      timedOut = true;
+      subprocess.kill();
+    }, timeoutMs);
+    try {
+      return await p;
+    } finally {
+      clearTimeout(timer);
+    }
+  };
+  const lines = subprocess.iterable({ from: 'stdout' })[Symbol.asyncIterator]();
+  const stream = async function* (): AsyncGenerator<string> {
+    try {
+      for (;;) {
+        const next = await watched(lines.next());
+        if (next.done) return;
+        yield next.value;
+      }
+    } finally {
+      await lines.return?.();
+    }
+  };
   let finished = false;
   try {
     try {
-      yield* parseSacctStream(subprocess.iterable({ from: 'stdout' }));
+      yield* parseSacctStream(stream());
     } catch (err) {
       // The iterable fails when sacct does; the awaited result below says why more precisely.
       const result = await subprocess;
       finished = true;
       if (opts.signal?.aborted) throw opts.signal.reason;
-      throw sacctFailure(command, result, err);
+      throw sacctFailure(command, result, err, timedOut ? timeoutMs : undefined);
     }
-    const result = await subprocess;
+    const result = await watched(subprocess);
     finished = true;
     if (opts.signal?.aborted) throw opts.signal.reason;
-    if (result.failed) throw sacctFailure(command, result, undefined);
+    if (result.failed || timedOut) throw sacctFailure(command, result, undefined, timedOut ? timeoutMs : undefined);
   } finally {
     if (!finished) {
       subprocess.kill();
@@ -368,10 +405,12 @@ interface ExecaOutcome {
   cause?: unknown;
 }
 
-function sacctFailure(command: string, result: ExecaOutcome, iterError: unknown): SacctError {
+function sacctFailure(command: string, result: ExecaOutcome, iterError: unknown, timedOutAfterMs?: number): SacctError {
   const stderr = typeof result.stderr === 'string' ? result.stderr.trim() : '';
   let why: string;
-  if (result.exitCode !== undefined) why = `exited with code ${result.exitCode}`;
+  if (timedOutAfterMs !== undefined) {
+    why = `printed nothing for ${timedOutAfterMs / 1000} s and was stopped (usage.sacctTimeoutSeconds)`;
+  } else if (result.exitCode !== undefined) why = `exited with code ${result.exitCode}`;
   else if (result.signal) why = `was killed by ${result.signal}`;
   else why = `could not run (${result.originalMessage ?? String(result.cause ?? iterError)})`;
   const detail = stderr ? `: ${stderr}` : '';

@@ -37,7 +37,7 @@ function* sacctLines(n: number): Generator<string> {
     yield [
       id, String(100000 + i), 'delta', `user${i % 300}`, ACCOUNTS[i % ACCOUNTS.length], gpus ? 'gpu' : 'cpu', state,
       t(submit), t(start), state === 'RUNNING' ? 'Unknown' : t(end), '01:00:00', String(elapsed), '1', '16',
-      `billing=16,cpu=16${gpus ? `,gres/gpu=${gpus}` : ''},mem=64G,node=1`, `job ${i}`,
+      `billing=16,cpu=16${gpus ? `,gres/gpu=${gpus}` : ''},mem=64G,node=1`,
     ].join('|');
   }
 }

@@ -146,7 +146,7 @@ describe('Usage API client', () => {
 
 function sacctLine(id: string, account = 'abc123'): string {
   return [id, id, 'delta', 'alice', account, 'gpu', 'COMPLETED', '2024-03-01T10:00:00', '2024-03-01T10:00:05',
-    '2024-03-01T11:00:05', '01:00:00', '3600', '1', '4', 'billing=4,cpu=4,gres/gpu=2,mem=8G,node=1', `job-${id}`].join('|');
+    '2024-03-01T11:00:05', '01:00:00', '3600', '1', '4', 'billing=4,cpu=4,gres/gpu=2,mem=8G,node=1'].join('|');
 }
 
 async function records(ids: string[]): Promise<SacctRecord[]> {
@@ -177,7 +177,7 @@ describe.each(driverCases())('usage-api sink on $name', (driver) => {
     new UsageApiSink(db, client({ maxRetries: 3 }), SITE, quietLog);
 
   run('reports accepted records once, stores refused ones with the reason, and resends them', async () => {
-    api.invalid.set('7002', 'unknown LocalProjectID');
+    api.invalid.set('delta:7002:1709287200', 'unknown LocalProjectID');
     api.failNext({ status: 500, body: { message: 'try later' } });
     const s = await reportUsage(t.db, { site: SITE, usage: usage(), ...window, records: await records(['7001', '7002', '7003']), sinkImpl: sink(t.db), log: quietLog });
     expect(s).toMatchObject({ sink: 'usage-api', reported: 2, failed: 1 });
@@ -185,11 +185,11 @@ describe.each(driverCases())('usage-api sink on $name', (driver) => {
     expect(api.posted[1]!.body.Records[0]).toMatchObject({
       Username: 'alice',
       LocalProjectID: 'p-abc123',
-      LocalRecordID: '7001',
+      LocalRecordID: 'delta:7001:1709287200',
       Resource: SITE.resource,
       SubmitTime: '2024-03-01T10:00:00Z',
       Charge: 2,
-      Attributes: { NodeCount: 1, CpuCoreCount: 4, JobName: 'job-7001', Memory: 8192, Queue: 'gpu' },
+      Attributes: { NodeCount: 1, CpuCoreCount: 4, Memory: 8192, Queue: 'gpu' },
     });
     expect(await outgoingPackets(t.db)).toHaveLength(0);
 
@@ -206,7 +206,7 @@ describe.each(driverCases())('usage-api sink on $name', (driver) => {
     const r = await sink(t.db).resend(failed);
     expect(r).toEqual({ reported: 1, failed: [] });
     expect(await listUnreportedJobs(t.db)).toEqual([]);
-    expect(api.accepted.map((x) => x.LocalRecordID).sort()).toEqual(['7001', '7002', '7003']);
+    expect(api.accepted.map((x) => x.LocalRecordID).sort()).toEqual(['delta:7001:1709287200', 'delta:7002:1709287200', 'delta:7003:1709287200']);
   });
 
   run('a server that stays down fails the run; the claimed records stay pending and the next run sends them', async () => {

@@ -19,7 +19,7 @@ function job(o: { elapsed: number; nodes?: number; cpus?: number; tres?: string;
     '5001', '5001', 'delta', 'alice', 'abc123', o.partition ?? 'gpuA', 'COMPLETED',
     '2024-03-01T10:00:00', '2024-03-01T10:00:00', '2024-03-01T12:00:00', '02:00:00',
     String(o.elapsed), String(o.nodes ?? 1), String(o.cpus ?? 16),
-    o.tres ?? 'billing=24,cpu=16,gres/gpu=2,mem=16G,node=1', 'train',
+    o.tres ?? 'billing=24,cpu=16,gres/gpu=2,mem=16G,node=1',
   ].join('|');
   const j = parseSacctLine(line);
   if (isSacctSkip(j)) throw new Error(j.skip);

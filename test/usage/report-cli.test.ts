@@ -17,7 +17,7 @@ describe('amie report-usage and amie usage on the command line', () => {
     dir = mkdtempSync(join(tmpdir(), 'amie-usage-cli-'));
     const sacct = join(dir, 'sacct');
     const job = (id: string, account: string) =>
-      `${id}|${id}|delta|alice|${account}|gpu|COMPLETED|2024-03-01T10:00:00|2024-03-01T10:00:05|2024-03-01T11:00:05|01:00:00|3600|1|4|cpu=4,gres/gpu=2,node=1|train`;
+      `${id}|${id}|delta|alice|${account}|gpu|COMPLETED|2024-03-01T10:00:00|2024-03-01T10:00:05|2024-03-01T11:00:05|01:00:00|3600|1|4|cpu=4,gres/gpu=2,node=1`;
     writeFileSync(sacct, `#!/bin/sh\necho '${job('1001', 'abc123')}'\necho '${job('1002', 'other')}'\n`);
     chmodSync(sacct, 0o755);
     config = join(dir, 'amie.yaml');

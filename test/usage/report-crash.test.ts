@@ -46,7 +46,7 @@ describe.each(driverCases())('amie report-usage killed between batches on $name'
     // reporter has committed exactly the full batches when it is killed.
     const lines = Array.from({ length: JOBS }, (_, i) =>
       [String(9000 + i), String(9000 + i), 'delta', 'alice', 'abc123', 'gpu', 'COMPLETED', '2024-03-01T10:00:00',
-        '2024-03-01T10:00:05', '2024-03-01T11:00:05', '01:00:00', '3600', '1', '4', 'cpu=4,gres/gpu=1,node=1', 'j'].join('|'),
+        '2024-03-01T10:00:05', '2024-03-01T11:00:05', '01:00:00', '3600', '1', '4', 'cpu=4,gres/gpu=1,node=1'].join('|'),
     );
     writeFileSync(join(dir, 'jobs.txt'), `${lines.join('\n')}\n`);
     const sacct = join(dir, 'sacct');

@@ -91,27 +91,24 @@ export function register(program: Command, context: CliContext): void {
     .option('--limit <n>', 'at most N records', '10000')
     .action((opts: { job?: string[]; limit?: string }) =>
       context.withDatabase(async (db, config, log) => {
-        const { prepareDatabase, listUnreportedJobs } = await store();
-        const { usageApiClient } = await reporter();
-        const { UsageApiSink } = await import('../../usage/sinks/usage-api.js');
+        const { prepareDatabase } = await store();
+        const { usageApiClient, resendUsage } = await reporter();
         await prepareDatabase(db);
         const u = usageConfigOf(config);
         const client = usageApiClient(config.site, requireApi(u), apiKeyOf(context, u), log);
         const limit = positiveInt('--limit', opts.limit ?? '10000');
-        let records = await listUnreportedJobs(db, { limit });
-        if (opts.job?.length) records = records.filter((r) => opts.job!.includes(r.jobId));
-        if (records.length === 0) {
-          context.out('nothing to resend');
-          return;
-        }
-        const sink = new UsageApiSink(db, client, config.site, log);
         try {
-          const r = await sink.resend(records);
-          context.out(`resent ${records.length}: accepted ${r.reported}, refused ${r.failed.length}`);
+          const r = await resendUsage(db, { site: config.site, client, limit, ...(opts.job?.length ? { jobIds: opts.job } : {}), log });
+          if (r.resent === 0) {
+            context.out('nothing to resend');
+            return;
+          }
+          context.out(`resent ${r.resent}: accepted ${r.reported}, refused ${r.failed.length}`);
           for (const f of r.failed.slice(0, 20)) context.out(`  job ${f.key.jobId} (${f.key.cluster}): ${f.reason}`);
           if (r.failed.length > 0) context.exitCode = EXIT.workFailed;
         } catch (err) {
-          if ((err as Error).name !== 'UsageApiError') throw err;
+          const name = (err as Error).name;
+          if (name !== 'UsageApiError' && name !== 'UsageRunBusyError') throw err;
           process.stderr.write(`amie: ${(err as Error).message}\n`);
           context.exitCode = EXIT.workFailed;
         }
@@ -181,8 +178,9 @@ async function runReport(context: CliContext, db: Database, config: AmieConfig, 
     const e = err as Error;
     if (e instanceof UsageConfigMissing) throw new ConfigError(e.message);
     if (e.name === 'UsageRunBusyError') {
+      // Not 0: a run that never ends (a hung sacct before its timeout existed) must not go unnoticed.
       process.stderr.write(`amie: ${e.message}\n`);
-      return EXIT.ok;
+      return EXIT.workFailed;
     }
     if (e.name === 'SacctError' || e.name === 'UsageApiError') {
       process.stderr.write(`amie: ${e.message}\n`);

@@ -23,7 +23,7 @@ export class AmieDbSink implements UsageSink {
     const rows = jobs.map((c) => reportedRow(c, this.name));
     const createTime = this.now();
     const reported = await this.db.transaction(async (tx) => {
-      const fresh = await claimReportedJobs(tx, rows, { status: 'reported', runId });
+      const fresh = (await claimReportedJobs(tx, rows, { status: 'reported', runId })).map((c) => c.index);
       await writeUsagePackets(
         tx,
         { localSiteName: this.site.name, remoteSiteName: this.site.remoteSite },

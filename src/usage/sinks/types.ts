@@ -58,7 +58,13 @@ export function chargeText(charge: number): string {
   return fixed.includes('.') ? fixed.replace(/\.?0+$/, '') : fixed;
 }
 
-/** The record id NPU packets and Usage API records carry: stable for the same accounting record. */
+/**
+ * The id of one accounting record (one run of a job), `cluster:jobid:submit-epoch`: NPU packets
+ * carry it as RecordID, Usage API records as LocalRecordID and LocalReference. Slurm keys a
+ * cluster's job records by (job id, submit time) and gives each run of a requeued job a new
+ * submit time, so two clusters, or two runs of one job, never share it; and it is made only
+ * of the record's own fields, so a resend or a re-read window gives the same id.
+ */
 export function usageRecordId(job: SacctJob): string {
   const key = jobKey(job);
   return `${key.cluster}:${key.jobId}:${Math.floor(key.submitTime.getTime() / 1000)}`;
@@ -100,7 +106,6 @@ export function npuRows(c: ChargedJob, site: UsageSite, createTime: Date): DataR
   add('NodeCount', String(j.nodes));
   add('Processors', String(j.gpus));
   add('Queue', j.partition || null);
-  add('JobName', j.jobName || null);
   add('Charge', chargeText(c.charge));
   return rows;
 }
@@ -109,14 +114,14 @@ export function npuRows(c: ChargedJob, site: UsageSite, createTime: Date): DataR
 export function computeRecord(c: ChargedJob, site: UsageSite): ComputeRecord {
   const j = c.job;
   const attributes: ComputeRecord['Attributes'] = { NodeCount: j.nodes, CpuCoreCount: j.cpus };
-  if (j.jobName) attributes.JobName = j.jobName;
   if (j.tres.mem !== undefined) attributes.Memory = j.tres.mem;
   if (j.partition) attributes.Queue = j.partition;
   const end = isoTime(j.end!);
   return {
     Username: j.user,
     LocalProjectID: c.projectId,
-    LocalRecordID: j.jobId,
+    // The bare job id would collide across clusters and across the runs of a requeued job.
+    LocalRecordID: usageRecordId(j),
     Resource: site.resource,
     SubmitTime: j.submit ? isoTime(j.submit) : (j.start ? isoTime(j.start) : end),
     StartTime: j.start ? isoTime(j.start) : end,

@@ -35,7 +35,8 @@ export class UsageApiSink implements UsageSink {
     const claimed = await this.db.transaction((tx) =>
       claimReportedJobs(tx, rows, { status: 'pending', runId, reclaimPending: true }),
     );
-    const sent = claimed.map((i) => ({ job: jobs[i]!, record: records[i]!, key: jobKey(jobs[i]!.job) }));
+    // A reclaimed pending row is sent as it was stored (see claimReportedJobs).
+    const sent = claimed.map((c) => ({ job: jobs[c.index]!, record: (c.record as ComputeRecord | null) ?? records[c.index]!, key: jobKey(jobs[c.index]!.job) }));
     const verdicts = await this.send(sent);
     const result: BatchResult = { reported: [], alreadyReported: jobs.length - claimed.length, failed: [] };
     for (const v of verdicts) {
