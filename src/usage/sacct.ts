@@ -12,6 +12,7 @@
  * asked for is counted and skipped, never charged.
  */
 import { execa } from 'execa';
+import { commandEnv } from '../slurm/run.js';
 
 /** The `--format` fields, in output order. No user text (JobName, Comment, WCKey): see above. */
 export const SACCT_FIELDS = [
@@ -175,7 +176,8 @@ export function sacctArgs(q: SacctQuery): string[] {
 }
 
 export function sacctEnv(): Record<string, string> {
-  return { TZ: 'UTC', SLURM_TIME_FORMAT };
+  // Only the small environment every site command gets (no API key, token or DSN reaches sacct).
+  return { ...commandEnv(), TZ: 'UTC', SLURM_TIME_FORMAT };
 }
 
 const JOB_ID = /^(\d+)(?:_(\d+|\[[^\]]*\]))?(?:\+(\d+))?(?:\.(\S+))?$/;
@@ -339,7 +341,7 @@ export async function* readSacct(
   const timeoutMs = q.timeoutMs ?? DEFAULT_SACCT_TIMEOUT_MS;
   const subprocess = execa(program, args, {
     env: sacctEnv(),
-    extendEnv: true,
+    extendEnv: false,
     stdin: 'ignore',
     // stdout is consumed line by line below; keeping it too would hold the whole output.
     buffer: { stdout: false, stderr: true },

@@ -73,7 +73,25 @@ describe('sacctArgs and sacctEnv', () => {
   });
 
   it('sets UTC and a fixed time format so times parse the same at every site', () => {
-    expect(sacctEnv()).toEqual({ TZ: 'UTC', SLURM_TIME_FORMAT: '%Y-%m-%dT%H:%M:%S' });
+    expect(sacctEnv()).toMatchObject({ TZ: 'UTC', SLURM_TIME_FORMAT: '%Y-%m-%dT%H:%M:%S' });
+  });
+
+  it('[12.14] gives sacct the small site-command environment, never amie secrets', () => {
+    const saved = { ...process.env };
+    try {
+      process.env.AMIE_SLACK_TOKEN = 'xoxb-secret';
+      process.env.AMIE_USAGE_API_KEY = 'usage-secret';
+      process.env.PGPASSWORD = 'db-secret';
+      process.env.SLURM_CONF = '/etc/slurm/slurm.conf';
+      const env = sacctEnv();
+      expect(Object.keys(env).sort()).toEqual(
+        ['HOME', 'LANG', 'PATH', 'SLURM_CONF', 'SLURM_TIME_FORMAT', 'TZ'].filter((k) => k in env).sort(),
+      );
+      expect(env.SLURM_CONF).toBe('/etc/slurm/slurm.conf');
+      expect(JSON.stringify(env)).not.toMatch(/secret/);
+    } finally {
+      process.env = saved;
+    }
   });
 });
 
