@@ -69,7 +69,7 @@ export function placeholdersOf(template: string): string[] {
  * The template's own text is the site's and is left as written.
  */
 export function renderTemplate(template: string, values: Record<string, string | number | undefined>): string {
-  return template.replace(PLACEHOLDER, (_, name: string) => escapeMrkdwn(String(values[name] ?? '')));
+  return template.replace(PLACEHOLDER, (_, name: string) => escapeMrkdwn(String((Object.hasOwn(values, name) ? values[name] : undefined) ?? '')));
 }
 
 export function escapeMrkdwn(text: string): string {

@@ -128,7 +128,7 @@ export function unknownPlaceholders(template: readonly string[], known: readonly
 export function expandArgv(template: readonly string[], values: Readonly<Record<string, string | number | null | undefined>>): string[] {
   return template.map((arg) =>
     arg.replace(PLACEHOLDER, (whole, name: string) => {
-      const v = values[name];
+      const v = Object.hasOwn(values, name) ? values[name] : undefined;
       if (v === undefined) throw new Error(`argument template ${JSON.stringify(arg)}: no value for ${whole}`);
       return v === null ? '' : singleLine(String(v));
     }),

@@ -98,7 +98,7 @@ async function listPackets(db: Database, opts: ListOptions) {
   const where: string[] = [];
   const params: unknown[] = [];
   if (opts.state) {
-    if (!(opts.state in STATE_IDS)) throw new ConfigError([`--state: expected one of ${Object.keys(STATE_IDS).join(', ')}, got "${opts.state}"`]);
+    if (!Object.hasOwn(STATE_IDS, opts.state)) throw new ConfigError([`--state: expected one of ${Object.keys(STATE_IDS).join(', ')}, got "${opts.state}"`]);
     params.push(STATE_IDS[opts.state as StateName]);
     where.push(`p.state_id = $${params.length}`);
   }
