@@ -11,7 +11,7 @@ import { openPglite, type Database } from '../../src/db/index.js';
 import { PacketBody, compositeSubtags, isPacketTypeName, specOf, validateBody, type DataRow, type PacketTypeName, type TagValue } from '../../src/protocol/index.js';
 import { initDatabase, openTransaction, writePacket } from '../../src/store/index.js';
 import { SITE } from '../helpers/amie.js';
-import { driverCases, type TestDatabase } from '../helpers/db.js';
+import { driverCases, type DriverCase, type TestDatabase } from '../helpers/db.js';
 import { plainLines, runAmie } from '../helpers/reliability.js';
 import { FakeAmieRest } from '../sources/fake-amie-rest.js';
 
@@ -162,29 +162,28 @@ describe('prototype names in the protocol model', () => {
   });
 });
 
-describe.each(driverCases())('hostile tag names through amie process, on $name', (driver) => {
-  let dir: string;
-  let t: TestDatabase | undefined;
-  let pglitePath: string | undefined;
-  const run = it.skipIf(!driver.available);
+/** A site for `amie process`: a fresh database (PostgreSQL, or an embedded one in a directory) and its config file. */
+class TestSite {
+  dir = mkdtempSync(join(tmpdir(), 'amie-hostile-'));
+  private t: TestDatabase | undefined;
+  private pglitePath: string | undefined;
 
-  beforeEach(async () => {
-    if (!driver.available) return;
-    dir = mkdtempSync(join(tmpdir(), 'amie-hostile-'));
-    if (driver.name === 'pg') t = await driver.open();
-    else pglitePath = join(dir, 'db');
-    await withDb((db) => initDatabase(db));
-  });
-  afterEach(async () => {
-    if (!driver.available) return;
-    await t?.cleanup();
-    t = undefined;
-    rmSync(dir, { recursive: true, force: true });
-  });
+  static async open(driver: DriverCase): Promise<TestSite> {
+    const site = new TestSite();
+    if (driver.name === 'pg') site.t = await driver.open();
+    else site.pglitePath = join(site.dir, 'db');
+    await site.withDb((db) => initDatabase(db));
+    return site;
+  }
 
-  async function withDb<T>(fn: (db: Database) => Promise<T>): Promise<T> {
-    if (t) return fn(t.db);
-    const db = await openPglite({ path: pglitePath! });
+  async close(): Promise<void> {
+    await this.t?.cleanup();
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+
+  async withDb<T>(fn: (db: Database) => Promise<T>): Promise<T> {
+    if (this.t) return fn(this.t.db);
+    const db = await openPglite({ path: this.pglitePath! });
     try {
       return await fn(db);
     } finally {
@@ -192,13 +191,13 @@ describe.each(driverCases())('hostile tag names through amie process, on $name',
     }
   }
 
-  function config(extra: string[] = []): string {
-    const path = join(dir, 'amie.yaml');
+  config(extra: string[] = []): string {
+    const path = join(this.dir, 'amie.yaml');
     writeFileSync(
       path,
       [
         `site: { name: ${SITE.name}, resource: ${SITE.resource} }`,
-        t ? `database: { url: "${t.url}" }` : `database: { path: "${pglitePath}" }`,
+        this.t ? `database: { url: "${this.t.url}" }` : `database: { path: "${this.pglitePath}" }`,
         'handler: registry',
         'log: { level: warn }',
         ...extra,
@@ -207,25 +206,45 @@ describe.each(driverCases())('hostile tag names through amie process, on $name',
     return path;
   }
 
+  amie(args: string[], env: NodeJS.ProcessEnv = {}) {
+    return runAmie(['-c', this.config(), ...args], { AMIE_DATABASE_URL: '', ...env }).done;
+  }
+
+  /** Puts incoming packets into the AMIE tables as the transfer daemon would, each in a transaction of its own. */
+  seed(packets: Array<{ type: PacketTypeName; rows: DataRow[] }>): Promise<Array<{ transRecId: number; packetRecId: number }>> {
+    return this.withDb((db) =>
+      db.transaction(async (tx) => {
+        const out = [];
+        for (const p of packets) {
+          const { transRecId } = await openTransaction(tx, { originatingSiteName: SITE.remoteSite, localSiteName: SITE.name, remoteSiteName: SITE.remoteSite });
+          const { packetRecId } = await writePacket(tx, { transRecId, packetId: 1, type: p.type, rows: p.rows, outgoing: false });
+          out.push({ transRecId, packetRecId });
+        }
+        return out;
+      }),
+    );
+  }
+}
+
+describe.each(driverCases())('hostile tag names through amie process, on $name', (driver) => {
+  let site: TestSite;
+  const run = it.skipIf(!driver.available);
+  beforeEach(async () => {
+    if (driver.available) site = await TestSite.open(driver);
+  });
+  afterEach(async () => {
+    if (driver.available) await site.close();
+  });
+
   run(
     '[12.1] AMIE tables: tags and subtags named constructor, __proto__, toString, hasOwnProperty are each their packet’s own outcome; the others are answered',
     async () => {
       const cases = corpus();
-      const transRecIds = await withDb((db) =>
-        db.transaction(async (tx) => {
-          const ids: number[] = [];
-          for (const c of cases) {
-            const { transRecId } = await openTransaction(tx, { originatingSiteName: SITE.remoteSite, localSiteName: SITE.name, remoteSiteName: SITE.remoteSite });
-            await writePacket(tx, { transRecId, packetId: 1, type: c.type, rows: rowsOf(c.tags), outgoing: false });
-            ids.push(transRecId);
-          }
-          return ids;
-        }),
-      );
-      const r = await runAmie(['-c', config(), 'process'], { AMIE_DATABASE_URL: '' }).done;
+      const transRecIds = (await site.seed(cases.map((c) => ({ type: c.type, rows: rowsOf(c.tags) })))).map((x) => x.transRecId);
+      const r = await site.amie(['process']);
       expect(plainLines(r.stderr), r.stderr.slice(-2000)).toEqual([]);
       expect(r.stdout).toMatch(new RegExp(`^${cases.length} packet\\(s\\): `));
-      const replies = await withDb(async (db) => {
+      const replies = await site.withDb(async (db) => {
         const { rows } = await db.query<{ trans_rec_id: number; type_name: string; status: string | null; message: string | null }>(
           `SELECT p.trans_rec_id, td.type_name,
                   (SELECT value FROM data_tbl d WHERE d.packet_rec_id = p.packet_rec_id AND d.tag = 'StatusCode') AS status,
@@ -254,7 +273,7 @@ describe.each(driverCases())('hostile tag names through amie process, on $name',
       try {
         const cases = corpus();
         const ids = cases.map((c) => api.addIncoming(c.type, c.tags).packetRecId);
-        const path = config([`source: { kind: rest, url: "${api.url}", apiKeyEnv: ${KEY_VAR}, timeoutMs: 5000, retries: 1 }`]);
+        const path = site.config([`source: { kind: rest, url: "${api.url}", apiKeyEnv: ${KEY_VAR}, timeoutMs: 5000, retries: 1 }`]);
         const r = await runAmie(['-c', path, 'process'], { AMIE_DATABASE_URL: '', [KEY_VAR]: api.apiKey }).done;
         expect(plainLines(r.stderr), r.stderr.slice(-2000)).toEqual([]);
         expect(r.stdout).toMatch(new RegExp(`^${cases.length} packet\\(s\\): `));
@@ -271,4 +290,83 @@ describe.each(driverCases())('hostile tag names through amie process, on $name',
     },
     60_000,
   );
+});
+
+/** One database is enough for what is printed: PostgreSQL when there is one, else the embedded one. */
+const PRINT_DRIVER = driverCases().find((d) => d.name === 'pg' && d.available) ?? driverCases()[0]!;
+
+/** What a terminal would act on: C0 controls but line breaks and tabs, DEL, C1 (CSI as U+009B), bidi overrides. */
+const TERMINAL_CONTROL = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/;
+
+/** Escape sequences a packet could carry: retitle the window, clear the screen, C1 CSI, a bidi override, a hyperlink. */
+const EVIL_NAME = 'Evil\u001b]0;pwned\u0007\u001b[2J\u009b31m\u202egnp.exe\u001b]8;;https://evil.example/\u001b\\link';
+const EVIL_TAG = '\u001b[31mRed';
+
+describe(`packet text in logs and on the terminal, on ${PRINT_DRIVER.name}`, () => {
+  let site: TestSite;
+  beforeEach(async () => {
+    site = await TestSite.open(PRINT_DRIVER);
+  });
+  afterEach(async () => {
+    await site.close();
+  });
+
+  it('[12.12] tags named level, packet_rec_id or msg cannot forge those fields of a JSON log line', async () => {
+    const [p] = await site.seed([
+      {
+        type: 'notify_person_duplicate',
+        rows: rowsOf({ PersonID1: 'dup-a', PersonID2: 'dup-b', level: '10', packet_rec_id: '999999', msg: 'all is well', time: '0' }),
+      },
+    ]);
+    const r = await site.amie(['process']);
+    expect(plainLines(r.stderr)).toEqual([]);
+    const lines = r.stderr
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    const line = lines.find((l) => String(l.msg).includes('duplicate person'));
+    expect(line, r.stderr).toBeDefined();
+    expect(line).toMatchObject({ level: 40, packet_rec_id: p!.packetRecId, msg: expect.stringContaining('duplicate person') });
+    expect(line!.time).not.toBe('0');
+    expect(line!.tags).toMatchObject({ level: '10', packet_rec_id: '999999', msg: 'all is well' });
+  }, 60_000);
+
+  it('[12.12] packets show and list print escape sequences of packet text escaped, --json keeps them exact', async () => {
+    const [p] = await site.seed([
+      { type: 'request_account_create', rows: rowsOf({ ...rac(1), UserLastName: EVIL_NAME, [EVIL_TAG]: EVIL_NAME }) },
+    ]);
+    // The packet is refused for its control characters; the reason is printed too (the audit).
+    const processed = await site.amie(['process']);
+    expect(plainLines(processed.stderr)).toEqual([]);
+    expect(processed.stdout).toMatch(/^1 packet\(s\): 0 answered, 1 failed \(1 invalid\)/);
+
+    const show = await site.amie(['packets', 'show', String(p!.packetRecId)]);
+    expect(show.code).toBe(0);
+    expect(show.stdout).not.toMatch(TERMINAL_CONTROL);
+    expect(show.stdout).toContain('  UserLastName: Evil\\u001b]0;pwned\\u0007\\u001b[2J\\u009b31m\\u202egnp.exe');
+    expect(show.stdout).toContain('  \\u001b[31mRed: Evil\\u001b]0;pwned');
+    expect(show.stdout).toContain('invalid  invalid request_account_create: \\u001b[31mRed: the tag na...');
+    const message = await site.withDb(async (db) => {
+      const { rows } = await db.query<{ value: string }>(
+        `SELECT d.value FROM data_tbl d JOIN packet_tbl r ON r.packet_rec_id = d.packet_rec_id
+          WHERE r.trans_rec_id = $1 AND r.outgoing_flag = 1 AND d.tag = 'Message'`,
+        [p!.transRecId],
+      );
+      return rows[0]?.value ?? '';
+    });
+    // The failure sent to central names both problems, its quotes of packet text escaped too.
+    expect(message).toContain('\\u001b[31mRed: the tag name contains the control character U+001B');
+    expect(message).toMatch(/UserLastName: "Evil\\u001b\]0;pwned\\u0007/);
+    expect(message).not.toMatch(TERMINAL_CONTROL);
+
+    const list = await site.amie(['packets', 'list']);
+    expect(list.code).toBe(0);
+    expect(list.stdout).not.toMatch(TERMINAL_CONTROL);
+
+    const json = await site.amie(['packets', 'show', String(p!.packetRecId), '--json']);
+    expect(json.stdout).not.toMatch(TERMINAL_CONTROL);
+    const shown = JSON.parse(json.stdout) as { body: Record<string, unknown> };
+    expect(shown.body.UserLastName).toBe(EVIL_NAME);
+    expect(shown.body[EVIL_TAG]).toBe(EVIL_NAME);
+  }, 60_000);
 });
