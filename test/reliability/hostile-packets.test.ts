@@ -6,13 +6,17 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import pino from 'pino';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import type { PacketResult, RunSummary } from '../../src/dispatch/index.js';
+import { SlackConfigSchema, SlackNotifier } from '../../src/notify/index.js';
 import { openPglite, type Database } from '../../src/db/index.js';
 import { PacketBody, compositeSubtags, isPacketTypeName, specOf, validateBody, type DataRow, type PacketTypeName, type TagValue } from '../../src/protocol/index.js';
 import { initDatabase, openTransaction, writePacket } from '../../src/store/index.js';
 import { SITE } from '../helpers/amie.js';
 import { driverCases, type DriverCase, type TestDatabase } from '../helpers/db.js';
 import { plainLines, runAmie } from '../helpers/reliability.js';
+import { FakeSlack, SLACK_TOKEN } from '../notify/slack-server.js';
 import { FakeAmieRest } from '../sources/fake-amie-rest.js';
 
 /** Names every plain object answers to through its prototype. */
@@ -369,4 +373,41 @@ describe(`packet text in logs and on the terminal, on ${PRINT_DRIVER.name}`, () 
     expect(shown.body.UserLastName).toBe(EVIL_NAME);
     expect(shown.body[EVIL_TAG]).toBe(EVIL_NAME);
   }, 60_000);
+});
+
+describe('packet text in Slack, through the real @slack/web-api client', () => {
+  const slack = new FakeSlack();
+  beforeAll(() => slack.start());
+  afterAll(() => slack.stop());
+
+  it('[12.17] names and reasons cannot format (*, _, ~, `) or link (URLs, host names, addresses); the template keeps its own formatting', async () => {
+    const result: PacketResult = {
+      packetRecId: 7,
+      transRecId: 3,
+      transactionId: 900007,
+      type: 'request_account_create',
+      outcome: 'fail',
+      reason: 'see https://evil.example/login, www.evil.example, evil.example or mail help@evil.example; ~urgent~ `rm -rf`',
+      keys: { ProjectID: 'p_abc_123', UserLastName: '*Admin* _approved_ ~x~', PiLastName: 'http://10.0.0.1:8080/' },
+      durationMs: 5,
+    };
+    const summary: RunSummary = {
+      runId: 'run-17', dryRun: false, taken: 1, answered: 0, failed: 1, invalid: 0, deferred: 0, errors: 0, ignored: 0, closed: 0,
+      unhandled: {}, results: [result], durationMs: 10,
+    };
+    const config = SlackConfigSchema.parse({ channel: '#amie-ops', apiUrl: slack.url, summary: 'never' });
+    const notifier = new SlackNotifier({ token: SLACK_TOKEN, config, site: 'EXAMPLE', log: pino({ level: 'silent' }) });
+    expect(await notifier.notifyRun(summary)).toEqual({ sent: 1, dropped: 0 });
+    const [text] = slack.texts;
+    // The template's own bold stays; inside words underscores stay (p_abc_123, request_account_create).
+    expect(text).toMatch(/^:x: EXAMPLE: \*request_account_create\* transaction 900007 \(ProjectID p_abc_123, /);
+    const values = text!.replace(/^:x: EXAMPLE: \*request_account_create\* /, '');
+    // No marker that Slack could pair, nothing it would link.
+    expect(values).not.toMatch(/[*~`]/);
+    expect(values).not.toMatch(/(?<![\p{L}\p{N}])_|_(?![\p{L}\p{N}])/u);
+    expect(values).not.toMatch(/:\/\/|\b[a-z0-9-]+\.[a-z]/i);
+    expect(values).toContain('UserLastName \u2217Admin\u2217 \uff3fapproved\uff3f \u223cx\u223c');
+    expect(values).toContain('https\ua789//evil\u2024example/login, www\u2024evil\u2024example, evil\u2024example or mail help@evil\u2024example');
+    expect(values).toContain('\u02cbrm -rf\u02cb');
+  });
 });
