@@ -628,7 +628,8 @@ export class RegistryHandler extends AmieHandler<RegistryOptionsInput> {
   }
 
   override async notify_person_duplicate(packet: IncomingPacket<'notify_person_duplicate'>, ctx: PacketContext): Promise<HandlerResult<'inform_transaction_complete'>> {
-    ctx.log.warn({ ...packet.tags }, 'central reports a duplicate person; a request_person_merge is expected to follow');
+    // Nested: spread, a tag named `level` or `packet_rec_id` would overwrite that field of the log line.
+    ctx.log.warn({ tags: packet.tags }, 'central reports a duplicate person; a request_person_merge is expected to follow');
     return {};
   }
 

@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { loadConfig, resolveDatabaseConfig, type AmieConfig } from '../config/index.js';
 import { openDatabase, type Database } from '../db/index.js';
 import { createLogger, type Logger } from '../log.js';
+import { escapeControls } from '../text.js';
 
 /** Exit statuses of `amie`, relied on by cron scripts. */
 export const EXIT = {
@@ -21,7 +22,7 @@ export interface GlobalOptions {
 export interface CliContext {
   readonly env: NodeJS.ProcessEnv;
   readonly cwd: string;
-  /** Command output for the operator; stdout, one line per call. */
+  /** Command output for the operator; stdout, one line per call. Control characters in it are shown escaped. */
   out(line: string): void;
   /** The global options (-c, --debug) as given on the command line. */
   options(): GlobalOptions;
@@ -44,10 +45,12 @@ export function createContext(program: Command, io: { out?: (line: string) => vo
   const env = io.env ?? process.env;
   const cwd = io.cwd ?? process.cwd();
   const options = () => program.opts<GlobalOptions>();
+  const write = io.out ?? ((line: string) => process.stdout.write(`${line}\n`));
   const context: CliContext = {
     env,
     cwd,
-    out: io.out ?? ((line) => process.stdout.write(`${line}\n`)),
+    // Every command's output passes here, so packet text in it can never drive the terminal.
+    out: (line) => write(escapeControls(line, { keepLayout: true })),
     options,
     loadConfig: () => loadConfig(options().config, env, cwd),
     logger: (config) => createLogger({ level: config?.log.level, debug: options().debug, env }),

@@ -5,6 +5,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import { ConfigError } from '../config/errors.js';
 import { DatabaseError, isConnectionLost } from '../db/errors.js';
+import { escapeControls } from '../text.js';
 import { createContext, EXIT, type CliContext, type RegisterCommand } from './context.js';
 
 const self = fileURLToPath(import.meta.url);
@@ -67,7 +68,7 @@ export async function main(argv: string[] = process.argv): Promise<number> {
   const program = buildProgram();
   const context = createContext(program);
   const debug = argv.includes('--debug');
-  const say = (line: string) => process.stderr.write(`amie: ${line}\n`);
+  const say = (line: string) => process.stderr.write(`amie: ${escapeControls(line)}\n`);
   try {
     await registerCommands(program, context);
     await program.parseAsync(argv);

@@ -79,7 +79,7 @@ function missingSecrets(raw: object, env: Env): string[] {
       if (here[0] !== 'database') continue;
       if (here.join('.') === 'database' && env.AMIE_DATABASE_URL) continue;
       if (key.endsWith('Env') && typeof value === 'string' && /^[A-Za-z_][A-Za-z0-9_]*$/.test(value)) {
-        if (!env[value]) out.push(`${here.join('.')}: environment variable ${value} is not set`);
+        if (!Object.hasOwn(env, value) || !env[value]) out.push(`${here.join('.')}: environment variable ${value} is not set`);
       } else {
         walk(value, here);
       }
@@ -91,7 +91,7 @@ function missingSecrets(raw: object, env: Env): string[] {
 
 /** The value of the environment variable a `...Env` key names; a ConfigError naming both when unset. */
 export function readSecretEnv(keyPath: string, variable: string, env: Env = process.env): string {
-  const value = env[variable];
+  const value = Object.hasOwn(env, variable) ? env[variable] : undefined;
   if (!value) throw new ConfigError(`${keyPath}: environment variable ${variable} is not set`);
   return value;
 }

@@ -322,15 +322,23 @@ export class Dispatcher {
       p.early = this.decision(p, runId, 'pending', 'unhandled', reason);
       return p;
     }
-    if (type !== 'inform_transaction_complete') {
-      const problems = validateBody(type, claimed.body);
-      if (problems.length > 0) {
-        const message = `invalid ${type}: ${formatProblems(problems)}`;
-        p.early = this.decision(p, runId, 'completed', 'invalid', message, failureReply(message));
-        return p;
+    try {
+      if (type !== 'inform_transaction_complete') {
+        const problems = validateBody(type, claimed.body);
+        if (problems.length > 0) {
+          const message = `invalid ${type}: ${formatProblems(problems)}`;
+          p.early = this.decision(p, runId, 'completed', 'invalid', message, failureReply(message));
+          return p;
+        }
       }
+      p.incoming = incomingPacket(type, claimed);
+    } catch (err) {
+      // Packet text that trips validation itself is this packet's problem, answered as such;
+      // thrown here, it would fail the batch before any packet reached its handler.
+      // An incoming ITC is never answered, not even with a failure.
+      const message = `invalid ${type}: the packet cannot be read: ${errorMessage(err)}`;
+      p.early = this.decision(p, runId, 'completed', 'invalid', message, type === 'inform_transaction_complete' ? null : failureReply(message));
     }
-    p.incoming = incomingPacket(type, claimed);
     return p;
   }
 

@@ -31,7 +31,7 @@ export async function loadHandlerClass(spec: HandlerSpec, configDir: string): Pr
   const rawOptions = typeof spec === 'string' ? {} : (spec.options ?? {});
   let cls: unknown;
   let name = ref;
-  const builtin = BUILTIN_HANDLERS[ref];
+  const builtin = Object.hasOwn(BUILTIN_HANDLERS, ref) ? BUILTIN_HANDLERS[ref] : undefined;
   if (builtin) {
     cls = await builtin();
   } else if (/^[a-z][a-z0-9-]*$/.test(ref)) {

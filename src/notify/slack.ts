@@ -195,7 +195,7 @@ function slackErrorText(err: unknown, apiUrl: string, channel: string): string {
         is_archived: `: channel ${channel} is archived`,
         missing_scope: ': the bot token needs the chat:write scope',
       };
-      return `Slack refused chat.postMessage: ${what}${hint[what] ?? ''}`;
+      return `Slack refused chat.postMessage: ${what}${Object.hasOwn(hint, what) ? hint[what] : ''}`;
     }
     case 'slack_webapi_rate_limited_error':
       return `Slack rate limit reached (retry after ${e.retryAfter ?? '?'} s); the remaining messages are dropped`;

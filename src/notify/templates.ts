@@ -64,16 +64,43 @@ export function placeholdersOf(template: string): string[] {
 }
 
 /**
- * Fills a template. Values come from packets (hostile text), so `&`, `<` and `>` are escaped as
- * Slack requires: a name in a packet cannot ping the channel (`<!channel>`) or forge a link.
- * The template's own text is the site's and is left as written.
+ * Fills a template. Values come from packets (hostile text), so they are made inert as Slack
+ * text (see escapeMrkdwn). The template's own text is the site's and is left as written.
  */
 export function renderTemplate(template: string, values: Record<string, string | number | undefined>): string {
-  return template.replace(PLACEHOLDER, (_, name: string) => escapeMrkdwn(String(values[name] ?? '')));
+  return template.replace(PLACEHOLDER, (_, name: string) => escapeMrkdwn(String((Object.hasOwn(values, name) ? values[name] : undefined) ?? '')));
 }
 
+/**
+ * Look-alikes for the mrkdwn markers, which Slack lets nothing escape: shown almost the same,
+ * never paired into bold, italics, strike-through or code.
+ */
+const MARKER_LOOKALIKES: ReadonlyMap<string, string> = new Map([
+  ['*', '\u2217'], // ASTERISK OPERATOR
+  ['_', '\uff3f'], // FULLWIDTH LOW LINE
+  ['~', '\u223c'], // TILDE OPERATOR
+  ['`', '\u02cb'], // MODIFIER LETTER GRAVE ACCENT
+]);
+/** A marker Slack could pair: one not inside a word (`request_project_create` keeps its underscores). */
+const MARKER = /(?<![\p{L}\p{N}])[*_~`]|[*_~`](?![\p{L}\p{N}])/gu;
+/** The dot of a host name (`evil.example`, `www.x.org`, `a@b.com`) and a scheme's `://`, which Slack turns into links. */
+const LINK_DOT = /(?<=[\p{L}\p{N}-])\.(?=\p{L})/gu;
+const SCHEME = /:(?=\/\/)/g;
+
+/**
+ * Packet text as Slack mrkdwn that shows it and does nothing else: `&`, `<` and `>` escaped as
+ * Slack requires (no `<!channel>` ping, no forged `<url|label>` link), formatting markers outside
+ * words replaced by look-alikes, and host names and URLs broken with look-alike dots and colons
+ * (U+2024, U+A789) so that Slack does not turn them into links.
+ */
 export function escapeMrkdwn(text: string): string {
-  return text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+  return text
+    .replace(/&/g, '&amp;')
+    .replace(/</g, '&lt;')
+    .replace(/>/g, '&gt;')
+    .replace(MARKER, (m) => MARKER_LOOKALIKES.get(m)!)
+    .replace(LINK_DOT, '\u2024')
+    .replace(SCHEME, '\ua789');
 }
 
 /** Which template a packet's outcome uses. */

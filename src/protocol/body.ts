@@ -5,7 +5,7 @@
  * answer with a failure that says what was wrong instead of crashing on the packet.
  */
 import type { DataRow } from './ids.js';
-import { COMPOSITE_TAGS, LIST_TAGS } from './spec.js';
+import { LIST_TAGS, compositeSubtags } from './spec.js';
 
 export type TagValue = string | string[] | Array<Record<string, string>>;
 export type JsonBody = Record<string, TagValue>;
@@ -40,6 +40,14 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
+/**
+ * Sets an own, enumerable property. Tag and subtag names are packet text: a plain assignment of
+ * `__proto__` would replace the object's prototype instead of storing the value.
+ */
+function setOwn<T>(object: Record<string, T>, key: string, value: NoInfer<T>): void {
+  Object.defineProperty(object, key, { value, enumerable: true, writable: true, configurable: true });
+}
+
 function scalarText(value: unknown): string | undefined {
   if (typeof value === 'string') return value;
   if (typeof value === 'number' && Number.isFinite(value)) return String(value);
@@ -60,50 +68,66 @@ export class PacketBody {
   }
 
   static fromRows(rows: readonly DataRow[]): PacketBody {
+    return PacketBody.#reading((body) => body.#readRows(rows));
+  }
+
+  static fromJSON(json: unknown): PacketBody {
+    return PacketBody.#reading((body) => {
+      if (!isPlainObject(json)) {
+        body.#problems.push(problem(undefined, `the packet body must be a JSON object of tags, got ${describe(json)}`));
+        return;
+      }
+      body.#readTags(json);
+    });
+  }
+
+  static fromTags(tags: Record<string, TagValue | undefined | null>): PacketBody {
+    return PacketBody.#reading((body) => body.#readTags(tags));
+  }
+
+  /**
+   * The promise that building a body never throws, kept even against a bug here: whatever
+   * escapes becomes a problem of this one body (its packet is answered with a failure) instead
+   * of an error that would stop the batch, and with it every other packet of the run.
+   */
+  static #reading(read: (body: PacketBody) => void): PacketBody {
     const body = new PacketBody();
+    try {
+      read(body);
+    } catch (err) {
+      body.#rows.clear();
+      body.#problems.push(problem(undefined, `the body cannot be read: ${err instanceof Error ? err.message : String(err)}`));
+    }
+    return body;
+  }
+
+  #readRows(rows: readonly DataRow[]): void {
     const seen = new Set<string>();
     for (const [index, raw] of rows.entries()) {
       const tag = raw.tag;
       if (tag === null || tag === undefined || String(tag).trim() === '') {
-        body.#problems.push(problem(undefined, `data row ${index + 1} has no tag (subtag ${raw.subtag ?? 'null'}, seq ${raw.seq}, value ${JSON.stringify(raw.value)})`));
+        this.#problems.push(problem(undefined, `data row ${index + 1} has no tag (subtag ${raw.subtag ?? 'null'}, seq ${raw.seq}, value ${JSON.stringify(raw.value)})`));
         continue;
       }
       const seq = Number(raw.seq);
       if (!Number.isInteger(seq) || seq < 0) {
-        body.#problems.push(problem(tag, `seq ${JSON.stringify(raw.seq)} is not a non-negative integer`));
+        this.#problems.push(problem(tag, `seq ${JSON.stringify(raw.seq)} is not a non-negative integer`));
         continue;
       }
       const subtag = raw.subtag ?? null;
       const key = `${tag}\u0000${seq}\u0000${subtag === null ? '\u0001' : `=${subtag}`}`;
       if (seen.has(key)) {
-        body.#problems.push(problem(tag, `duplicate row for seq ${seq}${subtag === null ? '' : ` subtag ${subtag}`}; the first one is kept`));
+        this.#problems.push(problem(tag, `duplicate row for seq ${seq}${subtag === null ? '' : ` subtag ${subtag}`}; the first one is kept`));
         continue;
       }
       seen.add(key);
       const row: DataRow = { tag, subtag, seq, value: raw.value ?? null };
-      const list = body.#rows.get(tag);
+      const list = this.#rows.get(tag);
       if (list) list.push(row);
-      else body.#rows.set(tag, [row]);
+      else this.#rows.set(tag, [row]);
     }
-    for (const list of body.#rows.values()) list.sort(compareRows);
-    body.#checkStructure();
-    return body;
-  }
-
-  static fromJSON(json: unknown): PacketBody {
-    const body = new PacketBody();
-    if (!isPlainObject(json)) {
-      body.#problems.push(problem(undefined, `the packet body must be a JSON object of tags, got ${describe(json)}`));
-      return body;
-    }
-    body.#readTags(json);
-    return body;
-  }
-
-  static fromTags(tags: Record<string, TagValue | undefined | null>): PacketBody {
-    const body = new PacketBody();
-    body.#readTags(tags);
-    return body;
+    for (const list of this.#rows.values()) list.sort(compareRows);
+    this.#checkStructure();
   }
 
   #readTags(tags: Record<string, unknown>): void {
@@ -167,7 +191,7 @@ export class PacketBody {
         const which = gaps.length === 1 && !gaps[0]!.includes('-') ? `seq ${gaps[0]} is` : `seqs ${gaps.join(', ')} are`;
         this.#problems.push(problem(tag, `${which} missing (rows have ${abbreviate(seqs)})`));
       }
-      const parts = COMPOSITE_TAGS[tag];
+      const parts = compositeSubtags(tag);
       if (parts) {
         for (const seq of seqs) {
           const entry = rows.filter((r) => r.seq === seq);
@@ -199,12 +223,12 @@ export class PacketBody {
     const json: JsonBody = {};
     for (const tag of this.tags()) {
       const rows = this.#rows.get(tag)!;
-      if (COMPOSITE_TAGS[tag] || rows.some((r) => r.subtag !== null)) {
-        json[tag] = this.getEntries(tag);
+      if (compositeSubtags(tag) || rows.some((r) => r.subtag !== null)) {
+        setOwn(json, tag, this.getEntries(tag));
       } else if (LIST_TAGS.has(tag) || rows.length > 1 || rows[0]!.seq > 0) {
-        json[tag] = this.getList(tag);
+        setOwn(json, tag, this.getList(tag));
       } else if (rows[0]!.value !== null) {
-        json[tag] = rows[0]!.value;
+        setOwn(json, tag, rows[0]!.value);
       }
     }
     return json;
@@ -237,7 +261,7 @@ export class PacketBody {
       if (r.subtag === null || r.value === null) continue;
       let entry = bySeq.get(r.seq);
       if (!entry) bySeq.set(r.seq, (entry = {}));
-      entry[r.subtag] = r.value;
+      setOwn(entry, r.subtag, r.value);
     }
     return [...bySeq.values()];
   }

@@ -29,7 +29,13 @@ export const COMPOSITE_SUBTAGS = {
   SitePersonId: ['PersonID', 'Site'],
 } as const;
 export type CompositeTag = keyof typeof COMPOSITE_SUBTAGS;
-export const COMPOSITE_TAGS: Readonly<Record<string, readonly string[]>> = COMPOSITE_SUBTAGS;
+/** Null prototype: looked up by packet text, where `constructor` must find nothing. */
+export const COMPOSITE_TAGS: Readonly<Record<string, readonly string[]>> = Object.freeze(Object.assign(Object.create(null), COMPOSITE_SUBTAGS));
+
+/** The subtags of a composite tag; undefined for any other tag, whatever its name. */
+export function compositeSubtags(tag: string): readonly string[] | undefined {
+  return Object.hasOwn(COMPOSITE_TAGS, tag) ? COMPOSITE_TAGS[tag] : undefined;
+}
 
 /** Calendar dates; a full timestamp is accepted too, as central has sent both forms. */
 export const DATE_TAGS: ReadonlySet<string> = new Set(['StartDate', 'EndDate']);

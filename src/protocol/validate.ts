@@ -5,6 +5,7 @@
 import type { PacketTypeName } from './ids.js';
 import type { PacketBody, Problem } from './body.js';
 import { DATE_TAGS, DURATION_TAGS, NUMERIC_TAGS, TIME_TAGS, specOf } from './spec.js';
+import { escapeControls } from '../text.js';
 
 /** data_tbl column widths: a longer tag or subtag cannot be stored. */
 const MAX_TAG_LENGTH = 32;
@@ -47,6 +48,10 @@ export function isIsoDateTime(text: string): boolean {
   if (!validDay(Number(y), Number(mo), Number(d))) return false;
   if (Number(h) > 23 || Number(mi) > 59 || (s !== undefined && Number(s) > 60)) return false;
   return (oh === undefined || Number(oh) <= 14) && (om === undefined || Number(om) <= 59);
+}
+
+function codePoint(char: string): string {
+  return `U+${char.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}`;
 }
 
 function isBlank(value: string | null): boolean {
@@ -105,8 +110,16 @@ export function validateBody(type: PacketTypeName, body: PacketBody): Problem[] 
     }
   }
 
+  // Names are printed in logs, terminals and replies like values are: no real packet has a control in one.
+  for (const tag of body.tags()) {
+    const control = CONTROL.exec(tag);
+    if (control) add(tag, `the tag name contains the control character ${codePoint(control[0])}`);
+  }
+
   for (const row of rows) {
     const name = row.subtag === null ? row.tag : `${row.tag}/${row.subtag}`;
+    const subtagControl = row.subtag === null ? null : CONTROL.exec(row.subtag);
+    if (subtagControl) add(row.tag, `subtag ${quote(row.subtag!)} at seq ${row.seq} contains the control character ${codePoint(subtagControl[0])}`);
     if (row.tag.length > MAX_TAG_LENGTH) add(row.tag, `tag name is longer than ${MAX_TAG_LENGTH} characters`);
     if (row.subtag !== null && row.subtag.length > MAX_SUBTAG_LENGTH) {
       add(row.tag, `subtag ${quote(row.subtag)} is longer than ${MAX_SUBTAG_LENGTH} characters`);
@@ -127,8 +140,7 @@ export function validateBody(type: PacketTypeName, body: PacketBody): Problem[] 
     }
     const control = (freeText ? TEXT_CONTROL : CONTROL).exec(value);
     if (control) {
-      const code = control[0].codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0');
-      add(row.tag, `${quote(row.value)}${at} contains the control character U+${code}${freeText ? '' : ' (a one-line value may hold none)'}`);
+      add(row.tag, `${quote(row.value)}${at} contains the control character ${codePoint(control[0])}${freeText ? '' : ' (a one-line value may hold none)'}`);
       continue;
     }
     const isDate = DATE_TAGS.has(name);
@@ -152,8 +164,8 @@ export function unexpectedTags(type: PacketTypeName, body: PacketBody): string[]
   return body.tags().filter((tag) => !known.has(tag));
 }
 
-/** One line for logs and ITC messages. */
+/** One line for logs and ITC messages; packet text quoted in it has its control characters escaped. */
 export function formatProblems(problems: readonly Problem[]): string {
-  return problems.map((p) => p.message).join('; ');
+  return escapeControls(problems.map((p) => p.message).join('; '));
 }
 

@@ -267,7 +267,7 @@ export class RestSimulator {
     }
     const [collection, site, id, ...rest] = parts;
     const route = (allowed: string[], handlers: Record<string, () => Promise<Answer>>): Promise<Answer> => {
-      const h = handlers[method];
+      const h = Object.hasOwn(handlers, method) ? handlers[method] : undefined;
       if (!h) throw new Refusal(405, `${method} is not allowed on ${path}; use ${allowed.join(' or ')}`, { Allow: allowed.join(', ') });
       return h();
     };
@@ -538,7 +538,7 @@ function readFilter(query: URLSearchParams, site: string): PacketFilter {
   let incoming = false;
   let outgoing = false;
   for (const [rawName, value] of query) {
-    const name = FILTER_ALIASES[rawName] ?? rawName;
+    const name = (Object.hasOwn(FILTER_ALIASES, rawName) ? FILTER_ALIASES[rawName] : undefined) ?? rawName;
     const list = () => value.split(',').map((s) => s.trim()).filter((s) => s !== '');
     switch (name) {
       case 'trans_rec_id':

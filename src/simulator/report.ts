@@ -1,10 +1,11 @@
 /** Scenario reports as text for people; scripts take the reports as JSON instead. */
+import { escapeControls } from '../text.js';
 import type { ScenarioReport } from './scenarios.js';
 
 /** Aligned columns, nothing cut: ids are what a reader compares across rows. */
 export function textTable(rows: ReadonlyArray<Record<string, unknown>>, columns: readonly string[]): string[] {
   if (rows.length === 0) return ['  (none)'];
-  const cell = (v: unknown) => (v === null || v === undefined ? '' : String(v)).replace(/\s+/g, ' ');
+  const cell = (v: unknown) => escapeControls((v === null || v === undefined ? '' : String(v)).replace(/\s+/g, ' '));
   const widths = columns.map((c) => Math.max(c.length, ...rows.map((r) => cell(r[c]).length)));
   const line = (values: string[]) => `  ${values.map((v, i) => v.padEnd(widths[i]!)).join('  ')}`.trimEnd();
   return [line([...columns]), line(widths.map((w) => '-'.repeat(w))), ...rows.map((r) => line(columns.map((c) => cell(r[c]))))];

@@ -154,7 +154,7 @@ export function expandArgv(template: readonly string[], values: Readonly<Record<
   let operands = false;
   return template.map((arg) => {
     const out = arg.replace(PLACEHOLDER, (whole, name: string) => {
-      const v = values[name];
+      const v = Object.hasOwn(values, name) ? values[name] : undefined;
       if (v === undefined) throw new Error(`argument template ${JSON.stringify(arg)}: no value for ${whole}`);
       return v === null ? '' : singleLine(String(v));
     });

@@ -101,10 +101,17 @@ class FieldReader {
   type: string | null = null;
   constructor(private readonly where: string) {}
 
+  private get who(): string {
+    return this.packetRecId !== null ? `AMIE REST packet ${this.packetRecId}${this.type ? ` (${this.type})` : ''}` : `AMIE REST packet (${this.where})`;
+  }
+
   fail(field: string, expected: string, got: unknown): never {
-    const who =
-      this.packetRecId !== null ? `AMIE REST packet ${this.packetRecId}${this.type ? ` (${this.type})` : ''}` : `AMIE REST packet (${this.where})`;
-    throw new RestPacketError(`${who}: ${field}: expected ${expected}, got ${describe(got)}`, field, this.packetRecId);
+    throw new RestPacketError(`${this.who}: ${field}: expected ${expected}, got ${describe(got)}`, field, this.packetRecId);
+  }
+
+  /** Whatever else goes wrong reading a packet is reported like a bad field, for this packet alone. */
+  unreadable(err: unknown): never {
+    throw new RestPacketError(`${this.who}: cannot be read: ${err instanceof Error ? err.message : String(err)}`, 'packet', this.packetRecId);
   }
 
   id(field: string, value: unknown): number {
@@ -203,6 +210,16 @@ class FieldReader {
  */
 export function parseRestPacket(input: unknown, where = 'in the server answer'): RestPacket {
   const r = new FieldReader(where);
+  try {
+    return readRestPacket(r, input);
+  } catch (err) {
+    // Only ever this packet's problem: the listing it came in goes on without it.
+    if (err instanceof RestPacketError) throw err;
+    return r.unreadable(err);
+  }
+}
+
+function readRestPacket(r: FieldReader, input: unknown): RestPacket {
   const { json, header: h } = r.envelope(input);
   r.packetRecId = r.id('header.packet_rec_id', h.packet_rec_id);
   const { type, typeId } = r.typeOf(json);

@@ -22,6 +22,14 @@ const T = PACKET_TYPE_IDS;
 const KB100 = 100 * 1024;
 /** A type a newer AMIE might define: in type_des, unknown to the toolkit. */
 const NEWER_TYPE = { id: 99, name: 'request_quantum_allocation' };
+/** type_des names are outside text too: names every object has through its prototype, and an escape sequence. */
+const HOSTILE_TYPES = [
+  { id: 95, name: 'constructor' },
+  { id: 96, name: '__proto__' },
+  { id: 97, name: 'toString' },
+  { id: 98, name: 'hasOwnProperty\u001b]0;pwned\u0007' },
+];
+const PROTOTYPE_NAMES = ['constructor', '__proto__', 'toString', 'hasOwnProperty'];
 
 const STATE = { completed: 1, inProgress: 2, failed: 3, onHold: 5, xPending: 6, killed: 7 };
 
@@ -186,6 +194,29 @@ const CORPUS: Case[] = [
   { name: 'RAC packet in state x-pending', typeId: T.request_account_create, rows: rowsOf(rac(14)), packetState: STATE.xPending, expect: { untouched: true } },
   { name: 'RAC waiting for a transaction that failed', typeId: T.request_account_create, rows: rowsOf(rac(15)), dependsOnState: STATE.failed, expect: { untouched: true } },
   { name: 'good RAC 4', typeId: T.request_account_create, rows: rowsOf(rac(104)), expect: { answer: 'notify_account_create' } },
+  // Names every JavaScript object has through its prototype: plain data, never a lookup hit.
+  ...PROTOTYPE_NAMES.flatMap((name, i): Case[] => [
+    {
+      name: `RAC with a tag named ${name}`,
+      typeId: T.request_account_create,
+      rows: [...rowsOf(rac(20 + i)), { tag: name, subtag: null, seq: 0, value: 'x' }],
+      expect: { answer: 'notify_account_create' },
+    },
+    {
+      name: `RAC with a SitePersonId subtag named ${name}`,
+      typeId: T.request_account_create,
+      rows: [...rowsOf(rac(30 + i)), { tag: 'SitePersonId', subtag: name, seq: 0, value: 'x' }],
+      expect: { failure: [/SitePersonId: entry at seq 0 has no PersonID or Site/] },
+    },
+  ]),
+  ...HOSTILE_TYPES.map((t): Case => ({ name: `packet of a type_des row named ${JSON.stringify(t.name)}`, typeId: t.id, rows: rowsOf(rac(40)), expect: { unprocessable: new RegExp(`unknown packet type id ${t.id}`) } })),
+  {
+    name: 'RAC with an escape sequence in a tag name and in a subtag name',
+    typeId: T.request_account_create,
+    rows: [...rowsOf(rac(50)), { tag: '\u001b[2J', subtag: null, seq: 0, value: 'x' }, { tag: 'SitePersonId', subtag: 'Site\u001b[8m', seq: 0, value: 'x' }],
+    expect: { failure: [/\\u001b\[2J: the tag name contains the control character U\+001B/, /SitePersonId: subtag "Site\\u001b\[8m" at seq 0 contains the control character U\+001B/] },
+  },
+  { name: 'good RAC 5', typeId: T.request_account_create, rows: rowsOf(rac(105)), expect: { answer: 'notify_account_create' } },
 ];
 
 let nextTransactionId = 1;
@@ -382,7 +413,7 @@ describe.skipIf(!hasPostgres())(`malformed packets in the AMIE tables${pgSkipNot
       try {
         await initDatabase(t.db);
         // As a newer AMIE would have it: a type the toolkit has never heard of.
-        await t.db.query('INSERT INTO type_des (type_id, type_name) VALUES ($1, $2)', [NEWER_TYPE.id, NEWER_TYPE.name]);
+        for (const type of [NEWER_TYPE, ...HOSTILE_TYPES]) await t.db.query('INSERT INTO type_des (type_id, type_name) VALUES ($1, $2)', [type.id, type.name]);
         const ids: number[] = [];
         for (const c of CORPUS) ids.push(await insertCase(t.db, c));
         const config = writeAmieConfig(dir, t.url!);

@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { ConfigError } from '../../config/errors.js';
 import type { Database } from '../../db/index.js';
 import { PacketBody, isPacketTypeName, PACKET_TYPE_IDS, STATE_IDS, type StateName } from '../../protocol/index.js';
+import { escapeControls } from '../../text.js';
 import { formatTable } from '../table.js';
 import type { CliContext } from '../context.js';
 
@@ -46,10 +47,11 @@ export function register(program: Command, context: CliContext): void {
           return;
         }
         const { header, body, conversation, audit } = shown;
-        for (const [k, v] of Object.entries(header)) context.out(`${k.padEnd(22)} ${v instanceof Date ? v.toISOString() : String(v)}`);
+        // One line per field and per tag: a line break in packet text is shown escaped, not allowed to forge a line.
+        for (const [k, v] of Object.entries(header)) context.out(`${k.padEnd(22)} ${escapeControls(v instanceof Date ? v.toISOString() : String(v))}`);
         context.out('');
         context.out('tags:');
-        for (const [tag, value] of Object.entries(body)) context.out(`  ${tag}: ${typeof value === 'string' ? value : JSON.stringify(value)}`);
+        for (const [tag, value] of Object.entries(body)) context.out(`  ${escapeControls(tag)}: ${escapeControls(typeof value === 'string' ? value : JSON.stringify(value))}`);
         context.out('');
         context.out(`conversation (transaction ${header.trans_rec_id}):`);
         for (const line of formatTable(conversation)) context.out(`  ${line}`);
@@ -98,7 +100,7 @@ async function listPackets(db: Database, opts: ListOptions) {
   const where: string[] = [];
   const params: unknown[] = [];
   if (opts.state) {
-    if (!(opts.state in STATE_IDS)) throw new ConfigError([`--state: expected one of ${Object.keys(STATE_IDS).join(', ')}, got "${opts.state}"`]);
+    if (!Object.hasOwn(STATE_IDS, opts.state)) throw new ConfigError([`--state: expected one of ${Object.keys(STATE_IDS).join(', ')}, got "${opts.state}"`]);
     params.push(STATE_IDS[opts.state as StateName]);
     where.push(`p.state_id = $${params.length}`);
   }

@@ -4,6 +4,7 @@ import { DatabaseError, isConnectionLost, type Database } from '../../db/index.j
 import { isPacketTypeName, type PacketTypeName } from '../../protocol/index.js';
 import type { AmieConfig } from '../../config/index.js';
 import type { Logger } from '../../log.js';
+import { escapeControls } from '../../text.js';
 import { EXIT, type CliContext } from '../context.js';
 
 interface ProcessOptions {
@@ -92,7 +93,7 @@ async function runProcess(
           // The REST API stopped the run, not the toolkit: one line saying what it answered. An
           // AmieRestError comes before any packet was taken (nothing done); after a
           // RestDeliveryError the unsent replies wait in the outbox for the next run or pass.
-          process.stderr.write(`amie: ${err.message}\n`);
+          process.stderr.write(`amie: ${escapeControls(err.message)}\n`);
           log.error({ err: err.message }, 'run stopped by the AMIE REST API');
           worst = Math.max(worst, err instanceof AmieRestError ? EXIT.notStarted : EXIT.workFailed);
           if (opts.watch === undefined || stopping) break;

@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { ConfigError } from '../../config/errors.js';
 import type { Database } from '../../db/index.js';
 import { allocationHistory, findRegistryKey, listAccounts, listPeople, listProjects } from '../../registry/index.js';
+import { escapeControls } from '../../text.js';
 import { formatTable } from '../table.js';
 import type { CliContext } from '../context.js';
 
@@ -109,7 +110,8 @@ export function register(program: Command, context: CliContext): void {
           context.out(JSON.stringify(shown, null, 2));
           return;
         }
-        const field = (k: string, v: unknown) => context.out(`${k.padEnd(14)} ${v === null || v === undefined ? '' : Array.isArray(v) ? v.join(', ') : String(v)}`);
+        // One line per field: a line break in a value is shown escaped, not allowed to forge a field.
+        const field = (k: string, v: unknown) => context.out(escapeControls(`${k.padEnd(14)} ${v === null || v === undefined ? '' : Array.isArray(v) ? v.join(', ') : String(v)}`));
         if (shown.person) {
           const p = shown.person as Awaited<ReturnType<typeof listPeople>>[number] & { accounts: Awaited<ReturnType<typeof listAccounts>> };
           field('PersonID', p.personId);
@@ -123,7 +125,7 @@ export function register(program: Command, context: CliContext): void {
           if (p.aliases.length > 0) field('aliases', p.aliases);
           for (const [k, v] of Object.entries(p.details)) field(k, v);
           context.out('DNs:');
-          for (const dn of p.dns) context.out(`  ${dn}`);
+          for (const dn of p.dns) context.out(`  ${escapeControls(dn)}`);
           context.out('accounts:');
           for (const line of formatTable(p.accounts.map(accountRow))) context.out(`  ${line}`);
         }
