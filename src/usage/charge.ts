@@ -86,7 +86,9 @@ export function chargeJob(job: SacctJob, rule: ChargeRule): ChargeResult {
   assertRule(rule);
   const decimals = rule.decimals ?? DEFAULT_CHARGE_DECIMALS;
   const { count, none } = quantity(job, rule.unit);
-  const multiplier = rule.partitionMultipliers?.[job.partition] ?? 1;
+  // The partition comes from sacct: only the config's own keys count (not `constructor` and kin).
+  const multipliers = rule.partitionMultipliers;
+  const multiplier = multipliers && Object.hasOwn(multipliers, job.partition) ? multipliers[job.partition]! : 1;
   const charge = roundCharge((job.elapsedSeconds / 3600) * count * multiplier, decimals);
   if (charge > 0 || rule.includeZeroCharge) return { charge };
 

@@ -258,8 +258,10 @@ export function usageApiClient(
   });
 }
 
+/** Counts under a key that may be outside text (a Slurm account, a project id): always an own property. */
 function add(map: Record<string, number>, key: string, n: number): void {
-  map[key] = (map[key] ?? 0) + n;
+  const value = (Object.hasOwn(map, key) ? map[key]! : 0) + n;
+  Object.defineProperty(map, key, { value, enumerable: true, writable: true, configurable: true });
 }
 
 /**

@@ -210,7 +210,8 @@ const UNIT_POWER: Record<string, number> = { K: 1, M: 2, G: 3, T: 4, P: 5, E: 6 
  * Returns undefined when an entry is not `name=number[unit]`.
  */
 export function parseTres(s: string): Record<string, number> | undefined {
-  const tres: Record<string, number> = {};
+  // Keyed by sacct text: no prototype, so a TRES named `__proto__` is plain data.
+  const tres = Object.create(null) as Record<string, number>;
   if (s === '') return tres;
   for (const part of s.split(',')) {
     const eq = part.indexOf('=');

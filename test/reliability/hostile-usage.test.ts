@@ -192,6 +192,32 @@ describe('job names that try to forge usage', () => {
   });
 });
 
+describe('sacct text named like prototype properties', () => {
+  let t: TestDatabase;
+  beforeEach(async () => {
+    t = await freshPgliteDatabase();
+    await initDatabase(t.db);
+  });
+  afterEach(() => t?.cleanup());
+
+  it('[12.1] a TRES, partition or Slurm account named __proto__/constructor/toString/hasOwnProperty is plain data', async () => {
+    const names = ['__proto__', 'constructor', 'toString', 'hasOwnProperty'];
+    const lines = names.flatMap((name, i) => [
+      // Charged: a TRES and a partition with the name (the partition has no multiplier of its own).
+      lineOf(job({ JobID: String(7000 + i), Partition: name, AllocTRES: `${name}=3,cpu=4,gres/gpu=2,node=1` }), SACCT_FIELDS),
+      // Not charged: a Slurm account with the name, mapped to no project.
+      lineOf(job({ JobID: String(7100 + i), Account: name }), SACCT_FIELDS),
+    ]);
+    const usage = usageConfig({ charge: { unit: 'gpu-hours', partitionMultipliers: { gpu: 2 } } });
+    const s = await reportUsage(t.db, { site: SITE, usage, ...WINDOW, records: await parsed(lines), log: quietLog });
+    expect(s).toMatchObject({ jobsSeen: 8, reported: 4 });
+    // 4 jobs x 2 GPUs x 60 s, multiplier 1.
+    expect(s.gpuHoursPerProject['p-abc123']).toBeCloseTo((4 * 2 * 60) / 3600, 9);
+    expect(Object.keys(s.unmappedAccounts).sort()).toEqual([...names].sort());
+    for (const name of names) expect(Object.getOwnPropertyDescriptor(s.unmappedAccounts, name)?.value).toBe(1);
+  });
+});
+
 describe('a sacct that never answers', () => {
   let t: TestDatabase;
   beforeEach(async () => {
