@@ -6,6 +6,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Database } from '../../src/db/index.js';
 import { AmieHandler, Dispatcher, type HandlerContext } from '../../src/dispatch/index.js';
+import { specOf, unexpectedTags, validateBody, PacketBody, type PacketTypeName } from '../../src/protocol/index.js';
 import { CentralSite, SimData } from '../../src/simulator/index.js';
 import { RestSimulator } from '../../src/simulator/http.js';
 import { restSourceFor } from '../../src/simulator/rest-site.js';
@@ -164,5 +165,115 @@ describe('[13.5] packet JSON round trip', () => {
     expect(again.header).toHaveProperty('transaction_state', 'in-progress');
     const noStates = toRestPacketJson({ ...parseRestPacket(structuredClone(RAC_PACKET)), transactionState: null });
     expect(Object.keys(noStates.header)).toEqual(expect.arrayContaining(['transaction_state', 'packet_state']));
+  });
+});
+
+/*
+ * Written out from amieclient's packet classes (amieclient/packet/*.py): per reply type, the tags
+ * the server fills in from the request (`_data_keys_not_required_in_reply`) and the tags a packet
+ * may carry (`_data_keys_required` + `_data_keys_allowed`). Data, not code under test.
+ */
+const AMIECLIENT_FILLS: Partial<Record<PacketTypeName, string[]>> = {
+  notify_account_create: ['AcademicDegree', 'UserFirstName', 'UserLastName', 'UserOrganization', 'UserOrgCode', 'UserPersonID'],
+  notify_account_inactivate: ['PersonID', 'ProjectID', 'ResourceList'],
+  notify_account_reactivate: [],
+  notify_project_create: ['GrantNumber', 'PfosNumber', 'PiOrgCode', 'ProjectTitle', 'ResourceList', 'ServiceUnitsAllocated', 'StartDate'],
+  notify_project_inactivate: ['Comment', 'PersonID', 'ProjectID', 'ResourceList'],
+  notify_project_reactivate: ['Comment', 'PersonID', 'ProjectID', 'ResourceList'],
+  inform_transaction_complete: [],
+};
+const AMIECLIENT_TAGS: Partial<Record<PacketTypeName, string[]>> = {
+  notify_account_create: [
+    'AccountActivityTime', 'AcademicDegree', 'ProjectID', 'ResourceList', 'UserFirstName', 'UserLastName', 'UserOrganization', 'UserOrgCode',
+    'UserPersonID', 'UserRemoteSiteLogin', 'NsfStatusCode', 'RoleList', 'UserBusinessPhoneExtension', 'UserBusinessPhoneNumber', 'UserCity',
+    'UserCountry', 'UserDepartment', 'UserDnList', 'UserEmail', 'UserFax', 'UserGlobalID', 'UserHomePhoneExtension', 'UserHomePhoneNumber',
+    'UserMiddleName', 'UserPasswordAccessEnable', 'UserPosition', 'UserRequestedLoginList', 'UserState', 'UserStreetAddress',
+    'UserStreetAddress2', 'UserTitle', 'UserZip', 'UserUID',
+  ],
+  notify_project_create: [
+    'GrantNumber', 'PfosNumber', 'PiOrgCode', 'PiPersonID', 'PiRemoteSiteLogin', 'ProjectID', 'ProjectTitle', 'ResourceList',
+    'ServiceUnitsAllocated', 'StartDate', 'Abstract', 'AcademicDegree', 'AllocationType', 'EndDate', 'NsfStatusCode', 'PiBusinessPhoneComment',
+    'PiBusinessPhoneExtension', 'PiBusinessPhoneNumber', 'PiCity', 'PiCountry', 'PiDepartment', 'PiDnList', 'PiEmail', 'PiFax', 'PiFirstName',
+    'PiGlobalID', 'PiHomePhoneComment', 'PiHomePhoneExtension', 'PiHomePhoneNumber', 'PiLastName', 'PiMiddleName', 'PiOrganization',
+    'PiPosition', 'PiRequestedLoginList', 'PiState', 'PiStreetAddress', 'PiStreetAddress2', 'PiTitle', 'PiUID', 'PiZip', 'ProjectGID',
+    'ResourceLogin', 'RoleList', 'Sfos',
+  ],
+  notify_user_modify: [
+    'ActionType', 'PersonID', 'AcademicDegree', 'BusinessPhoneComment', 'BusinessPhoneExtension', 'BusinessPhoneNumber', 'City', 'Country',
+    'Department', 'DnList', 'Email', 'Fax', 'FirstName', 'HomePhoneComment', 'HomePhoneExtension', 'HomePhoneNumber', 'LastName', 'MiddleName',
+    'Organization', 'OrgCode', 'State',
+  ],
+  request_user_modify: [
+    'ActionType', 'PersonID', 'AcademicDegree', 'BusinessPhoneComment', 'BusinessPhoneExtension', 'BusinessPhoneNumber', 'CitizenshipList',
+    'City', 'Country', 'Department', 'DnList', 'Email', 'Fax', 'FirstName', 'HomePhoneComment', 'HomePhoneExtension', 'HomePhoneNumber',
+    'LastName', 'MiddleName', 'NsfStatusCode', 'Organization', 'OrgCode', 'State', 'StreetAddress', 'StreetAddress2', 'Title', 'Zip',
+  ],
+  notify_project_inactivate: ['ProjectID', 'ResourceList'],
+  notify_account_inactivate: ['PersonID', 'ProjectID', 'ResourceList', 'Comment'],
+};
+
+describe('[13.4] tags the server fills in', () => {
+  it.each(Object.entries(AMIECLIENT_FILLS))("[13.4] %s: every tag amieclient leaves to the server is filled in from the request", (type, fills) => {
+    const spec = specOf(type as PacketTypeName);
+    expect(Object.keys(spec.inferFromRequest ?? {})).toEqual(expect.arrayContaining(fills));
+  });
+
+  it.each(Object.entries(AMIECLIENT_TAGS))('[13.4] %s: every tag amieclient lets it carry is one the spec names', (type, tags) => {
+    const spec = specOf(type as PacketTypeName);
+    expect(tags.filter((t) => !spec.required.includes(t) && !spec.allowed.includes(t))).toEqual([]);
+  });
+
+  it('[13.4] notify_user_modify requires ActionType (add, delete or replace) and PersonID', () => {
+    expect(validateBody('notify_user_modify', PacketBody.fromTags({})).map((p) => p.tag).sort()).toEqual(['ActionType', 'PersonID']);
+    expect(validateBody('notify_user_modify', PacketBody.fromTags({ ActionType: 'rename', PersonID: 'u-1' })).map((p) => p.message)).toEqual([
+      'ActionType: "rename" is not one of add, delete, replace',
+    ]);
+    expect(validateBody('notify_user_modify', PacketBody.fromTags({ ActionType: 'add', PersonID: 'u-1', DnList: ['/CN=x'] }))).toEqual([]);
+  });
+
+  it("[13.4] the simulator fills a NAC's UserPersonID from the RAC and takes the NAC and NPC tags amieclient allows", async () => {
+    const { central, api } = await simulator();
+    const data = new SimData(SITE.resource);
+    const project = { grantNumber: 'TG-ATM230041', projectId: 'p-atm230041' };
+    const known = await central.send('request_account_create', data.rac(data.person(), project, { UserPersonID: 'u-known' }));
+    const unknown = await central.send('request_account_create', data.rac(data.person(), project));
+    const rpc = await central.send('request_project_create', data.rpc(data.person()));
+    const served = (await api('GET', `packets/${SITE.name}`)).json.result;
+    const of = (c: { transRecId: number }) => served.find((p: any) => p.header.trans_rec_id === c.transRecId).header.packet_rec_id;
+    // As amieclient's example builds it: UserPersonID left unset when the site did not know the person.
+    const nac = (to: number) => ({
+      type: 'notify_account_create',
+      header: { in_reply_to: to },
+      body: { AccountActivityTime: '2023-11-07T10:00:00Z', UserRemoteSiteLogin: 'tquist', UserPasswordAccessEnable: '1', UserRequestedLoginList: [''] },
+    });
+
+    const filled = await api('POST', `packets/${SITE.name}`, nac(of(known)));
+    expect(filled.status, JSON.stringify(filled.json)).toBe(200);
+    const body = parseRestPacket(filled.json.result).body;
+    expect(body.get('UserPersonID')).toBe('u-known');
+    expect(body.getEntries('AcademicDegree')).toEqual([{ Degree: 'BS', Field: 'Computer Science' }]);
+    expect(unexpectedTags('notify_account_create', body)).toEqual([]);
+
+    // Nothing to fill it from: refused, naming the tag.
+    const refused = await api('POST', `packets/${SITE.name}`, nac(of(unknown)));
+    expect(refused.status).toBe(400);
+    expect(refused.json.message).toContain('UserPersonID: required tag is missing');
+
+    const npc = await api('POST', `packets/${SITE.name}`, {
+      type: 'notify_project_create',
+      header: { in_reply_to: of(rpc) },
+      body: {
+        ProjectID: 'p-atm230041',
+        PiPersonID: 'u-pi',
+        PiRemoteSiteLogin: 'pi',
+        PiFirstName: 'Tove',
+        PiLastName: 'Quist',
+        PiOrganization: 'Example State University',
+        PiDnList: ['/C=US/O=Example/CN=Tove Quist'],
+        PiRequestedLoginList: [''],
+      },
+    });
+    expect(npc.status, JSON.stringify(npc.json)).toBe(200);
+    expect(unexpectedTags('notify_project_create', parseRestPacket(npc.json.result).body)).toEqual([]);
   });
 });
