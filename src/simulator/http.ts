@@ -222,7 +222,8 @@ export class RestSimulator {
         answer = api === 'amie' ? await this.amie(method, path, url.searchParams, raw) : this.usageApi(method, path, raw);
       } catch (err) {
         if (!(err instanceof Refusal)) throw err;
-        answer = { status: err.status, body: { message: err.message }, headers: err.headers };
+        // The Usage API gives the reason under `error`, the AMIE API under `message` (as amieclient reads them).
+        answer = { status: err.status, body: api === 'usage' ? { error: err.message } : { message: err.message }, headers: err.headers };
       }
       if (fault) {
         if (fault.hang || fault.drop) {
@@ -448,10 +449,25 @@ export class RestSimulator {
       return this.usage.post(raw ?? Buffer.alloc(0));
     }
     if (p === 'usage/failed' || p === 'usage/status') {
-      if (method !== 'GET') throw new Refusal(405, `${method} is not allowed on ${p}; use GET`, { Allow: 'GET' });
+      if (method === 'DELETE' && p === 'usage/failed') throw new Refusal(400, 'name the failed records to clear: DELETE usage/failed/{FailedRecordID,...}');
+      if (method !== 'GET') throw new Refusal(405, `${method} is not allowed on ${p}; use GET`, { Allow: p === 'usage/failed' ? 'GET, DELETE' : 'GET' });
       return p === 'usage/failed' ? this.usage.failedRecords() : this.usage.status();
     }
-    throw new Refusal(404, `no such endpoint: ${method} ${USAGE_API_PATH}${path}; the Usage API has POST usage/, GET usage/failed and GET usage/status`);
+    const clear = /^usage\/failed\/([^/]+)$/.exec(p);
+    if (clear) {
+      if (method !== 'DELETE') throw new Refusal(405, `${method} is not allowed on ${p}; use DELETE`, { Allow: 'DELETE' });
+      let ids: string;
+      try {
+        ids = decodeURIComponent(clear[1]!);
+      } catch {
+        throw new Refusal(400, `the path ${JSON.stringify(p)} is not valid percent-encoding`);
+      }
+      return this.usage.clearFailed(ids);
+    }
+    throw new Refusal(
+      404,
+      `no such endpoint: ${method} ${USAGE_API_PATH}${path}; the Usage API has POST usage/, GET usage/failed, DELETE usage/failed/{ids} and GET usage/status`,
+    );
   }
 }
 

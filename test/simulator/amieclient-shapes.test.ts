@@ -3,6 +3,10 @@
  * the REST source and the Usage API client: the shapes of answers, what a reply may leave to the
  * server, central's ITC answered over REST, failed usage records with ids that can be cleared.
  */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { execa } from 'execa';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Database } from '../../src/db/index.js';
 import { AmieHandler, Dispatcher, type HandlerContext } from '../../src/dispatch/index.js';
@@ -14,11 +18,14 @@ import { TablesSource } from '../../src/sources/index.js';
 import { AmieRestClient } from '../../src/sources/rest-client.js';
 import { packetListOf, parseRestPacket, toRestPacketJson } from '../../src/sources/rest-json.js';
 import { listTransactionPackets } from '../../src/store/index.js';
+import { UsageAnswerError, readFailedRecords, readUsageStatus } from '../../src/usage/api-answers.js';
+import { UsageApiClient, UsageApiError } from '../../src/usage/api-client.js';
 import { RAC_PACKET, RPC_PACKET, TRANSACTION_RESULT } from '../fixtures/rest-packets.js';
 import { SITE, initTestDatabase, quietLog } from '../helpers/amie.js';
 import { freshPgliteDatabase } from '../helpers/db.js';
 
 const KEY = 'amieclient-shapes-key-not-secret';
+const CLI = resolve('dist/src/cli/main.js');
 const context = (db: Database): HandlerContext<any> => ({ db, log: quietLog, site: SITE, options: {}, dryRun: false });
 
 /** Things a test opened, stopped after it in reverse order. */
@@ -275,5 +282,144 @@ describe('[13.4] tags the server fills in', () => {
     });
     expect(npc.status, JSON.stringify(npc.json)).toBe(200);
     expect(unexpectedTags('notify_project_create', parseRestPacket(npc.json.result).body)).toEqual([]);
+  });
+});
+
+describe("[13.6] the Usage API's failed records", () => {
+  const job = (id: string, extra: Record<string, unknown> = {}) => ({
+    Username: 'tquist',
+    LocalProjectID: 'p-atm230041',
+    LocalRecordID: id,
+    Resource: SITE.resource,
+    SubmitTime: '2023-11-07T10:00:00Z',
+    StartTime: '2023-11-07T10:00:05Z',
+    EndTime: '2023-11-07T11:00:05Z',
+    Charge: 4,
+    Attributes: { NodeCount: 1, CpuCoreCount: 8, Queue: 'gpu' },
+    ...extra,
+  });
+  const usageClient = (sim: RestSimulator) => new UsageApiClient({ url: sim.usageUrl, site: SITE.name, apiKey: KEY, maxRetries: 0, retryBaseMs: 1 });
+
+  it('[13.6] failed records carry a FailedRecordID, are listed under both keys, grouped by error in the status, and cleared by DELETE', async () => {
+    const { sim, api } = await simulator();
+    const usage = (method: string, path: string, body?: unknown) => api(method, path, body, sim.usageUrl);
+    const posted = await usage('POST', 'usage/', { UsageType: 'compute', Records: [job('1'), job('2', { Username: '' }), job('3', { Username: '' }), job('4', { Charge: 'x' })] });
+    expect(posted.status).toBe(200);
+    const ids = posted.json.ValidationFailedRecords.map((f: any) => f.FailedRecordID);
+    expect(ids).toHaveLength(3);
+    expect(new Set(ids).size).toBe(3);
+    expect(ids.every(Number.isInteger)).toBe(true);
+
+    const failed = (await usage('GET', 'usage/failed')).json;
+    // amieclient's FailedUsageResponse reads ValidationFailedRecords; its as_dict writes FailedRecords.
+    expect(failed.ValidationFailedRecords).toEqual(failed.FailedRecords);
+    expect(failed.ValidationFailedRecords.map((f: any) => [f.FailedRecordID, f.LocalRecordID, f.UsageType, f.Error])).toEqual([
+      [ids[0], '2', 'Compute', 'Username is required'],
+      [ids[1], '3', 'Compute', 'Username is required'],
+      [ids[2], '4', 'Compute', 'Charge "x" is not a number'],
+    ]);
+    const [status] = (await usage('GET', 'usage/status')).json;
+    expect(status.Errors.map((e: any) => [e.Error, e.Records.map((r: any) => [r.LocalRecordID, r.UsageType])])).toEqual([
+      ['Username is required', [['2', 'Compute'], ['3', 'Compute']]],
+      ['Charge "x" is not a number', [['4', 'Compute']]],
+    ]);
+
+    // amieclient's clear_failed_records: the ids comma-separated in the path.
+    const cleared = await usage('DELETE', `usage/failed/${ids[0]},${ids[2]}`);
+    expect(cleared.status, JSON.stringify(cleared.json)).toBe(200);
+    expect((await usage('GET', 'usage/failed')).json.FailedRecords.map((f: any) => f.LocalRecordID)).toEqual(['3']);
+    // Errors carry the reason under `error`.
+    const again = await usage('DELETE', `usage/failed/${ids[0]}`);
+    expect(again).toEqual({ status: 404, json: { error: `no failed record with FailedRecordID ${ids[0]}` } });
+    expect((await usage('DELETE', 'usage/failed/abc')).json.error).toContain('"abc" is not a FailedRecordID');
+    expect((await usage('POST', 'usage/', { UsageType: 'cpu', Records: [] })).json).toEqual({ error: 'UsageType "cpu" is not one of compute, storage, adjustment' });
+  });
+
+  it("[13.6] the toolkit's Usage API client reads each shape, clears by id, and reports the server's `error`", async () => {
+    const { sim } = await simulator();
+    const client = usageClient(sim);
+    const verdicts = await client.postCompute([job('1'), job('2', { Username: '' }), job('3', { EndTime: 'later' })]);
+    expect(verdicts.map((v) => v.accepted)).toEqual([true, false, false]);
+
+    const failed = await client.failedRecords();
+    expect(failed.map((f) => [f.localRecordId, f.resource, f.username, f.error])).toEqual([
+      ['2', SITE.resource, '', 'Username is required'],
+      ['3', SITE.resource, 'tquist', 'EndTime "later" is not an ISO 8601 time'],
+    ]);
+    expect(failed.every((f) => f.failedRecordId !== null)).toBe(true);
+    const status = await client.usageStatus();
+    expect(status).toEqual([
+      {
+        resource: SITE.resource,
+        loadedRecordCount: 1,
+        failedJobCount: 2,
+        totalCharge: 4,
+        errors: [
+          { error: 'Username is required', records: [expect.objectContaining({ LocalRecordID: '2' })] },
+          { error: 'EndTime "later" is not an ISO 8601 time', records: [expect.objectContaining({ LocalRecordID: '3' })] },
+        ],
+      },
+    ]);
+    await client.clearFailed([failed[0]!.failedRecordId!]);
+    expect((await client.failedRecords()).map((f) => f.localRecordId)).toEqual(['3']);
+    // A refusal names the server's reason, given under `error`.
+    const err = await client.clearFailed(['999999']).then(() => undefined, (e: unknown) => e as UsageApiError);
+    expect(err).toBeInstanceOf(UsageApiError);
+    expect(err!.message).toMatch(/HTTP 404: no failed record with FailedRecordID 999999$/);
+
+    // The shapes amieclient writes, and the older flat status, read the same way.
+    expect(readFailedRecords({ FailedRecords: [{ UsageType: 'Compute', Error: 'bad', FailedRecordID: 7, LocalRecordID: '9' }] })).toEqual([
+      expect.objectContaining({ failedRecordId: '7', error: 'bad', localRecordId: '9', usageType: 'Compute' }),
+    ]);
+    expect(readUsageStatus([{ Resource: 'r', LoadedRecordCount: 1, FailedJobCount: 2, TotalCharge: 3, Errors: [{ LocalRecordID: '1', Error: 'e' }, { LocalRecordID: '2', Error: 'e' }] }])).toEqual([
+      { resource: 'r', loadedRecordCount: 1, failedJobCount: 2, totalCharge: 3, errors: [{ error: 'e', records: [{ LocalRecordID: '1' }, { LocalRecordID: '2' }] }] },
+    ]);
+    expect(() => readFailedRecords({ Message: 'ok', Records: 'none' }, 'GET usage/failed')).not.toThrow();
+    expect(() => readFailedRecords({ FailedRecords: 'none' })).toThrow(UsageAnswerError);
+    expect(() => readUsageStatus({ message: 'maintenance' })).toThrow(/expected a list of resources, got an object with keys message/);
+
+    // A POST answer that names its failures under FailedRecords is believed too.
+    sim.inject({ api: 'usage', method: 'POST', status: 200, body: { Message: '1 of 2 loaded', FailedRecords: [{ LocalRecordID: '12', Error: 'unknown project' }] } });
+    const judged = await client.postCompute([job('11'), job('12')]);
+    expect(judged.map((v) => [v.accepted, v.reason])).toEqual([[true, undefined], [false, 'unknown project']]);
+  });
+
+  it('[13.6] amie usage failed --server lists the server\'s failed records; --clear and --clear-all delete them', async () => {
+    const { sim } = await simulator();
+    await usageClient(sim).postCompute([job('1', { Username: '' }), job('2', { Username: '' }), job('3', { Charge: 'x' })]);
+    const ids = (await usageClient(sim).failedRecords()).map((f) => f.failedRecordId!);
+    const dir = mkdtempSync(join(tmpdir(), 'amie-usage-failed-'));
+    opened.push(async () => rmSync(dir, { recursive: true, force: true }));
+    const config = join(dir, 'amie.yaml');
+    writeFileSync(
+      config,
+      `site: { name: ${SITE.name}, resource: ${SITE.resource} }\ndatabase: { path: ./db }\n` +
+        `usage:\n  sink: usage-api\n  usageApi: { url: ${sim.usageUrl}, apiKeyEnv: AMIE_TEST_USAGE_KEY }\n`,
+    );
+    const amie = (...args: string[]) =>
+      execa(process.execPath, [CLI, '-c', config, ...args], { reject: false, stdin: 'ignore', env: { AMIE_LOG_LEVEL: 'warn', AMIE_TEST_USAGE_KEY: KEY } });
+
+    const listed = await amie('usage', 'failed', '--server');
+    expect(listed.exitCode, listed.stderr).toBe(0);
+    expect(listed.stdout.split('\n')[0]).toMatch(/^id\s+resource\s+record\s+project\s+user\s+error$/);
+    expect(listed.stdout).toContain('Username is required');
+    expect(listed.stdout).toContain('Charge "x" is not a number');
+    const json = JSON.parse((await amie('usage', 'failed', '--server', '--json')).stdout);
+    expect(json.map((r: any) => r.failedRecordId)).toEqual(ids);
+
+    const one = await amie('usage', 'failed', '--clear', ids[1]!);
+    expect(one.exitCode, one.stderr).toBe(0);
+    expect(one.stdout).toBe(`cleared 1 failed record(s) on the Usage API: ${ids[1]}`);
+    expect([...sim.usage.failed.values()].map((f) => f.record.LocalRecordID)).toEqual(['1', '3']);
+    const unknown = await amie('usage', 'failed', '--clear', '999999');
+    expect(unknown.exitCode).toBe(1);
+    expect(unknown.stderr).toContain('no failed record with FailedRecordID 999999');
+    expect((await amie('usage', 'failed', '--clear', '1,2')).exitCode).toBe(2);
+
+    const all = await amie('usage', 'failed', '--clear-all');
+    expect(all.exitCode, all.stderr).toBe(0);
+    expect(all.stdout).toBe(`cleared 2 failed record(s) on the Usage API: ${ids[0]}, ${ids[2]}`);
+    expect(sim.usage.failed.size).toBe(0);
+    expect((await amie('usage', 'failed', '--clear-all')).stdout).toBe('nothing to clear');
   });
 });

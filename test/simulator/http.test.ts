@@ -69,7 +69,8 @@ describe.each(driverCases())('REST simulator with central on $name', (driver) =>
       for (const [path, base] of [[`packets/${SITE.name}`, sim.amieUrl], ['usage/status', sim.usageUrl]] as const) {
         const r = await client(sim, headers)('GET', path, undefined, base);
         expect(r.status, `${path} ${JSON.stringify(headers)}`).toBe(401);
-        expect(r.json.message).toContain(message);
+        // The Usage API gives its reason under `error`, the AMIE API under `message`.
+        expect(base === sim.usageUrl ? r.json.error : r.json.message).toContain(message);
         expect(JSON.stringify(r.json)).not.toContain(KEY);
       }
     }
@@ -384,8 +385,20 @@ describe('REST simulator: the Usage API', () => {
     expect(failed.json.FailedRecords.map((f: any) => f.LocalRecordID)).toEqual(['3', '4']);
     const status = await usage('GET', 'usage/status');
     expect(status.json).toEqual([
-      { Resource: SITE.resource, LoadedRecordCount: 2, FailedJobCount: 1, TotalCharge: 5, Errors: [{ LocalRecordID: '4', Error: 'Username is required' }] },
-      { Resource: 'elsewhere.example.org', LoadedRecordCount: 0, FailedJobCount: 1, TotalCharge: 0, Errors: [expect.objectContaining({ LocalRecordID: '3' })] },
+      {
+        Resource: SITE.resource,
+        LoadedRecordCount: 2,
+        FailedJobCount: 1,
+        TotalCharge: 5,
+        Errors: [{ Error: 'Username is required', UsageType: 'Compute', Records: [expect.objectContaining({ LocalRecordID: '4', UsageType: 'Compute' })] }],
+      },
+      {
+        Resource: 'elsewhere.example.org',
+        LoadedRecordCount: 0,
+        FailedJobCount: 1,
+        TotalCharge: 0,
+        Errors: [expect.objectContaining({ Records: [expect.objectContaining({ LocalRecordID: '3' })] })],
+      },
     ]);
     expect(sim.usage.accepted.map((x) => x.LocalRecordID)).toEqual(['2', '1']);
   });
@@ -394,16 +407,16 @@ describe('REST simulator: the Usage API', () => {
     const big = { UsageType: 'compute', Records: Array.from({ length: 30 }, (_, i) => job(String(i), { Attributes: { JobName: 'x'.repeat(40_000) } })) };
     const tooLarge = await usage('POST', 'usage/', big);
     expect(tooLarge.status).toBe(413);
-    expect(tooLarge.json.message).toMatch(/larger than the 1024 KiB the Usage API accepts/);
+    expect(tooLarge.json.error).toMatch(/larger than the 1024 KiB the Usage API accepts/);
     expect(sim.usage.received.at(-1)!.bytes).toBeGreaterThan(1024 * 1024);
-    expect((await usage('POST', 'usage/', { UsageType: 'cpu', Records: [] })).json.message).toContain('UsageType "cpu" is not one of compute, storage, adjustment');
+    expect((await usage('POST', 'usage/', { UsageType: 'cpu', Records: [] })).json.error).toContain('UsageType "cpu" is not one of compute, storage, adjustment');
     expect((await usage('POST', 'usage/', { UsageType: 'compute' })).status).toBe(400);
-    expect((await usage('POST', 'usage/', '{"UsageType": ')).json.message).toMatch(/^malformed JSON/);
+    expect((await usage('POST', 'usage/', '{"UsageType": ')).json.error).toMatch(/^malformed JSON/);
     const get = await usage('GET', 'usage/');
     expect(get.status).toBe(405);
-    expect(get.json.message).toContain('use POST');
+    expect(get.json.error).toContain('use POST');
     const nowhere = await usage('GET', 'usage/everything');
     expect(nowhere.status).toBe(404);
-    expect(nowhere.json.message).toContain('the Usage API has POST usage/, GET usage/failed and GET usage/status');
+    expect(nowhere.json.error).toContain('the Usage API has POST usage/, GET usage/failed, DELETE usage/failed/{ids} and GET usage/status');
   });
 });
