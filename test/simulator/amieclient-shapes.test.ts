@@ -414,12 +414,11 @@ describe("[13.6] the Usage API's failed records", () => {
     const unknown = await amie('usage', 'failed', '--clear', '999999');
     expect(unknown.exitCode).toBe(1);
     expect(unknown.stderr).toContain('no failed record with FailedRecordID 999999');
-    expect((await amie('usage', 'failed', '--clear', '1,2')).exitCode).toBe(2);
 
     const all = await amie('usage', 'failed', '--clear-all');
     expect(all.exitCode, all.stderr).toBe(0);
     expect(all.stdout).toBe(`cleared 2 failed record(s) on the Usage API: ${ids[0]}, ${ids[2]}`);
     expect(sim.usage.failed.size).toBe(0);
     expect((await amie('usage', 'failed', '--clear-all')).stdout).toBe('nothing to clear');
-  });
+  }, 180_000);
 });

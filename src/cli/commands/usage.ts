@@ -54,22 +54,24 @@ export function register(program: Command, context: CliContext): void {
     .option('--clear <id...>', 'tell the Usage API to forget these failed records, by FailedRecordID (DELETE usage/failed/{ids})')
     .option('--clear-all', 'tell the Usage API to forget every record it lists as failed')
     .option('--json', 'print JSON')
-    .action((opts: FailedOptions) =>
-      context.withDatabase(async (db, config, log) => {
-        const { prepareDatabase, listUnreportedJobs } = await store();
-        if (opts.server || opts.clear || opts.clearAll) {
-          const { usageApiClient } = await reporter();
-          const u = usageConfigOf(config);
-          const client = usageApiClient(config.site, requireApi(u), apiKeyOf(context, u), log);
-          try {
-            await serverFailed(context, client, opts);
-          } catch (err) {
-            if ((err as Error).name !== 'UsageApiError') throw err;
-            process.stderr.write(`amie: ${(err as Error).message}\n`);
-            context.exitCode = EXIT.workFailed;
-          }
-          return;
+    .action(async (opts: FailedOptions) => {
+      // The server's own list needs no database.
+      if (opts.server || opts.clear || opts.clearAll) {
+        const config = await context.loadConfig();
+        const { usageApiClient } = await reporter();
+        const u = usageConfigOf(config);
+        const client = usageApiClient(config.site, requireApi(u), apiKeyOf(context, u), context.logger(config));
+        try {
+          await serverFailed(context, client, opts);
+        } catch (err) {
+          if ((err as Error).name !== 'UsageApiError') throw err;
+          process.stderr.write(`amie: ${(err as Error).message}\n`);
+          context.exitCode = EXIT.workFailed;
         }
+        return;
+      }
+      await context.withDatabase(async (db) => {
+        const { prepareDatabase, listUnreportedJobs } = await store();
         await prepareDatabase(db);
         const records = await listUnreportedJobs(db, { status: opts.pending ? 'pending' : 'failed', limit: positiveInt('--limit', opts.limit ?? '200') });
         if (opts.json) {
@@ -91,8 +93,8 @@ export function register(program: Command, context: CliContext): void {
           ['cluster', 'job', 'project', 'user', 'charge', 'ended', 'http', 'attempts', 'reason'],
         );
         for (const l of lines) context.out(l);
-      }),
-    );
+      });
+    });
 
   usage
     .command('resend')
