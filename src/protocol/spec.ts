@@ -104,14 +104,24 @@ const ACCOUNT_STATE_TAGS = {
   required: ['PersonID', 'ProjectID', 'ResourceList'],
   allowed: ['Comment'],
 } as const;
+/*
+ * `inferFromRequest` is what the server fills in from the packet a reply answers
+ * (amieclient's `_data_keys_not_required_in_reply`). amieclient fills all three tags of a
+ * notify_account_inactivate but none of a notify_account_reactivate, which answers the same kind
+ * of request: both take them over here.
+ */
 const NOTIFY_ACCOUNT_STATE_TAGS = {
   ...ACCOUNT_STATE_TAGS,
   inferFromRequest: { PersonID: 'PersonID', ProjectID: 'ProjectID', ResourceList: 'ResourceList' },
 } as const;
+/*
+ * amieclient lets the server fill Comment and PersonID of a notify_project_inactivate/reactivate
+ * from the request, though it lists neither as a tag these types carry: they are allowed here.
+ */
 const NOTIFY_PROJECT_STATE_TAGS = {
   required: ['ProjectID', 'ResourceList'],
-  allowed: [],
-  inferFromRequest: { ProjectID: 'ProjectID', ResourceList: 'ResourceList' },
+  allowed: ['Comment', 'PersonID'],
+  inferFromRequest: { Comment: 'Comment', PersonID: 'PersonID', ProjectID: 'ProjectID', ResourceList: 'ResourceList' },
 } as const;
 const PROJECT_STATE_REQUEST_ALLOWED = [
   'Comment',
@@ -122,6 +132,8 @@ const PROJECT_STATE_REQUEST_ALLOWED = [
   'ServiceUnitsAllocated',
   'ServiceUnitsRemaining',
 ] as const;
+// Central's packets: amieclient's fill-in list for data_project_create (GlobalID, PersonID) concerns
+// a packet the site never sends, and names GlobalID, which the type does not carry.
 const DATA_CREATE_TAGS = { required: ['PersonID', 'ProjectID'], allowed: ['DnList'] } as const;
 
 /*
@@ -146,6 +158,18 @@ const PROJECT_CHANGE_TAGS = {
   ],
   lenient: true,
 } as const;
+/** request_user_modify's tags, which amieclient lists for notify_user_modify too (see there). */
+const USER_MODIFY_ALLOWED = [
+  'FirstName',
+  'LastName',
+  'Organization',
+  'OrgCode',
+  ...PERSON_CONTACT_TAGS,
+  'AcademicDegree',
+  'DnList',
+  'NsfStatusCode',
+  'CitizenshipList',
+] as const;
 const USER_CHANGE_TAGS = {
   required: [],
   allowed: [
@@ -182,16 +206,36 @@ export const PACKET_TAGS = {
       'UserPersonID',
       'UserRemoteSiteLogin',
     ],
-    // UserEmail and UserMiddleName come with the User* contact tags.
-    allowed: ['UserDnList', 'UserGlobalID', 'UserUID', 'RoleList', 'NsfStatusCode', ...USER_CONTACT_TAGS],
+    // UserEmail and UserMiddleName come with the User* contact tags. amieclient lists
+    // AcademicDegree as required, yet as one the server fills from the request_account_create,
+    // where it is optional: requiring it would refuse the answer to any RAC without a degree, so
+    // it is allowed and filled in.
+    allowed: [
+      'UserDnList',
+      'UserGlobalID',
+      'UserUID',
+      'RoleList',
+      'NsfStatusCode',
+      'AcademicDegree',
+      'UserPasswordAccessEnable',
+      'UserRequestedLoginList',
+      'UserPosition',
+      ...USER_CONTACT_TAGS,
+    ],
+    // amieclient's fill-in list, plus ResourceList and ProjectID: its reference example sends a NAC
+    // without ResourceList (and fills ResourceList in for every other notify_* type), and the RAC
+    // names the site's ProjectID. AccountActivityTime stays the site's to give, though that example
+    // leaves it out too: nothing in the request could supply it.
     inferFromRequest: {
       ResourceList: 'ResourceList',
       ProjectID: 'ProjectID',
+      UserPersonID: 'UserPersonID',
       UserFirstName: 'UserFirstName',
       UserLastName: 'UserLastName',
       UserMiddleName: 'UserMiddleName',
       UserOrganization: 'UserOrganization',
       UserOrgCode: 'UserOrgCode',
+      AcademicDegree: 'AcademicDegree',
     },
   },
   notify_project_create: {
@@ -209,6 +253,13 @@ export const PACKET_TAGS = {
     ],
     allowed: [
       ...PI_CONTACT_TAGS,
+      // The PI as the RPC named them, which amieclient lets an NPC repeat.
+      'PiFirstName',
+      'PiLastName',
+      'PiOrganization',
+      'PiDnList',
+      'PiRequestedLoginList',
+      'PiPosition',
       'Abstract',
       'AcademicDegree',
       'AllocationType',
@@ -241,7 +292,10 @@ export const PACKET_TAGS = {
     required: ['UsageType', 'ProjectID', 'JobIdentity', 'RecordIdentity', 'MachineName', 'UserLogin', 'StartTime', 'EndTime', 'Charge'],
     allowed: ['SubmitTime', 'WallDuration', 'NodeCount', 'Processors', 'Queue', 'JobName'],
   },
-  notify_user_modify: USER_CHANGE_TAGS,
+  // A site's own change to a person (answered with an ITC). amieclient's list leaves out the
+  // address tags (StreetAddress, StreetAddress2, Title, Zip), CitizenshipList and NsfStatusCode
+  // that it lists for request_user_modify, the same change from central: both take them here.
+  notify_user_modify: { required: ['ActionType', 'PersonID'], allowed: USER_MODIFY_ALLOWED },
   notify_user_reactivate: USER_CHANGE_TAGS,
   notify_user_suspend: USER_CHANGE_TAGS,
   request_account_create: {
@@ -309,10 +363,7 @@ export const PACKET_TAGS = {
     allowed: [...PROJECT_STATE_REQUEST_ALLOWED, 'PersonID'],
   },
   request_project_resources: PROJECT_CHANGE_TAGS,
-  request_user_modify: {
-    required: ['ActionType', 'PersonID'],
-    allowed: ['FirstName', 'LastName', 'Organization', 'OrgCode', ...PERSON_CONTACT_TAGS, 'DnList', 'NsfStatusCode', 'CitizenshipList'],
-  },
+  request_user_modify: { required: ['ActionType', 'PersonID'], allowed: USER_MODIFY_ALLOWED },
   request_user_reactivate: USER_CHANGE_TAGS,
   request_user_suspend: USER_CHANGE_TAGS,
   request_user_create: USER_CHANGE_TAGS,
@@ -333,7 +384,11 @@ export const PACKET_TAGS = {
 } as const satisfies { readonly [N in PacketTypeName]: TagLists };
 export type PacketTags = typeof PACKET_TAGS;
 
-/** The type the site answers a received packet with (§3). An incoming ITC gets no answer. */
+/**
+ * The type the site answers a received packet with (§3). An incoming ITC gets no answer here:
+ * over the AMIE tables the transfer daemon closes the transaction. Over the REST API the source
+ * answers it with a success ITC (amieclient's ITC expects one), outside the handler's view.
+ */
 const SITE_REPLY: Partial<Record<PacketTypeName, PacketTypeName>> = {
   request_project_create: 'notify_project_create',
   data_project_create: 'inform_transaction_complete',

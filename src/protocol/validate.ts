@@ -84,7 +84,7 @@ export function validateBody(type: PacketTypeName, body: PacketBody): Problem[] 
     }
   }
 
-  if (type === 'request_user_modify') {
+  if (type === 'request_user_modify' || type === 'notify_user_modify') {
     const action = body.get('ActionType');
     if (!isBlank(action ?? null) && !(ACTION_TYPES as readonly string[]).includes(action!)) {
       add('ActionType', `${quote(action!)} is not one of ${ACTION_TYPES.join(', ')}`);

@@ -180,7 +180,7 @@ export class CentralSite {
       );
       return;
     }
-    // Central's closing ITC, once the site has taken it, ends the transaction.
+    // Central's closing ITC, once the site has taken it (over the tables), ends the transaction.
     const last = packets[packets.length - 1];
     if (last && !last.outgoing && last.type === 'inform_transaction_complete' && last.state === 'completed') {
       await this.close(tx, c, 'completed');
@@ -195,7 +195,9 @@ export class CentralSite {
     c.siteReplies.push({ type: p.type, body: json });
     const answered = [...packets].reverse().find((x) => !x.outgoing && x.packetId < p.packetId);
     const answeredType = answered?.type;
-    const expected = answeredType ? specOf(answeredType).siteReply : undefined;
+    // Over the REST API the site answers central's closing ITC with a success ITC, which ends the
+    // transaction; over the AMIE tables it only takes the ITC (see transferOne).
+    const expected = answeredType === 'inform_transaction_complete' ? answeredType : answeredType ? specOf(answeredType).siteReply : undefined;
     const what = `${c.label}: the site's ${p.type ?? `packet of type_id ${p.typeId}`} (packet_id ${p.packetId})`;
     const fail = async (message: string) => {
       c.checks.push({ ok: false, message });

@@ -5,7 +5,7 @@
  * written from the site's side: local_site_name is the site, outgoing_flag false a packet the
  * site receives.
  */
-import { PacketBody, type PacketTypeName } from '../protocol/index.js';
+import { DEFAULT_REPLY_TIMEOUT_MINUTES, PacketBody, type PacketTypeName } from '../protocol/index.js';
 import { RestPacketError, parseReplyPacket, toRestPacketJson, type RestPacketJson } from '../sources/rest-json.js';
 import type { ServedPacket } from './http-store.js';
 
@@ -25,12 +25,22 @@ export function toRestPacket(p: ServedPacket): RestPacketJson {
     outgoing: p.outgoing,
     // ISO 8601 with milliseconds and Z, as the real service writes it.
     timestamp: p.ts,
-    expectedReplyList: p.expectedReplies,
+    expectedReplyList: expectedRepliesOverRest(p),
     inReplyTo: p.inReplyTo,
     clientState: p.clientState,
     clientJson: p.clientJson,
     body: PacketBody.fromRows(p.rows),
   });
+}
+
+/**
+ * Central's ITC waits for the site's success ITC over the REST API (amieclient's
+ * InformTransactionComplete expects one), though central's tables, shared with the table-based
+ * simulation, record no expected reply for it.
+ */
+function expectedRepliesOverRest(p: ServedPacket): ServedPacket['expectedReplies'] {
+  if (p.outgoing || p.type !== 'inform_transaction_complete' || p.expectedReplies.length > 0) return p.expectedReplies;
+  return [{ type: 'inform_transaction_complete', timeout: DEFAULT_REPLY_TIMEOUT_MINUTES }];
 }
 
 /** A packet the site POSTed, read far enough to check it; `problem` says why it cannot be. */

@@ -189,13 +189,3 @@ export async function notePacket(
     ],
   );
 }
-
-/** Incoming packets that expect no reply (central's ITC) become completed once the site has them. */
-export async function completeDelivered(q: Queryable, packetRecIds: readonly number[]): Promise<void> {
-  if (packetRecIds.length === 0) return;
-  await q.query(
-    `UPDATE packet_tbl p SET state_id = ${STATE_IDS.completed}
-      WHERE p.packet_rec_id = ANY ($1::int[]) AND p.state_id = ${STATE_IDS['in-progress']}`,
-    [packetRecIds],
-  );
-}

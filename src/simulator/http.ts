@@ -10,11 +10,10 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
-import { openPglite, type Database, type Queryable } from '../db/index.js';
+import { openPglite, type Database } from '../db/index.js';
 import { STATE_IDS, PacketBody, formatProblems, specOf, validateBody, type PacketTypeName, type StateName } from '../protocol/index.js';
 import { initDatabase, setPacketState, setTransactionState, getTransaction, writePacket } from '../store/index.js';
 import {
-  completeDelivered,
   createSimTables,
   listServedPackets,
   lockServedPacket,
@@ -22,7 +21,6 @@ import {
   notePacket,
   replyTo,
   type PacketFilter,
-  type ServedPacket,
 } from './http-store.js';
 import { readPostedPacket, toRestPacket } from './http-packets.js';
 import { UsageApiState } from './usage-api.js';
@@ -224,7 +222,8 @@ export class RestSimulator {
         answer = api === 'amie' ? await this.amie(method, path, url.searchParams, raw) : this.usageApi(method, path, raw);
       } catch (err) {
         if (!(err instanceof Refusal)) throw err;
-        answer = { status: err.status, body: { message: err.message }, headers: err.headers };
+        // The Usage API gives the reason under `error`, the AMIE API under `message` (as amieclient reads them).
+        answer = { status: err.status, body: api === 'usage' ? { error: err.message } : { message: err.message }, headers: err.headers };
       }
       if (fault) {
         if (fault.hang || fault.drop) {
@@ -323,39 +322,33 @@ export class RestSimulator {
 
   private async listPackets(query: URLSearchParams): Promise<Answer> {
     const filter = readFilter(query, this.siteName);
-    const packets = await this.deliver((q) => listServedPackets(q, filter));
+    const packets = await listServedPackets(this.db, filter);
     return { status: 200, body: { message: `${packets.length} packet(s)`, result: packets.map(toRestPacket) } };
   }
 
   private async onePacket(packetRecId: number): Promise<Answer> {
-    const [packet] = await this.deliver((q) => listServedPackets(q, { site: this.siteName, packetRecId }));
+    const [packet] = await listServedPackets(this.db, { site: this.siteName, packetRecId });
     if (!packet) throw new Refusal(404, `site ${this.siteName} has no packet with packet_rec_id ${packetRecId}`);
     return { status: 200, body: { message: 'packet found', result: toRestPacket(packet) } };
   }
 
   private async transactionPackets(transRecId: number): Promise<Answer> {
-    const packets = await this.deliver((q) => listServedPackets(q, { site: this.siteName, transRecIds: [transRecId] }));
+    const packets = await listServedPackets(this.db, { site: this.siteName, transRecIds: [transRecId] });
     if (packets.length === 0) throw new Refusal(404, `site ${this.siteName} has no transaction with trans_rec_id ${transRecId}`);
-    return { status: 200, body: { message: `${packets.length} packet(s) in transaction ${transRecId}`, result: packets.map(toRestPacket) } };
-  }
-
-  /**
-   * Reads packets for the site. An incoming packet that takes no reply (central's closing ITC)
-   * is delivered once the site has read it: it is marked completed, which is how central knows
-   * the transaction ended. The answer shows it as it was when read.
-   */
-  private async deliver(read: (q: Queryable) => Promise<ServedPacket[]>): Promise<ServedPacket[]> {
-    return this.db.transaction(async (tx) => {
-      const packets = await read(tx);
-      const delivered = packets.filter(
-        (p) => !p.outgoing && p.state === 'in-progress' && p.transaction.state === 'in-progress' && p.type !== undefined && !specOf(p.type).siteReply,
-      );
-      await completeDelivered(
-        tx,
-        delivered.map((p) => p.packetRecId),
-      );
-      return packets;
-    });
+    // The transaction with its packets under DATA, as amieclient's Transaction.from_dict reads it.
+    const t = packets[0]!.transaction;
+    const result = {
+      DATA_TYPE: 'transaction',
+      trans_rec_id: transRecId,
+      transaction_id: t.transactionId,
+      originating_site_name: t.originatingSiteName,
+      local_site_name: t.localSiteName,
+      remote_site_name: t.remoteSiteName,
+      state: t.state,
+      timestamp: t.ts.toISOString(),
+      DATA: packets.map(toRestPacket),
+    };
+    return { status: 200, body: { message: `${packets.length} packet(s) in transaction ${transRecId}`, result } };
   }
 
   private async setNote(packetRecId: number, note: { clientState?: string | null; clientJson?: unknown }, what: string): Promise<Answer> {
@@ -416,7 +409,7 @@ export class RestSimulator {
         );
       }
       const failure = type === 'inform_transaction_complete' && body.get('StatusCode') === 'Failure';
-      const expected = answered.type ? specOf(answered.type).siteReply : undefined;
+      const expected = answered.type ? restReplyTo(answered.type) : undefined;
       if (!failure) {
         if (!expected) throw new Refusal(400, `${what}: ${answered.type ?? 'a packet of unknown type'} takes no reply (only a failure inform_transaction_complete)`);
         if (type !== expected) throw new Refusal(400, `${what}: ${answered.type} is answered with ${expected} (or a failure inform_transaction_complete), not ${type}`);
@@ -456,11 +449,35 @@ export class RestSimulator {
       return this.usage.post(raw ?? Buffer.alloc(0));
     }
     if (p === 'usage/failed' || p === 'usage/status') {
-      if (method !== 'GET') throw new Refusal(405, `${method} is not allowed on ${p}; use GET`, { Allow: 'GET' });
+      if (method === 'DELETE' && p === 'usage/failed') throw new Refusal(400, 'name the failed records to clear: DELETE usage/failed/{FailedRecordID,...}');
+      if (method !== 'GET') throw new Refusal(405, `${method} is not allowed on ${p}; use GET`, { Allow: p === 'usage/failed' ? 'GET, DELETE' : 'GET' });
       return p === 'usage/failed' ? this.usage.failedRecords() : this.usage.status();
     }
-    throw new Refusal(404, `no such endpoint: ${method} ${USAGE_API_PATH}${path}; the Usage API has POST usage/, GET usage/failed and GET usage/status`);
+    const clear = /^usage\/failed\/([^/]+)$/.exec(p);
+    if (clear) {
+      if (method !== 'DELETE') throw new Refusal(405, `${method} is not allowed on ${p}; use DELETE`, { Allow: 'DELETE' });
+      let ids: string;
+      try {
+        ids = decodeURIComponent(clear[1]!);
+      } catch {
+        throw new Refusal(400, `the path ${JSON.stringify(p)} is not valid percent-encoding`);
+      }
+      return this.usage.clearFailed(ids);
+    }
+    throw new Refusal(
+      404,
+      `no such endpoint: ${method} ${USAGE_API_PATH}${path}; the Usage API has POST usage/, GET usage/failed, DELETE usage/failed/{ids} and GET usage/status`,
+    );
   }
+}
+
+/**
+ * The reply a packet the site received takes over the REST API: the protocol's, and for central's
+ * ITC a success ITC (amieclient's ITC expects one and its reference example sends it; over the
+ * AMIE tables the transfer daemon closes the transaction instead).
+ */
+function restReplyTo(type: PacketTypeName): PacketTypeName | undefined {
+  return type === 'inform_transaction_complete' ? 'inform_transaction_complete' : specOf(type).siteReply;
 }
 
 /** Copies the reply tags central takes over from the request when the site left them out. */
@@ -532,9 +549,15 @@ const FILTER_ALIASES: Record<string, (typeof FILTERS)[number]> = {
   client_states: 'client_state',
 };
 
-/** The query string of `GET packets/{site}`; an unknown or malformed filter is refused, not ignored. */
+/**
+ * The query string of `GET packets/{site}`; an unknown or malformed filter is refused, not ignored.
+ * With no filter at all the answer is the site's pending work, its in-progress incoming packets
+ * of in-progress transactions: clients written like amieclient's example call `list_packets()`
+ * bare and answer everything it returns.
+ */
 function readFilter(query: URLSearchParams, site: string): PacketFilter {
   const f: PacketFilter = { site };
+  if ([...query.keys()].length === 0) return { ...f, outgoing: false, states: ['in-progress'], transactionStates: ['in-progress'] };
   let incoming = false;
   let outgoing = false;
   for (const [rawName, value] of query) {

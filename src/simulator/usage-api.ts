@@ -1,10 +1,14 @@
 /**
- * The ACCESS Usage API as the simulator plays it: `POST usage/` loads records and answers
- * `{Message, ValidationFailedRecords}`, refusing bodies over 1024 KiB with 413; `GET usage/failed`
- * and `GET usage/status` report what failed and what was loaded per resource. Records are checked
- * the way the real service checks them (required fields, times, a numeric Charge, a known
- * resource), and a record sent again replaces the first (same Resource and LocalRecordID), so a
- * resend never counts a job twice.
+ * The ACCESS Usage API as the simulator plays it, in the shapes amieclient reads and writes:
+ * `POST usage/` loads records and answers `{Message, ValidationFailedRecords}`, refusing bodies
+ * over 1024 KiB with 413; `GET usage/failed` lists records that failed, each with a
+ * `FailedRecordID`, under both `ValidationFailedRecords` (what amieclient reads) and
+ * `FailedRecords` (what it writes); `DELETE usage/failed/{ids}` clears them; `GET usage/status`
+ * gives per resource what was loaded, and the failures grouped by error,
+ * `Errors: [{Error, Records}]`. Refusals carry the reason under `error`. Records are checked the
+ * way the real service checks them (required fields, times, a numeric Charge, a known resource),
+ * and a record sent again replaces the first (same Resource and LocalRecordID), so a resend never
+ * counts a job twice.
  */
 import { isIsoDateTime } from '../protocol/index.js';
 
@@ -41,10 +45,12 @@ export class UsageApiState {
   readonly received: UsagePost[] = [];
   /** Loaded records by Resource and LocalRecordID. */
   readonly loaded = new Map<string, Loaded>();
-  /** Records that failed to load, with the reason (a later good copy removes them). */
-  readonly failed = new Map<string, { usageType: UsageType; record: Record<string, unknown>; error: string }>();
+  /** Records that failed to load, with the reason (a later good copy, or a clear, removes them). */
+  readonly failed = new Map<string, FailedRecord>();
   /** LocalRecordIDs the server refuses whatever they carry, with the reason (to test failure handling). */
   readonly refuse = new Map<string, string>();
+
+  #nextFailedRecordId = 1;
 
   /** @param resources the resources of the site; records naming another one fail. */
   constructor(readonly resources: readonly string[]) {}
@@ -77,21 +83,21 @@ export class UsageApiState {
   /** `POST usage/`: loads what passes the checks, reports the rest per record. */
   post(raw: Buffer): UsageAnswer {
     if (raw.length > USAGE_BODY_LIMIT) {
-      return { status: 413, body: { message: `request body of ${raw.length} bytes is larger than the 1024 KiB the Usage API accepts: send smaller batches` } };
+      return { status: 413, body: { error: `request body of ${raw.length} bytes is larger than the 1024 KiB the Usage API accepts: send smaller batches` } };
     }
     let json: unknown;
     try {
       json = JSON.parse(raw.toString('utf8'));
     } catch (err) {
-      return { status: 400, body: { message: `malformed JSON: ${(err as Error).message}` } };
+      return { status: 400, body: { error: `malformed JSON: ${(err as Error).message}` } };
     }
     const o = isRecord(json) ? json : {};
     const records = Array.isArray(o.Records) ? (o.Records as unknown[]) : undefined;
     const usageType = String(o.UsageType ?? '').toLowerCase() as UsageType;
     if (!USAGE_TYPES.includes(usageType)) {
-      return { status: 400, body: { message: `UsageType ${JSON.stringify(o.UsageType ?? null)} is not one of compute, storage, adjustment` } };
+      return { status: 400, body: { error: `UsageType ${JSON.stringify(o.UsageType ?? null)} is not one of compute, storage, adjustment` } };
     }
-    if (!records) return { status: 400, body: { message: 'Records must be an array of usage records' } };
+    if (!records) return { status: 400, body: { error: 'Records must be an array of usage records' } };
 
     const failures: Array<Record<string, unknown>> = [];
     for (const [i, item] of records.entries()) {
@@ -102,8 +108,9 @@ export class UsageApiState {
       const error = this.refuse.get(String(item.LocalRecordID)) ?? this.check(usageType, item);
       const key = `${String(item.Resource)}\u0000${String(item.LocalRecordID)}`;
       if (error) {
-        this.failed.set(key, { usageType, record: item, error });
-        failures.push({ UsageType: capitalize(usageType), Error: error, ...item });
+        const failed: FailedRecord = { id: this.#nextFailedRecordId++, usageType, record: item, error };
+        this.failed.set(key, failed);
+        failures.push(failedRecordJson(failed));
       } else {
         this.failed.delete(key);
         this.loaded.delete(key); // a resent record replaces the first
@@ -116,19 +123,42 @@ export class UsageApiState {
     };
   }
 
-  /** `GET usage/failed`. */
+  /** `GET usage/failed`: under both keys, since amieclient reads one and writes the other. */
   failedRecords(): UsageAnswer {
-    const records = [...this.failed.values()].map((f) => ({ UsageType: capitalize(f.usageType), Error: f.error, ...f.record }));
-    return { status: 200, body: { Message: `${records.length} record(s) failed to load`, FailedRecords: records } };
+    const records = [...this.failed.values()].map(failedRecordJson);
+    return { status: 200, body: { Message: `${records.length} record(s) failed to load`, ValidationFailedRecords: records, FailedRecords: records } };
+  }
+
+  /** `DELETE usage/failed/{ids}`: ids comma-separated, as amieclient's clear_failed_records sends them. */
+  clearFailed(idList: string): UsageAnswer {
+    const ids = idList.split(',').map((s) => s.trim()).filter((s) => s !== '');
+    if (ids.length === 0) return { status: 400, body: { error: 'name the failed records to clear: DELETE usage/failed/{FailedRecordID,...}' } };
+    const bad = ids.filter((id) => !/^\d{1,12}$/.test(id));
+    if (bad.length > 0) return { status: 400, body: { error: `${bad.map((b) => JSON.stringify(b)).join(', ')} is not a FailedRecordID` } };
+    const byId = new Map([...this.failed].map(([key, f]) => [f.id, key]));
+    const cleared: number[] = [];
+    const unknown: string[] = [];
+    for (const id of new Set(ids.map(Number))) {
+      const key = byId.get(id);
+      if (key === undefined) unknown.push(String(id));
+      else {
+        this.failed.delete(key);
+        cleared.push(id);
+      }
+    }
+    if (cleared.length === 0) return { status: 404, body: { error: `no failed record with FailedRecordID ${unknown.join(', ')}` } };
+    const rest = unknown.length > 0 ? `; no failed record with FailedRecordID ${unknown.join(', ')}` : '';
+    return { status: 200, body: { Message: `${cleared.length} failed record(s) cleared${rest}` } };
   }
 
   /** `GET usage/status`: per resource, what was loaded and what failed. */
   status(): UsageAnswer {
-    const byResource = new Map<string, { LoadedRecordCount: number; FailedJobCount: number; TotalCharge: number; Errors: Array<{ LocalRecordID: unknown; Error: string }> }>();
+    type Group = { Error: string; UsageType: string; Records: Array<Record<string, unknown>> };
+    const byResource = new Map<string, { LoadedRecordCount: number; FailedJobCount: number; TotalCharge: number; errors: Map<string, Group> }>();
     const entry = (resource: unknown) => {
       const name = String(resource);
       let e = byResource.get(name);
-      if (!e) byResource.set(name, (e = { LoadedRecordCount: 0, FailedJobCount: 0, TotalCharge: 0, Errors: [] }));
+      if (!e) byResource.set(name, (e = { LoadedRecordCount: 0, FailedJobCount: 0, TotalCharge: 0, errors: new Map() }));
       return e;
     };
     for (const r of this.resources) entry(r);
@@ -137,12 +167,19 @@ export class UsageApiState {
       e.LoadedRecordCount++;
       e.TotalCharge += Number(record.Charge);
     }
+    // Failures grouped by error, each group a usage message with its records (amieclient's UsageMessageError).
     for (const f of this.failed.values()) {
       const e = entry(f.record.Resource);
       e.FailedJobCount++;
-      e.Errors.push({ LocalRecordID: f.record.LocalRecordID, Error: f.error });
+      const group = `${f.usageType}\u0000${f.error}`;
+      let g = e.errors.get(group);
+      if (!g) e.errors.set(group, (g = { Error: f.error, UsageType: capitalize(f.usageType), Records: [] }));
+      g.Records.push({ ...f.record, UsageType: capitalize(f.usageType), FailedRecordID: f.id });
     }
-    return { status: 200, body: [...byResource].map(([Resource, e]) => ({ Resource, ...e, TotalCharge: round(e.TotalCharge) })) };
+    return {
+      status: 200,
+      body: [...byResource].map(([Resource, { errors, ...e }]) => ({ Resource, ...e, TotalCharge: round(e.TotalCharge), Errors: [...errors.values()] })),
+    };
   }
 
   /** Why the real service would refuse the record, or undefined. */
@@ -165,6 +202,19 @@ export class UsageApiState {
     if (r.Attributes !== undefined && !isRecord(r.Attributes)) problems.push('Attributes must be an object');
     return problems.length > 0 ? problems.join('; ') : undefined;
   }
+}
+
+interface FailedRecord {
+  /** FailedRecordID: what DELETE usage/failed/{ids} names. */
+  id: number;
+  usageType: UsageType;
+  record: Record<string, unknown>;
+  error: string;
+}
+
+/** A failed record as amieclient's UsageRecordError reads it: the record with UsageType, Error and FailedRecordID. */
+function failedRecordJson(f: FailedRecord): Record<string, unknown> {
+  return { ...f.record, UsageType: capitalize(f.usageType), FailedRecordID: f.id, Error: f.error };
 }
 
 function isRecord(v: unknown): v is Record<string, unknown> {

@@ -25,8 +25,8 @@ export interface RestPacketHeaderJson {
   remote_site_name?: string;
   originating_site_name?: string;
   outgoing_flag?: boolean | number;
-  transaction_state?: string;
-  packet_state?: string;
+  transaction_state?: string | null;
+  packet_state?: string | null;
   packet_timestamp?: string;
   in_reply_to?: number | null;
   client_state?: string | null;
@@ -258,9 +258,10 @@ export function toRestPacketJson(p: RestPacket): RestPacketJson {
     remote_site_name: p.remoteSiteName,
     originating_site_name: p.originatingSiteName,
     outgoing_flag: p.outgoing,
+    // Written even when null: amieclient's Packet.from_dict reads both keys without a default.
+    transaction_state: p.transactionState,
+    packet_state: p.packetState,
   };
-  if (p.transactionState) header.transaction_state = p.transactionState;
-  if (p.packetState) header.packet_state = p.packetState;
   if (p.timestamp) header.packet_timestamp = p.timestamp.toISOString();
   if (p.inReplyTo !== null) header.in_reply_to = p.inReplyTo;
   if (p.clientState !== null) header.client_state = p.clientState;

@@ -17,7 +17,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Database, Queryable } from '../db/index.js';
 import type { Logger } from '../log.js';
-import { PACKET_TYPE_IDS } from '../protocol/index.js';
+import { PACKET_TYPE_IDS, PacketBody } from '../protocol/index.js';
 import { ERROR_COUNT_CTES } from '../store/index.js';
 import { AmieRestError, type AmieRestClient } from './rest-client.js';
 import { claimedFromRest, parseRestPacket, replyPacketJson, type RestPacket, type RestPacketJson } from './rest-json.js';
@@ -32,7 +32,7 @@ export interface RestSourceOptions {
   /**
    * Leave a note on the server in each packet's client_state: `deferred` while a handler defers it
    * (or failed on it), `unhandled` for a type the handler does not implement, `completed` when it
-   * was completed without a reply (ignored, or an incoming ITC). Default true.
+   * was completed without a reply (ignored). Default true.
    */
   clientState?: boolean;
   /**
@@ -131,7 +131,7 @@ export class RestSource implements PacketSource {
         }
         const claimed = await claim(tx, listing.pending.map((p) => p.packetRecId), options);
         if (claimed.length === 0) return [];
-        const handled = await handle(claimed, tx);
+        const handled = answerCentralItcs(await handle(claimed, tx));
         if (options.dryRun) throw new DryRunRollback(handled);
         await recordDecisions(tx, handled);
         return handled;
@@ -367,6 +367,21 @@ export class RestSource implements PacketSource {
       }
     }
   }
+}
+
+/**
+ * Over the REST API central's ITC is answered with a success ITC, as amieclient's reference
+ * example does (its ITC expects one): the server lists an unanswered ITC for ever. The dispatcher
+ * only closes it, which is all the AMIE tables need (their transfer daemon ends the transaction).
+ */
+const CENTRAL_ITC_ANSWER_ROWS = PacketBody.fromTags({ StatusCode: 'Success', DetailCode: '1', Message: 'OK' }).toRows();
+
+function answerCentralItcs(decisions: PacketDecision[]): PacketDecision[] {
+  return decisions.map((d) =>
+    d.packet.typeId === PACKET_TYPE_IDS.inform_transaction_complete && d.state === 'completed' && d.audit.outcome === 'closed' && !d.reply
+      ? { ...d, reply: { type: 'inform_transaction_complete', rows: CENTRAL_ITC_ANSWER_ROWS, expectedReply: null } }
+      : d,
+  );
 }
 
 /** Copies listed packets in; a packet already known keeps its local state (a completed one stays completed). */

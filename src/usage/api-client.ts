@@ -10,6 +10,7 @@
  * answer is a UsageApiError and leaves the records undecided, so they are sent again.
  */
 import { HttpAnswerRefused, HttpRetriesExhausted, accessHeaders, fetchWithRetries, insecureUrlProblem, messageOf } from '../http.js';
+import { UsageAnswerError, readFailedRecords, readUsageStatus, type FailedUsageRecord, type UsageStatusResource } from './api-answers.js';
 
 export interface ComputeRecord {
   Username: string;
@@ -181,6 +182,40 @@ export class UsageApiClient {
     return this.getJson('usage/status');
   }
 
+  /** `GET usage/failed`, read: each record with its FailedRecordID and reason. */
+  async failedRecords(): Promise<FailedUsageRecord[]> {
+    return this.readAnswer(async () => readFailedRecords(await this.getJson('usage/failed')), 'usage/failed');
+  }
+
+  /** `GET usage/status`, read: per resource, the counts and the failures grouped by error. */
+  async usageStatus(): Promise<UsageStatusResource[]> {
+    return this.readAnswer(async () => readUsageStatus(await this.getJson('usage/status')), 'usage/status');
+  }
+
+  /**
+   * `DELETE usage/failed/{ids}` (ids comma-separated, as amieclient's clear_failed_records sends
+   * them), a hundred ids per request to keep the URL short. Throws UsageApiError on a refusal;
+   * ids cleared by earlier requests stay cleared.
+   */
+  async clearFailed(ids: readonly string[]): Promise<void> {
+    for (let i = 0; i < ids.length; i += 100) {
+      const path = `usage/failed/${ids.slice(i, i + 100).map(encodeURIComponent).join(',')}`;
+      const answer = await this.send('DELETE', path);
+      if (answer.status < 200 || answer.status >= 300) {
+        throw new UsageApiError(`DELETE ${this.url(path)}: HTTP ${answer.status}: ${messageOf(answer.body) ?? 'no message'}`, answer.status);
+      }
+    }
+  }
+
+  private async readAnswer<T>(read: () => Promise<T>, path: string): Promise<T> {
+    try {
+      return await read();
+    } catch (err) {
+      if (err instanceof UsageAnswerError) throw new UsageApiError(`${this.url(path)}: ${err.message}`, 200, { cause: err });
+      throw err;
+    }
+  }
+
   private async getJson(path: string): Promise<unknown> {
     const answer = await this.send('GET', path);
     if (answer.status >= 400) {
@@ -194,7 +229,7 @@ export class UsageApiClient {
   }
 
   /** One request with retries; returns the first non-retryable answer (2xx or 4xx). */
-  private async send(method: 'GET' | 'POST', path: string, body?: unknown): Promise<{ status: number; body: unknown; isJson: boolean; text: string }> {
+  private async send(method: 'GET' | 'POST' | 'DELETE', path: string, body?: unknown): Promise<{ status: number; body: unknown; isJson: boolean; text: string }> {
     const url = this.url(path);
     const payload = body === undefined ? undefined : JSON.stringify(body);
     try {
@@ -271,7 +306,9 @@ function judgeBatch(
   body: unknown,
   status: number,
 ): RecordVerdict[] {
-  const failedEntries = body && typeof body === 'object' ? (body as Record<string, unknown>).ValidationFailedRecords : undefined;
+  // amieclient reads ValidationFailedRecords and writes FailedRecords: either names the failures.
+  const answer = body && typeof body === 'object' ? (body as Record<string, unknown>) : undefined;
+  const failedEntries = answer ? (answer.ValidationFailedRecords ?? answer.FailedRecords) : undefined;
   const failed = new Map<number, string>();
   const unmatched: string[] = [];
   if (Array.isArray(failedEntries)) {

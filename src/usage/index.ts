@@ -27,6 +27,7 @@ export * from './config.js';
 export * from './mapping.js';
 export * from './report.js';
 export * from './api-client.js';
+export * from './api-answers.js';
 export * from './sinks/types.js';
 export { AmieDbSink } from './sinks/amie-db.js';
 export { UsageApiSink } from './sinks/usage-api.js';

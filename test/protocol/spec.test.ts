@@ -44,10 +44,11 @@ const REQUIRED: Record<PacketTypeName, string[]> = {
   notify_person_duplicate: [],
   inform_transaction_complete: ['DetailCode', 'Message', 'StatusCode'],
   notify_project_usage: ['UsageType', 'ProjectID', 'JobIdentity', 'RecordIdentity', 'MachineName', 'UserLogin', 'StartTime', 'EndTime', 'Charge'],
+  // amieclient's list (the protocol reference gives none).
+  notify_user_modify: ['ActionType', 'PersonID'],
   // The reference gives no tags for these.
   notify_project_modify: [],
   notify_project_resources: [],
-  notify_user_modify: [],
   notify_user_reactivate: [],
   notify_user_suspend: [],
   request_project_modify: [],
@@ -100,7 +101,7 @@ describe('packet types', () => {
   it('marks the types the reference gives no tags for as lenient, and no others', () => {
     const lenient = Object.values(PACKET_SPECS).filter((s) => s.lenient).map((s) => s.name).sort();
     expect(lenient).toEqual([
-      'notify_project_modify', 'notify_project_resources', 'notify_user_create', 'notify_user_modify',
+      'notify_project_modify', 'notify_project_resources', 'notify_user_create',
       'notify_user_reactivate', 'notify_user_suspend', 'request_project_modify', 'request_project_resources',
       'request_user_create', 'request_user_reactivate', 'request_user_suspend',
     ]);
@@ -137,10 +138,10 @@ describe('packet types', () => {
       ['GrantNumber', 'PfosNumber', 'PiOrgCode', 'ProjectTitle', 'ResourceList', 'ServiceUnitsAllocated', 'StartDate'],
     );
     expect(Object.keys(specOf('notify_account_create').inferFromRequest!).sort()).toEqual(
-      ['ProjectID', 'ResourceList', 'UserFirstName', 'UserLastName', 'UserMiddleName', 'UserOrgCode', 'UserOrganization'],
+      ['AcademicDegree', 'ProjectID', 'ResourceList', 'UserFirstName', 'UserLastName', 'UserMiddleName', 'UserOrgCode', 'UserOrganization', 'UserPersonID'],
     );
     expect(Object.keys(specOf('notify_account_reactivate').inferFromRequest!).sort()).toEqual(['PersonID', 'ProjectID', 'ResourceList']);
-    expect(Object.keys(specOf('notify_project_inactivate').inferFromRequest!).sort()).toEqual(['ProjectID', 'ResourceList']);
+    expect(Object.keys(specOf('notify_project_inactivate').inferFromRequest!).sort()).toEqual(['Comment', 'PersonID', 'ProjectID', 'ResourceList']);
   });
 
   it('describes list and composite tags', () => {

@@ -14,7 +14,9 @@ describe('typed tag view', () => {
 
   it('lets a reply leave out what the request supplies, and nothing else', () => {
     expectTypeOf<ReplyTagsOf<'notify_account_create'>['UserFirstName']>().toEqualTypeOf<string | undefined>();
-    expectTypeOf<ReplyTagsOf<'notify_account_create'>['UserPersonID']>().toEqualTypeOf<string>();
+    // The server takes UserPersonID over from the RAC when the site leaves it out (amieclient).
+    expectTypeOf<ReplyTagsOf<'notify_account_create'>['UserPersonID']>().toEqualTypeOf<string | undefined>();
+    expectTypeOf<ReplyTagsOf<'notify_account_create'>['UserRemoteSiteLogin']>().toEqualTypeOf<string>();
     expectTypeOf<ReplyTagsOf<'notify_project_create'>['PiRemoteSiteLogin']>().toEqualTypeOf<string>();
     expectTypeOf<ReplyTagsOf<'notify_project_create'>['ResourceList']>().toEqualTypeOf<string[] | undefined>();
     const nac: ReplyTagsOf<'notify_account_create'> = {

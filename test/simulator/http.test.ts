@@ -69,7 +69,8 @@ describe.each(driverCases())('REST simulator with central on $name', (driver) =>
       for (const [path, base] of [[`packets/${SITE.name}`, sim.amieUrl], ['usage/status', sim.usageUrl]] as const) {
         const r = await client(sim, headers)('GET', path, undefined, base);
         expect(r.status, `${path} ${JSON.stringify(headers)}`).toBe(401);
-        expect(r.json.message).toContain(message);
+        // The Usage API gives its reason under `error`, the AMIE API under `message`.
+        expect(base === sim.usageUrl ? r.json.error : r.json.message).toContain(message);
         expect(JSON.stringify(r.json)).not.toContain(KEY);
       }
     }
@@ -170,7 +171,7 @@ describe.each(driverCases())('REST simulator with central on $name', (driver) =>
     expect(itc.status, JSON.stringify(itc.json)).toBe(200);
     await central.transfer();
     expect(c.state).toBe('completed');
-    const all = (await api('GET', `transactions/${SITE.name}/${c.transRecId}/packets`)).json.result;
+    const all = (await api('GET', `transactions/${SITE.name}/${c.transRecId}/packets`)).json.result.DATA;
     expect(all.map((p: any) => [p.type, p.header.outgoing_flag, p.header.packet_state, p.header.transaction_state])).toEqual([
       ['request_project_create', false, 'completed', 'completed'],
       ['notify_project_create', true, 'completed', 'completed'],
@@ -281,14 +282,14 @@ describe.each(driverCases())('REST simulator with central on $name', (driver) =>
     // update_time: a window, open on either side; every change above moved pb's update time.
     const future = new Date(Date.now() + 3600_000).toISOString();
     expect(await list(`?update_time=${encodeURIComponent(future)},`)).toEqual([]);
-    const everything = await list('');
+    const everything = await list('?incoming=true&outgoing=true');
     expect(everything).toHaveLength(4); // with the DPC central sent for a
     expect(await list(`?update_time=${encodeURIComponent(before)},${encodeURIComponent(future)}`)).toEqual(everything);
     expect(await list(`?update_time=,${encodeURIComponent(before)}`)).toEqual([]);
     expect((await api('GET', `packets/${SITE.name}?update_time=yesterday`)).status).toBe(400);
   });
 
-  run("delivers central's closing ITC once read: it is completed and central closes the transaction", async () => {
+  run("[13.1] lists central's ITC as in progress until the site answers it with a success ITC, which ends the transaction", async () => {
     const c = await central.send('request_project_inactivate', { ProjectID: 'p-1', ResourceList: [SITE.resource] });
     const [req] = (await api('GET', `packets/${SITE.name}?incoming=true&states=in-progress`)).json.result;
     const npi = await api('POST', `packets/${SITE.name}`, { type: 'notify_project_inactivate', header: { in_reply_to: req.header.packet_rec_id }, body: {} });
@@ -297,11 +298,28 @@ describe.each(driverCases())('REST simulator with central on $name', (driver) =>
     await central.transfer();
     const [itc] = (await api('GET', `packets/${SITE.name}?incoming=true&states=in-progress`)).json.result;
     expect(itc.type).toBe('inform_transaction_complete');
-    expect(itc.header.packet_state).toBe('in-progress');
-    // Read once, it is the site's: not listed as in progress again, and no reply is accepted.
-    expect((await api('GET', `packets/${SITE.name}?incoming=true&states=in-progress`)).json.result).toEqual([]);
+    expect(itc.header.expected_reply_list).toEqual([{ type: 'inform_transaction_complete', timeout: 30240 }]);
+    // Read, it stays the site's pending work: listed again, and the transaction stays open.
+    expect((await api('GET', `packets/${SITE.name}`)).json.result.map((p: any) => p.header.packet_rec_id)).toEqual([itc.header.packet_rec_id]);
+    await central.transfer();
+    expect(c.state).toBe('open');
+    // Only an ITC answers it.
+    const wrong = await api('POST', `packets/${SITE.name}`, { type: 'notify_project_inactivate', header: { in_reply_to: itc.header.packet_rec_id }, body: {} });
+    expect(wrong.status).toBe(400);
+    expect(wrong.json.message).toContain('inform_transaction_complete is answered with inform_transaction_complete');
+    // amieclient's reply: a header with only in_reply_to set (the rest null), the reference example's body.
+    const answer = await api('POST', `packets/${SITE.name}`, {
+      DATA_TYPE: 'Packet',
+      type: 'inform_transaction_complete',
+      header: { packet_rec_id: null, packet_id: null, transaction_id: null, trans_rec_id: null, in_reply_to: itc.header.packet_rec_id, outgoing_flag: null, transaction_state: null, packet_state: null, packet_timestamp: null, expected_reply_list: [{ type: 'inform_transaction_complete', timeout: 30240 }] },
+      body: { StatusCode: 'Success', DetailCode: '1', Message: 'OK' },
+    });
+    expect(answer.status, JSON.stringify(answer.json)).toBe(200);
+    expect(answer.json.result.header).toMatchObject({ in_reply_to: itc.header.packet_rec_id, outgoing_flag: true, expected_reply_list: [] });
+    expect((await api('GET', `packets/${SITE.name}`)).json.result).toEqual([]);
     await central.transfer();
     expect(c.state).toBe('completed');
+    expect(c.failedChecks).toEqual([]);
   });
 
   run('plays injected faults: an error status, malformed JSON, a reply accepted but its answer lost', async () => {
@@ -367,8 +385,20 @@ describe('REST simulator: the Usage API', () => {
     expect(failed.json.FailedRecords.map((f: any) => f.LocalRecordID)).toEqual(['3', '4']);
     const status = await usage('GET', 'usage/status');
     expect(status.json).toEqual([
-      { Resource: SITE.resource, LoadedRecordCount: 2, FailedJobCount: 1, TotalCharge: 5, Errors: [{ LocalRecordID: '4', Error: 'Username is required' }] },
-      { Resource: 'elsewhere.example.org', LoadedRecordCount: 0, FailedJobCount: 1, TotalCharge: 0, Errors: [expect.objectContaining({ LocalRecordID: '3' })] },
+      {
+        Resource: SITE.resource,
+        LoadedRecordCount: 2,
+        FailedJobCount: 1,
+        TotalCharge: 5,
+        Errors: [{ Error: 'Username is required', UsageType: 'Compute', Records: [expect.objectContaining({ LocalRecordID: '4', UsageType: 'Compute' })] }],
+      },
+      {
+        Resource: 'elsewhere.example.org',
+        LoadedRecordCount: 0,
+        FailedJobCount: 1,
+        TotalCharge: 0,
+        Errors: [expect.objectContaining({ Records: [expect.objectContaining({ LocalRecordID: '3' })] })],
+      },
     ]);
     expect(sim.usage.accepted.map((x) => x.LocalRecordID)).toEqual(['2', '1']);
   });
@@ -377,16 +407,16 @@ describe('REST simulator: the Usage API', () => {
     const big = { UsageType: 'compute', Records: Array.from({ length: 30 }, (_, i) => job(String(i), { Attributes: { JobName: 'x'.repeat(40_000) } })) };
     const tooLarge = await usage('POST', 'usage/', big);
     expect(tooLarge.status).toBe(413);
-    expect(tooLarge.json.message).toMatch(/larger than the 1024 KiB the Usage API accepts/);
+    expect(tooLarge.json.error).toMatch(/larger than the 1024 KiB the Usage API accepts/);
     expect(sim.usage.received.at(-1)!.bytes).toBeGreaterThan(1024 * 1024);
-    expect((await usage('POST', 'usage/', { UsageType: 'cpu', Records: [] })).json.message).toContain('UsageType "cpu" is not one of compute, storage, adjustment');
+    expect((await usage('POST', 'usage/', { UsageType: 'cpu', Records: [] })).json.error).toContain('UsageType "cpu" is not one of compute, storage, adjustment');
     expect((await usage('POST', 'usage/', { UsageType: 'compute' })).status).toBe(400);
-    expect((await usage('POST', 'usage/', '{"UsageType": ')).json.message).toMatch(/^malformed JSON/);
+    expect((await usage('POST', 'usage/', '{"UsageType": ')).json.error).toMatch(/^malformed JSON/);
     const get = await usage('GET', 'usage/');
     expect(get.status).toBe(405);
-    expect(get.json.message).toContain('use POST');
+    expect(get.json.error).toContain('use POST');
     const nowhere = await usage('GET', 'usage/everything');
     expect(nowhere.status).toBe(404);
-    expect(nowhere.json.message).toContain('the Usage API has POST usage/, GET usage/failed and GET usage/status');
+    expect(nowhere.json.error).toContain('the Usage API has POST usage/, GET usage/failed, DELETE usage/failed/{ids} and GET usage/status');
   });
 });

@@ -24,6 +24,8 @@ interface FailedOptions {
   limit?: string;
   json?: boolean;
   server?: boolean;
+  clear?: string[];
+  clearAll?: boolean;
 }
 
 export function register(program: Command, context: CliContext): void {
@@ -48,18 +50,28 @@ export function register(program: Command, context: CliContext): void {
     .description('list usage records the Usage API refused, with the server\'s reason (and, with --pending, unanswered ones)')
     .option('--pending', 'list records sent but never answered (left by an interrupted run) instead')
     .option('--limit <n>', 'at most N records', '200')
-    .option('--server', 'ask the Usage API for its own list of records it failed to load (GET usage/failed)')
+    .option('--server', 'ask the Usage API for its own list of records it failed to load (GET usage/failed), with their FailedRecordIDs')
+    .option('--clear <id...>', 'tell the Usage API to forget these failed records, by FailedRecordID (DELETE usage/failed/{ids})')
+    .option('--clear-all', 'tell the Usage API to forget every record it lists as failed')
     .option('--json', 'print JSON')
-    .action((opts: FailedOptions) =>
-      context.withDatabase(async (db, config, log) => {
-        const { prepareDatabase, listUnreportedJobs } = await store();
-        if (opts.server) {
-          const { usageApiClient } = await reporter();
-          const u = usageConfigOf(config);
-          const client = usageApiClient(config.site, requireApi(u), apiKeyOf(context, u), log);
-          context.out(JSON.stringify(await client.getFailed(), null, 2));
-          return;
+    .action(async (opts: FailedOptions) => {
+      // The server's own list needs no database.
+      if (opts.server || opts.clear || opts.clearAll) {
+        const config = await context.loadConfig();
+        const { usageApiClient } = await reporter();
+        const u = usageConfigOf(config);
+        const client = usageApiClient(config.site, requireApi(u), apiKeyOf(context, u), context.logger(config));
+        try {
+          await serverFailed(context, client, opts);
+        } catch (err) {
+          if ((err as Error).name !== 'UsageApiError') throw err;
+          process.stderr.write(`amie: ${(err as Error).message}\n`);
+          context.exitCode = EXIT.workFailed;
         }
+        return;
+      }
+      await context.withDatabase(async (db) => {
+        const { prepareDatabase, listUnreportedJobs } = await store();
         await prepareDatabase(db);
         const records = await listUnreportedJobs(db, { status: opts.pending ? 'pending' : 'failed', limit: positiveInt('--limit', opts.limit ?? '200') });
         if (opts.json) {
@@ -81,8 +93,8 @@ export function register(program: Command, context: CliContext): void {
           ['cluster', 'job', 'project', 'user', 'charge', 'ended', 'http', 'attempts', 'reason'],
         );
         for (const l of lines) context.out(l);
-      }),
-    );
+      });
+    });
 
   usage
     .command('resend')
@@ -114,6 +126,51 @@ export function register(program: Command, context: CliContext): void {
         }
       }),
     );
+}
+
+type UsageClient = ReturnType<Awaited<ReturnType<typeof reporter>>['usageApiClient']>;
+
+/** The Usage API's own list of failed records: shown, or cleared by FailedRecordID. */
+async function serverFailed(context: CliContext, client: UsageClient, opts: FailedOptions): Promise<void> {
+  if (opts.clear && opts.clearAll) throw new ConfigError('--clear and --clear-all: give one or the other');
+  if (opts.clear || opts.clearAll) {
+    let ids = opts.clear ?? [];
+    for (const id of ids) {
+      if (!/^[A-Za-z0-9_-]{1,64}$/.test(id)) throw new ConfigError(`--clear: "${id}" is not a FailedRecordID (as amie usage failed --server shows them)`);
+    }
+    if (opts.clearAll) {
+      const listed = await client.failedRecords();
+      ids = listed.flatMap((r) => (r.failedRecordId === null ? [] : [r.failedRecordId]));
+      const without = listed.length - ids.length;
+      if (without > 0) context.out(`${without} failed record(s) came without a FailedRecordID and cannot be cleared`);
+    }
+    if (ids.length === 0) {
+      context.out('nothing to clear');
+      return;
+    }
+    await client.clearFailed(ids);
+    context.out(`cleared ${ids.length} failed record(s) on the Usage API: ${ids.join(', ')}`);
+    return;
+  }
+  const records = await client.failedRecords();
+  if (opts.json) {
+    context.out(JSON.stringify(records, null, 2));
+    return;
+  }
+  // Server text, shown on a terminal: no control characters.
+  const plain = (v: string | null) => (v ?? '').replace(/[\u0000-\u001f\u007f-\u009f]/g, ' ');
+  const lines = formatTable(
+    records.map((r) => ({
+      id: plain(r.failedRecordId),
+      resource: plain(r.resource),
+      record: plain(r.localRecordId),
+      project: plain(r.localProjectId),
+      user: plain(r.username),
+      error: plain(r.error),
+    })),
+    ['id', 'resource', 'record', 'project', 'user', 'error'],
+  );
+  for (const l of lines) context.out(l);
 }
 
 function usageConfigOf(config: AmieConfig): UsageConfig {
