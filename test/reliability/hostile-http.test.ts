@@ -406,7 +406,9 @@ describe.each(driverCases())('hostile HTTP answers to the usage-api sink on $nam
     const s = await report(ids);
     expect(s).toMatchObject({ reported: 2, failed: 0 });
     expect(await listUnreportedJobs(t.db)).toEqual([]);
-    expect(sim.usage.accepted.map((r) => r.LocalRecordID)).toEqual(ids);
+    // LocalRecordID is cluster:JobIDRaw:submit epoch (unique per run, stable across resends).
+    const submit = Date.UTC(2024, 2, 1, 10) / 1000;
+    expect(sim.usage.accepted.map((r) => r.LocalRecordID)).toEqual(ids.map((id) => `delta:${id}:${submit}`));
   });
 });
 
@@ -468,7 +470,7 @@ describe('amie process against a rate-limited REST API', () => {
 
 function sacctLine(id: string): string {
   return [id, id, 'delta', 'alice', 'abc123', 'gpu', 'COMPLETED', '2024-03-01T10:00:00', '2024-03-01T10:00:05',
-    '2024-03-01T11:00:05', '01:00:00', '3600', '1', '4', 'billing=4,cpu=4,gres/gpu=2,mem=8G,node=1', `job-${id}`].join('|');
+    '2024-03-01T11:00:05', '01:00:00', '3600', '1', '4', 'billing=4,cpu=4,gres/gpu=2,mem=8G,node=1'].join('|');
 }
 
 async function sacctRecords(ids: string[]): Promise<SacctRecord[]> {
