@@ -1,11 +1,14 @@
 /**
  * Races that hostile timing can cause: overlapping `amie process` runs answering packets out of
- * order ([12.7]).
+ * order ([12.7]); two processes holding the embedded database's or the grid-mapfile's lock at once
+ * ([12.9]).
  */
 import { describe, it, expect } from 'vitest';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import type { Database } from '../../src/db/index.js';
 import { initDatabase } from '../../src/store/index.js';
 import type { TagValue } from '../../src/protocol/index.js';
@@ -162,4 +165,87 @@ describe.skipIf(!hasPostgres())(`overlapping runs answer in the order packets ca
       rmSync(dir, { recursive: true, force: true });
     }
   }, 180_000);
+});
+
+// ------------------------------------------------------------------ [12.9] lock files
+
+const CONTENDER = resolve('test/fixtures/lock-contender.mjs');
+
+/** Two contender processes released at the same moment; returns the record they left and their exits. */
+async function lockRound(kind: 'datadir' | 'gridmap', target: string, record: string) {
+  const kids = [0, 1].map(() => {
+    const child = spawn(process.execPath, [CONTENDER, kind, target, record], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    const ready = new Promise<void>((res) => child.stdout.once('data', () => res()));
+    const done = new Promise<string>((res) => child.on('close', (code) => res(code === 0 ? '' : `exit ${code}: ${stderr.trim()}`)));
+    return { child, ready, done };
+  });
+  await Promise.all(kids.map((k) => k.ready));
+  for (const k of kids) k.child.stdin.end('go\n');
+  const failures = (await Promise.all(kids.map((k) => k.done))).filter(Boolean);
+  return { failures, lines: readFileSync(record, 'utf8').trim().split('\n') };
+}
+
+/** Where the record shows two holders at once, or a contender not taking and leaving the lock once. */
+function overlaps(lines: string[]): string[] {
+  const problems: string[] = [];
+  const holding = new Set<string>();
+  for (const line of lines) {
+    const [pid, what] = line.split(' ');
+    if (what === 'in') {
+      if (holding.size > 0) problems.push(`${pid} took the lock while ${[...holding].join(', ')} held it`);
+      holding.add(pid!);
+    } else holding.delete(pid!);
+  }
+  if (lines.length !== 4) problems.push(`record has ${lines.length} lines, expected 4: ${lines.join(' | ')}`);
+  return problems;
+}
+
+describe('lock files: never two holders', () => {
+  const ROUNDS = 100;
+  // Rounds run in a few lanes at once, each in a directory of its own, to keep the test short.
+  const LANES = 4;
+  for (const kind of ['datadir', 'gridmap'] as const) {
+    const what = kind === 'datadir' ? 'the embedded database directory lock' : 'the grid-mapfile lock';
+    it(`[12.9] ${ROUNDS} rounds of two processes racing for ${what}, free, stale (dead holder) or half-written: never two holders`, async () => {
+      const root = mkdtempSync(join(tmpdir(), 'amie-lock-'));
+      const dead = spawn('true');
+      await new Promise((r) => dead.on('exit', r));
+      const scenarios = ['free', 'dead', 'empty'];
+      const lane = async (n: number): Promise<string[]> => {
+        const dir = join(root, `lane${n}`);
+        mkdirSync(dir);
+        const problems: string[] = [];
+        for (let round = n; round < ROUNDS; round += LANES) {
+          const target = join(dir, kind === 'datadir' ? 'db' : 'grid-mapfile');
+          const lock = `${target}.lock`;
+          const record = join(dir, 'record');
+          writeFileSync(record, '');
+          // A lock left by a process that died; or one an older version created but died before
+          // writing its pid into (empty, a minute old).
+          const scenario = scenarios[round % scenarios.length];
+          if (scenario === 'dead') writeFileSync(lock, `${dead.pid} ${hostname()} 2020-01-01T00:00:00Z\n`);
+          if (scenario === 'empty') {
+            writeFileSync(lock, '');
+            const old = new Date(Date.now() - 60_000);
+            utimesSync(lock, old, old);
+          }
+          const { failures, lines } = await lockRound(kind, target, record);
+          problems.push(...failures.map((f) => `round ${round}: ${f}`), ...overlaps(lines).map((p) => `round ${round}: ${p}`));
+          // Released, and nothing left behind: no lock, no temporary file, no takeover guard.
+          const left = readdirSync(dir).filter((f) => f !== 'record');
+          if (left.length > 0) problems.push(`round ${round}: left behind ${left.join(', ')}`);
+          for (const f of left) rmSync(join(dir, f), { recursive: true, force: true });
+        }
+        return problems;
+      };
+      try {
+        const problems = (await Promise.all(Array.from({ length: LANES }, (_, n) => lane(n)))).flat();
+        expect(problems).toEqual([]);
+      } finally {
+        rmSync(root, { recursive: true, force: true });
+      }
+    }, 300_000);
+  }
 });
