@@ -1,7 +1,8 @@
 /**
  * Races that hostile timing can cause: overlapping `amie process` runs answering packets out of
  * order ([12.7]); two processes holding the embedded database's or the grid-mapfile's lock at once
- * ([12.9]).
+ * ([12.9]). And ids from outside that do not fit where they are kept ([12.8]): the REST API's
+ * packet_rec_ids past 2^31, and the two sources' ids meeting in one table.
  */
 import { describe, it, expect } from 'vitest';
 import { spawn } from 'node:child_process';
@@ -10,10 +11,14 @@ import { hostname } from 'node:os';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { Database } from '../../src/db/index.js';
-import { initDatabase } from '../../src/store/index.js';
+import { MIGRATIONS, initDatabase } from '../../src/store/index.js';
+import { AmieHandler, Dispatcher, type HandlerResult, type IncomingPacket, type PacketContext } from '../../src/dispatch/index.js';
+import { AmieRestClient, RestSource } from '../../src/sources/index.js';
+import { RegistryHandler } from '../../handlers/registry.js';
+import { FakeAmieRest, racBody } from '../sources/fake-amie-rest.js';
 import type { TagValue } from '../../src/protocol/index.js';
-import { SITE, seedIncoming } from '../helpers/amie.js';
-import { freshPgDatabase } from '../helpers/db.js';
+import { SITE, quietLog, racTags, seedIncoming } from '../helpers/amie.js';
+import { driverCases, freshPgDatabase } from '../helpers/db.js';
 import { hasPostgres, pgSkipNote } from '../helpers/env.js';
 import { consistencyProblems, countPending, plainLines, runAmie, seedWorkload, writeAmieConfig, type WorkItem } from '../helpers/reliability.js';
 
@@ -248,4 +253,187 @@ describe('lock files: never two holders', () => {
       }
     }, 300_000);
   }
+});
+
+// ------------------------------------------------------------------ [12.8] ids from outside
+
+const BIG = 3_000_000_000;
+
+/** The fake server numbering its packets from `packetRecId` and its transactions from `transRecId`. */
+async function fakeServerFrom(packetRecId: number, transRecId: number): Promise<FakeAmieRest> {
+  const api = await FakeAmieRest.start();
+  Object.assign(api as unknown as { nextRecId: number; nextTransRecId: number }, { nextRecId: packetRecId, nextTransRecId: transRecId });
+  return api;
+}
+
+const restSource = (db: Database, api: FakeAmieRest) =>
+  new RestSource(db, new AmieRestClient({ url: api.url, site: api.site, apiKey: api.apiKey, timeoutMs: 2000, retries: 0 }), quietLog);
+
+/** The registry, failing once on a RAC for a user named Flaky (a site command that failed). */
+class FlakyRegistry extends RegistryHandler {
+  override async request_account_create(p: IncomingPacket<'request_account_create'>, ctx: PacketContext): Promise<HandlerResult<'notify_account_create'>> {
+    if (p.tags.UserLastName === 'Flaky' && ctx.errorCount === 0) throw new Error('useradd: exit 9');
+    return super.request_account_create(p, ctx);
+  }
+}
+
+const RPC_BODY = {
+  AllocationType: 'new',
+  GrantNumber: 'TG-ABC123',
+  ProjectID: 'p-abc123',
+  PfosNumber: '1234567',
+  PiFirstName: 'Jane',
+  PiLastName: 'Doe',
+  PiOrganization: 'Example University',
+  PiOrgCode: '0012345',
+  PiGlobalID: '5550001',
+  StartDate: '2026-07-01',
+  EndDate: '2027-06-30',
+  ResourceList: [SITE.resource],
+  RecordID: 'big-ids-rpc',
+  ServiceUnitsAllocated: '50000',
+};
+
+const num = (v: unknown) => Number(v);
+
+describe.each(driverCases())('ids from outside on $name', (driver) => {
+  const run = it.skipIf(!driver.available);
+
+  run('[12.8] REST packets numbered past 2^31 are answered, deferred and counted, and do not block later packets', async () => {
+    const t = await driver.open();
+    const api = await fakeServerFrom(BIG, 2_500_000_000);
+    try {
+      await initDatabase(t.db);
+      const rpc = api.addIncoming('request_project_create', RPC_BODY);
+      const rac = api.addIncoming('request_account_create', racBody(1));
+      const flaky = api.addIncoming('request_account_create', racBody(2, { UserLastName: 'Flaky' }));
+      expect([rpc.packetRecId, rac.packetRecId, flaky.packetRecId]).toEqual([BIG, BIG + 1, BIG + 2]);
+      const handler = new FlakyRegistry({ db: t.db, log: quietLog, site: SITE, options: {}, dryRun: false });
+
+      const first = await new Dispatcher(restSource(t.db, api), handler, quietLog).runOnce();
+      expect(first).toMatchObject({ taken: 3, answered: 2, errors: 1 });
+      expect(api.repliesTo(rpc.packetRecId)).toHaveLength(1);
+      expect(api.repliesTo(rac.packetRecId)).toHaveLength(1);
+      const { rows: errors } = await t.db.query<{ source: string; packet_rec_id: unknown; error_count: number }>(
+        'SELECT source, packet_rec_id, error_count FROM amie_toolkit.packet_errors',
+      );
+      expect(errors.map((e) => ({ ...e, packet_rec_id: num(e.packet_rec_id) }))).toEqual([{ source: 'rest', packet_rec_id: BIG + 2, error_count: 1 }]);
+      const { rows: history } = await t.db.query<{ a: unknown; r: unknown }>(
+        `SELECT (SELECT packet_rec_id FROM amie_toolkit.allocation_history) AS a, (SELECT packet_rec_id FROM amie_toolkit.rpc_records) AS r`,
+      );
+      expect(history.map((h) => [num(h.a), num(h.r)])).toEqual([[BIG, BIG]]);
+
+      // The packet a handler failed on is offered again, and succeeds.
+      const second = await new Dispatcher(restSource(t.db, api), handler, quietLog).runOnce();
+      expect(second).toMatchObject({ taken: 1, answered: 1 });
+      expect(api.repliesTo(flaky.packetRecId)).toHaveLength(1);
+      expect((await t.db.query('SELECT 1 FROM amie_toolkit.packet_errors')).rows).toEqual([]);
+      const { rows: audit } = await t.db.query<{ source: string; packet_rec_id: unknown; trans_rec_id: unknown; outcome: string; reply_packet_rec_id: unknown }>(
+        'SELECT source, packet_rec_id, trans_rec_id, outcome, reply_packet_rec_id FROM amie_toolkit.audit ORDER BY audit_id',
+      );
+      expect(
+        audit.map((a) => [a.source, num(a.packet_rec_id), num(a.trans_rec_id) >= 2_500_000_000, a.outcome, a.reply_packet_rec_id === null ? null : num(a.reply_packet_rec_id) > BIG]),
+      ).toEqual([
+        ['rest', BIG, true, 'reply', true],
+        ['rest', BIG + 1, true, 'reply', true],
+        ['rest', BIG + 2, true, 'error', null],
+        ['rest', BIG + 2, true, 'reply', true],
+      ]);
+    } finally {
+      await api.close();
+      await t.cleanup();
+    }
+  });
+
+  run('[12.8] the AMIE tables and the REST API number packets independently: one source\'s error count is not the other\'s', async () => {
+    const t = await driver.open();
+    const api = await fakeServerFrom(1, 1);
+    try {
+      await initDatabase(t.db);
+      const seen: Array<{ packetRecId: number; errorCount: number }> = [];
+      class Site extends AmieHandler {
+        override async request_account_create(p: IncomingPacket<'request_account_create'>, ctx: PacketContext): Promise<HandlerResult<'notify_account_create'>> {
+          seen.push({ packetRecId: p.packetRecId, errorCount: ctx.errorCount });
+          if (p.tags.UserLastName === 'Flaky') throw new Error('useradd: exit 9');
+          return { UserPersonID: `u-${p.packetRecId}`, UserRemoteSiteLogin: `zoe${p.packetRecId}`, AccountActivityTime: '2026-11-24T00:00:00Z' };
+        }
+      }
+      const handler = new Site({ db: t.db, log: quietLog, site: SITE, options: {}, dryRun: false });
+      // REST packet 1 fails in the handler: its error count is 1.
+      const rest = api.addIncoming('request_account_create', racBody(1, { UserLastName: 'Flaky' }));
+      expect((await new Dispatcher(restSource(t.db, api), handler, quietLog).runOnce()).errors).toBe(1);
+      // Tables packet 1 is another packet: it starts with no errors, and answering it leaves REST packet 1's count alone.
+      const tables = await seedIncoming(t.db, 'request_account_create', racTags(1));
+      expect(tables.packetRecId).toBe(rest.packetRecId);
+      expect((await new Dispatcher(t.db, handler, quietLog).runOnce()).answered).toBe(1);
+      expect(seen).toEqual([
+        { packetRecId: 1, errorCount: 0 },
+        { packetRecId: 1, errorCount: 0 },
+      ]);
+      const { rows } = await t.db.query<{ source: string; error_count: number }>('SELECT source, error_count FROM amie_toolkit.packet_errors');
+      expect(rows).toEqual([{ source: 'rest', error_count: 1 }]);
+      const { rows: audit } = await t.db.query<{ source: string; outcome: string }>('SELECT source, outcome FROM amie_toolkit.audit ORDER BY audit_id');
+      expect(audit).toEqual([
+        { source: 'rest', outcome: 'error' },
+        { source: 'tables', outcome: 'reply' },
+      ]);
+    } finally {
+      await api.close();
+      await t.cleanup();
+    }
+  });
+
+  run('[12.8] the migration upgrades a database with rows in it: ids become bigint, each row gets its source', async () => {
+    const t = await driver.open();
+    const at = MIGRATIONS.findIndex((m) => m.id === '0007-bigint-ids-and-source');
+    expect(at).toBeGreaterThan(0);
+    const [migration] = MIGRATIONS.splice(at, 1);
+    try {
+      // A database as the previous release left it: a tables packet and a REST packet with audit rows and error counts.
+      await initDatabase(t.db);
+      const tables = await seedIncoming(t.db, 'request_account_create', racTags(1));
+      await t.db.query(
+        `INSERT INTO amie_toolkit.rest_packets (packet_rec_id, trans_rec_id, type_id, packet, state) VALUES (777, 70, 1, '{}', 'pending')`,
+      );
+      await t.db.query(
+        `INSERT INTO amie_toolkit.audit (run_id, packet_rec_id, trans_rec_id, packet_type, outcome, reason, duration_ms, handler)
+         VALUES ('r1', $1, $2, 'request_account_create', 'error', 'tables error', 1, 'x'), ('r1', 777, 70, 'request_account_create', 'error', 'rest error', 1, 'x')`,
+        [tables.packetRecId, tables.transRecId],
+      );
+      await t.db.query(`INSERT INTO amie_toolkit.packet_errors (packet_rec_id, error_count, last_error) VALUES ($1, 2, 'tables error'), (777, 3, 'rest error')`, [
+        tables.packetRecId,
+      ]);
+      MIGRATIONS.splice(at, 0, migration!);
+      expect((await initDatabase(t.db)).migrationsApplied).toEqual(['0007-bigint-ids-and-source']);
+
+      const { rows: audit } = await t.db.query<{ source: string; reason: string }>('SELECT source, reason FROM amie_toolkit.audit ORDER BY audit_id');
+      expect(audit).toEqual([
+        { source: 'tables', reason: 'tables error' },
+        { source: 'rest', reason: 'rest error' },
+      ]);
+      const { rows: errors } = await t.db.query<{ source: string; error_count: number }>('SELECT source, error_count FROM amie_toolkit.packet_errors ORDER BY error_count');
+      expect(errors).toEqual([
+        { source: 'tables', error_count: 2 },
+        { source: 'rest', error_count: 3 },
+      ]);
+      const { rows: types } = await t.db.query<{ t: string }>(
+        `SELECT table_name || '.' || column_name || ' ' || data_type AS t FROM information_schema.columns
+          WHERE table_schema = 'amie_toolkit' AND column_name IN ('packet_rec_id', 'trans_rec_id', 'reply_packet_rec_id')
+            AND table_name IN ('audit', 'packet_errors', 'allocation_history', 'rpc_records') ORDER BY 1`,
+      );
+      expect(types.map((r) => r.t)).toEqual([
+        'allocation_history.packet_rec_id bigint',
+        'audit.packet_rec_id bigint',
+        'audit.reply_packet_rec_id bigint',
+        'audit.trans_rec_id bigint',
+        'packet_errors.packet_rec_id bigint',
+        'rpc_records.packet_rec_id bigint',
+      ]);
+      // The same packet_rec_id can now have an error count in each source.
+      await t.db.query(`INSERT INTO amie_toolkit.packet_errors (source, packet_rec_id, error_count) VALUES ('rest', $1, 1), ('rest', $2, 1)`, [tables.packetRecId, BIG]);
+    } finally {
+      if (!MIGRATIONS.some((m) => m.id === migration?.id)) MIGRATIONS.splice(at, 0, migration!);
+      await t.cleanup();
+    }
+  });
 });
