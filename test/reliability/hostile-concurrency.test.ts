@@ -94,10 +94,11 @@ async function oneRun(dir: string, url: string): Promise<void> {
 
 /** Packets about one project whose final outcomes in the audit are not in packet_rec_id order. */
 async function answeredOutOfOrder(db: Database, packetsOf: Map<string, number[]>): Promise<string[]> {
-  const { rows } = await db.query<{ packet_rec_id: number }>(
+  const { rows } = await db.query<{ packet_rec_id: number | string }>(
     `SELECT packet_rec_id FROM amie_toolkit.audit WHERE outcome IN ('reply', 'fail', 'invalid', 'ignore', 'closed') ORDER BY audit_id`,
   );
-  const position = new Map(rows.map((r, i) => [r.packet_rec_id, i]));
+  // bigint: a string from pg
+  const position = new Map(rows.map((r, i) => [Number(r.packet_rec_id), i]));
   const problems: string[] = [];
   for (const [project, ids] of packetsOf) {
     const order = ids.map((id) => position.get(id) ?? -1);
