@@ -201,11 +201,16 @@ export class RegistryHandler extends AmieHandler<RegistryOptionsInput> {
   // ---------------------------------------------------------------- batches
 
   /**
-   * Takes the registry lock for the batch: no other run changes the books until this batch
-   * commits, so logins, uids and people are never handed out twice.
+   * Takes the registry lock for the batch, before its packets are claimed: no other run changes
+   * the books until this batch commits, so logins, uids and people are never handed out twice,
+   * and no run answers a packet before an earlier one (the RPC a RAC needs) is committed.
    */
-  override async beginBatch(packets: readonly IncomingPacket[], ctx: BatchContext): Promise<void> {
+  override async lockBatch(ctx: BatchContext): Promise<void> {
     await lockRegistry(ctx.tx);
+  }
+
+  /** The dispatcher took the registry lock (lockBatch) in this transaction before claiming the batch. */
+  override async beginBatch(packets: readonly IncomingPacket[], ctx: BatchContext): Promise<void> {
     this.batch = { tx: ctx.tx, packets, books: null, current: null };
   }
 

@@ -1,8 +1,10 @@
-import { mkdirSync, openSync, closeSync, writeSync, readFileSync, unlinkSync, existsSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { PGlite } from '@electric-sql/pglite';
 import type { Database, Queryable, QueryResult } from './types.js';
 import { DatabaseError, describeConnectError } from './errors.js';
+import { acquireLockFile, LockFileBusy } from '../lockfile.js';
 
 export interface PgliteOptions {
   /** Data directory; omit for an in-memory database (tests, `amie demo`). */
@@ -24,7 +26,7 @@ export async function openPglite(options: PgliteOptions = {}): Promise<Database>
   let releaseLock = () => {};
   if (dataDir) {
     mkdirSync(dirname(dataDir), { recursive: true });
-    releaseLock = await acquireDirLock(`${dataDir}.lock`, options.lockWaitMs ?? 60_000, description);
+    releaseLock = await lockDataDir(dataDir, options.lockWaitMs ?? 60_000, description);
   }
 
   let db: PGlite;
@@ -71,56 +73,25 @@ export async function openPglite(options: PgliteOptions = {}): Promise<Database>
   };
 }
 
-function pidAlive(pid: number): boolean {
+/**
+ * Takes the lock of an embedded data directory (`<dir>.lock`, holding the owner's pid), waiting up
+ * to `waitMs` for another process; a lock left by a dead process is taken over.
+ */
+export async function lockDataDir(dataDir: string, waitMs: number, description = `embedded database ${dataDir}`): Promise<() => void> {
+  const lockPath = `${dataDir}.lock`;
   try {
-    process.kill(pid, 0);
-    return true;
+    const release = await acquireLockFile(lockPath, { waitMs, retryMs: 100 });
+    process.once('exit', release);
+    return () => {
+      process.removeListener('exit', release);
+      release();
+    };
   } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-async function acquireDirLock(lockPath: string, waitMs: number, description: string): Promise<() => void> {
-  const deadline = Date.now() + waitMs;
-  for (;;) {
-    try {
-      const fd = openSync(lockPath, 'wx');
-      writeSync(fd, String(process.pid));
-      closeSync(fd);
-      let released = false;
-      const release = () => {
-        if (released) return;
-        released = true;
-        try {
-          if (existsSync(lockPath) && readFileSync(lockPath, 'utf8') === String(process.pid)) unlinkSync(lockPath);
-        } catch {
-          /* already gone */
-        }
-      };
-      process.once('exit', release);
-      return release;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw new DatabaseError(`cannot lock ${description}: ${(err as Error).message}`);
-    }
-    let owner = NaN;
-    try {
-      owner = Number(readFileSync(lockPath, 'utf8'));
-    } catch {
-      continue; // released between our open and read
-    }
-    if (!Number.isInteger(owner) || owner <= 0 || !pidAlive(owner)) {
-      try {
-        unlinkSync(lockPath); // stale lock of a process that died
-      } catch {
-        /* someone else took it over */
-      }
-      continue;
-    }
-    if (Date.now() >= deadline) {
+    if (err instanceof LockFileBusy) {
       throw new DatabaseError(
-        `${description} is in use by process ${owner} (lock ${lockPath}); an embedded database serves one process at a time, use database.url for concurrent runs`,
+        `${description} is in use by process ${err.holder.pid ?? '(unknown)'}${err.holder.host && err.holder.host !== hostname() ? ` on ${err.holder.host}` : ''} (lock ${lockPath}); an embedded database serves one process at a time, use database.url for concurrent runs`,
       );
     }
-    await new Promise((r) => setTimeout(r, 100));
+    throw new DatabaseError(`cannot lock ${description}: ${(err as Error).message}`);
   }
 }

@@ -274,8 +274,11 @@ export class Dispatcher {
 
   private async attempt(options: { limit: number; exclude: readonly number[]; only?: readonly number[] }, runId: string, handle?: Handle): Promise<Attempt> {
     let claimed: number[] = [];
+    // The handler's lock is taken before claiming, not after: a run that claimed first and locked
+    // second could answer a packet (a RAC) before another run committed the one it needs (its RPC).
+    const lock = (tx: Queryable) => this.handler.lockBatch({ tx, log: this.log.child({ run_id: runId }), dryRun: this.opts.dryRun });
     try {
-      const recorded = await this.source.runBatch({ ...options, types: this.opts.types, dryRun: this.opts.dryRun }, (packets, tx) => {
+      const recorded = await this.source.runBatch({ ...options, types: this.opts.types, dryRun: this.opts.dryRun, lock }, (packets, tx) => {
         claimed = packets.map((p) => p.packetRecId);
         return handle ? handle(packets, tx) : this.handleBatch(packets, tx, runId);
       });

@@ -127,6 +127,13 @@ export class AmieHandler<O = unknown> {
   async stop(): Promise<void> {}
 
   /**
+   * Called in a batch's transaction before its packets are claimed. A handler whose answers depend
+   * on what earlier packets changed (a RAC on the project an RPC creates, a reactivation after an
+   * inactivation) takes its lock here, a blocking one: a run then claims only once the run before
+   * it committed, so packets are answered in the order they came, whatever runs overlap.
+   */
+  async lockBatch(_ctx: BatchContext): Promise<void> {}
+  /**
    * Called with a batch's packets (those that will reach a handler method) before the first
    * of them is handled, in the batch's transaction: a handler that keeps books takes its locks
    * and reads what the whole batch needs here, in one round trip instead of one per packet.

@@ -396,7 +396,7 @@ history_in AS (
   INSERT INTO ${S}.allocation_history (project_id, resource, allocation_type, service_units, start_date, end_date, record_id, packet_rec_id)
   SELECT x.project_id, x.resource, x.allocation_type, x.service_units, x.start_date::date, x.end_date::date, x.record_id, x.packet_rec_id
     FROM b, jsonb_to_recordset(b.j->'history') AS x(project_id text, resource text, allocation_type text, service_units numeric,
-                                                    start_date text, end_date text, record_id text, packet_rec_id int)),
+                                                    start_date text, end_date text, record_id text, packet_rec_id bigint)),
 accounts_up AS (
   INSERT INTO ${S}.accounts (person_id, project_id, resource, active)
   SELECT x.person_id, x.project_id, x.resource, x.active
@@ -405,7 +405,7 @@ accounts_up AS (
 rpc_in AS (
   INSERT INTO ${S}.rpc_records (record_id, project_id, reply, packet_rec_id)
   SELECT x.record_id, x.project_id, x.reply, x.packet_rec_id
-    FROM b, jsonb_to_recordset(b.j->'rpc') AS x(record_id text, project_id text, reply jsonb, packet_rec_id int)
+    FROM b, jsonb_to_recordset(b.j->'rpc') AS x(record_id text, project_id text, reply jsonb, packet_rec_id bigint)
   ON CONFLICT (record_id) DO NOTHING)
 SELECT 1`,
       [JSON.stringify({ people, logins, dns: this.newDns, sites: this.newSites, projects, history: this.history, accounts, rpc: this.newRpc })],

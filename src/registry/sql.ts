@@ -226,7 +226,7 @@ history_in AS (
   INSERT INTO ${S}.allocation_history (project_id, resource, allocation_type, service_units, start_date, end_date, record_id, packet_rec_id)
   SELECT x.project_id, x.resource, x.allocation_type, x.service_units, x.start_date::date, x.end_date::date, x.record_id, x.packet_rec_id
     FROM cs, jsonb_to_recordset(cs.j->'history') AS x(project_id text, resource text, allocation_type text, service_units numeric,
-                                                      start_date text, end_date text, record_id text, packet_rec_id int)
+                                                      start_date text, end_date text, record_id text, packet_rec_id bigint)
   RETURNING 1),
 accounts_up AS (
   INSERT INTO ${S}.accounts (person_id, project_id, resource, active)
@@ -237,7 +237,7 @@ accounts_up AS (
   RETURNING person_id, project_id, resource, active, (xmax = 0) AS created),
 rpc_in AS (
   INSERT INTO ${S}.rpc_records (record_id, project_id, reply, packet_rec_id)
-  SELECT cs.j->'rpcRecord'->>'record_id', cs.j->'rpcRecord'->>'project_id', cs.j->'rpcRecord'->'reply', (cs.j->'rpcRecord'->>'packet_rec_id')::int
+  SELECT cs.j->'rpcRecord'->>'record_id', cs.j->'rpcRecord'->>'project_id', cs.j->'rpcRecord'->'reply', (cs.j->'rpcRecord'->>'packet_rec_id')::bigint
     FROM cs WHERE cs.j ? 'rpcRecord'
   ON CONFLICT (record_id) DO NOTHING RETURNING 1)
 SELECT (SELECT coalesce(json_agg(d), '[]'::json) FROM dns_in d) AS dns,

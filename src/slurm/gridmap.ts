@@ -2,8 +2,8 @@
  * The grid-mapfile: one line per certificate DN, `"DN" login[,login…]`, read by GridFTP and
  * other Globus services to map a certificate to a local login.
  *
- * Changes are made under a lock file (`<file>.lock`, created with O_EXCL; a lock left by a dead
- * process or older than `staleLockMs` is taken over) and written atomically (a temporary file
+ * Changes are made under a lock file (`<file>.lock`, taken atomically, see src/lockfile.ts; a lock
+ * left by a dead process or older than `staleLockMs` is taken over) and written atomically (a temporary file
  * in the same directory, flushed, then renamed over the old one), so readers never see half a
  * file and two runs never lose each other's entries. Lines this module does not understand
  * (comments, other formats) are kept as they are.
@@ -11,8 +11,8 @@
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
 import { chown, open, readFile, rename, stat, unlink } from 'node:fs/promises';
-import { hostname } from 'node:os';
 import type { Logger } from 'pino';
+import { acquireLockFile, LockFileBusy } from '../lockfile.js';
 import { SLURM_USER_PATTERN } from './sacctmgr.js';
 
 export interface GridMapOptions {
@@ -99,46 +99,19 @@ export function applyGridMapChange(text: string, change: GridMapChange): { text:
 }
 
 /** Takes `<file>.lock`; returns the function that releases it. */
-async function lock(file: string, opts: GridMapOptions): Promise<() => Promise<void>> {
+export async function lockGridMapfile(file: string, opts: GridMapOptions): Promise<() => void> {
   const lockFile = `${file}.lock`;
-  const deadline = Date.now() + (opts.lockTimeoutMs ?? 30_000);
-  const staleMs = opts.staleLockMs ?? 10 * 60_000;
-  const me = `${process.pid} ${hostname()} ${new Date().toISOString()}\n`;
-  for (;;) {
-    try {
-      const h = await open(lockFile, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o644);
-      await h.writeFile(me);
-      await h.close();
-      return async () => {
-        await unlink(lockFile).catch(() => {});
-      };
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') {
-        throw new Error(`grid-mapfile ${file}: cannot create the lock file ${lockFile}: ${(err as Error).message}`, { cause: err });
-      }
-    }
-    const holder = await readFile(lockFile, 'utf8').catch(() => '');
-    const since = await stat(lockFile).then((s) => s.mtimeMs, () => Date.now());
-    const [pid, host] = holder.trim().split(' ');
-    if (Date.now() - since > staleMs || (host === hostname() && pid && !alive(Number(pid)))) {
-      opts.log.warn({ lockFile, holder: holder.trim() }, 'grid-mapfile: taking over a stale lock');
-      await unlink(lockFile).catch(() => {});
-      continue;
-    }
-    if (Date.now() > deadline) {
-      throw new Error(`grid-mapfile ${file} is locked by ${holder.trim() || 'another process'} (lock file ${lockFile}); try again later`);
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-function alive(pid: number): boolean {
-  if (!Number.isInteger(pid) || pid <= 0) return false;
   try {
-    process.kill(pid, 0);
-    return true;
+    return await acquireLockFile(lockFile, {
+      waitMs: opts.lockTimeoutMs ?? 30_000,
+      staleMs: opts.staleLockMs ?? 10 * 60_000,
+      onTakeOver: (holder) => opts.log.warn({ lockFile, holder: holder.text }, 'grid-mapfile: taking over a stale lock'),
+    });
   } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
+    if (err instanceof LockFileBusy) {
+      throw new Error(`grid-mapfile ${file} is locked by ${err.holder.text || 'another process'} (lock file ${lockFile}); try again later`);
+    }
+    throw new Error(`grid-mapfile ${file}: cannot create the lock file ${lockFile}: ${(err as Error).message}`, { cause: err });
   }
 }
 
@@ -153,7 +126,7 @@ export async function updateGridMapfile(file: string, change: GridMapChange, opt
     opts.log.info({ gridMapfile: file, ...change }, `dry run: would update grid-mapfile ${file}`);
     return { added: [], removed: [] };
   }
-  const release = await lock(file, opts);
+  const release = await lockGridMapfile(file, opts);
   try {
     let before = '';
     let mode = 0o644;
@@ -187,6 +160,6 @@ export async function updateGridMapfile(file: string, change: GridMapChange, opt
     opts.log.info({ gridMapfile: file, login: change.login, added: next.added, removed: next.removed }, 'grid-mapfile updated');
     return { added: next.added, removed: next.removed };
   } finally {
-    await release();
+    release();
   }
 }

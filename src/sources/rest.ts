@@ -18,7 +18,7 @@ import { randomUUID } from 'node:crypto';
 import type { Database, Queryable } from '../db/index.js';
 import type { Logger } from '../log.js';
 import { PACKET_TYPE_IDS, PacketBody } from '../protocol/index.js';
-import { ERROR_COUNT_CTES } from '../store/index.js';
+import { errorCountCtes } from '../store/index.js';
 import { AmieRestError, type AmieRestClient } from './rest-client.js';
 import { claimedFromRest, parseRestPacket, replyPacketJson, type RestPacket, type RestPacketJson } from './rest-json.js';
 import type { ClaimOptions, ClaimedPacket, PacketDecision, PacketSource, RecordedDecision } from './types.js';
@@ -124,6 +124,7 @@ export class RestSource implements PacketSource {
     let decisions: PacketDecision[];
     try {
       decisions = await this.db.transaction(async (tx) => {
+        await options.lock?.(tx);
         if (options.dryRun) {
           // Nothing may be recorded: the copy of the server's packets is made here, and rolled back with the rest.
           const skip = new Set(options.exclude);
@@ -411,7 +412,7 @@ async function claim(tx: Queryable, listed: readonly number[], opts: ClaimOption
               ORDER BY r.packet_rec_id LIMIT 1) AS request,
             COALESCE(e.error_count, 0)::int AS error_count
        FROM amie_toolkit.rest_packets p
-       LEFT JOIN amie_toolkit.packet_errors e ON e.packet_rec_id = p.packet_rec_id
+       LEFT JOIN amie_toolkit.packet_errors e ON e.source = 'rest' AND e.packet_rec_id = p.packet_rec_id
       WHERE p.state = 'pending' AND p.packet_rec_id = ANY($1::bigint[])
         AND NOT (p.packet_rec_id = ANY($2::bigint[]))
         AND ($3::int[] IS NULL OR p.type_id = ANY($3::int[]))
@@ -462,10 +463,10 @@ async function recordDecisions(tx: Queryable, decisions: readonly PacketDecision
        SELECT d.packet_rec_id, d.trans_rec_id, d.reply_type, d.reply, clock_timestamp() FROM d JOIN upd ON upd.packet_rec_id = d.packet_rec_id
         WHERE d.reply IS NOT NULL
        RETURNING in_reply_to),
-     ${ERROR_COUNT_CTES},
+     ${errorCountCtes('rest')},
      au AS (
-       INSERT INTO amie_toolkit.audit (run_id, packet_rec_id, trans_rec_id, packet_type, outcome, reason, reply_type, duration_ms, handler)
-       SELECT run_id, packet_rec_id, trans_rec_id, packet_type, outcome, reason, reply_type, duration_ms, handler FROM d)
+       INSERT INTO amie_toolkit.audit (source, run_id, packet_rec_id, trans_rec_id, packet_type, outcome, reason, reply_type, duration_ms, handler)
+       SELECT 'rest', run_id, packet_rec_id, trans_rec_id, packet_type, outcome, reason, reply_type, duration_ms, handler FROM d)
      SELECT (SELECT count(*) FROM upd)::int AS completed, (SELECT count(*) FROM ob)::int AS replies`,
     [JSON.stringify(d)],
   );
@@ -482,7 +483,7 @@ async function markSent(tx: Queryable, inReplyTo: number, replyPacketRecId: numb
               reply_packet_rec_id = $2, last_error = NULL
         WHERE in_reply_to = $1 RETURNING in_reply_to)
      UPDATE amie_toolkit.audit a SET reply_packet_rec_id = $2
-       FROM o WHERE $2::bigint IS NOT NULL AND a.packet_rec_id = o.in_reply_to
+       FROM o WHERE $2::bigint IS NOT NULL AND a.source = 'rest' AND a.packet_rec_id = o.in_reply_to
         AND a.reply_type IS NOT NULL AND a.reply_packet_rec_id IS NULL`,
     [inReplyTo, replyPacketRecId],
   );
@@ -493,8 +494,8 @@ async function markRefused(tx: Queryable, inReplyTo: number, reason: string, run
     `WITH o AS (
        UPDATE amie_toolkit.rest_outbox SET status = 'refused', attempts = attempts + 1, last_error = $2
         WHERE in_reply_to = $1 RETURNING in_reply_to, trans_rec_id, reply_type)
-     INSERT INTO amie_toolkit.audit (run_id, packet_rec_id, trans_rec_id, packet_type, outcome, reason, reply_type, duration_ms, handler)
-     SELECT $3, o.in_reply_to, o.trans_rec_id, COALESCE(p.packet->>'type', 'type_id ' || p.type_id), 'refused', $2, o.reply_type, 0, 'rest source'
+     INSERT INTO amie_toolkit.audit (source, run_id, packet_rec_id, trans_rec_id, packet_type, outcome, reason, reply_type, duration_ms, handler)
+     SELECT 'rest', $3, o.in_reply_to, o.trans_rec_id, COALESCE(p.packet->>'type', 'type_id ' || p.type_id), 'refused', $2, o.reply_type, 0, 'rest source'
        FROM o JOIN amie_toolkit.rest_packets p ON p.packet_rec_id = o.in_reply_to`,
     [inReplyTo, reason, runId],
   );

@@ -29,6 +29,7 @@ export class TablesSource implements PacketSource {
   ): Promise<RecordedDecision[]> {
     try {
       return await this.db.transaction(async (tx) => {
+        await options.lock?.(tx);
         const rows = await claimBatch(tx, options);
         if (rows.length === 0) return [];
         const decisions = await handle(rows.map(claimedPacket), tx);

@@ -54,6 +54,11 @@ export interface ClaimOptions {
   types?: readonly PacketTypeName[];
   /** Record nothing and send nothing: the transaction is rolled back after `handle`. */
   dryRun: boolean;
+  /**
+   * Run in the batch's transaction before anything is claimed (the handler's lock): claiming
+   * under it means a batch sees every batch that held it before as committed.
+   */
+  lock?: (tx: Queryable) => Promise<void>;
 }
 
 export interface PacketSource {

@@ -2,6 +2,7 @@ import type { Database, Queryable } from '../db/index.js';
 import { REGISTRY_MIGRATION, SLURM_ACCOUNT_MIGRATION } from '../registry/schema.js';
 import { USAGE_MIGRATION } from './usage.js';
 import { REST_SOURCE_MIGRATION } from '../sources/rest-schema.js';
+import { SOURCE_IDS_MIGRATION } from './work.js';
 
 /**
  * The toolkit's own tables live in their own schema so that a site's AMIE tables (and the
@@ -71,6 +72,7 @@ CREATE INDEX IF NOT EXISTS amie_toolkit_pending_incoming ON packet_tbl (packet_r
   USAGE_MIGRATION,
   SLURM_ACCOUNT_MIGRATION,
   REST_SOURCE_MIGRATION,
+  SOURCE_IDS_MIGRATION,
 ];
 
 /**

@@ -1,4 +1,5 @@
 import type { Queryable } from '../db/index.js';
+import type { Migration } from './migrations.js';
 import { PACKET_TYPE_IDS, STATE_IDS, type DataRow, type PacketTypeName } from '../protocol/index.js';
 
 /**
@@ -59,7 +60,7 @@ export async function claimBatch(
             COALESCE(e.error_count, 0)::int AS error_count
        FROM packet_tbl p
        JOIN transaction_tbl t ON t.trans_rec_id = p.trans_rec_id
-       LEFT JOIN amie_toolkit.packet_errors e ON e.packet_rec_id = p.packet_rec_id
+       LEFT JOIN amie_toolkit.packet_errors e ON e.source = 'tables' AND e.packet_rec_id = p.packet_rec_id
       WHERE p.outgoing_flag = 0 AND p.state_id = ${STATE_IDS['in-progress']} AND t.state_id = ${STATE_IDS['in-progress']}
         AND NOT (p.packet_rec_id = ANY($1::int[]))
         AND ($2::numeric[] IS NULL OR p.type_id = ANY($2::numeric[]))
@@ -97,15 +98,53 @@ export interface ReplyToWrite {
 }
 
 /**
+ * Which packet source a row of amie_toolkit.audit or packet_errors is about: the AMIE tables and
+ * the REST API number their packets independently, so a packet_rec_id alone names no packet.
+ */
+export type PacketSourceKind = 'tables' | 'rest';
+
+/**
  * CTEs of a decisions statement (either source) that keep the error counts: a completed packet's
  * (`upd`: its packet_rec_id) is forgotten, a handler error's (`d`: packet_rec_id, complete,
  * count_error, reason) goes up.
  */
-export const ERROR_COUNT_CTES = `ce AS (DELETE FROM amie_toolkit.packet_errors e USING upd WHERE e.packet_rec_id = upd.packet_rec_id),
+export function errorCountCtes(source: PacketSourceKind): string {
+  return `ce AS (DELETE FROM amie_toolkit.packet_errors e USING upd WHERE e.source = '${source}' AND e.packet_rec_id = upd.packet_rec_id),
      pe AS (
-       INSERT INTO amie_toolkit.packet_errors AS e (packet_rec_id, error_count, last_error)
-       SELECT packet_rec_id, 1, reason FROM d WHERE d.count_error AND NOT d.complete
-       ON CONFLICT (packet_rec_id) DO UPDATE SET error_count = e.error_count + 1, last_error = EXCLUDED.last_error, updated_at = now())`;
+       INSERT INTO amie_toolkit.packet_errors AS e (source, packet_rec_id, error_count, last_error)
+       SELECT '${source}', packet_rec_id, 1, reason FROM d WHERE d.count_error AND NOT d.complete
+       ON CONFLICT (source, packet_rec_id) DO UPDATE SET error_count = e.error_count + 1, last_error = EXCLUDED.last_error, updated_at = now())`;
+}
+
+/**
+ * Ids that come from outside (the REST API's packet_rec_id and trans_rec_id, 3,000,000,000 and
+ * beyond) are bigint wherever the toolkit keeps them, and the audit and error counts say which
+ * source a packet_rec_id belongs to. Rows from before are the tables' unless their id is only
+ * known as a REST packet. The toolkit names the source in every row it writes; the default is
+ * for rows written by hand or by older code (the tables were the only source before REST).
+ */
+export const SOURCE_IDS_MIGRATION: Migration = {
+  id: '0007-bigint-ids-and-source',
+  sql: `
+ALTER TABLE amie_toolkit.audit
+  ALTER COLUMN packet_rec_id TYPE bigint, ALTER COLUMN trans_rec_id TYPE bigint, ALTER COLUMN reply_packet_rec_id TYPE bigint,
+  ADD COLUMN source text NOT NULL DEFAULT 'tables' CHECK (source IN ('tables', 'rest'));
+ALTER TABLE amie_toolkit.packet_errors
+  ALTER COLUMN packet_rec_id TYPE bigint,
+  ADD COLUMN source text NOT NULL DEFAULT 'tables' CHECK (source IN ('tables', 'rest'));
+UPDATE amie_toolkit.audit a SET source = 'rest'
+ WHERE EXISTS (SELECT 1 FROM amie_toolkit.rest_packets r WHERE r.packet_rec_id = a.packet_rec_id)
+   AND NOT EXISTS (SELECT 1 FROM packet_tbl p WHERE p.packet_rec_id = a.packet_rec_id);
+UPDATE amie_toolkit.packet_errors e SET source = 'rest'
+ WHERE EXISTS (SELECT 1 FROM amie_toolkit.rest_packets r WHERE r.packet_rec_id = e.packet_rec_id)
+   AND NOT EXISTS (SELECT 1 FROM packet_tbl p WHERE p.packet_rec_id = e.packet_rec_id);
+ALTER TABLE amie_toolkit.packet_errors DROP CONSTRAINT packet_errors_pkey, ADD PRIMARY KEY (source, packet_rec_id);
+DROP INDEX IF EXISTS amie_toolkit.audit_packet;
+CREATE INDEX audit_packet ON amie_toolkit.audit (source, packet_rec_id);
+ALTER TABLE amie_toolkit.allocation_history ALTER COLUMN packet_rec_id TYPE bigint;
+ALTER TABLE amie_toolkit.rpc_records ALTER COLUMN packet_rec_id TYPE bigint;
+`,
+};
 
 /** One handled packet's fate, as `recordDecisions` writes it. */
 export interface DecisionToWrite {
@@ -173,11 +212,11 @@ export async function recordDecisions(q: Queryable, decisions: readonly Decision
      er AS (
        INSERT INTO expected_reply_tbl (packet_rec_id, type_id, timeout)
        SELECT reply_rec_id, expected_type_id, timeout FROM r WHERE expected_type_id IS NOT NULL),
-     ${ERROR_COUNT_CTES},
+     ${errorCountCtes('tables')},
      au AS (
-       INSERT INTO amie_toolkit.audit (run_id, packet_rec_id, trans_rec_id, packet_type, outcome, reason,
+       INSERT INTO amie_toolkit.audit (source, run_id, packet_rec_id, trans_rec_id, packet_type, outcome, reason,
                                        reply_packet_rec_id, reply_type, duration_ms, handler)
-       SELECT d.run_id, d.packet_rec_id, d.trans_rec_id, d.packet_type, d.outcome, d.reason, r.reply_rec_id, d.reply_type, d.duration_ms, d.handler
+       SELECT 'tables', d.run_id, d.packet_rec_id, d.trans_rec_id, d.packet_type, d.outcome, d.reason, r.reply_rec_id, d.reply_type, d.duration_ms, d.handler
          FROM d LEFT JOIN r ON r.i = d.i)
      SELECT (SELECT count(*) FROM upd)::int AS completed,
             (SELECT json_agg(json_build_array(i, reply_rec_id)) FROM r) AS replies`,
@@ -219,11 +258,11 @@ export async function completePacket(q: Queryable, audit: AuditEntry, reply: Rep
      er AS (
        INSERT INTO expected_reply_tbl (packet_rec_id, type_id, timeout)
        SELECT rp.packet_rec_id, $7, $8 FROM rp WHERE $7::numeric IS NOT NULL),
-     ce AS (DELETE FROM amie_toolkit.packet_errors WHERE packet_rec_id = $1),
+     ce AS (DELETE FROM amie_toolkit.packet_errors WHERE source = 'tables' AND packet_rec_id = $1),
      au AS (
-       INSERT INTO amie_toolkit.audit (run_id, packet_rec_id, trans_rec_id, packet_type, outcome, reason,
+       INSERT INTO amie_toolkit.audit (source, run_id, packet_rec_id, trans_rec_id, packet_type, outcome, reason,
                                        reply_packet_rec_id, reply_type, duration_ms, handler)
-       SELECT $9, $1, $10, $11, $12, $13, (SELECT packet_rec_id FROM rp), $14, $15, $16 FROM upd)
+       SELECT 'tables', $9, $1, $10, $11, $12, $13, (SELECT packet_rec_id FROM rp), $14, $15, $16 FROM upd)
      SELECT (SELECT packet_rec_id FROM upd) AS handled, (SELECT packet_rec_id FROM rp) AS reply`,
     [
       audit.packetRecId,
@@ -258,13 +297,13 @@ export async function completePacket(q: Queryable, audit: AuditEntry, reply: Rep
 export async function recordDeferral(q: Queryable, audit: AuditEntry, countError: boolean): Promise<number> {
   const { rows } = await q.query<{ error_count: number | null }>(
     `WITH pe AS (
-       INSERT INTO amie_toolkit.packet_errors AS e (packet_rec_id, error_count, last_error)
-       SELECT $1, 1, $2 WHERE $9
-       ON CONFLICT (packet_rec_id) DO UPDATE SET error_count = e.error_count + 1, last_error = EXCLUDED.last_error, updated_at = now()
+       INSERT INTO amie_toolkit.packet_errors AS e (source, packet_rec_id, error_count, last_error)
+       SELECT 'tables', $1, 1, $2 WHERE $9
+       ON CONFLICT (source, packet_rec_id) DO UPDATE SET error_count = e.error_count + 1, last_error = EXCLUDED.last_error, updated_at = now()
        RETURNING error_count),
      au AS (
-       INSERT INTO amie_toolkit.audit (run_id, packet_rec_id, trans_rec_id, packet_type, outcome, reason, duration_ms, handler)
-       VALUES ($3, $1, $4, $5, $6, $2, $7, $8))
+       INSERT INTO amie_toolkit.audit (source, run_id, packet_rec_id, trans_rec_id, packet_type, outcome, reason, duration_ms, handler)
+       VALUES ('tables', $3, $1, $4, $5, $6, $2, $7, $8))
      SELECT (SELECT error_count FROM pe) AS error_count`,
     [audit.packetRecId, audit.reason ?? null, audit.runId, audit.transRecId, audit.packetType, audit.outcome, audit.durationMs, audit.handler, countError],
   );
@@ -277,10 +316,10 @@ export async function reofferPacket(q: Queryable, packetRecId: number, runId: st
     `WITH p AS (
        UPDATE packet_tbl SET state_id = ${STATE_IDS['in-progress']}
         WHERE packet_rec_id = $1 AND outgoing_flag = 0 RETURNING packet_rec_id, trans_rec_id, type_id),
-     ce AS (DELETE FROM amie_toolkit.packet_errors WHERE packet_rec_id = $1),
+     ce AS (DELETE FROM amie_toolkit.packet_errors WHERE source = 'tables' AND packet_rec_id = $1),
      au AS (
-       INSERT INTO amie_toolkit.audit (run_id, packet_rec_id, trans_rec_id, packet_type, outcome, reason, duration_ms, handler)
-       SELECT $2, p.packet_rec_id, p.trans_rec_id, COALESCE(td.type_name, p.type_id::text), 'retry', 'offered again by an operator', 0, 'amie packets retry'
+       INSERT INTO amie_toolkit.audit (source, run_id, packet_rec_id, trans_rec_id, packet_type, outcome, reason, duration_ms, handler)
+       SELECT 'tables', $2, p.packet_rec_id, p.trans_rec_id, COALESCE(td.type_name, p.type_id::text), 'retry', 'offered again by an operator', 0, 'amie packets retry'
          FROM p LEFT JOIN type_des td ON td.type_id = p.type_id)
      SELECT packet_rec_id FROM p`,
     [packetRecId, runId],

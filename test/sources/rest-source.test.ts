@@ -109,7 +109,7 @@ describe.each(driverCases())('REST source on $name', (driver) => {
     });
     const replyId = reply!.header.packet_rec_id;
     expect(summary.results[0]).toMatchObject({ packetRecId, outcome: 'reply', replyType: 'notify_account_create', replyPacketRecId: replyId });
-    expect(await rows('SELECT outcome, reply_type, reply_packet_rec_id FROM amie_toolkit.audit WHERE packet_rec_id = $1', [packetRecId])).toEqual([
+    expect(await rows(`SELECT outcome, reply_type, reply_packet_rec_id::float8 AS reply_packet_rec_id FROM amie_toolkit.audit WHERE source = 'rest' AND packet_rec_id = $1`, [packetRecId])).toEqual([
       { outcome: 'reply', reply_type: 'notify_account_create', reply_packet_rec_id: replyId },
     ]);
     expect(await rows('SELECT status, reply_packet_rec_id::int AS r FROM amie_toolkit.rest_outbox')).toEqual([{ status: 'sent', r: replyId }]);

@@ -72,8 +72,8 @@ export function register(program: Command, context: CliContext): void {
         const { header } = await showPacket(db, packetRecId);
         if (header.direction !== 'in') throw new ConfigError([`packet ${packetRecId} was sent by this site; only received packets can be retried`]);
         const { rows: answered } = await db.query<{ reply_packet_rec_id: number; reply_type: string }>(
-          `SELECT reply_packet_rec_id, reply_type FROM amie_toolkit.audit
-            WHERE packet_rec_id = $1 AND reply_packet_rec_id IS NOT NULL ORDER BY audit_id DESC LIMIT 1`,
+          `SELECT reply_packet_rec_id::float8 AS reply_packet_rec_id, reply_type FROM amie_toolkit.audit
+            WHERE source = 'tables' AND packet_rec_id = $1 AND reply_packet_rec_id IS NOT NULL ORDER BY audit_id DESC LIMIT 1`,
           [packetRecId],
         );
         if (answered[0]) {
@@ -164,8 +164,8 @@ async function showPacket(db: Database, packetRecId: number) {
   );
   const audit = await db
     .query<Record<string, unknown>>(
-      `SELECT at, outcome, reason, reply_packet_rec_id, reply_type, duration_ms, handler
-         FROM amie_toolkit.audit WHERE packet_rec_id = $1 ORDER BY audit_id`,
+      `SELECT at, outcome, reason, reply_packet_rec_id::float8 AS reply_packet_rec_id, reply_type, duration_ms, handler
+         FROM amie_toolkit.audit WHERE source = 'tables' AND packet_rec_id = $1 ORDER BY audit_id`,
       [packetRecId],
     )
     .then((r) => r.rows)

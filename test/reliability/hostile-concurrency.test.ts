@@ -1,0 +1,440 @@
+/**
+ * Races that hostile timing can cause: overlapping `amie process` runs answering packets out of
+ * order ([12.7]); two processes holding the embedded database's or the grid-mapfile's lock at once
+ * ([12.9]). And ids from outside that do not fit where they are kept ([12.8]): the REST API's
+ * packet_rec_ids past 2^31, and the two sources' ids meeting in one table.
+ */
+import { describe, it, expect } from 'vitest';
+import { spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import type { Database } from '../../src/db/index.js';
+import { MIGRATIONS, initDatabase } from '../../src/store/index.js';
+import { AmieHandler, Dispatcher, type HandlerResult, type IncomingPacket, type PacketContext } from '../../src/dispatch/index.js';
+import { AmieRestClient, RestSource } from '../../src/sources/index.js';
+import { RegistryHandler } from '../../handlers/registry.js';
+import { FakeAmieRest, racBody } from '../sources/fake-amie-rest.js';
+import type { TagValue } from '../../src/protocol/index.js';
+import { SITE, quietLog, racTags, seedIncoming } from '../helpers/amie.js';
+import { driverCases, freshPgDatabase } from '../helpers/db.js';
+import { hasPostgres, pgSkipNote } from '../helpers/env.js';
+import { consistencyProblems, countPending, plainLines, runAmie, seedWorkload, writeAmieConfig, type WorkItem } from '../helpers/reliability.js';
+
+const FIRST = ['Ann', 'Bob', 'Cyd', 'Dee', 'Eve', 'Fay', 'Gus'];
+const LAST = ['Doe', 'Smith', 'Miller', 'Nguyen', 'Berg'];
+
+function person(prefix: 'Pi' | 'User', key: string, n: number): Record<string, TagValue> {
+  return {
+    [`${prefix}FirstName`]: FIRST[n % FIRST.length]!,
+    [`${prefix}LastName`]: LAST[Math.floor(n / FIRST.length) % LAST.length]!,
+    [`${prefix}Organization`]: 'Example University',
+    [`${prefix}OrgCode`]: '0012345',
+    [`${prefix}Email`]: `${key}@example.edu`,
+    [`${prefix}RequestedLoginList`]: [''],
+    [`${prefix}GlobalID`]: `8${String(n).padStart(6, '0')}${prefix === 'Pi' ? 1 : 2}`,
+  };
+}
+
+/** `n` transactions opening a project, each followed at once by one asking for an account on it. */
+function rpcRacPairs(n: number): WorkItem[] {
+  const items: WorkItem[] = [];
+  for (let k = 0; k < n; k++) {
+    const grantNumber = `TG-ORD${String(k).padStart(5, '0')}`;
+    const projectId = `p-ord${k}`;
+    items.push({
+      transactionId: 500_000 + 2 * k + 1,
+      type: 'request_project_create',
+      person: `pi-${k}`,
+      grantNumber,
+      recordId: `ord-rec-${k}`,
+      tags: {
+        AllocationType: 'new',
+        GrantNumber: grantNumber,
+        ProjectID: projectId,
+        PfosNumber: '1234567',
+        ...person('Pi', `pi-${k}`, k),
+        ProjectTitle: `Ordering project ${k}`,
+        StartDate: '2026-07-01',
+        EndDate: '2027-06-30',
+        ResourceList: [SITE.resource],
+        RecordID: `ord-rec-${k}`,
+        ServiceUnitsAllocated: '1000',
+      },
+    });
+    items.push({
+      transactionId: 500_000 + 2 * k + 2,
+      type: 'request_account_create',
+      person: `user-${k}`,
+      grantNumber,
+      tags: { GrantNumber: grantNumber, ProjectID: projectId, ResourceList: [SITE.resource], ...person('User', `user-${k}`, k + 1) },
+    });
+  }
+  return items;
+}
+
+/** Four `amie process` runs started together, one packet per batch so that their claims interleave. */
+async function fourRuns(dir: string, url: string): Promise<void> {
+  const runs = [1, 2, 3, 4].map((n) => {
+    const own = join(dir, `run${n}`);
+    mkdirSync(own, { recursive: true });
+    return runAmie(['-c', writeAmieConfig(own, url, { batchSize: 1 }), 'process']);
+  });
+  const results = await Promise.all(runs.map((r) => r.done));
+  // Exit code 1 means a failure reply: the checks below say which; anything else is a crash.
+  for (const [i, r] of results.entries()) expect([0, 1], `run ${i + 1}: ${plainLines(r.stderr).join(' | ')}`).toContain(r.code);
+}
+
+async function oneRun(dir: string, url: string): Promise<void> {
+  mkdirSync(dir, { recursive: true });
+  const r = await runAmie(['-c', writeAmieConfig(dir, url, { batchSize: 50 }), 'process']).done;
+  expect(r.code, plainLines(r.stderr).join(' | ')).toBe(0);
+}
+
+/** Packets about one project whose final outcomes in the audit are not in packet_rec_id order. */
+async function answeredOutOfOrder(db: Database, packetsOf: Map<string, number[]>): Promise<string[]> {
+  const { rows } = await db.query<{ packet_rec_id: number | string }>(
+    `SELECT packet_rec_id FROM amie_toolkit.audit WHERE outcome IN ('reply', 'fail', 'invalid', 'ignore', 'closed') ORDER BY audit_id`,
+  );
+  // bigint: a string from pg
+  const position = new Map(rows.map((r, i) => [Number(r.packet_rec_id), i]));
+  const problems: string[] = [];
+  for (const [project, ids] of packetsOf) {
+    const order = ids.map((id) => position.get(id) ?? -1);
+    if (order.some((p, i) => p < 0 || (i > 0 && p < order[i - 1]!))) problems.push(`${project}: packets ${ids.join(', ')} answered in audit order ${order.join(', ')}`);
+  }
+  return problems;
+}
+
+describe.skipIf(!hasPostgres())(`overlapping runs answer in the order packets came${pgSkipNote}`, () => {
+  it('[12.7] four overlapping runs, one packet per batch, answer 300 RPC/RAC pairs with no RAC before its project', async () => {
+    const t = await freshPgDatabase();
+    const dir = mkdtempSync(join(tmpdir(), 'amie-order-'));
+    try {
+      await initDatabase(t.db);
+      const items = rpcRacPairs(300);
+      await seedWorkload(t.db, items);
+      await fourRuns(dir, t.url!);
+      expect(await countPending(t.db)).toBe(0);
+      // Every RAC answered with a NAC (not "this site has no project"), every RPC with an NPC, registry whole.
+      expect(await consistencyProblems(t.db, items)).toEqual([]);
+    } finally {
+      await t.cleanup();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 180_000);
+
+  it('[12.7] four overlapping runs apply inactivations and reactivations of a project in the order they came', async () => {
+    const t = await freshPgDatabase();
+    const dir = mkdtempSync(join(tmpdir(), 'amie-order-'));
+    try {
+      await initDatabase(t.db);
+      const PROJECTS = 50;
+      await seedWorkload(t.db, rpcRacPairs(PROJECTS));
+      await oneRun(join(dir, 'setup'), t.url!);
+
+      // Each project is inactivated and reactivated in turn, 5 or 6 times, its packets one after
+      // another: the project ends inactive after an odd count, active after an even one.
+      const packetsOf = new Map<string, number[]>();
+      const expectActive = new Map<string, boolean>();
+      for (let k = 0; k < PROJECTS; k++) {
+        const projectId = `p-ord${k}`;
+        const count = 5 + (k % 2);
+        const ids: number[] = [];
+        for (let i = 0; i < count; i++) {
+          const type = i % 2 === 0 ? 'request_project_inactivate' : 'request_project_reactivate';
+          ids.push((await seedIncoming(t.db, type, { ProjectID: projectId, ResourceList: [SITE.resource] })).packetRecId);
+        }
+        packetsOf.set(projectId, ids);
+        expectActive.set(projectId, count % 2 === 0);
+      }
+      await fourRuns(dir, t.url!);
+
+      expect(await countPending(t.db)).toBe(0);
+      const { rows: wrong } = await t.db.query<{ packet_rec_id: number; outcome: string; reason: string | null }>(
+        `SELECT packet_rec_id, outcome, reason FROM amie_toolkit.audit WHERE packet_type LIKE 'request_project_%activate' AND outcome <> 'reply'`,
+      );
+      expect(wrong).toEqual([]);
+      expect(await answeredOutOfOrder(t.db, packetsOf)).toEqual([]);
+      // Reactivation brings back the PI's account only; the user's stays inactive after the first inactivation.
+      const { rows } = await t.db.query<{ project_id: string; active: boolean; pi_active: boolean; users_active: boolean }>(
+        `SELECT p.project_id, p.active, bool_or(a.active) FILTER (WHERE a.person_id = p.pi_person_id) AS pi_active,
+                bool_or(a.active) FILTER (WHERE a.person_id <> p.pi_person_id) AS users_active
+           FROM amie_toolkit.projects p JOIN amie_toolkit.accounts a USING (project_id) GROUP BY p.project_id, p.active`,
+      );
+      const states = rows.filter((r) => r.active !== expectActive.get(r.project_id) || r.pi_active !== r.active || r.users_active);
+      expect(states, 'projects (or their accounts) left in the state of an earlier packet').toEqual([]);
+      expect(rows).toHaveLength(PROJECTS);
+    } finally {
+      await t.cleanup();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 180_000);
+});
+
+// ------------------------------------------------------------------ [12.9] lock files
+
+const CONTENDER = resolve('test/fixtures/lock-contender.mjs');
+
+/** Two contender processes released at the same moment; returns the record they left and their exits. */
+async function lockRound(kind: 'datadir' | 'gridmap', target: string, record: string) {
+  const kids = [0, 1].map(() => {
+    const child = spawn(process.execPath, [CONTENDER, kind, target, record], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    const ready = new Promise<void>((res) => child.stdout.once('data', () => res()));
+    const done = new Promise<string>((res) => child.on('close', (code) => res(code === 0 ? '' : `exit ${code}: ${stderr.trim()}`)));
+    return { child, ready, done };
+  });
+  await Promise.all(kids.map((k) => k.ready));
+  for (const k of kids) k.child.stdin.end('go\n');
+  const failures = (await Promise.all(kids.map((k) => k.done))).filter(Boolean);
+  return { failures, lines: readFileSync(record, 'utf8').trim().split('\n') };
+}
+
+/** Where the record shows two holders at once, or a contender not taking and leaving the lock once. */
+function overlaps(lines: string[]): string[] {
+  const problems: string[] = [];
+  const holding = new Set<string>();
+  for (const line of lines) {
+    const [pid, what] = line.split(' ');
+    if (what === 'in') {
+      if (holding.size > 0) problems.push(`${pid} took the lock while ${[...holding].join(', ')} held it`);
+      holding.add(pid!);
+    } else holding.delete(pid!);
+  }
+  if (lines.length !== 4) problems.push(`record has ${lines.length} lines, expected 4: ${lines.join(' | ')}`);
+  return problems;
+}
+
+describe('lock files: never two holders', () => {
+  const ROUNDS = 100;
+  // Rounds run in a few lanes at once, each in a directory of its own, to keep the test short.
+  const LANES = 4;
+  for (const kind of ['datadir', 'gridmap'] as const) {
+    const what = kind === 'datadir' ? 'the embedded database directory lock' : 'the grid-mapfile lock';
+    it(`[12.9] ${ROUNDS} rounds of two processes racing for ${what}, free, stale (dead holder) or half-written: never two holders`, async () => {
+      const root = mkdtempSync(join(tmpdir(), 'amie-lock-'));
+      const dead = spawn('true');
+      await new Promise((r) => dead.on('exit', r));
+      const scenarios = ['free', 'dead', 'empty'];
+      const lane = async (n: number): Promise<string[]> => {
+        const dir = join(root, `lane${n}`);
+        mkdirSync(dir);
+        const problems: string[] = [];
+        for (let round = n; round < ROUNDS; round += LANES) {
+          const target = join(dir, kind === 'datadir' ? 'db' : 'grid-mapfile');
+          const lock = `${target}.lock`;
+          const record = join(dir, 'record');
+          writeFileSync(record, '');
+          // A lock left by a process that died; or one an older version created but died before
+          // writing its pid into (empty, a minute old).
+          const scenario = scenarios[round % scenarios.length];
+          if (scenario === 'dead') writeFileSync(lock, `${dead.pid} ${hostname()} 2020-01-01T00:00:00Z\n`);
+          if (scenario === 'empty') {
+            writeFileSync(lock, '');
+            const old = new Date(Date.now() - 60_000);
+            utimesSync(lock, old, old);
+          }
+          const { failures, lines } = await lockRound(kind, target, record);
+          problems.push(...failures.map((f) => `round ${round}: ${f}`), ...overlaps(lines).map((p) => `round ${round}: ${p}`));
+          // Released, and nothing left behind: no lock, no temporary file, no takeover guard.
+          const left = readdirSync(dir).filter((f) => f !== 'record');
+          if (left.length > 0) problems.push(`round ${round}: left behind ${left.join(', ')}`);
+          for (const f of left) rmSync(join(dir, f), { recursive: true, force: true });
+        }
+        return problems;
+      };
+      try {
+        const problems = (await Promise.all(Array.from({ length: LANES }, (_, n) => lane(n)))).flat();
+        expect(problems).toEqual([]);
+      } finally {
+        rmSync(root, { recursive: true, force: true });
+      }
+    }, 300_000);
+  }
+});
+
+// ------------------------------------------------------------------ [12.8] ids from outside
+
+const BIG = 3_000_000_000;
+
+/** The fake server numbering its packets from `packetRecId` and its transactions from `transRecId`. */
+async function fakeServerFrom(packetRecId: number, transRecId: number): Promise<FakeAmieRest> {
+  const api = await FakeAmieRest.start();
+  Object.assign(api as unknown as { nextRecId: number; nextTransRecId: number }, { nextRecId: packetRecId, nextTransRecId: transRecId });
+  return api;
+}
+
+const restSource = (db: Database, api: FakeAmieRest) =>
+  new RestSource(db, new AmieRestClient({ url: api.url, site: api.site, apiKey: api.apiKey, timeoutMs: 2000, retries: 0 }), quietLog);
+
+/** The registry, failing once on a RAC for a user named Flaky (a site command that failed). */
+class FlakyRegistry extends RegistryHandler {
+  override async request_account_create(p: IncomingPacket<'request_account_create'>, ctx: PacketContext): Promise<HandlerResult<'notify_account_create'>> {
+    if (p.tags.UserLastName === 'Flaky' && ctx.errorCount === 0) throw new Error('useradd: exit 9');
+    return super.request_account_create(p, ctx);
+  }
+}
+
+const RPC_BODY = {
+  AllocationType: 'new',
+  GrantNumber: 'TG-ABC123',
+  ProjectID: 'p-abc123',
+  PfosNumber: '1234567',
+  PiFirstName: 'Jane',
+  PiLastName: 'Doe',
+  PiOrganization: 'Example University',
+  PiOrgCode: '0012345',
+  PiGlobalID: '5550001',
+  StartDate: '2026-07-01',
+  EndDate: '2027-06-30',
+  ResourceList: [SITE.resource],
+  RecordID: 'big-ids-rpc',
+  ServiceUnitsAllocated: '50000',
+};
+
+const num = (v: unknown) => Number(v);
+
+describe.each(driverCases())('ids from outside on $name', (driver) => {
+  const run = it.skipIf(!driver.available);
+
+  run('[12.8] REST packets numbered past 2^31 are answered, deferred and counted, and do not block later packets', async () => {
+    const t = await driver.open();
+    const api = await fakeServerFrom(BIG, 2_500_000_000);
+    try {
+      await initDatabase(t.db);
+      const rpc = api.addIncoming('request_project_create', RPC_BODY);
+      const rac = api.addIncoming('request_account_create', racBody(1));
+      const flaky = api.addIncoming('request_account_create', racBody(2, { UserLastName: 'Flaky' }));
+      expect([rpc.packetRecId, rac.packetRecId, flaky.packetRecId]).toEqual([BIG, BIG + 1, BIG + 2]);
+      const handler = new FlakyRegistry({ db: t.db, log: quietLog, site: SITE, options: {}, dryRun: false });
+
+      const first = await new Dispatcher(restSource(t.db, api), handler, quietLog).runOnce();
+      expect(first).toMatchObject({ taken: 3, answered: 2, errors: 1 });
+      expect(api.repliesTo(rpc.packetRecId)).toHaveLength(1);
+      expect(api.repliesTo(rac.packetRecId)).toHaveLength(1);
+      const { rows: errors } = await t.db.query<{ source: string; packet_rec_id: unknown; error_count: number }>(
+        'SELECT source, packet_rec_id, error_count FROM amie_toolkit.packet_errors',
+      );
+      expect(errors.map((e) => ({ ...e, packet_rec_id: num(e.packet_rec_id) }))).toEqual([{ source: 'rest', packet_rec_id: BIG + 2, error_count: 1 }]);
+      const { rows: history } = await t.db.query<{ a: unknown; r: unknown }>(
+        `SELECT (SELECT packet_rec_id FROM amie_toolkit.allocation_history) AS a, (SELECT packet_rec_id FROM amie_toolkit.rpc_records) AS r`,
+      );
+      expect(history.map((h) => [num(h.a), num(h.r)])).toEqual([[BIG, BIG]]);
+
+      // The packet a handler failed on is offered again, and succeeds.
+      const second = await new Dispatcher(restSource(t.db, api), handler, quietLog).runOnce();
+      expect(second).toMatchObject({ taken: 1, answered: 1 });
+      expect(api.repliesTo(flaky.packetRecId)).toHaveLength(1);
+      expect((await t.db.query('SELECT 1 FROM amie_toolkit.packet_errors')).rows).toEqual([]);
+      const { rows: audit } = await t.db.query<{ source: string; packet_rec_id: unknown; trans_rec_id: unknown; outcome: string; reply_packet_rec_id: unknown }>(
+        'SELECT source, packet_rec_id, trans_rec_id, outcome, reply_packet_rec_id FROM amie_toolkit.audit ORDER BY audit_id',
+      );
+      expect(
+        audit.map((a) => [a.source, num(a.packet_rec_id), num(a.trans_rec_id) >= 2_500_000_000, a.outcome, a.reply_packet_rec_id === null ? null : num(a.reply_packet_rec_id) > BIG]),
+      ).toEqual([
+        ['rest', BIG, true, 'reply', true],
+        ['rest', BIG + 1, true, 'reply', true],
+        ['rest', BIG + 2, true, 'error', null],
+        ['rest', BIG + 2, true, 'reply', true],
+      ]);
+    } finally {
+      await api.close();
+      await t.cleanup();
+    }
+  });
+
+  run('[12.8] the AMIE tables and the REST API number packets independently: one source\'s error count is not the other\'s', async () => {
+    const t = await driver.open();
+    const api = await fakeServerFrom(1, 1);
+    try {
+      await initDatabase(t.db);
+      const seen: Array<{ packetRecId: number; errorCount: number }> = [];
+      class Site extends AmieHandler {
+        override async request_account_create(p: IncomingPacket<'request_account_create'>, ctx: PacketContext): Promise<HandlerResult<'notify_account_create'>> {
+          seen.push({ packetRecId: p.packetRecId, errorCount: ctx.errorCount });
+          if (p.tags.UserLastName === 'Flaky') throw new Error('useradd: exit 9');
+          return { UserPersonID: `u-${p.packetRecId}`, UserRemoteSiteLogin: `zoe${p.packetRecId}`, AccountActivityTime: '2026-11-24T00:00:00Z' };
+        }
+      }
+      const handler = new Site({ db: t.db, log: quietLog, site: SITE, options: {}, dryRun: false });
+      // REST packet 1 fails in the handler: its error count is 1.
+      const rest = api.addIncoming('request_account_create', racBody(1, { UserLastName: 'Flaky' }));
+      expect((await new Dispatcher(restSource(t.db, api), handler, quietLog).runOnce()).errors).toBe(1);
+      // Tables packet 1 is another packet: it starts with no errors, and answering it leaves REST packet 1's count alone.
+      const tables = await seedIncoming(t.db, 'request_account_create', racTags(1));
+      expect(tables.packetRecId).toBe(rest.packetRecId);
+      expect((await new Dispatcher(t.db, handler, quietLog).runOnce()).answered).toBe(1);
+      expect(seen).toEqual([
+        { packetRecId: 1, errorCount: 0 },
+        { packetRecId: 1, errorCount: 0 },
+      ]);
+      const { rows } = await t.db.query<{ source: string; error_count: number }>('SELECT source, error_count FROM amie_toolkit.packet_errors');
+      expect(rows).toEqual([{ source: 'rest', error_count: 1 }]);
+      const { rows: audit } = await t.db.query<{ source: string; outcome: string }>('SELECT source, outcome FROM amie_toolkit.audit ORDER BY audit_id');
+      expect(audit).toEqual([
+        { source: 'rest', outcome: 'error' },
+        { source: 'tables', outcome: 'reply' },
+      ]);
+    } finally {
+      await api.close();
+      await t.cleanup();
+    }
+  });
+
+  run('[12.8] the migration upgrades a database with rows in it: ids become bigint, each row gets its source', async () => {
+    const t = await driver.open();
+    const at = MIGRATIONS.findIndex((m) => m.id === '0007-bigint-ids-and-source');
+    expect(at).toBeGreaterThan(0);
+    const [migration] = MIGRATIONS.splice(at, 1);
+    try {
+      // A database as the previous release left it: a tables packet and a REST packet with audit rows and error counts.
+      await initDatabase(t.db);
+      const tables = await seedIncoming(t.db, 'request_account_create', racTags(1));
+      await t.db.query(
+        `INSERT INTO amie_toolkit.rest_packets (packet_rec_id, trans_rec_id, type_id, packet, state) VALUES (777, 70, 1, '{}', 'pending')`,
+      );
+      await t.db.query(
+        `INSERT INTO amie_toolkit.audit (run_id, packet_rec_id, trans_rec_id, packet_type, outcome, reason, duration_ms, handler)
+         VALUES ('r1', $1, $2, 'request_account_create', 'error', 'tables error', 1, 'x'), ('r1', 777, 70, 'request_account_create', 'error', 'rest error', 1, 'x')`,
+        [tables.packetRecId, tables.transRecId],
+      );
+      await t.db.query(`INSERT INTO amie_toolkit.packet_errors (packet_rec_id, error_count, last_error) VALUES ($1, 2, 'tables error'), (777, 3, 'rest error')`, [
+        tables.packetRecId,
+      ]);
+      MIGRATIONS.splice(at, 0, migration!);
+      expect((await initDatabase(t.db)).migrationsApplied).toEqual(['0007-bigint-ids-and-source']);
+
+      const { rows: audit } = await t.db.query<{ source: string; reason: string }>('SELECT source, reason FROM amie_toolkit.audit ORDER BY audit_id');
+      expect(audit).toEqual([
+        { source: 'tables', reason: 'tables error' },
+        { source: 'rest', reason: 'rest error' },
+      ]);
+      const { rows: errors } = await t.db.query<{ source: string; error_count: number }>('SELECT source, error_count FROM amie_toolkit.packet_errors ORDER BY error_count');
+      expect(errors).toEqual([
+        { source: 'tables', error_count: 2 },
+        { source: 'rest', error_count: 3 },
+      ]);
+      const { rows: types } = await t.db.query<{ t: string }>(
+        `SELECT table_name || '.' || column_name || ' ' || data_type AS t FROM information_schema.columns
+          WHERE table_schema = 'amie_toolkit' AND column_name IN ('packet_rec_id', 'trans_rec_id', 'reply_packet_rec_id')
+            AND table_name IN ('audit', 'packet_errors', 'allocation_history', 'rpc_records') ORDER BY 1`,
+      );
+      expect(types.map((r) => r.t)).toEqual([
+        'allocation_history.packet_rec_id bigint',
+        'audit.packet_rec_id bigint',
+        'audit.reply_packet_rec_id bigint',
+        'audit.trans_rec_id bigint',
+        'packet_errors.packet_rec_id bigint',
+        'rpc_records.packet_rec_id bigint',
+      ]);
+      // The same packet_rec_id can now have an error count in each source.
+      await t.db.query(`INSERT INTO amie_toolkit.packet_errors (source, packet_rec_id, error_count) VALUES ('rest', $1, 1), ('rest', $2, 1)`, [tables.packetRecId, BIG]);
+    } finally {
+      if (!MIGRATIONS.some((m) => m.id === migration?.id)) MIGRATIONS.splice(at, 0, migration!);
+      await t.cleanup();
+    }
+  });
+});
