@@ -82,6 +82,7 @@ function pidAlive(pid: number): boolean {
 
 async function acquireDirLock(lockPath: string, waitMs: number, description: string): Promise<() => void> {
   const deadline = Date.now() + waitMs;
+  let saidWaiting = false;
   for (;;) {
     try {
       const fd = openSync(lockPath, 'wx');
@@ -120,6 +121,10 @@ async function acquireDirLock(lockPath: string, waitMs: number, description: str
       throw new DatabaseError(
         `${description} is in use by process ${owner} (lock ${lockPath}); an embedded database serves one process at a time, use database.url for concurrent runs`,
       );
+    }
+    if (!saidWaiting) {
+      saidWaiting = true; // once: a silent minute looks like a hang
+      process.stderr.write(`amie: waiting up to ${Math.round(waitMs / 1000)} s for process ${owner}, which holds ${description} (lock ${lockPath})\n`);
     }
     await new Promise((r) => setTimeout(r, 100));
   }
