@@ -43,6 +43,8 @@ export interface LockFileOptions {
   retryMs?: number;
   /** A lock older than this is taken over whoever holds it (default: only a dead holder's). */
   staleMs?: number;
+  /** Told once, when the lock is found held by a live process and the wait begins. */
+  onWait?: (holder: LockHolder) => void;
   /** Told before a stale lock is taken over. */
   onTakeOver?: (holder: LockHolder) => void;
 }
@@ -59,6 +61,7 @@ const GUARD_STALE_MS = 10_000;
 export async function acquireLockFile(path: string, opts: LockFileOptions): Promise<() => void> {
   const deadline = Date.now() + opts.waitMs;
   const mine = `${process.pid} ${hostname()} ${new Date().toISOString()} ${randomBytes(8).toString('hex')}\n`;
+  let waiting = false;
   for (;;) {
     if (tryCreate(path, mine)) return releaser(path, mine);
     const seen = readLock(path);
@@ -69,6 +72,9 @@ export async function acquireLockFile(path: string, opts: LockFileOptions): Prom
       // Another process is taking it over right now: wait as for a live holder.
     } else if (Date.now() >= deadline) {
       throw new LockFileBusy(path, seen.holder);
+    } else if (!waiting) {
+      waiting = true;
+      opts.onWait?.(seen.holder);
     }
     await new Promise((r) => setTimeout(r, opts.retryMs ?? 50));
   }

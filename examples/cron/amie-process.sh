@@ -2,18 +2,25 @@
 # Answer pending AMIE packets once. Meant for cron; overlapping runs are safe (each packet is
 # claimed by one run only), so a slow run never blocks or duplicates the next one.
 #
-#   */10 * * * *  amie  /opt/amie-toolkit/examples/cron/amie-process.sh /etc/amie/amie.yaml
+#   */10 * * * *  amie  /opt/amie/lib/node_modules/amie-toolkit/examples/cron/amie-process.sh /etc/amie/amie.yaml
 #
 # Exit status (cron mails non-empty output; the log keeps the details):
 #   0 every packet answered, deferred or ignored as the handler chose
 #   1 a handler error, a failure reply, or a packet type the handler does not implement
-#   2 configuration or database problem (nothing was changed)
+#   2 amie not found (see AMIE_BIN), configuration or database problem (nothing was changed)
 set -u
+# The amie command: AMIE_BIN, else the first amie on the PATH (cron's PATH is only /usr/bin:/bin).
+amie=${AMIE_BIN:-$(command -v amie)}
+if [ ! -f "$amie" ] || [ ! -x "$amie" ]; then
+  if [ -n "${AMIE_BIN:-}" ]; then why="AMIE_BIN=$AMIE_BIN is not an executable file"; else why="no amie on PATH=$PATH"; fi
+  echo "${0##*/}: $why: set AMIE_BIN to the installed amie, e.g. /opt/amie/bin/amie or SITE_DIR/node_modules/.bin/amie" >&2
+  exit 2
+fi
 config=${1:-/etc/amie/amie.yaml}
 logdir=${AMIE_LOG_DIR:-/var/log/amie}
 mkdir -p "$logdir"
 # JSON log lines (one per packet, with ids) go to the log file; the one-line summary to stdout.
-amie process -c "$config" 2>>"$logdir/process.log"
+"$amie" process -c "$config" 2>>"$logdir/process.log"
 status=$?
 if [ "$status" -ne 0 ]; then
   echo "amie process exited $status; see $logdir/process.log and 'amie packets list --state in-progress'" >&2

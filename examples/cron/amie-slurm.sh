@@ -3,7 +3,7 @@
 # as root or as a service user allowed to run sacctmgr, scancel, useradd/usermod (or your
 # createUser command) and to write the grid-mapfile:
 #
-#   */10 * * * *  root  /opt/amie-toolkit/examples/cron/amie-slurm.sh /etc/amie/slurm-site.yaml
+#   */10 * * * *  root  /opt/amie/lib/node_modules/amie-toolkit/examples/cron/amie-slurm.sh /etc/amie/slurm-site.yaml
 #
 # Two things differ from amie-process.sh:
 # - cron's PATH lacks /usr/sbin and often the Slurm binaries, where useradd and sacctmgr live;
@@ -17,8 +17,15 @@
 #     because slurmdbd is down: a line is written to stderr, so cron mails it)
 #   1 a handler error (a command failed: the packet is deferred, the command and its stderr are
 #     in 'amie packets show ID'), a failure reply, or an unhandled packet type
-#   2 configuration or database problem (nothing was changed)
+#   2 amie not found (see AMIE_BIN), configuration or database problem (nothing was changed)
 set -u
+# The amie command: AMIE_BIN, else the first amie on the PATH (cron's PATH is only /usr/bin:/bin).
+amie=${AMIE_BIN:-$(command -v amie)}
+if [ ! -f "$amie" ] || [ ! -x "$amie" ]; then
+  if [ -n "${AMIE_BIN:-}" ]; then why="AMIE_BIN=$AMIE_BIN is not an executable file"; else why="no amie on PATH=$PATH"; fi
+  echo "${0##*/}: $why: set AMIE_BIN to the installed amie, e.g. /opt/amie/bin/amie or SITE_DIR/node_modules/.bin/amie" >&2
+  exit 2
+fi
 config=${1:-/etc/amie/slurm-site.yaml}
 logdir=${AMIE_LOG_DIR:-/var/log/amie}
 export PATH=${AMIE_SLURM_PATH:-/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin}
@@ -31,7 +38,7 @@ fi
 
 # JSON log lines (one per packet, one per command at debug level) go to the log file; the
 # one-line summary to stdout.
-amie process -c "$config" 2>>"$logdir/process.log"
+"$amie" process -c "$config" 2>>"$logdir/process.log"
 status=$?
 if [ "$status" -ne 0 ]; then
   echo "amie process exited $status; see $logdir/process.log and 'amie packets list --state in-progress'" >&2

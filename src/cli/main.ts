@@ -7,6 +7,7 @@ import { ConfigError } from '../config/errors.js';
 import { DatabaseError, isConnectionLost } from '../db/errors.js';
 import { escapeControls } from '../text.js';
 import { createContext, EXIT, type CliContext, type RegisterCommand } from './context.js';
+import { amieOutput, completeHelp, endQuietlyOnClosedPipe } from './conventions.js';
 
 const self = fileURLToPath(import.meta.url);
 const here = dirname(self);
@@ -48,7 +49,9 @@ export function buildProgram(): Command {
     .option('-c, --config <file>', 'configuration file (default: $AMIE_CONFIG, else config/amie.yaml)')
     .option('--debug', 'log at debug level and show stack traces')
     .version(toolkitVersion(), '--version', 'print the toolkit version')
-    .helpCommand(true)
+    // Set before the commands are added, which inherit them: subcommand help lists -c and --debug too.
+    .configureHelp({ showGlobalOptions: true })
+    .configureOutput(amieOutput)
     .showHelpAfterError('(run amie --help for usage)')
     .exitOverride();
 }
@@ -71,6 +74,7 @@ export async function main(argv: string[] = process.argv): Promise<number> {
   const say = (line: string) => process.stderr.write(`amie: ${escapeControls(line)}\n`);
   try {
     await registerCommands(program, context);
+    completeHelp(program);
     await program.parseAsync(argv);
     return context.exitCode;
   } catch (err) {
@@ -109,5 +113,6 @@ function describeForDebug(err: unknown): string {
 
 // Run only as the program, not when imported by a test or another module.
 if (process.argv[1] && realpathSync(process.argv[1]) === self) {
+  endQuietlyOnClosedPipe();
   process.exitCode = await main();
 }

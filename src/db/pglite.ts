@@ -80,7 +80,13 @@ export async function openPglite(options: PgliteOptions = {}): Promise<Database>
 export async function lockDataDir(dataDir: string, waitMs: number, description = `embedded database ${dataDir}`): Promise<() => void> {
   const lockPath = `${dataDir}.lock`;
   try {
-    const release = await acquireLockFile(lockPath, { waitMs, retryMs: 100 });
+    const release = await acquireLockFile(lockPath, {
+      waitMs,
+      retryMs: 100,
+      // Once: a silent minute looks like a hang.
+      onWait: (holder) =>
+        process.stderr.write(`amie: waiting up to ${Math.round(waitMs / 1000)} s for process ${holder.pid ?? '(unknown)'}, which holds ${description} (lock ${lockPath})\n`),
+    });
     process.once('exit', release);
     return () => {
       process.removeListener('exit', release);

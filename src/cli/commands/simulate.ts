@@ -26,6 +26,7 @@ const POLL_MS = 500;
 export function register(program: Command, context: CliContext): void {
   program
     .command('simulate')
+    .summary('play the central AMIE site against your database and handler, and give a verdict')
     .description(
       'play the central AMIE site against the configured database and handler: run the official test scenarios ' +
         '(and extra checks), print each conversation and a verdict; exit 1 if any check fails. Use a test database: ' +

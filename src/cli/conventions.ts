@@ -1,0 +1,73 @@
+import type { Command, OutputConfiguration } from 'commander';
+
+/**
+ * `amie packets list | head -1`: once the reader of stdout has gone, nobody is left to read
+ * the rest, so the command ends there, quietly and with exit 0, as command-line tools do.
+ * A closed stderr only loses messages; the command goes on.
+ */
+export function endQuietlyOnClosedPipe(): void {
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(0);
+    throw err;
+  });
+  process.stderr.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EPIPE') throw err;
+  });
+}
+
+/** Mistakes on the command line read like every other `amie` error: `amie: ...`, one line. */
+export const amieOutput: OutputConfiguration = {
+  outputError: (text, write) =>
+    write(text.replace(/^error: /, 'amie: ').replace(/\n\(Did you mean (.*)\?\)/, (_, names: string) => ` (did you mean ${names}?)`)),
+};
+
+/**
+ * Help that follows the whole command path (`amie help db init`), a one-line answer for a
+ * command that does not exist, and after any mistake the help command to run for the command
+ * it was made in. Called once every command is registered.
+ */
+export function completeHelp(program: Command): void {
+  program
+    .command('help [command...]')
+    .description('display help for a command, e.g. amie help db init')
+    .action((path: string[]) => {
+      let command = program;
+      for (const name of path) {
+        const sub = command.commands.find((c) => c.name() === name || c.aliases().includes(name));
+        if (!sub) unknownCommand(command, name);
+        command = sub;
+      }
+      command.outputHelp();
+    });
+  const visit = (command: Command) => {
+    if (command.parent) command.showHelpAfterError(`(run amie help ${commandPath(command)} for usage)`);
+    if (command.commands.length) command.on('command:*', (operands: string[]) => unknownCommand(command, operands[0] ?? ''));
+    command.commands.forEach(visit);
+  };
+  visit(program);
+}
+
+function unknownCommand(parent: Command, name: string): never {
+  const names = parent.commands.map((c) => c.name());
+  const close = names.filter((n) => n.startsWith(name) || name.startsWith(n) || editDistance(n, name) <= Math.max(1, Math.floor(n.length / 3)));
+  const where = parent.parent ? ` in 'amie ${commandPath(parent)}'` : '';
+  const guess = close.length ? ` (did you mean ${close.join(' or ')}?)` : '';
+  return parent.error(`amie: unknown command '${name}'${where}${guess}`, { code: 'commander.unknownCommand', exitCode: 2 });
+}
+
+function commandPath(command: Command): string {
+  const names: string[] = [];
+  for (let c: Command | null = command; c?.parent; c = c.parent) names.unshift(c.name());
+  return names.join(' ');
+}
+
+/** Levenshtein distance; names are short, so the plain table is fine. */
+function editDistance(a: string, b: string): number {
+  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i];
+    for (let j = 1; j <= b.length; j++) next[j] = Math.min(row[j]! + 1, next[j - 1]! + 1, row[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    row = next;
+  }
+  return row[b.length]!;
+}

@@ -1,0 +1,161 @@
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, relative, resolve } from 'node:path';
+import { execa } from 'execa';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+// `amie` as a site gets it: the package packed with `npm pack`, installed with npm into a
+// prefix (npm install -g --prefix) and into a site directory (node_modules/.bin/amie), and run
+// from somewhere else, by hand and through the cron wrappers.
+const ROOT = resolve('.');
+const VERSION = (JSON.parse(readFileSync('package.json', 'utf8')) as { version: string }).version;
+const WRAPPERS = ['amie-process.sh', 'amie-report-usage.sh', 'amie-slurm.sh'];
+const BASH = ['/bin/bash', '/usr/bin/bash'].find((p) => existsSync(p)) ?? 'bash';
+/** Where node is: the installed amie runs `env node`, so every PATH given below holds it. */
+const NODE_DIR = dirname(process.execPath);
+
+/** This environment minus what would point amie or npm elsewhere (a run under `npm test` sets npm_* variables). */
+function cleanEnv(extra: Record<string, string> = {}): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith('AMIE_') && !k.startsWith('npm_')) env[k] = v;
+  return { ...env, ...extra };
+}
+
+async function run(file: string, args: string[], opts: { cwd: string; env?: Record<string, string>; timeout?: number }) {
+  const r = await execa(file, args, { cwd: opts.cwd, env: opts.env ?? cleanEnv(), extendEnv: false, reject: false, stdin: 'ignore', timeout: opts.timeout ?? 60_000 });
+  return { code: r.exitCode, stdout: String(r.stdout), stderr: String(r.stderr) };
+}
+
+/** npm as a site runs it, from the warm cache; the registry only for what the cache lacks. */
+const npm = (args: string[], cwd: string) => run('npm', [...args, '--prefer-offline', '--no-audit', '--no-fund', '--loglevel=error'], { cwd, timeout: 150_000 });
+
+let tmp: string;
+let tarball: string;
+let prefix: string;
+let site: string;
+let elsewhere: string;
+let config: string;
+
+describe('[14.1] amie installed from the packed package', () => {
+  beforeAll(async () => {
+    tmp = mkdtempSync(join(tmpdir(), 'amie-install-'));
+    // Pack a copy of the checkout, so its prepack (a clean build) leaves this checkout's dist, which
+    // other test files are running, alone. The tests are left out of the copy: they are not shipped
+    // (see the file-list test below) and compiling them would only slow the pack down.
+    const project = join(tmp, 'project');
+    const skip = new Set(['node_modules', 'dist', 'test', '.git', '.amie', 'coverage']);
+    cpSync(ROOT, project, {
+      recursive: true,
+      filter: (src) => {
+        const top = relative(ROOT, src).split(/[\\/]/)[0]!;
+        return !skip.has(top) && !src.endsWith('.tgz') && !src.endsWith('.log');
+      },
+    });
+    symlinkSync(realpathSync(join(ROOT, 'node_modules')), join(project, 'node_modules'));
+    const pack = await npm(['pack', '--pack-destination', tmp], project);
+    expect(pack.code, pack.stderr).toBe(0);
+    tarball = join(tmp, `amie-toolkit-${VERSION}.tgz`);
+    expect(existsSync(tarball), pack.stdout).toBe(true);
+
+    prefix = join(tmp, 'prefix');
+    site = join(tmp, 'site');
+    elsewhere = join(tmp, 'elsewhere');
+    mkdirSync(site);
+    mkdirSync(elsewhere);
+    // A site directory: its own package.json, amie among its dependencies.
+    writeFileSync(join(site, 'package.json'), JSON.stringify({ name: 'example-site', private: true }));
+    const [global, local] = await Promise.all([npm(['install', '-g', '--prefix', prefix, tarball], tmp), npm(['install', tarball], site)]);
+    expect(global.code, global.stderr).toBe(0);
+    expect(local.code, local.stderr).toBe(0);
+
+    config = join(elsewhere, 'amie.yaml');
+    writeFileSync(config, 'site:\n  name: EXAMPLE\n  resource: cluster.example.org\ndatabase:\n  path: ./db\nhandler: registry\nlog:\n  level: silent\n');
+  }, 300_000);
+  afterAll(() => {
+    if (tmp) rmSync(tmp, { recursive: true, force: true });
+  });
+
+  it('[14.1] npm pack ships dist, config and the examples, and no compiled tests', async () => {
+    const files = (await execa('tar', ['tzf', tarball])).stdout.split('\n');
+    for (const f of ['dist/src/cli/main.js', 'dist/src/index.js', 'dist/src/index.d.ts', 'dist/handlers/registry.js', 'config/amie.yaml', ...WRAPPERS.map((w) => `examples/cron/${w}`)])
+      expect(files).toContain(`package/${f}`);
+    expect(files.filter((f) => f.startsWith('package/dist/test/') || f.startsWith('package/test/'))).toEqual([]);
+    // The same rule on this checkout, whose dist does hold the compiled tests (the suite runs them).
+    expect(existsSync('dist/test')).toBe(true);
+    const dry = await run('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: ROOT });
+    const listed = (JSON.parse(dry.stdout) as Array<{ files: Array<{ path: string }> }>)[0]!.files.map((f) => f.path);
+    expect(listed).toContain('dist/src/cli/main.js');
+    expect(listed.filter((p) => p.startsWith('dist/test/'))).toEqual([]);
+  });
+
+  it('[14.1] npm install -g --prefix: amie --version, demo and db init run from another directory', async () => {
+    const amie = join(prefix, 'bin', 'amie');
+    const env = cleanEnv({ PATH: `${join(prefix, 'bin')}:${NODE_DIR}:/usr/bin:/bin` });
+    expect(await run(amie, ['--version'], { cwd: elsewhere, env })).toMatchObject({ code: 0, stdout: VERSION });
+    // On the PATH by its bare name, as the README and the cron wrappers call it.
+    expect(await run(BASH, ['-c', 'amie --version'], { cwd: elsewhere, env })).toMatchObject({ code: 0, stdout: VERSION });
+    const demo = await run(amie, ['demo'], { cwd: elsewhere, env, timeout: 120_000 });
+    expect(demo.code, demo.stderr).toBe(0);
+    expect(demo.stdout).toMatch(/verdict: passed/);
+    const init = await run(amie, ['-c', config, 'db', 'init'], { cwd: elsewhere, env });
+    expect(init.code, init.stderr).toBe(0);
+    expect(init.stdout).toMatch(/AMIE tables (created|already there)/);
+  }, 180_000);
+
+  it('[14.1] npm install in a site directory: node_modules/.bin/amie runs', async () => {
+    const amie = join(site, 'node_modules', '.bin', 'amie');
+    const env = cleanEnv({ PATH: `${NODE_DIR}:/usr/bin:/bin` });
+    expect(await run(amie, ['--version'], { cwd: elsewhere, env })).toMatchObject({ code: 0, stdout: VERSION });
+    const dir = mkdtempSync(join(tmp, 'site-db-'));
+    const siteConfig = join(dir, 'amie.yaml');
+    writeFileSync(siteConfig, readFileSync(config, 'utf8'));
+    const init = await run(amie, ['-c', siteConfig, 'db', 'init'], { cwd: site, env });
+    expect(init.code, init.stderr).toBe(0);
+    expect(init.stdout).toMatch(/AMIE tables created/);
+  });
+
+  it('[14.1] the installed cron wrapper finds amie through AMIE_BIN, else the PATH', async () => {
+    const wrapper = join(prefix, 'lib', 'node_modules', 'amie-toolkit', 'examples', 'cron', 'amie-process.sh');
+    const logs = join(tmp, 'log');
+    const init = await run(join(prefix, 'bin', 'amie'), ['-c', config, 'db', 'init'], { cwd: elsewhere, env: cleanEnv({ PATH: `${NODE_DIR}:/usr/bin:/bin` }) });
+    expect(init.code, init.stderr).toBe(0);
+    // cron's own PATH, which has neither amie nor, here, node's directory unless given.
+    const byBin = await run(BASH, [wrapper, config], {
+      cwd: elsewhere,
+      env: cleanEnv({ PATH: `${NODE_DIR}:/usr/bin:/bin`, AMIE_BIN: join(prefix, 'bin', 'amie'), AMIE_LOG_DIR: logs }),
+    });
+    expect(byBin.code, byBin.stderr).toBe(0);
+    expect(byBin.stdout).toMatch(/^0 packet\(s\)/);
+    const byPath = await run(BASH, [wrapper, config], { cwd: elsewhere, env: cleanEnv({ PATH: `${join(prefix, 'bin')}:${NODE_DIR}:/usr/bin:/bin`, AMIE_LOG_DIR: logs }) });
+    expect(byPath.code, byPath.stderr).toBe(0);
+    expect(byPath.stdout).toMatch(/^0 packet\(s\)/);
+  });
+});
+
+describe('[14.1] cron wrappers without amie', () => {
+  it('[14.1] say in one line what to set, and exit 2 before touching anything', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'amie-cron-'));
+    try {
+      const emptyBin = join(dir, 'bin');
+      mkdirSync(emptyBin);
+      for (const wrapper of WRAPPERS) {
+        const script = resolve('examples/cron', wrapper);
+        // AMIE_LOG_DIR inside dir: a wrapper that got as far as creating it would show here.
+        const env = { PATH: emptyBin, AMIE_LOG_DIR: join(dir, 'log') };
+        const missing = await run(BASH, [script, join(dir, 'amie.yaml')], { cwd: dir, env });
+        expect(missing.code, wrapper).toBe(2);
+        expect(missing.stderr.split('\n').filter(Boolean), wrapper).toEqual([
+          `${wrapper}: no amie on PATH=${emptyBin}: set AMIE_BIN to the installed amie, e.g. /opt/amie/bin/amie or SITE_DIR/node_modules/.bin/amie`,
+        ]);
+        const wrong = await run(BASH, [script, join(dir, 'amie.yaml')], { cwd: dir, env: { ...env, AMIE_BIN: join(dir, 'nowhere', 'amie') } });
+        expect(wrong.code, wrapper).toBe(2);
+        expect(wrong.stderr.split('\n').filter(Boolean), wrapper).toEqual([
+          `${wrapper}: AMIE_BIN=${join(dir, 'nowhere', 'amie')} is not an executable file: set AMIE_BIN to the installed amie, e.g. /opt/amie/bin/amie or SITE_DIR/node_modules/.bin/amie`,
+        ]);
+        expect(existsSync(join(dir, 'log')), wrapper).toBe(false);
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
