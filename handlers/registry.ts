@@ -46,7 +46,7 @@ import {
   ALLOCATION_TYPES,
   applyChanges,
   findMergePair,
-  lockRegistry,
+  tryLockRegistry,
   RegistryBooks,
   type BatchQuestions,
   loginCandidates,
@@ -204,9 +204,11 @@ export class RegistryHandler extends AmieHandler<RegistryOptionsInput> {
    * Takes the registry lock for the batch, before its packets are claimed: no other run changes
    * the books until this batch commits, so logins, uids and people are never handed out twice,
    * and no run answers a packet before an earlier one (the RPC a RAC needs) is committed.
+   * When another run holds it, this run leaves the backlog to that one (it works until nothing
+   * is pending) rather than wait behind each of its batches.
    */
-  override async lockBatch(ctx: BatchContext): Promise<void> {
-    await lockRegistry(ctx.tx);
+  override async lockBatch(ctx: BatchContext): Promise<boolean> {
+    return tryLockRegistry(ctx.tx);
   }
 
   /** The dispatcher took the registry lock (lockBatch) in this transaction before claiming the batch. */

@@ -276,7 +276,12 @@ export class Dispatcher {
     let claimed: number[] = [];
     // The handler's lock is taken before claiming, not after: a run that claimed first and locked
     // second could answer a packet (a RAC) before another run committed the one it needs (its RPC).
-    const lock = (tx: Queryable) => this.handler.lockBatch({ tx, log: this.log.child({ run_id: runId }), dryRun: this.opts.dryRun });
+    const lock = async (tx: Queryable) => {
+      const log = this.log.child({ run_id: runId });
+      const locked = await this.handler.lockBatch({ tx, log, dryRun: this.opts.dryRun });
+      if (locked === false) log.debug('another run holds the handler lock; leaving the pending packets to it');
+      return locked;
+    };
     try {
       const recorded = await this.source.runBatch({ ...options, types: this.opts.types, dryRun: this.opts.dryRun, lock }, (packets, tx) => {
         claimed = packets.map((p) => p.packetRecId);

@@ -129,10 +129,12 @@ export class AmieHandler<O = unknown> {
   /**
    * Called in a batch's transaction before its packets are claimed. A handler whose answers depend
    * on what earlier packets changed (a RAC on the project an RPC creates, a reactivation after an
-   * inactivation) takes its lock here, a blocking one: a run then claims only once the run before
-   * it committed, so packets are answered in the order they came, whatever runs overlap.
+   * inactivation) takes its lock here: a run then claims only once the run before it committed,
+   * so packets are answered in the order they came, whatever runs overlap. Return false when
+   * another run holds the lock: this run then leaves the work to it and ends (exit 0), which
+   * costs an overlapping cron run nothing instead of a wait behind every batch of the other.
    */
-  async lockBatch(_ctx: BatchContext): Promise<void> {}
+  async lockBatch(_ctx: BatchContext): Promise<boolean | void> {}
   /**
    * Called with a batch's packets (those that will reach a handler method) before the first
    * of them is handled, in the batch's transaction: a handler that keeps books takes its locks

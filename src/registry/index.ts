@@ -4,6 +4,7 @@ export * from './logins.js';
 export {
   REGISTRY_LOCK_KEY,
   lockRegistry,
+  tryLockRegistry,
   lookup,
   slurmAccountOwner,
   applyChanges,

@@ -21,6 +21,12 @@ export async function lockRegistry(tx: Queryable): Promise<void> {
   await tx.query('SELECT pg_advisory_xact_lock($1::bigint)', [REGISTRY_LOCK_KEY]);
 }
 
+/** lockRegistry without waiting: false when another transaction holds the lock. */
+export async function tryLockRegistry(tx: Queryable): Promise<boolean> {
+  const { rows } = await tx.query<{ locked: boolean }>('SELECT pg_try_advisory_xact_lock($1::bigint) AS locked', [REGISTRY_LOCK_KEY]);
+  return rows[0]!.locked;
+}
+
 /** `$n` resolved through the merge aliases: later packets naming a merged-away id reach the kept person. */
 const resolvedId = (param: string) => `coalesce((SELECT pa.person_id FROM ${S}.person_aliases pa WHERE pa.alias = ${param}), ${param})`;
 

@@ -124,7 +124,7 @@ export class RestSource implements PacketSource {
     let decisions: PacketDecision[];
     try {
       decisions = await this.db.transaction(async (tx) => {
-        await options.lock?.(tx);
+        if ((await options.lock?.(tx)) === false) return [];
         if (options.dryRun) {
           // Nothing may be recorded: the copy of the server's packets is made here, and rolled back with the rest.
           const skip = new Set(options.exclude);

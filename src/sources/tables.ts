@@ -29,7 +29,7 @@ export class TablesSource implements PacketSource {
   ): Promise<RecordedDecision[]> {
     try {
       return await this.db.transaction(async (tx) => {
-        await options.lock?.(tx);
+        if ((await options.lock?.(tx)) === false) return [];
         const rows = await claimBatch(tx, options);
         if (rows.length === 0) return [];
         const decisions = await handle(rows.map(claimedPacket), tx);

@@ -56,9 +56,10 @@ export interface ClaimOptions {
   dryRun: boolean;
   /**
    * Run in the batch's transaction before anything is claimed (the handler's lock): claiming
-   * under it means a batch sees every batch that held it before as committed.
+   * under it means a batch sees every batch that held it before as committed. When it returns
+   * false (another run holds the lock), nothing is claimed and runBatch returns [].
    */
-  lock?: (tx: Queryable) => Promise<void>;
+  lock?: (tx: Queryable) => Promise<boolean | void>;
 }
 
 export interface PacketSource {

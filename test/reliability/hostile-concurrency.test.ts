@@ -5,6 +5,8 @@
  * packet_rec_ids past 2^31, and the two sources' ids meeting in one table.
  */
 import { describe, it, expect } from 'vitest';
+import pg from 'pg';
+import { REGISTRY_LOCK_KEY } from '../../src/registry/index.js';
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
@@ -172,6 +174,45 @@ describe.skipIf(!hasPostgres())(`overlapping runs answer in the order packets ca
     }
   }, 180_000);
 });
+
+describe.skipIf(!hasPostgres())(`a run that finds the registry lock held${pgSkipNote}`, () => {
+  it('[12.7] leaves the pending packets to the run holding it: exit 0 at once, nothing claimed; the next run answers them', async () => {
+    const t = await freshPgDatabase();
+    const dir = mkdtempSync(join(tmpdir(), 'amie-order-'));
+    const holder = await freshConnection(t.url!);
+    try {
+      await initDatabase(t.db);
+      const items = rpcRacPairs(3);
+      await seedWorkload(t.db, items);
+      // Another run (or `amie registry`) in the middle of a batch: it holds the registry lock.
+      await holder.query('SELECT pg_advisory_lock($1::bigint)', [REGISTRY_LOCK_KEY]);
+      const config = writeAmieConfig(dir, t.url!, { batchSize: 1 });
+      const started = Date.now();
+      const busy = await runAmie(['-c', config, 'process']).done;
+      expect(busy.code, plainLines(busy.stderr).join(' | ')).toBe(0);
+      expect(Date.now() - started, 'it left at once rather than wait for the lock').toBeLessThan(30_000);
+      expect(await countPending(t.db)).toBe(items.length);
+      const { rows } = await t.db.query<{ n: number }>('SELECT count(*)::int AS n FROM amie_toolkit.audit');
+      expect(rows[0]!.n).toBe(0);
+
+      await holder.query('SELECT pg_advisory_unlock($1::bigint)', [REGISTRY_LOCK_KEY]);
+      const free = await runAmie(['-c', config, 'process']).done;
+      expect(free.code, plainLines(free.stderr).join(' | ')).toBe(0);
+      expect(await countPending(t.db)).toBe(0);
+      expect(await consistencyProblems(t.db, items)).toEqual([]);
+    } finally {
+      await holder.end();
+      await t.cleanup();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 120_000);
+});
+
+async function freshConnection(url: string): Promise<pg.Client> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  return c;
+}
 
 // ------------------------------------------------------------------ [12.9] lock files
 
