@@ -77,7 +77,7 @@ describe('amie process and amie packets on an embedded database', () => {
     expect(shown.code).toBe(0);
     expect(shown.stdout).toMatch(/UserLastName: O'Neil/);
     expect(shown.stdout).toMatch(/inform_transaction_complete/);
-    expect(shown.stdout).toMatch(/invalid\s+invalid request_account_create: UserOrgCode/);
+    expect(shown.stdout).toMatch(/invalid: invalid request_account_create: UserOrgCode/);
     const json = JSON.parse((await amie(['-c', config, 'packets', 'show', String(answered), '--json'])).stdout);
     expect(json.header.state).toBe('completed');
     expect(json.conversation.map((p: { type: string }) => p.type)).toEqual(['request_account_create', 'notify_account_create']);
