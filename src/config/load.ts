@@ -3,7 +3,7 @@ import { dirname, isAbsolute, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
 import { ConfigError } from './errors.js';
 import { formatIssues } from './format.js';
-import { configSchema, type AmieConfig } from './schema.js';
+import { configSchema, databaseUrl, type AmieConfig } from './schema.js';
 
 /** Where the configuration is looked for when neither `-c FILE` nor AMIE_CONFIG names one. */
 export const DEFAULT_CONFIG_FILE = 'config/amie.yaml';
@@ -59,6 +59,7 @@ export function parseConfig(text: string, sourceName: string, env: Env = process
   const parsed = configSchema.safeParse(raw);
   const problems = parsed.success ? [] : formatIssues(parsed.error.issues, sourceName, configSchema, raw);
   problems.push(...missingSecrets(raw, env).map((l) => `${sourceName}: ${l}`));
+  problems.push(...envDatabaseUrlProblems(env));
   if (problems.length > 0 || !parsed.success) throw new ConfigError(problems);
   return { ...parsed.data, configFile: sourceName };
 }
@@ -87,6 +88,14 @@ function missingSecrets(raw: object, env: Env): string[] {
   };
   walk(raw, []);
   return out;
+}
+
+/** AMIE_DATABASE_URL stands in for database.url, so it is held to the same rules (its value is never echoed: it may hold a password). */
+function envDatabaseUrlProblems(env: Env): string[] {
+  const url = env.AMIE_DATABASE_URL;
+  if (!url) return [];
+  const parsed = databaseUrl.safeParse(url);
+  return parsed.success ? [] : parsed.error.issues.map((i) => `AMIE_DATABASE_URL (environment): ${i.message}`);
 }
 
 /** The value of the environment variable a `...Env` key names; a ConfigError naming both when unset. */

@@ -31,13 +31,15 @@ export const siteSchema = z.strictObject({
   remoteSite: siteName.default('TGCDB'),
 });
 
+/** database.url, and AMIE_DATABASE_URL, which replaces it: the same rules for both. */
+export const databaseUrl = z
+  .string()
+  .regex(/^postgres(ql)?:\/\//, { error: 'expected a PostgreSQL URL: postgres://user@host:port/dbname', abort: true })
+  .refine(isUrl, { error: 'not a valid URL: expected postgres://user@host:port/dbname' });
+
 export const databaseSchema = z
   .strictObject({
-    url: z
-      .string()
-      .regex(/^postgres(ql)?:\/\//, { error: 'expected a PostgreSQL URL: postgres://user@host:port/dbname', abort: true })
-      .refine(isUrl, { error: 'not a valid URL: expected postgres://user@host:port/dbname' })
-      .optional(),
+    url: databaseUrl.optional(),
     path: z.string().min(1).optional(),
     passwordEnv: envVarName.optional(),
   })

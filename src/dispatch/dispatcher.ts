@@ -50,6 +50,8 @@ export interface PacketResult {
   reply?: Record<string, TagValue>;
   /** Key identifying tags of the incoming packet, for people reading logs and notifications. */
   keys: Record<string, string>;
+  /** Every tag of the incoming packet as text (lists joined with ", "), for notification templates; built when read. */
+  tags?: Record<string, string>;
   durationMs: number;
 }
 
@@ -466,6 +468,8 @@ export class Dispatcher {
     };
     // The reply's JSON is built when read (dry-run listings), not for every packet of a run.
     if (reply) Object.defineProperty(result, 'reply', { enumerable: true, get: () => toJson(reply.rows) });
+    const body = d.packet.body;
+    Object.defineProperty(result, 'tags', { enumerable: true, get: () => tagTexts(body) });
     const line = {
       run_id: runId,
       packet_rec_id: result.packetRecId,
@@ -484,6 +488,15 @@ export class Dispatcher {
     else this.log.error(line, `packet ${outcome}`);
     return result;
   }
+}
+
+function tagTexts(body: PacketBody): Record<string, string> {
+  const out = new Map<string, string>();
+  for (const [tag, value] of Object.entries(body.toJSON())) {
+    if (typeof value === 'string') out.set(tag, value);
+    else if (Array.isArray(value) && value.every((v) => typeof v === 'string')) out.set(tag, value.join(', '));
+  }
+  return Object.fromEntries(out);
 }
 
 function keysOf(body: PacketBody): Record<string, string> {

@@ -1,5 +1,7 @@
 import { z } from 'zod';
 import type { OutcomeKind } from '../dispatch/dispatcher.js';
+import { nearest } from '../config/format.js';
+import { PACKET_SPECS } from '../protocol/spec.js';
 import { TEMPLATE_FIELDS, placeholdersOf, type TemplateName } from './templates.js';
 
 /**
@@ -42,6 +44,9 @@ const quietHoursSchema = z
   })
   .refine((q) => q.from !== q.to, { error: 'from and to are the same time: the quiet window would be empty (or the whole day); remove quietHours or widen it' });
 
+/** Every tag some AMIE packet type carries: what a packet template may name besides its fields. */
+const PACKET_TAGS: ReadonlySet<string> = new Set(Object.values(PACKET_SPECS).flatMap((spec) => [...spec.required, ...spec.allowed]));
+
 function template(name: TemplateName) {
   return z
     .string()
@@ -49,13 +54,14 @@ function template(name: TemplateName) {
     .superRefine((text, ctx) => {
       const allowed = TEMPLATE_FIELDS[name];
       for (const field of placeholdersOf(text)) {
-        // A packet template may name any tag of the packet ({ProjectID}); tags start with a capital.
-        if (allowed.includes(field) || (name !== 'summary' && /^[A-Z]/.test(field))) continue;
+        // A packet template may name any tag of a packet type ({ProjectID}); a misspelt one would stay empty forever.
+        if (allowed.includes(field) || (name !== 'summary' && PACKET_TAGS.has(field))) continue;
+        const near = nearest(field, name === 'summary' ? allowed : [...allowed, ...PACKET_TAGS]);
         ctx.addIssue({
           code: 'custom',
           message:
-            `unknown placeholder {${field}}: expected one of ${allowed.map((f) => `{${f}}`).join(' ')}` +
-            (name === 'summary' ? '' : ' or a packet tag such as {ProjectID}'),
+            `unknown placeholder {${field}}${near ? ` (did you mean {${near}}?)` : ''}: expected one of ${allowed.map((f) => `{${f}}`).join(' ')}` +
+            (name === 'summary' ? '' : ' or a tag of the packet such as {ProjectID}'),
         });
       }
     });

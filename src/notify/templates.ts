@@ -52,8 +52,8 @@ export const DEFAULT_TEMPLATES: Record<TemplateName, string> = {
   failure: ':x: {site}: *{type}* transaction {transactionId} ({keys}): {result}',
   deferral: ':hourglass_flowing_sand: {site}: *{type}* transaction {transactionId} ({keys}): {result}',
   summary:
-    ':bar_chart: {site}: {taken} packet(s) in {duration}: {answered} answered, {failed} failed, {invalid} invalid, ' +
-    '{deferred} deferred, {errors} handler errors, {ignored} ignored, {closed} closed, unhandled types: {unhandledTypes}',
+    ':bar_chart: {site}: {taken} packet(s) in {duration}: {answered} answered, {failed} failed ({invalid} invalid), ' +
+    '{deferred} deferred ({errors} by handler errors), {ignored} ignored, {closed} closed, unhandled types: {unhandledTypes}',
 };
 
 const PLACEHOLDER = /\{([A-Za-z][A-Za-z0-9]*)\}/g;
@@ -131,7 +131,8 @@ export function describeResult(r: Pick<PacketResult, 'outcome' | 'reason' | 'rep
     case 'defer':
       return `deferred, offered again next run${why}`;
     case 'error':
-      return `handler error, deferred${why}`;
+      // The dispatcher's reason already starts with "handler error (attempt n of m)": say it once.
+      return r.reason?.startsWith('handler error') ? `deferred, offered again next run${why}` : `handler error, deferred${why}`;
     case 'ignore':
       return `ignored${why}`;
     case 'unhandled':
@@ -145,6 +146,7 @@ export function describeResult(r: Pick<PacketResult, 'outcome' | 'reason' | 'rep
 
 export function packetValues(r: PacketResult, site: string, runId: string): Record<string, string | number | undefined> {
   return {
+    ...r.tags,
     ...r.keys,
     site,
     type: r.type,
@@ -169,9 +171,10 @@ export function summaryValues(s: RunSummary, site: string): Record<string, strin
     runId: s.runId,
     taken: s.taken,
     answered: s.answered,
-    failed: s.failed,
+    // Counted as `amie process` prints them: failed includes the invalid, deferred those deferred by handler errors.
+    failed: s.failed + s.invalid,
     invalid: s.invalid,
-    deferred: s.deferred,
+    deferred: s.deferred + s.errors,
     errors: s.errors,
     ignored: s.ignored,
     closed: s.closed,

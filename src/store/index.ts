@@ -34,3 +34,4 @@ export {
   type DecisionToWrite,
 } from './work.js';
 export * from './usage.js';
+export { readStatusFigures, recordProcessPass, type StatusFigures } from './status.js';

@@ -3,6 +3,7 @@ import { REGISTRY_MIGRATION, SLURM_ACCOUNT_MIGRATION } from '../registry/schema.
 import { USAGE_MIGRATION } from './usage.js';
 import { REST_SOURCE_MIGRATION } from '../sources/rest-schema.js';
 import { SOURCE_IDS_MIGRATION } from './work.js';
+import { PROCESS_PASSES_MIGRATION } from './status.js';
 
 /**
  * The toolkit's own tables live in their own schema so that a site's AMIE tables (and the
@@ -73,6 +74,7 @@ CREATE INDEX IF NOT EXISTS amie_toolkit_pending_incoming ON packet_tbl (packet_r
   SLURM_ACCOUNT_MIGRATION,
   REST_SOURCE_MIGRATION,
   SOURCE_IDS_MIGRATION,
+  PROCESS_PASSES_MIGRATION,
 ];
 
 /**

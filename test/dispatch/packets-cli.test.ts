@@ -65,8 +65,8 @@ describe('amie process and amie packets on an embedded database', () => {
     expect(table.stdout).toMatch(/packet_rec_id\s+trans_rec_id/);
     expect(table.stdout).toMatch(/notify_account_create/);
     const json = await amie(['-c', config, 'packets', 'list', '--direction', 'in', '--state', 'in-progress', '--json']);
-    const rows = JSON.parse(json.stdout) as Array<{ packet_rec_id: number; type: string }>;
-    expect(rows.map((r) => r.packet_rec_id)).toEqual([deferred]);
+    const rows = JSON.parse(json.stdout) as Array<{ packetRecId: number; type: string }>;
+    expect(rows.map((r) => r.packetRecId)).toEqual([deferred]);
     const bad = await amie(['-c', config, 'packets', 'list', '--state', 'pending']);
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(/--state: expected one of completed, in-progress/);
@@ -77,7 +77,7 @@ describe('amie process and amie packets on an embedded database', () => {
     expect(shown.code).toBe(0);
     expect(shown.stdout).toMatch(/UserLastName: O'Neil/);
     expect(shown.stdout).toMatch(/inform_transaction_complete/);
-    expect(shown.stdout).toMatch(/invalid\s+invalid request_account_create: UserOrgCode/);
+    expect(shown.stdout).toMatch(/invalid: invalid request_account_create: UserOrgCode/);
     const json = JSON.parse((await amie(['-c', config, 'packets', 'show', String(answered), '--json'])).stdout);
     expect(json.header.state).toBe('completed');
     expect(json.conversation.map((p: { type: string }) => p.type)).toEqual(['request_account_create', 'notify_account_create']);
@@ -107,7 +107,7 @@ describe('amie process and amie packets on an embedded database', () => {
     expect(dry.stdout).toMatch(new RegExp(`packet ${pending} request_account_create .*-> notify_account_create .*"UserPersonID":"u${pending}"`));
     expect(dry.stdout).toMatch(/^\[dry run\] 1 packet/m);
     const list = JSON.parse((await amie(['-c', config, 'packets', 'list', '--state', 'in-progress', '--direction', 'in', '--json'])).stdout);
-    expect(list.map((r: { packet_rec_id: number }) => r.packet_rec_id)).toEqual([pending]);
+    expect(list.map((r: { packetRecId: number }) => r.packetRecId)).toEqual([pending]);
   });
 
   it('names a bad --type and a missing handler clearly (exit 2)', async () => {

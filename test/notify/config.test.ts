@@ -75,7 +75,7 @@ describe('notify.slack configuration', () => {
 
   it('refuses a placeholder a template cannot fill', () => {
     expect(problemsOf(slack('    templates:\n      failure: "{type} {transactionID} {ProjectID}"\n      summary: "{taken} {ProjectID}"\n      packt: x\n'))).toEqual([
-      'config/amie.yaml: notify.slack.templates.failure: unknown placeholder {transactionID}: expected one of {site} {type} {transactionId} {packetRecId} {outcome} {reason} {replyType} {keys} {result} {durationMs} {runId} or a packet tag such as {ProjectID}',
+      'config/amie.yaml: notify.slack.templates.failure: unknown placeholder {transactionID} (did you mean {transactionId}?): expected one of {site} {type} {transactionId} {packetRecId} {outcome} {reason} {replyType} {keys} {result} {durationMs} {runId} or a tag of the packet such as {ProjectID}',
       'config/amie.yaml: notify.slack.templates.summary: unknown placeholder {ProjectID}: expected one of {site} {runId} {taken} {answered} {failed} {invalid} {deferred} {errors} {ignored} {closed} {unhandled} {unhandledTypes} {durationMs} {duration}',
       'config/amie.yaml: notify.slack.templates.packt: unknown key (did you mean "packet"?)',
     ]);

@@ -101,7 +101,7 @@ describe('SlackNotifier with the real WebClient', () => {
       ':x: EXAMPLE: *request_project_create* transaction 900002 (ProjectID p-abc123, GrantNumber TG-ABC123, PiLastName Smith): answered with a failure inform_transaction_complete: no such allocation',
     );
     expect(slack.texts[2]).toBe(
-      ':bar_chart: EXAMPLE: 2 packet(s) in 1.2 s: 1 answered, 1 failed, 0 invalid, 0 deferred, 0 handler errors, 0 ignored, 0 closed, unhandled types: none',
+      ':bar_chart: EXAMPLE: 2 packet(s) in 1.2 s: 1 answered, 1 failed (0 invalid), 0 deferred (0 by handler errors), 0 ignored, 0 closed, unhandled types: none',
     );
   });
 

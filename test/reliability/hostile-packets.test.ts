@@ -368,7 +368,7 @@ describe(`packet text in logs and on the terminal, on ${PRINT_DRIVER.name}`, () 
     expect(show.stdout).not.toMatch(TERMINAL_CONTROL);
     expect(show.stdout).toContain('  UserLastName: Evil\\u001b]0;pwned\\u0007\\u001b[2J\\u009b31m\\u202egnp.exe');
     expect(show.stdout).toContain('  \\u001b[31mRed: Evil\\u001b]0;pwned');
-    expect(show.stdout).toContain('invalid  invalid request_account_create: \\u001b[31mRed: the tag na...');
+    expect(show.stdout).toContain('invalid: invalid request_account_create: \\u001b[31mRed: the tag name contains the control character U+001B');
     const message = await site.withDb(async (db) => {
       const { rows } = await db.query<{ value: string }>(
         `SELECT d.value FROM data_tbl d JOIN packet_tbl r ON r.packet_rec_id = d.packet_rec_id

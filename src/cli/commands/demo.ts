@@ -58,7 +58,7 @@ export function register(program: Command, context: CliContext): void {
 
         if (opts.json) {
           context.out(
-            JSON.stringify({ passed, site: DEMO_SITE, source: opts.source, scenarios: reports, registry: { people, projects, accounts } }, null, 2),
+            JSON.stringify({ passed, handler: loaded.name, site: DEMO_SITE, source: opts.source, scenarios: reports, registry: { people, projects, accounts } }, null, 2),
           );
           return;
         }

@@ -4,6 +4,7 @@ import type { Database } from '../../db/index.js';
 import { PacketBody, isPacketTypeName, PACKET_TYPE_IDS, STATE_IDS, type StateName } from '../../protocol/index.js';
 import { escapeControls } from '../../text.js';
 import { formatTable } from '../table.js';
+import { jsonRow, toJsonText } from '../json.js';
 import type { CliContext } from '../context.js';
 
 interface ListOptions {
@@ -12,6 +13,7 @@ interface ListOptions {
   direction?: string;
   transaction?: string;
   limit?: string;
+  stuck?: boolean;
   json?: boolean;
 }
 
@@ -26,11 +28,12 @@ export function register(program: Command, context: CliContext): void {
     .option('--direction <dir>', 'in (received) or out (sent)')
     .option('--transaction <trans_rec_id>', 'packets of one transaction')
     .option('--limit <n>', 'at most N packets', '50')
+    .option('--stuck', 'only received packets a pass has left pending (deferred, handler errors, unhandled)')
     .option('--json', 'one JSON array for scripts')
     .action((opts: ListOptions) =>
       context.withDatabase(async (db) => {
         const rows = await listPackets(db, opts);
-        if (opts.json) context.out(JSON.stringify(rows, null, 2));
+        if (opts.json) context.out(toJsonText(rows.map(jsonRow)));
         else for (const line of formatTable(rows)) context.out(line);
       }),
     );
@@ -43,7 +46,9 @@ export function register(program: Command, context: CliContext): void {
       context.withDatabase(async (db) => {
         const shown = await showPacket(db, wholeNumber('packet_rec_id', id));
         if (opts.json) {
-          context.out(JSON.stringify(shown, null, 2));
+          // The tags keep their AMIE names: they are the packet's data, not field names.
+          const { header, body, conversation, audit } = shown;
+          context.out(toJsonText({ header: jsonRow(header), body, conversation: conversation.map(jsonRow), audit: audit.map(jsonRow) }));
           return;
         }
         const { header, body, conversation, audit } = shown;
@@ -57,7 +62,9 @@ export function register(program: Command, context: CliContext): void {
         for (const line of formatTable(conversation)) context.out(`  ${line}`);
         context.out('');
         context.out('audit:');
-        for (const line of formatTable(audit)) context.out(`  ${line}`);
+        // The reason in full, on a line of its own: a table would cut it at 60 characters.
+        for (const line of formatTable(audit, ['at', 'outcome', 'reply_packet_rec_id', 'reply_type', 'duration_ms', 'handler'])) context.out(`  ${line}`);
+        for (const a of audit) if (a.reason) context.out(`  ${a.at instanceof Date ? a.at.toISOString() : String(a.at)} ${String(a.outcome)}: ${escapeControls(String(a.reason))}`);
       }),
     );
 
@@ -82,7 +89,11 @@ export function register(program: Command, context: CliContext): void {
           ]);
         }
         await db.transaction((tx) => reofferPacket(tx, packetRecId, `retry-${Date.now()}`));
-        context.out(`packet ${packetRecId} (${header.type}) will be offered to the handler on the next run`);
+        const errors = Number(header.error_count ?? 0);
+        context.out(
+          `packet ${packetRecId} (${header.type}) will be offered to the handler on the next run; ` +
+            (errors > 0 ? `its error count (${errors}) was reset to 0, so it gets all its attempts again` : 'its error count was 0'),
+        );
         if (header.transaction_state !== 'in-progress') {
           context.out(`note: its transaction ${header.trans_rec_id} is ${header.transaction_state}; only packets of in-progress transactions are processed`);
         }
@@ -97,6 +108,8 @@ function wholeNumber(what: string, value: string): number {
 }
 
 async function listPackets(db: Database, opts: ListOptions) {
+  const { prepareDatabase } = await import('../../store/index.js');
+  await prepareDatabase(db);
   const where: string[] = [];
   const params: unknown[] = [];
   if (opts.state) {
@@ -117,15 +130,25 @@ async function listPackets(db: Database, opts: ListOptions) {
     params.push(wholeNumber('--transaction', opts.transaction));
     where.push(`p.trans_rec_id = $${params.length}`);
   }
+  if (opts.stuck) {
+    // Received, still in progress, and already seen by a pass that left it there.
+    where.push(
+      `p.outgoing_flag = 0 AND p.state_id = ${STATE_IDS['in-progress']} AND (e.error_count > 0 OR a.outcome IN ('defer', 'error', 'unhandled'))`,
+    );
+  }
   params.push(wholeNumber('--limit', opts.limit ?? '50'));
   const { rows } = await db.query<Record<string, unknown>>(
     `SELECT p.packet_rec_id, p.trans_rec_id, t.transaction_id::text AS transaction_id,
             CASE WHEN p.outgoing_flag = 1 THEN 'out' ELSE 'in' END AS direction,
-            coalesce(td.type_name, p.type_id::text) AS type, coalesce(s.state_name, p.state_id::text) AS state, p.ts
+            coalesce(td.type_name, p.type_id::text) AS type, coalesce(s.state_name, p.state_id::text) AS state, p.ts,
+            coalesce(e.error_count, 0)::int AS errors, a.reason AS last_reason
        FROM packet_tbl p
        JOIN transaction_tbl t ON t.trans_rec_id = p.trans_rec_id
        LEFT JOIN type_des td ON td.type_id = p.type_id
        LEFT JOIN state_des s ON s.state_id = p.state_id
+       LEFT JOIN amie_toolkit.packet_errors e ON e.source = 'tables' AND e.packet_rec_id = p.packet_rec_id
+       LEFT JOIN LATERAL (SELECT x.outcome, x.reason FROM amie_toolkit.audit x
+                           WHERE x.source = 'tables' AND x.packet_rec_id = p.packet_rec_id ORDER BY x.audit_id DESC LIMIT 1) a ON true
       ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
       ORDER BY p.packet_rec_id DESC
       LIMIT $${params.length}`,
@@ -135,12 +158,15 @@ async function listPackets(db: Database, opts: ListOptions) {
 }
 
 async function showPacket(db: Database, packetRecId: number) {
+  const { prepareDatabase } = await import('../../store/index.js');
+  await prepareDatabase(db);
   const { rows } = await db.query<Record<string, unknown>>(
     `SELECT p.packet_rec_id, p.packet_id::text AS packet_id, p.trans_rec_id,
             CASE WHEN p.outgoing_flag = 1 THEN 'out' ELSE 'in' END AS direction,
             coalesce(td.type_name, p.type_id::text) AS type, coalesce(s.state_name, p.state_id::text) AS state, p.version, p.ts,
             t.originating_site_name, t.transaction_id::text AS transaction_id, t.local_site_name, t.remote_site_name,
-            coalesce(ts.state_name, t.state_id::text) AS transaction_state
+            coalesce(ts.state_name, t.state_id::text) AS transaction_state,
+            coalesce((SELECT e.error_count FROM amie_toolkit.packet_errors e WHERE e.source = 'tables' AND e.packet_rec_id = p.packet_rec_id), 0)::int AS error_count
        FROM packet_tbl p
        JOIN transaction_tbl t ON t.trans_rec_id = p.trans_rec_id
        LEFT JOIN type_des td ON td.type_id = p.type_id

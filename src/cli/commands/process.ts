@@ -48,7 +48,7 @@ async function runProcess(
   log: Logger,
   opts: { dryRun: boolean; limit?: number; types: PacketTypeName[]; watch?: number },
 ): Promise<number> {
-  const { prepareDatabase } = await import('../../store/index.js');
+  const { prepareDatabase, recordProcessPass } = await import('../../store/index.js');
   const { Dispatcher, exitCodeFor, formatSummary } = await import('../../dispatch/index.js');
   const { createHandler } = await import('../handler.js');
   const { createSource, AmieRestError, RestDeliveryError } = await import('../../sources/index.js');
@@ -114,6 +114,11 @@ async function runProcess(
       // Round trips are the cost of a run: logged so that operators (and the benchmark) can see it.
       log.info({ run_id: summary.runId, ...countsOf(summary), round_trips: db.roundTrips - tripsBefore, ms: summary.durationMs }, 'run finished');
       context.out(formatSummary(summary));
+      // For `amie status`: an idle pass leaves no audit row, yet proves that cron still runs.
+      if (!opts.dryRun) {
+        const problems = summary.errors + summary.failed + summary.invalid + Object.keys(summary.unhandled).length;
+        await recordProcessPass(db, { source: config.source.kind, runId: summary.runId, taken: summary.taken, problems });
+      }
       await notifier?.notifyRun(summary);
       worst = Math.max(worst, exitCodeFor(summary));
       if (opts.watch === undefined || stopping) break;

@@ -109,7 +109,7 @@ async function printReports(
   const { formatScenarioReport, formatVerdict } = await import('../../simulator/index.js');
   const passed = reports.every((r) => r.passed);
   if (opts.json) {
-    context.out(JSON.stringify({ passed, handler, site: config.site.name, source, scenarios: reports }, null, 2));
+    context.out(JSON.stringify({ passed, handler, site: { name: config.site.name, resource: config.site.resource, remoteSite: config.site.remoteSite }, source, scenarios: reports }, null, 2));
     return;
   }
   context.out(`simulating central (${config.site.remoteSite}) for site ${config.site.name}, resource ${config.site.resource}${handler ? `, handler ${handler}` : ''}, ${where}`);
