@@ -113,7 +113,8 @@ async function runProcess(
       }
       // Round trips are the cost of a run: logged so that operators (and the benchmark) can see it.
       log.info({ run_id: summary.runId, ...countsOf(summary), round_trips: db.roundTrips - tripsBefore, ms: summary.durationMs }, 'run finished');
-      context.out(formatSummary(summary));
+      // A single run always says what it did; --watch prints only the passes that took packets.
+      if (opts.watch === undefined || summary.taken > 0) context.out(formatSummary(summary));
       await notifier?.notifyRun(summary);
       worst = Math.max(worst, exitCodeFor(summary));
       if (opts.watch === undefined || stopping) break;
