@@ -24,8 +24,9 @@
  * Under `dryRun` (the option, or `amie process --dry-run`) the argument lists are logged and
  * nothing is run.
  */
-import { isAbsolute } from 'node:path';
+import { resolve } from 'node:path';
 import { z } from 'zod';
+import { configProgram } from '../src/config/paths.js';
 import type { HandlerContext, PacketContext } from '../src/dispatch/index.js';
 import type { AllocationChange, RegistryAccount, RegistryLogin, RegistryPerson, RegistryProject } from '../src/registry/index.js';
 import {
@@ -114,11 +115,28 @@ export const slurmOptionsSchema = registryOptionsSchema.extend({
   createUser: argvTemplate(USER_PLACEHOLDERS).default(DEFAULT_CREATE_USER),
   /** Updates a Unix user after request_user_modify; default: usermod when createUser is the default, else nothing. null: never. */
   updateUser: argvTemplate(USER_PLACEHOLDERS).nullable().optional(),
-  /** An absolute path; DNs are mapped to logins there. Without it DNs are only kept in the registry. */
-  gridMapfile: z.string().refine(isAbsolute, { error: 'expected an absolute path' }).optional(),
+  /** DNs are mapped to logins there (relative: to the config file). Without it DNs are only kept in the registry. */
+  gridMapfile: z.string().min(1).optional(),
 });
 export type SlurmOptions = z.infer<typeof slurmOptionsSchema>;
 export type SlurmOptionsInput = z.input<typeof slurmOptionsSchema>;
+
+/**
+ * Programs and files named with a slash are taken from the config file's directory, like every
+ * path in the configuration; a bare program name is looked up on the PATH when it runs.
+ */
+function withConfigPaths(o: SlurmOptions, configDir: string | undefined): SlurmOptions {
+  const program = (p: string) => configProgram(configDir, p);
+  const argv = (a: string[]) => [program(a[0]!), ...a.slice(1)];
+  return {
+    ...o,
+    sacctmgr: program(o.sacctmgr),
+    scancel: program(o.scancel),
+    createUser: argv(o.createUser),
+    ...(o.updateUser ? { updateUser: argv(o.updateUser) } : {}),
+    ...(o.gridMapfile ? { gridMapfile: resolve(configDir ?? '.', o.gridMapfile) } : {}),
+  };
+}
 
 /** Text for the passwd comment field: one line, no ":" (field separator) or "," (gecos subfields). */
 function gecosOf(fullName: string): string {
@@ -135,7 +153,7 @@ export class SlurmHandler extends RegistryHandler {
 
   constructor(context: HandlerContext<SlurmOptionsInput>) {
     super(context);
-    this.slurm = slurmOptionsSchema.parse(context.options ?? {});
+    this.slurm = withConfigPaths(slurmOptionsSchema.parse(context.options ?? {}), context.configDir);
   }
 
   // ---------------------------------------------------------------- naming

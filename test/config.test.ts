@@ -130,7 +130,7 @@ describe('resolveDatabaseConfig', () => {
   });
 
   it('leaves the embedded default to openDatabase when there is no database section', () => {
-    expect(resolveDatabaseConfig(parseConfig(MINIMAL, 'x', {}), {})).toEqual({});
+    expect(resolveDatabaseConfig(parseConfig(MINIMAL, 'x', {}), {})).toEqual({ path: resolve('.amie/db') });
   });
 });
 
@@ -180,7 +180,7 @@ describe('loadConfig', () => {
     expect(amie.site.name).toBe('EXAMPLE');
     expect(amie.database?.passwordEnv).toBe('AMIE_DB_PASSWORD');
     const embedded = await loadConfig('config/embedded.yaml', {});
-    expect(resolveDatabaseConfig(embedded, {})).toEqual({ path: resolve('.amie/db') });
+    expect(resolveDatabaseConfig(embedded, {})).toEqual({ path: resolve('config/.amie/db') });
   });
 });
 

@@ -12,7 +12,8 @@
 #   fail on sacctmgr and use up one of its process.maxErrorDeferrals, and after those it would
 #   be answered with a failure. The next run tries again.
 #
-# Exit status (cron mails non-empty output; the log keeps the details):
+# Exit status (cron mails non-empty output, and the wrapper prints only when a person is needed;
+# the logs keep the details and one summary line per run):
 #   0 every packet answered, deferred or ignored as the handler chose (or the run was skipped
 #     because slurmdbd is down: a line is written to stderr, so cron mails it)
 #   1 a handler error (a command failed: the packet is deferred, the command and its stderr are
@@ -36,11 +37,19 @@ if ! timeout 30 sacctmgr -n -P show cluster format=cluster </dev/null >/dev/null
   exit 0
 fi
 
-# JSON log lines (one per packet, one per command at debug level) go to the log file; the
-# one-line summary to stdout.
-"$amie" process -c "$config" 2>>"$logdir/process.log"
+# Quiet unless a person is needed: cron mails any output, so a clean run prints nothing. The
+# JSON log lines (one per packet, one per command at debug level) go to process.log, the
+# one-line summary to process-summary.log; when amie exits non-zero, the summary and amie's own
+# error lines are printed too, so the mail says what happened.
+errors=$(mktemp "${TMPDIR:-/tmp}/amie-process.XXXXXX") || exit 2
+trap 'rm -f "$errors"' EXIT
+summary=$("$amie" process -c "$config" 2>"$errors")
 status=$?
+cat "$errors" >>"$logdir/process.log"
+[ -n "$summary" ] && printf '%s %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$summary" >>"$logdir/process-summary.log"
 if [ "$status" -ne 0 ]; then
+  [ -n "$summary" ] && printf '%s\n' "$summary"
+  grep -v '^{' "$errors" >&2
   echo "amie process exited $status; see $logdir/process.log and 'amie packets list --state in-progress'" >&2
 fi
 exit "$status"

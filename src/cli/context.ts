@@ -30,10 +30,13 @@ export interface CliContext {
   loadConfig(): Promise<AmieConfig>;
   /** A logger at the level --debug/AMIE_LOG_LEVEL/log.level decide, writing to stderr. */
   logger(config?: AmieConfig): Logger;
-  /** Opens the configured database (AMIE_DATABASE_URL overrides); throws DatabaseError. */
-  openDatabase(config: AmieConfig): Promise<Database>;
+  /**
+   * Opens the configured database (AMIE_DATABASE_URL overrides); throws DatabaseError. A missing
+   * embedded database is an error unless `create` (only `amie db init` creates one).
+   */
+  openDatabase(config: AmieConfig, options?: { create?: boolean }): Promise<Database>;
   /** Loads the config, opens the database, runs `fn`, and always closes the database. */
-  withDatabase<T>(fn: (db: Database, config: AmieConfig, log: Logger) => Promise<T>): Promise<T>;
+  withDatabase<T>(fn: (db: Database, config: AmieConfig, log: Logger) => Promise<T>, options?: { create?: boolean }): Promise<T>;
   /** Set by a command whose work partly failed; main exits with it. */
   exitCode: number;
 }
@@ -54,11 +57,11 @@ export function createContext(program: Command, io: { out?: (line: string) => vo
     options,
     loadConfig: () => loadConfig(options().config, env, cwd),
     logger: (config) => createLogger({ level: config?.log.level, debug: options().debug, env }),
-    openDatabase: (config) => openDatabase(resolveDatabaseConfig(config, env), env),
-    async withDatabase(fn) {
+    openDatabase: (config, options) => openDatabase(resolveDatabaseConfig(config, env), env, { create: options?.create ?? false }),
+    async withDatabase(fn, options) {
       const config = await context.loadConfig();
       const log = context.logger(config);
-      const db = await context.openDatabase(config);
+      const db = await context.openDatabase(config, options);
       try {
         return await fn(db, config, log);
       } finally {

@@ -25,6 +25,7 @@ export async function createHandler(
     site: config.site,
     options: loaded.options,
     dryRun,
+    configDir: dirname(config.configFile),
   });
   return { handler, name: loaded.name };
 }

@@ -1,5 +1,6 @@
 export { ConfigError } from './errors.js';
 export { DEFAULT_CONFIG_FILE, loadConfig, parseConfig, readSecretEnv, resolveDatabaseConfig } from './load.js';
+export { DEFAULT_DATABASE_PATH, configProgram, configRelative } from './paths.js';
 export { formatIssues, knownKeys, nearest } from './format.js';
 export {
   configSchema,

@@ -4,6 +4,7 @@ import { parseDocument } from 'yaml';
 import { ConfigError } from './errors.js';
 import { formatIssues } from './format.js';
 import { configSchema, databaseUrl, type AmieConfig } from './schema.js';
+import { DEFAULT_DATABASE_PATH, configProgram, configRelative } from './paths.js';
 
 /** Where the configuration is looked for when neither `-c FILE` nor AMIE_CONFIG names one. */
 export const DEFAULT_CONFIG_FILE = 'config/amie.yaml';
@@ -33,7 +34,9 @@ export async function loadConfig(file?: string, env: Env = process.env, cwd: str
     throw new ConfigError(`cannot read configuration file ${shown} (${how}): ${why}`, { cause: err });
   }
   const cfg = parseConfig(text, shown, env);
-  return { ...cfg, configFile: fullPath };
+  // Paths in the file are the file's: resolved here once, whatever the current directory.
+  const usage = cfg.usage?.sacctPath ? { ...cfg.usage, sacctPath: configProgram(dirname(fullPath), cfg.usage.sacctPath) } : cfg.usage;
+  return { ...cfg, ...(usage ? { usage } : {}), configFile: fullPath };
 }
 
 /** Validates configuration text; `sourceName` starts every error line. */
@@ -107,21 +110,20 @@ export function readSecretEnv(keyPath: string, variable: string, env: Env = proc
 
 /**
  * What `openDatabase` needs: the server URL with its password filled in from the environment,
- * or the embedded database's directory resolved against the config file's directory. Returns
- * `{}` when the config has no database section (the embedded default, ./.amie/db).
- * AMIE_DATABASE_URL, when set, replaces the database section.
+ * or the embedded database's directory resolved against the config file's directory; without
+ * a database section, the embedded default `.amie/db` beside the config file, so cron started
+ * from any directory finds the same database. AMIE_DATABASE_URL, when set, replaces the
+ * database section.
  */
 export function resolveDatabaseConfig(cfg: Pick<AmieConfig, 'database' | 'configFile'>, env: Env = process.env): { url?: string; path?: string } {
   if (env.AMIE_DATABASE_URL) return { url: env.AMIE_DATABASE_URL };
   const db = cfg.database;
-  if (!db) return {};
-  if (db.url) {
+  if (db?.url) {
     if (!db.passwordEnv) return { url: db.url };
     const password = readSecretEnv('database.passwordEnv', db.passwordEnv, env);
     const u = new URL(db.url);
     u.password = encodeURIComponent(password);
     return { url: u.toString() };
   }
-  if (db.path) return { path: resolve(dirname(resolve(cfg.configFile)), db.path) };
-  return {};
+  return { path: configRelative(cfg, db?.path ?? DEFAULT_DATABASE_PATH) };
 }

@@ -117,7 +117,7 @@ export const sourceSchema = z.discriminatedUnion('kind', [
 
 export const configSections = {
   site: siteSchema,
-  /** Omitted: the embedded database in ./.amie/db. */
+  /** Omitted: the embedded database .amie/db beside the config file. */
   database: databaseSchema.optional(),
   /** Required by the commands that answer packets, not by `amie db`. */
   handler: handlerSchema.optional(),

@@ -1,4 +1,4 @@
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { PGlite } from '@electric-sql/pglite';
@@ -11,6 +11,12 @@ export interface PgliteOptions {
   path?: string;
   /** How long to wait for another `amie` process holding the same directory. */
   lockWaitMs?: number;
+  /**
+   * Create the database when the directory holds none (default true). `amie db init` alone
+   * creates one; every other command opens with `create: false`, so a mistyped or relative
+   * path never leaves an empty database (or its lock file) behind.
+   */
+  create?: boolean;
 }
 
 /**
@@ -25,6 +31,9 @@ export async function openPglite(options: PgliteOptions = {}): Promise<Database>
   const description = dataDir ? `embedded database ${dataDir}` : 'embedded in-memory database';
   let releaseLock = () => {};
   if (dataDir) {
+    if (options.create === false && !existsSync(resolve(dataDir, 'PG_VERSION'))) {
+      throw new DatabaseError(`${description} does not exist: run \`amie db init\` to create it`);
+    }
     mkdirSync(dirname(dataDir), { recursive: true });
     releaseLock = await lockDataDir(dataDir, options.lockWaitMs ?? 60_000, description);
   }

@@ -90,6 +90,11 @@ export interface HandlerContext<O = unknown> {
   /** The handler's own options from `handler.options` in the config, validated by its `optionsSchema`. */
   options: O;
   dryRun: boolean;
+  /**
+   * The configuration file's directory: a relative path among the options (a program, a file)
+   * is taken from there, like every path in the configuration. Absent: the current directory.
+   */
+  configDir?: string;
 }
 
 /**

@@ -23,6 +23,8 @@ import {
   writePacket,
   type PacketRecord,
 } from '../store/index.js';
+import { STATE_IDS } from '../protocol/ids.js';
+import { isSimulatedRequest } from './people.js';
 
 export interface CentralSiteOptions {
   /** local_site_name: the site under test. */
@@ -152,6 +154,36 @@ export class CentralSite {
       await this.db.transaction((tx) => this.transferOne(tx, c));
       if (c.state !== 'open') this.#open.delete(c);
     }
+  }
+
+  /**
+   * Picks up the conversations an earlier process of the simulator left open in this database
+   * (`amie simulate --queue-only`), so that `transfer` ships and answers what the site sent since.
+   * Only transactions whose request the simulator wrote are taken (see `isSimulatedRequest`):
+   * central's real packets in the same tables are never touched. The scenario's own expectations
+   * are not known any more; an invalid request is still expected to be refused.
+   */
+  async resume(): Promise<Conversation[]> {
+    const { rows } = await this.db.query<{ trans_rec_id: number; transaction_id: string }>(
+      `SELECT t.trans_rec_id, t.transaction_id::text FROM transaction_tbl t
+        WHERE t.originating_site_name = $1 AND t.remote_site_name = $1 AND t.local_site_name = $2 AND t.state_id = $3
+        ORDER BY t.trans_rec_id`,
+      [this.remoteSiteName, this.siteName, STATE_IDS['in-progress']],
+    );
+    const resumed: Conversation[] = [];
+    for (const r of rows) {
+      const first = (await listTransactionPackets(this.db, r.trans_rec_id))[0];
+      if (!first || first.outgoing || !first.type || first.packetId !== 1) continue;
+      const body = PacketBody.fromRows(first.rows);
+      if (!isSimulatedRequest(body)) continue;
+      const c = new Conversation(r.trans_rec_id, Number(r.transaction_id), first.type, body.toJSON(), {
+        failure: validateBody(first.type, body).length > 0,
+      });
+      if ([...this.#open].some((o) => o.transRecId === c.transRecId)) continue;
+      this.#open.add(c);
+      resumed.push(c);
+    }
+    return resumed;
   }
 
   /** Gives up on a conversation the site never finished, so it is not worked again. */

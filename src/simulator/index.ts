@@ -15,6 +15,7 @@ export {
   resolveScenarioNames,
   runScenario,
   runScenarios,
+  queueScenarios,
   type ConversationRow,
   type ScenarioName,
   type ScenarioReport,

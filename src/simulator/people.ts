@@ -29,6 +29,14 @@ const NAMES: ReadonlyArray<Omit<SimPerson, 'globalId' | 'email' | 'dns' | 'porta
   { firstName: 'Nguyễn', lastName: 'Thị Minh Khai', organization: 'University of Texas at Austin', orgCode: '0036582', login: 'nkhai' },
 ];
 
+/**
+ * Whether a request is one the simulator wrote: its RecordID (`SIM-…`) or GrantNumber
+ * (`TG-SIM…`) carries the simulator's mark. Real central requests never do.
+ */
+export function isSimulatedRequest(body: { get(tag: string): string | undefined }): boolean {
+  return /^SIM-[0-9A-Z]+-\d+$/.test(body.get('RecordID') ?? '') || /^TG-SIM[0-9A-Z]+$/.test(body.get('GrantNumber') ?? '');
+}
+
 /** Fresh identifiers for one scenario run, so runs on the same database never meet. */
 export class SimData {
   /** Upper-case letters and digits, unique per run. */

@@ -329,6 +329,38 @@ export async function runScenario(db: Database, site: SiteRunner, name: Scenario
   };
 }
 
+/** Thrown by the site of `queueScenarios` the first time it is asked to answer: central stops there. */
+class QueuedOnly extends Error {}
+
+/**
+ * `amie simulate --queue-only`: central writes the first request of each scenario into the
+ * site's AMIE tables and stops, leaving the packets for `amie process` (and `--dry-run`,
+ * `packets show`, `packets retry`) to be tried by hand. `CentralSite.resume` later ships and
+ * answers the site's replies. The later steps of a scenario need the whole run: plain
+ * `amie simulate`.
+ */
+export async function queueScenarios(
+  db: Database,
+  names: readonly ScenarioName[],
+  options: SimulationOptions,
+): Promise<Array<{ scenario: ScenarioName; conversation: Conversation }>> {
+  const central = new CentralSite(db, { siteName: options.site.name, resource: options.site.resource, remoteSiteName: options.site.remoteSite });
+  const stop: SiteRunner = {
+    runOnce: () => Promise.reject(new QueuedOnly()),
+  };
+  const queued: Array<{ scenario: ScenarioName; conversation: Conversation }> = [];
+  for (const name of names) {
+    const run = new ScenarioRun(central, stop, new SimData(options.site.resource, undefined, SCENARIO_NAMES.indexOf(name)), 1);
+    try {
+      await SCENARIOS[name](run);
+    } catch (err) {
+      if (!(err instanceof QueuedOnly)) throw err;
+    }
+    queued.push(...run.conversations.map((conversation) => ({ scenario: name, conversation })));
+  }
+  return queued;
+}
+
 /** Pairs each packet central sent with the site's reply to it, from the AMIE tables. */
 async function conversationRows(db: Database, conversations: Conversation[]): Promise<ConversationRow[]> {
   const rows: ConversationRow[] = [];

@@ -19,7 +19,7 @@ export function register(program: Command, context: CliContext): void {
           ? `toolkit migrations applied: ${result.migrationsApplied.join(', ')}`
           : 'no toolkit migrations to apply';
         context.out(`${database.description}: ${tables}; ${migrations}`);
-      }),
+      }, { create: true }),
     );
 
   db.command('check')

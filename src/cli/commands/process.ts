@@ -113,7 +113,8 @@ async function runProcess(
       }
       // Round trips are the cost of a run: logged so that operators (and the benchmark) can see it.
       log.info({ run_id: summary.runId, ...countsOf(summary), round_trips: db.roundTrips - tripsBefore, ms: summary.durationMs }, 'run finished');
-      context.out(formatSummary(summary));
+      // A single run always says what it did; --watch prints only the passes that took packets.
+      if (opts.watch === undefined || summary.taken > 0) context.out(formatSummary(summary));
       // For `amie status`: an idle pass leaves no audit row, yet proves that cron still runs.
       if (!opts.dryRun) {
         const problems = summary.errors + summary.failed + summary.invalid + Object.keys(summary.unhandled).length;

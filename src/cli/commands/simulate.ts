@@ -16,6 +16,7 @@ interface SimulateOptions {
   port: string;
   apiKey?: string;
   wait: string;
+  queueOnly?: boolean;
 }
 
 /** Where `--serve-rest` listens unless told otherwise: a fixed port keeps the printed configuration valid across restarts. */
@@ -40,6 +41,7 @@ export function register(program: Command, context: CliContext): void {
     .option('--port <n>', `with --serve-rest: the port (0 picks a free one)`, String(DEFAULT_PORT))
     .option('--api-key <key>', 'with --serve-rest: the XA-API-KEY requests must carry (default: $AMIE_REST_API_KEY, else a random one, printed)')
     .option('--wait <seconds>', 'with --serve-rest: how long central waits for each reply of the site', '300')
+    .option('--queue-only', 'central writes the first request of each --scenario into the site database and stops, for amie process to answer by hand; run again, central ships and answers the site\'s replies')
     .option('--json', 'print the reports as JSON')
     .option('--verbose', 'list every check, not only the failed ones')
     .addHelpText('after', `\nScenarios:\n${SCENARIO_NAMES.map((n) => `  ${n.padEnd(28)}${SCENARIO_DESCRIPTIONS[n]}`).join('\n')}`)
@@ -47,6 +49,17 @@ export function register(program: Command, context: CliContext): void {
       const { resolveScenarioNames } = await import('../../simulator/index.js');
       if (opts.source !== undefined && opts.source !== 'tables' && opts.source !== 'rest') {
         throw new ConfigError([`--source: expected tables or rest, got "${opts.source}"`]);
+      }
+      if (opts.queueOnly) {
+        if (opts.serveRest || opts.source === 'rest') throw new ConfigError(['--queue-only: central writes the AMIE tables of the site database; it does not go with --serve-rest or --source rest']);
+        let names: ScenarioName[] = [];
+        try {
+          if (opts.scenario !== undefined) names = resolveScenarioNames(opts.scenario);
+        } catch (err) {
+          throw new ConfigError([(err as Error).message]);
+        }
+        await queueOnly(context, names);
+        return;
       }
       if (opts.scenario === undefined && !opts.serveRest) throw new ConfigError(['--scenario: give all or scenario names (see amie help simulate)']);
       let names: ScenarioName[];
@@ -95,6 +108,50 @@ export function register(program: Command, context: CliContext): void {
         context.exitCode = reports.every((r) => r.passed) ? EXIT.ok : EXIT.workFailed;
       });
     });
+}
+
+/**
+ * `--queue-only`: central first ships and answers what the site sent in the conversations it
+ * left open here, then writes the first request of each named scenario, and stops. Nothing runs
+ * the site: `amie process` does, by hand, between two calls.
+ */
+async function queueOnly(context: CliContext, names: ScenarioName[]): Promise<void> {
+  await context.withDatabase(async (db, config) => {
+    if (config.source.kind === 'rest') {
+      throw new ConfigError([`${config.configFile}: source.kind is rest: --queue-only writes the AMIE tables of the site database, which this site does not read`]);
+    }
+    const { prepareDatabase, listTransactionPackets } = await import('../../store/index.js');
+    const { CentralSite, queueScenarios } = await import('../../simulator/index.js');
+    await prepareDatabase(db);
+    const central = new CentralSite(db, { siteName: config.site.name, resource: config.site.resource, remoteSiteName: config.site.remoteSite });
+    const resumed = await central.resume();
+    await central.transfer();
+    let waiting = 0;
+    for (const c of resumed) {
+      const failed = c.failedChecks;
+      if (c.state === 'completed') context.out(`${c.label}: completed`);
+      else if (c.state === 'failed' && failed.length === 0) context.out(`${c.label}: refused by the site, as it should be`);
+      else if (c.state === 'failed') context.out(`${c.label}: FAILED: ${failed.map((f) => f.message).join('; ')}`);
+      else {
+        const last = (await listTransactionPackets(db, c.transRecId)).at(-1);
+        waiting++;
+        context.out(`${c.label}: central's ${last?.type ?? 'packet'} (packet_rec_id ${last?.packetRecId}) waits for the site`);
+      }
+    }
+    const queued = await queueScenarios(db, names, { site: config.site });
+    for (const { scenario, conversation: c } of queued) {
+      const first = (await listTransactionPackets(db, c.transRecId))[0];
+      waiting++;
+      context.out(`queued ${c.label}, packet_rec_id ${first?.packetRecId}: the first request of ${scenario}`);
+    }
+    if (resumed.length === 0 && queued.length === 0) {
+      context.out(`central has no open conversation in ${db.description}: give --scenario NAME (or all) to queue requests`);
+    } else if (waiting > 0) {
+      context.out('Now: amie packets list, amie process --dry-run (shows the replies, changes nothing), amie process;');
+      context.out('then amie simulate --queue-only again: central ships the replies and answers them.');
+    }
+    context.exitCode = resumed.some((c) => c.state === 'failed' && c.failedChecks.length > 0) ? EXIT.workFailed : EXIT.ok;
+  });
 }
 
 async function printReports(
