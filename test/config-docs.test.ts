@@ -116,3 +116,24 @@ describe('[14.12] the README agrees with what the toolkit does', () => {
     for (const login of named) expect(logins, login).toContain(login);
   }, 120_000);
 });
+
+describe('[14.12] amie demo', () => {
+  it('[14.12] prints its first line at once, not with the rest once the scenarios are done', async () => {
+    const child = execa('node', [MAIN, 'demo'], { reject: false, stdin: 'ignore', timeout: 120_000, env: { ...process.env, AMIE_CONFIG: '' } });
+    let firstAt = 0;
+    let first = '';
+    child.stdout!.on('data', (chunk: Buffer) => {
+      if (!firstAt) {
+        firstAt = Date.now();
+        first = chunk.toString('utf8');
+      }
+    });
+    const r = await child;
+    const endedAt = Date.now();
+    expect(r.exitCode, String(r.stderr)).toBe(0);
+    expect(first.split('\n')[0]).toBe('AMIE toolkit demo: a simulated central site (TGCDB) sends packets to site DEMO');
+    // The first line came while the scenarios were still being played (they take seconds), not in the final burst.
+    expect(first).not.toContain('verdict');
+    expect(endedAt - firstAt).toBeGreaterThan(1000);
+  }, 120_000);
+});
