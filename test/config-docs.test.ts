@@ -1,5 +1,6 @@
-import { readFileSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { execa } from 'execa';
 import type { z } from 'zod';
 import { describe, expect, it } from 'vitest';
@@ -136,4 +137,27 @@ describe('[14.12] amie demo', () => {
     expect(first).not.toContain('verdict');
     expect(endedAt - firstAt).toBeGreaterThan(1000);
   }, 120_000);
+});
+
+describe('[14.12] the README example handler', () => {
+  it('[14.12] passes the scenarios the README says it passes, and no others', async () => {
+    expect(README).toContain('`amie simulate --scenario all` with it passes `invalid_packet` only');
+    const example = resolve('dist/examples/custom-handler.js');
+    // Built by `npm run build` (and the pretest script); build it here when only the toolkit was.
+    if (!existsSync(example)) await execa('node', [resolve('node_modules/typescript/bin/tsc'), '-p', 'examples/tsconfig.json']);
+    const dir = mkdtempSync(join(tmpdir(), 'amie-example-'));
+    try {
+      const config = join(dir, 'amie.yaml');
+      writeFileSync(config, `site:\n  name: EXAMPLE\n  resource: cluster.example.org\ndatabase:\n  path: ./db\nhandler: ${example}\nlog:\n  level: silent\n`);
+      const env = { ...process.env, AMIE_CONFIG: '', AMIE_DATABASE_URL: '' };
+      const init = await execa('node', [MAIN, '-c', config, 'db', 'init'], { reject: false, stdin: 'ignore', env });
+      expect(init.exitCode, String(init.stderr)).toBe(0);
+      const r = await execa('node', [MAIN, '-c', config, 'simulate', '--scenario', 'all', '--json'], { reject: false, stdin: 'ignore', timeout: 120_000, env });
+      expect(r.exitCode, String(r.stderr)).toBe(1);
+      const report = JSON.parse(String(r.stdout)) as { scenarios: Array<{ name: string; passed: boolean }> };
+      expect(report.scenarios.filter((s) => s.passed).map((s) => s.name)).toEqual(['invalid_packet']);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 150_000);
 });
