@@ -90,4 +90,11 @@ describe('[14.2] amie init handler', () => {
     expect(r.stderr.trim()).toBe(`amie: ${dir}: already exists and is not an empty directory; give a new directory`);
     expect(readFileSync(join(dir, 'package.json'), 'utf8')).toBe('{}');
   });
+
+  it('[14.2] --toolkit takes a tarball path relative to where amie runs', async () => {
+    const r = await run('node', [MAIN, 'init', 'handler', 'by-tarball', '--toolkit', './releases/amie-toolkit-1.2.3.tgz'], { cwd: tmp });
+    expect(r.code, r.stderr).toBe(0);
+    const pkg = JSON.parse(readFileSync(join(tmp, 'by-tarball/package.json'), 'utf8')) as { dependencies: Record<string, string> };
+    expect(pkg.dependencies['amie-toolkit']).toBe(`file:${join(tmp, 'releases/amie-toolkit-1.2.3.tgz')}`);
+  });
 });

@@ -11,14 +11,14 @@ import type { CliContext } from '../context.js';
  * that compile it for node and a test that plays the simulator's scenarios against it.
  */
 export function register(program: Command, context: CliContext): void {
-  const init = program.command('init').description('create starting points for a site');
+  const init = program.command('init').description('create a starting point: init handler DIR makes a package for the site\'s own handler');
   init
     .command('handler <dir>')
     .description(
       'create DIR as a handler package: a RegistryHandler subclass with every hook stubbed, package.json, a tsconfig.json ' +
         'for node, and `npm test`, which builds it and plays every simulator scenario against it',
     )
-    .option('--toolkit <spec>', 'what the package installs as amie-toolkit: a tarball, a directory or a version (default: this toolkit, file:DIR)')
+    .option('--toolkit <spec>', 'what the package installs as amie-toolkit: a tarball, a directory or a version (default: this toolkit\'s own directory, as file:)')
     .action((dir: string, opts: { toolkit?: string }) => {
       const target = resolve(context.cwd, dir);
       if (existsSync(target) && (!statSync(target).isDirectory() || readdirSync(target).length > 0)) {
@@ -27,7 +27,7 @@ export function register(program: Command, context: CliContext): void {
       const toolkit = toolkitPackage();
       const files = handlerPackage({
         name: packageName(basename(target)),
-        toolkit: opts.toolkit ?? `file:${toolkit.root}`,
+        toolkit: opts.toolkit === undefined ? `file:${toolkit.root}` : dependencySpec(opts.toolkit, context.cwd),
         zod: toolkit.zod,
       });
       for (const [file, text] of Object.entries(files)) {
@@ -51,6 +51,12 @@ function toolkitPackage(): { root: string; zod: string } {
     }
     if (dirname(dir) === dir) throw new Error('cannot find the package.json of amie-toolkit above this command');
   }
+}
+
+/** A path given on the command line is relative to where amie runs, not to the new package: make it absolute. */
+function dependencySpec(spec: string, cwd: string): string {
+  const path = spec.startsWith('file:') ? spec.slice('file:'.length) : spec;
+  return /^[./]/.test(path) || existsSync(resolve(cwd, path)) ? `file:${resolve(cwd, path)}` : spec;
 }
 
 /** An npm package name from a directory name: lower case, letters, digits and dashes. */
