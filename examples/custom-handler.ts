@@ -4,6 +4,8 @@
  * not implement (reported as unhandled and left in place).
  *
  * Point the config at the compiled file:   handler: { module: ./handlers/my-site.js, options: { prefix: x } }
+ * It answers no request_project_create, so `amie simulate --scenario all` passes only its
+ * invalid_packet check; `amie init handler DIR` starts a handler that passes them all.
  */
 import { z } from 'zod';
 import { AmieHandler, defer, fail, type IncomingPacket, type PacketContext } from 'amie-toolkit';

@@ -172,14 +172,18 @@ function isoDate(value: string | undefined): string | null {
   return m ? m[1]! : null;
 }
 
-export class RegistryHandler extends AmieHandler<RegistryOptionsInput> {
+/**
+ * `O` is the type of `this.options`: a subclass with options of its own names them here
+ * (`class MySite extends RegistryHandler<MySiteOptions>`) and needs no casts.
+ */
+export class RegistryHandler<O extends RegistryOptionsInput = RegistryOptionsInput> extends AmieHandler<O> {
   static override handlerName = 'registry';
   static override optionsSchema = registryOptionsSchema;
 
   /** The registry's own options, defaults applied (a subclass's extra options are left to it). */
   protected readonly settings: RegistryOptions;
 
-  constructor(context: HandlerContext<RegistryOptionsInput>) {
+  constructor(context: HandlerContext<O>) {
     super(context);
     this.settings = z.object(optionsShape).parse(context.options ?? {});
   }

@@ -14,12 +14,12 @@ export async function createHandler(
   log: Logger,
   dryRun: boolean,
 ): Promise<{ handler: AmieHandler; name: string }> {
-  const { loadHandlerClass } = await import('../dispatch/index.js');
+  const { constructHandler, loadHandlerClass } = await import('../dispatch/index.js');
   if (config.handler === undefined) {
     throw new ConfigError([`${config.configFile}: handler: required to answer packets (a built-in name such as "registry", or a path to a module)`]);
   }
   const loaded = await loadHandlerClass(config.handler, dirname(config.configFile));
-  const handler = new loaded.cls({
+  const handler = constructHandler(loaded, {
     db,
     log: log.child({ handler: loaded.name }),
     site: config.site,

@@ -1,4 +1,4 @@
 export * from './outcome.js';
 export * from './handler.js';
 export * from './dispatcher.js';
-export { loadHandlerClass, registerBuiltinHandler, BUILTIN_HANDLERS, HandlerLoadError, type HandlerSpec } from './load.js';
+export { constructHandler, loadHandlerClass, registerBuiltinHandler, BUILTIN_HANDLERS, HandlerLoadError, type HandlerSpec } from './load.js';

@@ -1,6 +1,6 @@
 import { describe, it, expect, beforeEach, afterEach } from 'vitest';
 import { Dispatcher, type HandlerContext, type IncomingPacket, type PacketContext } from '../../src/dispatch/index.js';
-import { RegistryHandler } from '../../handlers/registry.js';
+import { RegistryHandler, type RegistryOptionsInput } from '../../handlers/registry.js';
 import {
   EXTRA_CHECKS,
   OFFICIAL_SCENARIOS,
@@ -17,7 +17,7 @@ import { SITE, initTestDatabase, quietLog } from '../helpers/amie.js';
 const context = (db: TestDatabase['db']): HandlerContext<any> => ({ db, log: quietLog, site: SITE, options: {}, dryRun: false });
 const simulation = { site: SITE, maxRounds: 6 };
 
-function dispatcherFor(db: TestDatabase['db'], Handler: typeof RegistryHandler = RegistryHandler) {
+function dispatcherFor(db: TestDatabase['db'], Handler: typeof RegistryHandler<RegistryOptionsInput> = RegistryHandler) {
   return new Dispatcher(db, new Handler(context(db)), quietLog, { maxErrorDeferrals: 1 });
 }
 

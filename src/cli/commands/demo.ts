@@ -23,6 +23,8 @@ export function register(program: Command, context: CliContext): void {
         const { ConfigError } = await import('../../config/errors.js');
         throw new ConfigError([`--source: expected tables or rest, got "${opts.source}"`]);
       }
+      // Said at once: the scenarios take seconds, and a silent terminal looks like a hang.
+      if (!opts.json) context.out(`AMIE toolkit demo: a simulated central site (${DEMO_SITE.remoteSite}) sends packets to site ${DEMO_SITE.name}`);
       const { openPglite } = await import('../../db/index.js');
       const { initDatabase } = await import('../../store/index.js');
       const { Dispatcher, loadHandlerClass } = await import('../../dispatch/index.js');
@@ -62,7 +64,6 @@ export function register(program: Command, context: CliContext): void {
           );
           return;
         }
-        context.out(`AMIE toolkit demo: a simulated central site (${DEMO_SITE.remoteSite}) sends packets to site ${DEMO_SITE.name}`);
         if (sim) {
           context.out(`(resource ${DEMO_SITE.resource}) through the AMIE REST API it serves at ${sim.amieUrl};`);
           context.out(`the registry handler answers them, keeping its books in an ${db.description}.`);
