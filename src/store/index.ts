@@ -32,5 +32,11 @@ export {
   type AuditEntry,
   type ReplyToWrite,
   type DecisionToWrite,
+  countForeignWaiting,
+  foreignPendingSql,
+  scopeResources,
+  resourceKey,
+  FOREIGN_WARNING_AGE_MS,
+  type SiteScope,
 } from './work.js';
 export * from './usage.js';
