@@ -124,18 +124,18 @@ describe.each(driverCases())('[14.4] foreign packets, AMIE tables on $name', (dr
     };
     const dpcA = await inTransactionOf(RES_A);
     const dpcB = await inTransactionOf(RES_B);
+    const dpcB2 = await inTransactionOf(RES_B);
     const itcB = await seed(t.db, 'inform_transaction_complete', { StatusCode: 'Success', DetailCode: '1', Message: 'OK' }, {
-      transRecId: (await inTransactionOf(RES_B)).transRecId,
+      transRecId: dpcB2.transRecId,
       packetId: 5,
     });
 
     const a = await new Dispatcher(t.db, handlerFor(t.db, SITE_A), quietLog, { types: ['data_project_create', 'inform_transaction_complete'] }).runOnce();
     expect(taken(a)).toEqual([dpcA.packetRecId]);
-    await expectUntouched(t.db, dpcB.packetRecId);
-    await expectUntouched(t.db, itcB.packetRecId);
+    for (const p of [dpcB, dpcB2, itcB]) await expectUntouched(t.db, p.packetRecId);
 
     const b = await new Dispatcher(t.db, handlerFor(t.db, SITE_B), quietLog, { types: ['data_project_create', 'inform_transaction_complete'] }).runOnce();
-    expect(taken(b)).toEqual([dpcB.packetRecId, itcB.packetRecId]);
+    expect(taken(b)).toEqual([dpcB.packetRecId, dpcB2.packetRecId, itcB.packetRecId]);
   });
 
   run('[14.4] a missing or blank ResourceList: malformed for this site (failed by validation), not taken from another site', async () => {
