@@ -99,6 +99,8 @@ export class RestSource implements PacketSource {
   private listing: Listing | null = null;
   /** A failure to send that ends the run after the batch that met it. */
   private deliveryError: RestDeliveryError | null = null;
+  /** The long-waiting foreign packets last warned about: `--watch` says it again only when they change. */
+  private foreignWarned = '';
 
   constructor(
     private readonly db: Database,
@@ -184,12 +186,15 @@ export class RestSource implements PacketSource {
     }
     const listed = [...byId.values()].sort((a, b) => a.packetRecId - b.packetRecId);
     const { context, openings } = await this.openingRequests(listed);
-    const pending = listed.filter((p) => this.inScope(p, openings, site));
-    if (pending.length < listed.length) this.noteForeign(listed.filter((p) => !pending.includes(p)));
+    const resources = new Set(scopeResources(site));
+    const pending: RestPacket[] = [];
+    const foreign: RestPacket[] = [];
+    for (const p of listed) (this.inScope(p, openings, resources) ? pending : foreign).push(p);
+    this.noteForeign(foreign);
     if (store) await this.db.transaction((tx) => storePackets(tx, pending, context));
     this.listing = { pending, context };
     this.log.debug(
-      { pending: pending.length, foreign: listed.length - pending.length, malformed: malformed.length, context: context.length },
+      { pending: pending.length, foreign: foreign.length, malformed: malformed.length, context: context.length },
       'read pending packets from the AMIE REST API',
     );
     return this.listing;
@@ -200,19 +205,22 @@ export class RestSource implements PacketSource {
    * server knows it, XA-SITE), and a resource (own ResourceList, else the transaction's RPC/RAC's)
    * of the scope, or none at all.
    */
-  private inScope(p: RestPacket, openings: ReadonlyMap<number, RestPacket>, site: SiteScope): boolean {
+  private inScope(p: RestPacket, openings: ReadonlyMap<number, RestPacket>, resources: ReadonlySet<string>): boolean {
     if (p.localSiteName.trim().toUpperCase() !== this.client.site.toUpperCase()) return false;
     const opening = openings.get(p.transRecId);
     const resource = resourceKey(p.body.getList('ResourceList')) ?? (opening ? resourceKey(opening.body.getList('ResourceList')) : null);
-    return resource === null || scopeResources(site).includes(resource);
+    return resource === null || resources.has(resource);
   }
 
   /** Packets left for another configuration: listed at debug, and a warning once they have waited long. */
   private noteForeign(foreign: readonly RestPacket[]): void {
     const ids = foreign.map((p) => p.packetRecId);
-    this.log.debug({ packet_rec_ids: ids }, `${ids.length} pending packet(s) of another site or resource left for the configuration that serves them`);
+    if (ids.length > 0) this.log.debug({ packet_rec_ids: ids }, `${ids.length} pending packet(s) of another site or resource left for the configuration that serves them`);
     const stale = foreign.filter((p) => p.timestamp && Date.now() - p.timestamp.getTime() > FOREIGN_WARNING_AGE_MS);
-    if (stale.length > 0) {
+    const key = stale.map((p) => p.packetRecId).join(',');
+    const changed = key !== this.foreignWarned;
+    this.foreignWarned = key;
+    if (stale.length > 0 && changed) {
       this.log.warn(
         { foreign_waiting: stale.length, packet_rec_ids: stale.map((p) => p.packetRecId) },
         `${stale.length} pending packet(s) of another site or resource have waited over ${FOREIGN_WARNING_AGE_MS / 3_600_000} h: ` +

@@ -18,6 +18,9 @@ class DryRunRollback extends Error {
 }
 
 export class TablesSource implements PacketSource {
+  /** The count last warned about: a long-running process (`--watch`) says it again only when it changes. */
+  private foreignWarned = 0;
+
   constructor(
     private readonly db: Database,
     private readonly log?: Logger,
@@ -31,7 +34,9 @@ export class TablesSource implements PacketSource {
   async start(options: { site: SiteScope }): Promise<void> {
     if (!this.log) return;
     const waiting = await countForeignWaiting(this.db, options.site, FOREIGN_WARNING_AGE_MS);
-    if (waiting > 0) {
+    const changed = waiting !== this.foreignWarned;
+    this.foreignWarned = waiting;
+    if (waiting > 0 && changed) {
       this.log.warn(
         { foreign_waiting: waiting },
         `${waiting} pending packet(s) of another site or resource have waited over ${FOREIGN_WARNING_AGE_MS / 3_600_000} h: ` +
