@@ -206,7 +206,7 @@ export class RestSource implements PacketSource {
    * of the scope, or none at all.
    */
   private inScope(p: RestPacket, openings: ReadonlyMap<number, RestPacket>, resources: ReadonlySet<string>): boolean {
-    if (p.localSiteName.trim().toUpperCase() !== this.client.site.toUpperCase()) return false;
+    if (p.localSiteName !== this.client.site) return false;
     const opening = openings.get(p.transRecId);
     const resource = resourceKey(p.body.getList('ResourceList')) ?? (opening ? resourceKey(opening.body.getList('ResourceList')) : null);
     return resource === null || resources.has(resource);

@@ -34,6 +34,7 @@ export {
   type DecisionToWrite,
   countForeignWaiting,
   foreignPendingSql,
+  thisScopeSql,
   scopeResources,
   resourceKey,
   FOREIGN_WARNING_AGE_MS,

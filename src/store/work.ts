@@ -57,7 +57,9 @@ export const FOREIGN_WARNING_AGE_MS = 24 * 60 * 60 * 1000;
 
 /**
  * SQL condition: packet `p` of transaction `t` is this configuration's to answer. The transaction
- * must be this site's (local_site_name, in any case) and the packet's resource one of the scope's
+ * must be this site's (local_site_name, exactly: an expression on it would hide the column's
+ * statistics from the planner, which then sorts every pending packet to claim a batch) and the
+ * packet's resource one of the scope's
  * ($site: the site name, $resources: scopeResources()). A packet's resource is its own ResourceList,
  * or, for packets that carry none (DPC, DAC, ITC), that of the RPC/RAC that opened the transaction.
  * A packet with no resource at all is the site's: request_user_modify and request_person_merge are
@@ -68,7 +70,7 @@ export function thisScopeSql(p: string, t: string, siteParam: string, resourcesP
   const resourceList = (packet: string) =>
     `SELECT lower(btrim(d.value)) FROM data_tbl d
       WHERE d.packet_rec_id = ${packet}.packet_rec_id AND d.tag = 'ResourceList' AND d.subtag IS NULL AND btrim(d.value) <> ''`;
-  return `(upper(btrim(${t}.local_site_name)) = upper(${siteParam}::text)
+  return `(${t}.local_site_name = ${siteParam}::text
        AND COALESCE(
              COALESCE((${resourceList(p)} ORDER BY d.seq LIMIT 1),
                       (SELECT (${resourceList('o')} ORDER BY d.seq LIMIT 1)
