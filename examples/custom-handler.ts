@@ -8,7 +8,7 @@
  * invalid_packet check; `amie init handler DIR` starts a handler that passes them all.
  */
 import { z } from 'zod';
-import { AmieHandler, defer, fail, type IncomingPacket, type PacketContext } from 'amie-toolkit';
+import { AmieHandler, defer, type IncomingPacket, type PacketContext } from 'amie-toolkit';
 
 const Options = z.object({ prefix: z.string().regex(/^[a-z]{1,4}$/).default('x') }).strict();
 
@@ -17,7 +17,7 @@ export default class MySiteHandler extends AmieHandler<z.infer<typeof Options>> 
   static override optionsSchema = Options;
 
   override async request_account_create(p: IncomingPacket<'request_account_create'>, ctx: PacketContext) {
-    if (p.resource !== this.site.resource) return fail(`resource ${p.resource} is not served here`);
+    // Only packets of site.resource (or site.resources) reach the handler: no need to check p.resource.
     const last = p.tags.UserLastName.normalize('NFD').replace(/[^a-zA-Z]/g, '').toLowerCase().slice(0, 12);
     if (!last) return defer('cannot derive a login from the name: an operator must choose one');
     const login = `${this.options.prefix}${last}`;

@@ -21,8 +21,13 @@
  * logged at debug). A failing command throws: the registry's changes for the packet are rolled
  * back and the dispatcher defers the packet with the command and its stderr in the audit. All
  * of this is idempotent, so the packet's next attempt picks up where the last one stopped.
- * Under `dryRun` (the option, or `amie process --dry-run`) the argument lists are logged and
- * nothing is run.
+ * Under `amie process --dry-run` (nothing recorded, nothing answered) and under
+ * `commands: log-only` (packets ARE answered and the registry written, but Slurm and the
+ * system are not touched) the argument lists are logged and nothing is run; the logs then say
+ * what would be done, never that it was.
+ *
+ * Each resource of the site may be a cluster of one Slurm database: `clusters` maps each
+ * resource to its cluster, and a packet's sacctmgr/scancel work goes to its resource's cluster.
  */
 import { resolve } from 'node:path';
 import { z } from 'zod';
@@ -42,6 +47,7 @@ import {
   unknownPlaceholders,
   updateGridMapfile,
 } from '../src/slurm/index.js';
+import { scopeResources } from '../src/store/index.js';
 import { RegistryHandler, registryOptionsSchema } from './registry.js';
 
 /** What `createUser` and `updateUser` may use, each substituted inside one argument. */
@@ -74,9 +80,15 @@ const argvTemplate = (known: readonly string[]) =>
       if (bad.length > 0) ctx.addIssue({ code: 'custom', message: `unknown placeholder ${bad.join(', ')} (known: ${known.map((k) => `{${k}}`).join(' ')})` });
     });
 
+const clusterName = z.string().regex(SLURM_CLUSTER_PATTERN, { error: `expected a Slurm cluster name matching ${SLURM_CLUSTER_PATTERN}` });
+
+export const SLURM_COMMAND_MODES = ['run', 'log-only'] as const;
+
 export const slurmOptionsSchema = registryOptionsSchema.extend({
   /** `cluster=` for sacctmgr and `--clusters` for scancel; without it sacctmgr acts on every cluster in its database. */
-  cluster: z.string().regex(SLURM_CLUSTER_PATTERN, { error: `expected a Slurm cluster name matching ${SLURM_CLUSTER_PATTERN}` }).optional(),
+  cluster: clusterName.optional(),
+  /** The cluster of each resource (ResourceList name), when the site's resources are clusters of one Slurm database. */
+  clusters: z.record(z.string().min(1), clusterName).optional(),
   sacctmgr: z.string().min(1).default('sacctmgr'),
   scancel: z.string().min(1).default('scancel'),
   /** Each external command is stopped after this long, and the packet deferred. */
@@ -86,8 +98,19 @@ export const slurmOptionsSchema = registryOptionsSchema.extend({
    * name, values from amie's own environment); nothing else reaches them, no secret included.
    */
   commandEnv: z.array(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, { error: 'expected an environment variable name' })).default([]),
-  /** Log every command instead of running it. */
-  dryRun: z.boolean().default(false),
+  /**
+   * run (default): run the commands. log-only: log each command instead of running it, and still
+   * answer packets and write the registry (for trying the handler against real traffic without
+   * touching Slurm). To change nothing at all, use `amie process --dry-run`.
+   */
+  commands: z.enum(SLURM_COMMAND_MODES).default('run'),
+  /** Removed: it answered packets while running nothing, which is not what a dry run means. */
+  dryRun: z
+    .unknown()
+    .refine(() => false, {
+      error: 'was removed: it answered packets and wrote the registry without running any command; say that with commands: log-only, or use amie process --dry-run to change nothing',
+    })
+    .optional(),
   /** The Slurm account of a project: `accountPrefix` + this template, lower-cased. */
   accountName: z
     .string()
@@ -150,10 +173,41 @@ export class SlurmHandler extends RegistryHandler {
   protected readonly slurm: SlurmOptions;
   /** New logins whose Unix user is created with their first account, per packet. */
   readonly #newLogins = new WeakMap<PacketContext, Map<string, RegistryPerson>>();
+  /** `clusters` by resource as compared (trimmed, lower case); null without `clusters`. */
+  readonly #clusters: Map<string, string> | null;
 
   constructor(context: HandlerContext<SlurmOptionsInput>) {
     super(context);
     this.slurm = withConfigPaths(slurmOptionsSchema.parse(context.options ?? {}), context.configDir);
+    this.#clusters = this.slurm.clusters ? new Map(Object.entries(this.slurm.clusters).map(([r, c]) => [r.trim().toLowerCase(), c])) : null;
+    if (this.slurm.cluster !== undefined && this.#clusters) {
+      throw new Error('handler.options: give either cluster (one for every resource) or clusters (one per resource), not both');
+    }
+    const site = context.site;
+    if (this.#clusters && site) {
+      const missing = scopeResources(site).filter((r) => !this.#clusters!.has(r));
+      if (missing.length > 0) {
+        throw new Error(`handler.options.clusters: no cluster for resource ${missing.map((r) => JSON.stringify(r)).join(', ')} of site.resources`);
+      }
+    }
+  }
+
+  /**
+   * The Slurm cluster a resource's work goes to: its entry in `clusters`, else `cluster` (or
+   * none: sacctmgr then acts on every cluster of its database). Throws, deferring the packet,
+   * for a resource `clusters` does not name.
+   */
+  clusterFor(resource: string | null | undefined): string | undefined {
+    if (!this.#clusters) return this.slurm.cluster;
+    const r = resource?.trim() || this.site.resource;
+    const cluster = this.#clusters.get(r.toLowerCase());
+    if (cluster === undefined) throw new Error(`handler.options.clusters names no cluster for resource ${JSON.stringify(r)}`);
+    return cluster;
+  }
+
+  /** Every cluster this handler works on (for a person's logins, which are on all of them). */
+  protected allClusters(): Array<string | undefined> {
+    return this.#clusters ? [...new Set(this.#clusters.values())] : [this.slurm.cluster];
   }
 
   // ---------------------------------------------------------------- naming
@@ -195,19 +249,21 @@ export class SlurmHandler extends RegistryHandler {
 
   override async createProject(project: RegistryProject, pi: RegistryPerson, ctx: PacketContext): Promise<void> {
     const account = this.slurmAccountOf(project.projectId, project);
-    const r = await this.sacctmgr(ctx).ensureAccount(account, {
+    const cluster = this.clusterFor(ctx.resource ?? project.resource);
+    const r = await this.sacctmgr(ctx, cluster).ensureAccount(account, {
       description: project.title ?? project.grantNumber,
       organization: pi.organization ?? '',
       ...(this.slurm.parentAccount ? { parent: this.slurm.parentAccount } : {}),
     });
-    ctx.log.info({ ProjectID: project.projectId, slurmAccount: account }, `Slurm account ${account}: ${r}`);
+    ctx.log.info({ ProjectID: project.projectId, slurmAccount: account, cluster }, this.told(ctx, `Slurm account ${account}: ${r}`, `would add Slurm account ${account} (or update it)`));
   }
 
   override async setAllocation(project: RegistryProject, change: AllocationChange, ctx: PacketContext): Promise<void> {
     const account = this.slurmAccountOf(project.projectId, project);
     const { tres, minutesPerUnit } = this.slurm.allocation;
     const minutes = Math.max(0, Math.round(change.after.serviceUnits * minutesPerUnit));
-    const s = this.sacctmgr(ctx);
+    const cluster = this.clusterFor(ctx.resource ?? project.resource);
+    const s = this.sacctmgr(ctx, cluster);
     const own = (await s.associations({ account })).find((a) => a.user === '');
     if (!own && !this.dryRun(ctx)) {
       // A project from before this handler ran at the site: give it its account now.
@@ -217,8 +273,12 @@ export class SlurmHandler extends RegistryHandler {
     const resetUsage = newPeriod && this.slurm.resetUsageOnRenewal;
     const changed = await s.setAccountLimits(account, { grpTresMins: { tres, minutes }, resetUsage }, own ?? null);
     ctx.log.info(
-      { ProjectID: project.projectId, slurmAccount: account, AllocationType: change.allocationType, serviceUnits: change.after.serviceUnits },
-      `Slurm account ${account}: GrpTRESMins=${tres}=${minutes}${changed ? '' : ' (unchanged)'}${resetUsage ? ', usage reset for the new period' : ''}`,
+      { ProjectID: project.projectId, slurmAccount: account, cluster, AllocationType: change.allocationType, serviceUnits: change.after.serviceUnits },
+      this.told(
+        ctx,
+        `Slurm account ${account}: GrpTRESMins=${tres}=${minutes}${changed ? '' : ' (unchanged)'}${resetUsage ? ', usage reset for the new period' : ''}`,
+        `would set GrpTRESMins=${tres}=${minutes} on Slurm account ${account}${resetUsage ? ' and reset its usage for the new period' : ''}`,
+      ),
     );
   }
 
@@ -227,10 +287,14 @@ export class SlurmHandler extends RegistryHandler {
     await this.createPendingUser(account, project, slurmAccount, ctx);
     const login = this.loginOf(account, ctx);
     if (!login) return;
-    const s = this.sacctmgr(ctx);
+    const cluster = this.clusterFor(account.resource);
+    const s = this.sacctmgr(ctx, cluster);
     const r = await s.ensureUser(login, slurmAccount, account.active);
     if (project && project.piPersonId === account.personId) await s.ensureCoordinator(login, slurmAccount);
-    ctx.log.info({ ProjectID: account.projectId, slurmAccount, login }, `Slurm user ${login} on account ${slurmAccount}: ${r}`);
+    ctx.log.info(
+      { ProjectID: account.projectId, slurmAccount, login, cluster },
+      this.told(ctx, `Slurm user ${login} on account ${slurmAccount}: ${r}`, `would add Slurm user ${login} to account ${slurmAccount} (or update it)`),
+    );
   }
 
   override async setAccountActive(account: RegistryAccount, active: boolean, ctx: PacketContext): Promise<void> {
@@ -238,27 +302,41 @@ export class SlurmHandler extends RegistryHandler {
     if (active) await this.createPendingUser(account, null, slurmAccount, ctx);
     const login = this.loginOf(account, ctx);
     if (!login) return;
-    const s = this.sacctmgr(ctx);
+    const cluster = this.clusterFor(account.resource);
+    const s = this.sacctmgr(ctx, cluster);
     if (active) {
       const r = await s.ensureUser(login, slurmAccount, true);
-      ctx.log.info({ ProjectID: account.projectId, slurmAccount, login }, `Slurm user ${login} on account ${slurmAccount}: reactivated (${r})`);
+      ctx.log.info(
+        { ProjectID: account.projectId, slurmAccount, login, cluster },
+        this.told(ctx, `Slurm user ${login} on account ${slurmAccount}: reactivated (${r})`, `would reactivate Slurm user ${login} on account ${slurmAccount}`),
+      );
       return;
     }
     const had = (await s.blockUser(login, slurmAccount)).length > 0;
-    if (this.slurm.cancelRunningJobs) await cancelJobs(this.commandOptions(ctx), slurmAccount, login);
+    if (this.slurm.cancelRunningJobs) await cancelJobs(this.commandOptions(ctx, cluster), slurmAccount, login);
     ctx.log.info(
-      { ProjectID: account.projectId, slurmAccount, login },
-      had ? `Slurm user ${login} on account ${slurmAccount}: submissions blocked` : `Slurm user ${login} has no association with ${slurmAccount}: nothing to block`,
+      { ProjectID: account.projectId, slurmAccount, login, cluster },
+      this.told(
+        ctx,
+        had ? `Slurm user ${login} on account ${slurmAccount}: submissions blocked` : `Slurm user ${login} has no association with ${slurmAccount}: nothing to block`,
+        `would block submissions of Slurm user ${login} on account ${slurmAccount}${this.slurm.cancelRunningJobs ? ' and cancel its jobs' : ''}`,
+      ),
     );
   }
 
   override async setProjectActive(project: RegistryProject, active: boolean, ctx: PacketContext): Promise<void> {
     const account = this.slurmAccountOf(project.projectId, project);
-    await this.sacctmgr(ctx).setAccountLimits(account, { grpSubmitJobs: active ? null : 0 });
-    if (!active && this.slurm.cancelRunningJobs) await cancelJobs(this.commandOptions(ctx), account);
+    const cluster = this.clusterFor(ctx.resource ?? project.resource);
+    await this.sacctmgr(ctx, cluster).setAccountLimits(account, { grpSubmitJobs: active ? null : 0 });
+    if (!active && this.slurm.cancelRunningJobs) await cancelJobs(this.commandOptions(ctx, cluster), account);
+    const cancel = !active && this.slurm.cancelRunningJobs;
     ctx.log.info(
-      { ProjectID: project.projectId, slurmAccount: account },
-      `Slurm account ${account}: ${active ? 'GrpSubmitJobs lifted' : `GrpSubmitJobs=0${this.slurm.cancelRunningJobs ? ', jobs cancelled' : ''}`}`,
+      { ProjectID: project.projectId, slurmAccount: account, cluster },
+      this.told(
+        ctx,
+        `Slurm account ${account}: ${active ? 'GrpSubmitJobs lifted' : `GrpSubmitJobs=0${cancel ? ', jobs cancelled' : ''}`}`,
+        `would ${active ? 'lift GrpSubmitJobs on' : 'set GrpSubmitJobs=0 on'} Slurm account ${account}${cancel ? ' and cancel its jobs' : ''}`,
+      ),
     );
   }
 
@@ -282,43 +360,56 @@ export class SlurmHandler extends RegistryHandler {
   }
 
   override async mergePeople(kept: RegistryPerson, deleted: RegistryPerson, accounts: RegistryAccount[], ctx: PacketContext): Promise<void> {
-    const s = this.sacctmgr(ctx);
     const keptLogin = kept.login ? this.checkedLogin(kept.login) : null;
     const deletedLogin = deleted.login && deleted.login !== kept.login ? this.checkedLogin(deleted.login) : null;
-    if (keptLogin) for (const a of accounts) await s.ensureUser(keptLogin, this.slurmAccountOf(a.projectId), a.active);
-    // The deleted login stays retired: its associations (on whatever accounts, including those
-    // where the kept person already had one) keep their history but submit no more.
-    const blocked = deletedLogin ? await s.blockUser(deletedLogin) : [];
+    if (keptLogin) {
+      for (const a of accounts) await this.sacctmgr(ctx, this.clusterFor(a.resource)).ensureUser(keptLogin, this.slurmAccountOf(a.projectId), a.active);
+    }
+    // The deleted login stays retired: its associations (on whatever accounts and clusters,
+    // including those where the kept person already had one) keep their history but submit no more.
+    const blocked: string[] = [];
+    if (deletedLogin) for (const cluster of this.allClusters()) blocked.push(...(await this.sacctmgr(ctx, cluster).blockUser(deletedLogin)));
     if (this.slurm.gridMapfile && keptLogin && deletedLogin) {
       await updateGridMapfile(this.slurm.gridMapfile, { login: keptLogin, takeFrom: deletedLogin }, { log: ctx.log, dryRun: this.dryRun(ctx) });
     }
     ctx.log.info(
-      { kept: kept.personId, deleted: deleted.personId, accounts: accounts.map((a) => a.projectId), blocked },
-      `Slurm: ${deletedLogin ?? '(no login)'} merged into ${keptLogin ?? '(no login)'}`,
+      { kept: kept.personId, deleted: deleted.personId, accounts: accounts.map((a) => a.projectId), blocked: [...new Set(blocked)] },
+      this.told(
+        ctx,
+        `Slurm: ${deletedLogin ?? '(no login)'} merged into ${keptLogin ?? '(no login)'}`,
+        `would merge Slurm user ${deletedLogin ?? '(no login)'} into ${keptLogin ?? '(no login)'}`,
+      ),
     );
   }
 
   // ---------------------------------------------------------------- internals
 
+  /** Commands are only logged: under `amie process --dry-run`, or with `commands: log-only`. */
   protected dryRun(ctx: PacketContext): boolean {
-    return ctx.dryRun || this.slurm.dryRun || this.context.dryRun;
+    return ctx.dryRun || this.context.dryRun || this.slurm.commands === 'log-only';
   }
 
-  protected commandOptions(ctx: PacketContext) {
+  /** A step's log text: what was done, or, when commands are only logged, what would have been. */
+  protected told(ctx: PacketContext, done: string, would: string): string {
+    if (!this.dryRun(ctx)) return done;
+    return `${would} (${ctx.dryRun || this.context.dryRun ? 'dry run' : 'commands: log-only'}: nothing run)`;
+  }
+
+  protected commandOptions(ctx: PacketContext, cluster: string | undefined = this.slurm.cluster) {
     return {
       log: ctx.log,
       dryRun: this.dryRun(ctx),
       timeoutMs: this.slurm.commandTimeoutMs,
       scancel: this.slurm.scancel,
       env: this.slurm.commandEnv,
-      ...(this.slurm.cluster ? { cluster: this.slurm.cluster } : {}),
+      ...(cluster ? { cluster } : {}),
     };
   }
 
-  protected sacctmgr(ctx: PacketContext): Sacctmgr {
+  protected sacctmgr(ctx: PacketContext, cluster: string | undefined = this.slurm.cluster): Sacctmgr {
     return new Sacctmgr({
       path: this.slurm.sacctmgr,
-      ...(this.slurm.cluster ? { cluster: this.slurm.cluster } : {}),
+      ...(cluster ? { cluster } : {}),
       timeoutMs: this.slurm.commandTimeoutMs,
       log: ctx.log,
       dryRun: this.dryRun(ctx),
@@ -393,7 +484,7 @@ export class SlurmHandler extends RegistryHandler {
       }
     }
     await runCommand(expandArgv(template, this.placeholders(person, project, account.projectId, slurmAccount)), this.commandOptions(ctx));
-    ctx.log.info({ login, uid: person.uid }, `Unix user ${login} created`);
+    ctx.log.info({ login, uid: person.uid }, this.told(ctx, `Unix user ${login} created`, `would create Unix user ${login} (unless it exists)`));
   }
 }
 

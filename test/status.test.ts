@@ -201,3 +201,35 @@ describe('amie status, a monitoring check', () => {
     expect(JSON.parse((await amie(['-c', config, 'packets', 'list', '--stuck', '--json'])).stdout)).toEqual([]);
   });
 });
+
+describe('amie status and packets of another resource', () => {
+  it('[14.4] warns when a packet this configuration leaves alone (another resource) waits longer than --warn', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'amie-status-foreign-'));
+    try {
+      const config = join(dir, 'amie.yaml');
+      writeFileSync(
+        config,
+        `site: { name: ${SITE.name}, resource: ${SITE.resource} }\ndatabase: { path: ./db }\nhandler: { module: "${HANDLER}" }\nlog: { level: silent }\n`,
+      );
+      const db = await openPglite({ path: join(dir, 'db') });
+      try {
+        await initDatabase(db);
+        const { packetRecId } = await seedIncoming(db, 'request_account_create', racTags(1, { ResourceList: ['other.example.org'] }));
+        await db.query(`UPDATE packet_tbl SET ts = localtimestamp - interval '3 hours' WHERE packet_rec_id = $1`, [packetRecId]);
+      } finally {
+        await db.close();
+      }
+      const pass = await amie(['-c', config, 'process']);
+      expect(pass.code, pass.stderr).toBe(0);
+      const warn = await amie(['-c', config, 'status']);
+      expect(warn.code, warn.stdout + warn.stderr).toBe(1);
+      expect(warn.stdout).toMatch(/^AMIE WARNING - .*1 foreign packet\(s\) waiting/);
+      expect(warn.stdout.split('\n')[0]).toMatch(/foreign_waiting=1/);
+      // Younger than the warning age: not yet a problem.
+      const relaxed = await amie(['-c', config, 'status', '--warn', '4h', '--crit', '1d']);
+      expect(relaxed.code, relaxed.stdout).toBe(0);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -98,6 +98,7 @@ interface Def {
   innerType?: z.ZodType;
   options?: z.ZodType[];
   in?: z.ZodType;
+  out?: z.ZodType;
 }
 const defOf = (s: z.ZodType) => (s as unknown as { _zod: { def: Def } })._zod.def;
 
@@ -115,7 +116,8 @@ export function knownKeys(schema: z.ZodType, path: Path): string[] {
       case 'readonly':
         return visit(def.innerType!, rest);
       case 'pipe':
-        return visit(def.in!, rest);
+        // A preprocess step is a pipe from a transform: its keys are those of what it feeds.
+        return visit(defOf(def.in!).type === 'transform' ? def.out! : def.in!, rest);
       case 'union':
         return def.options!.forEach((o) => visit(o, rest));
       case 'object': {

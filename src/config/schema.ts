@@ -22,14 +22,34 @@ export const envVarName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, {
   error: 'expected the NAME of an environment variable (letters, digits, "_"), not the secret itself',
 });
 
-export const siteSchema = z.strictObject({
-  /** local_site_name in the AMIE tables. */
-  name: siteName,
-  /** This site's resource as it appears in ResourceList. */
-  resource: z.string().min(1).regex(/^\S+$/, { error: 'expected a resource name without spaces' }),
-  /** remote_site_name: the central side. */
-  remoteSite: siteName.default('TGCDB'),
-});
+const resourceName = z.string().min(1).regex(/^\S+$/, { error: 'expected a resource name without spaces' });
+
+export const siteSchema = z.preprocess(
+  // `resources` alone: its first entry stands for `resource` (the one usage records name).
+  (site) =>
+    isMapping(site) && site.resource === undefined && Array.isArray(site.resources) && typeof site.resources[0] === 'string'
+      ? { ...site, resource: site.resources[0] }
+      : site,
+  z
+    .strictObject({
+      /** local_site_name in the AMIE tables. */
+      name: siteName,
+      /** This site's resource as it appears in ResourceList (the one-resource form of `resources`). */
+      resource: resourceName,
+      /**
+       * The resources this configuration answers for: packets about any other resource are left
+       * to the configuration that serves it. Default: [resource].
+       */
+      resources: z.array(resourceName).min(1).optional(),
+      /** remote_site_name: the central side. */
+      remoteSite: siteName.default('TGCDB'),
+    })
+    .superRefine((site, ctx) => {
+      if (site.resources && !site.resources.includes(site.resource)) {
+        ctx.addIssue({ code: 'custom', path: ['resource'], message: `"${site.resource}" is not one of site.resources; leave site.resource out, or list it there` });
+      }
+    }),
+);
 
 /** database.url, and AMIE_DATABASE_URL, which replaces it: the same rules for both. */
 export const databaseUrl = z
@@ -139,6 +159,10 @@ export type SourceConfig = z.output<typeof sourceSchema>;
 
 /** The validated configuration and the file it came from (relative paths in it are taken from its directory). */
 export type AmieConfig = ConfigData & { configFile: string };
+
+function isMapping(value: unknown): value is Record<string, unknown> {
+  return value !== null && typeof value === 'object' && !Array.isArray(value);
+}
 
 function isUrl(url: string): boolean {
   return URL.canParse(url);

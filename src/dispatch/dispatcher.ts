@@ -193,7 +193,7 @@ export class Dispatcher {
       results: [],
       durationMs: 0,
     };
-    await this.source.start?.();
+    await this.source.start?.({ site: this.handler.site });
     // Packets this run left in progress (deferred, unhandled; everything in a dry run) are not
     // offered again in the same run; completed ones cannot be.
     const exclude: number[] = [];
@@ -285,7 +285,7 @@ export class Dispatcher {
       return locked;
     };
     try {
-      const recorded = await this.source.runBatch({ ...options, types: this.opts.types, dryRun: this.opts.dryRun, lock }, (packets, tx) => {
+      const recorded = await this.source.runBatch({ ...options, types: this.opts.types, site: this.handler.site, dryRun: this.opts.dryRun, lock }, (packets, tx) => {
         claimed = packets.map((p) => p.packetRecId);
         return handle ? handle(packets, tx) : this.handleBatch(packets, tx, runId);
       });
@@ -363,7 +363,7 @@ export class Dispatcher {
       transaction_id: p.claimed.transaction.transactionId,
       packet_type: type,
     });
-    const ctx: PacketContext = { tx: ptx, log, dryRun: this.opts.dryRun, errorCount: p.claimed.errorCount };
+    const ctx: PacketContext = { tx: ptx, log, dryRun: this.opts.dryRun, errorCount: p.claimed.errorCount, resource: packet.resource };
     try {
       // An incoming ITC ends the conversation: note it, send nothing.
       if (type === 'inform_transaction_complete') {

@@ -67,6 +67,8 @@ export interface PacketContext {
   dryRun: boolean;
   /** How many times this packet was already deferred because the handler threw. */
   errorCount: number;
+  /** The resource the packet is about (as IncomingPacket.resource), for work done in hooks that get no packet. */
+  resource?: string;
 }
 
 /** What `beginBatch` and `endBatch` get: the batch's transaction, not a packet's. */

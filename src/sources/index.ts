@@ -38,7 +38,7 @@ export function createSource(
   opts: { dryRun?: boolean; env?: NodeJS.ProcessEnv } = {},
 ): PacketSource {
   const source = config.source ?? { kind: 'tables' };
-  if (source.kind === 'tables') return new TablesSource(db);
+  if (source.kind === 'tables') return new TablesSource(db, log);
   const apiKey = readSecretEnv('source.apiKeyEnv', source.apiKeyEnv, opts.env ?? process.env);
   const client = new AmieRestClient({
     url: source.url,

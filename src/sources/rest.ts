@@ -18,7 +18,7 @@ import { randomUUID } from 'node:crypto';
 import type { Database, Queryable } from '../db/index.js';
 import type { Logger } from '../log.js';
 import { PACKET_TYPE_IDS, PacketBody } from '../protocol/index.js';
-import { errorCountCtes } from '../store/index.js';
+import { FOREIGN_WARNING_AGE_MS, errorCountCtes, resourceKey, scopeResources, type SiteScope } from '../store/index.js';
 import { AmieRestError, type AmieRestClient } from './rest-client.js';
 import { claimedFromRest, parseRestPacket, replyPacketJson, type RestPacket, type RestPacketJson } from './rest-json.js';
 import type { ClaimOptions, ClaimedPacket, PacketDecision, PacketSource, RecordedDecision } from './types.js';
@@ -45,7 +45,12 @@ export interface RestSourceOptions {
 
 /** RPC and RAC: the packets that open the transactions DPC and DAC belong to. */
 const OPENING_TYPE_IDS: readonly number[] = [PACKET_TYPE_IDS.request_project_create, PACKET_TYPE_IDS.request_account_create];
-const NEEDS_OPENING_TYPE_IDS: readonly number[] = [PACKET_TYPE_IDS.data_project_create, PACKET_TYPE_IDS.data_account_create];
+/** Packets that carry no ResourceList: their resource is that of their transaction's RPC/RAC. */
+const NEEDS_OPENING_TYPE_IDS: readonly number[] = [
+  PACKET_TYPE_IDS.data_project_create,
+  PACKET_TYPE_IDS.data_account_create,
+  PACKET_TYPE_IDS.inform_transaction_complete,
+];
 
 /** HTTP refusals that are about the run (credentials, configuration), not about one reply. */
 const RUN_LEVEL_REFUSALS = new Set([401, 403, 405, 407]);
@@ -74,7 +79,7 @@ class DryRunRollback extends Error {
 }
 
 interface Listing {
-  /** Incoming, in-progress packets in in-progress transactions, by packet_rec_id. */
+  /** Incoming, in-progress packets in in-progress transactions of this scope, by packet_rec_id. */
   pending: RestPacket[];
   /** Opening RPC/RAC of listed DPC/DAC that were not known locally. */
   context: RestPacket[];
@@ -94,6 +99,8 @@ export class RestSource implements PacketSource {
   private listing: Listing | null = null;
   /** A failure to send that ends the run after the batch that met it. */
   private deliveryError: RestDeliveryError | null = null;
+  /** The long-waiting foreign packets last warned about: `--watch` says it again only when they change. */
+  private foreignWarned = '';
 
   constructor(
     private readonly db: Database,
@@ -107,11 +114,11 @@ export class RestSource implements PacketSource {
   }
 
   /** Sends what an earlier run left in the outbox, then reads the server's pending packets. */
-  async start(): Promise<void> {
+  async start(options: { site: SiteScope }): Promise<void> {
     this.listing = null;
     this.deliveryError = null;
     if (!this.options.dryRun) await this.sendLeftovers();
-    await this.refresh(!this.options.dryRun);
+    await this.refresh(!this.options.dryRun, options.site);
   }
 
   async runBatch(
@@ -119,7 +126,7 @@ export class RestSource implements PacketSource {
     handle: (packets: ClaimedPacket[], tx: Queryable) => Promise<PacketDecision[]>,
   ): Promise<RecordedDecision[]> {
     if (this.deliveryError) throw this.deliveryError;
-    const listing = this.listing ?? (await this.refresh(!options.dryRun && !this.options.dryRun));
+    const listing = this.listing ?? (await this.refresh(!options.dryRun && !this.options.dryRun, options.site));
     if (listing.pending.length === 0) return [];
     let decisions: PacketDecision[];
     try {
@@ -160,8 +167,12 @@ export class RestSource implements PacketSource {
 
   async close(): Promise<void> {}
 
-  /** Reads the server's pending incoming packets and (unless in a dry run) copies them locally. */
-  private async refresh(store: boolean): Promise<Listing> {
+  /**
+   * Reads the server's pending incoming packets and (unless in a dry run) copies this scope's
+   * locally. A packet of another site's transaction or of another resource is not copied, so it
+   * is never claimed: it stays on the server, untouched, for the configuration that serves it.
+   */
+  private async refresh(store: boolean, site: SiteScope): Promise<Listing> {
     const { packets, malformed } = await this.client.listPackets({ incoming: true, states: ['in-progress'], transactionStates: ['in-progress'] });
     for (const m of malformed) {
       // Without readable ids there is nothing to answer; the operator has to look at it on the server.
@@ -173,45 +184,93 @@ export class RestSource implements PacketSource {
       if (p.outgoing || (p.packetState ?? 'in-progress') !== 'in-progress' || (p.transactionState ?? 'in-progress') !== 'in-progress') continue;
       byId.set(p.packetRecId, p);
     }
-    const pending = [...byId.values()].sort((a, b) => a.packetRecId - b.packetRecId);
-    const context = await this.openingRequests(pending);
+    const listed = [...byId.values()].sort((a, b) => a.packetRecId - b.packetRecId);
+    const { context, openings } = await this.openingRequests(listed);
+    const resources = new Set(scopeResources(site));
+    const pending: RestPacket[] = [];
+    const foreign: RestPacket[] = [];
+    for (const p of listed) (this.inScope(p, openings, resources) ? pending : foreign).push(p);
+    this.noteForeign(foreign);
     if (store) await this.db.transaction((tx) => storePackets(tx, pending, context));
     this.listing = { pending, context };
-    this.log.debug({ pending: pending.length, malformed: malformed.length, context: context.length }, 'read pending packets from the AMIE REST API');
+    this.log.debug(
+      { pending: pending.length, foreign: foreign.length, malformed: malformed.length, context: context.length },
+      'read pending packets from the AMIE REST API',
+    );
     return this.listing;
   }
 
   /**
-   * DPC and DAC carry no ResourceList: the resource is in the RPC/RAC that opened their
-   * transaction. When that packet was never seen here (a site that moved from the tables in the
-   * middle of a transaction, a new database), it is fetched from the transaction's packets.
+   * The same rule as the tables' claim (thisScopeSql): this site's transaction (the site as the
+   * server knows it, XA-SITE), and a resource (own ResourceList, else the transaction's RPC/RAC's)
+   * of the scope, or none at all.
    */
-  private async openingRequests(pending: readonly RestPacket[]): Promise<RestPacket[]> {
-    const listed = new Set(pending.filter((p) => OPENING_TYPE_IDS.includes(p.typeId)).map((p) => p.transRecId));
-    const wanted = [...new Set(pending.filter((p) => NEEDS_OPENING_TYPE_IDS.includes(p.typeId)).map((p) => p.transRecId))].filter(
-      (t) => !listed.has(t),
+  private inScope(p: RestPacket, openings: ReadonlyMap<number, RestPacket>, resources: ReadonlySet<string>): boolean {
+    if (p.localSiteName !== this.client.site) return false;
+    const opening = openings.get(p.transRecId);
+    const resource = resourceKey(p.body.getList('ResourceList')) ?? (opening ? resourceKey(opening.body.getList('ResourceList')) : null);
+    return resource === null || resources.has(resource);
+  }
+
+  /** Packets left for another configuration: listed at debug, and a warning once they have waited long. */
+  private noteForeign(foreign: readonly RestPacket[]): void {
+    const ids = foreign.map((p) => p.packetRecId);
+    if (ids.length > 0) this.log.debug({ packet_rec_ids: ids }, `${ids.length} pending packet(s) of another site or resource left for the configuration that serves them`);
+    const stale = foreign.filter((p) => p.timestamp && Date.now() - p.timestamp.getTime() > FOREIGN_WARNING_AGE_MS);
+    const key = stale.map((p) => p.packetRecId).join(',');
+    const changed = key !== this.foreignWarned;
+    this.foreignWarned = key;
+    if (stale.length > 0 && changed) {
+      this.log.warn(
+        { foreign_waiting: stale.length, packet_rec_ids: stale.map((p) => p.packetRecId) },
+        `${stale.length} pending packet(s) of another site or resource have waited over ${FOREIGN_WARNING_AGE_MS / 3_600_000} h: ` +
+          'is the configuration that serves them running?',
+      );
+    }
+  }
+
+  /**
+   * DPC, DAC and ITC carry no ResourceList: the resource is in the RPC/RAC that opened their
+   * transaction. Returns that packet by trans_rec_id, from the listing, from the local copy, or,
+   * when it was never seen here (a site that moved from the tables in the middle of a
+   * transaction, a new database), fetched from the transaction's packets (`context`, to store).
+   */
+  private async openingRequests(listed: readonly RestPacket[]): Promise<{ context: RestPacket[]; openings: Map<number, RestPacket> }> {
+    const openings = new Map<number, RestPacket>();
+    for (const p of listed) {
+      const seen = openings.get(p.transRecId);
+      if (OPENING_TYPE_IDS.includes(p.typeId) && (!seen || p.packetId < seen.packetId)) openings.set(p.transRecId, p);
+    }
+    const wanted = [...new Set(listed.filter((p) => NEEDS_OPENING_TYPE_IDS.includes(p.typeId)).map((p) => p.transRecId))].filter(
+      (t) => !openings.has(t),
     );
-    if (wanted.length === 0) return [];
-    const { rows } = await this.db.query<{ trans_rec_id: string | number }>(
-      `SELECT DISTINCT trans_rec_id FROM amie_toolkit.rest_packets WHERE trans_rec_id = ANY($1::bigint[]) AND type_id = ANY($2::int[])`,
+    if (wanted.length === 0) return { context: [], openings };
+    const { rows } = await this.db.query<{ packet: unknown }>(
+      `SELECT DISTINCT ON (trans_rec_id) packet FROM amie_toolkit.rest_packets
+        WHERE trans_rec_id = ANY($1::bigint[]) AND type_id = ANY($2::int[]) ORDER BY trans_rec_id, packet_rec_id`,
       [wanted, OPENING_TYPE_IDS],
     );
-    const known = new Set(rows.map((r) => Number(r.trans_rec_id)));
+    for (const r of rows) {
+      const stored = parseRestPacket(r.packet, 'stored packet');
+      openings.set(stored.transRecId, stored);
+    }
     const found: RestPacket[] = [];
-    for (const transRecId of wanted.filter((t) => !known.has(t))) {
+    for (const transRecId of wanted.filter((t) => !openings.has(t))) {
       try {
         const { packets } = await this.client.transactionPackets(transRecId);
         const opening = packets
           .filter((p) => !p.outgoing && OPENING_TYPE_IDS.includes(p.typeId))
           .sort((a, b) => a.packetId - b.packetId)[0];
-        if (opening) found.push(opening);
-        else this.log.warn({ trans_rec_id: transRecId }, 'the transaction has no request_project_create or request_account_create on the server');
+        if (opening) {
+          found.push(opening);
+          openings.set(transRecId, opening);
+        } else this.log.warn({ trans_rec_id: transRecId }, 'the transaction has no request_project_create or request_account_create on the server');
       } catch (err) {
         if (!(err instanceof AmieRestError && err.refused)) throw err;
-        this.log.warn({ trans_rec_id: transRecId, err: err.message }, 'could not read the transaction that a DPC/DAC belongs to');
+        this.log.warn({ trans_rec_id: transRecId, err: err.message }, 'could not read the transaction that a DPC/DAC/ITC belongs to');
       }
     }
-    return found;
+    return { context: found, openings };
   }
 
   /** Replies an earlier run committed but did not (or did not know it did) send. */

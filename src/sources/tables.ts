@@ -5,8 +5,9 @@
  * recorded, so a crash loses nothing and answers nothing twice.
  */
 import type { Database, Queryable } from '../db/index.js';
+import type { Logger } from '../log.js';
 import { PacketBody, stateName } from '../protocol/index.js';
-import { claimBatch, recordDecisions, rowsFromJson, type ClaimedRow } from '../store/index.js';
+import { FOREIGN_WARNING_AGE_MS, claimBatch, countForeignWaiting, recordDecisions, rowsFromJson, type ClaimedRow, type SiteScope } from '../store/index.js';
 import type { ClaimOptions, ClaimedPacket, PacketDecision, PacketSource, RecordedDecision } from './types.js';
 
 /** Thrown inside the transaction to roll a dry run back; carries the decisions out. */
@@ -17,10 +18,31 @@ class DryRunRollback extends Error {
 }
 
 export class TablesSource implements PacketSource {
-  constructor(private readonly db: Database) {}
+  /** The count last warned about: a long-running process (`--watch`) says it again only when it changes. */
+  private foreignWarned = 0;
+
+  constructor(
+    private readonly db: Database,
+    private readonly log?: Logger,
+  ) {}
 
   get description(): string {
     return `AMIE tables in ${this.db.description}`;
+  }
+
+  /** Warns when packets no configuration of this scope takes have waited long: the one serving them may be missing. */
+  async start(options: { site: SiteScope }): Promise<void> {
+    if (!this.log) return;
+    const waiting = await countForeignWaiting(this.db, options.site, FOREIGN_WARNING_AGE_MS);
+    const changed = waiting !== this.foreignWarned;
+    this.foreignWarned = waiting;
+    if (waiting > 0 && changed) {
+      this.log.warn(
+        { foreign_waiting: waiting },
+        `${waiting} pending packet(s) of another site or resource have waited over ${FOREIGN_WARNING_AGE_MS / 3_600_000} h: ` +
+          'is the configuration that serves them running? (amie packets list --foreign)',
+      );
+    }
   }
 
   async runBatch(

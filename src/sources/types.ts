@@ -7,7 +7,7 @@
  */
 import type { Queryable } from '../db/index.js';
 import type { PacketBody, PacketTypeName } from '../protocol/index.js';
-import type { AuditEntry, ReplyToWrite, TransactionRecord } from '../store/index.js';
+import type { AuditEntry, ReplyToWrite, SiteScope, TransactionRecord } from '../store/index.js';
 
 /** A pending incoming packet, claimed for this batch. */
 export interface ClaimedPacket {
@@ -52,6 +52,11 @@ export interface ClaimOptions {
   only?: readonly number[];
   /** Only these packet types. */
   types?: readonly PacketTypeName[];
+  /**
+   * The site and resources this configuration answers for. Packets outside it (another site's
+   * transaction, another resource's) are never claimed: they wait, untouched, for their own.
+   */
+  site: SiteScope;
   /** Record nothing and send nothing: the transaction is rolled back after `handle`. */
   dryRun: boolean;
   /**
@@ -73,8 +78,11 @@ export interface PacketSource {
    * Returns [] when nothing is pending.
    */
   runBatch(options: ClaimOptions, handle: (packets: ClaimedPacket[], tx: Queryable) => Promise<PacketDecision[]>): Promise<RecordedDecision[]>;
-  /** Before a run's first batch (the REST source sends replies a crashed run left unsent). */
-  start?(): Promise<void>;
+  /**
+   * Before a run's first batch (the REST source sends replies a crashed run left unsent; both
+   * warn about packets outside `site` that have waited long).
+   */
+  start?(options: { site: SiteScope }): Promise<void>;
   /** After the run. */
   close?(): Promise<void>;
 }

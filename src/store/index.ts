@@ -32,6 +32,13 @@ export {
   type AuditEntry,
   type ReplyToWrite,
   type DecisionToWrite,
+  countForeignWaiting,
+  foreignPendingSql,
+  thisScopeSql,
+  scopeResources,
+  resourceKey,
+  FOREIGN_WARNING_AGE_MS,
+  type SiteScope,
 } from './work.js';
 export * from './usage.js';
 export { readStatusFigures, recordProcessPass, type StatusFigures } from './status.js';

@@ -34,14 +34,67 @@ export interface ClaimedRow {
   error_count: number;
 }
 
+/** Which packets a configuration answers: its site (local_site_name) and the resources it serves. */
+export interface SiteScope {
+  name: string;
+  /** The one-resource form; stands for `resources` when that is not given. */
+  resource: string;
+  resources?: readonly string[];
+}
+
+/** The resources of a scope as compared: trimmed, lower case (ResourceList text is compared the same way). */
+export function scopeResources(site: SiteScope): string[] {
+  return (site.resources?.length ? site.resources : [site.resource]).map((r) => r.trim().toLowerCase());
+}
+
+/** The resource a packet is about, for matching against a scope: its first non-blank ResourceList entry, trimmed, lower case. */
+export function resourceKey(values: readonly string[]): string | null {
+  return values.map((v) => v.trim().toLowerCase()).find((v) => v !== '') ?? null;
+}
+
+/** How long a packet for another configuration may wait before `amie process` (and status checks) warn about it. */
+export const FOREIGN_WARNING_AGE_MS = 24 * 60 * 60 * 1000;
+
+/**
+ * SQL condition: packet `p` of transaction `t` is this configuration's to answer. The transaction
+ * must be this site's (local_site_name, exactly: an expression on it would hide the column's
+ * statistics from the planner, which then sorts every pending packet to claim a batch) and the
+ * packet's resource one of the scope's
+ * ($site: the site name, $resources: scopeResources()). A packet's resource is its own ResourceList,
+ * or, for packets that carry none (DPC, DAC, ITC), that of the RPC/RAC that opened the transaction.
+ * A packet with no resource at all is the site's: request_user_modify and request_person_merge are
+ * about a person, not a resource, and a request whose ResourceList is missing or blank is malformed
+ * for this site (validation fails it) rather than someone else's.
+ */
+export function thisScopeSql(p: string, t: string, siteParam: string, resourcesParam: string): string {
+  const resourceList = (packet: string) =>
+    `SELECT lower(btrim(d.value)) FROM data_tbl d
+      WHERE d.packet_rec_id = ${packet}.packet_rec_id AND d.tag = 'ResourceList' AND d.subtag IS NULL AND btrim(d.value) <> ''`;
+  return `(${t}.local_site_name = ${siteParam}::text
+       AND COALESCE(
+             COALESCE((${resourceList(p)} ORDER BY d.seq LIMIT 1),
+                      (SELECT (${resourceList('o')} ORDER BY d.seq LIMIT 1)
+                         FROM packet_tbl o
+                        WHERE o.trans_rec_id = ${p}.trans_rec_id AND o.outgoing_flag = 0
+                          AND o.type_id IN (${OPENING_REQUEST_TYPES.join(', ')})
+                        ORDER BY o.packet_id LIMIT 1))
+             = ANY(${resourcesParam}::text[]),
+           true))`;
+}
+
+/** Pending incoming packets of in-progress transactions: what a claim chooses from. */
+const PENDING_INCOMING = `p.outgoing_flag = 0 AND p.state_id = ${STATE_IDS['in-progress']} AND t.state_id = ${STATE_IDS['in-progress']}`;
+
 /**
  * Locks up to `limit` pending incoming packets (and their transactions) for this run.
  * SKIP LOCKED lets concurrent runs take disjoint batches; a transaction whose
- * transaction_depends_tbl prerequisites are not completed is not offered at all.
+ * transaction_depends_tbl prerequisites are not completed is not offered at all, and a packet
+ * outside `site` (another site's transaction, another resource) is never locked: it is left as
+ * it is for the configuration that serves it.
  */
 export async function claimBatch(
   q: Queryable,
-  opts: { limit: number; exclude: readonly number[]; only?: readonly number[]; types?: readonly PacketTypeName[] },
+  opts: { limit: number; exclude: readonly number[]; only?: readonly number[]; types?: readonly PacketTypeName[]; site: SiteScope },
 ): Promise<ClaimedRow[]> {
   const typeIds = opts.types?.length ? opts.types.map((t) => PACKET_TYPE_IDS[t]) : null;
   const { rows } = await q.query<ClaimedRow>(
@@ -61,7 +114,8 @@ export async function claimBatch(
        FROM packet_tbl p
        JOIN transaction_tbl t ON t.trans_rec_id = p.trans_rec_id
        LEFT JOIN amie_toolkit.packet_errors e ON e.source = 'tables' AND e.packet_rec_id = p.packet_rec_id
-      WHERE p.outgoing_flag = 0 AND p.state_id = ${STATE_IDS['in-progress']} AND t.state_id = ${STATE_IDS['in-progress']}
+      WHERE ${PENDING_INCOMING}
+        AND ${thisScopeSql('p', 't', '$6', '$7')}
         AND NOT (p.packet_rec_id = ANY($1::int[]))
         AND ($2::numeric[] IS NULL OR p.type_id = ANY($2::numeric[]))
         AND ($5::int[] IS NULL OR p.packet_rec_id = ANY($5::int[]))
@@ -71,9 +125,30 @@ export async function claimBatch(
       ORDER BY p.packet_rec_id
       LIMIT $3
       FOR UPDATE OF p, t SKIP LOCKED`,
-    [opts.exclude, typeIds, opts.limit, OPENING_REQUEST_TYPES, opts.only ?? null],
+    [opts.exclude, typeIds, opts.limit, OPENING_REQUEST_TYPES, opts.only ?? null, opts.site.name, scopeResources(opts.site)],
   );
   return rows;
+}
+
+/**
+ * How many pending incoming packets (tables source) no configuration of this scope takes and
+ * have waited longer than `olderThanMs`: packets of another resource or site that nobody answers
+ * when the configuration serving them is missing or not running.
+ */
+export async function countForeignWaiting(q: Queryable, site: SiteScope, olderThanMs: number = FOREIGN_WARNING_AGE_MS): Promise<number> {
+  const { rows } = await q.query<{ n: number }>(
+    `SELECT count(*)::int AS n
+       FROM packet_tbl p JOIN transaction_tbl t ON t.trans_rec_id = p.trans_rec_id
+      WHERE ${PENDING_INCOMING} AND NOT ${thisScopeSql('p', 't', '$1', '$2')}
+        AND p.ts < localtimestamp - make_interval(secs => $3::double precision)`,
+    [site.name, scopeResources(site), olderThanMs / 1000],
+  );
+  return rows[0]?.n ?? 0;
+}
+
+/** SQL condition for `amie packets list --foreign` (aliases p, t; parameters as thisScopeSql). */
+export function foreignPendingSql(siteParam: string, resourcesParam: string): string {
+  return `(${PENDING_INCOMING} AND NOT ${thisScopeSql('p', 't', siteParam, resourcesParam)})`;
 }
 
 export function rowsFromJson(data: ClaimedRow['data']): DataRow[] {

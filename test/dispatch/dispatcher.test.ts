@@ -149,7 +149,7 @@ describe.each(driverCases())('dispatcher on $name', (driver) => {
   run('an invalid incoming packet gets a failure reply naming the tag, without calling the handler', async () => {
     const tags = racTags(1);
     delete tags.UserLastName;
-    tags.ResourceList = ['a.example.org', 'b.example.org'];
+    tags.ResourceList = [SITE.resource, 'b.example.org'];
     const { packetRecId } = await seedIncoming(t.db, 'request_account_create', tags);
     const handler = new AccountHandler(context(t.db));
     const summary = await new Dispatcher(t.db, handler, quietLog).runOnce();

@@ -415,7 +415,7 @@ describe('Slurm handler dry runs', () => {
     await t?.cleanup();
   });
 
-  for (const how of ['handler.options.dryRun', 'amie process --dry-run'] as const) {
+  for (const how of ['handler.options.commands: log-only', 'amie process --dry-run'] as const) {
     it(`runs nothing and logs every argument list (${how})`, async () => {
       const dir = tempDir();
       const calls = join(dir, 'calls.jsonl');
@@ -423,10 +423,10 @@ describe('Slurm handler dry runs', () => {
       const gridMapfile = join(dir, 'grid-mapfile');
       const lines: Array<{ msg: string; argv?: string[] }> = [];
       const log = pino({ level: 'info' }, { write: (l: string) => lines.push(JSON.parse(l)) });
-      const viaOption = how === 'handler.options.dryRun';
+      const viaOption = how === 'handler.options.commands: log-only';
       const handler = handlerWith(
         t.db,
-        { accountPrefix: 'dry-', sacctmgr: rec, scancel: rec, createUser: [rec, 'make-user', '{login}'], gridMapfile, cancelRunningJobs: true, dryRun: viaOption },
+        { accountPrefix: 'dry-', sacctmgr: rec, scancel: rec, createUser: [rec, 'make-user', '{login}'], gridMapfile, cancelRunningJobs: true, commands: viaOption ? 'log-only' : 'run' },
         log,
         !viaOption,
       );

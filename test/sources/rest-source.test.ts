@@ -148,7 +148,7 @@ describe.each(driverCases())('REST source on $name', (driver) => {
   });
 
   run('an invalid packet is answered with a failure ITC naming the problem', async () => {
-    const { packetRecId, transRecId } = api.addIncoming('request_account_create', racBody(1, { UserLastName: undefined, ResourceList: ['a', 'b'] }));
+    const { packetRecId, transRecId } = api.addIncoming('request_account_create', racBody(1, { UserLastName: undefined, ResourceList: [SITE.resource, 'b'] }));
     const summary = await process(sourceFor());
     expect(summary).toMatchObject({ invalid: 1 });
     const [itc] = api.repliesTo(packetRecId);

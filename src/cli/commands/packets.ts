@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { ConfigError } from '../../config/errors.js';
 import type { Database } from '../../db/index.js';
+import { foreignPendingSql, scopeResources, type SiteScope } from '../../store/index.js';
 import { PacketBody, isPacketTypeName, PACKET_TYPE_IDS, STATE_IDS, type StateName } from '../../protocol/index.js';
 import { escapeControls } from '../../text.js';
 import { formatTable } from '../table.js';
@@ -15,6 +16,7 @@ interface ListOptions {
   limit?: string;
   stuck?: boolean;
   json?: boolean;
+  foreign?: boolean;
 }
 
 export function register(program: Command, context: CliContext): void {
@@ -29,10 +31,11 @@ export function register(program: Command, context: CliContext): void {
     .option('--transaction <trans_rec_id>', 'packets of one transaction')
     .option('--limit <n>', 'at most N packets', '50')
     .option('--stuck', 'only received packets a pass has left pending (deferred, handler errors, unhandled)')
+    .option('--foreign', "pending packets this configuration leaves alone: another site's transactions, or another resource's (see site.resources)")
     .option('--json', 'one JSON array for scripts')
     .action((opts: ListOptions) =>
-      context.withDatabase(async (db) => {
-        const rows = await listPackets(db, opts);
+      context.withDatabase(async (db, config) => {
+        const rows = await listPackets(db, opts, config.site);
         if (opts.json) context.out(toJsonText(rows.map(jsonRow)));
         else for (const line of formatTable(rows)) context.out(line);
       }),
@@ -107,11 +110,15 @@ function wholeNumber(what: string, value: string): number {
   return n;
 }
 
-async function listPackets(db: Database, opts: ListOptions) {
+async function listPackets(db: Database, opts: ListOptions, site: SiteScope) {
   const { prepareDatabase } = await import('../../store/index.js');
   await prepareDatabase(db);
   const where: string[] = [];
   const params: unknown[] = [];
+  if (opts.foreign) {
+    params.push(site.name, scopeResources(site));
+    where.push(foreignPendingSql('$1', '$2'));
+  }
   if (opts.state) {
     if (!Object.hasOwn(STATE_IDS, opts.state)) throw new ConfigError([`--state: expected one of ${Object.keys(STATE_IDS).join(', ')}, got "${opts.state}"`]);
     params.push(STATE_IDS[opts.state as StateName]);

@@ -3,6 +3,7 @@ import { dirname, basename, join } from 'node:path';
 import type { Command } from 'commander';
 import { ConfigError } from '../../config/errors.js';
 import type { Database } from '../../db/index.js';
+import type { AmieConfig } from '../../config/index.js';
 import type { StatusFigures } from '../../store/index.js';
 import type { CliContext } from '../context.js';
 
@@ -30,18 +31,21 @@ export interface Problem {
 /** Figures other checks add; each is judged below when present. */
 export interface ExtraFigures {
   /**
-   * FOREIGN PACKETS HOOK: incoming packets for another site (or resource) waiting in the tables.
-   * Filled by the store's count of foreign waiting packets once that exists; see `extraFigures`.
+   * Incoming packets for another site (or resource) waiting in the tables longer than the
+   * warning age (AMIE tables source only; see `extraFigures`).
    */
   foreignWaiting?: number;
 }
 
 /**
- * FOREIGN PACKETS HOOK: the place to call the store's count of foreign waiting packets, e.g.
- * `return { foreignWaiting: await countForeignWaiting(db, config) }`. Until then it adds nothing.
+ * Packets of another site or resource waiting in the AMIE tables longer than the warning age:
+ * this configuration never answers them, so one waiting long means a configuration is missing.
+ * (Over REST they stay on the server and `amie process` warns of them from its listing.)
  */
-async function extraFigures(_db: Database, _context: { site: string; resource: string }): Promise<ExtraFigures> {
-  return {};
+async function extraFigures(db: Database, config: AmieConfig, warnSeconds: number): Promise<ExtraFigures> {
+  if (config.source.kind !== 'tables') return {};
+  const { countForeignWaiting } = await import('../../store/index.js');
+  return { foreignWaiting: await countForeignWaiting(db, config.site, warnSeconds * 1000) };
 }
 
 export function register(program: Command, context: CliContext): void {
@@ -101,7 +105,7 @@ async function check(context: CliContext, opts: StatusOptions): Promise<CheckRes
     const { readStatusFigures } = await import('../../store/index.js');
     const figures = {
       ...(await readStatusFigures(db, { source: config.source.kind, usagePendingSeconds: warnSeconds })),
-      ...(await extraFigures(db, { site: config.site.name, resource: config.site.resource })),
+      ...(await extraFigures(db, config, warnSeconds)),
     };
     const problems = judge(figures, warnSeconds, critSeconds);
     const status: StatusName = problems.some((p) => p.severity === 'CRITICAL') ? 'CRITICAL' : problems.length ? 'WARNING' : 'OK';
