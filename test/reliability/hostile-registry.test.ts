@@ -230,11 +230,11 @@ describe.each(driverCases())('hostile packets against the registry on $name', (d
   });
 
   run("[12.6] `$'` in a ProjectID is not expanded into the Slurm account name", async () => {
-    const slurm = new SlurmHandler({ db: t.db, log: quietLog, site: SITE, options: { dryRun: true }, dryRun: false });
+    const slurm = new SlurmHandler({ db: t.db, log: quietLog, site: SITE, options: { commands: 'log-only' }, dryRun: false });
     // A string replacement turned "tg-abc$'" into "tg-abc", TG-ABC's account.
     expect(() => slurm.accountNameFor("TG-ABC$'")).toThrow(/does not match/);
     expect(() => slurm.accountNameFor('TG-ABC$&x')).toThrow(/does not match/);
-    const prefixed = new SlurmHandler({ db: t.db, log: quietLog, site: SITE, options: { dryRun: true, accountName: 'x-{projectId}-y' }, dryRun: false });
+    const prefixed = new SlurmHandler({ db: t.db, log: quietLog, site: SITE, options: { commands: 'log-only', accountName: 'x-{projectId}-y' }, dryRun: false });
     expect(() => prefixed.accountNameFor("ab$'")).toThrow(/"x-ab\$'-y"/);
     expect(prefixed.accountNameFor('TG-ABC')).toBe('x-tg-abc-y');
   });
