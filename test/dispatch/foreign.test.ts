@@ -255,7 +255,7 @@ describe('[14.4] amie packets list --foreign and the warning of amie process', (
   it('[14.4] process answers this resource only and warns about the foreign packet that waited long; list --foreign shows both others', async () => {
     const before = await amie(['packets', 'list', '--foreign', '--json']);
     expect(before.code, before.stderr).toBe(0);
-    expect((JSON.parse(before.stdout) as Array<{ packet_rec_id: number }>).map((r) => r.packet_rec_id)).toEqual([ids.other, ids.b]);
+    expect((JSON.parse(before.stdout) as Array<{ packetRecId: number }>).map((r) => r.packetRecId)).toEqual([ids.other, ids.b]);
 
     const processed = await amie(['process']);
     expect(processed.code, processed.stderr).toBe(0);
@@ -264,8 +264,8 @@ describe('[14.4] amie packets list --foreign and the warning of amie process', (
     expect(processed.stderr).toMatch(/amie packets list --foreign/);
 
     const after = await amie(['packets', 'list', '--foreign', '--json']);
-    expect((JSON.parse(after.stdout) as Array<{ packet_rec_id: number }>).map((r) => r.packet_rec_id)).toEqual([ids.other, ids.b]);
+    expect((JSON.parse(after.stdout) as Array<{ packetRecId: number }>).map((r) => r.packetRecId)).toEqual([ids.other, ids.b]);
     const all = await amie(['packets', 'list', '--direction', 'in', '--state', 'in-progress', '--json']);
-    expect((JSON.parse(all.stdout) as Array<{ packet_rec_id: number }>).map((r) => r.packet_rec_id)).toEqual([ids.other, ids.b]);
+    expect((JSON.parse(all.stdout) as Array<{ packetRecId: number }>).map((r) => r.packetRecId)).toEqual([ids.other, ids.b]);
   });
 });
