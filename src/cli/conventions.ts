@@ -1,4 +1,5 @@
 import type { Command, OutputConfiguration } from 'commander';
+import { editDistance } from '../config/format.js';
 
 /**
  * `amie packets list | head -1`: once the reader of stdout has gone, nobody is left to read
@@ -59,15 +60,4 @@ function commandPath(command: Command): string {
   const names: string[] = [];
   for (let c: Command | null = command; c?.parent; c = c.parent) names.unshift(c.name());
   return names.join(' ');
-}
-
-/** Levenshtein distance; names are short, so the plain table is fine. */
-function editDistance(a: string, b: string): number {
-  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const next = [i];
-    for (let j = 1; j <= b.length; j++) next[j] = Math.min(row[j]! + 1, next[j - 1]! + 1, row[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
-    row = next;
-  }
-  return row[b.length]!;
 }

@@ -150,7 +150,7 @@ export function nearest(word: string, candidates: readonly string[]): string | u
 }
 
 /** Optimal string alignment distance: a swapped pair of letters counts as one typo. */
-function editDistance(a: string, b: string): number {
+export function editDistance(a: string, b: string): number {
   const d: number[][] = Array.from({ length: a.length + 1 }, (_, i) => [i, ...Array<number>(b.length).fill(0)]);
   for (let j = 1; j <= b.length; j++) d[0]![j] = j;
   for (let i = 1; i <= a.length; i++) {
