@@ -10,7 +10,14 @@
 import { z } from 'zod';
 import { AmieHandler, defer, type IncomingPacket, type PacketContext } from 'amie-toolkit';
 
-const Options = z.object({ prefix: z.string().regex(/^[a-z]{1,4}$/).default('x') }).strict();
+const Options = z
+  .object({
+    prefix: z
+      .string()
+      .regex(/^[a-z]{1,4}$/)
+      .default('x'),
+  })
+  .strict();
 
 export default class MySiteHandler extends AmieHandler<z.infer<typeof Options>> {
   static override handlerName = 'my-site';
@@ -18,7 +25,10 @@ export default class MySiteHandler extends AmieHandler<z.infer<typeof Options>> 
 
   override async request_account_create(p: IncomingPacket<'request_account_create'>, ctx: PacketContext) {
     // Only packets of site.resource (or site.resources) reach the handler: no need to check p.resource.
-    const last = p.tags.UserLastName.normalize('NFD').replace(/[^a-zA-Z]/g, '').toLowerCase().slice(0, 12);
+    const last = p.tags.UserLastName.normalize('NFD')
+      .replace(/[^a-zA-Z]/g, '')
+      .toLowerCase()
+      .slice(0, 12);
     if (!last) return defer('cannot derive a login from the name: an operator must choose one');
     const login = `${this.options.prefix}${last}`;
     ctx.log.info({ login }, 'creating account');

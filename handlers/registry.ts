@@ -39,7 +39,15 @@
  * touch anything outside.
  */
 import { z } from 'zod';
-import { AmieHandler, fail, type BatchContext, type HandlerContext, type HandlerResult, type IncomingPacket, type PacketContext } from '../src/dispatch/index.js';
+import {
+  AmieHandler,
+  fail,
+  type BatchContext,
+  type HandlerContext,
+  type HandlerResult,
+  type IncomingPacket,
+  type PacketContext,
+} from '../src/dispatch/index.js';
 import type { Queryable } from '../src/db/index.js';
 import type { ReplyTagsOf, TagValue } from '../src/protocol/index.js';
 import {
@@ -135,7 +143,11 @@ function text(tags: Tags, tag: string): string | undefined {
 function list(tags: Tags, tag: string): string[] {
   const v = tags[tag];
   if (typeof v === 'string') return v.trim() ? [v.trim()] : [];
-  if (Array.isArray(v)) return v.filter((x): x is string => typeof x === 'string').map((x) => x.trim()).filter(Boolean);
+  if (Array.isArray(v))
+    return v
+      .filter((x): x is string => typeof x === 'string')
+      .map((x) => x.trim())
+      .filter(Boolean);
   return [];
 }
 function entries(tags: Tags, tag: string): Array<Record<string, string>> {
@@ -280,16 +292,21 @@ export class RegistryHandler<O extends RegistryOptionsInput = RegistryOptionsInp
       if (p.type !== 'request_project_create' && p.type !== 'request_account_create') continue;
       const tags = p.tags as Tags;
       const prefix = p.type === 'request_project_create' ? 'Pi' : 'User';
-      const person = personInput(tags, prefix, { personId: text(tags, `${prefix}PersonID`), globalId: text(tags, `${prefix}GlobalID`) });
+      const person = personInput(tags, prefix, {
+        personId: text(tags, `${prefix}PersonID`),
+        globalId: text(tags, `${prefix}GlobalID`),
+      });
       push(q.recordIds, text(tags, 'RecordID'));
       push(q.projectIds, text(tags, 'ProjectID'));
       push(q.grantNumbers, typeof tags.GrantNumber === 'string' ? tags.GrantNumber : undefined);
       push(q.personIds, person.personId);
       push(q.globalIds, person.globalId);
-      for (const s of person.sitePersonIds) if (s.Site && s.PersonID) q.sitePersonIds.push({ site: s.Site, id: s.PersonID });
+      for (const s of person.sitePersonIds)
+        if (s.Site && s.PersonID) q.sitePersonIds.push({ site: s.Site, id: s.PersonID });
       // Most people get their first or second choice; lookup checks further ones if need be.
       q.candidates.push(...this.candidatesFor(person).slice(0, 4));
-      if (p.type === 'request_project_create') push(q.slurmAccounts, this.slurmAccountGuess(p as IncomingPacket<'request_project_create'>) ?? undefined);
+      if (p.type === 'request_project_create')
+        push(q.slurmAccounts, this.slurmAccountGuess(p as IncomingPacket<'request_project_create'>) ?? undefined);
     }
     return q;
   }
@@ -303,12 +320,21 @@ export class RegistryHandler<O extends RegistryOptionsInput = RegistryOptionsInp
    * Applies a packet's changes and runs its hooks; if a hook throws, the dispatcher rolls the
    * packet's savepoint back and calls discardPacket, which undoes the changes in the books.
    */
-  private async applyThen(books: RegistryBooks | null, cs: ChangeSet, ctx: PacketContext, hooks: (applied: Applied) => Promise<void>): Promise<void> {
+  private async applyThen(
+    books: RegistryBooks | null,
+    cs: ChangeSet,
+    ctx: PacketContext,
+    hooks: (applied: Applied) => Promise<void>,
+  ): Promise<void> {
     await hooks(books ? books.apply(cs) : await applyChanges(ctx.tx, cs));
   }
 
   /** The ProjectID already holding Slurm account `name`, from the batch's books or through SQL. */
-  private async slurmAccountHolder(books: RegistryBooks | null, name: string, ctx: PacketContext): Promise<string | null> {
+  private async slurmAccountHolder(
+    books: RegistryBooks | null,
+    name: string,
+    ctx: PacketContext,
+  ): Promise<string | null> {
     return books ? books.slurmAccountOwner(this.batch!.tx, name) : slurmAccountOwner(ctx.tx, name);
   }
 
@@ -371,11 +397,20 @@ export class RegistryHandler<O extends RegistryOptionsInput = RegistryOptionsInp
   /** A project's allocation changed (every RPC, including the one that created it). */
   async setAllocation(_project: RegistryProject, _change: AllocationChange, _ctx: PacketContext): Promise<void> {}
   /** DNs were added to or removed from a person. */
-  async updateDns(_person: RegistryPerson, _change: { added: string[]; removed: string[] }, _ctx: PacketContext): Promise<void> {}
+  async updateDns(
+    _person: RegistryPerson,
+    _change: { added: string[]; removed: string[] },
+    _ctx: PacketContext,
+  ): Promise<void> {}
   /** A person's name, organization or contact details changed (request_user_modify). */
   async updatePerson(_person: RegistryPerson, _ctx: PacketContext): Promise<void> {}
   /** `deleted` was folded into `kept`; `accounts` are kept's accounts that came from deleted. */
-  async mergePeople(_kept: RegistryPerson, _deleted: RegistryPerson, _accounts: RegistryAccount[], _ctx: PacketContext): Promise<void> {}
+  async mergePeople(
+    _kept: RegistryPerson,
+    _deleted: RegistryPerson,
+    _accounts: RegistryAccount[],
+    _ctx: PacketContext,
+  ): Promise<void> {}
 
   // ---------------------------------------------------------------- packets
 
@@ -388,25 +423,31 @@ export class RegistryHandler<O extends RegistryOptionsInput = RegistryOptionsInp
     const resource = packet.resource ?? this.site.resource;
     const pi = personInput(tags, 'Pi', { personId: text(tags, 'PiPersonID'), globalId: text(tags, 'PiGlobalID') });
     const books = await this.booksFor(packet);
-    const found = await this.find(books, {
-      recordId: t.RecordID,
-      projectId: text(tags, 'ProjectID'),
-      grantNumber: t.GrantNumber,
-      personId: pi.personId,
-      globalId: pi.globalId,
-      sitePersonIds: pi.sitePersonIds,
-      piLastName: pi.lastName,
-      resource,
-      candidates: this.candidatesFor(pi),
-      uidRange: this.settings.uidRange,
-    }, ctx);
+    const found = await this.find(
+      books,
+      {
+        recordId: t.RecordID,
+        projectId: text(tags, 'ProjectID'),
+        grantNumber: t.GrantNumber,
+        personId: pi.personId,
+        globalId: pi.globalId,
+        sitePersonIds: pi.sitePersonIds,
+        piLastName: pi.lastName,
+        resource,
+        candidates: this.candidatesFor(pi),
+        uidRange: this.settings.uidRange,
+      },
+      ctx,
+    );
     if (found.rpcReply) {
       ctx.log.info({ RecordID: t.RecordID }, 'RecordID already handled: repeating the first answer');
       return found.rpcReply as ReplyTagsOf<'notify_project_create'>;
     }
     const allocationType = t.AllocationType.trim().toLowerCase();
     if (!(ALLOCATION_TYPES as readonly string[]).includes(allocationType)) {
-      return fail(`request_project_create: AllocationType "${t.AllocationType}" is not one of ${ALLOCATION_TYPES.join(', ')}`);
+      return fail(
+        `request_project_create: AllocationType "${t.AllocationType}" is not one of ${ALLOCATION_TYPES.join(', ')}`,
+      );
     }
     if (allocationType !== 'new' && !found.project) {
       return fail(
@@ -430,7 +471,10 @@ export class RegistryHandler<O extends RegistryOptionsInput = RegistryOptionsInp
       active: found.project?.active ?? true,
       ...after,
     };
-    const project: RegistryProject = { ...fields, slurmAccount: found.project?.slurmAccount ?? this.slurmAccountFor(fields) };
+    const project: RegistryProject = {
+      ...fields,
+      slurmAccount: found.project?.slurmAccount ?? this.slurmAccountFor(fields),
+    };
     // Every name the packet gives out is checked before any hook runs: a Slurm account that is
     // another project's would have the hooks change that project's limits, users and coordinators.
     if (project.slurmAccount && !found.project?.slurmAccount) {
@@ -488,7 +532,11 @@ export class RegistryHandler<O extends RegistryOptionsInput = RegistryOptionsInp
     await this.applyThen(books, cs, ctx, async (applied) => {
       if (newLogin) await this.createLogin(person, newLogin, ctx);
       if (!found.project) await this.createProject(project, person, ctx);
-      await this.setAllocation(project, { allocationType, requestedUnits: units, before, after, recordId: t.RecordID }, ctx);
+      await this.setAllocation(
+        project,
+        { allocationType, requestedUnits: units, before, after, recordId: t.RecordID },
+        ctx,
+      );
       await this.accountHooks(applied, person, project, ctx);
       await this.dnHooks(applied, person, ctx);
     });
@@ -502,18 +550,25 @@ export class RegistryHandler<O extends RegistryOptionsInput = RegistryOptionsInp
     const t = packet.tags;
     const tags = t as Tags;
     const resource = packet.resource ?? this.site.resource;
-    const user = personInput(tags, 'User', { personId: text(tags, 'UserPersonID'), globalId: text(tags, 'UserGlobalID') });
+    const user = personInput(tags, 'User', {
+      personId: text(tags, 'UserPersonID'),
+      globalId: text(tags, 'UserGlobalID'),
+    });
     const books = await this.booksFor(packet);
-    const found = await this.find(books, {
-      projectId: text(tags, 'ProjectID'),
-      grantNumber: t.GrantNumber,
-      personId: user.personId,
-      globalId: user.globalId,
-      sitePersonIds: user.sitePersonIds,
-      resource,
-      candidates: this.candidatesFor(user),
-      uidRange: this.settings.uidRange,
-    }, ctx);
+    const found = await this.find(
+      books,
+      {
+        projectId: text(tags, 'ProjectID'),
+        grantNumber: t.GrantNumber,
+        personId: user.personId,
+        globalId: user.globalId,
+        sitePersonIds: user.sitePersonIds,
+        resource,
+        candidates: this.candidatesFor(user),
+        uidRange: this.settings.uidRange,
+      },
+      ctx,
+    );
     if (!found.project) {
       return fail(
         `request_account_create: this site has no project with ProjectID ${text(tags, 'ProjectID') ?? '(none given)'} or ` +
@@ -539,11 +594,17 @@ export class RegistryHandler<O extends RegistryOptionsInput = RegistryOptionsInp
     };
   }
 
-  override async data_project_create(packet: IncomingPacket<'data_project_create'>, ctx: PacketContext): Promise<HandlerResult<'inform_transaction_complete'>> {
+  override async data_project_create(
+    packet: IncomingPacket<'data_project_create'>,
+    ctx: PacketContext,
+  ): Promise<HandlerResult<'inform_transaction_complete'>> {
     return this.recordDns('data_project_create', packet.tags.PersonID, list(packet.tags as Tags, 'DnList'), ctx);
   }
 
-  override async data_account_create(packet: IncomingPacket<'data_account_create'>, ctx: PacketContext): Promise<HandlerResult<'inform_transaction_complete'>> {
+  override async data_account_create(
+    packet: IncomingPacket<'data_account_create'>,
+    ctx: PacketContext,
+  ): Promise<HandlerResult<'inform_transaction_complete'>> {
     return this.recordDns('data_account_create', packet.tags.PersonID, list(packet.tags as Tags, 'DnList'), ctx);
   }
 
@@ -553,7 +614,8 @@ export class RegistryHandler<O extends RegistryOptionsInput = RegistryOptionsInp
   ): Promise<HandlerResult<'notify_project_inactivate'>> {
     await this.settleBooks();
     const r = await setProjectState(ctx.tx, packet.tags.ProjectID, false, packet.resource ?? this.site.resource);
-    if (!r.project) return fail(`request_project_inactivate: ProjectID ${packet.tags.ProjectID} is not known at this site`);
+    if (!r.project)
+      return fail(`request_project_inactivate: ProjectID ${packet.tags.ProjectID} is not known at this site`);
     for (const a of r.accounts) await this.setAccountActive(a, false, ctx);
     await this.setProjectActive(r.project, false, ctx);
     return {};
@@ -565,7 +627,8 @@ export class RegistryHandler<O extends RegistryOptionsInput = RegistryOptionsInp
   ): Promise<HandlerResult<'notify_project_reactivate'>> {
     await this.settleBooks();
     const r = await setProjectState(ctx.tx, packet.tags.ProjectID, true, packet.resource ?? this.site.resource);
-    if (!r.project) return fail(`request_project_reactivate: ProjectID ${packet.tags.ProjectID} is not known at this site`);
+    if (!r.project)
+      return fail(`request_project_reactivate: ProjectID ${packet.tags.ProjectID} is not known at this site`);
     await this.setProjectActive(r.project, true, ctx);
     for (const a of r.accounts) {
       if (a.created) await this.addAccount(a, r.project, ctx);
@@ -588,7 +651,10 @@ export class RegistryHandler<O extends RegistryOptionsInput = RegistryOptionsInp
     return this.accountState('request_account_reactivate', packet, true, ctx);
   }
 
-  override async request_user_modify(packet: IncomingPacket<'request_user_modify'>, ctx: PacketContext): Promise<HandlerResult<'inform_transaction_complete'>> {
+  override async request_user_modify(
+    packet: IncomingPacket<'request_user_modify'>,
+    ctx: PacketContext,
+  ): Promise<HandlerResult<'inform_transaction_complete'>> {
     const tags = packet.tags as Tags;
     const action = packet.tags.ActionType.trim().toLowerCase();
     if (action !== 'add' && action !== 'replace' && action !== 'delete') {
@@ -609,38 +675,70 @@ export class RegistryHandler<O extends RegistryOptionsInput = RegistryOptionsInp
       };
     }
     await this.settleBooks();
-    const r = await modifyPerson(ctx.tx, packet.tags.PersonID, changes, action === 'delete' ? [] : dns, action === 'delete' ? dns : []);
+    const r = await modifyPerson(
+      ctx.tx,
+      packet.tags.PersonID,
+      changes,
+      action === 'delete' ? [] : dns,
+      action === 'delete' ? dns : [],
+    );
     if (!r.person) return fail(`request_user_modify: PersonID ${packet.tags.PersonID} is not known at this site`);
     if (Object.keys(changes).length > 0) await this.updatePerson(r.person, ctx);
-    if (r.added.length > 0 || r.removed.length > 0) await this.updateDns(r.person, { added: r.added, removed: r.removed }, ctx);
+    if (r.added.length > 0 || r.removed.length > 0)
+      await this.updateDns(r.person, { added: r.added, removed: r.removed }, ctx);
     return {};
   }
 
-  override async request_person_merge(packet: IncomingPacket<'request_person_merge'>, ctx: PacketContext): Promise<HandlerResult<'inform_transaction_complete'>> {
+  override async request_person_merge(
+    packet: IncomingPacket<'request_person_merge'>,
+    ctx: PacketContext,
+  ): Promise<HandlerResult<'inform_transaction_complete'>> {
     const t = packet.tags;
     await this.settleBooks();
-    const pair = await findMergePair(ctx.tx, { personId: t.KeepPersonID, globalId: t.KeepGlobalID }, { personId: t.DeletePersonID, globalId: t.DeleteGlobalID });
+    const pair = await findMergePair(
+      ctx.tx,
+      { personId: t.KeepPersonID, globalId: t.KeepGlobalID },
+      { personId: t.DeletePersonID, globalId: t.DeleteGlobalID },
+    );
     if (!pair.keep) {
-      return fail(`request_person_merge: KeepPersonID ${t.KeepPersonID} (KeepGlobalID ${t.KeepGlobalID}) is not known at this site`);
+      return fail(
+        `request_person_merge: KeepPersonID ${t.KeepPersonID} (KeepGlobalID ${t.KeepGlobalID}) is not known at this site`,
+      );
     }
     if (!pair.del || pair.del.personId === pair.keep.personId) {
-      const why = pair.delAlreadyMergedInto ? `was already merged into ${pair.delAlreadyMergedInto}` : 'is not known at this site';
+      const why = pair.delAlreadyMergedInto
+        ? `was already merged into ${pair.delAlreadyMergedInto}`
+        : 'is not known at this site';
       ctx.log.info({ DeletePersonID: t.DeletePersonID }, `person merge: DeletePersonID ${why}, nothing to move`);
       return { Message: `DeletePersonID ${t.DeletePersonID} ${why}; nothing to merge` };
     }
     const moved = await mergePeopleInRegistry(ctx.tx, pair.keep.personId, pair.del.personId);
     await this.mergePeople(pair.keep, pair.del, moved.accounts, ctx);
-    return { Message: `${pair.del.personId} merged into ${pair.keep.personId}: ${moved.accounts.length} account(s) moved` };
+    return {
+      Message: `${pair.del.personId} merged into ${pair.keep.personId}: ${moved.accounts.length} account(s) moved`,
+    };
   }
 
-  override async notify_person_ids(packet: IncomingPacket<'notify_person_ids'>, ctx: PacketContext): Promise<HandlerResult<'inform_transaction_complete'>> {
-    ctx.log.info({ PersonID: packet.tags.PersonID, PrimaryPersonID: packet.tags.PrimaryPersonID }, 'notify_person_ids noted; the registry keeps its own ids');
+  override async notify_person_ids(
+    packet: IncomingPacket<'notify_person_ids'>,
+    ctx: PacketContext,
+  ): Promise<HandlerResult<'inform_transaction_complete'>> {
+    ctx.log.info(
+      { PersonID: packet.tags.PersonID, PrimaryPersonID: packet.tags.PrimaryPersonID },
+      'notify_person_ids noted; the registry keeps its own ids',
+    );
     return {};
   }
 
-  override async notify_person_duplicate(packet: IncomingPacket<'notify_person_duplicate'>, ctx: PacketContext): Promise<HandlerResult<'inform_transaction_complete'>> {
+  override async notify_person_duplicate(
+    packet: IncomingPacket<'notify_person_duplicate'>,
+    ctx: PacketContext,
+  ): Promise<HandlerResult<'inform_transaction_complete'>> {
     // Nested: spread, a tag named `level` or `packet_rec_id` would overwrite that field of the log line.
-    ctx.log.warn({ tags: packet.tags }, 'central reports a duplicate person; a request_person_merge is expected to follow');
+    ctx.log.warn(
+      { tags: packet.tags },
+      'central reports a duplicate person; a request_person_merge is expected to follow',
+    );
     return {};
   }
 
@@ -669,7 +767,10 @@ export class RegistryHandler<O extends RegistryOptionsInput = RegistryOptionsInp
     cs: ChangeSet,
   ): { person: RegistryPerson; newLogin?: RegistryLogin } {
     // A GlobalID held by someone else is not moved here: that is what request_person_merge is for.
-    const globalId = input.globalId && (found.globalIdOwner === null || found.globalIdOwner === found.person?.personId) ? input.globalId : null;
+    const globalId =
+      input.globalId && (found.globalIdOwner === null || found.globalIdOwner === found.person?.personId)
+        ? input.globalId
+        : null;
     let person: RegistryPerson;
     let newLogin: RegistryLogin | undefined;
     if (found.person && found.person.login) {
@@ -694,7 +795,8 @@ export class RegistryHandler<O extends RegistryOptionsInput = RegistryOptionsInp
       }
       const { start, end } = this.settings.uidRange;
       const uid = Math.max(found.nextUid, start);
-      if (uid > end) throw new Error(`handler.options.uidRange: no uid left between ${start} and ${end} for a new login`);
+      if (uid > end)
+        throw new Error(`handler.options.uidRange: no uid left between ${start} and ${end} for a new login`);
       const personId = found.person?.personId ?? this.assignPersonId(login, packet);
       person = {
         personId,
@@ -732,10 +834,21 @@ export class RegistryHandler<O extends RegistryOptionsInput = RegistryOptionsInp
     return newLogin ? { person, newLogin } : { person };
   }
 
-  private async accountHooks(applied: Applied, person: RegistryPerson, project: RegistryProject, ctx: PacketContext): Promise<void> {
+  private async accountHooks(
+    applied: Applied,
+    person: RegistryPerson,
+    project: RegistryProject,
+    ctx: PacketContext,
+  ): Promise<void> {
     for (const a of applied.accounts) {
       const login = a.personId === person.personId ? person.login : a.login;
-      const account: RegistryAccount = { personId: a.personId, projectId: a.projectId, resource: a.resource, active: a.active, login };
+      const account: RegistryAccount = {
+        personId: a.personId,
+        projectId: a.projectId,
+        resource: a.resource,
+        active: a.active,
+        login,
+      };
       if (a.created) await this.addAccount(account, project, ctx);
       else await this.setAccountActive(account, a.active, ctx);
     }
@@ -746,7 +859,12 @@ export class RegistryHandler<O extends RegistryOptionsInput = RegistryOptionsInp
     if (added.length > 0) await this.updateDns(person, { added, removed: [] }, ctx);
   }
 
-  private async recordDns(type: string, personId: string, dns: string[], ctx: PacketContext): Promise<HandlerResult<'inform_transaction_complete'>> {
+  private async recordDns(
+    type: string,
+    personId: string,
+    dns: string[],
+    ctx: PacketContext,
+  ): Promise<HandlerResult<'inform_transaction_complete'>> {
     await this.settleBooks();
     const r = await modifyPerson(ctx.tx, personId, {}, dns, []);
     if (!r.person) return fail(`${type}: PersonID ${personId} is not known at this site`);

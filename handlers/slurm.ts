@@ -33,7 +33,13 @@ import { resolve } from 'node:path';
 import { z } from 'zod';
 import { configProgram } from '../src/config/paths.js';
 import type { HandlerContext, PacketContext } from '../src/dispatch/index.js';
-import type { AllocationChange, RegistryAccount, RegistryLogin, RegistryPerson, RegistryProject } from '../src/registry/index.js';
+import type {
+  AllocationChange,
+  RegistryAccount,
+  RegistryLogin,
+  RegistryPerson,
+  RegistryProject,
+} from '../src/registry/index.js';
 import {
   Sacctmgr,
   SLURM_ACCOUNT_PATTERN,
@@ -68,7 +74,17 @@ export const USER_PLACEHOLDERS = [
   'slurmAccount',
 ] as const;
 
-export const DEFAULT_CREATE_USER = ['useradd', '--uid', '{uid}', '--comment', '{gecos}', '--create-home', '--shell', '/bin/bash', '{login}'];
+export const DEFAULT_CREATE_USER = [
+  'useradd',
+  '--uid',
+  '{uid}',
+  '--comment',
+  '{gecos}',
+  '--create-home',
+  '--shell',
+  '/bin/bash',
+  '{login}',
+];
 export const DEFAULT_UPDATE_USER = ['usermod', '--comment', '{gecos}', '{login}'];
 
 const argvTemplate = (known: readonly string[]) =>
@@ -77,10 +93,16 @@ const argvTemplate = (known: readonly string[]) =>
     .min(1, { error: 'expected the program and its arguments, e.g. ["/usr/local/sbin/make-user", "{login}"]' })
     .superRefine((argv, ctx) => {
       const bad = unknownPlaceholders(argv, known);
-      if (bad.length > 0) ctx.addIssue({ code: 'custom', message: `unknown placeholder ${bad.join(', ')} (known: ${known.map((k) => `{${k}}`).join(' ')})` });
+      if (bad.length > 0)
+        ctx.addIssue({
+          code: 'custom',
+          message: `unknown placeholder ${bad.join(', ')} (known: ${known.map((k) => `{${k}}`).join(' ')})`,
+        });
     });
 
-const clusterName = z.string().regex(SLURM_CLUSTER_PATTERN, { error: `expected a Slurm cluster name matching ${SLURM_CLUSTER_PATTERN}` });
+const clusterName = z
+  .string()
+  .regex(SLURM_CLUSTER_PATTERN, { error: `expected a Slurm cluster name matching ${SLURM_CLUSTER_PATTERN}` });
 
 export const SLURM_COMMAND_MODES = ['run', 'log-only'] as const;
 
@@ -97,7 +119,9 @@ export const slurmOptionsSchema = registryOptionsSchema.extend({
    * Environment variables the commands get besides PATH, HOME, LANG, TZ and SLURM_CONF (by
    * name, values from amie's own environment); nothing else reaches them, no secret included.
    */
-  commandEnv: z.array(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, { error: 'expected an environment variable name' })).default([]),
+  commandEnv: z
+    .array(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, { error: 'expected an environment variable name' }))
+    .default([]),
   /**
    * run (default): run the commands. log-only: log each command instead of running it, and still
    * answer packets and write the registry (for trying the handler against real traffic without
@@ -108,22 +132,34 @@ export const slurmOptionsSchema = registryOptionsSchema.extend({
   dryRun: z
     .unknown()
     .refine(() => false, {
-      error: 'was removed: it answered packets and wrote the registry without running any command; say that with commands: log-only, or use amie process --dry-run to change nothing',
+      error:
+        'was removed: it answered packets and wrote the registry without running any command; say that with commands: log-only, or use amie process --dry-run to change nothing',
     })
     .optional(),
   /** The Slurm account of a project: `accountPrefix` + this template, lower-cased. */
   accountName: z
     .string()
     .min(1)
-    .refine((t) => unknownPlaceholders([t], ['projectId']).length === 0 && t.includes('{projectId}'), { error: 'expected a template using {projectId} and no other placeholder' })
+    .refine((t) => unknownPlaceholders([t], ['projectId']).length === 0 && t.includes('{projectId}'), {
+      error: 'expected a template using {projectId} and no other placeholder',
+    })
     .default('{projectId}'),
-  accountPrefix: z.string().regex(/^[a-z0-9_-]*$/, { error: 'expected lower-case letters, digits, "_" or "-"' }).default(''),
+  accountPrefix: z
+    .string()
+    .regex(/^[a-z0-9_-]*$/, { error: 'expected lower-case letters, digits, "_" or "-"' })
+    .default(''),
   /** New project accounts are created under this account (default: Slurm's root). */
-  parentAccount: z.string().regex(SLURM_ACCOUNT_PATTERN, { error: `expected a Slurm account name matching ${SLURM_ACCOUNT_PATTERN}` }).optional(),
+  parentAccount: z
+    .string()
+    .regex(SLURM_ACCOUNT_PATTERN, { error: `expected a Slurm account name matching ${SLURM_ACCOUNT_PATTERN}` })
+    .optional(),
   /** SU -> TRES-minutes: GrpTRESMins=<tres>=ServiceUnitsAllocated × minutesPerUnit. */
   allocation: z
     .strictObject({
-      tres: z.string().regex(SLURM_TRES_PATTERN, { error: 'expected a TRES such as gres/gpu or cpu' }).default('gres/gpu'),
+      tres: z
+        .string()
+        .regex(SLURM_TRES_PATTERN, { error: 'expected a TRES such as gres/gpu or cpu' })
+        .default('gres/gpu'),
       minutesPerUnit: z.number().positive().default(60),
     })
     .default({ tres: 'gres/gpu', minutesPerUnit: 60 }),
@@ -163,7 +199,11 @@ function withConfigPaths(o: SlurmOptions, configDir: string | undefined): SlurmO
 
 /** Text for the passwd comment field: one line, no ":" (field separator) or "," (gecos subfields). */
 function gecosOf(fullName: string): string {
-  return singleLine(fullName).replace(/[:,=\\]/g, ' ').replace(/ {2,}/g, ' ').trim().slice(0, 255);
+  return singleLine(fullName)
+    .replace(/[:,=\\]/g, ' ')
+    .replace(/ {2,}/g, ' ')
+    .trim()
+    .slice(0, 255);
 }
 
 export class SlurmHandler extends RegistryHandler {
@@ -179,15 +219,21 @@ export class SlurmHandler extends RegistryHandler {
   constructor(context: HandlerContext<SlurmOptionsInput>) {
     super(context);
     this.slurm = withConfigPaths(slurmOptionsSchema.parse(context.options ?? {}), context.configDir);
-    this.#clusters = this.slurm.clusters ? new Map(Object.entries(this.slurm.clusters).map(([r, c]) => [r.trim().toLowerCase(), c])) : null;
+    this.#clusters = this.slurm.clusters
+      ? new Map(Object.entries(this.slurm.clusters).map(([r, c]) => [r.trim().toLowerCase(), c]))
+      : null;
     if (this.slurm.cluster !== undefined && this.#clusters) {
-      throw new Error('handler.options: give either cluster (one for every resource) or clusters (one per resource), not both');
+      throw new Error(
+        'handler.options: give either cluster (one for every resource) or clusters (one per resource), not both',
+      );
     }
     const site = context.site;
     if (this.#clusters && site) {
       const missing = scopeResources(site).filter((r) => !this.#clusters!.has(r));
       if (missing.length > 0) {
-        throw new Error(`handler.options.clusters: no cluster for resource ${missing.map((r) => JSON.stringify(r)).join(', ')} of site.resources`);
+        throw new Error(
+          `handler.options.clusters: no cluster for resource ${missing.map((r) => JSON.stringify(r)).join(', ')} of site.resources`,
+        );
       }
     }
   }
@@ -201,7 +247,8 @@ export class SlurmHandler extends RegistryHandler {
     if (!this.#clusters) return this.slurm.cluster;
     const r = resource?.trim() || this.site.resource;
     const cluster = this.#clusters.get(r.toLowerCase());
-    if (cluster === undefined) throw new Error(`handler.options.clusters names no cluster for resource ${JSON.stringify(r)}`);
+    if (cluster === undefined)
+      throw new Error(`handler.options.clusters names no cluster for resource ${JSON.stringify(r)}`);
     return cluster;
   }
 
@@ -215,7 +262,8 @@ export class SlurmHandler extends RegistryHandler {
   /** The Slurm account of a ProjectID by the configured rule; throws, naming the rule, when the name is not usable. */
   accountNameFor(projectId: string): string {
     // A replacer function: a string replacement would expand `$'`, `$&`… in the ProjectID.
-    const name = `${this.slurm.accountPrefix}${this.slurm.accountName.replaceAll('{projectId}', () => projectId)}`.toLowerCase();
+    const name =
+      `${this.slurm.accountPrefix}${this.slurm.accountName.replaceAll('{projectId}', () => projectId)}`.toLowerCase();
     if (!SLURM_ACCOUNT_PATTERN.test(name)) {
       throw new Error(
         `handler.options.accountName: ProjectID ${JSON.stringify(projectId)} gives the Slurm account name ${JSON.stringify(name)}, ` +
@@ -255,7 +303,10 @@ export class SlurmHandler extends RegistryHandler {
       organization: pi.organization ?? '',
       ...(this.slurm.parentAccount ? { parent: this.slurm.parentAccount } : {}),
     });
-    ctx.log.info({ ProjectID: project.projectId, slurmAccount: account, cluster }, this.told(ctx, `Slurm account ${account}: ${r}`, `would add Slurm account ${account} (or update it)`));
+    ctx.log.info(
+      { ProjectID: project.projectId, slurmAccount: account, cluster },
+      this.told(ctx, `Slurm account ${account}: ${r}`, `would add Slurm account ${account} (or update it)`),
+    );
   }
 
   override async setAllocation(project: RegistryProject, change: AllocationChange, ctx: PacketContext): Promise<void> {
@@ -267,13 +318,24 @@ export class SlurmHandler extends RegistryHandler {
     const own = (await s.associations({ account })).find((a) => a.user === '');
     if (!own && !this.dryRun(ctx)) {
       // A project from before this handler ran at the site: give it its account now.
-      await s.ensureAccount(account, { description: project.title ?? project.grantNumber, organization: '', ...(this.slurm.parentAccount ? { parent: this.slurm.parentAccount } : {}) });
+      await s.ensureAccount(account, {
+        description: project.title ?? project.grantNumber,
+        organization: '',
+        ...(this.slurm.parentAccount ? { parent: this.slurm.parentAccount } : {}),
+      });
     }
-    const newPeriod = change.before !== null && (change.allocationType === 'renewal' || change.allocationType === 'new');
+    const newPeriod =
+      change.before !== null && (change.allocationType === 'renewal' || change.allocationType === 'new');
     const resetUsage = newPeriod && this.slurm.resetUsageOnRenewal;
     const changed = await s.setAccountLimits(account, { grpTresMins: { tres, minutes }, resetUsage }, own ?? null);
     ctx.log.info(
-      { ProjectID: project.projectId, slurmAccount: account, cluster, AllocationType: change.allocationType, serviceUnits: change.after.serviceUnits },
+      {
+        ProjectID: project.projectId,
+        slurmAccount: account,
+        cluster,
+        AllocationType: change.allocationType,
+        serviceUnits: change.after.serviceUnits,
+      },
       this.told(
         ctx,
         `Slurm account ${account}: GrpTRESMins=${tres}=${minutes}${changed ? '' : ' (unchanged)'}${resetUsage ? ', usage reset for the new period' : ''}`,
@@ -282,7 +344,11 @@ export class SlurmHandler extends RegistryHandler {
     );
   }
 
-  override async addAccount(account: RegistryAccount, project: RegistryProject | null, ctx: PacketContext): Promise<void> {
+  override async addAccount(
+    account: RegistryAccount,
+    project: RegistryProject | null,
+    ctx: PacketContext,
+  ): Promise<void> {
     const slurmAccount = this.slurmAccountOf(account.projectId, project);
     await this.createPendingUser(account, project, slurmAccount, ctx);
     const login = this.loginOf(account, ctx);
@@ -293,7 +359,11 @@ export class SlurmHandler extends RegistryHandler {
     if (project && project.piPersonId === account.personId) await s.ensureCoordinator(login, slurmAccount);
     ctx.log.info(
       { ProjectID: account.projectId, slurmAccount, login, cluster },
-      this.told(ctx, `Slurm user ${login} on account ${slurmAccount}: ${r}`, `would add Slurm user ${login} to account ${slurmAccount} (or update it)`),
+      this.told(
+        ctx,
+        `Slurm user ${login} on account ${slurmAccount}: ${r}`,
+        `would add Slurm user ${login} to account ${slurmAccount} (or update it)`,
+      ),
     );
   }
 
@@ -308,7 +378,11 @@ export class SlurmHandler extends RegistryHandler {
       const r = await s.ensureUser(login, slurmAccount, true);
       ctx.log.info(
         { ProjectID: account.projectId, slurmAccount, login, cluster },
-        this.told(ctx, `Slurm user ${login} on account ${slurmAccount}: reactivated (${r})`, `would reactivate Slurm user ${login} on account ${slurmAccount}`),
+        this.told(
+          ctx,
+          `Slurm user ${login} on account ${slurmAccount}: reactivated (${r})`,
+          `would reactivate Slurm user ${login} on account ${slurmAccount}`,
+        ),
       );
       return;
     }
@@ -318,7 +392,9 @@ export class SlurmHandler extends RegistryHandler {
       { ProjectID: account.projectId, slurmAccount, login, cluster },
       this.told(
         ctx,
-        had ? `Slurm user ${login} on account ${slurmAccount}: submissions blocked` : `Slurm user ${login} has no association with ${slurmAccount}: nothing to block`,
+        had
+          ? `Slurm user ${login} on account ${slurmAccount}: submissions blocked`
+          : `Slurm user ${login} has no association with ${slurmAccount}: nothing to block`,
         `would block submissions of Slurm user ${login} on account ${slurmAccount}${this.slurm.cancelRunningJobs ? ' and cancel its jobs' : ''}`,
       ),
     );
@@ -340,17 +416,30 @@ export class SlurmHandler extends RegistryHandler {
     );
   }
 
-  override async updateDns(person: RegistryPerson, change: { added: string[]; removed: string[] }, ctx: PacketContext): Promise<void> {
+  override async updateDns(
+    person: RegistryPerson,
+    change: { added: string[]; removed: string[] },
+    ctx: PacketContext,
+  ): Promise<void> {
     if (!this.slurm.gridMapfile) return;
     if (!person.login) {
       ctx.log.warn({ PersonID: person.personId }, 'grid-mapfile: the person has no login; DNs not mapped');
       return;
     }
-    await updateGridMapfile(this.slurm.gridMapfile, { login: person.login, add: change.added, remove: change.removed }, { log: ctx.log, dryRun: this.dryRun(ctx) });
+    await updateGridMapfile(
+      this.slurm.gridMapfile,
+      { login: person.login, add: change.added, remove: change.removed },
+      { log: ctx.log, dryRun: this.dryRun(ctx) },
+    );
   }
 
   override async updatePerson(person: RegistryPerson, ctx: PacketContext): Promise<void> {
-    const template = this.slurm.updateUser === undefined ? (this.usesDefaultCreateUser() ? DEFAULT_UPDATE_USER : null) : this.slurm.updateUser;
+    const template =
+      this.slurm.updateUser === undefined
+        ? this.usesDefaultCreateUser()
+          ? DEFAULT_UPDATE_USER
+          : null
+        : this.slurm.updateUser;
     if (!template || !person.login) return;
     if (!this.dryRun(ctx) && !(await this.unixUser(person.login, ctx))) {
       ctx.log.warn({ login: person.login }, `Unix user ${person.login} does not exist: not updated`);
@@ -359,21 +448,42 @@ export class SlurmHandler extends RegistryHandler {
     await runCommand(expandArgv(template, this.placeholders(person, null, '', '')), this.commandOptions(ctx));
   }
 
-  override async mergePeople(kept: RegistryPerson, deleted: RegistryPerson, accounts: RegistryAccount[], ctx: PacketContext): Promise<void> {
+  override async mergePeople(
+    kept: RegistryPerson,
+    deleted: RegistryPerson,
+    accounts: RegistryAccount[],
+    ctx: PacketContext,
+  ): Promise<void> {
     const keptLogin = kept.login ? this.checkedLogin(kept.login) : null;
     const deletedLogin = deleted.login && deleted.login !== kept.login ? this.checkedLogin(deleted.login) : null;
     if (keptLogin) {
-      for (const a of accounts) await this.sacctmgr(ctx, this.clusterFor(a.resource)).ensureUser(keptLogin, this.slurmAccountOf(a.projectId), a.active);
+      for (const a of accounts)
+        await this.sacctmgr(ctx, this.clusterFor(a.resource)).ensureUser(
+          keptLogin,
+          this.slurmAccountOf(a.projectId),
+          a.active,
+        );
     }
     // The deleted login stays retired: its associations (on whatever accounts and clusters,
     // including those where the kept person already had one) keep their history but submit no more.
     const blocked: string[] = [];
-    if (deletedLogin) for (const cluster of this.allClusters()) blocked.push(...(await this.sacctmgr(ctx, cluster).blockUser(deletedLogin)));
+    if (deletedLogin)
+      for (const cluster of this.allClusters())
+        blocked.push(...(await this.sacctmgr(ctx, cluster).blockUser(deletedLogin)));
     if (this.slurm.gridMapfile && keptLogin && deletedLogin) {
-      await updateGridMapfile(this.slurm.gridMapfile, { login: keptLogin, takeFrom: deletedLogin }, { log: ctx.log, dryRun: this.dryRun(ctx) });
+      await updateGridMapfile(
+        this.slurm.gridMapfile,
+        { login: keptLogin, takeFrom: deletedLogin },
+        { log: ctx.log, dryRun: this.dryRun(ctx) },
+      );
     }
     ctx.log.info(
-      { kept: kept.personId, deleted: deleted.personId, accounts: accounts.map((a) => a.projectId), blocked: [...new Set(blocked)] },
+      {
+        kept: kept.personId,
+        deleted: deleted.personId,
+        accounts: accounts.map((a) => a.projectId),
+        blocked: [...new Set(blocked)],
+      },
       this.told(
         ctx,
         `Slurm: ${deletedLogin ?? '(no login)'} merged into ${keptLogin ?? '(no login)'}`,
@@ -418,13 +528,19 @@ export class SlurmHandler extends RegistryHandler {
   }
 
   private checkedLogin(login: string): string {
-    if (!SLURM_USER_PATTERN.test(login)) throw new Error(`login ${JSON.stringify(login)} cannot be used as a Unix or Slurm user name: expected ${SLURM_USER_PATTERN}`);
+    if (!SLURM_USER_PATTERN.test(login))
+      throw new Error(
+        `login ${JSON.stringify(login)} cannot be used as a Unix or Slurm user name: expected ${SLURM_USER_PATTERN}`,
+      );
     return login;
   }
 
   private loginOf(account: RegistryAccount, ctx: PacketContext): string | null {
     if (!account.login) {
-      ctx.log.warn({ PersonID: account.personId, ProjectID: account.projectId }, 'the account has no login: no Slurm association');
+      ctx.log.warn(
+        { PersonID: account.personId, ProjectID: account.projectId },
+        'the account has no login: no Slurm association',
+      );
       return null;
     }
     return this.checkedLogin(account.login);
@@ -434,7 +550,12 @@ export class SlurmHandler extends RegistryHandler {
     return JSON.stringify(this.slurm.createUser) === JSON.stringify(DEFAULT_CREATE_USER);
   }
 
-  private placeholders(person: RegistryPerson, project: RegistryProject | null, projectId: string, slurmAccount: string): Record<string, string | null> {
+  private placeholders(
+    person: RegistryPerson,
+    project: RegistryProject | null,
+    projectId: string,
+    slurmAccount: string,
+  ): Record<string, string | null> {
     const fullName = [person.firstName, person.middleName, person.lastName].filter((s) => s && s.trim()).join(' ');
     return {
       login: person.login,
@@ -456,13 +577,22 @@ export class SlurmHandler extends RegistryHandler {
 
   /** The uid of a Unix user (getent, so LDAP users count), or null if there is none. */
   private async unixUser(login: string, ctx: PacketContext): Promise<{ uid: number } | null> {
-    const r = await runCommand(['getent', 'passwd', login], { ...this.commandOptions(ctx), dryRun: false, okExitCodes: [2] });
+    const r = await runCommand(['getent', 'passwd', login], {
+      ...this.commandOptions(ctx),
+      dryRun: false,
+      okExitCodes: [2],
+    });
     if (r.exitCode === 2) return null;
     return { uid: Number(r.stdout.split(':')[2]) };
   }
 
   /** Runs createUser for a login new in this packet, unless the Unix user exists. */
-  private async createPendingUser(account: RegistryAccount, project: RegistryProject | null, slurmAccount: string, ctx: PacketContext): Promise<void> {
+  private async createPendingUser(
+    account: RegistryAccount,
+    project: RegistryProject | null,
+    slurmAccount: string,
+    ctx: PacketContext,
+  ): Promise<void> {
     const pending = this.#newLogins.get(ctx);
     const person = pending?.get(account.personId);
     if (!person?.login) return;
@@ -483,8 +613,14 @@ export class SlurmHandler extends RegistryHandler {
         return;
       }
     }
-    await runCommand(expandArgv(template, this.placeholders(person, project, account.projectId, slurmAccount)), this.commandOptions(ctx));
-    ctx.log.info({ login, uid: person.uid }, this.told(ctx, `Unix user ${login} created`, `would create Unix user ${login} (unless it exists)`));
+    await runCommand(
+      expandArgv(template, this.placeholders(person, project, account.projectId, slurmAccount)),
+      this.commandOptions(ctx),
+    );
+    ctx.log.info(
+      { login, uid: person.uid },
+      this.told(ctx, `Unix user ${login} created`, `would create Unix user ${login} (unless it exists)`),
+    );
   }
 }
 

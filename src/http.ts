@@ -91,7 +91,8 @@ export function retryAfterMs(header: string | null, now = Date.now()): number | 
 /** The upper bound of one call's duration under `policy`: every attempt timing out, every wait at its longest (a Retry-After may ask for up to MAX_RETRY_WAIT_MS). */
 export function worstCaseMs(policy: RetryPolicy): number {
   let total = policy.timeoutMs * (policy.retries + 1);
-  for (let a = 1; a <= policy.retries; a++) total += Math.max(MAX_RETRY_WAIT_MS, Math.min(MAX_RETRY_WAIT_MS, policy.retryBaseMs * 2 ** (a - 1)) * 1.25);
+  for (let a = 1; a <= policy.retries; a++)
+    total += Math.max(MAX_RETRY_WAIT_MS, Math.min(MAX_RETRY_WAIT_MS, policy.retryBaseMs * 2 ** (a - 1)) * 1.25);
   return Math.ceil(total);
 }
 
@@ -168,7 +169,12 @@ export async function fetchWithRetries(
     }
     if (askedWaitMs !== undefined && askedWaitMs > MAX_RETRY_WAIT_MS) {
       // Retrying sooner than the server asked only meets the same answer; the next run will try.
-      throw new HttpRetriesExhausted(`${failure} (the server asks to wait ${Math.ceil(askedWaitMs / 1000)} s; not waiting longer than ${MAX_RETRY_WAIT_MS / 1000} s)`, attempt + 1, status, { cause });
+      throw new HttpRetriesExhausted(
+        `${failure} (the server asks to wait ${Math.ceil(askedWaitMs / 1000)} s; not waiting longer than ${MAX_RETRY_WAIT_MS / 1000} s)`,
+        attempt + 1,
+        status,
+        { cause },
+      );
     }
     if (attempt >= policy.retries) throw new HttpRetriesExhausted(failure, attempt + 1, status, { cause });
     const waitMs = Math.max(backoffMs(policy.retryBaseMs, attempt + 1), askedWaitMs ?? 0);
@@ -198,7 +204,10 @@ function redirectMessage(status: number, location: string | null, url: string): 
 async function readCapped(res: Response, maxBytes: number): Promise<string> {
   const declared = Number(res.headers.get('content-length'));
   const tooLarge = () =>
-    new HttpAnswerRefused(`answered HTTP ${res.status} with a body larger than ${maxBytes} bytes (maxResponseBytes); it was not read further`, res.status);
+    new HttpAnswerRefused(
+      `answered HTTP ${res.status} with a body larger than ${maxBytes} bytes (maxResponseBytes); it was not read further`,
+      res.status,
+    );
   if (declared > maxBytes) {
     await res.body?.cancel().catch(() => {});
     throw tooLarge();
@@ -230,7 +239,11 @@ export function isLoopbackHost(hostname: string): boolean {
  * Why `url` may not carry an API key, or undefined: plain http crosses the network readable by
  * anyone on the way, so it is refused unless the host is loopback or the site says it accepts that.
  */
-export function insecureUrlProblem(url: string, allowInsecureHttp: boolean | undefined, configKey: string): string | undefined {
+export function insecureUrlProblem(
+  url: string,
+  allowInsecureHttp: boolean | undefined,
+  configKey: string,
+): string | undefined {
   let u: URL;
   try {
     u = new URL(url);

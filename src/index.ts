@@ -9,7 +9,12 @@ export * from './store/index.js';
 export * from './dispatch/index.js';
 export * from './sources/index.js';
 export * from './registry/index.js';
-export { RegistryHandler, registryOptionsSchema, type RegistryOptions, type RegistryOptionsInput } from '../handlers/registry.js';
+export {
+  RegistryHandler,
+  registryOptionsSchema,
+  type RegistryOptions,
+  type RegistryOptionsInput,
+} from '../handlers/registry.js';
 export * from './simulator/index.js';
 export * from './usage/index.js';
 export * from './slurm/index.js';

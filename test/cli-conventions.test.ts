@@ -20,14 +20,25 @@ let dir: string;
 let config: string;
 
 async function amie(args: string[]) {
-  const r = await execa(process.execPath, [MAIN, ...args], { cwd: dir, env: cleanEnv(), extendEnv: false, reject: false, stdin: 'ignore', timeout: 60_000 });
+  const r = await execa(process.execPath, [MAIN, ...args], {
+    cwd: dir,
+    env: cleanEnv(),
+    extendEnv: false,
+    reject: false,
+    stdin: 'ignore',
+    timeout: 60_000,
+  });
   return { code: r.exitCode, stdout: String(r.stdout), stderr: String(r.stderr) };
 }
 
 /** Runs `amie` with the reading end of its stdout already closed, as `amie ... | head -1` leaves it. */
 function amieIntoClosedPipe(args: string[]): Promise<{ code: number | null; stderr: string }> {
   return new Promise((done, fail) => {
-    const child = spawn(process.execPath, [MAIN, ...args], { cwd: dir, env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [MAIN, ...args], {
+      cwd: dir,
+      env: cleanEnv(),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     child.stdout.destroy();
     let stderr = '';
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
@@ -40,7 +51,10 @@ beforeAll(async () => {
   if (!existsSync(MAIN)) throw new Error(`${MAIN} is missing: build first with npx tsc -p .`);
   dir = mkdtempSync(join(tmpdir(), 'amie-conventions-'));
   config = join(dir, 'amie.yaml');
-  writeFileSync(config, 'site:\n  name: EXAMPLE\n  resource: cluster.example.org\ndatabase:\n  path: ./db\nhandler: registry\nlog:\n  level: silent\n');
+  writeFileSync(
+    config,
+    'site:\n  name: EXAMPLE\n  resource: cluster.example.org\ndatabase:\n  path: ./db\nhandler: registry\nlog:\n  level: silent\n',
+  );
   const init = await amie(['-c', config, 'db', 'init']);
   expect(init.code, init.stderr).toBe(0);
 });
@@ -77,7 +91,9 @@ describe('[14.9] amie on the command line', () => {
     expect(typo.code).toBe(2);
     expect(typo.stderr.split('\n')[0]).toBe("amie: unknown command 'pakets' (did you mean packets?)");
     // The same answer without the help command, at any level.
-    expect((await amie(['pakets'])).stderr.split('\n')[0]).toBe("amie: unknown command 'pakets' (did you mean packets?)");
+    expect((await amie(['pakets'])).stderr.split('\n')[0]).toBe(
+      "amie: unknown command 'pakets' (did you mean packets?)",
+    );
     const sub = await amie(['db', 'int']);
     expect(sub.code).toBe(2);
     expect(sub.stderr.split('\n')[0]).toBe("amie: unknown command 'int' in 'amie db' (did you mean init?)");
@@ -86,7 +102,10 @@ describe('[14.9] amie on the command line', () => {
   it('[14.9] mistakes on the command line say amie:, like every other error, and name the help to read', async () => {
     const r = await amie(['-c', config, 'db', 'init', '--bogus']);
     expect(r.code).toBe(2);
-    expect(r.stderr.split('\n').filter(Boolean)).toEqual(["amie: unknown option '--bogus'", '(run amie help db init for usage)']);
+    expect(r.stderr.split('\n').filter(Boolean)).toEqual([
+      "amie: unknown option '--bogus'",
+      '(run amie help db init for usage)',
+    ]);
     const typo = await amie(['-c', config, 'process', '--debgu']);
     expect(typo.stderr.split('\n')[0]).toBe("amie: unknown option '--debgu' (did you mean --debug?)");
     const missing = await amie(['packets', 'show']);
@@ -98,7 +117,10 @@ describe('[14.9] amie on the command line', () => {
   it('[14.9] every command takes at most three lines in the top-level help', async () => {
     const r = await amie(['--help']);
     expect(r.code).toBe(0);
-    const commands = r.stdout.slice(r.stdout.indexOf('Commands:\n') + 'Commands:\n'.length).split('\n').filter(Boolean);
+    const commands = r.stdout
+      .slice(r.stdout.indexOf('Commands:\n') + 'Commands:\n'.length)
+      .split('\n')
+      .filter(Boolean);
     const entries: string[][] = [];
     for (const line of commands) {
       if (/^ {2}\S/.test(line)) entries.push([line]);
@@ -112,10 +134,14 @@ describe('[14.9] amie on the command line', () => {
     // Another process holds the database, as a long `amie process` would.
     const holder = spawn(
       process.execPath,
-      ['--input-type=module', '-e', `import { openPglite } from ${JSON.stringify(DB_MODULE)};
+      [
+        '--input-type=module',
+        '-e',
+        `import { openPglite } from ${JSON.stringify(DB_MODULE)};
         const db = await openPglite({ path: ${JSON.stringify(join(dir, 'db'))} });
         process.stdout.write('held\\n');
-        process.stdin.on('data', () => {}).on('end', async () => { await db.close(); process.exit(0); });`],
+        process.stdin.on('data', () => {}).on('end', async () => { await db.close(); process.exit(0); });`,
+      ],
       { stdio: ['pipe', 'pipe', 'inherit'] },
     );
     try {
@@ -123,7 +149,13 @@ describe('[14.9] amie on the command line', () => {
         holder.stdout.on('data', (d: Buffer) => d.toString().includes('held') && held());
         holder.on('exit', (code) => fail(new Error(`the holder exited ${code}`)));
       });
-      const waiter = execa(process.execPath, [MAIN, '-c', config, 'db', 'check'], { cwd: dir, env: cleanEnv(), extendEnv: false, reject: false, stdin: 'ignore' });
+      const waiter = execa(process.execPath, [MAIN, '-c', config, 'db', 'check'], {
+        cwd: dir,
+        env: cleanEnv(),
+        extendEnv: false,
+        reject: false,
+        stdin: 'ignore',
+      });
       let stderr = '';
       waiter.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
       const until = Date.now() + 15_000;
@@ -134,7 +166,11 @@ describe('[14.9] amie on the command line', () => {
       expect(r.exitCode, stderr).toBe(0);
       const lines = stderr.split('\n').filter(Boolean);
       expect(lines).toHaveLength(1);
-      expect(lines[0]).toMatch(new RegExp(`^amie: waiting up to 60 s for process ${holder.pid}, which holds embedded database .*db \\(lock .*db\\.lock\\)$`));
+      expect(lines[0]).toMatch(
+        new RegExp(
+          `^amie: waiting up to 60 s for process ${holder.pid}, which holds embedded database .*db \\(lock .*db\\.lock\\)$`,
+        ),
+      );
     } finally {
       holder.kill();
     }

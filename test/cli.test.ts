@@ -113,7 +113,10 @@ describe('amie', () => {
     const dir = tempDir();
     configIn(dir, `${SITE}database:\n  url: postgres://nobody@127.0.0.1:1/x\n  passwordEnv: AMIE_DB_PASSWORD\n`);
     for (const debug of [[], ['--debug']]) {
-      const fromEnvVar = await amie([...debug, '-c', 'amie.yaml', 'db', 'init'], { cwd: dir, env: { AMIE_DB_PASSWORD: 'topsecret' } });
+      const fromEnvVar = await amie([...debug, '-c', 'amie.yaml', 'db', 'init'], {
+        cwd: dir,
+        env: { AMIE_DB_PASSWORD: 'topsecret' },
+      });
       expect(fromEnvVar.code).toBe(2);
       expect(fromEnvVar.stderr).toContain('postgres://nobody:***@127.0.0.1:1/x');
       const inUrl = await amie([...debug, 'db', 'init'], {
@@ -134,11 +137,19 @@ describe('amie', () => {
     expect(first.stdout).toMatch(new RegExp(`^${where}: AMIE tables created; toolkit migrations applied: \\S+`));
 
     const second = await amie(['-c', 'amie.yaml', 'db', 'init'], { cwd: dir });
-    expect(second).toMatchObject({ code: 0, stderr: '', stdout: `${where}: AMIE tables already there; no toolkit migrations to apply` });
+    expect(second).toMatchObject({
+      code: 0,
+      stderr: '',
+      stdout: `${where}: AMIE tables already there; no toolkit migrations to apply`,
+    });
 
     const check = await amie(['-c', 'amie.yaml', 'db', 'check'], { cwd: dir });
     expect(check).toMatchObject({ code: 0, stderr: '' });
-    expect(check.stdout.split('\n')).toEqual([`${where}: AMIE tables ready`, 'incoming packets: none', 'outgoing packets: none']);
+    expect(check.stdout.split('\n')).toEqual([
+      `${where}: AMIE tables ready`,
+      'incoming packets: none',
+      'outgoing packets: none',
+    ]);
   });
 
   it('db check on a database without the AMIE tables exits 2 and says to run db init', async () => {
@@ -162,20 +173,25 @@ describe('amie on a PostgreSQL server', () => {
     await server?.cleanup();
   });
 
-  it.skipIf(!available)(`db init creates the tables, then finds them, never showing the password${pgSkipNote}`, async () => {
-    const dir = tempDir();
-    // The test server trusts local connections, so any password is accepted; what matters is that none is printed.
-    configIn(dir, `${SITE}database:\n  url: ${server!.url}\n  passwordEnv: AMIE_DB_PASSWORD\n`);
-    const env = { AMIE_DB_PASSWORD: 'topsecret' };
-    const first = await amie(['-c', 'amie.yaml', 'db', 'init'], { cwd: dir, env });
-    expect(first.stderr).toBe('');
-    expect(first.code).toBe(0);
-    expect(first.stdout).toMatch(/^postgres:\/\/[^@]*:\*\*\*@[^ ]+: AMIE tables created; toolkit migrations applied: \S+/);
-    const second = await amie(['-c', 'amie.yaml', 'db', 'init'], { cwd: dir, env });
-    expect(second.code).toBe(0);
-    expect(second.stdout).toContain('AMIE tables already there; no toolkit migrations to apply');
-    const check = await amie(['-c', 'amie.yaml', 'db', 'check'], { cwd: dir, env });
-    expect(check.code).toBe(0);
-    for (const r of [first, second, check]) expect(r.stdout + r.stderr).not.toContain('topsecret');
-  });
+  it.skipIf(!available)(
+    `db init creates the tables, then finds them, never showing the password${pgSkipNote}`,
+    async () => {
+      const dir = tempDir();
+      // The test server trusts local connections, so any password is accepted; what matters is that none is printed.
+      configIn(dir, `${SITE}database:\n  url: ${server!.url}\n  passwordEnv: AMIE_DB_PASSWORD\n`);
+      const env = { AMIE_DB_PASSWORD: 'topsecret' };
+      const first = await amie(['-c', 'amie.yaml', 'db', 'init'], { cwd: dir, env });
+      expect(first.stderr).toBe('');
+      expect(first.code).toBe(0);
+      expect(first.stdout).toMatch(
+        /^postgres:\/\/[^@]*:\*\*\*@[^ ]+: AMIE tables created; toolkit migrations applied: \S+/,
+      );
+      const second = await amie(['-c', 'amie.yaml', 'db', 'init'], { cwd: dir, env });
+      expect(second.code).toBe(0);
+      expect(second.stdout).toContain('AMIE tables already there; no toolkit migrations to apply');
+      const check = await amie(['-c', 'amie.yaml', 'db', 'check'], { cwd: dir, env });
+      expect(check.code).toBe(0);
+      for (const r of [first, second, check]) expect(r.stdout + r.stderr).not.toContain('topsecret');
+    },
+  );
 });

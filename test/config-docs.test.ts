@@ -50,7 +50,10 @@ function keyPaths(schema: z.ZodType, prefix: string[] = []): string[][] {
       // The keys of a record are the site's own (partition names, Slurm accounts): only its values can hold keys.
       return keyPaths(def.valueType!, prefix);
     case 'object':
-      return Object.entries(def.shape!).flatMap(([key, child]) => [[...prefix, key], ...keyPaths(child, [...prefix, key])]);
+      return Object.entries(def.shape!).flatMap(([key, child]) => [
+        [...prefix, key],
+        ...keyPaths(child, [...prefix, key]),
+      ]);
     default:
       return [];
   }
@@ -100,13 +103,24 @@ describe('[14.12] config/amie.yaml documents the whole schema', () => {
       .map((l) => l.replace(/^# ?/, ''))
       .join('\n');
     const cfg = parseConfig(`${REFERENCE}\n${usage}\n`, 'config/amie.yaml', env);
-    expect(cfg.usage).toMatchObject({ sink: 'amie-db', charge: 'gpu-hours', overlapHours: 24, sacctTimeoutSeconds: 600, usageApi: { maxBatchRecords: 1000 } });
+    expect(cfg.usage).toMatchObject({
+      sink: 'amie-db',
+      charge: 'gpu-hours',
+      overlapHours: 24,
+      sacctTimeoutSeconds: 600,
+      usageApi: { maxBatchRecords: 1000 },
+    });
   });
 });
 
 describe('[14.12] the README agrees with what the toolkit does', () => {
   it('[14.12] the logins the README names are the ones the demo hands out', async () => {
-    const r = await execa('node', [MAIN, 'demo', '--json'], { reject: false, stdin: 'ignore', timeout: 120_000, env: { ...process.env, AMIE_CONFIG: '' } });
+    const r = await execa('node', [MAIN, 'demo', '--json'], {
+      reject: false,
+      stdin: 'ignore',
+      timeout: 120_000,
+      env: { ...process.env, AMIE_CONFIG: '' },
+    });
     expect(r.exitCode, String(r.stderr)).toBe(0);
     const demo = JSON.parse(String(r.stdout)) as { registry: { people: Array<{ login: string | null }> } };
     const logins = new Set(demo.registry.people.map((p) => p.login));
@@ -120,7 +134,12 @@ describe('[14.12] the README agrees with what the toolkit does', () => {
 
 describe('[14.12] amie demo', () => {
   it('[14.12] prints its first line at once, not with the rest once the scenarios are done', async () => {
-    const child = execa('node', [MAIN, 'demo'], { reject: false, stdin: 'ignore', timeout: 120_000, env: { ...process.env, AMIE_CONFIG: '' } });
+    const child = execa('node', [MAIN, 'demo'], {
+      reject: false,
+      stdin: 'ignore',
+      timeout: 120_000,
+      env: { ...process.env, AMIE_CONFIG: '' },
+    });
     let firstAt = 0;
     let first = '';
     child.stdout!.on('data', (chunk: Buffer) => {
@@ -144,15 +163,24 @@ describe('[14.12] the README example handler', () => {
     expect(README).toContain('`amie simulate --scenario all` with it passes `invalid_packet` only');
     const example = resolve('dist/examples/custom-handler.js');
     // Built by `npm run build` (and the pretest script); build it here when only the toolkit was.
-    if (!existsSync(example)) await execa('node', [resolve('node_modules/typescript/bin/tsc'), '-p', 'examples/tsconfig.json']);
+    if (!existsSync(example))
+      await execa('node', [resolve('node_modules/typescript/bin/tsc'), '-p', 'examples/tsconfig.json']);
     const dir = mkdtempSync(join(tmpdir(), 'amie-example-'));
     try {
       const config = join(dir, 'amie.yaml');
-      writeFileSync(config, `site:\n  name: EXAMPLE\n  resource: cluster.example.org\ndatabase:\n  path: ./db\nhandler: ${example}\nlog:\n  level: silent\n`);
+      writeFileSync(
+        config,
+        `site:\n  name: EXAMPLE\n  resource: cluster.example.org\ndatabase:\n  path: ./db\nhandler: ${example}\nlog:\n  level: silent\n`,
+      );
       const env = { ...process.env, AMIE_CONFIG: '', AMIE_DATABASE_URL: '' };
       const init = await execa('node', [MAIN, '-c', config, 'db', 'init'], { reject: false, stdin: 'ignore', env });
       expect(init.exitCode, String(init.stderr)).toBe(0);
-      const r = await execa('node', [MAIN, '-c', config, 'simulate', '--scenario', 'all', '--json'], { reject: false, stdin: 'ignore', timeout: 120_000, env });
+      const r = await execa('node', [MAIN, '-c', config, 'simulate', '--scenario', 'all', '--json'], {
+        reject: false,
+        stdin: 'ignore',
+        timeout: 120_000,
+        env,
+      });
       expect(r.exitCode, String(r.stderr)).toBe(1);
       const report = JSON.parse(String(r.stdout)) as { scenarios: Array<{ name: string; passed: boolean }> };
       expect(report.scenarios.filter((s) => s.passed).map((s) => s.name)).toEqual(['invalid_packet']);

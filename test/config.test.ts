@@ -101,7 +101,9 @@ describe('parseConfig', () => {
     expect(problemsOf('site:\n  name: X\n  resource: [r\nlog:\n  level: info\n')).toEqual([
       'config/amie.yaml:4:1: YAML syntax error: Flow sequence in block collection must be sufficiently indented and end with a ]',
     ]);
-    expect(problemsOf('site:\n  name: X\n  name: Y\n')[0]).toMatch(/^config\/amie\.yaml:3:3: YAML syntax error: Map keys must be unique/);
+    expect(problemsOf('site:\n  name: X\n  name: Y\n')[0]).toMatch(
+      /^config\/amie\.yaml:3:3: YAML syntax error: Map keys must be unique/,
+    );
   });
 
   it('says what an empty file lacks', () => {
@@ -113,14 +115,19 @@ describe('parseConfig', () => {
 
 describe('resolveDatabaseConfig', () => {
   it('fills the password from the named variable, escaped for the URL', () => {
-    const cfg = parseConfig(`${MINIMAL}database:\n  url: postgres://amie@db:5432/amie\n  passwordEnv: PW\n`, 'x.yaml', { PW: 'p@ss/word' });
+    const cfg = parseConfig(`${MINIMAL}database:\n  url: postgres://amie@db:5432/amie\n  passwordEnv: PW\n`, 'x.yaml', {
+      PW: 'p@ss/word',
+    });
     const { url } = resolveDatabaseConfig(cfg, { PW: 'p@ss/word' });
     expect(new URL(url!).password).toBe(encodeURIComponent('p@ss/word'));
     expect(decodeURIComponent(new URL(url!).password)).toBe('p@ss/word');
   });
 
   it('takes an embedded path relative to the config file', () => {
-    const cfg = { ...parseConfig(`${MINIMAL}database:\n  path: ../var/db\n`, 'x', {}), configFile: '/etc/amie/amie.yaml' };
+    const cfg = {
+      ...parseConfig(`${MINIMAL}database:\n  path: ../var/db\n`, 'x', {}),
+      configFile: '/etc/amie/amie.yaml',
+    };
     expect(resolveDatabaseConfig(cfg, {})).toEqual({ path: resolve('/etc/amie/../var/db') });
   });
 
@@ -162,17 +169,23 @@ describe('loadConfig', () => {
 
   it('says how to give a configuration when there is none', async () => {
     const dir = tempDir();
-    await expect(loadConfig(undefined, {}, dir)).rejects.toThrow(/^no configuration file: give -c FILE or set AMIE_CONFIG/);
+    await expect(loadConfig(undefined, {}, dir)).rejects.toThrow(
+      /^no configuration file: give -c FILE or set AMIE_CONFIG/,
+    );
     await expect(loadConfig(undefined, { AMIE_CONFIG: 'nope.yaml' }, dir)).rejects.toThrow(
       'cannot read configuration file nope.yaml (named by AMIE_CONFIG): no such file',
     );
-    await expect(loadConfig('nope.yaml', {}, dir)).rejects.toThrow('cannot read configuration file nope.yaml (given with -c): no such file');
+    await expect(loadConfig('nope.yaml', {}, dir)).rejects.toThrow(
+      'cannot read configuration file nope.yaml (given with -c): no such file',
+    );
   });
 
   it('prefixes problems with the file name as given', async () => {
     const dir = tempDir();
     writeFileSync(join(dir, 'bad.yaml'), `${MINIMAL}databse: {}\n`);
-    await expect(loadConfig('bad.yaml', {}, dir)).rejects.toThrow('bad.yaml: databse: unknown key (did you mean "database"?)');
+    await expect(loadConfig('bad.yaml', {}, dir)).rejects.toThrow(
+      'bad.yaml: databse: unknown key (did you mean "database"?)',
+    );
   });
 
   it('accepts the example configurations shipped in config/', async () => {
@@ -200,7 +213,10 @@ describe('logging', () => {
     const { lines, destination } = capture();
     const log = createLogger({ destination });
     log.info(
-      { database: { url: 'postgres://amie:hunter2@db.example.org/amie', password: 'hunter2' }, api: { apiKey: 'k-123', token: 't-456' } },
+      {
+        database: { url: 'postgres://amie:hunter2@db.example.org/amie', password: 'hunter2' },
+        api: { apiKey: 'k-123', token: 't-456' },
+      },
       'opened',
     );
     log.child({ packetRecId: 7 }).info({ url: 'postgres://u:hunter2@h/d' }, 'child');

@@ -38,7 +38,14 @@ function siteDir() {
   const logs = join(dir, 'log');
   const env = cleanEnv({ AMIE_BIN: amie, AMIE_LOG_DIR: logs });
   const run = async (wrapper: string, args: string[] = [config], extra: Record<string, string> = {}) => {
-    const r = await execa(BASH, [resolve('examples/cron', wrapper), ...args], { cwd: tempDir(), env: { ...env, ...extra }, extendEnv: false, reject: false, stdin: 'ignore', timeout: 120_000 });
+    const r = await execa(BASH, [resolve('examples/cron', wrapper), ...args], {
+      cwd: tempDir(),
+      env: { ...env, ...extra },
+      extendEnv: false,
+      reject: false,
+      stdin: 'ignore',
+      timeout: 120_000,
+    });
     return { code: r.exitCode, stdout: String(r.stdout), stderr: String(r.stderr) };
   };
   return { dir, amie, config, logs, env, run, database: join(dir, '.amie', 'db') };
@@ -66,7 +73,11 @@ afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })))
 describe('quiet cron', () => {
   it('[14.6] amie-process.sh prints nothing on a clean pass, with or without packets, and prints on a failure', async () => {
     const site = siteDir();
-    const init = await execa(site.amie, ['-c', site.config, 'db', 'init'], { env: site.env, extendEnv: false, reject: false });
+    const init = await execa(site.amie, ['-c', site.config, 'db', 'init'], {
+      env: site.env,
+      extendEnv: false,
+      reject: false,
+    });
     expect(init.exitCode, String(init.stderr)).toBe(0);
 
     const empty = await site.run('amie-process.sh');
@@ -94,7 +105,7 @@ describe('quiet cron', () => {
     expect(failed.stderr).not.toContain('{"level"');
   }, 240_000);
 
-  it('[14.6] amie-process.sh prints amie\'s own error line when nothing could be done (exit 2)', async () => {
+  it("[14.6] amie-process.sh prints amie's own error line when nothing could be done (exit 2)", async () => {
     const site = siteDir();
     // The database was never created: amie refuses and says what to run, and the mail carries that line.
     const r = await site.run('amie-process.sh');
@@ -104,21 +115,40 @@ describe('quiet cron', () => {
     expect(r.stderr).toContain('amie process exited 2');
   });
 
-  it.skipIf(!hasSlurm())('[14.6] amie-slurm.sh prints nothing on a clean pass', async () => {
-    const site = siteDir();
-    const init = await execa(site.amie, ['-c', site.config, 'db', 'init'], { env: site.env, extendEnv: false, reject: false });
-    expect(init.exitCode, String(init.stderr)).toBe(0);
-    const r = await site.run('amie-slurm.sh', [site.config], { AMIE_SLURM_PATH: process.env.PATH ?? '/usr/bin:/bin' });
-    expect(r).toEqual({ code: 0, stdout: '', stderr: '' });
-    expect(readFileSync(join(site.logs, 'process-summary.log'), 'utf8')).toMatch(/Z 0 packet\(s\)/);
-  }, 120_000);
+  it.skipIf(!hasSlurm())(
+    '[14.6] amie-slurm.sh prints nothing on a clean pass',
+    async () => {
+      const site = siteDir();
+      const init = await execa(site.amie, ['-c', site.config, 'db', 'init'], {
+        env: site.env,
+        extendEnv: false,
+        reject: false,
+      });
+      expect(init.exitCode, String(init.stderr)).toBe(0);
+      const r = await site.run('amie-slurm.sh', [site.config], {
+        AMIE_SLURM_PATH: process.env.PATH ?? '/usr/bin:/bin',
+      });
+      expect(r).toEqual({ code: 0, stdout: '', stderr: '' });
+      expect(readFileSync(join(site.logs, 'process-summary.log'), 'utf8')).toMatch(/Z 0 packet\(s\)/);
+    },
+    120_000,
+  );
 
   it('[14.6] amie process --watch prints only the passes that took packets', async () => {
     const site = siteDir();
-    const init = await execa(site.amie, ['-c', site.config, 'db', 'init'], { env: site.env, extendEnv: false, reject: false });
+    const init = await execa(site.amie, ['-c', site.config, 'db', 'init'], {
+      env: site.env,
+      extendEnv: false,
+      reject: false,
+    });
     expect(init.exitCode, String(init.stderr)).toBe(0);
     await seed(site.database, validRpc());
-    const child = execa(site.amie, ['-c', site.config, 'process', '--watch', '1'], { env: site.env, extendEnv: false, reject: false, stdin: 'ignore' });
+    const child = execa(site.amie, ['-c', site.config, 'process', '--watch', '1'], {
+      env: site.env,
+      extendEnv: false,
+      reject: false,
+      stdin: 'ignore',
+    });
     // Wait for three passes (each logs "run finished"), then stop it as a service manager would.
     let passes = 0;
     child.stderr!.on('data', (chunk: Buffer) => (passes += String(chunk).split('"msg":"run finished"').length - 1));

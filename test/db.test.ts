@@ -6,29 +6,32 @@ import { openDatabase, openPglite, openPg, DatabaseError } from '../src/db/index
 import { driverCases } from './helpers/db.js';
 
 describe.each(driverCases())('database driver $name', (driver) => {
-  it.skipIf(!driver.available)(`runs queries and transactions${driver.available ? '' : ' [skipped: no PostgreSQL server]'}`, async () => {
-    const { db, cleanup } = await driver.open();
-    try {
-      await db.exec('CREATE TABLE t (id int primary key, v text); CREATE INDEX t_v ON t (v);');
-      await db.query('INSERT INTO t VALUES ($1, $2)', [1, 'a']);
-      await db.transaction(async (tx) => {
-        await tx.query('INSERT INTO t VALUES ($1, $2)', [2, 'b']);
-      });
-      await expect(
-        db.transaction(async (tx) => {
-          await tx.query('INSERT INTO t VALUES ($1, $2)', [3, 'c']);
-          throw new Error('boom');
-        }),
-      ).rejects.toThrow('boom');
-      const { rows } = await db.query<{ id: number }>('SELECT id FROM t ORDER BY id');
-      expect(rows.map((r) => r.id)).toEqual([1, 2]);
-      const upd = await db.query('UPDATE t SET v = $1', ['z']);
-      expect(upd.rowCount).toBe(2);
-      expect(db.roundTrips).toBeGreaterThan(5);
-    } finally {
-      await cleanup();
-    }
-  });
+  it.skipIf(!driver.available)(
+    `runs queries and transactions${driver.available ? '' : ' [skipped: no PostgreSQL server]'}`,
+    async () => {
+      const { db, cleanup } = await driver.open();
+      try {
+        await db.exec('CREATE TABLE t (id int primary key, v text); CREATE INDEX t_v ON t (v);');
+        await db.query('INSERT INTO t VALUES ($1, $2)', [1, 'a']);
+        await db.transaction(async (tx) => {
+          await tx.query('INSERT INTO t VALUES ($1, $2)', [2, 'b']);
+        });
+        await expect(
+          db.transaction(async (tx) => {
+            await tx.query('INSERT INTO t VALUES ($1, $2)', [3, 'c']);
+            throw new Error('boom');
+          }),
+        ).rejects.toThrow('boom');
+        const { rows } = await db.query<{ id: number }>('SELECT id FROM t ORDER BY id');
+        expect(rows.map((r) => r.id)).toEqual([1, 2]);
+        const upd = await db.query('UPDATE t SET v = $1', ['z']);
+        expect(upd.rowCount).toBe(2);
+        expect(db.roundTrips).toBeGreaterThan(5);
+      } finally {
+        await cleanup();
+      }
+    },
+  );
 });
 
 describe('openDatabase', () => {
@@ -38,9 +41,9 @@ describe('openDatabase', () => {
       const db = await openDatabase({ path: join(dir, 'db') }, {});
       expect(db.kind).toBe('pglite');
       await db.close();
-      await expect(openDatabase({ path: join(dir, 'db') }, { AMIE_DATABASE_URL: 'postgres://nobody@127.0.0.1:1/none' })).rejects.toThrow(
-        /cannot use database postgres:\/\/nobody@127\.0\.0\.1:1\/none: connection refused/,
-      );
+      await expect(
+        openDatabase({ path: join(dir, 'db') }, { AMIE_DATABASE_URL: 'postgres://nobody@127.0.0.1:1/none' }),
+      ).rejects.toThrow(/cannot use database postgres:\/\/nobody@127\.0\.0\.1:1\/none: connection refused/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

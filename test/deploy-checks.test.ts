@@ -34,11 +34,16 @@ describe('[14.11] configuration checks a site meets at deployment', () => {
   });
 
   it('[14.11] a Slack placeholder must be a template field or a tag some packet type has, with the closest name offered', () => {
-    const slack = (templates: string) => `${MINIMAL}notify:\n  slack:\n    channel: "#amie"\n    templates:\n${templates}`;
+    const slack = (templates: string) =>
+      `${MINIMAL}notify:\n  slack:\n    channel: "#amie"\n    templates:\n${templates}`;
     expect(problemsOf(slack('      packet: "{ProjectIdd} {ResourceList}"\n'))).toEqual([
-      expect.stringMatching(/^config\/amie\.yaml: notify\.slack\.templates\.packet: unknown placeholder \{ProjectIdd\} \(did you mean \{ProjectID\}\?\)/),
+      expect.stringMatching(
+        /^config\/amie\.yaml: notify\.slack\.templates\.packet: unknown placeholder \{ProjectIdd\} \(did you mean \{ProjectID\}\?\)/,
+      ),
     ]);
-    expect(problemsOf(slack('      deferral: "{Nonsense}"\n'))).toEqual([expect.stringMatching(/templates\.deferral: unknown placeholder \{Nonsense\}: expected one of/)]);
+    expect(problemsOf(slack('      deferral: "{Nonsense}"\n'))).toEqual([
+      expect.stringMatching(/templates\.deferral: unknown placeholder \{Nonsense\}: expected one of/),
+    ]);
     expect(problemsOf(slack('      failure: "{type} {GrantNumber} {UserLastName} {ResourceList}"\n'))).toEqual([]);
   });
 
@@ -56,13 +61,23 @@ describe('[14.11] configuration checks a site meets at deployment', () => {
       };
       const handler = new Handler({ db, log: quietLog, site: SITE, options: {}, dryRun: false });
       const summary = await new Dispatcher(db, handler, quietLog).runOnce();
-      const config = SlackConfigSchema.parse({ channel: '#amie', summary: 'always', templates: { deferral: '{result} [{ResourceList}]' } });
-      const texts = new SlackNotifier({ token: 'xoxb-test', config, site: SITE.name, log: quietLog }).messagesFor(summary);
+      const config = SlackConfigSchema.parse({
+        channel: '#amie',
+        summary: 'always',
+        templates: { deferral: '{result} [{ResourceList}]' },
+      });
+      const texts = new SlackNotifier({ token: 'xoxb-test', config, site: SITE.name, log: quietLog }).messagesFor(
+        summary,
+      );
       const error = texts.find((t) => t.includes('directory server'))!;
-      expect(error).toMatch(/: deferred, offered again next run: handler error \(attempt 1 of 6\): the directory server did not answer$/);
+      expect(error).toMatch(
+        /: deferred, offered again next run: handler error \(attempt 1 of 6\): the directory server did not answer$/,
+      );
       expect(error.match(/handler error/g)).toHaveLength(1);
       // The resource's dots are Slack-inert look-alikes, as for all packet text.
-      expect(texts).toContain(`deferred, offered again next run: waiting for an operator [${SITE.resource.replace(/\./g, '\u2024')}]`);
+      expect(texts).toContain(
+        `deferred, offered again next run: waiting for an operator [${SITE.resource.replace(/\./g, '\u2024')}]`,
+      );
       expect(formatSummary(summary)).toMatch(/2 deferred \(1 by errors\)/);
       expect(texts.at(-1)).toMatch(/2 deferred \(1 by handler errors\)/);
     } finally {

@@ -23,10 +23,20 @@ function moduleFile(name: string, text: string): string {
 
 /** `amie` run on a config in the temporary directory (embedded database ./db) with `handler` appended. */
 async function amie(args: string[], handler: string) {
-  writeFileSync(join(dir, 'amie.yaml'), `site:\n  name: EXAMPLE\n  resource: cluster.example.org\ndatabase:\n  path: ./db\nlog:\n  level: silent\n${handler}`);
+  writeFileSync(
+    join(dir, 'amie.yaml'),
+    `site:\n  name: EXAMPLE\n  resource: cluster.example.org\ndatabase:\n  path: ./db\nlog:\n  level: silent\n${handler}`,
+  );
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith('AMIE_')) env[k] = v;
-  const r = await execa('node', [MAIN, '-c', join(dir, 'amie.yaml'), ...args], { cwd: dir, env, extendEnv: false, reject: false, stdin: 'ignore', timeout: 60_000 });
+  const r = await execa('node', [MAIN, '-c', join(dir, 'amie.yaml'), ...args], {
+    cwd: dir,
+    env,
+    extendEnv: false,
+    reject: false,
+    stdin: 'ignore',
+    timeout: 60_000,
+  });
   return { code: r.exitCode, stdout: String(r.stdout), stderr: String(r.stderr) };
 }
 
@@ -47,19 +57,28 @@ describe('[14.2] loading a site handler', () => {
 
   it('[14.2] a .ts handler path gets a one-line hint to build it first', async () => {
     // Through the compiled `amie`, in plain node as a site runs it (the test runner itself would compile the file).
-    const file = moduleFile('my-site.ts', 'export default class MySite { async inform_transaction_complete(): Promise<void> {} }\n');
+    const file = moduleFile(
+      'my-site.ts',
+      'export default class MySite { async inform_transaction_complete(): Promise<void> {} }\n',
+    );
     for (const handler of [`./${file}`, `{ module: ./${file}, options: {} }`]) {
       const r = await amie(['simulate', '--scenario', 'all'], `handler: ${handler}\n`);
       expect(r.code, r.stderr).toBe(2);
-      expect(r.stderr.trim()).toBe(`amie: handler: ${join(dir, file)} is TypeScript, which node does not run: build it first (npm run build, or npx tsc) and name the compiled .js file`);
+      expect(r.stderr.trim()).toBe(
+        `amie: handler: ${join(dir, file)} is TypeScript, which node does not run: build it first (npm run build, or npx tsc) and name the compiled .js file`,
+      );
     }
   }, 60_000);
 
   it('[14.2] a misspelt built-in handler name gets a "did you mean"', async () => {
-    expect(await loadError('registy')).toBe('handler: unknown built-in handler "registy" (did you mean "registry"? built-in: registry, slurm; or give a path to a module)');
+    expect(await loadError('registy')).toBe(
+      'handler: unknown built-in handler "registy" (did you mean "registry"? built-in: registry, slurm; or give a path to a module)',
+    );
     expect(await loadError({ module: 'Slurm' })).toMatch(/unknown built-in handler "Slurm" \(did you mean "slurm"\?/);
     // Nothing close: no guess, the list only.
-    expect(await loadError('ldap')).toBe('handler: unknown built-in handler "ldap" (built-in: registry, slurm; or give a path to a module)');
+    expect(await loadError('ldap')).toBe(
+      'handler: unknown built-in handler "ldap" (built-in: registry, slurm; or give a path to a module)',
+    );
   });
 
   it('[14.2] a method named like a packet type that is not one is a load error naming the closest type', async () => {
@@ -72,7 +91,9 @@ describe('[14.2] loading a site handler', () => {
       }\n`,
     );
     const message = await loadError(`./${typo}`);
-    expect(message).toMatch(/^handler: typo: method request_projet_create is not an AMIE packet type, so it would never be called \(did you mean request_project_create\?\)/);
+    expect(message).toMatch(
+      /^handler: typo: method request_projet_create is not an AMIE packet type, so it would never be called \(did you mean request_project_create\?\)/,
+    );
     // A reply type the site sends is never called either.
     const reply = moduleFile(
       'reply.mjs',
@@ -81,7 +102,9 @@ describe('[14.2] loading a site handler', () => {
         async inform_transaction_complete() {}
       }\n`,
     );
-    expect(await loadError(`./${reply}`)).toMatch(/method notify_account_create is a packet the site sends, never one it receives/);
+    expect(await loadError(`./${reply}`)).toMatch(
+      /method notify_account_create is a packet the site sends, never one it receives/,
+    );
     // Found through a subclass of the registry too, and helpers with other names are left alone.
     class Misnamed extends RegistryHandler {
       async request_acount_create() {
@@ -96,12 +119,15 @@ describe('[14.2] loading a site handler', () => {
     // A class of this file reaches the loader as a built-in would: the check is the same for every handler.
     registerBuiltinHandler('misnamed-test', async () => Misnamed);
     try {
-      expect(await loadError('misnamed-test')).toMatch(/method request_acount_create is not an AMIE packet type.*\(did you mean request_account_create\?\)/);
+      expect(await loadError('misnamed-test')).toMatch(
+        /method request_acount_create is not an AMIE packet type.*\(did you mean request_account_create\?\)/,
+      );
     } finally {
       delete BUILTIN_HANDLERS['misnamed-test'];
     }
     // Every built-in handler passes the check.
-    for (const name of ['registry', 'slurm']) await expect(loadHandlerClass(name, dir)).resolves.toMatchObject({ name });
+    for (const name of ['registry', 'slurm'])
+      await expect(loadHandlerClass(name, dir)).resolves.toMatchObject({ name });
   });
 
   it('[14.2] a handler constructor that throws exits 2 like other config errors', async () => {
@@ -116,7 +142,9 @@ describe('[14.2] loading a site handler', () => {
     for (const args of [['process'], ['simulate', '--scenario', 'all']]) {
       const r = await amie(args, `handler: ./${file}\n`);
       expect(r.code, `${args.join(' ')}: ${r.stderr}`).toBe(2);
-      expect(r.stderr.trim()).toBe('amie: handler: throws: the constructor failed: cannot read /etc/site-accounts.conf');
+      expect(r.stderr.trim()).toBe(
+        'amie: handler: throws: the constructor failed: cannot read /etc/site-accounts.conf',
+      );
     }
   }, 90_000);
 
@@ -130,7 +158,13 @@ describe('[14.2] loading a site handler', () => {
     }
     const t = await freshPgliteDatabase();
     try {
-      const site = new Site({ db: t.db, log: quietLog, site: SITE, options: { homeRoot: '/u', uidRange: { start: 5000, end: 6000 } }, dryRun: false });
+      const site = new Site({
+        db: t.db,
+        log: quietLog,
+        site: SITE,
+        options: { homeRoot: '/u', uidRange: { start: 5000, end: 6000 } },
+        dryRun: false,
+      });
       expect(site.home('jdoe')).toBe('/u/jdoe');
     } finally {
       await t.cleanup();

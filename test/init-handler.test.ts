@@ -1,4 +1,14 @@
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  realpathSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { execa } from 'execa';
@@ -14,17 +24,33 @@ const NODE_DIR = dirname(process.execPath);
 
 function cleanEnv(extra: Record<string, string> = {}): Record<string, string> {
   const env: Record<string, string> = {};
-  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith('AMIE_') && !k.startsWith('npm_')) env[k] = v;
+  for (const [k, v] of Object.entries(process.env))
+    if (v !== undefined && !k.startsWith('AMIE_') && !k.startsWith('npm_')) env[k] = v;
   return { ...env, ...extra };
 }
 
-async function run(file: string, args: string[], opts: { cwd: string; env?: Record<string, string>; timeout?: number }) {
-  const r = await execa(file, args, { cwd: opts.cwd, env: opts.env ?? cleanEnv(), extendEnv: false, reject: false, stdin: 'ignore', timeout: opts.timeout ?? 60_000 });
+async function run(
+  file: string,
+  args: string[],
+  opts: { cwd: string; env?: Record<string, string>; timeout?: number },
+) {
+  const r = await execa(file, args, {
+    cwd: opts.cwd,
+    env: opts.env ?? cleanEnv(),
+    extendEnv: false,
+    reject: false,
+    stdin: 'ignore',
+    timeout: opts.timeout ?? 60_000,
+  });
   return { code: r.exitCode, stdout: String(r.stdout), stderr: String(r.stderr) };
 }
 
 const npm = (args: string[], cwd: string, env?: Record<string, string>) =>
-  run('npm', [...args, '--prefer-offline', '--no-audit', '--no-fund', '--loglevel=error'], { cwd, env, timeout: 150_000 });
+  run('npm', [...args, '--prefer-offline', '--no-audit', '--no-fund', '--loglevel=error'], {
+    cwd,
+    env,
+    timeout: 150_000,
+  });
 
 let tmp: string;
 
@@ -55,14 +81,29 @@ describe('[14.2] amie init handler', () => {
     const init = await run('node', [MAIN, 'init', 'handler', 'my-site'], { cwd: tmp });
     expect(init.code, init.stderr).toBe(0);
     const dir = join(tmp, 'my-site');
-    for (const f of ['package.json', 'tsconfig.json', 'src/handler.ts', 'test/amie.yaml', 'README.md', '.gitignore']) expect(existsSync(join(dir, f)), f).toBe(true);
-    const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { name: string; dependencies: Record<string, string>; scripts: Record<string, string> };
+    for (const f of ['package.json', 'tsconfig.json', 'src/handler.ts', 'test/amie.yaml', 'README.md', '.gitignore'])
+      expect(existsSync(join(dir, f)), f).toBe(true);
+    const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as {
+      name: string;
+      dependencies: Record<string, string>;
+      scripts: Record<string, string>;
+    };
     expect(pkg.name).toBe('my-site');
     // By default it depends on the toolkit that made it.
     expect(pkg.dependencies['amie-toolkit']).toBe(`file:${ROOT}`);
     const source = readFileSync(join(dir, 'src/handler.ts'), 'utf8');
     expect(source).toContain('export default class MySiteHandler extends RegistryHandler<Options>');
-    for (const hook of ['createLogin', 'createProject', 'addAccount', 'setAccountActive', 'setProjectActive', 'setAllocation', 'updateDns', 'updatePerson', 'mergePeople'])
+    for (const hook of [
+      'createLogin',
+      'createProject',
+      'addAccount',
+      'setAccountActive',
+      'setProjectActive',
+      'setAllocation',
+      'updateDns',
+      'updatePerson',
+      'mergePeople',
+    ])
       expect(source).toMatch(new RegExp(`/\\*\\*[^\\n]*\\*/\\n  override async ${hook}\\(`));
 
     // The released toolkit replaces the default dependency; the dev tools are this checkout's.
@@ -92,9 +133,15 @@ describe('[14.2] amie init handler', () => {
   });
 
   it('[14.2] --toolkit takes a tarball path relative to where amie runs', async () => {
-    const r = await run('node', [MAIN, 'init', 'handler', 'by-tarball', '--toolkit', './releases/amie-toolkit-1.2.3.tgz'], { cwd: tmp });
+    const r = await run(
+      'node',
+      [MAIN, 'init', 'handler', 'by-tarball', '--toolkit', './releases/amie-toolkit-1.2.3.tgz'],
+      { cwd: tmp },
+    );
     expect(r.code, r.stderr).toBe(0);
-    const pkg = JSON.parse(readFileSync(join(tmp, 'by-tarball/package.json'), 'utf8')) as { dependencies: Record<string, string> };
+    const pkg = JSON.parse(readFileSync(join(tmp, 'by-tarball/package.json'), 'utf8')) as {
+      dependencies: Record<string, string>;
+    };
     expect(pkg.dependencies['amie-toolkit']).toBe(`file:${join(tmp, 'releases/amie-toolkit-1.2.3.tgz')}`);
   });
 });

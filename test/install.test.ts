@@ -1,4 +1,14 @@
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  realpathSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { execa } from 'execa';
@@ -17,17 +27,30 @@ const NODE_DIR = dirname(process.execPath);
 /** This environment minus what would point amie or npm elsewhere (a run under `npm test` sets npm_* variables). */
 function cleanEnv(extra: Record<string, string> = {}): Record<string, string> {
   const env: Record<string, string> = {};
-  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith('AMIE_') && !k.startsWith('npm_')) env[k] = v;
+  for (const [k, v] of Object.entries(process.env))
+    if (v !== undefined && !k.startsWith('AMIE_') && !k.startsWith('npm_')) env[k] = v;
   return { ...env, ...extra };
 }
 
-async function run(file: string, args: string[], opts: { cwd: string; env?: Record<string, string>; timeout?: number }) {
-  const r = await execa(file, args, { cwd: opts.cwd, env: opts.env ?? cleanEnv(), extendEnv: false, reject: false, stdin: 'ignore', timeout: opts.timeout ?? 60_000 });
+async function run(
+  file: string,
+  args: string[],
+  opts: { cwd: string; env?: Record<string, string>; timeout?: number },
+) {
+  const r = await execa(file, args, {
+    cwd: opts.cwd,
+    env: opts.env ?? cleanEnv(),
+    extendEnv: false,
+    reject: false,
+    stdin: 'ignore',
+    timeout: opts.timeout ?? 60_000,
+  });
   return { code: r.exitCode, stdout: String(r.stdout), stderr: String(r.stderr) };
 }
 
 /** npm as a site runs it, from the warm cache; the registry only for what the cache lacks. */
-const npm = (args: string[], cwd: string) => run('npm', [...args, '--prefer-offline', '--no-audit', '--no-fund', '--loglevel=error'], { cwd, timeout: 150_000 });
+const npm = (args: string[], cwd: string) =>
+  run('npm', [...args, '--prefer-offline', '--no-audit', '--no-fund', '--loglevel=error'], { cwd, timeout: 150_000 });
 
 let tmp: string;
 let tarball: string;
@@ -64,12 +87,18 @@ describe('[14.1] amie installed from the packed package', () => {
     mkdirSync(elsewhere);
     // A site directory: its own package.json, amie among its dependencies.
     writeFileSync(join(site, 'package.json'), JSON.stringify({ name: 'example-site', private: true }));
-    const [global, local] = await Promise.all([npm(['install', '-g', '--prefix', prefix, tarball], tmp), npm(['install', tarball], site)]);
+    const [global, local] = await Promise.all([
+      npm(['install', '-g', '--prefix', prefix, tarball], tmp),
+      npm(['install', tarball], site),
+    ]);
     expect(global.code, global.stderr).toBe(0);
     expect(local.code, local.stderr).toBe(0);
 
     config = join(elsewhere, 'amie.yaml');
-    writeFileSync(config, 'site:\n  name: EXAMPLE\n  resource: cluster.example.org\ndatabase:\n  path: ./db\nhandler: registry\nlog:\n  level: silent\n');
+    writeFileSync(
+      config,
+      'site:\n  name: EXAMPLE\n  resource: cluster.example.org\ndatabase:\n  path: ./db\nhandler: registry\nlog:\n  level: silent\n',
+    );
   }, 300_000);
   afterAll(() => {
     if (tmp) rmSync(tmp, { recursive: true, force: true });
@@ -77,7 +106,14 @@ describe('[14.1] amie installed from the packed package', () => {
 
   it('[14.1] npm pack ships dist, config and the examples, and no compiled tests', async () => {
     const files = (await execa('tar', ['tzf', tarball])).stdout.split('\n');
-    for (const f of ['dist/src/cli/main.js', 'dist/src/index.js', 'dist/src/index.d.ts', 'dist/handlers/registry.js', 'config/amie.yaml', ...WRAPPERS.map((w) => `examples/cron/${w}`)])
+    for (const f of [
+      'dist/src/cli/main.js',
+      'dist/src/index.js',
+      'dist/src/index.d.ts',
+      'dist/handlers/registry.js',
+      'config/amie.yaml',
+      ...WRAPPERS.map((w) => `examples/cron/${w}`),
+    ])
       expect(files).toContain(`package/${f}`);
     expect(files.filter((f) => f.startsWith('package/dist/test/') || f.startsWith('package/test/'))).toEqual([]);
     // The same rule on this checkout, whose dist does hold the compiled tests (the suite runs them).
@@ -93,7 +129,10 @@ describe('[14.1] amie installed from the packed package', () => {
     const env = cleanEnv({ PATH: `${join(prefix, 'bin')}:${NODE_DIR}:/usr/bin:/bin` });
     expect(await run(amie, ['--version'], { cwd: elsewhere, env })).toMatchObject({ code: 0, stdout: VERSION });
     // On the PATH by its bare name, as the README and the cron wrappers call it.
-    expect(await run(BASH, ['-c', 'amie --version'], { cwd: elsewhere, env })).toMatchObject({ code: 0, stdout: VERSION });
+    expect(await run(BASH, ['-c', 'amie --version'], { cwd: elsewhere, env })).toMatchObject({
+      code: 0,
+      stdout: VERSION,
+    });
     const demo = await run(amie, ['demo'], { cwd: elsewhere, env, timeout: 120_000 });
     expect(demo.code, demo.stderr).toBe(0);
     expect(demo.stdout).toMatch(/verdict: passed/);
@@ -117,7 +156,10 @@ describe('[14.1] amie installed from the packed package', () => {
   it('[14.1] the installed cron wrapper finds amie through AMIE_BIN, else the PATH', async () => {
     const wrapper = join(prefix, 'lib', 'node_modules', 'amie-toolkit', 'examples', 'cron', 'amie-process.sh');
     const logs = join(tmp, 'log');
-    const init = await run(join(prefix, 'bin', 'amie'), ['-c', config, 'db', 'init'], { cwd: elsewhere, env: cleanEnv({ PATH: `${NODE_DIR}:/usr/bin:/bin` }) });
+    const init = await run(join(prefix, 'bin', 'amie'), ['-c', config, 'db', 'init'], {
+      cwd: elsewhere,
+      env: cleanEnv({ PATH: `${NODE_DIR}:/usr/bin:/bin` }),
+    });
     expect(init.code, init.stderr).toBe(0);
     // cron's own PATH, which has neither amie nor, here, node's directory unless given.
     const byBin = await run(BASH, [wrapper, config], {
@@ -127,9 +169,16 @@ describe('[14.1] amie installed from the packed package', () => {
     expect(byBin.code, byBin.stderr).toBe(0);
     // A clean run is quiet for cron; its summary goes to the summary log.
     expect(byBin.stdout).toBe('');
-    const byPath = await run(BASH, [wrapper, config], { cwd: elsewhere, env: cleanEnv({ PATH: `${join(prefix, 'bin')}:${NODE_DIR}:/usr/bin:/bin`, AMIE_LOG_DIR: logs }) });
+    const byPath = await run(BASH, [wrapper, config], {
+      cwd: elsewhere,
+      env: cleanEnv({ PATH: `${join(prefix, 'bin')}:${NODE_DIR}:/usr/bin:/bin`, AMIE_LOG_DIR: logs }),
+    });
     expect(byPath.code, byPath.stderr).toBe(0);
-    expect(readFileSync(join(logs, 'process-summary.log'), 'utf8').split('\n').filter((l) => / 0 packet\(s\)/.test(l))).toHaveLength(2);
+    expect(
+      readFileSync(join(logs, 'process-summary.log'), 'utf8')
+        .split('\n')
+        .filter((l) => / 0 packet\(s\)/.test(l)),
+    ).toHaveLength(2);
   });
 });
 
@@ -148,7 +197,10 @@ describe('[14.1] cron wrappers without amie', () => {
         expect(missing.stderr.split('\n').filter(Boolean), wrapper).toEqual([
           `${wrapper}: no amie on PATH=${emptyBin}: set AMIE_BIN to the installed amie, e.g. /opt/amie/bin/amie or SITE_DIR/node_modules/.bin/amie`,
         ]);
-        const wrong = await run(BASH, [script, join(dir, 'amie.yaml')], { cwd: dir, env: { ...env, AMIE_BIN: join(dir, 'nowhere', 'amie') } });
+        const wrong = await run(BASH, [script, join(dir, 'amie.yaml')], {
+          cwd: dir,
+          env: { ...env, AMIE_BIN: join(dir, 'nowhere', 'amie') },
+        });
         expect(wrong.code, wrapper).toBe(2);
         expect(wrong.stderr.split('\n').filter(Boolean), wrapper).toEqual([
           `${wrapper}: AMIE_BIN=${join(dir, 'nowhere', 'amie')} is not an executable file: set AMIE_BIN to the installed amie, e.g. /opt/amie/bin/amie or SITE_DIR/node_modules/.bin/amie`,

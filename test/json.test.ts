@@ -11,7 +11,10 @@ const CLI = resolve('dist/src/cli/main.js');
 
 async function amie(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
-    const { stdout, stderr } = await run(process.execPath, [CLI, ...args], { env: { ...process.env, AMIE_DATABASE_URL: '', AMIE_LOG_LEVEL: 'fatal' }, maxBuffer: 64 << 20 });
+    const { stdout, stderr } = await run(process.execPath, [CLI, ...args], {
+      env: { ...process.env, AMIE_DATABASE_URL: '', AMIE_LOG_LEVEL: 'fatal' },
+      maxBuffer: 64 << 20,
+    });
     return { code: 0, stdout, stderr };
   } catch (err) {
     const e = err as { code: number; stdout: string; stderr: string };
@@ -20,9 +23,27 @@ async function amie(args: string[]): Promise<{ code: number; stdout: string; std
 }
 
 /** Values whose keys are data (AMIE tag names, server records, counts by reason), not field names. */
-const DATA_KEYS = new Set(['body', 'record', 'details', 'skipped', 'unhandled', 'unmappedAccounts', 'chargePerProject', 'gpuHoursPerProject', 'keys', 'reply']);
+const DATA_KEYS = new Set([
+  'body',
+  'record',
+  'details',
+  'skipped',
+  'unhandled',
+  'unmappedAccounts',
+  'chargePerProject',
+  'gpuHoursPerProject',
+  'keys',
+  'reply',
+]);
 /** Record ids of the AMIE tables and the REST API: JSON numbers everywhere. */
-const NUMERIC_IDS = new Set(['packetRecId', 'transRecId', 'transactionId', 'packetId', 'replyPacketRecId', 'inReplyTo']);
+const NUMERIC_IDS = new Set([
+  'packetRecId',
+  'transRecId',
+  'transactionId',
+  'packetId',
+  'replyPacketRecId',
+  'inReplyTo',
+]);
 
 /** Every field name camelCase, every record id a number: the README's convention. */
 function conventionProblems(value: unknown, path = '$'): string[] {
@@ -31,7 +52,8 @@ function conventionProblems(value: unknown, path = '$'): string[] {
   const out: string[] = [];
   for (const [k, v] of Object.entries(value)) {
     if (!/^[a-z][A-Za-z0-9]*$/.test(k)) out.push(`${path}.${k}: not camelCase`);
-    if (NUMERIC_IDS.has(k) && v !== null && typeof v !== 'number') out.push(`${path}.${k}: ${JSON.stringify(v)} is not a number`);
+    if (NUMERIC_IDS.has(k) && v !== null && typeof v !== 'number')
+      out.push(`${path}.${k}: ${JSON.stringify(v)} is not a number`);
     if (!DATA_KEYS.has(k)) out.push(...conventionProblems(v, `${path}.${k}`));
   }
   return out;
@@ -52,13 +74,20 @@ describe('[14.10] one JSON convention for every --json output', () => {
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'amie-json-'));
     config = join(dir, 'amie.yaml');
-    writeFileSync(config, `site: { name: EXAMPLE, resource: cluster.example.org }\ndatabase: { path: ./db }\nhandler: registry\nlog: { level: fatal }\n`);
+    writeFileSync(
+      config,
+      `site: { name: EXAMPLE, resource: cluster.example.org }\ndatabase: { path: ./db }\nhandler: registry\nlog: { level: fatal }\n`,
+    );
     expect((await amie(['-c', config, 'db', 'init'])).code).toBe(0);
   });
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
   it('[14.10] simulate and demo: camelCase, numeric ids, and site as the same object in both', async () => {
-    const sim = (await json(['-c', config, 'simulate', '--scenario', 'all', '--json'])) as { site: unknown; handler: unknown; passed: boolean };
+    const sim = (await json(['-c', config, 'simulate', '--scenario', 'all', '--json'])) as {
+      site: unknown;
+      handler: unknown;
+      passed: boolean;
+    };
     expect(sim.passed).toBe(true);
     expect(sim.site).toEqual({ name: 'EXAMPLE', resource: 'cluster.example.org', remoteSite: 'TGCDB' });
     const demo = (await json(['demo', '--json'])) as { site: Record<string, unknown>; handler: unknown };
@@ -69,8 +98,21 @@ describe('[14.10] one JSON convention for every --json output', () => {
   it('[14.10] packets list and show', async () => {
     const rows = (await json(['-c', config, 'packets', 'list', '--json'])) as Array<Record<string, unknown>>;
     expect(rows.length).toBeGreaterThan(0);
-    expect(Object.keys(rows[0]!)).toEqual(expect.arrayContaining(['packetRecId', 'transRecId', 'transactionId', 'direction', 'type', 'state', 'errors', 'lastReason']));
-    const shown = (await json(['-c', config, 'packets', 'show', String(rows[0]!.packetRecId), '--json'])) as { header: Record<string, unknown> };
+    expect(Object.keys(rows[0]!)).toEqual(
+      expect.arrayContaining([
+        'packetRecId',
+        'transRecId',
+        'transactionId',
+        'direction',
+        'type',
+        'state',
+        'errors',
+        'lastReason',
+      ]),
+    );
+    const shown = (await json(['-c', config, 'packets', 'show', String(rows[0]!.packetRecId), '--json'])) as {
+      header: Record<string, unknown>;
+    };
     expect(typeof shown.header.packetId).toBe('number');
     expect(typeof shown.header.transactionId).toBe('number');
   }, 60_000);

@@ -20,7 +20,14 @@ function cleanEnv(): NodeJS.ProcessEnv {
 }
 
 async function amie(args: string[], cwd: string) {
-  const r = await execa('node', [MAIN, ...args], { cwd, env: cleanEnv(), extendEnv: false, reject: false, stdin: 'ignore', timeout: 120_000 });
+  const r = await execa('node', [MAIN, ...args], {
+    cwd,
+    env: cleanEnv(),
+    extendEnv: false,
+    reject: false,
+    stdin: 'ignore',
+    timeout: 120_000,
+  });
   return { code: r.exitCode, stdout: String(r.stdout), stderr: String(r.stderr) };
 }
 
@@ -73,10 +80,20 @@ describe('paths in the configuration', () => {
     const dir = tempDir();
     writeFileSync(join(dir, 'amie.yaml'), `${SITE}database:\n  path: data/amie-db\nhandler: registry\n`);
     const want = join(dir, 'data', 'amie-db');
-    for (const args of [['process'], ['process', '--dry-run'], ['db', 'check'], ['packets', 'list'], ['registry', 'projects'], ['usage', 'failed'], ['report-usage']]) {
+    for (const args of [
+      ['process'],
+      ['process', '--dry-run'],
+      ['db', 'check'],
+      ['packets', 'list'],
+      ['registry', 'projects'],
+      ['usage', 'failed'],
+      ['report-usage'],
+    ]) {
       const r = await amie(['-c', 'amie.yaml', ...args], dir);
       expect(r.code, `amie ${args.join(' ')}: ${r.stderr}`).toBe(2);
-      expect(r.stderr.trim(), `amie ${args.join(' ')}`).toBe(`amie: embedded database ${want} does not exist: run \`amie db init\` to create it`);
+      expect(r.stderr.trim(), `amie ${args.join(' ')}`).toBe(
+        `amie: embedded database ${want} does not exist: run \`amie db init\` to create it`,
+      );
       expect(readdirSync(dir), `amie ${args.join(' ')} left files behind`).toEqual(['amie.yaml']);
     }
   });

@@ -12,9 +12,14 @@ const run = promisify(execFile);
 const CLI = resolve('dist/src/cli/main.js');
 const HANDLER = resolve('test/fixtures/handlers/account-handler.js');
 
-async function amie(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+async function amie(
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
-    const { stdout, stderr } = await run(process.execPath, [CLI, ...args], { env: { ...process.env, AMIE_DATABASE_URL: '', ...env } });
+    const { stdout, stderr } = await run(process.execPath, [CLI, ...args], {
+      env: { ...process.env, AMIE_DATABASE_URL: '', ...env },
+    });
     return { code: 0, stdout, stderr };
   } catch (err) {
     const e = err as { code: number; stdout: string; stderr: string };
@@ -66,7 +71,11 @@ describe('amie status, a monitoring check', () => {
 
   it('[14.7] judges the oldest pending packet against --warn and --crit', async () => {
     const { packetRecId } = await withDb((db) => seedIncoming(db, 'request_account_create', racTags(2)));
-    await withDb((db) => db.query(`UPDATE packet_tbl SET ts = localtimestamp - interval '3 hours' WHERE packet_rec_id = $1`, [packetRecId]));
+    await withDb((db) =>
+      db.query(`UPDATE packet_tbl SET ts = localtimestamp - interval '3 hours' WHERE packet_rec_id = $1`, [
+        packetRecId,
+      ]),
+    );
     const warn = await status();
     expect(warn.code).toBe(1);
     expect(warn.stdout).toMatch(/^AMIE WARNING - oldest pending incoming packet waits for 3h \(1 pending\)/);
@@ -76,7 +85,9 @@ describe('amie status, a monitoring check', () => {
     const strict = await status('--warn', '90m', '--crit', '2h');
     expect(strict.code).toBe(2);
     expect(strict.stdout).toMatch(/^AMIE CRITICAL - oldest pending/);
-    await withDb((db) => db.query(`UPDATE packet_tbl SET ts = localtimestamp - interval '2 days' WHERE packet_rec_id = $1`, [packetRecId]));
+    await withDb((db) =>
+      db.query(`UPDATE packet_tbl SET ts = localtimestamp - interval '2 days' WHERE packet_rec_id = $1`, [packetRecId]),
+    );
     const crit = await status();
     expect(crit.code).toBe(2);
     expect(crit.stdout).toMatch(/waits for 2d/);
@@ -88,7 +99,10 @@ describe('amie status, a monitoring check', () => {
   it('[14.7] warns on error-deferred packets, failures, a stale pass, stuck outbox replies and usage records', async () => {
     const { packetRecId } = await withDb((db) => seedIncoming(db, 'request_account_create', racTags(3)));
     await withDb(async (db) => {
-      await db.query(`INSERT INTO amie_toolkit.packet_errors (source, packet_rec_id, error_count, last_error) VALUES ('tables', $1, 2, 'boom')`, [packetRecId]);
+      await db.query(
+        `INSERT INTO amie_toolkit.packet_errors (source, packet_rec_id, error_count, last_error) VALUES ('tables', $1, 2, 'boom')`,
+        [packetRecId],
+      );
       await db.query(
         `INSERT INTO amie_toolkit.audit (source, run_id, packet_rec_id, trans_rec_id, packet_type, outcome, reason, duration_ms, handler)
          VALUES ('tables', 'r', 1, 1, 'request_account_create', 'fail', 'no such project', 1, 'x')`,
@@ -98,8 +112,12 @@ describe('amie status, a monitoring check', () => {
          VALUES ('c', '1', now(), now(), 'a', 'p', 'u', 1, 'SUs', 'usage-api', 'failed', 'refused'),
                 ('c', '2', now(), now(), 'a', 'p', 'u', 1, 'SUs', 'usage-api', 'pending', null)`,
       );
-      await db.query(`UPDATE amie_toolkit.reported_jobs SET updated_at = now() - interval '5 hours' WHERE job_id = '2'`);
-      await db.query(`INSERT INTO amie_toolkit.rest_packets (packet_rec_id, trans_rec_id, type_id, packet, state) VALUES (3000000001, 3000000001, 1, '{}', 'completed')`);
+      await db.query(
+        `UPDATE amie_toolkit.reported_jobs SET updated_at = now() - interval '5 hours' WHERE job_id = '2'`,
+      );
+      await db.query(
+        `INSERT INTO amie_toolkit.rest_packets (packet_rec_id, trans_rec_id, type_id, packet, state) VALUES (3000000001, 3000000001, 1, '{}', 'completed')`,
+      );
       await db.query(
         `INSERT INTO amie_toolkit.rest_outbox (in_reply_to, trans_rec_id, reply_type, packet, created_at) VALUES (3000000001, 3000000001, 'notify_account_create', '{}', now() - interval '3 hours')`,
       );
@@ -116,8 +134,20 @@ describe('amie status, a monitoring check', () => {
     expect(r.stdout).toMatch(/^WARNING: 1 usage record\(s\) pending for over 2h$/m);
 
     const json = JSON.parse((await status('--json')).stdout);
-    expect(json).toMatchObject({ status: 'CRITICAL', exitCode: 2, thresholds: { warnSeconds: 7200, critSeconds: 86400 } });
-    expect(json.figures).toMatchObject({ source: 'tables', pending: 1, errorDeferred: 1, failedLastDay: 1, outboxUnsent: 1, usageFailed: 1, usagePending: 1 });
+    expect(json).toMatchObject({
+      status: 'CRITICAL',
+      exitCode: 2,
+      thresholds: { warnSeconds: 7200, critSeconds: 86400 },
+    });
+    expect(json.figures).toMatchObject({
+      source: 'tables',
+      pending: 1,
+      errorDeferred: 1,
+      failedLastDay: 1,
+      outboxUnsent: 1,
+      usageFailed: 1,
+      usagePending: 1,
+    });
     expect(json.figures.packets).toContainEqual({ direction: 'in', state: 'in-progress', count: 1 });
   });
 
@@ -178,7 +208,10 @@ describe('amie status, a monitoring check', () => {
   it('[14.7] packets list shows error counts and last reasons, --stuck lists what passes left behind', async () => {
     const list = await amie(['-c', config, 'packets', 'list', '--direction', 'in']);
     expect(list.stdout).toMatch(/errors\s+last_reason/);
-    const stuck = JSON.parse((await amie(['-c', config, 'packets', 'list', '--stuck', '--json'])).stdout) as Array<{ packetRecId: number; errors: number }>;
+    const stuck = JSON.parse((await amie(['-c', config, 'packets', 'list', '--stuck', '--json'])).stdout) as Array<{
+      packetRecId: number;
+      errors: number;
+    }>;
     expect(stuck).toHaveLength(1);
     expect(stuck[0]!.errors).toBe(2);
     const id = stuck[0]!.packetRecId;
@@ -214,8 +247,14 @@ describe('amie status and packets of another resource', () => {
       const db = await openPglite({ path: join(dir, 'db') });
       try {
         await initDatabase(db);
-        const { packetRecId } = await seedIncoming(db, 'request_account_create', racTags(1, { ResourceList: ['other.example.org'] }));
-        await db.query(`UPDATE packet_tbl SET ts = localtimestamp - interval '3 hours' WHERE packet_rec_id = $1`, [packetRecId]);
+        const { packetRecId } = await seedIncoming(
+          db,
+          'request_account_create',
+          racTags(1, { ResourceList: ['other.example.org'] }),
+        );
+        await db.query(`UPDATE packet_tbl SET ts = localtimestamp - interval '3 hours' WHERE packet_rec_id = $1`, [
+          packetRecId,
+        ]);
       } finally {
         await db.close();
       }

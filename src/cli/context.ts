@@ -36,7 +36,10 @@ export interface CliContext {
    */
   openDatabase(config: AmieConfig, options?: { create?: boolean }): Promise<Database>;
   /** Loads the config, opens the database, runs `fn`, and always closes the database. */
-  withDatabase<T>(fn: (db: Database, config: AmieConfig, log: Logger) => Promise<T>, options?: { create?: boolean }): Promise<T>;
+  withDatabase<T>(
+    fn: (db: Database, config: AmieConfig, log: Logger) => Promise<T>,
+    options?: { create?: boolean },
+  ): Promise<T>;
   /** Set by a command whose work partly failed; main exits with it. */
   exitCode: number;
 }
@@ -44,7 +47,10 @@ export interface CliContext {
 /** A command module: one file in commands/, adding its subcommands to the program. */
 export type RegisterCommand = (program: Command, context: CliContext) => void;
 
-export function createContext(program: Command, io: { out?: (line: string) => void; env?: NodeJS.ProcessEnv; cwd?: string } = {}): CliContext {
+export function createContext(
+  program: Command,
+  io: { out?: (line: string) => void; env?: NodeJS.ProcessEnv; cwd?: string } = {},
+): CliContext {
   const env = io.env ?? process.env;
   const cwd = io.cwd ?? process.cwd();
   const options = () => program.opts<GlobalOptions>();
@@ -57,7 +63,8 @@ export function createContext(program: Command, io: { out?: (line: string) => vo
     options,
     loadConfig: () => loadConfig(options().config, env, cwd),
     logger: (config) => createLogger({ level: config?.log.level, debug: options().debug, env }),
-    openDatabase: (config, options) => openDatabase(resolveDatabaseConfig(config, env), env, { create: options?.create ?? false }),
+    openDatabase: (config, options) =>
+      openDatabase(resolveDatabaseConfig(config, env), env, { create: options?.create ?? false }),
     async withDatabase(fn, options) {
       const config = await context.loadConfig();
       const log = context.logger(config);

@@ -19,7 +19,11 @@ export function endQuietlyOnClosedPipe(): void {
 /** Mistakes on the command line read like every other `amie` error: `amie: ...`, one line. */
 export const amieOutput: OutputConfiguration = {
   outputError: (text, write) =>
-    write(text.replace(/^error: /, 'amie: ').replace(/\n\(Did you mean (.*)\?\)/, (_, names: string) => ` (did you mean ${names}?)`)),
+    write(
+      text
+        .replace(/^error: /, 'amie: ')
+        .replace(/\n\(Did you mean (.*)\?\)/, (_, names: string) => ` (did you mean ${names}?)`),
+    ),
 };
 
 /**
@@ -42,7 +46,8 @@ export function completeHelp(program: Command): void {
     });
   const visit = (command: Command) => {
     if (command.parent) command.showHelpAfterError(`(run amie help ${commandPath(command)} for usage)`);
-    if (command.commands.length) command.on('command:*', (operands: string[]) => unknownCommand(command, operands[0] ?? ''));
+    if (command.commands.length)
+      command.on('command:*', (operands: string[]) => unknownCommand(command, operands[0] ?? ''));
     command.commands.forEach(visit);
   };
   visit(program);
@@ -50,10 +55,15 @@ export function completeHelp(program: Command): void {
 
 function unknownCommand(parent: Command, name: string): never {
   const names = parent.commands.map((c) => c.name());
-  const close = names.filter((n) => n.startsWith(name) || name.startsWith(n) || editDistance(n, name) <= Math.max(1, Math.floor(n.length / 3)));
+  const close = names.filter(
+    (n) => n.startsWith(name) || name.startsWith(n) || editDistance(n, name) <= Math.max(1, Math.floor(n.length / 3)),
+  );
   const where = parent.parent ? ` in 'amie ${commandPath(parent)}'` : '';
   const guess = close.length ? ` (did you mean ${close.join(' or ')}?)` : '';
-  return parent.error(`amie: unknown command '${name}'${where}${guess}`, { code: 'commander.unknownCommand', exitCode: 2 });
+  return parent.error(`amie: unknown command '${name}'${where}${guess}`, {
+    code: 'commander.unknownCommand',
+    exitCode: 2,
+  });
 }
 
 function commandPath(command: Command): string {

@@ -16,7 +16,9 @@ export async function createHandler(
 ): Promise<{ handler: AmieHandler; name: string }> {
   const { constructHandler, loadHandlerClass } = await import('../dispatch/index.js');
   if (config.handler === undefined) {
-    throw new ConfigError([`${config.configFile}: handler: required to answer packets (a built-in name such as "registry", or a path to a module)`]);
+    throw new ConfigError([
+      `${config.configFile}: handler: required to answer packets (a built-in name such as "registry", or a path to a module)`,
+    ]);
   }
   const loaded = await loadHandlerClass(config.handler, dirname(config.configFile));
   const handler = constructHandler(loaded, {

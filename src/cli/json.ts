@@ -14,7 +14,8 @@ export function jsonRow(row: Record<string, unknown>): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const [key, value] of Object.entries(row)) {
     // numeric(38,0) and bigint ids come back from the drivers as text.
-    out[camelCase(key)] = /_id$/.test(key) && typeof value === 'string' && /^\d{1,15}$/.test(value) ? Number(value) : value;
+    out[camelCase(key)] =
+      /_id$/.test(key) && typeof value === 'string' && /^\d{1,15}$/.test(value) ? Number(value) : value;
   }
   return out;
 }

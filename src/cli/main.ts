@@ -38,22 +38,25 @@ async function registerCommands(program: Command, context: CliContext): Promise<
     .sort();
   for (const file of files) {
     const mod = (await import(pathToFileURL(join(dir, file)).href)) as { register?: RegisterCommand };
-    if (typeof mod.register !== 'function') throw new Error(`command module ${file} does not export register(program, context)`);
+    if (typeof mod.register !== 'function')
+      throw new Error(`command module ${file} does not export register(program, context)`);
     mod.register(program, context);
   }
 }
 
 export function buildProgram(): Command {
-  return new Command('amie')
-    .description('answer AMIE account-management packets and report usage for an HPC site')
-    .option('-c, --config <file>', 'configuration file (default: $AMIE_CONFIG, else config/amie.yaml)')
-    .option('--debug', 'log at debug level and show stack traces')
-    .version(toolkitVersion(), '--version', 'print the toolkit version')
-    // Set before the commands are added, which inherit them: subcommand help lists -c and --debug too.
-    .configureHelp({ showGlobalOptions: true })
-    .configureOutput(amieOutput)
-    .showHelpAfterError('(run amie --help for usage)')
-    .exitOverride();
+  return (
+    new Command('amie')
+      .description('answer AMIE account-management packets and report usage for an HPC site')
+      .option('-c, --config <file>', 'configuration file (default: $AMIE_CONFIG, else config/amie.yaml)')
+      .option('--debug', 'log at debug level and show stack traces')
+      .version(toolkitVersion(), '--version', 'print the toolkit version')
+      // Set before the commands are added, which inherit them: subcommand help lists -c and --debug too.
+      .configureHelp({ showGlobalOptions: true })
+      .configureOutput(amieOutput)
+      .showHelpAfterError('(run amie --help for usage)')
+      .exitOverride()
+  );
 }
 
 /** Configuration and database problems: the operator must fix something; nothing was done. */

@@ -5,7 +5,12 @@ import type { z } from 'zod';
  * what was found`. Values are echoed only where they cannot be secrets, and URLs lose
  * their password first.
  */
-export function formatIssues(issues: readonly z.core.$ZodIssue[], sourceName: string, schema: z.ZodType, input: unknown): string[] {
+export function formatIssues(
+  issues: readonly z.core.$ZodIssue[],
+  sourceName: string,
+  schema: z.ZodType,
+  input: unknown,
+): string[] {
   const lines: string[] = [];
   for (const issue of issues) lines.push(...formatIssue(issue, [], schema, input).map((l) => `${sourceName}: ${l}`));
   return lines;
@@ -22,7 +27,11 @@ function formatIssue(issue: z.core.$ZodIssue, prefix: Path, schema: z.ZodType, i
       const known = knownKeys(schema, path);
       return issue.keys.map((key) => {
         const near = nearest(key, known);
-        const hint = near ? ` (did you mean "${near}"?)` : known.length ? ` (expected one of: ${known.join(', ')})` : '';
+        const hint = near
+          ? ` (did you mean "${near}"?)`
+          : known.length
+            ? ` (expected one of: ${known.join(', ')})`
+            : '';
         return `${where([...path, key])}unknown key${hint}`;
       });
     }
@@ -44,13 +53,17 @@ function formatIssue(issue: z.core.$ZodIssue, prefix: Path, schema: z.ZodType, i
       }
       return [`${where(path)}expected at least ${issue.minimum}, got ${describe(value, path)}`];
     case 'invalid_value':
-      return [`${where(path)}expected one of ${issue.values.map((v) => JSON.stringify(v)).join(', ')}, got ${describe(value, path)}`];
+      return [
+        `${where(path)}expected one of ${issue.values.map((v) => JSON.stringify(v)).join(', ')}, got ${describe(value, path)}`,
+      ];
     case 'invalid_union': {
       // Report the branch the input was evidently meant for: the one that did not reject it outright by type.
       const branches = issue.errors;
       const meant = branches.find((b) => !b.some((i) => i.code === 'invalid_type' && i.path.length === 0));
       if (meant) return meant.flatMap((i) => formatIssue(i, path, schema, input));
-      return [`${where(path)}${issue.message === 'Invalid input' ? `unexpected ${describe(value, path)}` : issue.message}`];
+      return [
+        `${where(path)}${issue.message === 'Invalid input' ? `unexpected ${describe(value, path)}` : issue.message}`,
+      ];
     }
     default:
       return [`${where(path)}${issue.message}`];

@@ -15,7 +15,11 @@ type Env = NodeJS.ProcessEnv;
  * Finds, reads and validates the configuration: `file` (from `-c`), else AMIE_CONFIG, else
  * config/amie.yaml in `cwd`. Every problem in the file is reported at once in one ConfigError.
  */
-export async function loadConfig(file?: string, env: Env = process.env, cwd: string = process.cwd()): Promise<AmieConfig> {
+export async function loadConfig(
+  file?: string,
+  env: Env = process.env,
+  cwd: string = process.cwd(),
+): Promise<AmieConfig> {
   const given = file || env.AMIE_CONFIG || undefined;
   const shown = given ?? DEFAULT_CONFIG_FILE;
   const fullPath = isAbsolute(shown) ? shown : resolve(cwd, shown);
@@ -35,7 +39,9 @@ export async function loadConfig(file?: string, env: Env = process.env, cwd: str
   }
   const cfg = parseConfig(text, shown, env);
   // Paths in the file are the file's: resolved here once, whatever the current directory.
-  const usage = cfg.usage?.sacctPath ? { ...cfg.usage, sacctPath: configProgram(dirname(fullPath), cfg.usage.sacctPath) } : cfg.usage;
+  const usage = cfg.usage?.sacctPath
+    ? { ...cfg.usage, sacctPath: configProgram(dirname(fullPath), cfg.usage.sacctPath) }
+    : cfg.usage;
   return { ...cfg, ...(usage ? { usage } : {}), configFile: fullPath };
 }
 
@@ -83,7 +89,8 @@ function missingSecrets(raw: object, env: Env): string[] {
       if (here[0] !== 'database') continue;
       if (here.join('.') === 'database' && env.AMIE_DATABASE_URL) continue;
       if (key.endsWith('Env') && typeof value === 'string' && /^[A-Za-z_][A-Za-z0-9_]*$/.test(value)) {
-        if (!Object.hasOwn(env, value) || !env[value]) out.push(`${here.join('.')}: environment variable ${value} is not set`);
+        if (!Object.hasOwn(env, value) || !env[value])
+          out.push(`${here.join('.')}: environment variable ${value} is not set`);
       } else {
         walk(value, here);
       }
@@ -115,7 +122,10 @@ export function readSecretEnv(keyPath: string, variable: string, env: Env = proc
  * from any directory finds the same database. AMIE_DATABASE_URL, when set, replaces the
  * database section.
  */
-export function resolveDatabaseConfig(cfg: Pick<AmieConfig, 'database' | 'configFile'>, env: Env = process.env): { url?: string; path?: string } {
+export function resolveDatabaseConfig(
+  cfg: Pick<AmieConfig, 'database' | 'configFile'>,
+  env: Env = process.env,
+): { url?: string; path?: string } {
   if (env.AMIE_DATABASE_URL) return { url: env.AMIE_DATABASE_URL };
   const db = cfg.database;
   if (db?.url) {

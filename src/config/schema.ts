@@ -27,7 +27,10 @@ const resourceName = z.string().min(1).regex(/^\S+$/, { error: 'expected a resou
 export const siteSchema = z.preprocess(
   // `resources` alone: its first entry stands for `resource` (the one usage records name).
   (site) =>
-    isMapping(site) && site.resource === undefined && Array.isArray(site.resources) && typeof site.resources[0] === 'string'
+    isMapping(site) &&
+    site.resource === undefined &&
+    Array.isArray(site.resources) &&
+    typeof site.resources[0] === 'string'
       ? { ...site, resource: site.resources[0] }
       : site,
   z
@@ -46,7 +49,11 @@ export const siteSchema = z.preprocess(
     })
     .superRefine((site, ctx) => {
       if (site.resources && !site.resources.includes(site.resource)) {
-        ctx.addIssue({ code: 'custom', path: ['resource'], message: `"${site.resource}" is not one of site.resources; leave site.resource out, or list it there` });
+        ctx.addIssue({
+          code: 'custom',
+          path: ['resource'],
+          message: `"${site.resource}" is not one of site.resources; leave site.resource out, or list it there`,
+        });
       }
     }),
 );
@@ -77,7 +84,8 @@ export const databaseSchema = z
       ctx.addIssue({
         code: 'custom',
         path: ['passwordEnv'],
-        message: 'database.url already carries a password: remove it from the url and keep it only in the environment variable',
+        message:
+          'database.url already carries a password: remove it from the url and keep it only in the environment variable',
       });
     }
   });
@@ -110,30 +118,34 @@ export const processSchema = z.strictObject({
  * Where packets come from and replies go: the AMIE tables of the database (the default), or the
  * ACCESS AMIE REST API. Changing this section is all a site does to move from one to the other.
  */
-export const sourceSchema = z.discriminatedUnion('kind', [
-  z.strictObject({ kind: z.literal('tables') }),
-  z.strictObject({
-    kind: z.literal('rest'),
-    /** Base URL of the AMIE REST API. */
-    url: z.string().refine(isHttpUrl, { error: 'expected the http(s) base URL of the AMIE REST API, e.g. https://amie.example.org/api/' }),
-    /** XA-SITE; default site.name. */
-    site: siteName.optional(),
-    /** The environment variable holding the API key (XA-API-KEY). */
-    apiKeyEnv: envVarName,
-    timeoutMs: z.number().int().min(100).max(600_000).optional(),
-    retries: z.number().int().min(0).max(10).optional(),
-    /** Leave the site's view of deferred/unhandled/ignored packets in their client_state on the server. */
-    clientState: z.boolean().optional(),
-    /** The largest answer read, bytes (default 64 MiB); a larger one stops the call with an error. */
-    maxResponseBytes: z.number().int().min(1024).optional(),
-    /** Allow a plain http url to a host that is not loopback: the API key then crosses the network unencrypted. */
-    allowInsecureHttp: z.boolean().optional(),
-  }),
-]).superRefine((source, ctx) => {
-  if (source.kind !== 'rest') return;
-  const problem = insecureUrlProblem(source.url, source.allowInsecureHttp, 'source.allowInsecureHttp');
-  if (problem) ctx.addIssue({ code: 'custom', path: ['url'], message: problem });
-});
+export const sourceSchema = z
+  .discriminatedUnion('kind', [
+    z.strictObject({ kind: z.literal('tables') }),
+    z.strictObject({
+      kind: z.literal('rest'),
+      /** Base URL of the AMIE REST API. */
+      url: z.string().refine(isHttpUrl, {
+        error: 'expected the http(s) base URL of the AMIE REST API, e.g. https://amie.example.org/api/',
+      }),
+      /** XA-SITE; default site.name. */
+      site: siteName.optional(),
+      /** The environment variable holding the API key (XA-API-KEY). */
+      apiKeyEnv: envVarName,
+      timeoutMs: z.number().int().min(100).max(600_000).optional(),
+      retries: z.number().int().min(0).max(10).optional(),
+      /** Leave the site's view of deferred/unhandled/ignored packets in their client_state on the server. */
+      clientState: z.boolean().optional(),
+      /** The largest answer read, bytes (default 64 MiB); a larger one stops the call with an error. */
+      maxResponseBytes: z.number().int().min(1024).optional(),
+      /** Allow a plain http url to a host that is not loopback: the API key then crosses the network unencrypted. */
+      allowInsecureHttp: z.boolean().optional(),
+    }),
+  ])
+  .superRefine((source, ctx) => {
+    if (source.kind !== 'rest') return;
+    const problem = insecureUrlProblem(source.url, source.allowInsecureHttp, 'source.allowInsecureHttp');
+    if (problem) ctx.addIssue({ code: 'custom', path: ['url'], message: problem });
+  });
 
 export const configSections = {
   site: siteSchema,

@@ -54,7 +54,11 @@ export async function openPg(options: PgOptions): Promise<Database> {
     throw describeConnectError(description, err);
   }
 
-  const run = async <R>(q: pg.Pool | pg.PoolClient, sql: string, params?: readonly unknown[]): Promise<QueryResult<R>> => {
+  const run = async <R>(
+    q: pg.Pool | pg.PoolClient,
+    sql: string,
+    params?: readonly unknown[],
+  ): Promise<QueryResult<R>> => {
     roundTrips++;
     // Parameterised statements are prepared once per connection under a name derived from their
     // text: the toolkit's statements are few and large (CTEs), and parsing and planning them on

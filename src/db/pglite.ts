@@ -86,7 +86,11 @@ export async function openPglite(options: PgliteOptions = {}): Promise<Database>
  * Takes the lock of an embedded data directory (`<dir>.lock`, holding the owner's pid), waiting up
  * to `waitMs` for another process; a lock left by a dead process is taken over.
  */
-export async function lockDataDir(dataDir: string, waitMs: number, description = `embedded database ${dataDir}`): Promise<() => void> {
+export async function lockDataDir(
+  dataDir: string,
+  waitMs: number,
+  description = `embedded database ${dataDir}`,
+): Promise<() => void> {
   const lockPath = `${dataDir}.lock`;
   try {
     const release = await acquireLockFile(lockPath, {
@@ -94,7 +98,9 @@ export async function lockDataDir(dataDir: string, waitMs: number, description =
       retryMs: 100,
       // Once: a silent minute looks like a hang.
       onWait: (holder) =>
-        process.stderr.write(`amie: waiting up to ${Math.round(waitMs / 1000)} s for process ${holder.pid ?? '(unknown)'}, which holds ${description} (lock ${lockPath})\n`),
+        process.stderr.write(
+          `amie: waiting up to ${Math.round(waitMs / 1000)} s for process ${holder.pid ?? '(unknown)'}, which holds ${description} (lock ${lockPath})\n`,
+        ),
     });
     process.once('exit', release);
     return () => {

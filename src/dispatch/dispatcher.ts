@@ -13,7 +13,14 @@ import {
   type PacketTypeName,
   type TagValue,
 } from '../protocol/index.js';
-import { HANDLED_TYPES, type AmieHandler, type BatchContext, type HandledType, type IncomingPacket, type PacketContext } from './handler.js';
+import {
+  HANDLED_TYPES,
+  type AmieHandler,
+  type BatchContext,
+  type HandledType,
+  type IncomingPacket,
+  type PacketContext,
+} from './handler.js';
 import { PacketFailure, isOutcome } from './outcome.js';
 import type { ReplyToWrite } from '../store/index.js';
 import { TablesSource } from '../sources/tables.js';
@@ -115,7 +122,8 @@ interface Prepared {
 }
 
 /** One attempt at a batch: what it claimed, and its results or the error that rolled it back. */
-type Attempt = { ok: true; claimed: number[]; results: PacketResult[] } | { ok: false; claimed: number[]; error: unknown };
+type Attempt =
+  { ok: true; claimed: number[]; results: PacketResult[] } | { ok: false; claimed: number[]; error: unknown };
 
 type Handle = (packets: ClaimedPacket[], tx: Queryable) => Promise<PacketDecision[]>;
 
@@ -134,7 +142,9 @@ class PacketTx implements Queryable {
     if (this.used) return;
     this.used = true;
     // The previous packet's savepoint is released and this one's set in the same round trip.
-    await this.tx.exec(this.batch.savepoint ? 'RELEASE SAVEPOINT amie_packet; SAVEPOINT amie_packet' : 'SAVEPOINT amie_packet');
+    await this.tx.exec(
+      this.batch.savepoint ? 'RELEASE SAVEPOINT amie_packet; SAVEPOINT amie_packet' : 'SAVEPOINT amie_packet',
+    );
     this.batch.savepoint = true;
   }
   async query<R = Record<string, unknown>>(sql: string, params?: readonly unknown[]) {
@@ -198,7 +208,10 @@ export class Dispatcher {
     // offered again in the same run; completed ones cannot be.
     const exclude: number[] = [];
     for (;;) {
-      const room = this.opts.limit === undefined ? this.opts.batchSize : Math.min(this.opts.batchSize, this.opts.limit - summary.taken);
+      const room =
+        this.opts.limit === undefined
+          ? this.opts.batchSize
+          : Math.min(this.opts.batchSize, this.opts.limit - summary.taken);
       if (room <= 0) break;
       const results = await this.runBatch(room, exclude, summary.runId);
       if (results.length === 0) break;
@@ -252,7 +265,10 @@ export class Dispatcher {
     if (batch.ok) return batch.results;
     if (batch.claimed.length === 0) throw batch.error;
     if (batch.claimed.length > 1) {
-      this.log.warn({ run_id: runId, err: errorMessage(batch.error), packets: batch.claimed.length }, 'batch failed; handling its packets one at a time');
+      this.log.warn(
+        { run_id: runId, err: errorMessage(batch.error), packets: batch.claimed.length },
+        'batch failed; handling its packets one at a time',
+      );
     }
     const results: PacketResult[] = [];
     for (const id of batch.claimed) {
@@ -274,7 +290,11 @@ export class Dispatcher {
     return results;
   }
 
-  private async attempt(options: { limit: number; exclude: readonly number[]; only?: readonly number[] }, runId: string, handle?: Handle): Promise<Attempt> {
+  private async attempt(
+    options: { limit: number; exclude: readonly number[]; only?: readonly number[] },
+    runId: string,
+    handle?: Handle,
+  ): Promise<Attempt> {
     let claimed: number[] = [];
     // The handler's lock is taken before claiming, not after: a run that claimed first and locked
     // second could answer a packet (a RAC) before another run committed the one it needs (its RPC).
@@ -285,10 +305,13 @@ export class Dispatcher {
       return locked;
     };
     try {
-      const recorded = await this.source.runBatch({ ...options, types: this.opts.types, site: this.handler.site, dryRun: this.opts.dryRun, lock }, (packets, tx) => {
-        claimed = packets.map((p) => p.packetRecId);
-        return handle ? handle(packets, tx) : this.handleBatch(packets, tx, runId);
-      });
+      const recorded = await this.source.runBatch(
+        { ...options, types: this.opts.types, site: this.handler.site, dryRun: this.opts.dryRun, lock },
+        (packets, tx) => {
+          claimed = packets.map((p) => p.packetRecId);
+          return handle ? handle(packets, tx) : this.handleBatch(packets, tx, runId);
+        },
+      );
       return { ok: true, claimed, results: recorded.map((d) => this.finish(d, runId)) };
     } catch (error) {
       if (isConnectionLost(error)) throw error;
@@ -347,12 +370,24 @@ export class Dispatcher {
       // thrown here, it would fail the batch before any packet reached its handler.
       // An incoming ITC is never answered, not even with a failure.
       const message = `invalid ${type}: the packet cannot be read: ${errorMessage(err)}`;
-      p.early = this.decision(p, runId, 'completed', 'invalid', message, type === 'inform_transaction_complete' ? null : failureReply(message));
+      p.early = this.decision(
+        p,
+        runId,
+        'completed',
+        'invalid',
+        message,
+        type === 'inform_transaction_complete' ? null : failureReply(message),
+      );
     }
     return p;
   }
 
-  private async handleOne(p: Prepared, tx: Queryable, batch: { savepoint: boolean }, runId: string): Promise<{ decision: PacketDecision; ok: boolean }> {
+  private async handleOne(
+    p: Prepared,
+    tx: Queryable,
+    batch: { savepoint: boolean },
+    runId: string,
+  ): Promise<{ decision: PacketDecision; ok: boolean }> {
     const packet = p.incoming!;
     const type = packet.type as HandledType;
     const ptx = new PacketTx(tx, batch);
@@ -363,7 +398,13 @@ export class Dispatcher {
       transaction_id: p.claimed.transaction.transactionId,
       packet_type: type,
     });
-    const ctx: PacketContext = { tx: ptx, log, dryRun: this.opts.dryRun, errorCount: p.claimed.errorCount, resource: packet.resource };
+    const ctx: PacketContext = {
+      tx: ptx,
+      log,
+      dryRun: this.opts.dryRun,
+      errorCount: p.claimed.errorCount,
+      resource: packet.resource,
+    };
     try {
       // An incoming ITC ends the conversation: note it, send nothing.
       if (type === 'inform_transaction_complete') {
@@ -376,13 +417,19 @@ export class Dispatcher {
       if (isOutcome(result)) {
         switch (result.kind) {
           case 'unhandled':
-            return { decision: this.decision(p, runId, 'pending', 'unhandled', `the handler does not implement ${type}`), ok: true };
+            return {
+              decision: this.decision(p, runId, 'pending', 'unhandled', `the handler does not implement ${type}`),
+              ok: true,
+            };
           case 'defer':
             return { decision: this.decision(p, runId, 'pending', 'defer', result.reason), ok: true };
           case 'ignore':
             return { decision: this.decision(p, runId, 'completed', 'ignore', result.reason), ok: true };
           case 'fail':
-            return { decision: this.decision(p, runId, 'completed', 'fail', result.message, failureReply(result.message)), ok: true };
+            return {
+              decision: this.decision(p, runId, 'completed', 'fail', result.message, failureReply(result.message)),
+              ok: true,
+            };
         }
       }
       // A reply: fill what may be taken from the request, then hold the handler to the protocol.
@@ -391,21 +438,28 @@ export class Dispatcher {
       fillFromRequest(replyType, replyBody, packet.body, packet.request?.body);
       if (replyType === 'inform_transaction_complete') {
         if (!replyBody.has('StatusCode')) replyBody.set('StatusCode', 'Success');
-        if (!replyBody.has('DetailCode')) replyBody.set('DetailCode', replyBody.get('StatusCode') === 'Failure' ? '2' : '1');
+        if (!replyBody.has('DetailCode'))
+          replyBody.set('DetailCode', replyBody.get('StatusCode') === 'Failure' ? '2' : '1');
         if (!replyBody.has('Message')) replyBody.set('Message', `${type} handled`);
       }
       const replyProblems = validateBody(replyType, replyBody);
       if (replyProblems.length > 0) {
         throw new Error(`handler returned an incomplete ${replyType} for ${type}: ${formatProblems(replyProblems)}`);
       }
-      return { decision: this.decision(p, runId, 'completed', 'reply', undefined, replyFor(replyType, replyBody.toRows())), ok: true };
+      return {
+        decision: this.decision(p, runId, 'completed', 'reply', undefined, replyFor(replyType, replyBody.toRows())),
+        ok: true,
+      };
     } catch (err) {
       if (isConnectionLost(err)) throw err;
       if (ptx.used) await tx.query('ROLLBACK TO SAVEPOINT amie_packet');
       // The handler forgets what it staged for the packet, as the savepoint forgot its SQL.
       await this.handler.discardPacket(packet, ctx);
       if (err instanceof PacketFailure && type !== 'inform_transaction_complete') {
-        return { decision: this.decision(p, runId, 'completed', 'fail', err.message, failureReply(err.message)), ok: false };
+        return {
+          decision: this.decision(p, runId, 'completed', 'fail', err.message, failureReply(err.message)),
+          ok: false,
+        };
       }
       return { decision: this.errorDecision(p, err, runId), ok: false };
     }
@@ -415,7 +469,8 @@ export class Dispatcher {
   private errorDecision(p: Prepared, error: unknown, runId: string): PacketDecision {
     const message = errorMessage(error);
     const attempts = p.claimed.errorCount + 1;
-    const canFail = !!p.type && p.type !== 'inform_transaction_complete' && (HANDLED_TYPES as readonly string[]).includes(p.type);
+    const canFail =
+      !!p.type && p.type !== 'inform_transaction_complete' && (HANDLED_TYPES as readonly string[]).includes(p.type);
     if (canFail && attempts > this.opts.maxErrorDeferrals) {
       const reason = `handler failed ${attempts} times, giving up: ${message}`;
       return this.decision(p, runId, 'completed', 'fail', reason, failureReply(reason));

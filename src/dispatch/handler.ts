@@ -81,9 +81,7 @@ export interface BatchContext {
 
 /** What a handler method may return: the reply's tags, or an explicit outcome. */
 export type HandlerResult<R extends PacketTypeName> =
-  | ReplyTagsOf<R>
-  | Outcome
-  | (R extends 'inform_transaction_complete' ? void | Partial<ReplyTagsOf<R>> : never);
+  ReplyTagsOf<R> | Outcome | (R extends 'inform_transaction_complete' ? void | Partial<ReplyTagsOf<R>> : never);
 
 export interface HandlerContext<O = unknown> {
   db: Database;
@@ -161,40 +159,76 @@ export class AmieHandler<O = unknown> {
    */
   async discardPacket(_packet: IncomingPacket, _ctx: PacketContext): Promise<void> {}
 
-  async request_project_create(_packet: IncomingPacket<'request_project_create'>, _ctx: PacketContext): Promise<HandlerResult<'notify_project_create'>> {
+  async request_project_create(
+    _packet: IncomingPacket<'request_project_create'>,
+    _ctx: PacketContext,
+  ): Promise<HandlerResult<'notify_project_create'>> {
     return unhandled();
   }
-  async data_project_create(_packet: IncomingPacket<'data_project_create'>, _ctx: PacketContext): Promise<HandlerResult<'inform_transaction_complete'>> {
+  async data_project_create(
+    _packet: IncomingPacket<'data_project_create'>,
+    _ctx: PacketContext,
+  ): Promise<HandlerResult<'inform_transaction_complete'>> {
     return unhandled();
   }
-  async request_account_create(_packet: IncomingPacket<'request_account_create'>, _ctx: PacketContext): Promise<HandlerResult<'notify_account_create'>> {
+  async request_account_create(
+    _packet: IncomingPacket<'request_account_create'>,
+    _ctx: PacketContext,
+  ): Promise<HandlerResult<'notify_account_create'>> {
     return unhandled();
   }
-  async data_account_create(_packet: IncomingPacket<'data_account_create'>, _ctx: PacketContext): Promise<HandlerResult<'inform_transaction_complete'>> {
+  async data_account_create(
+    _packet: IncomingPacket<'data_account_create'>,
+    _ctx: PacketContext,
+  ): Promise<HandlerResult<'inform_transaction_complete'>> {
     return unhandled();
   }
-  async request_project_inactivate(_packet: IncomingPacket<'request_project_inactivate'>, _ctx: PacketContext): Promise<HandlerResult<'notify_project_inactivate'>> {
+  async request_project_inactivate(
+    _packet: IncomingPacket<'request_project_inactivate'>,
+    _ctx: PacketContext,
+  ): Promise<HandlerResult<'notify_project_inactivate'>> {
     return unhandled();
   }
-  async request_project_reactivate(_packet: IncomingPacket<'request_project_reactivate'>, _ctx: PacketContext): Promise<HandlerResult<'notify_project_reactivate'>> {
+  async request_project_reactivate(
+    _packet: IncomingPacket<'request_project_reactivate'>,
+    _ctx: PacketContext,
+  ): Promise<HandlerResult<'notify_project_reactivate'>> {
     return unhandled();
   }
-  async request_account_inactivate(_packet: IncomingPacket<'request_account_inactivate'>, _ctx: PacketContext): Promise<HandlerResult<'notify_account_inactivate'>> {
+  async request_account_inactivate(
+    _packet: IncomingPacket<'request_account_inactivate'>,
+    _ctx: PacketContext,
+  ): Promise<HandlerResult<'notify_account_inactivate'>> {
     return unhandled();
   }
-  async request_account_reactivate(_packet: IncomingPacket<'request_account_reactivate'>, _ctx: PacketContext): Promise<HandlerResult<'notify_account_reactivate'>> {
+  async request_account_reactivate(
+    _packet: IncomingPacket<'request_account_reactivate'>,
+    _ctx: PacketContext,
+  ): Promise<HandlerResult<'notify_account_reactivate'>> {
     return unhandled();
   }
-  async request_user_modify(_packet: IncomingPacket<'request_user_modify'>, _ctx: PacketContext): Promise<HandlerResult<'inform_transaction_complete'>> {
+  async request_user_modify(
+    _packet: IncomingPacket<'request_user_modify'>,
+    _ctx: PacketContext,
+  ): Promise<HandlerResult<'inform_transaction_complete'>> {
     return unhandled();
   }
-  async request_person_merge(_packet: IncomingPacket<'request_person_merge'>, _ctx: PacketContext): Promise<HandlerResult<'inform_transaction_complete'>> {
+  async request_person_merge(
+    _packet: IncomingPacket<'request_person_merge'>,
+    _ctx: PacketContext,
+  ): Promise<HandlerResult<'inform_transaction_complete'>> {
     return unhandled();
   }
-  async notify_person_ids(_packet: IncomingPacket<'notify_person_ids'>, _ctx: PacketContext): Promise<HandlerResult<'inform_transaction_complete'>> {
+  async notify_person_ids(
+    _packet: IncomingPacket<'notify_person_ids'>,
+    _ctx: PacketContext,
+  ): Promise<HandlerResult<'inform_transaction_complete'>> {
     return unhandled();
   }
-  async notify_person_duplicate(_packet: IncomingPacket<'notify_person_duplicate'>, _ctx: PacketContext): Promise<HandlerResult<'inform_transaction_complete'>> {
+  async notify_person_duplicate(
+    _packet: IncomingPacket<'notify_person_duplicate'>,
+    _ctx: PacketContext,
+  ): Promise<HandlerResult<'inform_transaction_complete'>> {
     return unhandled();
   }
   /**

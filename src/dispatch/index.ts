@@ -1,4 +1,11 @@
 export * from './outcome.js';
 export * from './handler.js';
 export * from './dispatcher.js';
-export { constructHandler, loadHandlerClass, registerBuiltinHandler, BUILTIN_HANDLERS, HandlerLoadError, type HandlerSpec } from './load.js';
+export {
+  constructHandler,
+  loadHandlerClass,
+  registerBuiltinHandler,
+  BUILTIN_HANDLERS,
+  HandlerLoadError,
+  type HandlerSpec,
+} from './load.js';

@@ -50,7 +50,9 @@ export async function loadHandlerClass(spec: HandlerSpec, configDir: string): Pr
       mod = (await import(pathToFileURL(file).href)) as Record<string, unknown>;
     } catch (err) {
       if (/\.[cm]?ts$/.test(file)) {
-        throw new HandlerLoadError(`handler: ${file} is TypeScript, which node does not run: build it first (npm run build, or npx tsc) and name the compiled .js file`);
+        throw new HandlerLoadError(
+          `handler: ${file} is TypeScript, which node does not run: build it first (npm run build, or npx tsc) and name the compiled .js file`,
+        );
       }
       throw new HandlerLoadError(`handler: cannot load module ${file}: ${(err as Error).message}`);
     }
@@ -58,7 +60,10 @@ export async function loadHandlerClass(spec: HandlerSpec, configDir: string): Pr
     if (!isHandlerClass(cls)) {
       throw new HandlerLoadError(`handler: ${file} must have a default export that is a class extending AmieHandler`);
     }
-    name = (cls as HandlerClass).handlerName && (cls as HandlerClass).handlerName !== 'custom' ? (cls as HandlerClass).handlerName! : ref;
+    name =
+      (cls as HandlerClass).handlerName && (cls as HandlerClass).handlerName !== 'custom'
+        ? (cls as HandlerClass).handlerName!
+        : ref;
   }
   const handlerClass = cls as HandlerClass;
   const misnamed = misnamedMethod(handlerClass);
@@ -84,7 +89,9 @@ export function constructHandler(loaded: LoadedHandler, context: HandlerContext)
     return new loaded.cls(context);
   } catch (err) {
     const message = err instanceof Error ? err.message : String(err);
-    throw new HandlerLoadError(`handler: ${loaded.name}: the constructor failed: ${message.split('\n').join(' ')}`, { cause: err });
+    throw new HandlerLoadError(`handler: ${loaded.name}: the constructor failed: ${message.split('\n').join(' ')}`, {
+      cause: err,
+    });
   }
 }
 
@@ -95,7 +102,11 @@ export function constructHandler(loaded: LoadedHandler, context: HandlerContext)
  */
 function misnamedMethod(cls: HandlerClass): string | undefined {
   const handled = new Set<string>(HANDLED_TYPES);
-  for (let proto = cls.prototype as object | null; proto && proto !== Object.prototype; proto = Object.getPrototypeOf(proto) as object | null) {
+  for (
+    let proto = cls.prototype as object | null;
+    proto && proto !== Object.prototype;
+    proto = Object.getPrototypeOf(proto) as object | null
+  ) {
     for (const key of Object.getOwnPropertyNames(proto)) {
       if (key === 'constructor' || handled.has(key)) continue;
       // Read the descriptor, not the property: a getter of the class must not run here.
@@ -103,7 +114,9 @@ function misnamedMethod(cls: HandlerClass): string | undefined {
       const near = nearest(key, HANDLED_TYPES);
       const typeLike = /^(request|data|notify|inform)_/.test(key) || (key.includes('_') && near !== undefined);
       if (!typeLike) continue;
-      const why = Object.hasOwn(PACKET_TYPE_IDS, key) ? 'is a packet the site sends, never one it receives' : 'is not an AMIE packet type';
+      const why = Object.hasOwn(PACKET_TYPE_IDS, key)
+        ? 'is a packet the site sends, never one it receives'
+        : 'is not an AMIE packet type';
       return `method ${key} ${why}, so it would never be called${near ? ` (did you mean ${near}?)` : ''}; packet types a handler answers: ${HANDLED_TYPES.join(', ')}`;
     }
   }

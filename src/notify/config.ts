@@ -13,10 +13,24 @@ import { TEMPLATE_FIELDS, placeholdersOf, type TemplateName } from './templates.
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 /** Every outcome the dispatcher reports for a packet, in the order the README lists them. */
-export const OUTCOME_KINDS = ['reply', 'fail', 'invalid', 'defer', 'error', 'ignore', 'unhandled', 'closed'] as const satisfies readonly OutcomeKind[];
+export const OUTCOME_KINDS = [
+  'reply',
+  'fail',
+  'invalid',
+  'defer',
+  'error',
+  'ignore',
+  'unhandled',
+  'closed',
+] as const satisfies readonly OutcomeKind[];
 
 /** Outcomes that need a person: the packet was answered with a failure, or is stuck until someone acts. */
-export const FAILURE_OUTCOMES: ReadonlySet<OutcomeKind> = new Set<OutcomeKind>(['fail', 'invalid', 'error', 'unhandled']);
+export const FAILURE_OUTCOMES: ReadonlySet<OutcomeKind> = new Set<OutcomeKind>([
+  'fail',
+  'invalid',
+  'error',
+  'unhandled',
+]);
 
 /**
  * By default every outcome except the routine ones without a reply: an ignored packet (the
@@ -27,9 +41,13 @@ export const DEFAULT_NOTIFY_OUTCOMES: OutcomeKind[] = ['reply', 'fail', 'invalid
 export const SUMMARY_MODES = ['always', 'when-something-happened', 'never'] as const;
 export type SummaryMode = (typeof SUMMARY_MODES)[number];
 
-const clock = z.string().regex(/^([01]\d|2[0-3]):[0-5]\d$/, { error: 'expected a time of day as HH:MM (24-hour clock), e.g. "22:00"' });
+const clock = z
+  .string()
+  .regex(/^([01]\d|2[0-3]):[0-5]\d$/, { error: 'expected a time of day as HH:MM (24-hour clock), e.g. "22:00"' });
 
-const timezone = z.string().refine(isTimeZone, { error: 'expected an IANA time zone name, e.g. "America/Chicago" or "UTC"' });
+const timezone = z
+  .string()
+  .refine(isTimeZone, { error: 'expected an IANA time zone name, e.g. "America/Chicago" or "UTC"' });
 
 const quietHoursSchema = z
   .strictObject({
@@ -42,10 +60,15 @@ const quietHoursSchema = z
     /** What is still posted during quiet hours: failures only (the default), or nothing. */
     send: z.enum(['failures', 'nothing']).default('failures'),
   })
-  .refine((q) => q.from !== q.to, { error: 'from and to are the same time: the quiet window would be empty (or the whole day); remove quietHours or widen it' });
+  .refine((q) => q.from !== q.to, {
+    error:
+      'from and to are the same time: the quiet window would be empty (or the whole day); remove quietHours or widen it',
+  });
 
 /** Every tag some AMIE packet type carries: what a packet template may name besides its fields. */
-const PACKET_TAGS: ReadonlySet<string> = new Set(Object.values(PACKET_SPECS).flatMap((spec) => [...spec.required, ...spec.allowed]));
+const PACKET_TAGS: ReadonlySet<string> = new Set(
+  Object.values(PACKET_SPECS).flatMap((spec) => [...spec.required, ...spec.allowed]),
+);
 
 function template(name: TemplateName) {
   return z
@@ -69,14 +92,24 @@ function template(name: TemplateName) {
 
 export const SlackConfigSchema = z.strictObject({
   /** The channel to post to: its ID (C0123ABCD) or its name (#amie-ops); the bot must be a member. */
-  channel: z.string().min(1).regex(/^\S+$/, { error: 'expected a channel ID (C0123ABCD) or name (#amie-ops) without spaces' }),
+  channel: z
+    .string()
+    .min(1)
+    .regex(/^\S+$/, { error: 'expected a channel ID (C0123ABCD) or name (#amie-ops) without spaces' }),
   /** The environment variable holding the bot token (xoxb-...); the token never sits in the file. */
   tokenEnv: z
     .string()
-    .regex(ENV_NAME, { error: 'expected the NAME of an environment variable (letters, digits, "_"), not the token itself' })
+    .regex(ENV_NAME, {
+      error: 'expected the NAME of an environment variable (letters, digits, "_"), not the token itself',
+    })
     .default('SLACK_BOT_TOKEN'),
   /** Base URL of the Slack Web API; only changed for a proxy or a test server. */
-  apiUrl: z.url({ protocol: /^https?$/, error: 'expected the http(s) base URL of the Slack Web API, e.g. https://slack.com/api/' }).optional(),
+  apiUrl: z
+    .url({
+      protocol: /^https?$/,
+      error: 'expected the http(s) base URL of the Slack Web API, e.g. https://slack.com/api/',
+    })
+    .optional(),
   /** The longest Slack may hold up one pass of `amie process`; what is not posted by then is dropped. */
   timeoutMs: z.number().int().min(100).max(60_000).default(5000),
   /** Outcomes that get a message of their own. */

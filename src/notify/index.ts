@@ -15,7 +15,16 @@ export {
   type QuietHours,
   type SummaryMode,
 } from './config.js';
-export { DEFAULT_TEMPLATES, TEMPLATE_FIELDS, describeResult, escapeMrkdwn, inQuietHours, placeholdersOf, renderTemplate, type TemplateName } from './templates.js';
+export {
+  DEFAULT_TEMPLATES,
+  TEMPLATE_FIELDS,
+  describeResult,
+  escapeMrkdwn,
+  inQuietHours,
+  placeholdersOf,
+  renderTemplate,
+  type TemplateName,
+} from './templates.js';
 export { SlackNotifier, DEFAULT_SLACK_API_URL, type NotifyOutcome, type SlackNotifierOptions } from './slack.js';
 
 /**

@@ -4,7 +4,15 @@ import { WebClient, type Logger as SlackLogger, LogLevel as SlackLogLevel } from
 import type { RunSummary } from '../dispatch/dispatcher.js';
 import type { Logger } from '../log.js';
 import { FAILURE_OUTCOMES, type SlackConfig } from './config.js';
-import { DEFAULT_TEMPLATES, inQuietHours, packetValues, renderTemplate, summaryValues, templateFor, type TemplateName } from './templates.js';
+import {
+  DEFAULT_TEMPLATES,
+  inQuietHours,
+  packetValues,
+  renderTemplate,
+  summaryValues,
+  templateFor,
+  type TemplateName,
+} from './templates.js';
 
 export const DEFAULT_SLACK_API_URL = 'https://slack.com/api/';
 
@@ -57,7 +65,8 @@ export class SlackNotifier {
 
   /** The texts a pass produces, in posting order, after the filters and quiet hours. */
   messagesFor(summary: RunSummary): string[] {
-    const quiet = this.cfg.quietHours && inQuietHours(this.now(), this.cfg.quietHours) ? this.cfg.quietHours.send : undefined;
+    const quiet =
+      this.cfg.quietHours && inQuietHours(this.now(), this.cfg.quietHours) ? this.cfg.quietHours.send : undefined;
     // Only this pass's deferrals are remembered: a packet answered since is forgotten.
     const deferrals = new Set<string>();
     const wanted = summary.results.filter((r) => {
@@ -72,7 +81,9 @@ export class SlackNotifier {
     });
     this.postedDeferrals = deferrals;
     const shown = wanted.slice(0, this.cfg.maxPacketMessages);
-    const messages = shown.map((r) => renderTemplate(this.template(templateFor(r.outcome)), packetValues(r, this.opts.site, summary.runId)));
+    const messages = shown.map((r) =>
+      renderTemplate(this.template(templateFor(r.outcome)), packetValues(r, this.opts.site, summary.runId)),
+    );
 
     const failures = summary.results.some((r) => FAILURE_OUTCOMES.has(r.outcome));
     const summaryWanted =
@@ -80,7 +91,8 @@ export class SlackNotifier {
     if (summaryWanted && (quiet === undefined || (quiet === 'failures' && failures))) {
       let text = renderTemplate(this.template('summary'), summaryValues(summary, this.opts.site));
       const left = wanted.length - shown.length;
-      if (left > 0) text += `\n_${left} more packet message(s) not posted (notify.slack.maxPacketMessages is ${this.cfg.maxPacketMessages}); see \`amie packets list\`_`;
+      if (left > 0)
+        text += `\n_${left} more packet message(s) not posted (notify.slack.maxPacketMessages is ${this.cfg.maxPacketMessages}); see \`amie packets list\`_`;
       messages.push(text);
     }
     return messages.map(clip);
@@ -92,7 +104,10 @@ export class SlackNotifier {
     try {
       messages = this.messagesFor(summary);
     } catch (err) {
-      this.log.warn({ run_id: summary.runId, err: errorText(err) }, 'Slack messages could not be built; nothing posted');
+      this.log.warn(
+        { run_id: summary.runId, err: errorText(err) },
+        'Slack messages could not be built; nothing posted',
+      );
       return { sent: 0, dropped: 0, error: errorText(err) };
     }
     if (messages.length === 0) return { sent: 0, dropped: 0 };
@@ -119,7 +134,9 @@ export class SlackNotifier {
    */
   private async post(messages: string[]): Promise<NotifyOutcome> {
     const apiUrl = this.cfg.apiUrl ?? DEFAULT_SLACK_API_URL;
-    const agent = apiUrl.startsWith('https:') ? new HttpsAgent({ keepAlive: true }) : new HttpAgent({ keepAlive: true });
+    const agent = apiUrl.startsWith('https:')
+      ? new HttpsAgent({ keepAlive: true })
+      : new HttpAgent({ keepAlive: true });
     const client = new WebClient(this.opts.token, {
       slackApiUrl: apiUrl,
       timeout: this.cfg.timeoutMs,
@@ -133,7 +150,12 @@ export class SlackNotifier {
     try {
       for (const text of messages) {
         const left = deadline - Date.now();
-        if (left <= 0) return { sent, dropped: messages.length - sent, error: `Slack did not answer within notify.slack.timeoutMs (${this.cfg.timeoutMs} ms)` };
+        if (left <= 0)
+          return {
+            sent,
+            dropped: messages.length - sent,
+            error: `Slack did not answer within notify.slack.timeoutMs (${this.cfg.timeoutMs} ms)`,
+          };
         try {
           await withDeadline(
             client.chat.postMessage({ channel: this.cfg.channel, text, unfurl_links: false, unfurl_media: false }),
@@ -181,7 +203,13 @@ function withDeadline<T>(p: Promise<T>, ms: number, message: string): Promise<T>
  * client's error objects carry the request, whose headers hold the token, so they are never logged.
  */
 function slackErrorText(err: unknown, apiUrl: string, channel: string): string {
-  const e = err as { code?: string; data?: { error?: string }; retryAfter?: number; original?: { code?: string; message?: string }; message?: string };
+  const e = err as {
+    code?: string;
+    data?: { error?: string };
+    retryAfter?: number;
+    original?: { code?: string; message?: string };
+    message?: string;
+  };
   switch (e.code) {
     case 'slack_webapi_platform_error': {
       const what = e.data?.error ?? 'unknown_error';

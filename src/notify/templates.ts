@@ -68,7 +68,9 @@ export function placeholdersOf(template: string): string[] {
  * text (see escapeMrkdwn). The template's own text is the site's and is left as written.
  */
 export function renderTemplate(template: string, values: Record<string, string | number | undefined>): string {
-  return template.replace(PLACEHOLDER, (_, name: string) => escapeMrkdwn(String((Object.hasOwn(values, name) ? values[name] : undefined) ?? '')));
+  return template.replace(PLACEHOLDER, (_, name: string) =>
+    escapeMrkdwn(String((Object.hasOwn(values, name) ? values[name] : undefined) ?? '')),
+  );
 }
 
 /**
@@ -132,7 +134,9 @@ export function describeResult(r: Pick<PacketResult, 'outcome' | 'reason' | 'rep
       return `deferred, offered again next run${why}`;
     case 'error':
       // The dispatcher's reason already starts with "handler error (attempt n of m)": say it once.
-      return r.reason?.startsWith('handler error') ? `deferred, offered again next run${why}` : `handler error, deferred${why}`;
+      return r.reason?.startsWith('handler error')
+        ? `deferred, offered again next run${why}`
+        : `handler error, deferred${why}`;
     case 'ignore':
       return `ignored${why}`;
     case 'unhandled':
@@ -144,7 +148,11 @@ export function describeResult(r: Pick<PacketResult, 'outcome' | 'reason' | 'rep
   }
 }
 
-export function packetValues(r: PacketResult, site: string, runId: string): Record<string, string | number | undefined> {
+export function packetValues(
+  r: PacketResult,
+  site: string,
+  runId: string,
+): Record<string, string | number | undefined> {
   return {
     ...r.tags,
     ...r.keys,
@@ -200,7 +208,12 @@ export function inQuietHours(now: Date, window: { from: string; to: string; time
 }
 
 function minutesOfDay(now: Date, timeZone?: string): number {
-  const parts = new Intl.DateTimeFormat('en-GB', { timeZone, hour: '2-digit', minute: '2-digit', hourCycle: 'h23' }).formatToParts(now);
+  const parts = new Intl.DateTimeFormat('en-GB', {
+    timeZone,
+    hour: '2-digit',
+    minute: '2-digit',
+    hourCycle: 'h23',
+  }).formatToParts(now);
   const get = (type: string) => Number(parts.find((p) => p.type === type)?.value ?? 0);
   return get('hour') * 60 + get('minute');
 }

@@ -96,7 +96,9 @@ export class PacketBody {
       read(body);
     } catch (err) {
       body.#rows.clear();
-      body.#problems.push(problem(undefined, `the body cannot be read: ${err instanceof Error ? err.message : String(err)}`));
+      body.#problems.push(
+        problem(undefined, `the body cannot be read: ${err instanceof Error ? err.message : String(err)}`),
+      );
     }
     return body;
   }
@@ -106,7 +108,12 @@ export class PacketBody {
     for (const [index, raw] of rows.entries()) {
       const tag = raw.tag;
       if (tag === null || tag === undefined || String(tag).trim() === '') {
-        this.#problems.push(problem(undefined, `data row ${index + 1} has no tag (subtag ${raw.subtag ?? 'null'}, seq ${raw.seq}, value ${JSON.stringify(raw.value)})`));
+        this.#problems.push(
+          problem(
+            undefined,
+            `data row ${index + 1} has no tag (subtag ${raw.subtag ?? 'null'}, seq ${raw.seq}, value ${JSON.stringify(raw.value)})`,
+          ),
+        );
         continue;
       }
       const seq = Number(raw.seq);
@@ -117,7 +124,12 @@ export class PacketBody {
       const subtag = raw.subtag ?? null;
       const key = `${tag}\u0000${seq}\u0000${subtag === null ? '\u0001' : `=${subtag}`}`;
       if (seen.has(key)) {
-        this.#problems.push(problem(tag, `duplicate row for seq ${seq}${subtag === null ? '' : ` subtag ${subtag}`}; the first one is kept`));
+        this.#problems.push(
+          problem(
+            tag,
+            `duplicate row for seq ${seq}${subtag === null ? '' : ` subtag ${subtag}`}; the first one is kept`,
+          ),
+        );
         continue;
       }
       seen.add(key);
@@ -134,7 +146,9 @@ export class PacketBody {
     for (const [tag, value] of Object.entries(tags)) {
       if (value === undefined || value === null) continue;
       if (tag.trim() === '') {
-        this.#problems.push(problem(undefined, `the body has a tag with an empty name (value ${JSON.stringify(value)})`));
+        this.#problems.push(
+          problem(undefined, `the body has a tag with an empty name (value ${JSON.stringify(value)})`),
+        );
         continue;
       }
       const text = scalarText(value);
@@ -146,7 +160,12 @@ export class PacketBody {
         // A lone object is taken as the only entry of a composite tag.
         this.#readArray(tag, [value]);
       } else {
-        this.#problems.push(problem(tag, `unsupported value ${describe(value)}; expected a string, an array of strings or an array of objects`));
+        this.#problems.push(
+          problem(
+            tag,
+            `unsupported value ${describe(value)}; expected a string, an array of strings or an array of objects`,
+          ),
+        );
       }
     }
     this.#checkStructure();
@@ -156,7 +175,12 @@ export class PacketBody {
     const rows: DataRow[] = [];
     const objects = values.filter(isPlainObject).length;
     if (objects > 0 && objects < values.length) {
-      this.#problems.push(problem(tag, 'the array mixes strings and objects; expected all strings (a list) or all objects (composite entries)'));
+      this.#problems.push(
+        problem(
+          tag,
+          'the array mixes strings and objects; expected all strings (a list) or all objects (composite entries)',
+        ),
+      );
       return;
     }
     for (const [seq, item] of values.entries()) {
@@ -165,7 +189,9 @@ export class PacketBody {
           if (part === undefined || part === null) continue;
           const text = scalarText(part);
           if (text === undefined) {
-            this.#problems.push(problem(tag, `entry ${seq} has ${describe(part)} for subtag ${subtag}; expected a string`));
+            this.#problems.push(
+              problem(tag, `entry ${seq} has ${describe(part)} for subtag ${subtag}; expected a string`),
+            );
             continue;
           }
           rows.push({ tag, subtag, seq, value: text });
@@ -188,7 +214,8 @@ export class PacketBody {
       const seqs = [...new Set(rows.map((r) => r.seq))].sort((a, b) => a - b);
       const gaps = seqGaps(seqs);
       if (gaps.length > 0) {
-        const which = gaps.length === 1 && !gaps[0]!.includes('-') ? `seq ${gaps[0]} is` : `seqs ${gaps.join(', ')} are`;
+        const which =
+          gaps.length === 1 && !gaps[0]!.includes('-') ? `seq ${gaps[0]} is` : `seqs ${gaps.join(', ')} are`;
         this.#problems.push(problem(tag, `${which} missing (rows have ${abbreviate(seqs)})`));
       }
       const parts = compositeSubtags(tag);
@@ -203,7 +230,8 @@ export class PacketBody {
         }
       } else if (LIST_TAGS.has(tag)) {
         for (const r of rows) {
-          if (r.subtag !== null) this.#problems.push(problem(tag, `row at seq ${r.seq} has subtag ${r.subtag}, but a list tag has none`));
+          if (r.subtag !== null)
+            this.#problems.push(problem(tag, `row at seq ${r.seq} has subtag ${r.subtag}, but a list tag has none`));
         }
       }
     }
@@ -301,7 +329,11 @@ export class PacketBody {
 
   clone(): PacketBody {
     const copy = new PacketBody();
-    for (const [tag, rows] of this.#rows) copy.#rows.set(tag, rows.map((r) => ({ ...r })));
+    for (const [tag, rows] of this.#rows)
+      copy.#rows.set(
+        tag,
+        rows.map((r) => ({ ...r })),
+      );
     copy.#problems.push(...this.#problems.map((p) => ({ ...p })));
     return copy;
   }
@@ -319,5 +351,7 @@ function seqGaps(sorted: readonly number[]): string[] {
 }
 
 function abbreviate(seqs: readonly number[]): string {
-  return seqs.length <= 12 ? seqs.join(', ') : `${seqs.slice(0, 10).join(', ')}, … ${seqs[seqs.length - 1]} (${seqs.length} in all)`;
+  return seqs.length <= 12
+    ? seqs.join(', ')
+    : `${seqs.slice(0, 10).join(', ')}, … ${seqs[seqs.length - 1]} (${seqs.length} in all)`;
 }

@@ -30,7 +30,9 @@ export const COMPOSITE_SUBTAGS = {
 } as const;
 export type CompositeTag = keyof typeof COMPOSITE_SUBTAGS;
 /** Null prototype: looked up by packet text, where `constructor` must find nothing. */
-export const COMPOSITE_TAGS: Readonly<Record<string, readonly string[]>> = Object.freeze(Object.assign(Object.create(null), COMPOSITE_SUBTAGS));
+export const COMPOSITE_TAGS: Readonly<Record<string, readonly string[]>> = Object.freeze(
+  Object.assign(Object.create(null), COMPOSITE_SUBTAGS),
+);
 
 /** The subtags of a composite tag; undefined for any other tag, whatever its name. */
 export function compositeSubtags(tag: string): readonly string[] | undefined {
@@ -289,7 +291,17 @@ export const PACKET_TAGS = {
   notify_project_usage: {
     // The reference lists the tags of one job without marking optional ones: what identifies
     // and charges the job is required, the descriptive rest is allowed.
-    required: ['UsageType', 'ProjectID', 'JobIdentity', 'RecordIdentity', 'MachineName', 'UserLogin', 'StartTime', 'EndTime', 'Charge'],
+    required: [
+      'UsageType',
+      'ProjectID',
+      'JobIdentity',
+      'RecordIdentity',
+      'MachineName',
+      'UserLogin',
+      'StartTime',
+      'EndTime',
+      'Charge',
+    ],
     allowed: ['SubmitTime', 'WallDuration', 'NodeCount', 'Processors', 'Queue', 'JobName'],
   },
   // A site's own change to a person (answered with an ITC). amieclient's list leaves out the
@@ -468,6 +480,9 @@ export function specOf(type: PacketTypeName | number): PacketSpec {
     return PACKET_SPECS[name];
   }
   const spec = Object.prototype.hasOwnProperty.call(PACKET_SPECS, type) ? PACKET_SPECS[type] : undefined;
-  if (!spec) throw new Error(`unknown AMIE packet type "${String(type)}": expected a type_des name such as request_project_create`);
+  if (!spec)
+    throw new Error(
+      `unknown AMIE packet type "${String(type)}": expected a type_des name such as request_project_create`,
+    );
   return spec;
 }

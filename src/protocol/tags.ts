@@ -30,7 +30,9 @@ export type InferredTag<N extends PacketTypeName> = PacketTags[N] extends { read
  * is also a packet of any union containing it.
  */
 export type TagsOf<N extends PacketTypeName> = N extends PacketTypeName
-  ? Simplify<{ [T in RequiredTag<N>]: TagValueOf<T> } & { [T in Exclude<AllowedTag<N>, RequiredTag<N>>]?: TagValueOf<T> }>
+  ? Simplify<
+      { [T in RequiredTag<N>]: TagValueOf<T> } & { [T in Exclude<AllowedTag<N>, RequiredTag<N>>]?: TagValueOf<T> }
+    >
   : never;
 
 /** What a handler returns for a reply: TagsOf with the tags the request can supply made optional. */

@@ -28,9 +28,11 @@ const STATUS_CODES = ['Success', 'Failure'] as const;
 const DETAIL_CODES = ['1', '2'] as const;
 
 const DATE = /^(\d{4})-(\d{2})-(\d{2})$/;
-const TIMESTAMP = /^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2})(?:[.,]\d+)?)?(?:Z|[+-](\d{2})(?::?(\d{2}))?)?$/;
+const TIMESTAMP =
+  /^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2})(?:[.,]\d+)?)?(?:Z|[+-](\d{2})(?::?(\d{2}))?)?$/;
 const NUMBER = /^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$/;
-const DURATION = /^P(?=\d|T\d)(?:\d+(?:[.,]\d+)?Y)?(?:\d+(?:[.,]\d+)?M)?(?:\d+(?:[.,]\d+)?W)?(?:\d+(?:[.,]\d+)?D)?(?:T(?=\d)(?:\d+(?:[.,]\d+)?H)?(?:\d+(?:[.,]\d+)?M)?(?:\d+(?:[.,]\d+)?S)?)?$/;
+const DURATION =
+  /^P(?=\d|T\d)(?:\d+(?:[.,]\d+)?Y)?(?:\d+(?:[.,]\d+)?M)?(?:\d+(?:[.,]\d+)?W)?(?:\d+(?:[.,]\d+)?D)?(?:T(?=\d)(?:\d+(?:[.,]\d+)?H)?(?:\d+(?:[.,]\d+)?M)?(?:\d+(?:[.,]\d+)?S)?)?$/;
 
 function validDay(year: number, month: number, day: number): boolean {
   // Year 0 does not exist in the calendar PostgreSQL stores.
@@ -80,7 +82,10 @@ export function validateBody(type: PacketTypeName, body: PacketBody): Problem[] 
   if (known.has('ResourceList') && rowsOf('ResourceList').length > 0) {
     const resources = body.getList('ResourceList');
     if (resources.length !== 1) {
-      add('ResourceList', `expected exactly one resource, got ${resources.length}${resources.length > 0 ? ` (${resources.join(', ')})` : ''}`);
+      add(
+        'ResourceList',
+        `expected exactly one resource, got ${resources.length}${resources.length > 0 ? ` (${resources.join(', ')})` : ''}`,
+      );
     }
   }
 
@@ -119,14 +124,21 @@ export function validateBody(type: PacketTypeName, body: PacketBody): Problem[] 
   for (const row of rows) {
     const name = row.subtag === null ? row.tag : `${row.tag}/${row.subtag}`;
     const subtagControl = row.subtag === null ? null : CONTROL.exec(row.subtag);
-    if (subtagControl) add(row.tag, `subtag ${quote(row.subtag!)} at seq ${row.seq} contains the control character ${codePoint(subtagControl[0])}`);
+    if (subtagControl)
+      add(
+        row.tag,
+        `subtag ${quote(row.subtag!)} at seq ${row.seq} contains the control character ${codePoint(subtagControl[0])}`,
+      );
     if (row.tag.length > MAX_TAG_LENGTH) add(row.tag, `tag name is longer than ${MAX_TAG_LENGTH} characters`);
     if (row.subtag !== null && row.subtag.length > MAX_SUBTAG_LENGTH) {
       add(row.tag, `subtag ${quote(row.subtag)} is longer than ${MAX_SUBTAG_LENGTH} characters`);
     }
     if (row.value === null) continue;
     if (row.value.includes('\u0000') || name.includes('\u0000')) {
-      add(row.tag, `${row.subtag === null ? 'value' : `subtag ${row.subtag}`} at seq ${row.seq} contains a NUL character`);
+      add(
+        row.tag,
+        `${row.subtag === null ? 'value' : `subtag ${row.subtag}`} at seq ${row.seq} contains a NUL character`,
+      );
       continue;
     }
     // Blank optional values carry nothing to check; blank required ones are reported above.
@@ -135,17 +147,26 @@ export function validateBody(type: PacketTypeName, body: PacketBody): Problem[] 
     const freeText = FREE_TEXT_TAGS.has(row.tag);
     const at = row.subtag ? ` (subtag ${row.subtag})` : '';
     if (value.length > (freeText ? MAX_TEXT_LENGTH : MAX_LINE_LENGTH)) {
-      add(row.tag, `value${at} is ${value.length} characters long, more than the ${freeText ? MAX_TEXT_LENGTH : MAX_LINE_LENGTH} allowed`);
+      add(
+        row.tag,
+        `value${at} is ${value.length} characters long, more than the ${freeText ? MAX_TEXT_LENGTH : MAX_LINE_LENGTH} allowed`,
+      );
       continue;
     }
     const control = (freeText ? TEXT_CONTROL : CONTROL).exec(value);
     if (control) {
-      add(row.tag, `${quote(row.value)}${at} contains the control character ${codePoint(control[0])}${freeText ? '' : ' (a one-line value may hold none)'}`);
+      add(
+        row.tag,
+        `${quote(row.value)}${at} contains the control character ${codePoint(control[0])}${freeText ? '' : ' (a one-line value may hold none)'}`,
+      );
       continue;
     }
     const isDate = DATE_TAGS.has(name);
     if ((isDate || TIME_TAGS.has(name)) && !isIsoDateTime(value)) {
-      add(row.tag, `${quote(row.value)}${row.subtag ? ` (subtag ${row.subtag})` : ''} is not an ISO 8601 ${isDate ? 'date' : 'time'}, e.g. ${isDate ? '2024-07-01' : '2024-07-01T12:00:00Z'}`);
+      add(
+        row.tag,
+        `${quote(row.value)}${row.subtag ? ` (subtag ${row.subtag})` : ''} is not an ISO 8601 ${isDate ? 'date' : 'time'}, e.g. ${isDate ? '2024-07-01' : '2024-07-01T12:00:00Z'}`,
+      );
     } else if (NUMERIC_TAGS.has(name) && !NUMBER.test(value)) {
       add(row.tag, `${quote(row.value)} is not a number`);
     } else if (DURATION_TAGS.has(name) && !DURATION.test(value)) {
@@ -168,4 +189,3 @@ export function unexpectedTags(type: PacketTypeName, body: PacketBody): string[]
 export function formatProblems(problems: readonly Problem[]): string {
   return escapeControls(problems.map((p) => p.message).join('; '));
 }
-

@@ -1,5 +1,13 @@
 /** The AllocationType values of an RPC (§6): `new` creates a project, the others change an existing one. */
-export const ALLOCATION_TYPES = ['new', 'renewal', 'supplement', 'transfer', 'adjustment', 'advance', 'extension'] as const;
+export const ALLOCATION_TYPES = [
+  'new',
+  'renewal',
+  'supplement',
+  'transfer',
+  'adjustment',
+  'advance',
+  'extension',
+] as const;
 export type AllocationType = (typeof ALLOCATION_TYPES)[number];
 
 export interface Allocation {
@@ -24,5 +32,9 @@ export function nextAllocation(
   const later = (a: string | null, b: string | null) => (a && b ? (a > b ? a : b) : (a ?? b));
   if (!before || type === 'new' || type === 'renewal') return { serviceUnits: units, startDate, endDate };
   if (type === 'extension') return { ...before, endDate: later(before.endDate, endDate) };
-  return { serviceUnits: before.serviceUnits + units, startDate: before.startDate ?? startDate, endDate: later(before.endDate, endDate) };
+  return {
+    serviceUnits: before.serviceUnits + units,
+    startDate: before.startDate ?? startDate,
+    endDate: later(before.endDate, endDate),
+  };
 }

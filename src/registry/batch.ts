@@ -11,7 +11,14 @@
  * would undo its SQL.
  */
 import type { Queryable } from '../db/index.js';
-import { accountFromRow, personFromRow, projectFromRow, type RegistryAccount, type RegistryPerson, type RegistryProject } from './records.js';
+import {
+  accountFromRow,
+  personFromRow,
+  projectFromRow,
+  type RegistryAccount,
+  type RegistryPerson,
+  type RegistryProject,
+} from './records.js';
 import type { Applied, ChangeSet, Lookup, LookupQuery } from './sql.js';
 
 const S = 'amie_toolkit';
@@ -117,7 +124,8 @@ SELECT
     );
     const r = rows[0]!;
     const books = new RegistryBooks();
-    for (const [id, reply] of (r.rpc as Array<[string, Record<string, unknown>]> | null) ?? []) books.rpc.set(id, reply);
+    for (const [id, reply] of (r.rpc as Array<[string, Record<string, unknown>]> | null) ?? [])
+      books.rpc.set(id, reply);
     for (const row of (r.projects as Array<Record<string, unknown>> | null) ?? []) {
       const p = projectFromRow(row);
       books.projects.set(p.projectId, p);
@@ -128,7 +136,8 @@ SELECT
       books.people.set(p.personId, p);
       if (p.globalId) books.globalIds.set(p.globalId, p.personId);
     }
-    for (const a of (r.aliases as Array<{ alias: string; person_id: string }> | null) ?? []) books.aliases.set(a.alias, a.person_id);
+    for (const a of (r.aliases as Array<{ alias: string; person_id: string }> | null) ?? [])
+      books.aliases.set(a.alias, a.person_id);
     for (const s of (r.sites as Array<{ site: string; site_person_id: string; person_id: string }> | null) ?? []) {
       books.sites.set(key(s.site, s.site_person_id), s.person_id);
     }
@@ -136,7 +145,8 @@ SELECT
       const a = accountFromRow({ ...row, login: books.people.get(String(row.person_id))?.login ?? null });
       books.accounts.set(key(a.personId, a.projectId, a.resource), a);
     }
-    for (const d of (r.dns as Array<{ person_id: string; dn: string }> | null) ?? []) books.dnSet(d.person_id).add(d.dn);
+    for (const d of (r.dns as Array<{ person_id: string; dn: string }> | null) ?? [])
+      books.dnSet(d.person_id).add(d.dn);
     for (const c of q.candidates) books.probed.add(c);
     for (const c of (r.taken as string[] | null) ?? []) books.taken.add(c);
     books.nextUid = Number(r.next_uid);
@@ -150,7 +160,10 @@ SELECT
    */
   async slurmAccountOwner(tx: Queryable, name: string): Promise<string | null> {
     if (!this.probedAccounts.has(name) && !this.slurmAccounts.has(name)) {
-      const { rows } = await tx.query<{ owners: Array<[string, string]> | null }>(`SELECT (${ACCOUNT_OWNERS_SQL('$1')}) AS owners`, [[name]]);
+      const { rows } = await tx.query<{ owners: Array<[string, string]> | null }>(
+        `SELECT (${ACCOUNT_OWNERS_SQL('$1')}) AS owners`,
+        [[name]],
+      );
       this.noteAccountOwners([name], rows[0]!.owners);
     }
     return this.slurmAccounts.get(name) ?? null;
@@ -178,7 +191,8 @@ SELECT
     const resolve = (id: string) => this.aliases.get(id) ?? id;
     let project: RegistryProject | null = null;
     if (q.projectId && this.projects.has(q.projectId)) project = this.projects.get(q.projectId)!;
-    else if (q.grantNumber && this.grants.has(q.grantNumber)) project = this.projects.get(this.grants.get(q.grantNumber)!)!;
+    else if (q.grantNumber && this.grants.has(q.grantNumber))
+      project = this.projects.get(this.grants.get(q.grantNumber)!)!;
     const byId = q.personId && this.people.has(resolve(q.personId)) ? resolve(q.personId) : null;
     const globalOwner = q.globalId && this.globalIds.has(q.globalId) ? resolve(this.globalIds.get(q.globalId)!) : null;
     let bySite: string | null = null;
@@ -190,7 +204,8 @@ SELECT
       }
     }
     const pi = project ? this.people.get(project.piPersonId) : undefined;
-    const byPi = pi && q.piLastName !== undefined && pi.lastName.toLowerCase() === q.piLastName.toLowerCase() ? pi.personId : null;
+    const byPi =
+      pi && q.piLastName !== undefined && pi.lastName.toLowerCase() === q.piLastName.toLowerCase() ? pi.personId : null;
     const chosen: [string | null, Lookup['personFoundBy']][] = [
       [byId, 'PersonID'],
       [globalOwner, 'GlobalID'],
@@ -199,7 +214,8 @@ SELECT
     ];
     const [personId, foundBy] = chosen.find(([id]) => id !== null && this.people.has(id)) ?? [null, null];
     const person = personId ? this.people.get(personId)! : null;
-    const account = person && project ? this.accounts.get(key(person.personId, project.projectId, q.resource ?? '')) : undefined;
+    const account =
+      person && project ? this.accounts.get(key(person.personId, project.projectId, q.resource ?? '')) : undefined;
     return {
       rpcReply: (q.recordId && this.rpc.get(q.recordId)) || null,
       project: project ? { ...project } : null,
@@ -250,7 +266,9 @@ SELECT
     for (const l of cs.logins ?? []) {
       const person = this.people.get(l.person_id);
       if (!person || this.newLogins.has(l.login) || person.login) {
-        throw new Error(`registry: login ${l.login} is taken, or person ${l.person_id} is unknown or already has a login`);
+        throw new Error(
+          `registry: login ${l.login} is taken, or person ${l.person_id} is unknown or already has a login`,
+        );
       }
       this.setEntry(this.people, l.person_id, { ...person, login: l.login, uid: l.uid });
       this.setEntry(this.newLogins, l.login, { person_id: l.person_id, uid: l.uid });
@@ -299,7 +317,13 @@ SELECT
       const old = this.accounts.get(k);
       if (old && old.active === a.active) continue;
       const login = this.people.get(a.person_id)?.login ?? null;
-      const account: RegistryAccount = { personId: a.person_id, projectId: a.project_id, resource: a.resource, active: a.active, login };
+      const account: RegistryAccount = {
+        personId: a.person_id,
+        projectId: a.project_id,
+        resource: a.resource,
+        active: a.active,
+        login,
+      };
       this.setEntry(this.accounts, k, account);
       this.addTo(this.dirtyAccounts, k);
       accounts.push({ ...account, created: !old });
@@ -323,8 +347,14 @@ SELECT
   /** True when something is waiting to be written. */
   get dirty(): boolean {
     return (
-      this.dirtyPeople.size + this.dirtyProjects.size + this.dirtyAccounts.size + this.newLogins.size +
-        this.newDns.length + this.newSites.length + this.history.length + this.newRpc.length >
+      this.dirtyPeople.size +
+        this.dirtyProjects.size +
+        this.dirtyAccounts.size +
+        this.newLogins.size +
+        this.newDns.length +
+        this.newSites.length +
+        this.history.length +
+        this.newRpc.length >
       0
     );
   }
@@ -408,7 +438,18 @@ rpc_in AS (
     FROM b, jsonb_to_recordset(b.j->'rpc') AS x(record_id text, project_id text, reply jsonb, packet_rec_id bigint)
   ON CONFLICT (record_id) DO NOTHING)
 SELECT 1`,
-      [JSON.stringify({ people, logins, dns: this.newDns, sites: this.newSites, projects, history: this.history, accounts, rpc: this.newRpc })],
+      [
+        JSON.stringify({
+          people,
+          logins,
+          dns: this.newDns,
+          sites: this.newSites,
+          projects,
+          history: this.history,
+          accounts,
+          rpc: this.newRpc,
+        }),
+      ],
     );
     this.dirtyPeople.clear();
     this.dirtyProjects.clear();

@@ -4,7 +4,14 @@
  * logins are taken? next uid?) and one statement that writes the whole change set.
  */
 import type { Queryable } from '../db/index.js';
-import { accountFromRow, personFromRow, projectFromRow, type RegistryAccount, type RegistryPerson, type RegistryProject } from './records.js';
+import {
+  accountFromRow,
+  personFromRow,
+  projectFromRow,
+  type RegistryAccount,
+  type RegistryPerson,
+  type RegistryProject,
+} from './records.js';
 
 const S = 'amie_toolkit';
 
@@ -23,12 +30,15 @@ export async function lockRegistry(tx: Queryable): Promise<void> {
 
 /** lockRegistry without waiting: false when another transaction holds the lock. */
 export async function tryLockRegistry(tx: Queryable): Promise<boolean> {
-  const { rows } = await tx.query<{ locked: boolean }>('SELECT pg_try_advisory_xact_lock($1::bigint) AS locked', [REGISTRY_LOCK_KEY]);
+  const { rows } = await tx.query<{ locked: boolean }>('SELECT pg_try_advisory_xact_lock($1::bigint) AS locked', [
+    REGISTRY_LOCK_KEY,
+  ]);
   return rows[0]!.locked;
 }
 
 /** `$n` resolved through the merge aliases: later packets naming a merged-away id reach the kept person. */
-const resolvedId = (param: string) => `coalesce((SELECT pa.person_id FROM ${S}.person_aliases pa WHERE pa.alias = ${param}), ${param})`;
+const resolvedId = (param: string) =>
+  `coalesce((SELECT pa.person_id FROM ${S}.person_aliases pa WHERE pa.alias = ${param}), ${param})`;
 
 const PERSON_JSON = `SELECT p.*, l.login, l.uid FROM ${S}.people p LEFT JOIN ${S}.logins l ON l.person_id = p.person_id`;
 
@@ -65,7 +75,9 @@ export interface Lookup {
 }
 
 export async function lookup(tx: Queryable, q: LookupQuery): Promise<Lookup> {
-  const sites = (q.sitePersonIds ?? []).filter((s) => s.Site && s.PersonID).map((s) => ({ site: s.Site, id: s.PersonID }));
+  const sites = (q.sitePersonIds ?? [])
+    .filter((s) => s.Site && s.PersonID)
+    .map((s) => ({ site: s.Site, id: s.PersonID }));
   await lockRegistry(tx);
   const { rows } = await tx.query<Record<string, unknown>>(
     `WITH proj AS (SELECT pr.* FROM ${S}.projects pr WHERE pr.project_id = $2::text OR pr.grant_number = $3::text
@@ -119,7 +131,9 @@ SELECT (SELECT reply FROM ${S}.rpc_records WHERE record_id = $1::text) AS rpc_re
     person,
     personFoundBy: (r.found_by as Lookup['personFoundBy']) ?? null,
     globalIdOwner: (r.global_owner as string | null) ?? null,
-    account: r.account ? accountFromRow({ ...(r.account as Record<string, unknown>), login: person?.login ?? null }) : null,
+    account: r.account
+      ? accountFromRow({ ...(r.account as Record<string, unknown>), login: person?.login ?? null })
+      : null,
     taken: new Set((r.taken as string[] | null) ?? []),
     nextUid: Number(r.next_uid),
   };
@@ -127,7 +141,10 @@ SELECT (SELECT reply FROM ${S}.rpc_records WHERE record_id = $1::text) AS rpc_re
 
 /** The ProjectID whose Slurm account `name` is, or null (the unique index would refuse a second one). */
 export async function slurmAccountOwner(tx: Queryable, name: string): Promise<string | null> {
-  const { rows } = await tx.query<{ project_id: string }>(`SELECT project_id FROM ${S}.projects WHERE slurm_account = $1::text`, [name]);
+  const { rows } = await tx.query<{ project_id: string }>(
+    `SELECT project_id FROM ${S}.projects WHERE slurm_account = $1::text`,
+    [name],
+  );
   return rows[0]?.project_id ?? null;
 }
 
@@ -184,7 +201,10 @@ export interface Applied {
 }
 
 export async function applyChanges(tx: Queryable, cs: ChangeSet): Promise<Applied> {
-  const { rows } = await tx.query<{ dns: Array<{ person_id: string; dn: string }>; accounts: Array<Record<string, unknown>> }>(
+  const { rows } = await tx.query<{
+    dns: Array<{ person_id: string; dn: string }>;
+    accounts: Array<Record<string, unknown>>;
+  }>(
     `WITH cs AS (SELECT $1::jsonb AS j),
 people_up AS (
   INSERT INTO ${S}.people (person_id, global_id, first_name, middle_name, last_name, email, organization, org_code, details)
@@ -254,7 +274,10 @@ SELECT (SELECT coalesce(json_agg(d), '[]'::json) FROM dns_in d) AS dns,
   const logins = new Map((cs.logins ?? []).map((l) => [l.person_id, l.login]));
   return {
     dnsAdded: r.dns.map((d) => ({ personId: d.person_id, dn: d.dn })),
-    accounts: r.accounts.map((a) => ({ ...accountFromRow({ ...a, login: logins.get(String(a.person_id)) ?? null }), created: a.created === true })),
+    accounts: r.accounts.map((a) => ({
+      ...accountFromRow({ ...a, login: logins.get(String(a.person_id)) ?? null }),
+      created: a.created === true,
+    })),
   };
 }
 
@@ -273,7 +296,10 @@ export async function setProjectState(
     : `UPDATE ${S}.accounts SET active = false, updated_at = now()
         WHERE project_id IN (SELECT project_id FROM p) AND active
        RETURNING person_id, project_id, resource, active, false AS created`;
-  const { rows } = await tx.query<{ project: Record<string, unknown> | null; accounts: Array<Record<string, unknown>> }>(
+  const { rows } = await tx.query<{
+    project: Record<string, unknown> | null;
+    accounts: Array<Record<string, unknown>>;
+  }>(
     `WITH p AS (UPDATE ${S}.projects SET active = $2::boolean, updated_at = now() WHERE project_id = $1::text RETURNING *),
 a AS (${accountsSql})
 SELECT (SELECT row_to_json(p) FROM p) AS project,
@@ -297,7 +323,12 @@ export async function setAccountState(
   resource: string,
   active: boolean,
 ): Promise<{ account: RegistryAccount | null; changed: boolean; personKnown: boolean; projectKnown: boolean }> {
-  const { rows } = await tx.query<{ account: Record<string, unknown> | null; changed: boolean; person_known: boolean; project_known: boolean }>(
+  const { rows } = await tx.query<{
+    account: Record<string, unknown> | null;
+    changed: boolean;
+    person_known: boolean;
+    project_known: boolean;
+  }>(
     `WITH pid AS (SELECT ${resolvedId('$1::text')} AS id),
 cur AS (SELECT a.* FROM ${S}.accounts a, pid WHERE a.person_id = pid.id AND a.project_id = $2::text AND a.resource = $3::text),
 upd AS (UPDATE ${S}.accounts a SET active = $4::boolean, updated_at = now() FROM cur
@@ -311,7 +342,12 @@ SELECT (SELECT row_to_json(x) FROM (SELECT cur.person_id, cur.project_id, cur.re
     [personId, projectId, resource, active],
   );
   const r = rows[0]!;
-  return { account: r.account ? accountFromRow(r.account) : null, changed: r.changed, personKnown: r.person_known, projectKnown: r.project_known };
+  return {
+    account: r.account ? accountFromRow(r.account) : null,
+    changed: r.changed,
+    personKnown: r.person_known,
+    projectKnown: r.project_known,
+  };
 }
 
 export interface PersonChanges {
@@ -332,7 +368,11 @@ export async function modifyPerson(
   addDns: readonly string[],
   removeDns: readonly string[],
 ): Promise<{ person: RegistryPerson | null; added: string[]; removed: string[] }> {
-  const { rows } = await tx.query<{ person: Record<string, unknown> | null; added: string[] | null; removed: string[] | null }>(
+  const { rows } = await tx.query<{
+    person: Record<string, unknown> | null;
+    added: string[] | null;
+    removed: string[] | null;
+  }>(
     `WITH c AS (SELECT $2::jsonb AS j),
 p AS (UPDATE ${S}.people SET
         first_name = coalesce(c.j->>'first_name', first_name),
@@ -369,7 +409,11 @@ export async function findMergePair(
                                      (SELECT coalesce(pa.person_id, g.person_id) FROM ${S}.people g
                                         LEFT JOIN ${S}.person_aliases pa ON pa.alias = g.person_id WHERE g.global_id = ${gidParam}))) x)`;
   await lockRegistry(tx);
-  const { rows } = await tx.query<{ keep: Record<string, unknown> | null; del: Record<string, unknown> | null; merged: string | null }>(
+  const { rows } = await tx.query<{
+    keep: Record<string, unknown> | null;
+    del: Record<string, unknown> | null;
+    merged: string | null;
+  }>(
     `SELECT ${find('$1::text', '$2::text')} AS keep,
             (SELECT row_to_json(x) FROM (${PERSON_JSON} WHERE p.person_id = $3::text
                 OR (p.global_id = $4::text AND NOT EXISTS (SELECT 1 FROM ${S}.people q WHERE q.person_id = $3::text))) x
@@ -378,7 +422,11 @@ export async function findMergePair(
     [keep.personId, keep.globalId ?? null, del.personId, del.globalId ?? null],
   );
   const r = rows[0]!;
-  return { keep: r.keep ? personFromRow(r.keep) : null, del: r.del ? personFromRow(r.del) : null, delAlreadyMergedInto: r.merged };
+  return {
+    keep: r.keep ? personFromRow(r.keep) : null,
+    del: r.del ? personFromRow(r.del) : null,
+    delAlreadyMergedInto: r.merged,
+  };
 }
 
 /**
@@ -452,7 +500,10 @@ export async function listProjects(q: Queryable): Promise<Array<RegistryProject 
   return rows.map(({ p }) => ({ ...projectFromRow(p), piLogin: (p.pi_login as string | null) ?? null }));
 }
 
-export async function listAccounts(q: Queryable, filter: { personId?: string; projectId?: string } = {}): Promise<Array<RegistryAccount & { grantNumber: string }>> {
+export async function listAccounts(
+  q: Queryable,
+  filter: { personId?: string; projectId?: string } = {},
+): Promise<Array<RegistryAccount & { grantNumber: string }>> {
   const { rows } = await q.query<{ a: Record<string, unknown> }>(
     `SELECT row_to_json(x) AS a FROM (
        SELECT a.person_id, a.project_id, a.resource, a.active, l.login, pr.grant_number
@@ -487,7 +538,10 @@ export async function allocationHistory(q: Queryable, projectId: string) {
  * What `amie registry show` finds for a key: a person by PersonID, alias or login, or a project
  * by ProjectID or GrantNumber.
  */
-export async function findRegistryKey(q: Queryable, key: string): Promise<{ personId: string | null; projectId: string | null }> {
+export async function findRegistryKey(
+  q: Queryable,
+  key: string,
+): Promise<{ personId: string | null; projectId: string | null }> {
   const { rows } = await q.query<{ person_id: string | null; project_id: string | null }>(
     `SELECT coalesce((SELECT person_id FROM ${S}.people WHERE person_id = ${resolvedId('$1::text')}),
                      (SELECT person_id FROM ${S}.logins WHERE login = $1::text)) AS person_id,

@@ -121,7 +121,11 @@ export class CentralSite {
    * Opens a transaction with `type` as its first packet, as central's transfer daemon would
    * deliver it: incoming, in progress, expecting the site's reply.
    */
-  async send(type: PacketTypeName, tags: Record<string, TagValue>, expect: ConversationExpectations = {}): Promise<Conversation> {
+  async send(
+    type: PacketTypeName,
+    tags: Record<string, TagValue>,
+    expect: ConversationExpectations = {},
+  ): Promise<Conversation> {
     const body = PacketBody.fromTags(tags);
     const conversation = await this.db.transaction(async (tx) => {
       const t = await openTransaction(tx, {
@@ -229,7 +233,12 @@ export class CentralSite {
     const answeredType = answered?.type;
     // Over the REST API the site answers central's closing ITC with a success ITC, which ends the
     // transaction; over the AMIE tables it only takes the ITC (see transferOne).
-    const expected = answeredType === 'inform_transaction_complete' ? answeredType : answeredType ? specOf(answeredType).siteReply : undefined;
+    const expected =
+      answeredType === 'inform_transaction_complete'
+        ? answeredType
+        : answeredType
+          ? specOf(answeredType).siteReply
+          : undefined;
     const what = `${c.label}: the site's ${p.type ?? `packet of type_id ${p.typeId}`} (packet_id ${p.packetId})`;
     const fail = async (message: string) => {
       c.checks.push({ ok: false, message });
@@ -241,7 +250,10 @@ export class CentralSite {
     if (problems.length > 0) return fail(`${what} breaks the protocol: ${formatProblems(problems)}`);
     const unexpected = unexpectedTags(p.type, body);
     if (unexpected.length > 0) {
-      c.checks.push({ ok: true, message: `${what} carries tags ${p.type} does not name (kept, not an error): ${unexpected.join(', ')}` });
+      c.checks.push({
+        ok: true,
+        message: `${what} carries tags ${p.type} does not name (kept, not an error): ${unexpected.join(', ')}`,
+      });
     }
 
     if (p.type === 'inform_transaction_complete') {
@@ -249,11 +261,20 @@ export class CentralSite {
       const message = body.get('Message') ?? '';
       if (status === 'Failure') {
         await this.close(tx, c, 'failed');
-        if (c.expect.failure) c.checks.push({ ok: true, message: `${c.label}: the site refused the invalid packet with a failure ITC: ${message}` });
-        else c.checks.push({ ok: false, message: `${c.label}: the site answered ${answeredType} with a failure ITC: ${message}` });
+        if (c.expect.failure)
+          c.checks.push({
+            ok: true,
+            message: `${c.label}: the site refused the invalid packet with a failure ITC: ${message}`,
+          });
+        else
+          c.checks.push({
+            ok: false,
+            message: `${c.label}: the site answered ${answeredType} with a failure ITC: ${message}`,
+          });
         return;
       }
-      if (c.expect.failure) return fail(`${c.label}: the site accepted an invalid ${c.requestType} (success ITC) instead of refusing it`);
+      if (c.expect.failure)
+        return fail(`${c.label}: the site accepted an invalid ${c.requestType} (success ITC) instead of refusing it`);
       if (expected !== 'inform_transaction_complete') {
         return fail(`${what}: a success ITC does not answer ${answeredType}; expected ${expected ?? 'nothing'}`);
       }
@@ -265,17 +286,22 @@ export class CentralSite {
     if (p.type !== expected) {
       return fail(`${what} does not answer ${answeredType}: expected ${expected ?? 'no reply at all'}`);
     }
-    if (c.expect.failure) return fail(`${c.label}: the site answered an invalid ${c.requestType} with ${p.type} instead of a failure ITC`);
+    if (c.expect.failure)
+      return fail(`${c.label}: the site answered an invalid ${c.requestType} with ${p.type} instead of a failure ITC`);
 
     const mismatches: string[] = [];
     if (body.has('ResourceList') && body.get('ResourceList') !== this.resource) {
-      mismatches.push(`ResourceList is "${body.get('ResourceList')}", expected "${this.resource}" (the resource of the request)`);
+      mismatches.push(
+        `ResourceList is "${body.get('ResourceList')}", expected "${this.resource}" (the resource of the request)`,
+      );
     }
     const request = answered?.rows ? PacketBody.fromRows(answered.rows) : undefined;
     for (const [replyTag, requestTag] of Object.entries(ECHOED[p.type] ?? {})) {
       const asked = request?.get(requestTag);
       if (asked !== undefined && asked.trim() !== '' && body.get(replyTag) !== asked) {
-        mismatches.push(`${replyTag} is "${body.get(replyTag) ?? ''}", expected "${asked}" (the ${requestTag} of the ${answeredType})`);
+        mismatches.push(
+          `${replyTag} is "${body.get(replyTag) ?? ''}", expected "${asked}" (the ${requestTag} of the ${answeredType})`,
+        );
       }
     }
     if (packets[0] === answered) {
@@ -285,7 +311,8 @@ export class CentralSite {
         }
       }
       for (const [tag, value] of Object.entries(c.expect.replyNot ?? {})) {
-        if (body.get(tag) === value) mismatches.push(`${tag} is "${value}", which already names another one (expected a new ${tag})`);
+        if (body.get(tag) === value)
+          mismatches.push(`${tag} is "${value}", which already names another one (expected a new ${tag})`);
       }
     }
     if (mismatches.length > 0) return fail(`${what} has inconsistent ids: ${mismatches.join('; ')}`);
@@ -300,7 +327,14 @@ export class CentralSite {
       outgoing: false,
       expectedReply: expectedReplyOf(reply.type),
     });
-    packets.push({ ...p, packetId, outgoing: false, type: reply.type, state: 'in-progress', rows: reply.body.toRows() });
+    packets.push({
+      ...p,
+      packetId,
+      outgoing: false,
+      type: reply.type,
+      state: 'in-progress',
+      rows: reply.body.toRows(),
+    });
   }
 
   private async close(tx: Queryable, c: Conversation, state: 'completed' | 'failed'): Promise<void> {
@@ -315,7 +349,11 @@ function expectedReplyOf(type: PacketTypeName): { type: PacketTypeName } | null 
 }
 
 /** Central's answer to a site packet that passed the checks. */
-function centralAnswer(type: PacketTypeName, body: PacketBody, request: PacketBody | undefined): { type: PacketTypeName; body: PacketBody } {
+function centralAnswer(
+  type: PacketTypeName,
+  body: PacketBody,
+  request: PacketBody | undefined,
+): { type: PacketTypeName; body: PacketBody } {
   if (type === 'notify_project_create' || type === 'notify_account_create') {
     const isProject = type === 'notify_project_create';
     const dns = request?.getList(isProject ? 'PiDnList' : 'UserDnList').filter((d) => d.trim() !== '') ?? [];

@@ -5,7 +5,13 @@
  */
 import type { Database, Queryable } from '../db/index.js';
 import { STATE_IDS, packetTypeName, type StateName } from '../protocol/index.js';
-import { packetColumns, rowToPacketWithTransaction, toNumber, type PacketRow, type PacketWithTransaction } from '../store/records.js';
+import {
+  packetColumns,
+  rowToPacketWithTransaction,
+  toNumber,
+  type PacketRow,
+  type PacketWithTransaction,
+} from '../store/records.js';
 
 export const SIM_SCHEMA = 'amie_sim';
 
@@ -137,7 +143,11 @@ export async function listServedPackets(q: Queryable, f: PacketFilter): Promise<
 }
 
 /** One packet of the site, locked with its transaction for the rest of `q`'s transaction. */
-export async function lockServedPacket(q: Queryable, site: string, packetRecId: number): Promise<ServedPacket | undefined> {
+export async function lockServedPacket(
+  q: Queryable,
+  site: string,
+  packetRecId: number,
+): Promise<ServedPacket | undefined> {
   const { rows } = await q.query<ServedRow>(
     `SELECT ${SERVED_COLUMNS}
        FROM ${SERVED_FROM}

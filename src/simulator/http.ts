@@ -11,7 +11,15 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import { openPglite, type Database } from '../db/index.js';
-import { STATE_IDS, PacketBody, formatProblems, specOf, validateBody, type PacketTypeName, type StateName } from '../protocol/index.js';
+import {
+  STATE_IDS,
+  PacketBody,
+  formatProblems,
+  specOf,
+  validateBody,
+  type PacketTypeName,
+  type StateName,
+} from '../protocol/index.js';
 import { initDatabase, setPacketState, setTransactionState, getTransaction, writePacket } from '../store/index.js';
 import {
   createSimTables,
@@ -172,7 +180,8 @@ export class RestSimulator {
     this.#server = createServer((req, res) => {
       this.handle(req, res).catch((err: unknown) => {
         this.opts.log?.error({ err }, 'REST simulator: request failed');
-        if (!res.headersSent) send(res, { status: 500, body: { message: `simulator error: ${(err as Error).message}` } });
+        if (!res.headersSent)
+          send(res, { status: 500, body: { message: `simulator error: ${(err as Error).message}` } });
       });
     });
     return new Promise((resolve, reject) => {
@@ -187,7 +196,10 @@ export class RestSimulator {
 
   private takeFault(api: 'amie' | 'usage', method: string, path: string): Fault | undefined {
     const i = this.#faults.findIndex(
-      (f) => (f.api === undefined || f.api === api) && (f.method === undefined || f.method === method) && (f.path === undefined || f.path.test(path)),
+      (f) =>
+        (f.api === undefined || f.api === api) &&
+        (f.method === undefined || f.method === method) &&
+        (f.path === undefined || f.path.test(path)),
     );
     if (i < 0) return undefined;
     const fault = this.#faults[i]!;
@@ -200,8 +212,17 @@ export class RestSimulator {
     const method = req.method ?? 'GET';
     const url = new URL(req.url ?? '/', 'http://simulator');
     const raw = await readBody(req);
-    const api = url.pathname.startsWith(AMIE_API_PATH) ? 'amie' : url.pathname.startsWith(USAGE_API_PATH) ? 'usage' : 'none';
-    const path = api === 'amie' ? url.pathname.slice(AMIE_API_PATH.length) : api === 'usage' ? url.pathname.slice(USAGE_API_PATH.length) : url.pathname;
+    const api = url.pathname.startsWith(AMIE_API_PATH)
+      ? 'amie'
+      : url.pathname.startsWith(USAGE_API_PATH)
+        ? 'usage'
+        : 'none';
+    const path =
+      api === 'amie'
+        ? url.pathname.slice(AMIE_API_PATH.length)
+        : api === 'usage'
+          ? url.pathname.slice(USAGE_API_PATH.length)
+          : url.pathname;
     if (api === 'usage' && method === 'POST' && raw !== null) this.usage.receive(req.headers, raw);
     const fault = api === 'none' ? undefined : this.takeFault(api, method, path);
 
@@ -216,14 +237,22 @@ export class RestSimulator {
     } else {
       try {
         if (api === 'none') {
-          throw new Refusal(404, `no such endpoint: ${method} ${url.pathname}; the AMIE REST API is under ${AMIE_API_PATH} and the Usage API under ${USAGE_API_PATH}`);
+          throw new Refusal(
+            404,
+            `no such endpoint: ${method} ${url.pathname}; the AMIE REST API is under ${AMIE_API_PATH} and the Usage API under ${USAGE_API_PATH}`,
+          );
         }
         this.authenticate(req, api);
-        answer = api === 'amie' ? await this.amie(method, path, url.searchParams, raw) : this.usageApi(method, path, raw);
+        answer =
+          api === 'amie' ? await this.amie(method, path, url.searchParams, raw) : this.usageApi(method, path, raw);
       } catch (err) {
         if (!(err instanceof Refusal)) throw err;
         // The Usage API gives the reason under `error`, the AMIE API under `message` (as amieclient reads them).
-        answer = { status: err.status, body: api === 'usage' ? { error: err.message } : { message: err.message }, headers: err.headers };
+        answer = {
+          status: err.status,
+          body: api === 'usage' ? { error: err.message } : { message: err.message },
+          headers: err.headers,
+        };
       }
       if (fault) {
         if (fault.hang || fault.drop) {
@@ -249,9 +278,15 @@ export class RestSimulator {
     const what = api === 'amie' ? 'the AMIE REST API' : 'the Usage API';
     const site = header(req, 'xa-site');
     const key = header(req, 'xa-api-key');
-    if (site === undefined || site === '') throw new Refusal(401, `missing XA-SITE header: every request to ${what} names the site`);
-    if (key === undefined || key === '') throw new Refusal(401, `missing XA-API-KEY header: every request to ${what} carries the site's API key`);
-    if (site !== this.siteName) throw new Refusal(401, `XA-SITE ${JSON.stringify(site)} is not a site of this server (it serves ${this.siteName})`);
+    if (site === undefined || site === '')
+      throw new Refusal(401, `missing XA-SITE header: every request to ${what} names the site`);
+    if (key === undefined || key === '')
+      throw new Refusal(401, `missing XA-API-KEY header: every request to ${what} carries the site's API key`);
+    if (site !== this.siteName)
+      throw new Refusal(
+        401,
+        `XA-SITE ${JSON.stringify(site)} is not a site of this server (it serves ${this.siteName})`,
+      );
     if (key !== this.opts.apiKey) throw new Refusal(401, `XA-API-KEY is not the API key of site ${this.siteName}`);
   }
 
@@ -260,18 +295,27 @@ export class RestSimulator {
   private async amie(method: string, path: string, query: URLSearchParams, raw: Buffer | null): Promise<Answer> {
     let parts: string[];
     try {
-      parts = path.split('/').filter((p) => p !== '').map(decodeURIComponent);
+      parts = path
+        .split('/')
+        .filter((p) => p !== '')
+        .map(decodeURIComponent);
     } catch {
       throw new Refusal(400, `the path ${JSON.stringify(path)} is not valid percent-encoding`);
     }
     const [collection, site, id, ...rest] = parts;
     const route = (allowed: string[], handlers: Record<string, () => Promise<Answer>>): Promise<Answer> => {
       const h = Object.hasOwn(handlers, method) ? handlers[method] : undefined;
-      if (!h) throw new Refusal(405, `${method} is not allowed on ${path}; use ${allowed.join(' or ')}`, { Allow: allowed.join(', ') });
+      if (!h)
+        throw new Refusal(405, `${method} is not allowed on ${path}; use ${allowed.join(' or ')}`, {
+          Allow: allowed.join(', '),
+        });
       return h();
     };
     if ((collection === 'packets' || collection === 'transactions') && site !== undefined && site !== this.siteName) {
-      throw new Refusal(401, `the path names site ${JSON.stringify(site)}, but XA-SITE is ${this.siteName}: a site reads and writes only its own packets`);
+      throw new Refusal(
+        401,
+        `the path names site ${JSON.stringify(site)}, but XA-SITE is ${this.siteName}: a site reads and writes only its own packets`,
+      );
     }
     if (collection === 'packets' && site !== undefined) {
       if (id === undefined) {
@@ -287,7 +331,10 @@ export class RestSimulator {
         return route(['PUT', 'DELETE'], {
           PUT: () => {
             if (state === undefined || state.trim() === '') {
-              throw new Refusal(400, `name the client state in the path: PUT packets/${this.siteName}/${packetRecId}/client_state/{state}`);
+              throw new Refusal(
+                400,
+                `name the client state in the path: PUT packets/${this.siteName}/${packetRecId}/client_state/{state}`,
+              );
             }
             return this.setNote(packetRecId, { clientState: state }, `client_state set to ${JSON.stringify(state)}`);
           },
@@ -303,11 +350,16 @@ export class RestSimulator {
     }
     if (collection === 'transactions' && site !== undefined && id !== undefined) {
       const transRecId = recId(id, 'trans_rec_id');
-      if (rest.length === 1 && rest[0] === 'packets') return route(['GET'], { GET: () => this.transactionPackets(transRecId) });
+      if (rest.length === 1 && rest[0] === 'packets')
+        return route(['GET'], { GET: () => this.transactionPackets(transRecId) });
       if (rest.length === 2 && rest[0] === 'state') {
         return route(['PUT'], {
           PUT: () => {
-            if (rest[1] !== 'failed') throw new Refusal(400, `a site can only fail a transaction (PUT .../state/failed), not set it to ${JSON.stringify(rest[1])}`);
+            if (rest[1] !== 'failed')
+              throw new Refusal(
+                400,
+                `a site can only fail a transaction (PUT .../state/failed), not set it to ${JSON.stringify(rest[1])}`,
+              );
             return this.failTransaction(transRecId);
           },
         });
@@ -334,7 +386,8 @@ export class RestSimulator {
 
   private async transactionPackets(transRecId: number): Promise<Answer> {
     const packets = await listServedPackets(this.db, { site: this.siteName, transRecIds: [transRecId] });
-    if (packets.length === 0) throw new Refusal(404, `site ${this.siteName} has no transaction with trans_rec_id ${transRecId}`);
+    if (packets.length === 0)
+      throw new Refusal(404, `site ${this.siteName} has no transaction with trans_rec_id ${transRecId}`);
     // The transaction with its packets under DATA, as amieclient's Transaction.from_dict reads it.
     const t = packets[0]!.transaction;
     const result = {
@@ -351,7 +404,11 @@ export class RestSimulator {
     return { status: 200, body: { message: `${packets.length} packet(s) in transaction ${transRecId}`, result } };
   }
 
-  private async setNote(packetRecId: number, note: { clientState?: string | null; clientJson?: unknown }, what: string): Promise<Answer> {
+  private async setNote(
+    packetRecId: number,
+    note: { clientState?: string | null; clientJson?: unknown },
+    what: string,
+  ): Promise<Answer> {
     const packet = await this.db.transaction(async (tx) => {
       const p = await lockServedPacket(tx, this.siteName, packetRecId);
       if (!p) throw new Refusal(404, `site ${this.siteName} has no packet with packet_rec_id ${packetRecId}`);
@@ -364,9 +421,13 @@ export class RestSimulator {
   private async failTransaction(transRecId: number): Promise<Answer> {
     const t = await this.db.transaction(async (tx) => {
       const found = await getTransaction(tx, transRecId);
-      if (!found || found.localSiteName !== this.siteName) throw new Refusal(404, `site ${this.siteName} has no transaction with trans_rec_id ${transRecId}`);
+      if (!found || found.localSiteName !== this.siteName)
+        throw new Refusal(404, `site ${this.siteName} has no transaction with trans_rec_id ${transRecId}`);
       if (found.state === 'completed') {
-        throw new Refusal(409, `transaction trans_rec_id ${transRecId} (transaction_id ${found.transactionId}) is already completed; it cannot be failed`);
+        throw new Refusal(
+          409,
+          `transaction trans_rec_id ${transRecId} (transaction_id ${found.transactionId}) is already completed; it cannot be failed`,
+        );
       }
       if (found.state !== 'failed') await setTransactionState(tx, transRecId, 'failed');
       return found;
@@ -392,15 +453,26 @@ export class RestSimulator {
     const { type, inReplyTo, body } = posted;
     const saved = await this.db.transaction(async (tx) => {
       const answered = await lockServedPacket(tx, this.siteName, inReplyTo);
-      if (!answered) throw new Refusal(400, `${type}: header.in_reply_to ${inReplyTo} names no packet of site ${this.siteName}`);
+      if (!answered)
+        throw new Refusal(400, `${type}: header.in_reply_to ${inReplyTo} names no packet of site ${this.siteName}`);
       const what = `${type} in reply to packet_rec_id ${inReplyTo} (${answered.type ?? `type_id ${answered.typeId}`})`;
-      if (answered.outgoing) throw new Refusal(400, `${what}: packet ${inReplyTo} is one the site sent; a reply answers a packet the site received`);
+      if (answered.outgoing)
+        throw new Refusal(
+          400,
+          `${what}: packet ${inReplyTo} is one the site sent; a reply answers a packet the site received`,
+        );
       if (posted.transRecId !== undefined && posted.transRecId !== answered.transRecId) {
-        throw new Refusal(400, `${what}: header.trans_rec_id is ${posted.transRecId}, but packet ${inReplyTo} belongs to trans_rec_id ${answered.transRecId}`);
+        throw new Refusal(
+          400,
+          `${what}: header.trans_rec_id is ${posted.transRecId}, but packet ${inReplyTo} belongs to trans_rec_id ${answered.transRecId}`,
+        );
       }
       const previous = await replyTo(tx, inReplyTo);
       if (previous !== undefined) {
-        throw new Refusal(409, `${what}: packet ${inReplyTo} was already answered by packet_rec_id ${previous}; a packet is answered once`);
+        throw new Refusal(
+          409,
+          `${what}: packet ${inReplyTo} was already answered by packet_rec_id ${previous}; a packet is answered once`,
+        );
       }
       if (answered.transaction.state !== 'in-progress') {
         throw new Refusal(
@@ -411,13 +483,32 @@ export class RestSimulator {
       const failure = type === 'inform_transaction_complete' && body.get('StatusCode') === 'Failure';
       const expected = answered.type ? restReplyTo(answered.type) : undefined;
       if (!failure) {
-        if (!expected) throw new Refusal(400, `${what}: ${answered.type ?? 'a packet of unknown type'} takes no reply (only a failure inform_transaction_complete)`);
-        if (type !== expected) throw new Refusal(400, `${what}: ${answered.type} is answered with ${expected} (or a failure inform_transaction_complete), not ${type}`);
+        if (!expected)
+          throw new Refusal(
+            400,
+            `${what}: ${answered.type ?? 'a packet of unknown type'} takes no reply (only a failure inform_transaction_complete)`,
+          );
+        if (type !== expected)
+          throw new Refusal(
+            400,
+            `${what}: ${answered.type} is answered with ${expected} (or a failure inform_transaction_complete), not ${type}`,
+          );
       }
-      if (answered.state !== 'in-progress') throw new Refusal(400, `${what}: packet ${inReplyTo} is ${answered.state}; only an in-progress packet takes a reply`);
+      if (answered.state !== 'in-progress')
+        throw new Refusal(
+          400,
+          `${what}: packet ${inReplyTo} is ${answered.state}; only an in-progress packet takes a reply`,
+        );
 
-      const opening = (await listServedPackets(tx, { site: this.siteName, transRecIds: [answered.transRecId] })).find((p) => !p.outgoing);
-      fillFromRequest(type, body, PacketBody.fromRows(answered.rows), opening ? PacketBody.fromRows(opening.rows) : undefined);
+      const opening = (await listServedPackets(tx, { site: this.siteName, transRecIds: [answered.transRecId] })).find(
+        (p) => !p.outgoing,
+      );
+      fillFromRequest(
+        type,
+        body,
+        PacketBody.fromRows(answered.rows),
+        opening ? PacketBody.fromRows(opening.rows) : undefined,
+      );
       const problems = validateBody(type, body);
       if (problems.length > 0) throw new Refusal(400, `${what} breaks the protocol: ${formatProblems(problems)}`);
 
@@ -436,7 +527,10 @@ export class RestSimulator {
     });
     return {
       status: 200,
-      body: { message: `${type} received as packet_rec_id ${saved.packetRecId} in reply to ${inReplyTo}`, result: toRestPacket(saved) },
+      body: {
+        message: `${type} received as packet_rec_id ${saved.packetRecId} in reply to ${inReplyTo}`,
+        result: toRestPacket(saved),
+      },
     };
   }
 
@@ -449,13 +543,18 @@ export class RestSimulator {
       return this.usage.post(raw ?? Buffer.alloc(0));
     }
     if (p === 'usage/failed' || p === 'usage/status') {
-      if (method === 'DELETE' && p === 'usage/failed') throw new Refusal(400, 'name the failed records to clear: DELETE usage/failed/{FailedRecordID,...}');
-      if (method !== 'GET') throw new Refusal(405, `${method} is not allowed on ${p}; use GET`, { Allow: p === 'usage/failed' ? 'GET, DELETE' : 'GET' });
+      if (method === 'DELETE' && p === 'usage/failed')
+        throw new Refusal(400, 'name the failed records to clear: DELETE usage/failed/{FailedRecordID,...}');
+      if (method !== 'GET')
+        throw new Refusal(405, `${method} is not allowed on ${p}; use GET`, {
+          Allow: p === 'usage/failed' ? 'GET, DELETE' : 'GET',
+        });
       return p === 'usage/failed' ? this.usage.failedRecords() : this.usage.status();
     }
     const clear = /^usage\/failed\/([^/]+)$/.exec(p);
     if (clear) {
-      if (method !== 'DELETE') throw new Refusal(405, `${method} is not allowed on ${p}; use DELETE`, { Allow: 'DELETE' });
+      if (method !== 'DELETE')
+        throw new Refusal(405, `${method} is not allowed on ${p}; use DELETE`, { Allow: 'DELETE' });
       let ids: string;
       try {
         ids = decodeURIComponent(clear[1]!);
@@ -526,7 +625,11 @@ async function readBody(req: IncomingMessage): Promise<Buffer | null> {
 
 function bodyJson(raw: Buffer | null, what: string): unknown {
   if (raw === null) throw new Refusal(400, `the request has no body: send ${what} as JSON`);
-  if (raw.length > AMIE_BODY_LIMIT) throw new Refusal(413, `request body of ${raw.length} bytes is larger than the ${AMIE_BODY_LIMIT / 1024} KiB the AMIE REST API accepts`);
+  if (raw.length > AMIE_BODY_LIMIT)
+    throw new Refusal(
+      413,
+      `request body of ${raw.length} bytes is larger than the ${AMIE_BODY_LIMIT / 1024} KiB the AMIE REST API accepts`,
+    );
   try {
     return JSON.parse(raw.toString('utf8'));
   } catch (err) {
@@ -539,7 +642,15 @@ function recId(text: string, what: string): number {
   return Number(text);
 }
 
-const FILTERS = ['trans_rec_id', 'outgoing', 'incoming', 'update_time', 'states', 'transaction_state', 'client_state'] as const;
+const FILTERS = [
+  'trans_rec_id',
+  'outgoing',
+  'incoming',
+  'update_time',
+  'states',
+  'transaction_state',
+  'client_state',
+] as const;
 /** Plural and singular spellings clients use for the same filter. */
 const FILTER_ALIASES: Record<string, (typeof FILTERS)[number]> = {
   trans_rec_ids: 'trans_rec_id',
@@ -557,12 +668,17 @@ const FILTER_ALIASES: Record<string, (typeof FILTERS)[number]> = {
  */
 function readFilter(query: URLSearchParams, site: string): PacketFilter {
   const f: PacketFilter = { site };
-  if ([...query.keys()].length === 0) return { ...f, outgoing: false, states: ['in-progress'], transactionStates: ['in-progress'] };
+  if ([...query.keys()].length === 0)
+    return { ...f, outgoing: false, states: ['in-progress'], transactionStates: ['in-progress'] };
   let incoming = false;
   let outgoing = false;
   for (const [rawName, value] of query) {
     const name = (Object.hasOwn(FILTER_ALIASES, rawName) ? FILTER_ALIASES[rawName] : undefined) ?? rawName;
-    const list = () => value.split(',').map((s) => s.trim()).filter((s) => s !== '');
+    const list = () =>
+      value
+        .split(',')
+        .map((s) => s.trim())
+        .filter((s) => s !== '');
     switch (name) {
       case 'trans_rec_id':
         f.transRecIds = list().map((v) => recId(v, 'trans_rec_id'));
@@ -577,7 +693,11 @@ function readFilter(query: URLSearchParams, site: string): PacketFilter {
       case 'transaction_state': {
         const states = list();
         const bad = states.filter((s) => !(STATE_NAMES as string[]).includes(s));
-        if (bad.length > 0) throw new Refusal(400, `${rawName}: ${bad.map((s) => JSON.stringify(s)).join(', ')} is not an AMIE state; expected ${STATE_NAMES.join(', ')}`);
+        if (bad.length > 0)
+          throw new Refusal(
+            400,
+            `${rawName}: ${bad.map((s) => JSON.stringify(s)).join(', ')} is not an AMIE state; expected ${STATE_NAMES.join(', ')}`,
+          );
         if (name === 'states') f.states = states as StateName[];
         else f.transactionStates = states as StateName[];
         break;
@@ -587,13 +707,20 @@ function readFilter(query: URLSearchParams, site: string): PacketFilter {
         break;
       case 'update_time': {
         const [from, until, extra] = value.split(',');
-        if (extra !== undefined) throw new Refusal(400, `update_time: expected "start,end" (either may be empty), got ${JSON.stringify(value)}`);
+        if (extra !== undefined)
+          throw new Refusal(
+            400,
+            `update_time: expected "start,end" (either may be empty), got ${JSON.stringify(value)}`,
+          );
         f.updatedFrom = time('update_time start', from);
         f.updatedUntil = time('update_time end', until);
         break;
       }
       default:
-        throw new Refusal(400, `unknown query parameter ${JSON.stringify(rawName)}; GET packets/{site} filters by ${FILTERS.join(', ')}`);
+        throw new Refusal(
+          400,
+          `unknown query parameter ${JSON.stringify(rawName)}; GET packets/{site} filters by ${FILTERS.join(', ')}`,
+        );
     }
   }
   // incoming=true or outgoing=true limits the direction; both (or neither) leave it open.
@@ -614,4 +741,3 @@ function time(what: string, text: string | undefined): Date | undefined {
   if (Number.isNaN(d.getTime())) throw new Refusal(400, `${what}: ${JSON.stringify(text)} is not an ISO 8601 time`);
   return d;
 }
-

@@ -20,13 +20,53 @@ export interface SimPerson {
   portalLogin: string;
 }
 
-const NAMES: ReadonlyArray<Omit<SimPerson, 'globalId' | 'email' | 'dns' | 'portalLogin' | 'requestedLogins'> & { login: string }> = [
-  { firstName: 'Seán', lastName: "O'Brien-Ní Dhomhnaill", organization: 'Université de Montréal', orgCode: '0034567', login: 'sobrien' },
-  { firstName: 'José María', middleName: 'de la', lastName: 'Cruz Núñez', organization: 'Universidad Nacional Autónoma de México', orgCode: '0098765', login: 'jcruz' },
-  { firstName: 'Zoë', lastName: "D'Angelo", organization: "St. Mary's College of Maryland", orgCode: '0021043', login: 'zdangelo' },
-  { firstName: 'Mary Ann', middleName: 'K.', lastName: 'Smith-Jones', organization: 'Carnegie Mellon University', orgCode: '0032420', login: 'msmithjones' },
-  { firstName: 'Björn', lastName: 'Ødegård', organization: 'Norges teknisk-naturvitenskapelige universitet', orgCode: '0070011', login: 'bodegard' },
-  { firstName: 'Nguyễn', lastName: 'Thị Minh Khai', organization: 'University of Texas at Austin', orgCode: '0036582', login: 'nkhai' },
+const NAMES: ReadonlyArray<
+  Omit<SimPerson, 'globalId' | 'email' | 'dns' | 'portalLogin' | 'requestedLogins'> & { login: string }
+> = [
+  {
+    firstName: 'Seán',
+    lastName: "O'Brien-Ní Dhomhnaill",
+    organization: 'Université de Montréal',
+    orgCode: '0034567',
+    login: 'sobrien',
+  },
+  {
+    firstName: 'José María',
+    middleName: 'de la',
+    lastName: 'Cruz Núñez',
+    organization: 'Universidad Nacional Autónoma de México',
+    orgCode: '0098765',
+    login: 'jcruz',
+  },
+  {
+    firstName: 'Zoë',
+    lastName: "D'Angelo",
+    organization: "St. Mary's College of Maryland",
+    orgCode: '0021043',
+    login: 'zdangelo',
+  },
+  {
+    firstName: 'Mary Ann',
+    middleName: 'K.',
+    lastName: 'Smith-Jones',
+    organization: 'Carnegie Mellon University',
+    orgCode: '0032420',
+    login: 'msmithjones',
+  },
+  {
+    firstName: 'Björn',
+    lastName: 'Ødegård',
+    organization: 'Norges teknisk-naturvitenskapelige universitet',
+    orgCode: '0070011',
+    login: 'bodegard',
+  },
+  {
+    firstName: 'Nguyễn',
+    lastName: 'Thị Minh Khai',
+    organization: 'University of Texas at Austin',
+    orgCode: '0036582',
+    login: 'nkhai',
+  },
 ];
 
 /**
@@ -34,7 +74,9 @@ const NAMES: ReadonlyArray<Omit<SimPerson, 'globalId' | 'email' | 'dns' | 'porta
  * (`TG-SIM…`) carries the simulator's mark. Real central requests never do.
  */
 export function isSimulatedRequest(body: { get(tag: string): string | undefined }): boolean {
-  return /^SIM-[0-9A-Z]+-\d+$/.test(body.get('RecordID') ?? '') || /^TG-SIM[0-9A-Z]+$/.test(body.get('GrantNumber') ?? '');
+  return (
+    /^SIM-[0-9A-Z]+-\d+$/.test(body.get('RecordID') ?? '') || /^TG-SIM[0-9A-Z]+$/.test(body.get('GrantNumber') ?? '')
+  );
 }
 
 /** Fresh identifiers for one scenario run, so runs on the same database never meet. */
@@ -53,7 +95,11 @@ export class SimData {
     private readonly offset = 0,
   ) {
     // Time and chance together keep reruns on one database apart without a counter to store.
-    this.suffix = suffix ?? `${Date.now().toString(36).slice(-5)}${randomInt(36 ** 3).toString(36).padStart(3, '0')}`.toUpperCase();
+    this.suffix =
+      suffix ??
+      `${Date.now().toString(36).slice(-5)}${randomInt(36 ** 3)
+        .toString(36)
+        .padStart(3, '0')}`.toUpperCase();
     this.#globalBase = `${Date.now() % 10 ** 9}${randomInt(1000).toString().padStart(3, '0')}`;
   }
 
@@ -71,7 +117,10 @@ export class SimData {
       email: `${base.login}.${tag}@example.edu`,
       globalId: `${this.#globalBase}${n}`,
       requestedLogins: opts.requestedLogin ? [`${base.login}${n}`] : [''],
-      dns: [`/C=US/O=${base.organization}/OU=People/CN=${cn}`, `/DC=org/DC=cilogon/C=US/O=${base.organization}/CN=${cn} A${tag}`],
+      dns: [
+        `/C=US/O=${base.organization}/OU=People/CN=${cn}`,
+        `/DC=org/DC=cilogon/C=US/O=${base.organization}/CN=${cn} A${tag}`,
+      ],
       portalLogin: `${base.login}_${tag}`,
     };
   }
@@ -125,7 +174,11 @@ export class SimData {
   }
 
   /** A request_account_create adding `user` to a project. */
-  rac(user: SimPerson, project: { grantNumber: string; projectId?: string }, overrides: Record<string, TagValue> = {}): Record<string, TagValue> {
+  rac(
+    user: SimPerson,
+    project: { grantNumber: string; projectId?: string },
+    overrides: Record<string, TagValue> = {},
+  ): Record<string, TagValue> {
     return {
       GrantNumber: project.grantNumber,
       ...(project.projectId ? { ProjectID: project.projectId } : {}),

@@ -8,7 +8,11 @@ export function textTable(rows: ReadonlyArray<Record<string, unknown>>, columns:
   const cell = (v: unknown) => escapeControls((v === null || v === undefined ? '' : String(v)).replace(/\s+/g, ' '));
   const widths = columns.map((c) => Math.max(c.length, ...rows.map((r) => cell(r[c]).length)));
   const line = (values: string[]) => `  ${values.map((v, i) => v.padEnd(widths[i]!)).join('  ')}`.trimEnd();
-  return [line([...columns]), line(widths.map((w) => '-'.repeat(w))), ...rows.map((r) => line(columns.map((c) => cell(r[c]))))];
+  return [
+    line([...columns]),
+    line(widths.map((w) => '-'.repeat(w))),
+    ...rows.map((r) => line(columns.map((c) => cell(r[c])))),
+  ];
 }
 
 export function formatScenarioReport(report: ScenarioReport, opts: { verbose?: boolean } = {}): string[] {
@@ -17,7 +21,12 @@ export function formatScenarioReport(report: ScenarioReport, opts: { verbose?: b
     `${report.name} (${kind}): ${report.passed ? 'passed' : 'FAILED'} in ${(report.durationMs / 1000).toFixed(1)} s`,
     `  ${report.description}`,
     ...textTable(
-      report.conversation.map((r) => ({ transaction: r.transactionId, 'packet in': r.in, 'reply out': r.out, ids: r.ids })),
+      report.conversation.map((r) => ({
+        transaction: r.transactionId,
+        'packet in': r.in,
+        'reply out': r.out,
+        ids: r.ids,
+      })),
       ['transaction', 'packet in', 'reply out', 'ids'],
     ),
   ];

@@ -16,7 +16,13 @@ export const SIMULATOR_KEY_ENV = 'AMIE_REST_API_KEY';
  * The REST source a site configured for `sim` would get, keeping its books in `siteDb`. Built
  * through the same `createSource` as `amie process`, so the simulation tests the site's real path.
  */
-export function restSourceFor(sim: RestSimulator, apiKey: string, siteDb: Database, log: Logger, opts: { dryRun?: boolean } = {}): PacketSource {
+export function restSourceFor(
+  sim: RestSimulator,
+  apiKey: string,
+  siteDb: Database,
+  log: Logger,
+  opts: { dryRun?: boolean } = {},
+): PacketSource {
   return createSource(
     {
       site: { name: sim.siteName, resource: sim.resource, remoteSite: sim.remoteSiteName },

@@ -72,10 +72,15 @@ export interface SimulationOptions {
  */
 export function resolveScenarioNames(spec: string): ScenarioName[] {
   if (spec.trim() === 'all') return [...SCENARIO_NAMES];
-  const names = spec.split(',').map((s) => s.trim()).filter(Boolean);
+  const names = spec
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
   const unknown = names.filter((n) => !(SCENARIO_NAMES as readonly string[]).includes(n));
   if (names.length === 0 || unknown.length > 0) {
-    throw new Error(`--scenario: unknown scenario "${unknown.join(', ') || spec}"; expected all or one of ${SCENARIO_NAMES.join(', ')}`);
+    throw new Error(
+      `--scenario: unknown scenario "${unknown.join(', ') || spec}"; expected all or one of ${SCENARIO_NAMES.join(', ')}`,
+    );
   }
   return names as ScenarioName[];
 }
@@ -114,7 +119,11 @@ class ScenarioRun {
   }
 
   /** Sends one request and plays rounds until its transaction ends. */
-  async step(type: PacketTypeName, tags: Record<string, TagValue>, expect: ConversationExpectations = {}): Promise<Conversation> {
+  async step(
+    type: PacketTypeName,
+    tags: Record<string, TagValue>,
+    expect: ConversationExpectations = {},
+  ): Promise<Conversation> {
     const c = await this.central.send(type, tags, expect);
     this.conversations.push(c);
     let lastTrouble: string | undefined;
@@ -163,7 +172,10 @@ class ScenarioRun {
   }
 
   same(what: string, actual: string | undefined, expected: string): void {
-    this.check(actual === expected, actual === expected ? `${what} is ${expected}` : `${what} is "${actual ?? ''}", expected "${expected}"`);
+    this.check(
+      actual === expected,
+      actual === expected ? `${what} is ${expected}` : `${what} is "${actual ?? ''}", expected "${expected}"`,
+    );
   }
 }
 
@@ -173,8 +185,17 @@ const SCENARIOS: Record<ScenarioName, ScenarioBody> = {
   async request_project_reactivate(run) {
     const p = await run.newProject(run.data.person());
     const resource = [run.data.resource];
-    await run.step('request_project_inactivate', { ProjectID: p.projectId, ResourceList: resource, Comment: 'allocation expired' });
-    await run.step('request_project_reactivate', { ProjectID: p.projectId, ResourceList: resource, PersonID: p.piPersonId, Comment: 'renewal approved' });
+    await run.step('request_project_inactivate', {
+      ProjectID: p.projectId,
+      ResourceList: resource,
+      Comment: 'allocation expired',
+    });
+    await run.step('request_project_reactivate', {
+      ProjectID: p.projectId,
+      ResourceList: resource,
+      PersonID: p.piPersonId,
+      Comment: 'renewal approved',
+    });
   },
 
   async request_account_reactivate(run) {
@@ -185,12 +206,21 @@ const SCENARIOS: Record<ScenarioName, ScenarioBody> = {
     const login = run.need(rac, 'notify_account_create', 'UserRemoteSiteLogin');
     run.check(personId !== p.piPersonId, `the new user got a PersonID of their own (${personId}), not the PI's`);
     const resource = [run.data.resource];
-    await run.step('request_account_inactivate', { PersonID: personId, ProjectID: p.projectId, ResourceList: resource, Comment: 'left the group' });
+    await run.step('request_account_inactivate', {
+      PersonID: personId,
+      ProjectID: p.projectId,
+      ResourceList: resource,
+      Comment: 'left the group',
+    });
     // Central reactivates an account with a new RAC naming the person, not request_account_reactivate.
     const again = await run.step('request_account_create', run.data.rac(user, p, { UserPersonID: personId }), {
       reply: { UserPersonID: personId, UserRemoteSiteLogin: login },
     });
-    run.same('the reactivating NAC UserRemoteSiteLogin', again.replyTag('notify_account_create', 'UserRemoteSiteLogin'), login);
+    run.same(
+      'the reactivating NAC UserRemoteSiteLogin',
+      again.replyTag('notify_account_create', 'UserRemoteSiteLogin'),
+      login,
+    );
   },
 
   async request_person_merge(run) {
@@ -201,7 +231,12 @@ const SCENARIOS: Record<ScenarioName, ScenarioBody> = {
     const second = await run.step('request_account_create', run.data.rac(drop, p));
     const keepId = run.need(first, 'notify_account_create', 'UserPersonID');
     const dropId = run.need(second, 'notify_account_create', 'UserPersonID');
-    run.check(keepId !== dropId, keepId !== dropId ? `two people got two PersonIDs (${keepId}, ${dropId})` : `two different people both got PersonID ${keepId}`);
+    run.check(
+      keepId !== dropId,
+      keepId !== dropId
+        ? `two people got two PersonIDs (${keepId}, ${dropId})`
+        : `two different people both got PersonID ${keepId}`,
+    );
     await run.step('request_person_merge', {
       KeepPersonID: keepId,
       KeepGlobalID: keep.globalId,
@@ -230,8 +265,14 @@ const SCENARIOS: Record<ScenarioName, ScenarioBody> = {
 
   async record_id_repeat(run) {
     const p = await run.newProject(run.data.person());
-    const again = await run.step('request_project_create', p.rpc, { reply: { ProjectID: p.projectId, PiPersonID: p.piPersonId } });
-    run.same(`the repeated RecordID ${String(p.rpc.RecordID)}: NPC PiRemoteSiteLogin`, again.replyTag('notify_project_create', 'PiRemoteSiteLogin'), p.piLogin);
+    const again = await run.step('request_project_create', p.rpc, {
+      reply: { ProjectID: p.projectId, PiPersonID: p.piPersonId },
+    });
+    run.same(
+      `the repeated RecordID ${String(p.rpc.RecordID)}: NPC PiRemoteSiteLogin`,
+      again.replyTag('notify_project_create', 'PiRemoteSiteLogin'),
+      p.piLogin,
+    );
   },
 
   async supplement(run) {
@@ -248,17 +289,20 @@ const SCENARIOS: Record<ScenarioName, ScenarioBody> = {
       },
       { reply: { ProjectID: p.projectId, PiPersonID: p.piPersonId } },
     );
-    run.same('the supplement NPC PiRemoteSiteLogin', c.replyTag('notify_project_create', 'PiRemoteSiteLogin'), p.piLogin);
+    run.same(
+      'the supplement NPC PiRemoteSiteLogin',
+      c.replyTag('notify_project_create', 'PiRemoteSiteLogin'),
+      p.piLogin,
+    );
   },
 
   async known_pi(run) {
     const pi = run.data.person();
     const first = await run.newProject(pi);
-    const second = await run.step(
-      'request_project_create',
-      run.data.rpc(pi, { PiPersonID: first.piPersonId }),
-      { reply: { PiPersonID: first.piPersonId, PiRemoteSiteLogin: first.piLogin }, replyNot: { ProjectID: first.projectId } },
-    );
+    const second = await run.step('request_project_create', run.data.rpc(pi, { PiPersonID: first.piPersonId }), {
+      reply: { PiPersonID: first.piPersonId, PiRemoteSiteLogin: first.piLogin },
+      replyNot: { ProjectID: first.projectId },
+    });
     const projectId = second.replyTag('notify_project_create', 'ProjectID');
     run.check(
       projectId !== undefined && projectId !== first.projectId,
@@ -299,14 +343,24 @@ export async function runScenarios(
   return reports;
 }
 
-export async function runScenario(db: Database, site: SiteRunner, name: ScenarioName, options: SimulationOptions): Promise<ScenarioReport> {
+export async function runScenario(
+  db: Database,
+  site: SiteRunner,
+  name: ScenarioName,
+  options: SimulationOptions,
+): Promise<ScenarioReport> {
   const started = Date.now();
   const central = new CentralSite(db, {
     siteName: options.site.name,
     resource: options.site.resource,
     remoteSiteName: options.site.remoteSite,
   });
-  const run = new ScenarioRun(central, site, new SimData(options.site.resource, undefined, SCENARIO_NAMES.indexOf(name)), options.maxRounds ?? 10);
+  const run = new ScenarioRun(
+    central,
+    site,
+    new SimData(options.site.resource, undefined, SCENARIO_NAMES.indexOf(name)),
+    options.maxRounds ?? 10,
+  );
   try {
     await SCENARIOS[name](run);
   } catch (err) {
@@ -314,7 +368,10 @@ export async function runScenario(db: Database, site: SiteRunner, name: Scenario
       run.check(false, `the scenario stopped on an error: ${err instanceof Error ? err.message : String(err)}`);
     } else {
       const left = run.conversations.length;
-      run.check(false, `scenario stopped after ${left} transaction(s): ${err.message} did not complete, later steps were not sent`);
+      run.check(
+        false,
+        `scenario stopped after ${left} transaction(s): ${err.message} did not complete, later steps were not sent`,
+      );
     }
   }
   const conversation = await conversationRows(db, run.conversations);
@@ -344,13 +401,22 @@ export async function queueScenarios(
   names: readonly ScenarioName[],
   options: SimulationOptions,
 ): Promise<Array<{ scenario: ScenarioName; conversation: Conversation }>> {
-  const central = new CentralSite(db, { siteName: options.site.name, resource: options.site.resource, remoteSiteName: options.site.remoteSite });
+  const central = new CentralSite(db, {
+    siteName: options.site.name,
+    resource: options.site.resource,
+    remoteSiteName: options.site.remoteSite,
+  });
   const stop: SiteRunner = {
     runOnce: () => Promise.reject(new QueuedOnly()),
   };
   const queued: Array<{ scenario: ScenarioName; conversation: Conversation }> = [];
   for (const name of names) {
-    const run = new ScenarioRun(central, stop, new SimData(options.site.resource, undefined, SCENARIO_NAMES.indexOf(name)), 1);
+    const run = new ScenarioRun(
+      central,
+      stop,
+      new SimData(options.site.resource, undefined, SCENARIO_NAMES.indexOf(name)),
+      1,
+    );
     try {
       await SCENARIOS[name](run);
     } catch (err) {
@@ -382,7 +448,11 @@ async function conversationRows(db: Database, conversations: Conversation[]): Pr
       rows.push({
         transactionId: c.transactionId,
         in: typeName(p.type, p.typeId) + (p.state === 'in-progress' ? ' (not taken)' : ''),
-        out: answered ? typeName(answered.type, answered.typeId) + statusOf(answered) : p.type === 'inform_transaction_complete' ? '(closes)' : '(none)',
+        out: answered
+          ? typeName(answered.type, answered.typeId) + statusOf(answered)
+          : p.type === 'inform_transaction_complete'
+            ? '(closes)'
+            : '(none)',
         ids: ids.join(' '),
       });
     }

@@ -73,7 +73,11 @@ export class UsageApiState {
     let body: UsagePost['body'] = { UsageType: '', Records: [] };
     try {
       const json = JSON.parse(raw.toString('utf8')) as unknown;
-      if (isRecord(json)) body = { UsageType: String(json.UsageType ?? ''), Records: Array.isArray(json.Records) ? json.Records.filter(isRecord) : [] };
+      if (isRecord(json))
+        body = {
+          UsageType: String(json.UsageType ?? ''),
+          Records: Array.isArray(json.Records) ? json.Records.filter(isRecord) : [],
+        };
     } catch {
       /* kept as empty: post() answers it */
     }
@@ -83,7 +87,12 @@ export class UsageApiState {
   /** `POST usage/`: loads what passes the checks, reports the rest per record. */
   post(raw: Buffer): UsageAnswer {
     if (raw.length > USAGE_BODY_LIMIT) {
-      return { status: 413, body: { error: `request body of ${raw.length} bytes is larger than the 1024 KiB the Usage API accepts: send smaller batches` } };
+      return {
+        status: 413,
+        body: {
+          error: `request body of ${raw.length} bytes is larger than the 1024 KiB the Usage API accepts: send smaller batches`,
+        },
+      };
     }
     let json: unknown;
     try {
@@ -95,7 +104,10 @@ export class UsageApiState {
     const records = Array.isArray(o.Records) ? (o.Records as unknown[]) : undefined;
     const usageType = String(o.UsageType ?? '').toLowerCase() as UsageType;
     if (!USAGE_TYPES.includes(usageType)) {
-      return { status: 400, body: { error: `UsageType ${JSON.stringify(o.UsageType ?? null)} is not one of compute, storage, adjustment` } };
+      return {
+        status: 400,
+        body: { error: `UsageType ${JSON.stringify(o.UsageType ?? null)} is not one of compute, storage, adjustment` },
+      };
     }
     if (!records) return { status: 400, body: { error: 'Records must be an array of usage records' } };
 
@@ -119,22 +131,43 @@ export class UsageApiState {
     }
     return {
       status: 200,
-      body: { Message: `${records.length - failures.length} of ${records.length} ${usageType} record(s) loaded`, ValidationFailedRecords: failures },
+      body: {
+        Message: `${records.length - failures.length} of ${records.length} ${usageType} record(s) loaded`,
+        ValidationFailedRecords: failures,
+      },
     };
   }
 
   /** `GET usage/failed`: under both keys, since amieclient reads one and writes the other. */
   failedRecords(): UsageAnswer {
     const records = [...this.failed.values()].map(failedRecordJson);
-    return { status: 200, body: { Message: `${records.length} record(s) failed to load`, ValidationFailedRecords: records, FailedRecords: records } };
+    return {
+      status: 200,
+      body: {
+        Message: `${records.length} record(s) failed to load`,
+        ValidationFailedRecords: records,
+        FailedRecords: records,
+      },
+    };
   }
 
   /** `DELETE usage/failed/{ids}`: ids comma-separated, as amieclient's clear_failed_records sends them. */
   clearFailed(idList: string): UsageAnswer {
-    const ids = idList.split(',').map((s) => s.trim()).filter((s) => s !== '');
-    if (ids.length === 0) return { status: 400, body: { error: 'name the failed records to clear: DELETE usage/failed/{FailedRecordID,...}' } };
+    const ids = idList
+      .split(',')
+      .map((s) => s.trim())
+      .filter((s) => s !== '');
+    if (ids.length === 0)
+      return {
+        status: 400,
+        body: { error: 'name the failed records to clear: DELETE usage/failed/{FailedRecordID,...}' },
+      };
     const bad = ids.filter((id) => !/^\d{1,12}$/.test(id));
-    if (bad.length > 0) return { status: 400, body: { error: `${bad.map((b) => JSON.stringify(b)).join(', ')} is not a FailedRecordID` } };
+    if (bad.length > 0)
+      return {
+        status: 400,
+        body: { error: `${bad.map((b) => JSON.stringify(b)).join(', ')} is not a FailedRecordID` },
+      };
     const byId = new Map([...this.failed].map(([key, f]) => [f.id, key]));
     const cleared: number[] = [];
     const unknown: string[] = [];
@@ -146,7 +179,8 @@ export class UsageApiState {
         cleared.push(id);
       }
     }
-    if (cleared.length === 0) return { status: 404, body: { error: `no failed record with FailedRecordID ${unknown.join(', ')}` } };
+    if (cleared.length === 0)
+      return { status: 404, body: { error: `no failed record with FailedRecordID ${unknown.join(', ')}` } };
     const rest = unknown.length > 0 ? `; no failed record with FailedRecordID ${unknown.join(', ')}` : '';
     return { status: 200, body: { Message: `${cleared.length} failed record(s) cleared${rest}` } };
   }
@@ -154,11 +188,15 @@ export class UsageApiState {
   /** `GET usage/status`: per resource, what was loaded and what failed. */
   status(): UsageAnswer {
     type Group = { Error: string; UsageType: string; Records: Array<Record<string, unknown>> };
-    const byResource = new Map<string, { LoadedRecordCount: number; FailedJobCount: number; TotalCharge: number; errors: Map<string, Group> }>();
+    const byResource = new Map<
+      string,
+      { LoadedRecordCount: number; FailedJobCount: number; TotalCharge: number; errors: Map<string, Group> }
+    >();
     const entry = (resource: unknown) => {
       const name = String(resource);
       let e = byResource.get(name);
-      if (!e) byResource.set(name, (e = { LoadedRecordCount: 0, FailedJobCount: 0, TotalCharge: 0, errors: new Map() }));
+      if (!e)
+        byResource.set(name, (e = { LoadedRecordCount: 0, FailedJobCount: 0, TotalCharge: 0, errors: new Map() }));
       return e;
     };
     for (const r of this.resources) entry(r);
@@ -178,7 +216,12 @@ export class UsageApiState {
     }
     return {
       status: 200,
-      body: [...byResource].map(([Resource, { errors, ...e }]) => ({ Resource, ...e, TotalCharge: round(e.TotalCharge), Errors: [...errors.values()] })),
+      body: [...byResource].map(([Resource, { errors, ...e }]) => ({
+        Resource,
+        ...e,
+        TotalCharge: round(e.TotalCharge),
+        Errors: [...errors.values()],
+      })),
     };
   }
 
@@ -187,17 +230,26 @@ export class UsageApiState {
     const problems: string[] = [];
     for (const field of REQUIRED[usageType]) {
       const v = r[field];
-      if (v === undefined || v === null || (typeof v === 'string' && v.trim() === '')) problems.push(`${field} is required`);
+      if (v === undefined || v === null || (typeof v === 'string' && v.trim() === ''))
+        problems.push(`${field} is required`);
     }
     for (const field of TIMES) {
       const v = r[field];
-      if (typeof v === 'string' && v.trim() !== '' && !isIsoDateTime(v)) problems.push(`${field} ${JSON.stringify(v)} is not an ISO 8601 time`);
+      if (typeof v === 'string' && v.trim() !== '' && !isIsoDateTime(v))
+        problems.push(`${field} ${JSON.stringify(v)} is not an ISO 8601 time`);
     }
     if (r.Charge !== undefined && r.Charge !== null && !Number.isFinite(Number(r.Charge))) {
       problems.push(`Charge ${JSON.stringify(r.Charge)} is not a number`);
     }
-    if (typeof r.Resource === 'string' && r.Resource !== '' && this.resources.length > 0 && !this.resources.includes(r.Resource)) {
-      problems.push(`Resource ${JSON.stringify(r.Resource)} is not a resource of this site (${this.resources.join(', ')})`);
+    if (
+      typeof r.Resource === 'string' &&
+      r.Resource !== '' &&
+      this.resources.length > 0 &&
+      !this.resources.includes(r.Resource)
+    ) {
+      problems.push(
+        `Resource ${JSON.stringify(r.Resource)} is not a resource of this site (${this.resources.join(', ')})`,
+      );
     }
     if (r.Attributes !== undefined && !isRecord(r.Attributes)) problems.push('Attributes must be an object');
     return problems.length > 0 ? problems.join('; ') : undefined;

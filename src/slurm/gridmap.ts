@@ -42,7 +42,9 @@ export interface GridMapChange {
 export function checkDn(dn: string): string {
   // eslint-disable-next-line no-control-regex
   if (dn.trim() === '' || /["\\\u0000-\u001f\u007f]/.test(dn)) {
-    throw new Error(`DN ${JSON.stringify(dn)} cannot go into a grid-mapfile: it is empty or holds a double quote, a backslash or a control character`);
+    throw new Error(
+      `DN ${JSON.stringify(dn)} cannot go into a grid-mapfile: it is empty or holds a double quote, a backslash or a control character`,
+    );
   }
   return dn.trim();
 }
@@ -50,9 +52,13 @@ export function checkDn(dn: string): string {
 const ENTRY = /^"([^"]*)"\s+(\S+)\s*$/;
 
 /** Applies a change to the text of a grid-mapfile; returns the new text and what changed. */
-export function applyGridMapChange(text: string, change: GridMapChange): { text: string; added: string[]; removed: string[] } {
+export function applyGridMapChange(
+  text: string,
+  change: GridMapChange,
+): { text: string; added: string[]; removed: string[] } {
   for (const login of [change.login, ...(change.takeFrom !== undefined ? [change.takeFrom] : [])]) {
-    if (!SLURM_USER_PATTERN.test(login)) throw new Error(`grid-mapfile: login ${JSON.stringify(login)} must match ${SLURM_USER_PATTERN}`);
+    if (!SLURM_USER_PATTERN.test(login))
+      throw new Error(`grid-mapfile: login ${JSON.stringify(login)} must match ${SLURM_USER_PATTERN}`);
   }
   const add = (change.add ?? []).map(checkDn);
   const remove = new Set((change.remove ?? []).map(checkDn));
@@ -105,13 +111,18 @@ export async function lockGridMapfile(file: string, opts: GridMapOptions): Promi
     return await acquireLockFile(lockFile, {
       waitMs: opts.lockTimeoutMs ?? 30_000,
       staleMs: opts.staleLockMs ?? 10 * 60_000,
-      onTakeOver: (holder) => opts.log.warn({ lockFile, holder: holder.text }, 'grid-mapfile: taking over a stale lock'),
+      onTakeOver: (holder) =>
+        opts.log.warn({ lockFile, holder: holder.text }, 'grid-mapfile: taking over a stale lock'),
     });
   } catch (err) {
     if (err instanceof LockFileBusy) {
-      throw new Error(`grid-mapfile ${file} is locked by ${err.holder.text || 'another process'} (lock file ${lockFile}); try again later`);
+      throw new Error(
+        `grid-mapfile ${file} is locked by ${err.holder.text || 'another process'} (lock file ${lockFile}); try again later`,
+      );
     }
-    throw new Error(`grid-mapfile ${file}: cannot create the lock file ${lockFile}: ${(err as Error).message}`, { cause: err });
+    throw new Error(`grid-mapfile ${file}: cannot create the lock file ${lockFile}: ${(err as Error).message}`, {
+      cause: err,
+    });
   }
 }
 
@@ -119,7 +130,11 @@ export async function lockGridMapfile(file: string, opts: GridMapOptions): Promi
  * Adds and removes the DN mappings of one login in the grid-mapfile, creating the file if
  * needed. Returns the DNs actually added and removed (none when they were already so).
  */
-export async function updateGridMapfile(file: string, change: GridMapChange, opts: GridMapOptions): Promise<{ added: string[]; removed: string[] }> {
+export async function updateGridMapfile(
+  file: string,
+  change: GridMapChange,
+  opts: GridMapOptions,
+): Promise<{ added: string[]; removed: string[] }> {
   if (opts.dryRun) {
     // Checked as for real, so a dry run reports the DN a real run would refuse.
     applyGridMapChange('', change);
@@ -137,7 +152,8 @@ export async function updateGridMapfile(file: string, change: GridMapChange, opt
       mode = s.mode & 0o7777;
       owner = { uid: s.uid, gid: s.gid };
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new Error(`grid-mapfile ${file}: cannot read it: ${(err as Error).message}`, { cause: err });
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT')
+        throw new Error(`grid-mapfile ${file}: cannot read it: ${(err as Error).message}`, { cause: err });
     }
     const next = applyGridMapChange(before, change);
     if (next.text === before) return { added: [], removed: [] };
@@ -157,7 +173,10 @@ export async function updateGridMapfile(file: string, change: GridMapChange, opt
       await unlink(tmp).catch(() => {});
       throw new Error(`grid-mapfile ${file}: cannot write it: ${(err as Error).message}`, { cause: err });
     }
-    opts.log.info({ gridMapfile: file, login: change.login, added: next.added, removed: next.removed }, 'grid-mapfile updated');
+    opts.log.info(
+      { gridMapfile: file, login: change.login, added: next.added, removed: next.removed },
+      'grid-mapfile updated',
+    );
     return { added: next.added, removed: next.removed };
   } finally {
     release();

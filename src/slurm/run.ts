@@ -33,7 +33,10 @@ export interface CommandOptions {
 }
 
 /** The environment a program gets: COMMAND_ENV and `names`, those that are set, nothing else. */
-export function commandEnv(names: readonly string[] = [], from: NodeJS.ProcessEnv = process.env): Record<string, string> {
+export function commandEnv(
+  names: readonly string[] = [],
+  from: NodeJS.ProcessEnv = process.env,
+): Record<string, string> {
   const env: Record<string, string> = {};
   for (const name of [...COMMAND_ENV, ...names]) {
     const value = Object.hasOwn(from, name) ? from[name] : undefined;
@@ -106,7 +109,9 @@ export async function runCommand(argv: readonly string[], opts: CommandOptions):
   }
   if (r.exitCode === undefined) {
     // Never started (not found, not executable) or killed by a signal.
-    const why = r.signal ? `was killed by ${r.signal}` : `could not run (${r.cause instanceof Error ? r.cause.message : (r.originalMessage ?? 'unknown reason')})`;
+    const why = r.signal
+      ? `was killed by ${r.signal}`
+      : `could not run (${r.cause instanceof Error ? r.cause.message : (r.originalMessage ?? 'unknown reason')})`;
     throw new CommandError(`command ${why}: ${command}`, argv, undefined, stderr, { cause: r.cause ?? r });
   }
   if (r.exitCode !== 0 && !(opts.okExitCodes ?? []).includes(r.exitCode)) {
@@ -125,7 +130,10 @@ export async function runCommand(argv: readonly string[], opts: CommandOptions):
  */
 export function singleLine(value: string): string {
   // eslint-disable-next-line no-control-regex
-  return value.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]+/g, ' ').replace(/ {2,}/g, ' ').trim();
+  return value
+    .replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]+/g, ' ')
+    .replace(/ {2,}/g, ' ')
+    .trim();
 }
 
 /** `{name}` placeholders in an argument template. */
@@ -134,7 +142,8 @@ const PLACEHOLDER = /\{([A-Za-z]+)\}/g;
 /** The placeholders a template uses that are not in `known`. */
 export function unknownPlaceholders(template: readonly string[], known: readonly string[]): string[] {
   const bad = new Set<string>();
-  for (const arg of template) for (const m of arg.matchAll(PLACEHOLDER)) if (!known.includes(m[1]!)) bad.add(`{${m[1]}}`);
+  for (const arg of template)
+    for (const m of arg.matchAll(PLACEHOLDER)) if (!known.includes(m[1]!)) bad.add(`{${m[1]}}`);
   return [...bad];
 }
 
@@ -150,7 +159,10 @@ export function unknownPlaceholders(template: readonly string[], known: readonly
  * template glues the value to an option (`--name={lastName}`, which starts with `-` itself) or
  * puts it after a `--` argument (where programs stop reading options).
  */
-export function expandArgv(template: readonly string[], values: Readonly<Record<string, string | number | null | undefined>>): string[] {
+export function expandArgv(
+  template: readonly string[],
+  values: Readonly<Record<string, string | number | null | undefined>>,
+): string[] {
   let operands = false;
   return template.map((arg) => {
     const out = arg.replace(PLACEHOLDER, (whole, name: string) => {

@@ -22,7 +22,8 @@ export const SLURM_CLUSTER_PATTERN = /^[a-z0-9][a-z0-9_-]{0,39}$/;
 export const SLURM_TRES_PATTERN = /^(cpu|mem|node|billing|energy|(gres|license)\/[a-z0-9_]+(:[a-z0-9_]+)?)$/;
 
 function check(kind: string, value: string, pattern: RegExp): string {
-  if (!pattern.test(value)) throw new Error(`${kind} ${JSON.stringify(value)} is not usable with sacctmgr: expected ${pattern}`);
+  if (!pattern.test(value))
+    throw new Error(`${kind} ${JSON.stringify(value)} is not usable with sacctmgr: expected ${pattern}`);
   return value;
 }
 
@@ -158,9 +159,15 @@ export class Sacctmgr {
     const description = slurmText(info.description) || account;
     const organization = slurmText(info.organization) || 'unknown';
     // organization and description last: free text that might hold the `|` of -P.
-    const rows = (await this.show(['account', 'where', `name=${account}`, 'withassoc', 'format=account,cluster,user,organization,description'])).filter(
-      (f) => f[0] === account,
-    );
+    const rows = (
+      await this.show([
+        'account',
+        'where',
+        `name=${account}`,
+        'withassoc',
+        'format=account,cluster,user,organization,description',
+      ])
+    ).filter((f) => f[0] === account);
     const onCluster = rows.some((f) => f[2] === '' && (this.cluster === undefined || f[1] === this.cluster));
     if (!onCluster) {
       await this.change([
@@ -175,11 +182,23 @@ export class Sacctmgr {
       if (rows.length === 0) return 'added';
     }
     const current = rows[0];
-    if (current && asStored(current[3] ?? '') === asStored(organization) && asStored(current.slice(4).join('|')) === asStored(description)) {
+    if (
+      current &&
+      asStored(current[3] ?? '') === asStored(organization) &&
+      asStored(current.slice(4).join('|')) === asStored(description)
+    ) {
       return onCluster ? 'unchanged' : 'added';
     }
     // Description and organization belong to the account, not to one cluster's association.
-    await this.change(['modify', 'account', 'where', `name=${account}`, 'set', `description=${description}`, `organization=${organization}`]);
+    await this.change([
+      'modify',
+      'account',
+      'where',
+      `name=${account}`,
+      'set',
+      `description=${description}`,
+      `organization=${organization}`,
+    ]);
     return 'updated';
   }
 
@@ -199,7 +218,8 @@ export class Sacctmgr {
     if (limits.grpTresMins) {
       const { tres, minutes } = limits.grpTresMins;
       check('TRES', tres, SLURM_TRES_PATTERN);
-      if (!Number.isSafeInteger(minutes) || minutes < 0) throw new Error(`GrpTRESMins for ${tres}: expected a whole number of minutes >= 0, got ${minutes}`);
+      if (!Number.isSafeInteger(minutes) || minutes < 0)
+        throw new Error(`GrpTRESMins for ${tres}: expected a whole number of minutes >= 0, got ${minutes}`);
       if (own?.grpTresMins[tres] !== minutes) set.push(`GrpTRESMins=${tres}=${minutes}`);
     }
     if (limits.grpSubmitJobs !== undefined && (own?.grpSubmitJobs ?? null) !== limits.grpSubmitJobs) {
@@ -220,11 +240,27 @@ export class Sacctmgr {
     const existing = await this.associations({ account, user });
     const wanted = open ? null : 0;
     if (existing.length === 0) {
-      await this.change(['add', 'user', user, `account=${account}`, ...this.clusterArgs(), ...(open ? [] : ['GrpSubmitJobs=0'])]);
+      await this.change([
+        'add',
+        'user',
+        user,
+        `account=${account}`,
+        ...this.clusterArgs(),
+        ...(open ? [] : ['GrpSubmitJobs=0']),
+      ]);
       return 'added';
     }
     if (existing.every((a) => a.grpSubmitJobs === wanted)) return 'unchanged';
-    await this.change(['modify', 'user', 'where', `name=${user}`, `account=${account}`, ...this.clusterArgs(), 'set', `GrpSubmitJobs=${wanted ?? -1}`]);
+    await this.change([
+      'modify',
+      'user',
+      'where',
+      `name=${user}`,
+      `account=${account}`,
+      ...this.clusterArgs(),
+      'set',
+      `GrpSubmitJobs=${wanted ?? -1}`,
+    ]);
     return 'updated';
   }
 
@@ -236,8 +272,14 @@ export class Sacctmgr {
     const existing = await this.associations({ user, ...(account !== undefined ? { account } : {}) });
     if (existing.some((a) => a.grpSubmitJobs !== 0)) {
       await this.change([
-        'modify', 'user', 'where', `name=${user}`, ...(account !== undefined ? [`account=${account}`] : []), ...this.clusterArgs(),
-        'set', 'GrpSubmitJobs=0',
+        'modify',
+        'user',
+        'where',
+        `name=${user}`,
+        ...(account !== undefined ? [`account=${account}`] : []),
+        ...this.clusterArgs(),
+        'set',
+        'GrpSubmitJobs=0',
       ]);
     }
     return [...new Set(existing.map((a) => a.account))];
@@ -253,7 +295,14 @@ export class Sacctmgr {
 
 /** Cancels the pending and running jobs of an account (of one user in it, when given) with scancel. */
 export async function cancelJobs(
-  opts: { scancel?: string; cluster?: string; timeoutMs?: number; log: Logger; dryRun?: boolean; env?: readonly string[] },
+  opts: {
+    scancel?: string;
+    cluster?: string;
+    timeoutMs?: number;
+    log: Logger;
+    dryRun?: boolean;
+    env?: readonly string[];
+  },
   account: string,
   user?: string,
 ): Promise<CommandResult> {
@@ -267,6 +316,11 @@ export async function cancelJobs(
       ...(user !== undefined ? [`--user=${user}`] : []),
       ...(opts.cluster !== undefined ? [`--clusters=${opts.cluster}`] : []),
     ],
-    { log: opts.log, dryRun: opts.dryRun ?? false, ...(opts.timeoutMs ? { timeoutMs: opts.timeoutMs } : {}), ...(opts.env ? { env: opts.env } : {}) },
+    {
+      log: opts.log,
+      dryRun: opts.dryRun ?? false,
+      ...(opts.timeoutMs ? { timeoutMs: opts.timeoutMs } : {}),
+      ...(opts.env ? { env: opts.env } : {}),
+    },
   );
 }

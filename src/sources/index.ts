@@ -9,7 +9,13 @@ import type { PacketSource } from './types.js';
 export * from './types.js';
 export { TablesSource } from './tables.js';
 export { RestSource, RestDeliveryError, type RestSourceOptions } from './rest.js';
-export { AmieRestClient, AmieRestError, type AmieRestClientOptions, type PacketFilters, type PacketListing } from './rest-client.js';
+export {
+  AmieRestClient,
+  AmieRestError,
+  type AmieRestClientOptions,
+  type PacketFilters,
+  type PacketListing,
+} from './rest-client.js';
 export {
   RestPacketError,
   parseRestPacket,
@@ -48,7 +54,11 @@ export function createSource(
     retries: source.retries,
     maxResponseBytes: source.maxResponseBytes,
     allowInsecureHttp: source.allowInsecureHttp,
-    onRetry: (info) => log.warn({ request: info.request, attempt: info.attempt, wait_ms: info.waitMs, reason: info.reason }, 'AMIE REST API call failed; retrying'),
+    onRetry: (info) =>
+      log.warn(
+        { request: info.request, attempt: info.attempt, wait_ms: info.waitMs, reason: info.reason },
+        'AMIE REST API call failed; retrying',
+      ),
   });
   return new RestSource(db, client, log, { dryRun: opts.dryRun, clientState: source.clientState });
 }

@@ -19,7 +19,14 @@ import {
   type HttpAnswer,
   type RetryPolicy,
 } from '../http.js';
-import { RestPacketError, packetListOf, parseRestPacket, postedPacketRecId, type RestPacket, type RestPacketJson } from './rest-json.js';
+import {
+  RestPacketError,
+  packetListOf,
+  parseRestPacket,
+  postedPacketRecId,
+  type RestPacket,
+  type RestPacketJson,
+} from './rest-json.js';
 
 export interface AmieRestClientOptions {
   /** Base URL of the API; `packets/{site}` and `transactions/{site}/…` are resolved against it. */
@@ -131,7 +138,11 @@ export class AmieRestClient {
     if (filters.transactionStates?.length) q.set('transaction_state', filters.transactionStates.join(','));
     if (filters.clientStates?.length) q.set('client_state', filters.clientStates.join(','));
     if (filters.transRecIds?.length) q.set('trans_rec_id', filters.transRecIds.join(','));
-    if (filters.updateTime) q.set('update_time', `${filters.updateTime.start?.toISOString() ?? ''},${filters.updateTime.end?.toISOString() ?? ''}`);
+    if (filters.updateTime)
+      q.set(
+        'update_time',
+        `${filters.updateTime.start?.toISOString() ?? ''},${filters.updateTime.end?.toISOString() ?? ''}`,
+      );
     const query = q.toString();
     const path = `packets/${this.sitePath}${query ? `?${query}` : ''}`;
     return this.listing('GET', path, await this.json('GET', path));
@@ -151,12 +162,17 @@ export class AmieRestClient {
    * created, or `alreadySent` then finds it there; any other answer (a proxy's page, a 2xx without
    * the packet) is an AmieRestError, so the caller keeps the packet to send again.
    */
-  async sendPacket(packet: RestPacketJson, opts: { alreadySent?: () => Promise<number | null | undefined> } = {}): Promise<{ packetRecId: number | null; alreadyThere: boolean }> {
+  async sendPacket(
+    packet: RestPacketJson,
+    opts: { alreadySent?: () => Promise<number | null | undefined> } = {},
+  ): Promise<{ packetRecId: number | null; alreadyThere: boolean }> {
     const path = `packets/${this.sitePath}`;
     let found: number | null | undefined;
     const answer = await this.json('POST', path, packet, async () => {
       found = await opts.alreadySent?.();
-      return found === undefined ? undefined : { status: 200, statusText: 'OK', text: '', body: undefined, isJson: true };
+      return found === undefined
+        ? undefined
+        : { status: 200, statusText: 'OK', text: '', body: undefined, isJson: true };
     });
     if (found !== undefined) return { packetRecId: found, alreadyThere: true };
     const packetRecId = postedPacketRecId(answer);
@@ -222,7 +238,12 @@ export class AmieRestClient {
   }
 
   /** One call: retried while it may pass, then a 2xx body or an AmieRestError. */
-  private async json(method: 'GET' | 'POST' | 'PUT' | 'DELETE', path: string, body?: unknown, beforeRetry?: () => Promise<HttpAnswer | undefined>): Promise<unknown> {
+  private async json(
+    method: 'GET' | 'POST' | 'PUT' | 'DELETE',
+    path: string,
+    body?: unknown,
+    beforeRetry?: () => Promise<HttpAnswer | undefined>,
+  ): Promise<unknown> {
     // Messages name the endpoint; the query (filters) only adds noise to them.
     const request = `${method} ${path.split('?')[0]}`;
     const payload = body === undefined ? undefined : JSON.stringify(body);
@@ -245,7 +266,13 @@ export class AmieRestClient {
       );
     } catch (err) {
       if (err instanceof HttpRetriesExhausted || err instanceof HttpAnswerRefused) {
-        throw new AmieRestError(`AMIE REST API at ${this.url}: ${request} ${err.message}`, request, err.status, undefined, { cause: err });
+        throw new AmieRestError(
+          `AMIE REST API at ${this.url}: ${request} ${err.message}`,
+          request,
+          err.status,
+          undefined,
+          { cause: err },
+        );
       }
       throw err;
     }
@@ -260,7 +287,11 @@ export class AmieRestClient {
       );
     }
     if (!answer.isJson) {
-      throw new AmieRestError(`AMIE REST API answered ${request} with something that is not JSON (HTTP ${answer.status}): ${JSON.stringify(shorten(answer.text))}`, request, answer.status);
+      throw new AmieRestError(
+        `AMIE REST API answered ${request} with something that is not JSON (HTTP ${answer.status}): ${JSON.stringify(shorten(answer.text))}`,
+        request,
+        answer.status,
+      );
     }
     return answer.body;
   }

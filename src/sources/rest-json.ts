@@ -10,7 +10,17 @@
  * The HTTP simulator uses the same functions for the server side (toRestPacketJson to serve a
  * packet, parseReplyPacket to read a POSTed reply), so both ends agree by construction.
  */
-import { PACKET_TYPE_IDS, PacketBody, STATE_IDS, isIsoDateTime, isPacketTypeName, packetTypeName, type JsonBody, type PacketTypeName, type StateName } from '../protocol/index.js';
+import {
+  PACKET_TYPE_IDS,
+  PacketBody,
+  STATE_IDS,
+  isIsoDateTime,
+  isPacketTypeName,
+  packetTypeName,
+  type JsonBody,
+  type PacketTypeName,
+  type StateName,
+} from '../protocol/index.js';
 import type { ReplyToWrite } from '../store/index.js';
 import type { ClaimedPacket } from './types.js';
 
@@ -102,20 +112,31 @@ class FieldReader {
   constructor(private readonly where: string) {}
 
   private get who(): string {
-    return this.packetRecId !== null ? `AMIE REST packet ${this.packetRecId}${this.type ? ` (${this.type})` : ''}` : `AMIE REST packet (${this.where})`;
+    return this.packetRecId !== null
+      ? `AMIE REST packet ${this.packetRecId}${this.type ? ` (${this.type})` : ''}`
+      : `AMIE REST packet (${this.where})`;
   }
 
   fail(field: string, expected: string, got: unknown): never {
-    throw new RestPacketError(`${this.who}: ${field}: expected ${expected}, got ${describe(got)}`, field, this.packetRecId);
+    throw new RestPacketError(
+      `${this.who}: ${field}: expected ${expected}, got ${describe(got)}`,
+      field,
+      this.packetRecId,
+    );
   }
 
   /** Whatever else goes wrong reading a packet is reported like a bad field, for this packet alone. */
   unreadable(err: unknown): never {
-    throw new RestPacketError(`${this.who}: cannot be read: ${err instanceof Error ? err.message : String(err)}`, 'packet', this.packetRecId);
+    throw new RestPacketError(
+      `${this.who}: cannot be read: ${err instanceof Error ? err.message : String(err)}`,
+      'packet',
+      this.packetRecId,
+    );
   }
 
   id(field: string, value: unknown): number {
-    const n = typeof value === 'number' ? value : typeof value === 'string' && /^\d+$/.test(value.trim()) ? Number(value) : NaN;
+    const n =
+      typeof value === 'number' ? value : typeof value === 'string' && /^\d+$/.test(value.trim()) ? Number(value) : NaN;
     if (!Number.isSafeInteger(n) || n < 0) this.fail(field, 'a whole number', value);
     return n;
   }
@@ -150,7 +171,8 @@ class FieldReader {
     // ISO 8601; milliseconds and the zone (Z or ±hh:mm) are optional.
     const ok = typeof value === 'string' && isIsoDateTime(value.trim());
     const date = ok ? new Date((value as string).trim().replace(' ', 'T')) : null;
-    if (!date || Number.isNaN(date.getTime())) return this.fail(field, 'an ISO 8601 time such as 2024-05-01T12:30:00.123Z', value);
+    if (!date || Number.isNaN(date.getTime()))
+      return this.fail(field, 'an ISO 8601 time such as 2024-05-01T12:30:00.123Z', value);
     return date;
   }
 
@@ -169,7 +191,8 @@ class FieldReader {
   typeOf(json: Record<string, unknown>): { type: string; typeId: number } {
     const hasName = json.type !== undefined && json.type !== null;
     const hasId = json.type_id !== undefined && json.type_id !== null;
-    if (!hasName && !hasId) this.fail('type', 'a packet type name such as "request_account_create" (or a type_id)', undefined);
+    if (!hasName && !hasId)
+      this.fail('type', 'a packet type name such as "request_account_create" (or a type_id)', undefined);
     const name = hasName ? this.text('type', json.type) : null;
     this.type = name;
     const id = hasId ? this.id('type_id', json.type_id) : null;
@@ -286,7 +309,9 @@ export function claimedFromRest(p: RestPacket, request: RestPacket | null, error
       ts: p.timestamp ?? new Date(0),
     },
     body: p.body,
-    request: request ? { packetRecId: request.packetRecId, packetId: request.packetId, typeId: request.typeId, body: request.body } : null,
+    request: request
+      ? { packetRecId: request.packetRecId, packetId: request.packetId, typeId: request.typeId, body: request.body }
+      : null,
     errorCount,
   };
 }
@@ -295,7 +320,13 @@ export function claimedFromRest(p: RestPacket, request: RestPacket | null, error
  * The reply to `to` as the site POSTs it: `header.in_reply_to` names the packet it answers and the
  * transaction's ids are repeated; packet_rec_id and packet_id are the server's to assign.
  */
-export function replyPacketJson(reply: ReplyToWrite, to: Pick<RestPacket, 'packetRecId' | 'transRecId' | 'transactionId' | 'originatingSiteName' | 'localSiteName' | 'remoteSiteName'>): RestPacketJson {
+export function replyPacketJson(
+  reply: ReplyToWrite,
+  to: Pick<
+    RestPacket,
+    'packetRecId' | 'transRecId' | 'transactionId' | 'originatingSiteName' | 'localSiteName' | 'remoteSiteName'
+  >,
+): RestPacketJson {
   return {
     DATA_TYPE: 'Packet',
     type: reply.type,
@@ -307,7 +338,9 @@ export function replyPacketJson(reply: ReplyToWrite, to: Pick<RestPacket, 'packe
       originating_site_name: to.originatingSiteName,
       local_site_name: to.localSiteName,
       remote_site_name: to.remoteSiteName,
-      expected_reply_list: reply.expectedReply ? [{ type: reply.expectedReply.type, timeout: reply.expectedReply.timeoutMinutes }] : [],
+      expected_reply_list: reply.expectedReply
+        ? [{ type: reply.expectedReply.type, timeout: reply.expectedReply.timeoutMinutes }]
+        : [],
     },
     body: PacketBody.fromRows(reply.rows).toJSON(),
   };

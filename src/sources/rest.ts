@@ -20,7 +20,13 @@ import type { Logger } from '../log.js';
 import { PACKET_TYPE_IDS, PacketBody } from '../protocol/index.js';
 import { FOREIGN_WARNING_AGE_MS, errorCountCtes, resourceKey, scopeResources, type SiteScope } from '../store/index.js';
 import { AmieRestError, type AmieRestClient } from './rest-client.js';
-import { claimedFromRest, parseRestPacket, replyPacketJson, type RestPacket, type RestPacketJson } from './rest-json.js';
+import {
+  claimedFromRest,
+  parseRestPacket,
+  replyPacketJson,
+  type RestPacket,
+  type RestPacketJson,
+} from './rest-json.js';
 import type { ClaimOptions, ClaimedPacket, PacketDecision, PacketSource, RecordedDecision } from './types.js';
 
 export interface RestSourceOptions {
@@ -44,7 +50,10 @@ export interface RestSourceOptions {
 }
 
 /** RPC and RAC: the packets that open the transactions DPC and DAC belong to. */
-const OPENING_TYPE_IDS: readonly number[] = [PACKET_TYPE_IDS.request_project_create, PACKET_TYPE_IDS.request_account_create];
+const OPENING_TYPE_IDS: readonly number[] = [
+  PACKET_TYPE_IDS.request_project_create,
+  PACKET_TYPE_IDS.request_account_create,
+];
 /** Packets that carry no ResourceList: their resource is that of their transaction's RPC/RAC. */
 const NEEDS_OPENING_TYPE_IDS: readonly number[] = [
   PACKET_TYPE_IDS.data_project_create,
@@ -63,7 +72,12 @@ const RUN_LEVEL_REFUSALS = new Set([401, 403, 405, 407]);
 const DEFINITE_REFUSALS = new Set([400, 409, 422]);
 
 function isDefiniteRefusal(err: unknown): err is AmieRestError {
-  return err instanceof AmieRestError && err.request.startsWith('POST ') && err.status !== undefined && DEFINITE_REFUSALS.has(err.status);
+  return (
+    err instanceof AmieRestError &&
+    err.request.startsWith('POST ') &&
+    err.status !== undefined &&
+    DEFINITE_REFUSALS.has(err.status)
+  );
 }
 
 /** A reply could not be sent; it is kept in the outbox for the next run. */
@@ -135,9 +149,17 @@ export class RestSource implements PacketSource {
         if (options.dryRun) {
           // Nothing may be recorded: the copy of the server's packets is made here, and rolled back with the rest.
           const skip = new Set(options.exclude);
-          await storePackets(tx, listing.pending.filter((p) => !skip.has(p.packetRecId)), listing.context);
+          await storePackets(
+            tx,
+            listing.pending.filter((p) => !skip.has(p.packetRecId)),
+            listing.context,
+          );
         }
-        const claimed = await claim(tx, listing.pending.map((p) => p.packetRecId), options);
+        const claimed = await claim(
+          tx,
+          listing.pending.map((p) => p.packetRecId),
+          options,
+        );
         if (claimed.length === 0) return [];
         const handled = answerCentralItcs(await handle(claimed, tx));
         if (options.dryRun) throw new DryRunRollback(handled);
@@ -173,15 +195,27 @@ export class RestSource implements PacketSource {
    * is never claimed: it stays on the server, untouched, for the configuration that serves it.
    */
   private async refresh(store: boolean, site: SiteScope): Promise<Listing> {
-    const { packets, malformed } = await this.client.listPackets({ incoming: true, states: ['in-progress'], transactionStates: ['in-progress'] });
+    const { packets, malformed } = await this.client.listPackets({
+      incoming: true,
+      states: ['in-progress'],
+      transactionStates: ['in-progress'],
+    });
     for (const m of malformed) {
       // Without readable ids there is nothing to answer; the operator has to look at it on the server.
-      this.log.error({ packet_rec_id: m.packetRecId, field: m.field }, `${m.message}: the packet is left on the server unanswered`);
+      this.log.error(
+        { packet_rec_id: m.packetRecId, field: m.field },
+        `${m.message}: the packet is left on the server unanswered`,
+      );
     }
     const byId = new Map<number, RestPacket>();
     for (const p of packets) {
       // The filters are the server's to apply; a packet that does not fit them is not ours to answer.
-      if (p.outgoing || (p.packetState ?? 'in-progress') !== 'in-progress' || (p.transactionState ?? 'in-progress') !== 'in-progress') continue;
+      if (
+        p.outgoing ||
+        (p.packetState ?? 'in-progress') !== 'in-progress' ||
+        (p.transactionState ?? 'in-progress') !== 'in-progress'
+      )
+        continue;
       byId.set(p.packetRecId, p);
     }
     const listed = [...byId.values()].sort((a, b) => a.packetRecId - b.packetRecId);
@@ -208,14 +242,20 @@ export class RestSource implements PacketSource {
   private inScope(p: RestPacket, openings: ReadonlyMap<number, RestPacket>, resources: ReadonlySet<string>): boolean {
     if (p.localSiteName !== this.client.site) return false;
     const opening = openings.get(p.transRecId);
-    const resource = resourceKey(p.body.getList('ResourceList')) ?? (opening ? resourceKey(opening.body.getList('ResourceList')) : null);
+    const resource =
+      resourceKey(p.body.getList('ResourceList')) ??
+      (opening ? resourceKey(opening.body.getList('ResourceList')) : null);
     return resource === null || resources.has(resource);
   }
 
   /** Packets left for another configuration: listed at debug, and a warning once they have waited long. */
   private noteForeign(foreign: readonly RestPacket[]): void {
     const ids = foreign.map((p) => p.packetRecId);
-    if (ids.length > 0) this.log.debug({ packet_rec_ids: ids }, `${ids.length} pending packet(s) of another site or resource left for the configuration that serves them`);
+    if (ids.length > 0)
+      this.log.debug(
+        { packet_rec_ids: ids },
+        `${ids.length} pending packet(s) of another site or resource left for the configuration that serves them`,
+      );
     const stale = foreign.filter((p) => p.timestamp && Date.now() - p.timestamp.getTime() > FOREIGN_WARNING_AGE_MS);
     const key = stale.map((p) => p.packetRecId).join(',');
     const changed = key !== this.foreignWarned;
@@ -235,15 +275,17 @@ export class RestSource implements PacketSource {
    * when it was never seen here (a site that moved from the tables in the middle of a
    * transaction, a new database), fetched from the transaction's packets (`context`, to store).
    */
-  private async openingRequests(listed: readonly RestPacket[]): Promise<{ context: RestPacket[]; openings: Map<number, RestPacket> }> {
+  private async openingRequests(
+    listed: readonly RestPacket[],
+  ): Promise<{ context: RestPacket[]; openings: Map<number, RestPacket> }> {
     const openings = new Map<number, RestPacket>();
     for (const p of listed) {
       const seen = openings.get(p.transRecId);
       if (OPENING_TYPE_IDS.includes(p.typeId) && (!seen || p.packetId < seen.packetId)) openings.set(p.transRecId, p);
     }
-    const wanted = [...new Set(listed.filter((p) => NEEDS_OPENING_TYPE_IDS.includes(p.typeId)).map((p) => p.transRecId))].filter(
-      (t) => !openings.has(t),
-    );
+    const wanted = [
+      ...new Set(listed.filter((p) => NEEDS_OPENING_TYPE_IDS.includes(p.typeId)).map((p) => p.transRecId)),
+    ].filter((t) => !openings.has(t));
     if (wanted.length === 0) return { context: [], openings };
     const { rows } = await this.db.query<{ packet: unknown }>(
       `SELECT DISTINCT ON (trans_rec_id) packet FROM amie_toolkit.rest_packets
@@ -264,10 +306,17 @@ export class RestSource implements PacketSource {
         if (opening) {
           found.push(opening);
           openings.set(transRecId, opening);
-        } else this.log.warn({ trans_rec_id: transRecId }, 'the transaction has no request_project_create or request_account_create on the server');
+        } else
+          this.log.warn(
+            { trans_rec_id: transRecId },
+            'the transaction has no request_project_create or request_account_create on the server',
+          );
       } catch (err) {
         if (!(err instanceof AmieRestError && err.refused)) throw err;
-        this.log.warn({ trans_rec_id: transRecId, err: err.message }, 'could not read the transaction that a DPC/DAC/ITC belongs to');
+        this.log.warn(
+          { trans_rec_id: transRecId, err: err.message },
+          'could not read the transaction that a DPC/DAC/ITC belongs to',
+        );
       }
     }
     return { context: found, openings };
@@ -300,7 +349,10 @@ export class RestSource implements PacketSource {
    * the reply itself fails its transaction on the server; a failure of the run (unreachable,
    * credentials) stops sending and is kept in `deliveryError`.
    */
-  private async deliver(ids: readonly number[], ctx: { leftovers: boolean; runId: string }): Promise<Map<number, Delivery>> {
+  private async deliver(
+    ids: readonly number[],
+    ctx: { leftovers: boolean; runId: string },
+  ): Promise<Map<number, Delivery>> {
     const out = new Map<number, Delivery>();
     for (const [i, id] of ids.entries()) {
       let entry: OutboxEntry | undefined;
@@ -329,7 +381,10 @@ export class RestSource implements PacketSource {
           `${left === 1 ? 'it is' : `it and ${left - 1} other repl${left === 2 ? 'y are' : 'ies are'}`} kept in the outbox and sent at the start of the next run` +
           (err instanceof AmieRestError ? '' : ' (unless the server shows it arrived)');
         await this.db
-          .query(`UPDATE amie_toolkit.rest_outbox SET attempts = attempts + 1, last_error = $2 WHERE in_reply_to = $1`, [id, (err as Error).message])
+          .query(
+            `UPDATE amie_toolkit.rest_outbox SET attempts = attempts + 1, last_error = $2 WHERE in_reply_to = $1`,
+            [id, (err as Error).message],
+          )
           .catch(() => {});
         this.log.error({ packet_rec_id: id, err: (err as Error).message }, 'reply not sent');
         this.deliveryError = new RestDeliveryError(message, { cause: err });
@@ -339,7 +394,11 @@ export class RestSource implements PacketSource {
     return out;
   }
 
-  private async deliverOne(tx: Queryable, entry: OutboxEntry, ctx: { leftovers: boolean; runId: string }): Promise<Delivery> {
+  private async deliverOne(
+    tx: Queryable,
+    entry: OutboxEntry,
+    ctx: { leftovers: boolean; runId: string },
+  ): Promise<Delivery> {
     const inReplyTo = Number(entry.in_reply_to);
     const transRecId = Number(entry.trans_rec_id);
     const log = this.log.child({ packet_rec_id: inReplyTo, trans_rec_id: transRecId, reply_type: entry.reply_type });
@@ -357,7 +416,11 @@ export class RestSource implements PacketSource {
         delivery = { kind: sent.alreadyThere ? 'found' : 'sent', replyPacketRecId: sent.packetRecId };
       }
       await markSent(tx, inReplyTo, delivery.replyPacketRecId);
-      if (delivery.kind === 'found') log.warn({ reply_packet_rec_id: delivery.replyPacketRecId }, 'the reply had already reached the server; marked sent without sending it again');
+      if (delivery.kind === 'found')
+        log.warn(
+          { reply_packet_rec_id: delivery.replyPacketRecId },
+          'the reply had already reached the server; marked sent without sending it again',
+        );
       else log.info({ reply_packet_rec_id: delivery.replyPacketRecId }, 'reply sent');
       return delivery;
     } catch (err) {
@@ -369,7 +432,10 @@ export class RestSource implements PacketSource {
       });
       if (existing !== undefined) {
         await markSent(tx, inReplyTo, existing);
-        log.warn({ reply_packet_rec_id: existing, err: err.message }, 'the server refused the reply because it already had it; marked sent');
+        log.warn(
+          { reply_packet_rec_id: existing, err: err.message },
+          'the server refused the reply because it already had it; marked sent',
+        );
         return { kind: 'found', replyPacketRecId: existing };
       }
       // The server will never take this reply: the transaction cannot complete, so say so.
@@ -407,7 +473,14 @@ export class RestSource implements PacketSource {
     if (this.options.clientState === false || this.deliveryError) return;
     const wanted = new Map<number, string>();
     for (const d of decisions) {
-      const state = d.state === 'pending' ? (d.audit.outcome === 'unhandled' ? 'unhandled' : 'deferred') : d.reply ? null : 'completed';
+      const state =
+        d.state === 'pending'
+          ? d.audit.outcome === 'unhandled'
+            ? 'unhandled'
+            : 'deferred'
+          : d.reply
+            ? null
+            : 'completed';
       if (state) wanted.set(d.packet.packetRecId, state);
     }
     if (wanted.size === 0) return;
@@ -421,9 +494,15 @@ export class RestSource implements PacketSource {
       if (r.client_state === state) continue;
       try {
         await this.client.setClientState(id, state);
-        await this.db.query(`UPDATE amie_toolkit.rest_packets SET client_state = $2 WHERE packet_rec_id = $1`, [id, state]);
+        await this.db.query(`UPDATE amie_toolkit.rest_packets SET client_state = $2 WHERE packet_rec_id = $1`, [
+          id,
+          state,
+        ]);
       } catch (err) {
-        this.log.warn({ packet_rec_id: id, client_state: state, err: (err as Error).message }, 'could not set the client_state of a packet on the server');
+        this.log.warn(
+          { packet_rec_id: id, client_state: state, err: (err as Error).message },
+          'could not set the client_state of a packet on the server',
+        );
       }
     }
   }
@@ -438,18 +517,37 @@ const CENTRAL_ITC_ANSWER_ROWS = PacketBody.fromTags({ StatusCode: 'Success', Det
 
 function answerCentralItcs(decisions: PacketDecision[]): PacketDecision[] {
   return decisions.map((d) =>
-    d.packet.typeId === PACKET_TYPE_IDS.inform_transaction_complete && d.state === 'completed' && d.audit.outcome === 'closed' && !d.reply
+    d.packet.typeId === PACKET_TYPE_IDS.inform_transaction_complete &&
+    d.state === 'completed' &&
+    d.audit.outcome === 'closed' &&
+    !d.reply
       ? { ...d, reply: { type: 'inform_transaction_complete', rows: CENTRAL_ITC_ANSWER_ROWS, expectedReply: null } }
       : d,
   );
 }
 
 /** Copies listed packets in; a packet already known keeps its local state (a completed one stays completed). */
-async function storePackets(tx: Queryable, pending: readonly RestPacket[], context: readonly RestPacket[]): Promise<void> {
+async function storePackets(
+  tx: Queryable,
+  pending: readonly RestPacket[],
+  context: readonly RestPacket[],
+): Promise<void> {
   if (pending.length === 0 && context.length === 0) return;
   const rows = [
-    ...pending.map((p) => ({ packet_rec_id: p.packetRecId, trans_rec_id: p.transRecId, type_id: p.typeId, packet: p.raw, state: 'pending' })),
-    ...context.map((p) => ({ packet_rec_id: p.packetRecId, trans_rec_id: p.transRecId, type_id: p.typeId, packet: p.raw, state: 'context' })),
+    ...pending.map((p) => ({
+      packet_rec_id: p.packetRecId,
+      trans_rec_id: p.transRecId,
+      type_id: p.typeId,
+      packet: p.raw,
+      state: 'pending',
+    })),
+    ...context.map((p) => ({
+      packet_rec_id: p.packetRecId,
+      trans_rec_id: p.transRecId,
+      type_id: p.typeId,
+      packet: p.raw,
+      state: 'context',
+    })),
   ];
   await tx.query(
     `INSERT INTO amie_toolkit.rest_packets AS r (packet_rec_id, trans_rec_id, type_id, packet, state)
@@ -482,7 +580,11 @@ async function claim(tx: Queryable, listed: readonly number[], opts: ClaimOption
     [listed, opts.exclude, typeIds, opts.limit, opts.only ?? null, OPENING_TYPE_IDS],
   );
   return rows.map((r) =>
-    claimedFromRest(parseRestPacket(r.packet, 'stored packet'), r.request ? parseRestPacket(r.request, 'stored packet') : null, r.error_count),
+    claimedFromRest(
+      parseRestPacket(r.packet, 'stored packet'),
+      r.request ? parseRestPacket(r.request, 'stored packet') : null,
+      r.error_count,
+    ),
   );
 }
 
@@ -531,7 +633,9 @@ async function recordDecisions(tx: Queryable, decisions: readonly PacketDecision
   );
   const toComplete = decisions.filter((x) => x.state === 'completed').length;
   if (rows[0]!.completed !== toComplete) {
-    throw new Error(`${toComplete - rows[0]!.completed} of the batch's packets were no longer pending when their outcome was written`);
+    throw new Error(
+      `${toComplete - rows[0]!.completed} of the batch's packets were no longer pending when their outcome was written`,
+    );
   }
 }
 

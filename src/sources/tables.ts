@@ -7,7 +7,15 @@
 import type { Database, Queryable } from '../db/index.js';
 import type { Logger } from '../log.js';
 import { PacketBody, stateName } from '../protocol/index.js';
-import { FOREIGN_WARNING_AGE_MS, claimBatch, countForeignWaiting, recordDecisions, rowsFromJson, type ClaimedRow, type SiteScope } from '../store/index.js';
+import {
+  FOREIGN_WARNING_AGE_MS,
+  claimBatch,
+  countForeignWaiting,
+  recordDecisions,
+  rowsFromJson,
+  type ClaimedRow,
+  type SiteScope,
+} from '../store/index.js';
 import type { ClaimOptions, ClaimedPacket, PacketDecision, PacketSource, RecordedDecision } from './types.js';
 
 /** Thrown inside the transaction to roll a dry run back; carries the decisions out. */

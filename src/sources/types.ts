@@ -77,7 +77,10 @@ export interface PacketSource {
    * them. An exception from `handle` or from recording rolls everything back and is rethrown.
    * Returns [] when nothing is pending.
    */
-  runBatch(options: ClaimOptions, handle: (packets: ClaimedPacket[], tx: Queryable) => Promise<PacketDecision[]>): Promise<RecordedDecision[]>;
+  runBatch(
+    options: ClaimOptions,
+    handle: (packets: ClaimedPacket[], tx: Queryable) => Promise<PacketDecision[]>,
+  ): Promise<RecordedDecision[]>;
   /**
    * Before a run's first batch (the REST source sends replies a crashed run left unsent; both
    * warn about packets outside `site` that have waited long).

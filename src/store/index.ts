@@ -1,5 +1,12 @@
 export { TOOLKIT_SCHEMA, MIGRATIONS, applyMigrations, type Migration } from './migrations.js';
-export { AMIE_TABLES, initDatabase, prepareDatabase, missingAmieTables, type AmieTableName, type InitResult } from './init.js';
+export {
+  AMIE_TABLES,
+  initDatabase,
+  prepareDatabase,
+  missingAmieTables,
+  type AmieTableName,
+  type InitResult,
+} from './init.js';
 export type { TransactionRecord, PacketRecord, PacketWithTransaction } from './records.js';
 export {
   findIncomingInProgress,

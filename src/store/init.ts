@@ -173,7 +173,9 @@ export async function initDatabase(db: Database): Promise<InitResult> {
 export async function prepareDatabase(db: Database): Promise<void> {
   const missing = await missingAmieTables(db);
   if (missing.length > 0) {
-    throw new DatabaseError(`${db.description}: the AMIE tables are missing (${missing.join(', ')}): run \`amie db init\``);
+    throw new DatabaseError(
+      `${db.description}: the AMIE tables are missing (${missing.join(', ')}): run \`amie db init\``,
+    );
   }
   if (await migrationsUpToDate(db)) return;
   await db.transaction(async (tx) => {

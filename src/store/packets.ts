@@ -19,7 +19,8 @@ import { stateId } from './transactions.js';
 
 export function packetTypeId(type: PacketTypeName): number {
   const id = PACKET_TYPE_IDS[type];
-  if (id === undefined) throw new DatabaseError(`unknown AMIE packet type '${String(type)}': it has no type_id in type_des`);
+  if (id === undefined)
+    throw new DatabaseError(`unknown AMIE packet type '${String(type)}': it has no type_id in type_des`);
   return id;
 }
 
@@ -43,7 +44,10 @@ export interface FindIncomingOptions {
  * waiting in transaction_depends_tbl on one that is not yet completed is left out: AMIE says it
  * must not be worked before then.
  */
-export async function findIncomingInProgress(q: Queryable, opts: FindIncomingOptions = {}): Promise<PacketWithTransaction[]> {
+export async function findIncomingInProgress(
+  q: Queryable,
+  opts: FindIncomingOptions = {},
+): Promise<PacketWithTransaction[]> {
   const typeIds = opts.types ? opts.types.map(packetTypeId) : null;
   if (opts.limit !== undefined && (!Number.isInteger(opts.limit) || opts.limit < 0)) {
     throw new DatabaseError(`findIncomingInProgress: limit must be a non-negative integer, got ${opts.limit}`);
@@ -87,22 +91,30 @@ function checkRows(p: NewPacket): void {
   const seen = new Set<string>();
   for (const r of p.rows) {
     if (typeof r.tag !== 'string' || r.tag === '' || r.tag.length > TAG_MAX) {
-      throw new DatabaseError(`${what}: tag '${String(r.tag)}' must be 1-${TAG_MAX} characters (data_tbl.tag is varchar(${TAG_MAX}))`);
+      throw new DatabaseError(
+        `${what}: tag '${String(r.tag)}' must be 1-${TAG_MAX} characters (data_tbl.tag is varchar(${TAG_MAX}))`,
+      );
     }
     if (r.subtag !== null && (typeof r.subtag !== 'string' || r.subtag.length > SUBTAG_MAX)) {
-      throw new DatabaseError(`${what}: tag ${r.tag} subtag '${String(r.subtag)}' must be null or at most ${SUBTAG_MAX} characters`);
+      throw new DatabaseError(
+        `${what}: tag ${r.tag} subtag '${String(r.subtag)}' must be null or at most ${SUBTAG_MAX} characters`,
+      );
     }
     if (!Number.isInteger(r.seq) || r.seq < 0 || r.seq > 2147483647) {
       throw new DatabaseError(`${what}: tag ${r.tag} has seq ${String(r.seq)}, expected a non-negative integer`);
     }
     if (r.value !== null && typeof r.value !== 'string') {
-      throw new DatabaseError(`${what}: tag ${r.tag} seq ${r.seq} has a ${typeof r.value} value, expected text or null`);
+      throw new DatabaseError(
+        `${what}: tag ${r.tag} seq ${r.seq} has a ${typeof r.value} value, expected text or null`,
+      );
     }
     // The unique key (packet_rec_id, tag, subtag, seq) treats NULL subtags as distinct, so
     // the database would take two values for the same single-valued tag without complaint.
     const key = JSON.stringify([r.tag, r.subtag, r.seq]);
     if (seen.has(key)) {
-      throw new DatabaseError(`${what}: tag ${r.tag}${r.subtag === null ? '' : `/${r.subtag}`} seq ${r.seq} appears twice`);
+      throw new DatabaseError(
+        `${what}: tag ${r.tag}${r.subtag === null ? '' : `/${r.subtag}`} seq ${r.seq} appears twice`,
+      );
     }
     seen.add(key);
   }
@@ -120,7 +132,9 @@ export async function writePacket(q: Queryable, p: NewPacket): Promise<{ packetR
   const replyTypeId = reply ? packetTypeId(reply.type) : null;
   const timeout = reply ? (reply.timeoutMinutes ?? DEFAULT_REPLY_TIMEOUT_MINUTES) : null;
   if (timeout !== null && (!Number.isInteger(timeout) || timeout <= 0)) {
-    throw new DatabaseError(`${p.type} packet ${p.packetId}: expected reply timeout must be a positive number of minutes, got ${timeout}`);
+    throw new DatabaseError(
+      `${p.type} packet ${p.packetId}: expected reply timeout must be a positive number of minutes, got ${timeout}`,
+    );
   }
   const { rows } = await q.query<{ packet_rec_id: unknown }>(
     `WITH p AS (
@@ -155,7 +169,10 @@ export async function writePacket(q: Queryable, p: NewPacket): Promise<{ packetR
 }
 
 export async function setPacketState(q: Queryable, packetRecId: number, state: StateName): Promise<void> {
-  const res = await q.query('UPDATE packet_tbl SET state_id = $2 WHERE packet_rec_id = $1', [packetRecId, stateId(state)]);
+  const res = await q.query('UPDATE packet_tbl SET state_id = $2 WHERE packet_rec_id = $1', [
+    packetRecId,
+    stateId(state),
+  ]);
   if (res.rowCount === 0) {
     throw new DatabaseError(`cannot set packet packet_rec_id ${packetRecId} to ${state}: no such row in packet_tbl`);
   }

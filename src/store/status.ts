@@ -25,7 +25,10 @@ CREATE TABLE IF NOT EXISTS ${S}.process_passes (
 };
 
 /** Records a finished pass of `amie process` (one statement per pass, not per packet). */
-export async function recordProcessPass(q: Queryable, pass: { source: PacketSourceKind; runId: string; taken: number; problems: number }): Promise<void> {
+export async function recordProcessPass(
+  q: Queryable,
+  pass: { source: PacketSourceKind; runId: string; taken: number; problems: number },
+): Promise<void> {
   await q.query(
     `INSERT INTO ${S}.process_passes (source, run_id, finished_at, taken, problems) VALUES ($1, $2, now(), $3, $4)
      ON CONFLICT (source) DO UPDATE SET run_id = EXCLUDED.run_id, finished_at = EXCLUDED.finished_at, taken = EXCLUDED.taken, problems = EXCLUDED.problems`,
@@ -64,7 +67,10 @@ export interface StatusFigures {
  * costs one round trip. The AMIE tables' packet_tbl.ts is a `timestamp` in the session's zone
  * (its default is CURRENT_TIMESTAMP), so its ages are taken against localtimestamp.
  */
-export async function readStatusFigures(q: Queryable, opts: { source: PacketSourceKind; usagePendingSeconds: number }): Promise<StatusFigures> {
+export async function readStatusFigures(
+  q: Queryable,
+  opts: { source: PacketSourceKind; usagePendingSeconds: number },
+): Promise<StatusFigures> {
   const tables = opts.source === 'tables';
   const pending = tables
     ? `SELECT p.packet_rec_id, extract(epoch FROM localtimestamp - p.ts) AS age

@@ -6,7 +6,9 @@ import { TRANSACTION_COLUMNS, rowToTransaction, type TransactionRecord, type Tra
 export function stateId(state: StateName): number {
   const id = STATE_IDS[state];
   if (id === undefined) {
-    throw new DatabaseError(`unknown AMIE state '${String(state)}': expected one of ${Object.keys(STATE_IDS).join(', ')}`);
+    throw new DatabaseError(
+      `unknown AMIE state '${String(state)}': expected one of ${Object.keys(STATE_IDS).join(', ')}`,
+    );
   }
   return id;
 }
@@ -30,22 +32,34 @@ export async function openTransaction(q: Queryable, t: NewTransaction): Promise<
     `INSERT INTO transaction_tbl AS t (originating_site_name, transaction_id, local_site_name, remote_site_name, state_id)
      VALUES ($1, COALESCE($2::numeric, nextval('${TOOLKIT_SCHEMA}.transaction_id_seq')), $3, $4, $5)
      RETURNING ${TRANSACTION_COLUMNS}`,
-    [t.originatingSiteName, t.transactionId ?? null, t.localSiteName, t.remoteSiteName, stateId(t.state ?? 'in-progress')],
+    [
+      t.originatingSiteName,
+      t.transactionId ?? null,
+      t.localSiteName,
+      t.remoteSiteName,
+      stateId(t.state ?? 'in-progress'),
+    ],
   );
   return rowToTransaction(rows[0]!);
 }
 
 export async function getTransaction(q: Queryable, transRecId: number): Promise<TransactionRecord | undefined> {
-  const { rows } = await q.query<TransactionRow>(`SELECT ${TRANSACTION_COLUMNS} FROM transaction_tbl t WHERE t.trans_rec_id = $1`, [
-    transRecId,
-  ]);
+  const { rows } = await q.query<TransactionRow>(
+    `SELECT ${TRANSACTION_COLUMNS} FROM transaction_tbl t WHERE t.trans_rec_id = $1`,
+    [transRecId],
+  );
   return rows[0] ? rowToTransaction(rows[0]) : undefined;
 }
 
 export async function setTransactionState(q: Queryable, transRecId: number, state: StateName): Promise<void> {
-  const res = await q.query('UPDATE transaction_tbl SET state_id = $2 WHERE trans_rec_id = $1', [transRecId, stateId(state)]);
+  const res = await q.query('UPDATE transaction_tbl SET state_id = $2 WHERE trans_rec_id = $1', [
+    transRecId,
+    stateId(state),
+  ]);
   if (res.rowCount === 0) {
-    throw new DatabaseError(`cannot set transaction trans_rec_id ${transRecId} to ${state}: no such row in transaction_tbl`);
+    throw new DatabaseError(
+      `cannot set transaction trans_rec_id ${transRecId} to ${state}: no such row in transaction_tbl`,
+    );
   }
 }
 

@@ -100,7 +100,12 @@ interface KeyRow {
   submit_time: unknown;
 }
 
-const keyOfRow = (r: KeyRow) => reportedJobKey({ cluster: r.cluster, jobId: r.job_id, submitTime: toDate(r.submit_time, 'reported_jobs.submit_time') });
+const keyOfRow = (r: KeyRow) =>
+  reportedJobKey({
+    cluster: r.cluster,
+    jobId: r.job_id,
+    submitTime: toDate(r.submit_time, 'reported_jobs.submit_time'),
+  });
 
 /**
  * Records jobs as reported (or, with `status: 'pending'`, as claimed for sending) and returns
@@ -151,7 +156,9 @@ export async function claimReportedJobs(
       opts.runId,
     ],
   );
-  const fresh = new Map(claimed.map((c) => [keyOfRow(c), typeof c.record === 'string' ? (JSON.parse(c.record) as unknown) : c.record]));
+  const fresh = new Map(
+    claimed.map((c) => [keyOfRow(c), typeof c.record === 'string' ? (JSON.parse(c.record) as unknown) : c.record]),
+  );
   const out: Array<{ index: number; record: unknown }> = [];
   rows.forEach((r, i) => {
     const key = reportedJobKey(r);
@@ -161,7 +168,10 @@ export async function claimReportedJobs(
 }
 
 /** Which of `keys` the table already holds, in any status (for dry runs). */
-export async function findReportedJobs(q: Queryable, keys: readonly ReportedJobKey[]): Promise<Map<string, ReportedJobStatus>> {
+export async function findReportedJobs(
+  q: Queryable,
+  keys: readonly ReportedJobKey[],
+): Promise<Map<string, ReportedJobStatus>> {
   if (keys.length === 0) return new Map();
   const { rows } = await q.query<KeyRow & { status: ReportedJobStatus }>(
     `SELECT j.cluster, j.job_id, j.submit_time, j.status
@@ -305,7 +315,12 @@ export interface StoredUsageRecord extends ReportedJobKey {
  */
 export async function listUnreportedJobs(
   q: Queryable,
-  opts: { status?: 'failed' | 'pending'; limit?: number; keys?: readonly ReportedJobKey[]; jobIds?: readonly string[] } = {},
+  opts: {
+    status?: 'failed' | 'pending';
+    limit?: number;
+    keys?: readonly ReportedJobKey[];
+    jobIds?: readonly string[];
+  } = {},
 ): Promise<StoredUsageRecord[]> {
   const { rows } = await q.query<{
     cluster: string;

@@ -94,7 +94,13 @@ const PENDING_INCOMING = `p.outgoing_flag = 0 AND p.state_id = ${STATE_IDS['in-p
  */
 export async function claimBatch(
   q: Queryable,
-  opts: { limit: number; exclude: readonly number[]; only?: readonly number[]; types?: readonly PacketTypeName[]; site: SiteScope },
+  opts: {
+    limit: number;
+    exclude: readonly number[];
+    only?: readonly number[];
+    types?: readonly PacketTypeName[];
+    site: SiteScope;
+  },
 ): Promise<ClaimedRow[]> {
   const typeIds = opts.types?.length ? opts.types.map((t) => PACKET_TYPE_IDS[t]) : null;
   const { rows } = await q.query<ClaimedRow>(
@@ -125,7 +131,15 @@ export async function claimBatch(
       ORDER BY p.packet_rec_id
       LIMIT $3
       FOR UPDATE OF p, t SKIP LOCKED`,
-    [opts.exclude, typeIds, opts.limit, OPENING_REQUEST_TYPES, opts.only ?? null, opts.site.name, scopeResources(opts.site)],
+    [
+      opts.exclude,
+      typeIds,
+      opts.limit,
+      OPENING_REQUEST_TYPES,
+      opts.only ?? null,
+      opts.site.name,
+      scopeResources(opts.site),
+    ],
   );
   return rows;
 }
@@ -135,7 +149,11 @@ export async function claimBatch(
  * have waited longer than `olderThanMs`: packets of another resource or site that nobody answers
  * when the configuration serving them is missing or not running.
  */
-export async function countForeignWaiting(q: Queryable, site: SiteScope, olderThanMs: number = FOREIGN_WARNING_AGE_MS): Promise<number> {
+export async function countForeignWaiting(
+  q: Queryable,
+  site: SiteScope,
+  olderThanMs: number = FOREIGN_WARNING_AGE_MS,
+): Promise<number> {
   const { rows } = await q.query<{ n: number }>(
     `SELECT count(*)::int AS n
        FROM packet_tbl p JOIN transaction_tbl t ON t.trans_rec_id = p.trans_rec_id
@@ -239,7 +257,10 @@ export interface DecisionToWrite {
  * Returns the reply packet_rec_id of each decision (null without a reply), in order; throws when
  * a packet to complete was no longer in progress, so the caller's transaction rolls back.
  */
-export async function recordDecisions(q: Queryable, decisions: readonly DecisionToWrite[]): Promise<Array<number | null>> {
+export async function recordDecisions(
+  q: Queryable,
+  decisions: readonly DecisionToWrite[],
+): Promise<Array<number | null>> {
   if (decisions.length === 0) return [];
   const d = decisions.map((x, i) => ({
     i,
@@ -299,7 +320,9 @@ export async function recordDecisions(q: Queryable, decisions: readonly Decision
   );
   const toComplete = decisions.filter((x) => x.state === 'completed').length;
   if (rows[0]!.completed !== toComplete) {
-    throw new Error(`${toComplete - rows[0]!.completed} of the batch's packets were no longer in progress when their outcome was written`);
+    throw new Error(
+      `${toComplete - rows[0]!.completed} of the batch's packets were no longer in progress when their outcome was written`,
+    );
   }
   const ids: Array<number | null> = decisions.map(() => null);
   for (const [i, id] of rows[0]!.replies ?? []) ids[i] = id;
@@ -313,7 +336,11 @@ export async function recordDecisions(q: Queryable, decisions: readonly Decision
  * the next one in the transaction: the claim holds the transaction row locked, so this max()+1
  * cannot race another writer.
  */
-export async function completePacket(q: Queryable, audit: AuditEntry, reply: ReplyToWrite | null): Promise<number | null> {
+export async function completePacket(
+  q: Queryable,
+  audit: AuditEntry,
+  reply: ReplyToWrite | null,
+): Promise<number | null> {
   const rows = reply?.rows ?? [];
   const { rows: out } = await q.query<{ handled: number | null; reply: number | null }>(
     `WITH upd AS (
@@ -380,7 +407,17 @@ export async function recordDeferral(q: Queryable, audit: AuditEntry, countError
        INSERT INTO amie_toolkit.audit (source, run_id, packet_rec_id, trans_rec_id, packet_type, outcome, reason, duration_ms, handler)
        VALUES ('tables', $3, $1, $4, $5, $6, $2, $7, $8))
      SELECT (SELECT error_count FROM pe) AS error_count`,
-    [audit.packetRecId, audit.reason ?? null, audit.runId, audit.transRecId, audit.packetType, audit.outcome, audit.durationMs, audit.handler, countError],
+    [
+      audit.packetRecId,
+      audit.reason ?? null,
+      audit.runId,
+      audit.transRecId,
+      audit.packetType,
+      audit.outcome,
+      audit.durationMs,
+      audit.handler,
+      countError,
+    ],
   );
   return rows[0]?.error_count ?? 0;
 }

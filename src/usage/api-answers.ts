@@ -79,7 +79,8 @@ function reasonOf(o: Record<string, unknown>): string {
 }
 
 function failedRecordOf(entry: unknown, where: string): FailedUsageRecord {
-  if (!isObject(entry)) throw new UsageAnswerError(`${where}: expected a failed usage record (an object), got ${describe(entry)}`);
+  if (!isObject(entry))
+    throw new UsageAnswerError(`${where}: expected a failed usage record (an object), got ${describe(entry)}`);
   return {
     failedRecordId: text(field(entry, 'FailedRecordID')),
     error: reasonOf(entry),
@@ -98,10 +99,13 @@ export function readFailedRecords(body: unknown, what = 'GET usage/failed'): Fai
   if (isObject(body)) {
     list = field(body, 'ValidationFailedRecords') ?? field(body, 'FailedRecords');
     // An answer that names neither key lists no failures (a POST that loaded everything).
-    if (list === undefined && !Object.hasOwn(body, 'ValidationFailedRecords') && !Object.hasOwn(body, 'FailedRecords')) list = [];
+    if (list === undefined && !Object.hasOwn(body, 'ValidationFailedRecords') && !Object.hasOwn(body, 'FailedRecords'))
+      list = [];
   }
   if (!Array.isArray(list)) {
-    throw new UsageAnswerError(`${what}: expected {"ValidationFailedRecords": [...]} or {"FailedRecords": [...]}, got ${describe(body)}`);
+    throw new UsageAnswerError(
+      `${what}: expected {"ValidationFailedRecords": [...]} or {"FailedRecords": [...]}, got ${describe(body)}`,
+    );
   }
   return list.map((e, i) => failedRecordOf(e, `${what}: failed record ${i}`));
 }
@@ -113,9 +117,13 @@ export function readUsageStatus(body: unknown, what = 'GET usage/status'): Usage
   return list.map((r, i) => {
     if (!isObject(r)) throw new UsageAnswerError(`${what}: resource ${i}: expected an object, got ${describe(r)}`);
     const resource = text(field(r, 'Resource'));
-    if (resource === null) throw new UsageAnswerError(`${what}: resource ${i}: Resource: expected a name, got ${describe(field(r, 'Resource'))}`);
+    if (resource === null)
+      throw new UsageAnswerError(
+        `${what}: resource ${i}: Resource: expected a name, got ${describe(field(r, 'Resource'))}`,
+      );
     const errors = field(r, 'Errors') ?? [];
-    if (!Array.isArray(errors)) throw new UsageAnswerError(`${what}: ${resource}: Errors: expected a list, got ${describe(errors)}`);
+    if (!Array.isArray(errors))
+      throw new UsageAnswerError(`${what}: ${resource}: Errors: expected a list, got ${describe(errors)}`);
     return {
       resource,
       loadedRecordCount: count(field(r, 'LoadedRecordCount')),
@@ -140,7 +148,10 @@ function groupErrors(entries: unknown[], where: string): UsageStatusError[] {
       group.records.push(record);
     } else if (Array.isArray(records)) {
       for (const [j, r] of records.entries()) {
-        if (!isObject(r)) throw new UsageAnswerError(`${where}: Errors[${i}].Records[${j}]: expected a usage record, got ${describe(r)}`);
+        if (!isObject(r))
+          throw new UsageAnswerError(
+            `${where}: Errors[${i}].Records[${j}]: expected a usage record, got ${describe(r)}`,
+          );
         group.records.push(r);
       }
     } else {

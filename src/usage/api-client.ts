@@ -9,8 +9,21 @@
  * `ValidationFailedRecords`): a redirect (never followed), a proxy's HTML page or any other
  * answer is a UsageApiError and leaves the records undecided, so they are sent again.
  */
-import { HttpAnswerRefused, HttpRetriesExhausted, accessHeaders, fetchWithRetries, insecureUrlProblem, messageOf } from '../http.js';
-import { UsageAnswerError, readFailedRecords, readUsageStatus, type FailedUsageRecord, type UsageStatusResource } from './api-answers.js';
+import {
+  HttpAnswerRefused,
+  HttpRetriesExhausted,
+  accessHeaders,
+  fetchWithRetries,
+  insecureUrlProblem,
+  messageOf,
+} from '../http.js';
+import {
+  UsageAnswerError,
+  readFailedRecords,
+  readUsageStatus,
+  type FailedUsageRecord,
+  type UsageStatusResource,
+} from './api-answers.js';
 
 export interface ComputeRecord {
   Username: string;
@@ -142,7 +155,10 @@ export class UsageApiClient {
       try {
         answer = await this.send('POST', 'usage/', { UsageType: 'compute', Records: batch.map((b) => b.record) });
         if (RUN_LEVEL_REFUSALS.has(answer.status)) {
-          throw new UsageApiError(`POST ${this.endpoint}: HTTP ${answer.status}: ${messageOf(answer.body) ?? 'no message'}`, answer.status);
+          throw new UsageApiError(
+            `POST ${this.endpoint}: HTTP ${answer.status}: ${messageOf(answer.body) ?? 'no message'}`,
+            answer.status,
+          );
         }
         if (answer.status < 400 && !isUsageAnswer(answer.body, answer.isJson)) {
           const shown = answer.text.length > 120 ? `${answer.text.slice(0, 117)}...` : answer.text;
@@ -199,10 +215,16 @@ export class UsageApiClient {
    */
   async clearFailed(ids: readonly string[]): Promise<void> {
     for (let i = 0; i < ids.length; i += 100) {
-      const path = `usage/failed/${ids.slice(i, i + 100).map(encodeURIComponent).join(',')}`;
+      const path = `usage/failed/${ids
+        .slice(i, i + 100)
+        .map(encodeURIComponent)
+        .join(',')}`;
       const answer = await this.send('DELETE', path);
       if (answer.status < 200 || answer.status >= 300) {
-        throw new UsageApiError(`DELETE ${this.url(path)}: HTTP ${answer.status}: ${messageOf(answer.body) ?? 'no message'}`, answer.status);
+        throw new UsageApiError(
+          `DELETE ${this.url(path)}: HTTP ${answer.status}: ${messageOf(answer.body) ?? 'no message'}`,
+          answer.status,
+        );
       }
     }
   }
@@ -211,7 +233,8 @@ export class UsageApiClient {
     try {
       return await read();
     } catch (err) {
-      if (err instanceof UsageAnswerError) throw new UsageApiError(`${this.url(path)}: ${err.message}`, 200, { cause: err });
+      if (err instanceof UsageAnswerError)
+        throw new UsageApiError(`${this.url(path)}: ${err.message}`, 200, { cause: err });
       throw err;
     }
   }
@@ -219,7 +242,10 @@ export class UsageApiClient {
   private async getJson(path: string): Promise<unknown> {
     const answer = await this.send('GET', path);
     if (answer.status >= 400) {
-      throw new UsageApiError(`GET ${this.url(path)}: HTTP ${answer.status}: ${messageOf(answer.body) ?? 'no message'}`, answer.status);
+      throw new UsageApiError(
+        `GET ${this.url(path)}: HTTP ${answer.status}: ${messageOf(answer.body) ?? 'no message'}`,
+        answer.status,
+      );
     }
     return answer.body;
   }
@@ -229,7 +255,11 @@ export class UsageApiClient {
   }
 
   /** One request with retries; returns the first non-retryable answer (2xx or 4xx). */
-  private async send(method: 'GET' | 'POST' | 'DELETE', path: string, body?: unknown): Promise<{ status: number; body: unknown; isJson: boolean; text: string }> {
+  private async send(
+    method: 'GET' | 'POST' | 'DELETE',
+    path: string,
+    body?: unknown,
+  ): Promise<{ status: number; body: unknown; isJson: boolean; text: string }> {
     const url = this.url(path);
     const payload = body === undefined ? undefined : JSON.stringify(body);
     try {
@@ -274,7 +304,17 @@ function failureReason(entry: unknown): string {
   if (typeof entry === 'string') return entry;
   if (entry && typeof entry === 'object') {
     const o = entry as Record<string, unknown>;
-    for (const k of ['Error', 'Errors', 'ValidationError', 'ValidationErrors', 'Reason', 'Message', 'error', 'errors', 'message']) {
+    for (const k of [
+      'Error',
+      'Errors',
+      'ValidationError',
+      'ValidationErrors',
+      'Reason',
+      'Message',
+      'error',
+      'errors',
+      'message',
+    ]) {
       const v = o[k];
       if (v === undefined || v === null) continue;
       if (typeof v === 'string') return v;
@@ -289,9 +329,9 @@ function failureReason(entry: unknown): string {
 function entryIds(entry: unknown): { localRecordId?: string; localReference?: string } {
   if (!entry || typeof entry !== 'object') return {};
   const o = entry as Record<string, unknown>;
-  const inner = [o, o.Record, o.record, o.Data].find((x) => x && typeof x === 'object' && ('LocalRecordID' in x || 'LocalReference' in x)) as
-    | Record<string, unknown>
-    | undefined;
+  const inner = [o, o.Record, o.record, o.Data].find(
+    (x) => x && typeof x === 'object' && ('LocalRecordID' in x || 'LocalReference' in x),
+  ) as Record<string, unknown> | undefined;
   if (!inner) return {};
   const id = inner.LocalRecordID;
   const ref = inner.LocalReference;

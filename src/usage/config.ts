@@ -16,29 +16,39 @@ export type UsageSinkName = (typeof USAGE_SINKS)[number];
 /** The Usage API refuses bodies over 1024 KiB; half of that leaves room for any proxy's own limit. */
 export const DEFAULT_BATCH_BYTES = 512 * 1024;
 
-export const UsageApiConfigSchema = z.strictObject({
-  /** Base URL of the Usage API; `usage/` is appended. */
-  url: z.url({ protocol: /^https?$/, error: 'expected an http(s) URL of the Usage API, e.g. https://usage.example.org/api/' }),
-  /** Environment variable holding the XA-API-KEY; the key never sits in the file. */
-  apiKeyEnv: z.string().regex(ENV_NAME, {
-    error: 'expected the NAME of an environment variable (letters, digits, "_"), not the key itself',
-  }),
-  /** Seconds one POST may take before it is abandoned and retried. */
-  timeoutSeconds: z.number().positive().max(600).default(60),
-  /** Retries of one batch after a network error, timeout or 5xx answer (with doubling waits). */
-  maxRetries: z.number().int().min(0).max(20).default(5),
-  /** Serialized size limit of one POST body, bytes; the server refuses over 1024 KiB. */
-  maxBatchBytes: z.number().int().min(1024).max(1000 * 1024).default(DEFAULT_BATCH_BYTES),
-  /** Records per POST at most. */
-  maxBatchRecords: z.number().int().min(1).max(100_000).default(1000),
-  /** The largest answer read, bytes (default 64 MiB); a larger one stops the call with an error. */
-  maxResponseBytes: z.number().int().min(1024).optional(),
-  /** Allow a plain http url to a host that is not loopback: the API key then crosses the network unencrypted. */
-  allowInsecureHttp: z.boolean().optional(),
-}).superRefine((api, ctx) => {
-  const problem = insecureUrlProblem(api.url, api.allowInsecureHttp, 'usage.usageApi.allowInsecureHttp');
-  if (problem) ctx.addIssue({ code: 'custom', path: ['url'], message: problem });
-});
+export const UsageApiConfigSchema = z
+  .strictObject({
+    /** Base URL of the Usage API; `usage/` is appended. */
+    url: z.url({
+      protocol: /^https?$/,
+      error: 'expected an http(s) URL of the Usage API, e.g. https://usage.example.org/api/',
+    }),
+    /** Environment variable holding the XA-API-KEY; the key never sits in the file. */
+    apiKeyEnv: z.string().regex(ENV_NAME, {
+      error: 'expected the NAME of an environment variable (letters, digits, "_"), not the key itself',
+    }),
+    /** Seconds one POST may take before it is abandoned and retried. */
+    timeoutSeconds: z.number().positive().max(600).default(60),
+    /** Retries of one batch after a network error, timeout or 5xx answer (with doubling waits). */
+    maxRetries: z.number().int().min(0).max(20).default(5),
+    /** Serialized size limit of one POST body, bytes; the server refuses over 1024 KiB. */
+    maxBatchBytes: z
+      .number()
+      .int()
+      .min(1024)
+      .max(1000 * 1024)
+      .default(DEFAULT_BATCH_BYTES),
+    /** Records per POST at most. */
+    maxBatchRecords: z.number().int().min(1).max(100_000).default(1000),
+    /** The largest answer read, bytes (default 64 MiB); a larger one stops the call with an error. */
+    maxResponseBytes: z.number().int().min(1024).optional(),
+    /** Allow a plain http url to a host that is not loopback: the API key then crosses the network unencrypted. */
+    allowInsecureHttp: z.boolean().optional(),
+  })
+  .superRefine((api, ctx) => {
+    const problem = insecureUrlProblem(api.url, api.allowInsecureHttp, 'usage.usageApi.allowInsecureHttp');
+    if (problem) ctx.addIssue({ code: 'custom', path: ['url'], message: problem });
+  });
 
 const chargeObject = z.strictObject({
   unit: z.enum(CHARGE_UNITS as unknown as [ChargeUnit, ...ChargeUnit[]]),
@@ -66,7 +76,11 @@ export const UsageConfigSchema = z
      * A run without --since starts this many hours before the end of the last finished run:
      * jobs that reach the accounting late are still seen, and exactly-once makes the overlap free.
      */
-    overlapHours: z.number().min(0).max(24 * 90).default(24),
+    overlapHours: z
+      .number()
+      .min(0)
+      .max(24 * 90)
+      .default(24),
     /** The very first run without --since looks back this many days. */
     firstRunDays: z.number().positive().max(3650).default(7),
     /** Jobs written per database transaction (amie-db) or claimed per round (usage-api). */
@@ -79,7 +93,11 @@ export const UsageConfigSchema = z
      * sacct is stopped (and the run fails, releasing the usage lock) when it prints nothing for
      * this many seconds: a hung slurmdbd must not stop usage reporting silently.
      */
-    sacctTimeoutSeconds: z.number().positive().max(24 * 3600).default(600),
+    sacctTimeoutSeconds: z
+      .number()
+      .positive()
+      .max(24 * 3600)
+      .default(600),
   })
   .superRefine((u, ctx) => {
     if (u.sink === 'usage-api' && !u.usageApi) {

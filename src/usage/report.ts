@@ -161,10 +161,15 @@ export async function withUsageLock<T>(db: Database, what: string, fn: () => Pro
   let gotLock!: (ok: boolean) => void;
   const locked = new Promise<boolean>((r) => (gotLock = r));
   const holder = db.transaction(async (tx) => {
-    const { rows } = await tx.query<{ ok: boolean }>('SELECT pg_try_advisory_xact_lock($1::bigint) AS ok', [USAGE_LOCK_KEY]);
+    const { rows } = await tx.query<{ ok: boolean }>('SELECT pg_try_advisory_xact_lock($1::bigint) AS ok', [
+      USAGE_LOCK_KEY,
+    ]);
     const ok = rows[0]?.ok === true;
     // Local to this transaction: the pooled connection gets its own name back with the lock.
-    if (ok) await tx.query(`SELECT set_config('application_name', $1, true)`, [`${what} pid ${process.pid} on ${hostname()}`]);
+    if (ok)
+      await tx.query(`SELECT set_config('application_name', $1, true)`, [
+        `${what} pid ${process.pid} on ${hostname()}`,
+      ]);
     gotLock(ok);
     if (ok) await released;
   });
@@ -203,7 +208,10 @@ async function describeUsageLockHolder(db: Database): Promise<string> {
   // application_name is whatever the holding session set: quoted, so it stays one line.
   const name = h.application_name ? `${JSON.stringify(h.application_name)} ` : '';
   const client = h.client ? `, client ${h.client}` : '';
-  const held = h.held_seconds === null ? 'for an unknown time (not visible to this database user)' : `for ${formatHeld(Number(h.held_seconds))}`;
+  const held =
+    h.held_seconds === null
+      ? 'for an unknown time (not visible to this database user)'
+      : `for ${formatHeld(Number(h.held_seconds))}`;
   return `${where} is held by ${name}(PostgreSQL backend pid ${h.pid}${client}) ${held}`;
 }
 
@@ -229,7 +237,8 @@ function createSink(db: Database, opts: ReportUsageOptions, sinkName: UsageSinkN
   if (sinkName === 'amie-db') return new AmieDbSink(db, opts.site, opts.now);
   const api = opts.usage.usageApi;
   if (!api) throw new UsageConfigMissing('usage.usageApi: the usage-api sink needs { url, apiKeyEnv }');
-  if (!opts.apiKey) throw new UsageConfigMissing(`usage.usageApi.apiKeyEnv: environment variable ${api.apiKeyEnv} is not set`);
+  if (!opts.apiKey)
+    throw new UsageConfigMissing(`usage.usageApi.apiKeyEnv: environment variable ${api.apiKeyEnv} is not set`);
   return new UsageApiSink(db, usageApiClient(opts.site, api, opts.apiKey, log), opts.site, log);
 }
 
@@ -254,7 +263,8 @@ export function usageApiClient(
     maxBatchRecords: api.maxBatchRecords,
     maxResponseBytes: api.maxResponseBytes,
     allowInsecureHttp: api.allowInsecureHttp,
-    onRetry: (r) => log?.warn({ attempt: r.attempt, wait_ms: r.waitMs, reason: r.reason }, 'Usage API request failed; retrying'),
+    onRetry: (r) =>
+      log?.warn({ attempt: r.attempt, wait_ms: r.waitMs, reason: r.reason }, 'Usage API request failed; retrying'),
   });
 }
 
@@ -293,7 +303,10 @@ export async function resendUsage(
   opts: ResendUsageOptions,
 ): Promise<{ resent: number; reported: number; failed: Array<{ key: ReportedJobKey; reason: string }> }> {
   return withUsageLock(db, 'amie usage resend', async () => {
-    const records = await listUnreportedJobs(db, { limit: opts.limit, ...(opts.jobIds?.length ? { jobIds: opts.jobIds } : {}) });
+    const records = await listUnreportedJobs(db, {
+      limit: opts.limit,
+      ...(opts.jobIds?.length ? { jobIds: opts.jobIds } : {}),
+    });
     if (records.length === 0) return { resent: 0, reported: 0, failed: [] };
     const r = await new UsageApiSink(db, opts.client, opts.site, opts.log).resend(records);
     return { resent: records.length, ...r };
@@ -351,7 +364,15 @@ async function runReport(db: Database, opts: ReportUsageOptions): Promise<UsageR
 
   if (!dryRun) summary.runId = await startUsageRun(db, { sink: sinkName, since: window.since, until: window.until });
   log?.info(
-    { run_id: summary.runId, sink: sinkName, since: window.since, until: window.until, since_from: window.sinceFrom, dry_run: dryRun, mapped_accounts: mapper.size },
+    {
+      run_id: summary.runId,
+      sink: sinkName,
+      since: window.since,
+      until: window.until,
+      since_from: window.sinceFrom,
+      dry_run: dryRun,
+      mapped_accounts: mapper.size,
+    },
     'usage run started',
   );
 
@@ -369,7 +390,10 @@ async function runReport(db: Database, opts: ReportUsageOptions): Promise<UsageR
     batch = new Map();
     batchNo++;
     if (dryRun) {
-      const known = await findReportedJobs(db, jobs.map((c) => jobKey(c.job)));
+      const known = await findReportedJobs(
+        db,
+        jobs.map((c) => jobKey(c.job)),
+      );
       // A failed or pending record would be sent again by a real run, so only `reported` counts as done.
       const fresh = jobs.filter((c) => known.get(reportedJobKey(jobKey(c.job))) !== 'reported');
       summary.reported += fresh.length;
@@ -382,10 +406,18 @@ async function runReport(db: Database, opts: ReportUsageOptions): Promise<UsageR
       summary.failed += r.failed.length;
       account(r.reported);
       for (const f of r.failed) {
-        if (summary.failures.length < 20) summary.failures.push({ jobId: f.job.job.jobId, projectId: f.job.projectId, reason: f.reason });
+        if (summary.failures.length < 20)
+          summary.failures.push({ jobId: f.job.job.jobId, projectId: f.job.projectId, reason: f.reason });
       }
       log?.info(
-        { run_id: summary.runId, batch: batchNo, jobs: jobs.length, reported: r.reported.length, already_reported: r.alreadyReported, failed: r.failed.length },
+        {
+          run_id: summary.runId,
+          batch: batchNo,
+          jobs: jobs.length,
+          reported: r.reported.length,
+          already_reported: r.alreadyReported,
+          failed: r.failed.length,
+        },
         'usage batch written',
       );
     }
@@ -438,7 +470,10 @@ async function runReport(db: Database, opts: ReportUsageOptions): Promise<UsageR
     await flush();
   } catch (err) {
     if (summary.runId !== null) {
-      await finishUsageRun(db, summary.runId, counts(), { status: 'failed', error: (err as Error).message?.slice(0, 2000) }).catch(() => undefined);
+      await finishUsageRun(db, summary.runId, counts(), {
+        status: 'failed',
+        error: (err as Error).message?.slice(0, 2000),
+      }).catch(() => undefined);
     }
     log?.error({ run_id: summary.runId, err: (err as Error).message, ...counts() }, 'usage run failed');
     throw err;
@@ -452,12 +487,20 @@ async function runReport(db: Database, opts: ReportUsageOptions): Promise<UsageR
 export function formatUsageSummary(s: UsageReportSummary): string[] {
   const lines: string[] = [];
   const w = `${s.window.since.toISOString()} .. ${s.window.until.toISOString()}`;
-  const from = s.window.sinceFrom === 'last-run' ? ' (continuing from the last run)' : s.window.sinceFrom === 'first-run' ? ' (first run)' : '';
-  lines.push(`${s.dryRun ? 'dry run, nothing written: ' : ''}usage ${w}${from} -> ${s.sink}${s.runId !== null ? ` (run ${s.runId})` : ''}`);
+  const from =
+    s.window.sinceFrom === 'last-run'
+      ? ' (continuing from the last run)'
+      : s.window.sinceFrom === 'first-run'
+        ? ' (first run)'
+        : '';
+  lines.push(
+    `${s.dryRun ? 'dry run, nothing written: ' : ''}usage ${w}${from} -> ${s.sink}${s.runId !== null ? ` (run ${s.runId})` : ''}`,
+  );
   lines.push(
     `jobs seen ${s.jobsSeen}, ${s.dryRun ? 'would report' : 'reported'} ${s.reported}, already reported ${s.alreadyReported}, failed ${s.failed}, skipped ${Object.values(s.skipped).reduce((a, b) => a + b, 0)}`,
   );
-  for (const [reason, n] of Object.entries(s.skipped).sort((a, b) => b[1] - a[1])) lines.push(`  skipped ${n}: ${reason}`);
+  for (const [reason, n] of Object.entries(s.skipped).sort((a, b) => b[1] - a[1]))
+    lines.push(`  skipped ${n}: ${reason}`);
   const projects = Object.keys(s.chargePerProject).sort();
   if (projects.length > 0) {
     lines.push(`per project (${s.dryRun ? 'would report' : 'reported'} now):`);

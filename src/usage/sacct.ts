@@ -252,8 +252,39 @@ export function parseSacctLine(line: string, lineNo?: number): SacctJob | SacctS
       skip: `${at}malformed: ${f.length} fields, expected ${SACCT_FIELDS.length} (${SACCT_FIELDS.join('|')})`,
     };
   }
-  const [jobId, jobIdRaw, cluster, user, account, partition, rawState, submitS, startS, endS, elapsedS, elapsedRawS, nodesS, cpusS, tresS] =
-    f as [string, string, string, string, string, string, string, string, string, string, string, string, string, string, string];
+  const [
+    jobId,
+    jobIdRaw,
+    cluster,
+    user,
+    account,
+    partition,
+    rawState,
+    submitS,
+    startS,
+    endS,
+    elapsedS,
+    elapsedRawS,
+    nodesS,
+    cpusS,
+    tresS,
+  ] = f as [
+    string,
+    string,
+    string,
+    string,
+    string,
+    string,
+    string,
+    string,
+    string,
+    string,
+    string,
+    string,
+    string,
+    string,
+    string,
+  ];
 
   const id = JOB_ID.exec(jobId);
   if (!id) return { skip: `${at}malformed JobID "${jobId}"` };
@@ -312,9 +343,7 @@ export function parseSacctLine(line: string, lineNo?: number): SacctJob | SacctS
 }
 
 /** Parses lines one at a time; blank lines are ignored, everything else yields a job or a skip. */
-export async function* parseSacctStream(
-  lines: AsyncIterable<string> | Iterable<string>,
-): AsyncGenerator<SacctRecord> {
+export async function* parseSacctStream(lines: AsyncIterable<string> | Iterable<string>): AsyncGenerator<SacctRecord> {
   let lineNo = 0;
   for await (const line of lines) {
     lineNo++;
@@ -332,10 +361,7 @@ export async function* parseSacctStream(
  * Throws SacctError naming the command and sacct's stderr when it cannot run, exits
  * non-zero or times out.
  */
-export async function* readSacct(
-  q: SacctQuery,
-  opts: { signal?: AbortSignal } = {},
-): AsyncGenerator<SacctRecord> {
+export async function* readSacct(q: SacctQuery, opts: { signal?: AbortSignal } = {}): AsyncGenerator<SacctRecord> {
   const program = q.sacctPath ?? 'sacct';
   const args = sacctArgs(q);
   const command = [program, ...args].join(' ');

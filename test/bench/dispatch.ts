@@ -54,7 +54,12 @@ function runProcess(config: string): Promise<RunFinished> {
   });
 }
 
-async function measure(figure: string, packets: number, processes: number, database: { url?: string; path?: string }): Promise<BenchRow> {
+async function measure(
+  figure: string,
+  packets: number,
+  processes: number,
+  database: { url?: string; path?: string },
+): Promise<BenchRow> {
   const dir = mkdtempSync(join(tmpdir(), 'amie-bench-'));
   const config = join(dir, 'amie.yaml');
   writeFileSync(
@@ -111,13 +116,27 @@ export async function dispatchBenchmarks(packets = 10_000): Promise<BenchRow[]> 
       const t = await freshPgDatabase();
       try {
         await seeded(t.db, packets);
-        rows.push(await measure(`amie process, ${HANDLER_LABEL}, PostgreSQL, ${processes} process${processes > 1 ? 'es' : ''}`, packets, processes, { url: t.url }));
+        rows.push(
+          await measure(
+            `amie process, ${HANDLER_LABEL}, PostgreSQL, ${processes} process${processes > 1 ? 'es' : ''}`,
+            packets,
+            processes,
+            { url: t.url },
+          ),
+        );
       } finally {
         await t.cleanup();
       }
     }
   } else {
-    rows.push({ figure: 'amie process on PostgreSQL', count: 0, seconds: 0, perSecond: 0, roundTripsPerItem: null, note: 'skipped: set AMIE_TEST_DATABASE_URL' });
+    rows.push({
+      figure: 'amie process on PostgreSQL',
+      count: 0,
+      seconds: 0,
+      perSecond: 0,
+      roundTripsPerItem: null,
+      note: 'skipped: set AMIE_TEST_DATABASE_URL',
+    });
   }
   const dir = mkdtempSync(join(tmpdir(), 'amie-bench-pglite-'));
   try {

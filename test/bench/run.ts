@@ -11,15 +11,24 @@ function formatRows(rows: BenchRow[]): string {
   const body = rows.map((r) =>
     r.note
       ? [r.figure, '-', '-', '-', r.note]
-      : [r.figure, String(r.count), r.seconds.toFixed(2), r.perSecond.toFixed(0), r.roundTripsPerItem === null ? '-' : r.roundTripsPerItem.toFixed(2)],
+      : [
+          r.figure,
+          String(r.count),
+          r.seconds.toFixed(2),
+          r.perSecond.toFixed(0),
+          r.roundTripsPerItem === null ? '-' : r.roundTripsPerItem.toFixed(2),
+        ],
   );
   const widths = header.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
-  const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
+  const line = (cells: string[]) =>
+    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
   return [line(header), line(widths.map((w) => '-'.repeat(w))), ...body.map(line)].join('\n');
 }
 
 const rows: BenchRow[] = [];
-console.log(`amie-toolkit benchmarks on ${cpus().length} cores (${cpus()[0]?.model ?? 'unknown cpu'}), node ${process.version}`);
+console.log(
+  `amie-toolkit benchmarks on ${cpus().length} cores (${cpus()[0]?.model ?? 'unknown cpu'}), node ${process.version}`,
+);
 rows.push(...(await dispatchBenchmarks(Number(process.env.AMIE_BENCH_PACKETS ?? 10_000))));
 try {
   // The usage reporter's figures, when that module is built.

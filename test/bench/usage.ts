@@ -35,8 +35,20 @@ function* sacctLines(n: number): Generator<string> {
     const id = i % 10 === 3 ? `${100000 + i}_${i % 100}` : String(100000 + i);
     const state = i % 1000 === 7 ? 'RUNNING' : 'COMPLETED';
     yield [
-      id, String(100000 + i), 'delta', `user${i % 300}`, ACCOUNTS[i % ACCOUNTS.length], gpus ? 'gpu' : 'cpu', state,
-      t(submit), t(start), state === 'RUNNING' ? 'Unknown' : t(end), '01:00:00', String(elapsed), '1', '16',
+      id,
+      String(100000 + i),
+      'delta',
+      `user${i % 300}`,
+      ACCOUNTS[i % ACCOUNTS.length],
+      gpus ? 'gpu' : 'cpu',
+      state,
+      t(submit),
+      t(start),
+      state === 'RUNNING' ? 'Unknown' : t(end),
+      '01:00:00',
+      String(elapsed),
+      '1',
+      '16',
       `billing=16,cpu=16${gpus ? `,gres/gpu=${gpus}` : ''},mem=64G,node=1`,
     ].join('|');
   }
@@ -65,7 +77,9 @@ function memorySampler(): { stop: () => { rss: number; heap: number } } {
   };
 }
 
-export async function benchParseAndCharge(lines: number): Promise<{ seconds: number; linesPerSecond: number; peakRss: number; peakHeap: number }> {
+export async function benchParseAndCharge(
+  lines: number,
+): Promise<{ seconds: number; linesPerSecond: number; peakRss: number; peakHeap: number }> {
   const mem = memorySampler();
   const started = process.hrtime.bigint();
   let jobs = 0;
@@ -137,12 +151,31 @@ export async function usageBenchmarks(): Promise<BenchRow[]> {
   const jobs = Number(process.env.AMIE_BENCH_USAGE_JOBS ?? 100_000);
   const rows: BenchRow[] = [];
   const p = await benchParseAndCharge(lines);
-  rows.push({ figure: 'sacct lines parsed + charged', count: lines, seconds: p.seconds, perSecond: p.linesPerSecond, roundTripsPerItem: null });
-  rows.push({ figure: 'sacct parse peak memory', count: 0, seconds: 0, perSecond: 0, roundTripsPerItem: null, note: `RSS ${mb(p.peakRss)}, heap ${mb(p.peakHeap)}` });
+  rows.push({
+    figure: 'sacct lines parsed + charged',
+    count: lines,
+    seconds: p.seconds,
+    perSecond: p.linesPerSecond,
+    roundTripsPerItem: null,
+  });
+  rows.push({
+    figure: 'sacct parse peak memory',
+    count: 0,
+    seconds: 0,
+    perSecond: 0,
+    roundTripsPerItem: null,
+    note: `RSS ${mb(p.peakRss)}, heap ${mb(p.peakHeap)}`,
+  });
   const drivers: Array<'pglite' | 'pg'> = process.env.AMIE_TEST_DATABASE_URL ? ['pglite', 'pg'] : ['pglite'];
   for (const d of drivers) {
     const r = await benchAmieDbSink(jobs, d);
-    rows.push({ figure: `usage jobs -> NPU packets (${d})`, count: r.reported, seconds: r.seconds, perSecond: r.jobsPerSecond, roundTripsPerItem: r.roundTrips / r.reported });
+    rows.push({
+      figure: `usage jobs -> NPU packets (${d})`,
+      count: r.reported,
+      seconds: r.seconds,
+      perSecond: r.jobsPerSecond,
+      roundTripsPerItem: r.roundTrips / r.reported,
+    });
   }
   return rows;
 }

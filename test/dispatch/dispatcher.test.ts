@@ -11,7 +11,16 @@ import {
 } from '../../src/dispatch/index.js';
 import { addTransactionDependency, setTransactionState } from '../../src/store/index.js';
 import { driverCases, type TestDatabase } from '../helpers/db.js';
-import { SITE, auditOf, initTestDatabase, outgoingPackets, packetState, quietLog, racTags, seedIncoming } from '../helpers/amie.js';
+import {
+  SITE,
+  auditOf,
+  initTestDatabase,
+  outgoingPackets,
+  packetState,
+  quietLog,
+  racTags,
+  seedIncoming,
+} from '../helpers/amie.js';
 
 /** Answers every RAC the way a site would: a PersonID and login of its own. */
 class AccountHandler extends AmieHandler {
@@ -70,7 +79,9 @@ describe.each(driverCases())('dispatcher on $name', (driver) => {
       [out[0]!.packet_rec_id],
     );
     expect(er).toEqual([{ type_id: '1', timeout: 30240 }]);
-    expect(await auditOf(t.db, packetRecId)).toEqual([{ outcome: 'reply', reason: null, reply_type: 'notify_account_create' }]);
+    expect(await auditOf(t.db, packetRecId)).toEqual([
+      { outcome: 'reply', reason: null, reply_type: 'notify_account_create' },
+    ]);
     // Nothing is pending any more: a second run takes nothing.
     expect((await new Dispatcher(t.db, handler, quietLog).runOnce()).taken).toBe(0);
   });
@@ -95,7 +106,9 @@ describe.each(driverCases())('dispatcher on $name', (driver) => {
     expect(exitCodeFor(summary)).toBe(0);
     expect(await outgoingPackets(t.db)).toHaveLength(0);
     expect(await packetState(t.db, packetRecId)).toBe(2);
-    expect(await auditOf(t.db, packetRecId)).toEqual([{ outcome: 'defer', reason: 'waiting for the PI to approve', reply_type: null }]);
+    expect(await auditOf(t.db, packetRecId)).toEqual([
+      { outcome: 'defer', reason: 'waiting for the PI to approve', reply_type: null },
+    ]);
     // Offered again on the next run.
     const next = await new Dispatcher(t.db, new AccountHandler(context(t.db)), quietLog).runOnce();
     expect(next.answered).toBe(1);
@@ -115,7 +128,7 @@ describe.each(driverCases())('dispatcher on $name', (driver) => {
     const { packetRecId } = await seedIncoming(t.db, 'request_account_create', racTags(1));
     const H = handlerWith(async (_p, ctx) => {
       // Bookkeeping written before the throw must be rolled back with it.
-      await ctx.tx.query("INSERT INTO amie_toolkit.packet_errors (packet_rec_id, error_count) VALUES (-1, 99)");
+      await ctx.tx.query('INSERT INTO amie_toolkit.packet_errors (packet_rec_id, error_count) VALUES (-1, 99)');
       throw new Error('useradd: exit 9');
     });
     const handler = new H(context(t.db));
@@ -138,7 +151,10 @@ describe.each(driverCases())('dispatcher on $name', (driver) => {
   });
 
   run('a type the handler does not implement is reported and left in place', async () => {
-    const { packetRecId } = await seedIncoming(t.db, 'request_project_inactivate', { ProjectID: 'p-1', ResourceList: [SITE.resource] });
+    const { packetRecId } = await seedIncoming(t.db, 'request_project_inactivate', {
+      ProjectID: 'p-1',
+      ResourceList: [SITE.resource],
+    });
     const summary = await new Dispatcher(t.db, new AccountHandler(context(t.db)), quietLog).runOnce();
     expect(summary.unhandled).toEqual({ request_project_inactivate: 1 });
     expect(exitCodeFor(summary)).toBe(1);
@@ -177,10 +193,17 @@ describe.each(driverCases())('dispatcher on $name', (driver) => {
     const { packetRecId } = await seedIncoming(t.db, 'request_account_create', racTags(1));
     const H = handlerWith(async (p, ctx) => {
       expect(ctx.dryRun).toBe(true);
-      await ctx.tx.query("INSERT INTO amie_toolkit.packet_errors (packet_rec_id, error_count) VALUES (-2, 1)");
-      return { UserPersonID: 'u1', UserRemoteSiteLogin: 'ann', AccountActivityTime: '2026-11-24T00:00:00Z', ProjectID: p.tags.ProjectID! };
+      await ctx.tx.query('INSERT INTO amie_toolkit.packet_errors (packet_rec_id, error_count) VALUES (-2, 1)');
+      return {
+        UserPersonID: 'u1',
+        UserRemoteSiteLogin: 'ann',
+        AccountActivityTime: '2026-11-24T00:00:00Z',
+        ProjectID: p.tags.ProjectID!,
+      };
     });
-    const summary = await new Dispatcher(t.db, new H({ ...context(t.db), dryRun: true }), quietLog, { dryRun: true }).runOnce();
+    const summary = await new Dispatcher(t.db, new H({ ...context(t.db), dryRun: true }), quietLog, {
+      dryRun: true,
+    }).runOnce();
     expect(summary.answered).toBe(1);
     expect(summary.results[0]!.reply).toMatchObject({ UserPersonID: 'u1', UserFirstName: 'Ann1' });
     expect(await outgoingPackets(t.db)).toHaveLength(0);
@@ -203,19 +226,25 @@ describe.each(driverCases())('dispatcher on $name', (driver) => {
     expect(s3.results.map((r) => r.packetRecId)).toEqual([second.packetRecId]);
   });
 
-  run('an incoming ITC is marked completed and nothing is sent back; transactions are left to the transfer daemon', async () => {
-    const { packetRecId, transRecId } = await seedIncoming(t.db, 'inform_transaction_complete', {
-      StatusCode: 'Success',
-      DetailCode: '1',
-      Message: 'done',
-    });
-    const summary = await new Dispatcher(t.db, new AccountHandler(context(t.db)), quietLog).runOnce();
-    expect(summary.closed).toBe(1);
-    expect(await packetState(t.db, packetRecId)).toBe(1);
-    expect(await outgoingPackets(t.db)).toHaveLength(0);
-    const { rows } = await t.db.query<{ state_id: string }>('SELECT state_id::text FROM transaction_tbl WHERE trans_rec_id = $1', [transRecId]);
-    expect(rows[0]!.state_id).toBe('2');
-  });
+  run(
+    'an incoming ITC is marked completed and nothing is sent back; transactions are left to the transfer daemon',
+    async () => {
+      const { packetRecId, transRecId } = await seedIncoming(t.db, 'inform_transaction_complete', {
+        StatusCode: 'Success',
+        DetailCode: '1',
+        Message: 'done',
+      });
+      const summary = await new Dispatcher(t.db, new AccountHandler(context(t.db)), quietLog).runOnce();
+      expect(summary.closed).toBe(1);
+      expect(await packetState(t.db, packetRecId)).toBe(1);
+      expect(await outgoingPackets(t.db)).toHaveLength(0);
+      const { rows } = await t.db.query<{ state_id: string }>(
+        'SELECT state_id::text FROM transaction_tbl WHERE trans_rec_id = $1',
+        [transRecId],
+      );
+      expect(rows[0]!.state_id).toBe('2');
+    },
+  );
 
   run('DPC reaches the handler with the RPC of its transaction and is answered with a success ITC', async () => {
     const rpc = await seedIncoming(t.db, 'request_project_create', {
@@ -233,7 +262,12 @@ describe.each(driverCases())('dispatcher on $name', (driver) => {
       ServiceUnitsAllocated: '1000',
     });
     await t.db.query('UPDATE packet_tbl SET state_id = 1 WHERE packet_rec_id = $1', [rpc.packetRecId]);
-    await seedIncoming(t.db, 'data_project_create', { PersonID: 'u1', ProjectID: 'p1', DnList: ['/C=US/CN=Ann Lee'] }, { transRecId: rpc.transRecId, packetId: 3 });
+    await seedIncoming(
+      t.db,
+      'data_project_create',
+      { PersonID: 'u1', ProjectID: 'p1', DnList: ['/C=US/CN=Ann Lee'] },
+      { transRecId: rpc.transRecId, packetId: 3 },
+    );
     let seen: IncomingPacket<'data_project_create'> | undefined;
     class H extends AmieHandler {
       override async data_project_create(p: IncomingPacket<'data_project_create'>) {

@@ -80,7 +80,10 @@ describe('amie process and amie packets on an embedded database', () => {
     expect(shown.stdout).toMatch(/invalid: invalid request_account_create: UserOrgCode/);
     const json = JSON.parse((await amie(['-c', config, 'packets', 'show', String(answered), '--json'])).stdout);
     expect(json.header.state).toBe('completed');
-    expect(json.conversation.map((p: { type: string }) => p.type)).toEqual(['request_account_create', 'notify_account_create']);
+    expect(json.conversation.map((p: { type: string }) => p.type)).toEqual([
+      'request_account_create',
+      'notify_account_create',
+    ]);
     expect(json.audit[0].outcome).toBe('reply');
   });
 
@@ -104,9 +107,13 @@ describe('amie process and amie packets on an embedded database', () => {
     await db.close();
     const dry = await amie(['-c', config, 'process', '--dry-run']);
     expect(dry.code, dry.stderr).toBe(0);
-    expect(dry.stdout).toMatch(new RegExp(`packet ${pending} request_account_create .*-> notify_account_create .*"UserPersonID":"u${pending}"`));
+    expect(dry.stdout).toMatch(
+      new RegExp(`packet ${pending} request_account_create .*-> notify_account_create .*"UserPersonID":"u${pending}"`),
+    );
     expect(dry.stdout).toMatch(/^\[dry run\] 1 packet/m);
-    const list = JSON.parse((await amie(['-c', config, 'packets', 'list', '--state', 'in-progress', '--direction', 'in', '--json'])).stdout);
+    const list = JSON.parse(
+      (await amie(['-c', config, 'packets', 'list', '--state', 'in-progress', '--direction', 'in', '--json'])).stdout,
+    );
     expect(list.map((r: { packetRecId: number }) => r.packetRecId)).toEqual([pending]);
   });
 
@@ -114,7 +121,10 @@ describe('amie process and amie packets on an embedded database', () => {
     const bad = await amie(['-c', config, 'process', '--type', 'request_acount_create']);
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(/--type: unknown packet type "request_acount_create"/);
-    writeFileSync(join(dir, 'nohandler.yaml'), `site: { name: ${SITE.name}, resource: ${SITE.resource} }\ndatabase: { path: ./db }\n`);
+    writeFileSync(
+      join(dir, 'nohandler.yaml'),
+      `site: { name: ${SITE.name}, resource: ${SITE.resource} }\ndatabase: { path: ./db }\n`,
+    );
     const none = await amie(['-c', join(dir, 'nohandler.yaml'), 'process']);
     expect(none.code).toBe(2);
     expect(none.stderr).toMatch(/handler: required/);

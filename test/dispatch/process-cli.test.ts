@@ -12,13 +12,16 @@ const CLI = resolve('dist/src/cli/main.js');
 const HANDLER = resolve('test/fixtures/handlers/account-handler.js');
 
 function amie(args: string[], env: NodeJS.ProcessEnv = {}) {
-  const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [CLI, ...args], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (d) => (stdout += d));
   child.stderr.on('data', (d) => (stderr += d));
-  const done = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>((res) =>
-    child.on('close', (code, signal) => res({ code, signal, stdout, stderr })),
+  const done = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>(
+    (res) => child.on('close', (code, signal) => res({ code, signal, stdout, stderr })),
   );
   return { child, done };
 }
@@ -110,7 +113,10 @@ describe.each(driverCases())('amie process as separate processes on $name', (dri
     first.child.kill('SIGKILL');
     const killed = await first.done;
     expect(killed.signal).toBe('SIGKILL');
-    const partial = await withDb(async (db) => (await db.query<{ n: number }>('SELECT count(*)::int AS n FROM packet_tbl WHERE outgoing_flag = 1')).rows[0]!.n);
+    const partial = await withDb(
+      async (db) =>
+        (await db.query<{ n: number }>('SELECT count(*)::int AS n FROM packet_tbl WHERE outgoing_flag = 1')).rows[0]!.n,
+    );
     expect(partial).toBeLessThan(n);
     writeConfig(0);
     const second = await amie(['-c', config, 'process']).done;

@@ -56,7 +56,13 @@ export async function initTestDatabase(db: Database): Promise<void> {
 
 /** Outgoing packets with their type names and bodies, oldest first. */
 export async function outgoingPackets(db: Database) {
-  const { rows } = await db.query<{ packet_rec_id: number; trans_rec_id: number; packet_id: string; type_name: string; state_id: string }>(
+  const { rows } = await db.query<{
+    packet_rec_id: number;
+    trans_rec_id: number;
+    packet_id: string;
+    type_name: string;
+    state_id: string;
+  }>(
     `SELECT p.packet_rec_id, p.trans_rec_id, p.packet_id::text, td.type_name, p.state_id::text
        FROM packet_tbl p JOIN type_des td ON td.type_id = p.type_id
       WHERE p.outgoing_flag = 1 ORDER BY p.packet_rec_id`,
@@ -73,7 +79,10 @@ export async function outgoingPackets(db: Database) {
 }
 
 export async function packetState(db: Database, packetRecId: number): Promise<number> {
-  const { rows } = await db.query<{ state_id: string }>('SELECT state_id::text FROM packet_tbl WHERE packet_rec_id = $1', [packetRecId]);
+  const { rows } = await db.query<{ state_id: string }>(
+    'SELECT state_id::text FROM packet_tbl WHERE packet_rec_id = $1',
+    [packetRecId],
+  );
   return Number(rows[0]?.state_id);
 }
 
@@ -103,6 +112,15 @@ export async function seedRacs(db: Database, n: number, firstTransactionId = 900
      SELECT n.packet_rec_id, x.tag, x.subtag, x.seq,
             CASE x.tag WHEN 'UserFirstName' THEN 'Ann' || n.k WHEN 'UserLastName' THEN x.value || n.k ELSE x.value END
        FROM n, unnest($3::text[], $4::text[], $5::int[], $6::text[]) AS x(tag, subtag, seq, value)`,
-    [n, SITE.name, rows.map((r) => r.tag), rows.map((r) => r.subtag), rows.map((r) => r.seq), rows.map((r) => r.value), SITE.remoteSite, firstTransactionId],
+    [
+      n,
+      SITE.name,
+      rows.map((r) => r.tag),
+      rows.map((r) => r.subtag),
+      rows.map((r) => r.seq),
+      rows.map((r) => r.value),
+      SITE.remoteSite,
+      firstTransactionId,
+    ],
   );
 }

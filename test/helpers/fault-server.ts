@@ -75,7 +75,12 @@ export class FaultServer {
       const chunks: Buffer[] = [];
       req.on('data', (c: Buffer) => chunks.push(c));
       req.on('end', () => {
-        const seen: SeenRequest = { method: req.method ?? 'GET', url: req.url ?? '/', headers: req.headers, body: Buffer.concat(chunks).toString('utf8') };
+        const seen: SeenRequest = {
+          method: req.method ?? 'GET',
+          url: req.url ?? '/',
+          headers: req.headers,
+          body: Buffer.concat(chunks).toString('utf8'),
+        };
         f.requests.push(seen);
         void f.answer(seen, res).catch(() => res.destroy());
       });
@@ -133,7 +138,10 @@ export class FaultServer {
         res.end(`<html><body>Moved <a href="${f.to}">here</a></body></html>`);
         return;
       case 'status':
-        res.writeHead(f.status, { 'Content-Type': 'application/json', ...(f.retryAfter !== undefined ? { 'Retry-After': f.retryAfter } : {}) });
+        res.writeHead(f.status, {
+          'Content-Type': 'application/json',
+          ...(f.retryAfter !== undefined ? { 'Retry-After': f.retryAfter } : {}),
+        });
         res.end(JSON.stringify(f.json ?? { message: `fault ${f.status}` }));
         return;
       case 'html':
@@ -158,7 +166,10 @@ export class FaultServer {
         const head = '{"message":"large","result":["';
         const tail = '"]}';
         const size = Math.max(head.length + tail.length, f.bytes);
-        res.writeHead(200, { 'Content-Type': 'application/json', ...(f.declare ? { 'Content-Length': String(size) } : {}) });
+        res.writeHead(200, {
+          'Content-Type': 'application/json',
+          ...(f.declare ? { 'Content-Length': String(size) } : {}),
+        });
         res.write(head);
         if (await this.stream(res, size - head.length - tail.length)) res.end(tail);
         return;
@@ -211,7 +222,8 @@ export class FaultServer {
     }
     const headers: Record<string, string> = {};
     for (const [k, v] of Object.entries(r.headers)) {
-      if (typeof v === 'string' && !['host', 'connection', 'content-length', 'transfer-encoding'].includes(k)) headers[k] = v;
+      if (typeof v === 'string' && !['host', 'connection', 'content-length', 'transfer-encoding'].includes(k))
+        headers[k] = v;
     }
     const up = await fetch(new URL(r.url, this.opts.upstream), {
       method: r.method,

@@ -107,7 +107,18 @@ export interface WorkloadOptions {
 const FIRST_NAMES = ['Ann', 'José', 'Zoë', 'Li', 'Mary-Jane', "D'Arcy", 'Ólafur', 'Andrew', 'Jean Luc', 'Łucja'];
 const LAST_NAMES = ["O'Neil", 'Müller', 'van der Berg', 'Smith', 'Nguyễn', 'Doe', 'Smith-Jones', 'Øster'];
 // Popular, reserved and malformed requested logins: only the first asker of a free, acceptable one gets it.
-const REQUESTED_LOGINS = ['jdoe', 'asmith', 'root', 'alice', 'bob', 'admin', 'Bad Login!', 'x'.repeat(40), 'aoneil', 'zmuller'];
+const REQUESTED_LOGINS = [
+  'jdoe',
+  'asmith',
+  'root',
+  'alice',
+  'bob',
+  'admin',
+  'Bad Login!',
+  'x'.repeat(40),
+  'aoneil',
+  'zmuller',
+];
 
 function makePeople(rng: Rng, count: number, prefix: string): Person[] {
   const people: Person[] = [];
@@ -285,19 +296,26 @@ export interface AmieRun {
 
 /** `amie` in a process of its own, as cron starts it. */
 export function runAmie(args: string[], env: NodeJS.ProcessEnv = {}): AmieRun {
-  const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [CLI, ...args], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let stdout = '';
   let stderr = '';
   child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
   child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-  const done = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>((res) =>
-    child.on('close', (code, signal) => res({ code, signal, stdout, stderr })),
+  const done = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>(
+    (res) => child.on('close', (code, signal) => res({ code, signal, stdout, stderr })),
   );
   return { child, done };
 }
 
 /** A configuration file for `amie process` against `url`, written into `dir`; returns its path. */
-export function writeAmieConfig(dir: string, url: string, opts: { handler?: string; batchSize?: number; logLevel?: string } = {}): string {
+export function writeAmieConfig(
+  dir: string,
+  url: string,
+  opts: { handler?: string; batchSize?: number; logLevel?: string } = {},
+): string {
   const path = join(dir, 'amie.yaml');
   writeFileSync(
     path,
@@ -323,12 +341,16 @@ export async function countOutgoing(db: Database): Promise<number> {
 }
 
 export async function countCompleted(db: Database): Promise<number> {
-  const { rows } = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM packet_tbl WHERE outgoing_flag = 0 AND state_id = 1');
+  const { rows } = await db.query<{ n: number }>(
+    'SELECT count(*)::int AS n FROM packet_tbl WHERE outgoing_flag = 0 AND state_id = 1',
+  );
   return rows[0]!.n;
 }
 
 export async function countPending(db: Database): Promise<number> {
-  const { rows } = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM packet_tbl WHERE outgoing_flag = 0 AND state_id = 2');
+  const { rows } = await db.query<{ n: number }>(
+    'SELECT count(*)::int AS n FROM packet_tbl WHERE outgoing_flag = 0 AND state_id = 2',
+  );
   return rows[0]!.n;
 }
 
@@ -373,7 +395,8 @@ export async function consistencyProblems(db: Database, items: readonly WorkItem
       WHERE p.outgoing_flag = 0 ORDER BY p.packet_rec_id`,
     [FINAL_OUTCOMES],
   );
-  if (conversations.length !== items.length) problems.push(`${conversations.length} incoming packets in the tables, ${items.length} seeded`);
+  if (conversations.length !== items.length)
+    problems.push(`${conversations.length} incoming packets in the tables, ${items.length} seeded`);
 
   const personIdsOf = new Map<string, Set<string>>(); // workload person -> PersonIDs replies gave them
   const peopleOf = new Map<string, Set<string>>(); // PersonID -> workload people
@@ -391,18 +414,25 @@ export async function consistencyProblems(db: Database, items: readonly WorkItem
       continue;
     }
     if (c.state_id !== '1') problems.push(`${what}: state ${c.state_id}, expected 1 (completed)`);
-    if (c.final_outcomes !== 1) problems.push(`${what}: ${c.final_outcomes} final outcomes in amie_toolkit.audit, expected 1`);
+    if (c.final_outcomes !== 1)
+      problems.push(`${what}: ${c.final_outcomes} final outcomes in amie_toolkit.audit, expected 1`);
     if (c.replies.length !== 1) {
-      problems.push(`${what}: ${c.replies.length} replies (${c.replies.map((r) => r.type).join(', ') || 'none'}), expected exactly 1`);
+      problems.push(
+        `${what}: ${c.replies.length} replies (${c.replies.map((r) => r.type).join(', ') || 'none'}), expected exactly 1`,
+      );
       if (c.replies.length === 0) continue;
     }
     const reply = c.replies[0]!;
     const body = PacketBody.fromRows(
-      (reply.body as unknown as Array<[string, string | null, number, string | null]>).map(([tag, subtag, seq, value]) => ({ tag, subtag, seq, value })),
+      (reply.body as unknown as Array<[string, string | null, number, string | null]>).map(
+        ([tag, subtag, seq, value]) => ({ tag, subtag, seq, value }),
+      ),
     );
     const expected = item.type === 'request_project_create' ? 'notify_project_create' : 'notify_account_create';
     if (reply.type !== expected) {
-      problems.push(`${what}: answered with ${reply.type}${body.get('Message') ? ` ("${body.get('Message')}")` : ''}, expected ${expected}`);
+      problems.push(
+        `${what}: answered with ${reply.type}${body.get('Message') ? ` ("${body.get('Message')}")` : ''}, expected ${expected}`,
+      );
       continue;
     }
     const personId = body.get(item.type === 'request_project_create' ? 'PiPersonID' : 'UserPersonID') ?? '';
@@ -413,31 +443,47 @@ export async function consistencyProblems(db: Database, items: readonly WorkItem
     add(loginsOf, personId, login);
     add(holdersOf, login, personId);
     announced.add(`${personId}|${projectId}`);
-    if (!LOGIN_PATTERN.test(login)) problems.push(`${what}: login ${JSON.stringify(login)} does not match ${LOGIN_PATTERN}`);
+    if (!LOGIN_PATTERN.test(login))
+      problems.push(`${what}: login ${JSON.stringify(login)} does not match ${LOGIN_PATTERN}`);
     if (item.type === 'request_project_create') npcOf.set(item.transactionId, { projectId, pi: personId });
   }
 
-  for (const [person, ids] of personIdsOf) if (ids.size > 1) problems.push(`${person} was created more than once: PersonIDs ${[...ids].join(', ')}`);
-  for (const [id, people] of peopleOf) if (people.size > 1) problems.push(`PersonID ${id} was given to different people: ${[...people].join(', ')}`);
-  for (const [id, logins] of loginsOf) if (logins.size > 1) problems.push(`PersonID ${id} was announced with different logins: ${[...logins].join(', ')}`);
-  for (const [login, ids] of holdersOf) if (ids.size > 1) problems.push(`login ${login} was given to more than one person: ${[...ids].join(', ')}`);
+  for (const [person, ids] of personIdsOf)
+    if (ids.size > 1) problems.push(`${person} was created more than once: PersonIDs ${[...ids].join(', ')}`);
+  for (const [id, people] of peopleOf)
+    if (people.size > 1) problems.push(`PersonID ${id} was given to different people: ${[...people].join(', ')}`);
+  for (const [id, logins] of loginsOf)
+    if (logins.size > 1) problems.push(`PersonID ${id} was announced with different logins: ${[...logins].join(', ')}`);
+  for (const [login, ids] of holdersOf)
+    if (ids.size > 1) problems.push(`login ${login} was given to more than one person: ${[...ids].join(', ')}`);
 
   // The registry's books against the replies.
-  const { rows: people } = await db.query<{ person_id: string; global_id: string | null; login: string | null; uid: number | null }>(
+  const { rows: people } = await db.query<{
+    person_id: string;
+    global_id: string | null;
+    login: string | null;
+    uid: number | null;
+  }>(
     `SELECT p.person_id, p.global_id, l.login, l.uid FROM amie_toolkit.people p LEFT JOIN amie_toolkit.logins l USING (person_id)`,
   );
-  if (people.length !== personIdsOf.size) problems.push(`the registry has ${people.length} people, the workload ${personIdsOf.size} distinct people`);
+  if (people.length !== personIdsOf.size)
+    problems.push(`the registry has ${people.length} people, the workload ${personIdsOf.size} distinct people`);
   const registryLogin = new Map(people.map((p) => [p.person_id, p.login]));
   for (const [id, logins] of loginsOf) {
     if (!registryLogin.has(id)) problems.push(`PersonID ${id} is in a reply but not in the registry`);
-    else if (!logins.has(registryLogin.get(id) ?? '')) problems.push(`PersonID ${id}: replies say login ${[...logins].join(', ')}, the registry ${registryLogin.get(id)}`);
+    else if (!logins.has(registryLogin.get(id) ?? ''))
+      problems.push(
+        `PersonID ${id}: replies say login ${[...logins].join(', ')}, the registry ${registryLogin.get(id)}`,
+      );
   }
   const globalIds = people.filter((p) => p.global_id !== null).map((p) => p.global_id);
-  if (new Set(globalIds).size !== globalIds.length) problems.push('a GlobalID is held by more than one person in the registry');
+  if (new Set(globalIds).size !== globalIds.length)
+    problems.push('a GlobalID is held by more than one person in the registry');
   const uids = people.filter((p) => p.uid !== null).map((p) => p.uid);
   if (new Set(uids).size !== uids.length) problems.push('a uid was given to more than one login');
   const { rows: loginCount } = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM amie_toolkit.logins');
-  if (loginCount[0]!.n !== people.length) problems.push(`the registry has ${loginCount[0]!.n} logins for ${people.length} people`);
+  if (loginCount[0]!.n !== people.length)
+    problems.push(`the registry has ${loginCount[0]!.n} logins for ${people.length} people`);
 
   const { rows: accounts } = await db.query<{ k: string; active: boolean }>(
     `SELECT person_id || '|' || project_id AS k, active FROM amie_toolkit.accounts`,
@@ -447,11 +493,15 @@ export async function consistencyProblems(db: Database, items: readonly WorkItem
     if (!announced.has(a.k)) problems.push(`account ${a.k} is in the registry but no reply announced it`);
     if (!a.active) problems.push(`account ${a.k} is inactive`);
   }
-  for (const k of announced) if (!inRegistry.has(k)) problems.push(`account ${k} was announced in a reply but is not in the registry`);
+  for (const k of announced)
+    if (!inRegistry.has(k)) problems.push(`account ${k} was announced in a reply but is not in the registry`);
 
-  const { rows: projects } = await db.query<{ project_id: string; pi_person_id: string }>('SELECT project_id, pi_person_id FROM amie_toolkit.projects');
+  const { rows: projects } = await db.query<{ project_id: string; pi_person_id: string }>(
+    'SELECT project_id, pi_person_id FROM amie_toolkit.projects',
+  );
   const recordIds = new Set(items.filter((i) => i.recordId).map((i) => i.recordId));
-  if (projects.length !== recordIds.size) problems.push(`the registry has ${projects.length} projects for ${recordIds.size} distinct RecordIDs`);
+  if (projects.length !== recordIds.size)
+    problems.push(`the registry has ${projects.length} projects for ${recordIds.size} distinct RecordIDs`);
   const piOf = new Map(projects.map((p) => [p.project_id, p.pi_person_id]));
   for (const item of items) {
     const npc = npcOf.get(item.transactionId);
@@ -459,10 +509,14 @@ export async function consistencyProblems(db: Database, items: readonly WorkItem
     if (item.repeatOf !== undefined) {
       const first = npcOf.get(item.repeatOf);
       if (first && (first.projectId !== npc.projectId || first.pi !== npc.pi)) {
-        problems.push(`transaction ${item.transactionId} repeats RecordID ${item.recordId} but got ${JSON.stringify(npc)}, the first answer was ${JSON.stringify(first)}`);
+        problems.push(
+          `transaction ${item.transactionId} repeats RecordID ${item.recordId} but got ${JSON.stringify(npc)}, the first answer was ${JSON.stringify(first)}`,
+        );
       }
     } else if (piOf.get(npc.projectId) !== npc.pi) {
-      problems.push(`project ${npc.projectId}: the NPC named PI ${npc.pi}, the registry has ${piOf.get(npc.projectId) ?? 'no such project'}`);
+      problems.push(
+        `project ${npc.projectId}: the NPC named PI ${npc.pi}, the registry has ${piOf.get(npc.projectId) ?? 'no such project'}`,
+      );
     }
   }
   return problems;

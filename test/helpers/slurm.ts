@@ -18,8 +18,16 @@ const LOGIN_PATTERN = /^[a-z_][a-z0-9_-]{0,31}$/;
 const ACCOUNT_PATTERN = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 /** Job states after which sacct's record of the job no longer changes. */
 const FINISHED_STATES = new Set([
-  'COMPLETED', 'FAILED', 'CANCELLED', 'TIMEOUT', 'NODE_FAIL', 'OUT_OF_MEMORY',
-  'PREEMPTED', 'BOOT_FAIL', 'DEADLINE', 'REVOKED',
+  'COMPLETED',
+  'FAILED',
+  'CANCELLED',
+  'TIMEOUT',
+  'NODE_FAIL',
+  'OUT_OF_MEMORY',
+  'PREEMPTED',
+  'BOOT_FAIL',
+  'DEADLINE',
+  'REVOKED',
 ]);
 
 let cachedReachable: boolean | undefined;
@@ -72,7 +80,15 @@ export async function ensureSlurmAccount(name: string): Promise<void> {
   checkAccount(name);
   const existing = await sacctmgr(['-n', '-P', 'show', 'account', `where`, `name=${name}`, 'format=account']);
   if (existing.split('\n').some((l) => l.trim() === name)) return;
-  await sacctmgr(['-i', 'add', 'account', name, `cluster=${SLURM_TEST_CLUSTER}`, `description=${name}`, `organization=${name}`]);
+  await sacctmgr([
+    '-i',
+    'add',
+    'account',
+    name,
+    `cluster=${SLURM_TEST_CLUSTER}`,
+    `description=${name}`,
+    `organization=${name}`,
+  ]);
 }
 
 async function unixIds(login: string): Promise<{ uid: number; gid: number } | undefined> {
@@ -94,7 +110,14 @@ export async function ensureSlurmUser(login: string, account: string): Promise<v
     await execa('useradd', ['--no-create-home', '--shell', '/usr/sbin/nologin', login], { stdin: 'ignore' });
   }
   const assoc = await sacctmgr([
-    '-n', '-P', 'show', 'assoc', 'where', `user=${login}`, `account=${account}`, `cluster=${SLURM_TEST_CLUSTER}`,
+    '-n',
+    '-P',
+    'show',
+    'assoc',
+    'where',
+    `user=${login}`,
+    `account=${account}`,
+    `cluster=${SLURM_TEST_CLUSTER}`,
     'format=user',
   ]);
   if (assoc.split('\n').some((l) => l.trim() === login)) return;
@@ -152,7 +175,9 @@ export async function submitJob(job: TestJob): Promise<string> {
     if (r.exitCode === 0) return r.stdout.trim().split(';')[0]!;
     const fresh = /Invalid account|association/i.test(r.stderr);
     if (!fresh || Date.now() > deadline) {
-      throw new Error(`sbatch -A ${job.account} as ${job.user ?? 'root'} failed (exit ${r.exitCode}): ${r.stderr.trim()}`);
+      throw new Error(
+        `sbatch -A ${job.account} as ${job.user ?? 'root'} failed (exit ${r.exitCode}): ${r.stderr.trim()}`,
+      );
     }
     await new Promise((res) => setTimeout(res, 500));
   }

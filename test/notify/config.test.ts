@@ -56,12 +56,18 @@ describe('notify.slack configuration', () => {
       'config/amie.yaml: notify.slack.summary: expected one of "always", "when-something-happened", "never", got "sometimes"',
       'config/amie.yaml: notify.slack.chanel: unknown key (did you mean "channel"?)',
     ]);
-    expect(problemsOf(`${MINIMAL}notify:\n  slak: {channel: x}\n`)).toEqual(['config/amie.yaml: notify.slak: unknown key (did you mean "slack"?)']);
-    expect(problemsOf(`${MINIMAL}notify:\n  slack: {}\n`)).toEqual(['config/amie.yaml: notify.slack.channel: missing: expected a string']);
+    expect(problemsOf(`${MINIMAL}notify:\n  slak: {channel: x}\n`)).toEqual([
+      'config/amie.yaml: notify.slak: unknown key (did you mean "slack"?)',
+    ]);
+    expect(problemsOf(`${MINIMAL}notify:\n  slack: {}\n`)).toEqual([
+      'config/amie.yaml: notify.slack.channel: missing: expected a string',
+    ]);
   });
 
   it('checks quiet hours: clock times, a real time zone, a window that is not empty', () => {
-    expect(problemsOf(slack('    quietHours: {from: "22:00", to: "7am", timezone: Mars/Olympus, send: some}\n'))).toEqual([
+    expect(
+      problemsOf(slack('    quietHours: {from: "22:00", to: "7am", timezone: Mars/Olympus, send: some}\n')),
+    ).toEqual([
       'config/amie.yaml: notify.slack.quietHours.to: expected a time of day as HH:MM (24-hour clock), e.g. "22:00"',
       'config/amie.yaml: notify.slack.quietHours.timezone: expected an IANA time zone name, e.g. "America/Chicago" or "UTC"',
       'config/amie.yaml: notify.slack.quietHours.send: expected one of "failures", "nothing", got "some"',
@@ -70,11 +76,22 @@ describe('notify.slack configuration', () => {
       'config/amie.yaml: notify.slack.quietHours: from and to are the same time: the quiet window would be empty (or the whole day); remove quietHours or widen it',
     ]);
     const ok = parseConfig(slack('    quietHours: {from: "22:00", to: "07:00", timezone: Europe/Berlin}\n'), 'x', {});
-    expect(ok.notify?.slack?.quietHours).toEqual({ from: '22:00', to: '07:00', timezone: 'Europe/Berlin', send: 'failures' });
+    expect(ok.notify?.slack?.quietHours).toEqual({
+      from: '22:00',
+      to: '07:00',
+      timezone: 'Europe/Berlin',
+      send: 'failures',
+    });
   });
 
   it('refuses a placeholder a template cannot fill', () => {
-    expect(problemsOf(slack('    templates:\n      failure: "{type} {transactionID} {ProjectID}"\n      summary: "{taken} {ProjectID}"\n      packt: x\n'))).toEqual([
+    expect(
+      problemsOf(
+        slack(
+          '    templates:\n      failure: "{type} {transactionID} {ProjectID}"\n      summary: "{taken} {ProjectID}"\n      packt: x\n',
+        ),
+      ),
+    ).toEqual([
       'config/amie.yaml: notify.slack.templates.failure: unknown placeholder {transactionID} (did you mean {transactionId}?): expected one of {site} {type} {transactionId} {packetRecId} {outcome} {reason} {replyType} {keys} {result} {durationMs} {runId} or a tag of the packet such as {ProjectID}',
       'config/amie.yaml: notify.slack.templates.summary: unknown placeholder {ProjectID}: expected one of {site} {runId} {taken} {answered} {failed} {invalid} {deferred} {errors} {ignored} {closed} {unhandled} {unhandledTypes} {durationMs} {duration}',
       'config/amie.yaml: notify.slack.templates.packt: unknown key (did you mean "packet"?)',

@@ -30,7 +30,9 @@ function amie(args: string[], env: NodeJS.ProcessEnv): Promise<Run> {
   let stderr = '';
   child.stdout.on('data', (d) => (stdout += d));
   child.stderr.on('data', (d) => (stderr += d));
-  return new Promise((res) => child.on('close', (code) => res({ code, stdout, stderr, exitedAt: Date.now(), startedAt })));
+  return new Promise((res) =>
+    child.on('close', (code) => res({ code, stdout, stderr, exitedAt: Date.now(), startedAt })),
+  );
 }
 
 function logLines(stderr: string): Array<Record<string, unknown>> {
@@ -125,7 +127,11 @@ describe.each(driverCases())('amie process with Slack notifications on $name', (
       await initDatabase(db);
       await seedRacs(db, 3);
       // Two resources in ResourceList: invalid, answered with a failure ITC. The name is hostile text for Slack.
-      await seedIncoming(db, 'request_account_create', racTags(9, { ResourceList: [SITE.resource, 'other.example.org'], UserLastName: '<!channel> & co' }));
+      await seedIncoming(
+        db,
+        'request_account_create',
+        racTags(9, { ResourceList: [SITE.resource, 'other.example.org'], UserLastName: '<!channel> & co' }),
+      );
     });
     writeConfig([`apiUrl: ${slack.url}`]);
 
@@ -136,16 +142,27 @@ describe.each(driverCases())('amie process with Slack notifications on $name', (
     const real = await amie(['-c', config, 'process'], env());
     expect(real.code, real.stderr).toBe(1); // the invalid packet, as without Slack
     expect((await counts()).pending, real.stdout + real.stderr).toBe(0);
-    expect(slack.requests.every((r) => r.authorization === `Bearer ${SLACK_TOKEN}` && r.body.channel === 'C0123ABCD')).toBe(true);
+    expect(
+      slack.requests.every((r) => r.authorization === `Bearer ${SLACK_TOKEN}` && r.body.channel === 'C0123ABCD'),
+    ).toBe(true);
     const texts = slack.texts;
     expect(texts).toHaveLength(5);
-    const answered = texts.filter((x) => x.startsWith(':white_check_mark: EXAMPLE: *request_account_create* transaction 9000'));
+    const answered = texts.filter((x) =>
+      x.startsWith(':white_check_mark: EXAMPLE: *request_account_create* transaction 9000'),
+    );
     expect(answered).toHaveLength(3);
-    for (const x of answered) expect(x).toMatch(/\(ProjectID p-abc123, GrantNumber TG-ABC123, UserLastName O'Neil\d\): answered with notify_account_create$/);
+    for (const x of answered)
+      expect(x).toMatch(
+        /\(ProjectID p-abc123, GrantNumber TG-ABC123, UserLastName O'Neil\d\): answered with notify_account_create$/,
+      );
     const failure = texts.find((x) => x.startsWith(':x:'));
-    expect(failure).toMatch(/UserLastName &lt;!channel&gt; &amp; co\): invalid packet, answered with a failure inform_transaction_complete: .*ResourceList/);
+    expect(failure).toMatch(
+      /UserLastName &lt;!channel&gt; &amp; co\): invalid packet, answered with a failure inform_transaction_complete: .*ResourceList/,
+    );
     expect(failure).not.toContain('<!channel>');
-    expect(texts[4]).toMatch(/^:bar_chart: EXAMPLE: 4 packet\(s\) in .*: 3 answered, 1 failed \(1 invalid\), 0 deferred/);
+    expect(texts[4]).toMatch(
+      /^:bar_chart: EXAMPLE: 4 packet\(s\) in .*: 3 answered, 1 failed \(1 invalid\), 0 deferred/,
+    );
     expect(real.stderr).not.toContain(SLACK_TOKEN);
   });
 
@@ -173,7 +190,10 @@ describe.each(driverCases())('amie process with Slack notifications on $name', (
       expect(warning).toEqual([
         expect.objectContaining({
           msg: 'Slack notification failed; 6 message(s) not posted',
-          err: how === 'down' ? expect.stringMatching(/^cannot reach Slack at .*: ECONNREFUSED$/) : 'Slack did not answer within notify.slack.timeoutMs (1500 ms)',
+          err:
+            how === 'down'
+              ? expect.stringMatching(/^cannot reach Slack at .*: ECONNREFUSED$/)
+              : 'Slack did not answer within notify.slack.timeoutMs (1500 ms)',
         }),
       ]);
       if (how === 'hanging') expect(slack.requests).toHaveLength(1);

@@ -17,7 +17,8 @@ export interface SlackRequest {
  * answers; `refuse` answers `{ok: false, error}` as Slack does for a bad channel or token;
  * `rate-limit` answers 429 with Retry-After as Slack does past its rate limit.
  */
-export type SlackMode = { kind: 'ok' } | { kind: 'hang' } | { kind: 'refuse'; error: string } | { kind: 'rate-limit'; retryAfter: number };
+export type SlackMode =
+  { kind: 'ok' } | { kind: 'hang' } | { kind: 'refuse'; error: string } | { kind: 'rate-limit'; retryAfter: number };
 
 /** A local HTTP server answering like the Slack Web API, recording what it was sent. */
 export class FakeSlack {
@@ -56,7 +57,14 @@ export class FakeSlack {
     const body: Record<string, string> = contentType?.startsWith('application/json')
       ? (JSON.parse(raw) as Record<string, string>)
       : Object.fromEntries(new URLSearchParams(raw));
-    this.requests.push({ method: req.method ?? '', path: req.url ?? '', authorization: req.headers.authorization, contentType, body, at: Date.now() });
+    this.requests.push({
+      method: req.method ?? '',
+      path: req.url ?? '',
+      authorization: req.headers.authorization,
+      contentType,
+      body,
+      at: Date.now(),
+    });
     const json = (status: number, payload: unknown, headers: Record<string, string> = {}) => {
       res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', ...headers });
       res.end(JSON.stringify(payload));
@@ -66,7 +74,8 @@ export class FakeSlack {
       this.hanging.push(res);
       return;
     }
-    if (mode.kind === 'rate-limit') return json(429, { ok: false, error: 'ratelimited' }, { 'retry-after': String(mode.retryAfter) });
+    if (mode.kind === 'rate-limit')
+      return json(429, { ok: false, error: 'ratelimited' }, { 'retry-after': String(mode.retryAfter) });
     if (req.headers.authorization !== 'Bearer xoxb-test-token') return json(200, { ok: false, error: 'invalid_auth' });
     if (mode.kind === 'refuse') return json(200, { ok: false, error: mode.error });
     if (req.url !== '/api/chat.postMessage') return json(200, { ok: false, error: 'unknown_method' });

@@ -2,7 +2,13 @@ import { Writable } from 'node:stream';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { PacketResult, RunSummary } from '../../src/dispatch/index.js';
 import { createLogger } from '../../src/log.js';
-import { SlackConfigSchema, SlackNotifier, inQuietHours, renderTemplate, type SlackConfig } from '../../src/notify/index.js';
+import {
+  SlackConfigSchema,
+  SlackNotifier,
+  inQuietHours,
+  renderTemplate,
+  type SlackConfig,
+} from '../../src/notify/index.js';
 import { FakeSlack, SLACK_TOKEN, closedPortUrl } from './slack-server.js';
 
 // The real @slack/web-api WebClient against a local server that answers like Slack.
@@ -72,10 +78,20 @@ beforeEach(() => {
   slack.mode = { kind: 'ok' };
 });
 
-function notifier(cfg: Partial<Record<keyof SlackConfig, unknown>> = {}, opts: { now?: Date; dryRun?: boolean; log?: ReturnType<typeof capturingLog> } = {}) {
+function notifier(
+  cfg: Partial<Record<keyof SlackConfig, unknown>> = {},
+  opts: { now?: Date; dryRun?: boolean; log?: ReturnType<typeof capturingLog> } = {},
+) {
   const config = SlackConfigSchema.parse({ channel: '#amie-ops', apiUrl: slack.url, ...cfg });
   const log = opts.log ?? capturingLog();
-  const n = new SlackNotifier({ token: SLACK_TOKEN, config, site: 'EXAMPLE', log: log.log, dryRun: opts.dryRun, now: opts.now ? () => opts.now! : undefined });
+  const n = new SlackNotifier({
+    token: SLACK_TOKEN,
+    config,
+    site: 'EXAMPLE',
+    log: log.log,
+    dryRun: opts.dryRun,
+    now: opts.now ? () => opts.now! : undefined,
+  });
   return { n, log };
 }
 
@@ -115,9 +131,13 @@ describe('SlackNotifier with the real WebClient', () => {
       ]),
     );
     expect(slack.texts).toEqual([
-      expect.stringMatching(/^:hourglass_flowing_sand: .*deferred, offered again next run: waiting for the allocations office$/),
+      expect.stringMatching(
+        /^:hourglass_flowing_sand: .*deferred, offered again next run: waiting for the allocations office$/,
+      ),
       expect.stringMatching(/^:x: .*handler error, deferred: sacctmgr exited with 1: Nothing new added$/),
-      expect.stringMatching(/^:x: EXAMPLE: \*request_user_modify\* .*does not implement this packet type; left pending$/),
+      expect.stringMatching(
+        /^:x: EXAMPLE: \*request_user_modify\* .*does not implement this packet type; left pending$/,
+      ),
     ]);
   });
 
@@ -129,7 +149,9 @@ describe('SlackNotifier with the real WebClient', () => {
         summary: '{taken} taken, {answered} answered in {durationMs} ms',
       },
     });
-    await n.notifyRun(summaryOf([result('reply'), result('invalid', { reason: 'UserLastName "<!channel> & co" is <bad>' })]));
+    await n.notifyRun(
+      summaryOf([result('reply'), result('invalid', { reason: 'UserLastName "<!channel> & co" is <bad>' })]),
+    );
     expect(slack.texts).toEqual([
       'p-abc123 reply -> notify_project_create []',
       '<!here> request_project_create 900001 failed: UserLastName "&lt;!channel&gt; &amp; co" is &lt;bad&gt;',
@@ -168,13 +190,19 @@ describe('SlackNotifier with the real WebClient', () => {
   it('in quiet hours posts only failures (and the summary of a pass that had one), or nothing', async () => {
     const night = new Date('2026-03-02T23:30:00Z');
     const quiet = { from: '22:00', to: '07:00', timezone: 'UTC' };
-    const mixed = summaryOf([result('reply'), result('defer', { reason: 'later' }), result('fail', { packetRecId: 5, reason: 'refused' })]);
+    const mixed = summaryOf([
+      result('reply'),
+      result('defer', { reason: 'later' }),
+      result('fail', { packetRecId: 5, reason: 'refused' }),
+    ]);
 
     await notifier({ quietHours: quiet }, { now: night }).n.notifyRun(mixed);
     expect(slack.texts).toEqual([expect.stringMatching(/: refused$/), expect.stringMatching(/^:bar_chart:/)]);
 
     slack.requests.length = 0;
-    await notifier({ quietHours: quiet }, { now: night }).n.notifyRun(summaryOf([result('reply'), result('defer', { reason: 'later' })]));
+    await notifier({ quietHours: quiet }, { now: night }).n.notifyRun(
+      summaryOf([result('reply'), result('defer', { reason: 'later' })]),
+    );
     expect(slack.requests).toHaveLength(0);
 
     await notifier({ quietHours: { ...quiet, send: 'nothing' } }, { now: night }).n.notifyRun(mixed);
@@ -201,7 +229,10 @@ describe('SlackNotifier with the real WebClient', () => {
     await n.notifyRun(summaryOf([waiting]));
     await n.notifyRun(summaryOf([waiting]));
     await n.notifyRun(summaryOf([{ ...waiting, reason: 'approval refused, retrying' }]));
-    expect(slack.texts).toEqual([expect.stringMatching(/waiting for approval$/), expect.stringMatching(/approval refused, retrying$/)]);
+    expect(slack.texts).toEqual([
+      expect.stringMatching(/waiting for approval$/),
+      expect.stringMatching(/approval refused, retrying$/),
+    ]);
     // Only the last pass's deferrals are remembered.
     await n.notifyRun(summaryOf([result('reply')]));
     await n.notifyRun(summaryOf([waiting]));
@@ -239,10 +270,19 @@ describe('SlackNotifier when Slack is down, hanging or refusing', () => {
     const started = Date.now();
     const out = await n.notifyRun(many);
     expect(Date.now() - started).toBeLessThan(1500);
-    expect(out).toMatchObject({ sent: 0, dropped: 11, error: expect.stringMatching(/^cannot reach Slack at http:\/\/127\.0\.0\.1:\d+\/api\/: ECONNREFUSED$/) });
+    expect(out).toMatchObject({
+      sent: 0,
+      dropped: 11,
+      error: expect.stringMatching(/^cannot reach Slack at http:\/\/127\.0\.0\.1:\d+\/api\/: ECONNREFUSED$/),
+    });
     const warnings = log.lines().filter((l) => l.level === 40);
     expect(warnings).toHaveLength(1);
-    expect(warnings[0]).toMatchObject({ msg: 'Slack notification failed; 11 message(s) not posted', channel: '#amie-ops', sent: 0, dropped: 11 });
+    expect(warnings[0]).toMatchObject({
+      msg: 'Slack notification failed; 11 message(s) not posted',
+      channel: '#amie-ops',
+      sent: 0,
+      dropped: 11,
+    });
     expect(log.raw()).not.toContain(SLACK_TOKEN);
   });
 
@@ -276,7 +316,11 @@ describe('SlackNotifier when Slack is down, hanging or refusing', () => {
     slack.mode = { kind: 'refuse', error: 'not_in_channel' };
     const { n } = notifier();
     const out = await n.notifyRun(many);
-    expect(out).toEqual({ sent: 0, dropped: 11, error: 'Slack refused chat.postMessage: not_in_channel: invite the bot to #amie-ops' });
+    expect(out).toEqual({
+      sent: 0,
+      dropped: 11,
+      error: 'Slack refused chat.postMessage: not_in_channel: invite the bot to #amie-ops',
+    });
     expect(slack.requests).toHaveLength(1);
   });
 

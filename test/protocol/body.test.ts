@@ -1,7 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { PacketBody, type DataRow } from '../../src/protocol/index.js';
 
-const row = (tag: string, seq: number, value: string | null, subtag: string | null = null): DataRow => ({ tag, subtag, seq, value });
+const row = (tag: string, seq: number, value: string | null, subtag: string | null = null): DataRow => ({
+  tag,
+  subtag,
+  seq,
+  value,
+});
 
 /** Code-point order, as toRows promises (locale order would vary by machine). */
 const sortRows = (rows: DataRow[]) =>
@@ -16,7 +21,7 @@ const RAC_ROWS: DataRow[] = [
   row('GrantNumber', 0, 'TG-ABC123'),
   row('ResourceList', 0, 'cluster.example.org'),
   row('UserFirstName', 0, 'Zoë'),
-  row('UserLastName', 0, "O'Neil \"the\" 名前"),
+  row('UserLastName', 0, 'O\'Neil "the" 名前'),
   row('UserOrganization', 0, 'Example University\nDept. of Physics'),
   row('UserOrgCode', 0, '0012345'),
   row('UserRequestedLoginList', 0, ''),
@@ -49,7 +54,7 @@ describe('PacketBody', () => {
         { PersonID: 'zoe@example.org', Site: 'X-ORCID' },
       ],
       AcademicDegree: [{ Degree: 'PhD', Field: 'Physics' }],
-      UserLastName: "O'Neil \"the\" 名前",
+      UserLastName: 'O\'Neil "the" 名前',
       SomeNewTag: 'kept',
       SomeNewComposite: [{ X: 'a' }],
     });
@@ -85,14 +90,23 @@ describe('PacketBody', () => {
   });
 
   it('shapes JSON by tag kind: lists always arrays, composites always objects, others by their rows', () => {
-    const body = PacketBody.fromRows([row('ResourceList', 0, 'only'), row('JobIdentity', 0, '42', 'LocalJobID'), row('Odd', 0, 'a'), row('Odd', 1, 'b'), row('Plain', 0, null)]);
+    const body = PacketBody.fromRows([
+      row('ResourceList', 0, 'only'),
+      row('JobIdentity', 0, '42', 'LocalJobID'),
+      row('Odd', 0, 'a'),
+      row('Odd', 1, 'b'),
+      row('Plain', 0, null),
+    ]);
     expect(body.toJSON()).toEqual({ ResourceList: ['only'], JobIdentity: [{ LocalJobID: '42' }], Odd: ['a', 'b'] });
   });
 
   it('edits: set, setList, setEntries, delete, clone', () => {
     const body = PacketBody.fromTags({ ProjectID: 'p-1', Gone: undefined, AlsoGone: null });
     expect(body.tags()).toEqual(['ProjectID']);
-    body.set('ProjectID', 'p-2').setList('DnList', ['a', 'b']).setEntries('SitePersonId', [{ PersonID: 'x', Site: 'S' }]);
+    body
+      .set('ProjectID', 'p-2')
+      .setList('DnList', ['a', 'b'])
+      .setEntries('SitePersonId', [{ PersonID: 'x', Site: 'S' }]);
     const copy = body.clone();
     body.set('ProjectID', undefined).delete('DnList');
     expect(body.tags()).toEqual(['SitePersonId']);
@@ -106,7 +120,12 @@ describe('PacketBody', () => {
   });
 
   it('turns JSON numbers into text and takes a lone object as one composite entry', () => {
-    const body = PacketBody.fromJSON({ ServiceUnitsAllocated: 1000.5, NodeCount: 4, AcademicDegree: { Degree: 'MS', Field: 'CS' }, ResourceList: ['r'] });
+    const body = PacketBody.fromJSON({
+      ServiceUnitsAllocated: 1000.5,
+      NodeCount: 4,
+      AcademicDegree: { Degree: 'MS', Field: 'CS' },
+      ResourceList: ['r'],
+    });
     expect(body.problems).toEqual([]);
     expect(body.get('ServiceUnitsAllocated')).toBe('1000.5');
     expect(body.getEntries('AcademicDegree')).toEqual([{ Degree: 'MS', Field: 'CS' }]);
@@ -126,12 +145,17 @@ describe('PacketBody', () => {
 
     it('a duplicate row keeps the first', () => {
       const body = PacketBody.fromRows([row('ProjectID', 0, 'p-1'), row('ProjectID', 0, 'p-2')]);
-      expect(body.problems).toEqual([{ tag: 'ProjectID', message: 'ProjectID: duplicate row for seq 0; the first one is kept' }]);
+      expect(body.problems).toEqual([
+        { tag: 'ProjectID', message: 'ProjectID: duplicate row for seq 0; the first one is kept' },
+      ]);
       expect(body.get('ProjectID')).toBe('p-1');
     });
 
     it('a row without a tag', () => {
-      const body = PacketBody.fromRows([{ tag: null as unknown as string, subtag: null, seq: 0, value: 'stray' }, row('ProjectID', 0, 'p-1')]);
+      const body = PacketBody.fromRows([
+        { tag: null as unknown as string, subtag: null, seq: 0, value: 'stray' },
+        row('ProjectID', 0, 'p-1'),
+      ]);
       expect(body.problems).toHaveLength(1);
       expect(body.problems[0]!.message).toMatch(/data row 1 has no tag .*"stray"/);
       expect(body.tags()).toEqual(['ProjectID']);

@@ -10,26 +10,87 @@ import {
 
 // Written out from the protocol reference (§2 type_des, §4 tags), not derived from the code under test.
 const TYPE_DES: Array<[number, string]> = [
-  [1, 'data_account_create'], [2, 'data_project_create'], [3, 'inform_transaction_complete'],
-  [4, 'notify_account_inactivate'], [5, 'notify_account_reactivate'], [6, 'notify_account_create'],
-  [7, 'notify_project_create'], [8, 'notify_project_inactivate'], [9, 'notify_project_modify'],
-  [10, 'notify_project_reactivate'], [11, 'notify_project_resources'], [12, 'notify_project_usage'],
-  [13, 'notify_user_modify'], [14, 'notify_user_reactivate'], [15, 'notify_user_suspend'],
-  [16, 'request_account_create'], [17, 'request_account_inactivate'], [18, 'request_account_reactivate'],
-  [19, 'request_project_create'], [20, 'request_project_inactivate'], [21, 'request_project_modify'],
-  [22, 'request_project_reactivate'], [23, 'request_project_resources'], [24, 'request_user_modify'],
-  [25, 'request_user_reactivate'], [26, 'request_user_suspend'], [27, 'request_user_create'],
-  [28, 'notify_user_create'], [29, 'notify_person_ids'], [30, 'notify_person_duplicate'],
+  [1, 'data_account_create'],
+  [2, 'data_project_create'],
+  [3, 'inform_transaction_complete'],
+  [4, 'notify_account_inactivate'],
+  [5, 'notify_account_reactivate'],
+  [6, 'notify_account_create'],
+  [7, 'notify_project_create'],
+  [8, 'notify_project_inactivate'],
+  [9, 'notify_project_modify'],
+  [10, 'notify_project_reactivate'],
+  [11, 'notify_project_resources'],
+  [12, 'notify_project_usage'],
+  [13, 'notify_user_modify'],
+  [14, 'notify_user_reactivate'],
+  [15, 'notify_user_suspend'],
+  [16, 'request_account_create'],
+  [17, 'request_account_inactivate'],
+  [18, 'request_account_reactivate'],
+  [19, 'request_project_create'],
+  [20, 'request_project_inactivate'],
+  [21, 'request_project_modify'],
+  [22, 'request_project_reactivate'],
+  [23, 'request_project_resources'],
+  [24, 'request_user_modify'],
+  [25, 'request_user_reactivate'],
+  [26, 'request_user_suspend'],
+  [27, 'request_user_create'],
+  [28, 'notify_user_create'],
+  [29, 'notify_person_ids'],
+  [30, 'notify_person_duplicate'],
   [31, 'request_person_merge'],
 ];
 
 const REQUIRED: Record<PacketTypeName, string[]> = {
-  request_project_create: ['AllocationType', 'EndDate', 'GrantNumber', 'PfosNumber', 'PiFirstName', 'PiLastName', 'PiOrganization', 'PiOrgCode', 'StartDate', 'ResourceList', 'RecordID', 'ServiceUnitsAllocated'],
-  notify_project_create: ['GrantNumber', 'PfosNumber', 'PiOrgCode', 'PiPersonID', 'PiRemoteSiteLogin', 'ProjectID', 'ProjectTitle', 'ResourceList', 'ServiceUnitsAllocated', 'StartDate'],
+  request_project_create: [
+    'AllocationType',
+    'EndDate',
+    'GrantNumber',
+    'PfosNumber',
+    'PiFirstName',
+    'PiLastName',
+    'PiOrganization',
+    'PiOrgCode',
+    'StartDate',
+    'ResourceList',
+    'RecordID',
+    'ServiceUnitsAllocated',
+  ],
+  notify_project_create: [
+    'GrantNumber',
+    'PfosNumber',
+    'PiOrgCode',
+    'PiPersonID',
+    'PiRemoteSiteLogin',
+    'ProjectID',
+    'ProjectTitle',
+    'ResourceList',
+    'ServiceUnitsAllocated',
+    'StartDate',
+  ],
   data_project_create: ['PersonID', 'ProjectID'],
   data_account_create: ['PersonID', 'ProjectID'],
-  request_account_create: ['GrantNumber', 'ResourceList', 'UserFirstName', 'UserLastName', 'UserOrganization', 'UserOrgCode'],
-  notify_account_create: ['AccountActivityTime', 'ProjectID', 'ResourceList', 'UserFirstName', 'UserLastName', 'UserOrganization', 'UserOrgCode', 'UserPersonID', 'UserRemoteSiteLogin'],
+  request_account_create: [
+    'GrantNumber',
+    'ResourceList',
+    'UserFirstName',
+    'UserLastName',
+    'UserOrganization',
+    'UserOrgCode',
+  ],
+  notify_account_create: [
+    'AccountActivityTime',
+    'ProjectID',
+    'ResourceList',
+    'UserFirstName',
+    'UserLastName',
+    'UserOrganization',
+    'UserOrgCode',
+    'UserPersonID',
+    'UserRemoteSiteLogin',
+  ],
   request_account_inactivate: ['PersonID', 'ProjectID', 'ResourceList'],
   notify_account_inactivate: ['PersonID', 'ProjectID', 'ResourceList'],
   request_account_reactivate: ['PersonID', 'ProjectID', 'ResourceList'],
@@ -43,7 +104,17 @@ const REQUIRED: Record<PacketTypeName, string[]> = {
   notify_person_ids: ['PersonID', 'PrimaryPersonID'],
   notify_person_duplicate: [],
   inform_transaction_complete: ['DetailCode', 'Message', 'StatusCode'],
-  notify_project_usage: ['UsageType', 'ProjectID', 'JobIdentity', 'RecordIdentity', 'MachineName', 'UserLogin', 'StartTime', 'EndTime', 'Charge'],
+  notify_project_usage: [
+    'UsageType',
+    'ProjectID',
+    'JobIdentity',
+    'RecordIdentity',
+    'MachineName',
+    'UserLogin',
+    'StartTime',
+    'EndTime',
+    'Charge',
+  ],
   // amieclient's list (the protocol reference gives none).
   notify_user_modify: ['ActionType', 'PersonID'],
   // The reference gives no tags for these.
@@ -59,7 +130,25 @@ const REQUIRED: Record<PacketTypeName, string[]> = {
   notify_user_create: [],
 };
 
-const CONTACT = ['BusinessPhoneComment', 'BusinessPhoneExtension', 'BusinessPhoneNumber', 'City', 'Country', 'Department', 'Email', 'Fax', 'HomePhoneComment', 'HomePhoneExtension', 'HomePhoneNumber', 'MiddleName', 'State', 'StreetAddress', 'StreetAddress2', 'Title', 'Zip'];
+const CONTACT = [
+  'BusinessPhoneComment',
+  'BusinessPhoneExtension',
+  'BusinessPhoneNumber',
+  'City',
+  'Country',
+  'Department',
+  'Email',
+  'Fax',
+  'HomePhoneComment',
+  'HomePhoneExtension',
+  'HomePhoneNumber',
+  'MiddleName',
+  'State',
+  'StreetAddress',
+  'StreetAddress2',
+  'Title',
+  'Zip',
+];
 
 describe('packet types', () => {
   it('has all 31 type_des ids and names, each once', () => {
@@ -94,21 +183,37 @@ describe('packet types', () => {
       expect(specOf('notify_account_create').allowed).toContain(`User${field}`);
       expect(specOf('request_user_modify').allowed).toContain(field);
     }
-    expect(specOf('request_account_create').allowed).toEqual(expect.arrayContaining(['UserPasswordAccessEnable', 'SitePersonId', 'UserRequestedLoginList', 'UserDnList']));
+    expect(specOf('request_account_create').allowed).toEqual(
+      expect.arrayContaining(['UserPasswordAccessEnable', 'SitePersonId', 'UserRequestedLoginList', 'UserDnList']),
+    );
     expect(specOf('data_project_create').allowed).toEqual(['DnList']);
   });
 
   it('marks the types the reference gives no tags for as lenient, and no others', () => {
-    const lenient = Object.values(PACKET_SPECS).filter((s) => s.lenient).map((s) => s.name).sort();
+    const lenient = Object.values(PACKET_SPECS)
+      .filter((s) => s.lenient)
+      .map((s) => s.name)
+      .sort();
     expect(lenient).toEqual([
-      'notify_project_modify', 'notify_project_resources', 'notify_user_create',
-      'notify_user_reactivate', 'notify_user_suspend', 'request_project_modify', 'request_project_resources',
-      'request_user_create', 'request_user_reactivate', 'request_user_suspend',
+      'notify_project_modify',
+      'notify_project_resources',
+      'notify_user_create',
+      'notify_user_reactivate',
+      'notify_user_suspend',
+      'request_project_modify',
+      'request_project_resources',
+      'request_user_create',
+      'request_user_reactivate',
+      'request_user_suspend',
     ]);
   });
 
   it('knows the reply chains of both sides', () => {
-    const siteReplies = Object.fromEntries(Object.values(PACKET_SPECS).filter((s) => s.siteReply).map((s) => [s.name, s.siteReply]));
+    const siteReplies = Object.fromEntries(
+      Object.values(PACKET_SPECS)
+        .filter((s) => s.siteReply)
+        .map((s) => [s.name, s.siteReply]),
+    );
     expect(siteReplies).toEqual({
       request_project_create: 'notify_project_create',
       data_project_create: 'inform_transaction_complete',
@@ -134,18 +239,52 @@ describe('packet types', () => {
   });
 
   it('names what NPC and NAC may take from the request', () => {
-    expect(Object.keys(specOf('notify_project_create').inferFromRequest!).sort()).toEqual(
-      ['GrantNumber', 'PfosNumber', 'PiOrgCode', 'ProjectTitle', 'ResourceList', 'ServiceUnitsAllocated', 'StartDate'],
-    );
-    expect(Object.keys(specOf('notify_account_create').inferFromRequest!).sort()).toEqual(
-      ['AcademicDegree', 'ProjectID', 'ResourceList', 'UserFirstName', 'UserLastName', 'UserMiddleName', 'UserOrgCode', 'UserOrganization', 'UserPersonID'],
-    );
-    expect(Object.keys(specOf('notify_account_reactivate').inferFromRequest!).sort()).toEqual(['PersonID', 'ProjectID', 'ResourceList']);
-    expect(Object.keys(specOf('notify_project_inactivate').inferFromRequest!).sort()).toEqual(['Comment', 'PersonID', 'ProjectID', 'ResourceList']);
+    expect(Object.keys(specOf('notify_project_create').inferFromRequest!).sort()).toEqual([
+      'GrantNumber',
+      'PfosNumber',
+      'PiOrgCode',
+      'ProjectTitle',
+      'ResourceList',
+      'ServiceUnitsAllocated',
+      'StartDate',
+    ]);
+    expect(Object.keys(specOf('notify_account_create').inferFromRequest!).sort()).toEqual([
+      'AcademicDegree',
+      'ProjectID',
+      'ResourceList',
+      'UserFirstName',
+      'UserLastName',
+      'UserMiddleName',
+      'UserOrgCode',
+      'UserOrganization',
+      'UserPersonID',
+    ]);
+    expect(Object.keys(specOf('notify_account_reactivate').inferFromRequest!).sort()).toEqual([
+      'PersonID',
+      'ProjectID',
+      'ResourceList',
+    ]);
+    expect(Object.keys(specOf('notify_project_inactivate').inferFromRequest!).sort()).toEqual([
+      'Comment',
+      'PersonID',
+      'ProjectID',
+      'ResourceList',
+    ]);
   });
 
   it('describes list and composite tags', () => {
-    for (const tag of ['ResourceList', 'DnList', 'PiDnList', 'UserDnList', 'UserRequestedLoginList', 'PiRequestedLoginList', 'RoleList', 'CitizenshipList', 'PersonIDList', 'RemoveResourceList']) {
+    for (const tag of [
+      'ResourceList',
+      'DnList',
+      'PiDnList',
+      'UserDnList',
+      'UserRequestedLoginList',
+      'PiRequestedLoginList',
+      'RoleList',
+      'CitizenshipList',
+      'PersonIDList',
+      'RemoveResourceList',
+    ]) {
       expect(LIST_TAGS.has(tag)).toBe(true);
     }
     expect(COMPOSITE_TAGS).toEqual({

@@ -6,9 +6,13 @@ describe('typed tag view', () => {
     expectTypeOf<TagsOf<'request_account_create'>['UserFirstName']>().toEqualTypeOf<string>();
     expectTypeOf<TagsOf<'request_account_create'>['UserDnList']>().toEqualTypeOf<string[] | undefined>();
     expectTypeOf<TagsOf<'request_account_create'>['ResourceList']>().toEqualTypeOf<string[]>();
-    expectTypeOf<TagsOf<'request_account_create'>['SitePersonId']>().toEqualTypeOf<Array<{ PersonID: string; Site: string }> | undefined>();
+    expectTypeOf<TagsOf<'request_account_create'>['SitePersonId']>().toEqualTypeOf<
+      Array<{ PersonID: string; Site: string }> | undefined
+    >();
     expectTypeOf<TagsOf<'request_project_create'>['PiBusinessPhoneExtension']>().toEqualTypeOf<string | undefined>();
-    expectTypeOf<TagsOf<'notify_project_usage'>['RecordIdentity']>().toEqualTypeOf<Array<{ RecordID: string; CreateTime: string }>>();
+    expectTypeOf<TagsOf<'notify_project_usage'>['RecordIdentity']>().toEqualTypeOf<
+      Array<{ RecordID: string; CreateTime: string }>
+    >();
     expectTypeOf<TagsOf<'request_account_create'>>().not.toHaveProperty('PiFirstName');
   });
 

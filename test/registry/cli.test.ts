@@ -30,7 +30,10 @@ async function amieRegistry(args: string[]): Promise<{ lines: string[]; error?: 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'amie-registry-cli-'));
   configFile = join(dir, 'amie.yaml');
-  writeFileSync(configFile, `site:\n  name: ${SITE.name}\n  resource: ${SITE.resource}\ndatabase:\n  path: ./db\nhandler: registry\n`);
+  writeFileSync(
+    configFile,
+    `site:\n  name: ${SITE.name}\n  resource: ${SITE.resource}\ndatabase:\n  path: ./db\nhandler: registry\n`,
+  );
   const db = await openPglite({ path: join(dir, 'db') });
   try {
     await initTestDatabase(db);
@@ -60,7 +63,11 @@ beforeAll(async () => {
       UserOrgCode: '0012345',
     });
     await new Dispatcher(db, handler, quietLog).runOnce();
-    await seedIncoming(db, 'request_account_inactivate', { PersonID: 'alee', ProjectID: 'TG-ABC123', ResourceList: [SITE.resource] });
+    await seedIncoming(db, 'request_account_inactivate', {
+      PersonID: 'alee',
+      ProjectID: 'TG-ABC123',
+      ResourceList: [SITE.resource],
+    });
     await new Dispatcher(db, handler, quietLog).runOnce();
   } finally {
     await db.close();
@@ -88,7 +95,9 @@ describe('amie registry', () => {
 
   it('projects lists the allocation and state', async () => {
     const { lines } = await amieRegistry(['projects']);
-    expect(lines.some((l) => /^TG-ABC123\s+TG-ABC123\s+jdoe\s+active\s+50000\s+2026-07-01\s+2027-06-30/.test(l))).toBe(true);
+    expect(lines.some((l) => /^TG-ABC123\s+TG-ABC123\s+jdoe\s+active\s+50000\s+2026-07-01\s+2027-06-30/.test(l))).toBe(
+      true,
+    );
   });
 
   it('show finds a person by login and a project by GrantNumber', async () => {
@@ -96,7 +105,9 @@ describe('amie registry', () => {
     expect(person.lines).toContain('PersonID       alee');
     expect(person.lines.some((l) => /TG-ABC123.*inactive/.test(l))).toBe(true);
     const project = await amieRegistry(['show', 'TG-ABC123', '--json']);
-    const shown = JSON.parse(project.lines.join('\n')) as { project: { piPersonId: string; allocations: Array<{ allocationType: string }> } };
+    const shown = JSON.parse(project.lines.join('\n')) as {
+      project: { piPersonId: string; allocations: Array<{ allocationType: string }> };
+    };
     expect(shown.project.piPersonId).toBe('jdoe');
     expect(shown.project.allocations.map((a) => a.allocationType)).toEqual(['new']);
   });

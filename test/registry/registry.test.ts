@@ -1,7 +1,13 @@
 import { describe, it, expect, beforeEach, afterEach } from 'vitest';
 import { Dispatcher, type PacketContext } from '../../src/dispatch/index.js';
 import type { PacketTypeName, TagValue } from '../../src/protocol/index.js';
-import type { AllocationChange, RegistryAccount, RegistryLogin, RegistryPerson, RegistryProject } from '../../src/registry/index.js';
+import type {
+  AllocationChange,
+  RegistryAccount,
+  RegistryLogin,
+  RegistryPerson,
+  RegistryProject,
+} from '../../src/registry/index.js';
 import { listAccounts, listPeople, listProjects, allocationHistory } from '../../src/registry/index.js';
 import { RegistryHandler, type RegistryOptionsInput } from '../../handlers/registry.js';
 import { loadHandlerClass } from '../../src/dispatch/index.js';
@@ -96,7 +102,11 @@ describe.each(driverCases())('registry handler on $name', (driver) => {
   }
 
   /** Seeds one incoming packet, runs the dispatcher, returns the reply it wrote. */
-  async function send(type: PacketTypeName, tags: Record<string, TagValue>, opts: { transRecId?: number; packetId?: number } = {}) {
+  async function send(
+    type: PacketTypeName,
+    tags: Record<string, TagValue>,
+    opts: { transRecId?: number; packetId?: number } = {},
+  ) {
     const seeded = await seedIncoming(t.db, type, tags, opts);
     const summary = await new Dispatcher(t.db, handler, quietLog).runOnce();
     expect(summary.errors, JSON.stringify(summary.results.map((r) => r.reason))).toBe(0);
@@ -127,7 +137,14 @@ describe.each(driverCases())('registry handler on $name', (driver) => {
       ServiceUnitsAllocated: '50000',
     });
     const [person] = await listPeople(t.db);
-    expect(person).toMatchObject({ personId: 'jdoe', login: 'jdoe', uid: 100000, globalId: '70001', email: 'jane@example.edu', dns: [DN_JANE] });
+    expect(person).toMatchObject({
+      personId: 'jdoe',
+      login: 'jdoe',
+      uid: 100000,
+      globalId: '70001',
+      email: 'jane@example.edu',
+      dns: [DN_JANE],
+    });
     const [project] = await listProjects(t.db);
     expect(project).toMatchObject({
       projectId: 'TG-ABC123',
@@ -156,22 +173,43 @@ describe.each(driverCases())('registry handler on $name', (driver) => {
 
   run('a repeated RecordID gets the first answer again and changes nothing', async () => {
     const first = await newProject();
-    const before = { people: await listPeople(t.db), projects: await listProjects(t.db), history: await allocationHistory(t.db, 'TG-ABC123') };
+    const before = {
+      people: await listPeople(t.db),
+      projects: await listProjects(t.db),
+      history: await allocationHistory(t.db, 'TG-ABC123'),
+    };
     handler.calls = [];
-    const again = await send('request_project_create', rpcTags({ ServiceUnitsAllocated: '999', AllocationType: 'supplement', PiFirstName: 'Other' }));
+    const again = await send(
+      'request_project_create',
+      rpcTags({ ServiceUnitsAllocated: '999', AllocationType: 'supplement', PiFirstName: 'Other' }),
+    );
     expect(again.body).toEqual(first.body);
     expect(handler.calls).toEqual([]);
-    expect({ people: await listPeople(t.db), projects: await listProjects(t.db), history: await allocationHistory(t.db, 'TG-ABC123') }).toEqual(before);
+    expect({
+      people: await listPeople(t.db),
+      projects: await listProjects(t.db),
+      history: await allocationHistory(t.db, 'TG-ABC123'),
+    }).toEqual(before);
   });
 
   run('supplement on an existing project adds SUs and keeps the history', async () => {
     await newProject();
     handler.calls = [];
-    const r = await send('request_project_create', rpcTags({ AllocationType: 'supplement', RecordID: 'rec-2', ServiceUnitsAllocated: '10000', EndDate: '2027-12-31' }));
+    const r = await send(
+      'request_project_create',
+      rpcTags({
+        AllocationType: 'supplement',
+        RecordID: 'rec-2',
+        ServiceUnitsAllocated: '10000',
+        EndDate: '2027-12-31',
+      }),
+    );
     expect(r.body).toMatchObject({ ProjectID: 'TG-ABC123', PiPersonID: 'jdoe' });
     const [project] = await listProjects(t.db);
     expect(project).toMatchObject({ serviceUnits: 60000, startDate: '2026-07-01', endDate: '2027-12-31' });
-    expect((await allocationHistory(t.db, 'TG-ABC123')).map((h) => [h.allocationType, h.serviceUnits, h.recordId])).toEqual([
+    expect(
+      (await allocationHistory(t.db, 'TG-ABC123')).map((h) => [h.allocationType, h.serviceUnits, h.recordId]),
+    ).toEqual([
       ['new', 50000, 'rec-1'],
       ['supplement', 10000, 'rec-2'],
     ]);
@@ -181,11 +219,30 @@ describe.each(driverCases())('registry handler on $name', (driver) => {
 
   run('renewal, adjustment and extension change the allocation as documented', async () => {
     await newProject();
-    await send('request_project_create', rpcTags({ AllocationType: 'renewal', RecordID: 'r2', ServiceUnitsAllocated: '70000', StartDate: '2027-07-01', EndDate: '2028-06-30' }));
-    expect((await listProjects(t.db))[0]).toMatchObject({ serviceUnits: 70000, startDate: '2027-07-01', endDate: '2028-06-30' });
-    await send('request_project_create', rpcTags({ AllocationType: 'adjustment', RecordID: 'r3', ServiceUnitsAllocated: '-5000' }));
+    await send(
+      'request_project_create',
+      rpcTags({
+        AllocationType: 'renewal',
+        RecordID: 'r2',
+        ServiceUnitsAllocated: '70000',
+        StartDate: '2027-07-01',
+        EndDate: '2028-06-30',
+      }),
+    );
+    expect((await listProjects(t.db))[0]).toMatchObject({
+      serviceUnits: 70000,
+      startDate: '2027-07-01',
+      endDate: '2028-06-30',
+    });
+    await send(
+      'request_project_create',
+      rpcTags({ AllocationType: 'adjustment', RecordID: 'r3', ServiceUnitsAllocated: '-5000' }),
+    );
     expect((await listProjects(t.db))[0]).toMatchObject({ serviceUnits: 65000 });
-    await send('request_project_create', rpcTags({ AllocationType: 'extension', RecordID: 'r4', ServiceUnitsAllocated: '0', EndDate: '2028-12-31' }));
+    await send(
+      'request_project_create',
+      rpcTags({ AllocationType: 'extension', RecordID: 'r4', ServiceUnitsAllocated: '0', EndDate: '2028-12-31' }),
+    );
     expect((await listProjects(t.db))[0]).toMatchObject({ serviceUnits: 65000, endDate: '2028-12-31' });
   });
 
@@ -200,7 +257,10 @@ describe.each(driverCases())('registry handler on $name', (driver) => {
   run('a known PI (PiPersonID) on a new grant keeps the same person and login', async () => {
     await newProject();
     handler.calls = [];
-    const r = await send('request_project_create', rpcTags({ GrantNumber: 'TG-XYZ999', RecordID: 'rec-9', PiPersonID: 'jdoe', PiGlobalID: '' }));
+    const r = await send(
+      'request_project_create',
+      rpcTags({ GrantNumber: 'TG-XYZ999', RecordID: 'rec-9', PiPersonID: 'jdoe', PiGlobalID: '' }),
+    );
     expect(r.body).toMatchObject({ ProjectID: 'TG-XYZ999', PiPersonID: 'jdoe', PiRemoteSiteLogin: 'jdoe' });
     expect(await listPeople(t.db)).toHaveLength(1);
     expect(handler.calls.map((c) => c[0])).not.toContain('createLogin');
@@ -221,9 +281,18 @@ describe.each(driverCases())('registry handler on $name', (driver) => {
   run('RAC: new user gets a login and an account; NAC carries ProjectID resolved from the GrantNumber', async () => {
     await newProject();
     handler.calls = [];
-    const r = await send('request_account_create', racTags('Ann', 'Lee', { UserRequestedLoginList: ['annlee'], UserDnList: ['/CN=Ann Lee'] }));
+    const r = await send(
+      'request_account_create',
+      racTags('Ann', 'Lee', { UserRequestedLoginList: ['annlee'], UserDnList: ['/CN=Ann Lee'] }),
+    );
     expect(r.type).toBe('notify_account_create');
-    expect(r.body).toMatchObject({ ProjectID: 'TG-ABC123', UserPersonID: 'annlee', UserRemoteSiteLogin: 'annlee', UserUID: '100001', UserFirstName: 'Ann' });
+    expect(r.body).toMatchObject({
+      ProjectID: 'TG-ABC123',
+      UserPersonID: 'annlee',
+      UserRemoteSiteLogin: 'annlee',
+      UserUID: '100001',
+      UserFirstName: 'Ann',
+    });
     expect(Date.parse(String(r.body.AccountActivityTime))).not.toBeNaN();
     expect(await accountsOf('TG-ABC123')).toEqual([
       { login: 'annlee', active: true },
@@ -237,7 +306,10 @@ describe.each(driverCases())('registry handler on $name', (driver) => {
   });
 
   run('RAC for an unknown project fails naming GrantNumber and ProjectID', async () => {
-    const r = await send('request_account_create', racTags('Ann', 'Lee', { GrantNumber: 'TG-NONE', ProjectID: 'p-none' }));
+    const r = await send(
+      'request_account_create',
+      racTags('Ann', 'Lee', { GrantNumber: 'TG-NONE', ProjectID: 'p-none' }),
+    );
     expect(r.body).toMatchObject({ StatusCode: 'Failure' });
     expect(String(r.body.Message)).toMatch(/p-none.*TG-NONE/);
   });
@@ -246,7 +318,11 @@ describe.each(driverCases())('registry handler on $name', (driver) => {
     await newProject();
     const rac = await send('request_account_create', racTags('Ann', 'Lee'));
     const login = String(rac.body.UserRemoteSiteLogin);
-    const inact = await send('request_account_inactivate', { PersonID: login, ProjectID: 'TG-ABC123', ResourceList: [SITE.resource] });
+    const inact = await send('request_account_inactivate', {
+      PersonID: login,
+      ProjectID: 'TG-ABC123',
+      ResourceList: [SITE.resource],
+    });
     expect(inact.type).toBe('notify_account_inactivate');
     expect(inact.body).toMatchObject({ PersonID: login, ProjectID: 'TG-ABC123' });
     expect((await accountsOf('TG-ABC123')).find((a) => a.login === login)).toEqual({ login, active: false });
@@ -260,53 +336,87 @@ describe.each(driverCases())('registry handler on $name', (driver) => {
 
   run('request_account_reactivate and unknown ids', async () => {
     await newProject();
-    await send('request_account_inactivate', { PersonID: 'jdoe', ProjectID: 'TG-ABC123', ResourceList: [SITE.resource] });
-    const re = await send('request_account_reactivate', { PersonID: 'jdoe', ProjectID: 'TG-ABC123', ResourceList: [SITE.resource] });
+    await send('request_account_inactivate', {
+      PersonID: 'jdoe',
+      ProjectID: 'TG-ABC123',
+      ResourceList: [SITE.resource],
+    });
+    const re = await send('request_account_reactivate', {
+      PersonID: 'jdoe',
+      ProjectID: 'TG-ABC123',
+      ResourceList: [SITE.resource],
+    });
     expect(re.type).toBe('notify_account_reactivate');
     expect(await accountsOf('TG-ABC123')).toEqual([{ login: 'jdoe', active: true }]);
-    const bad = await send('request_account_inactivate', { PersonID: 'ghost', ProjectID: 'TG-ABC123', ResourceList: [SITE.resource] });
+    const bad = await send('request_account_inactivate', {
+      PersonID: 'ghost',
+      ProjectID: 'TG-ABC123',
+      ResourceList: [SITE.resource],
+    });
     expect(bad.body).toMatchObject({ StatusCode: 'Failure', Message: expect.stringContaining('ghost') });
   });
 
-  run('project inactivate takes every account; reactivate brings back the project and the PI account only', async () => {
-    await newProject();
-    await send('request_account_create', racTags('Ann', 'Lee'));
-    await send('request_account_create', racTags('Bob', 'Ray'));
-    handler.calls = [];
-    const inact = await send('request_project_inactivate', { ProjectID: 'TG-ABC123', ResourceList: [SITE.resource] });
-    expect(inact.type).toBe('notify_project_inactivate');
-    expect((await listProjects(t.db))[0]!.active).toBe(false);
-    expect((await accountsOf('TG-ABC123')).every((a) => !a.active)).toBe(true);
-    expect(handler.calls.filter((c) => c[0] === 'setAccountActive')).toHaveLength(3);
-    expect(handler.calls).toContainEqual(['setProjectActive', 'TG-ABC123', false]);
-    handler.calls = [];
-    const re = await send('request_project_reactivate', { ProjectID: 'TG-ABC123', ResourceList: [SITE.resource] });
-    expect(re.type).toBe('notify_project_reactivate');
-    expect((await listProjects(t.db))[0]!.active).toBe(true);
-    expect(await accountsOf('TG-ABC123')).toEqual([
-      { login: 'alee', active: false },
-      { login: 'bray', active: false },
-      { login: 'jdoe', active: true },
-    ]);
-    expect(handler.calls).toEqual([
-      ['setProjectActive', 'TG-ABC123', true],
-      ['setAccountActive', 'jdoe', 'TG-ABC123', true],
-    ]);
-    const unknown = await send('request_project_inactivate', { ProjectID: 'TG-GONE', ResourceList: [SITE.resource] });
-    expect(unknown.body).toMatchObject({ StatusCode: 'Failure', Message: expect.stringContaining('TG-GONE') });
-  });
+  run(
+    'project inactivate takes every account; reactivate brings back the project and the PI account only',
+    async () => {
+      await newProject();
+      await send('request_account_create', racTags('Ann', 'Lee'));
+      await send('request_account_create', racTags('Bob', 'Ray'));
+      handler.calls = [];
+      const inact = await send('request_project_inactivate', { ProjectID: 'TG-ABC123', ResourceList: [SITE.resource] });
+      expect(inact.type).toBe('notify_project_inactivate');
+      expect((await listProjects(t.db))[0]!.active).toBe(false);
+      expect((await accountsOf('TG-ABC123')).every((a) => !a.active)).toBe(true);
+      expect(handler.calls.filter((c) => c[0] === 'setAccountActive')).toHaveLength(3);
+      expect(handler.calls).toContainEqual(['setProjectActive', 'TG-ABC123', false]);
+      handler.calls = [];
+      const re = await send('request_project_reactivate', { ProjectID: 'TG-ABC123', ResourceList: [SITE.resource] });
+      expect(re.type).toBe('notify_project_reactivate');
+      expect((await listProjects(t.db))[0]!.active).toBe(true);
+      expect(await accountsOf('TG-ABC123')).toEqual([
+        { login: 'alee', active: false },
+        { login: 'bray', active: false },
+        { login: 'jdoe', active: true },
+      ]);
+      expect(handler.calls).toEqual([
+        ['setProjectActive', 'TG-ABC123', true],
+        ['setAccountActive', 'jdoe', 'TG-ABC123', true],
+      ]);
+      const unknown = await send('request_project_inactivate', { ProjectID: 'TG-GONE', ResourceList: [SITE.resource] });
+      expect(unknown.body).toMatchObject({ StatusCode: 'Failure', Message: expect.stringContaining('TG-GONE') });
+    },
+  );
 
   run('request_user_modify add, replace and delete of DNs and details', async () => {
     await newProject();
     handler.calls = [];
-    const add = await send('request_user_modify', { ActionType: 'add', PersonID: 'jdoe', DnList: ['/CN=Jane Doe 2'], Email: 'jane@new.example.edu', City: 'Pittsburgh' });
+    const add = await send('request_user_modify', {
+      ActionType: 'add',
+      PersonID: 'jdoe',
+      DnList: ['/CN=Jane Doe 2'],
+      Email: 'jane@new.example.edu',
+      City: 'Pittsburgh',
+    });
     expect(add.body).toMatchObject({ StatusCode: 'Success' });
     let [jane] = await listPeople(t.db);
-    expect(jane).toMatchObject({ email: 'jane@new.example.edu', details: { City: 'Pittsburgh' }, dns: [DN_JANE, '/CN=Jane Doe 2'] });
-    await send('request_user_modify', { ActionType: 'replace', PersonID: 'jdoe', DnList: ['/CN=Jane Doe 3'], LastName: 'Doe-Smith' });
+    expect(jane).toMatchObject({
+      email: 'jane@new.example.edu',
+      details: { City: 'Pittsburgh' },
+      dns: [DN_JANE, '/CN=Jane Doe 2'],
+    });
+    await send('request_user_modify', {
+      ActionType: 'replace',
+      PersonID: 'jdoe',
+      DnList: ['/CN=Jane Doe 3'],
+      LastName: 'Doe-Smith',
+    });
     [jane] = await listPeople(t.db);
     // replace keeps the DNs it does not list.
-    expect(jane).toMatchObject({ lastName: 'Doe-Smith', login: 'jdoe', dns: [DN_JANE, '/CN=Jane Doe 2', '/CN=Jane Doe 3'] });
+    expect(jane).toMatchObject({
+      lastName: 'Doe-Smith',
+      login: 'jdoe',
+      dns: [DN_JANE, '/CN=Jane Doe 2', '/CN=Jane Doe 3'],
+    });
     await send('request_user_modify', { ActionType: 'delete', PersonID: 'jdoe', DnList: [DN_JANE, '/CN=Jane Doe 2'] });
     [jane] = await listPeople(t.db);
     expect(jane!.dns).toEqual(['/CN=Jane Doe 3']);
@@ -318,18 +428,37 @@ describe.each(driverCases())('registry handler on $name', (driver) => {
       ['updateDns', 'jdoe', ['/CN=Jane Doe 3'], []],
       ['updateDns', 'jdoe', [], expect.arrayContaining([DN_JANE, '/CN=Jane Doe 2'])],
     ]);
-    const unknown = await send('request_user_modify', { ActionType: 'add', PersonID: 'nobody-here', DnList: ['/CN=x'] });
+    const unknown = await send('request_user_modify', {
+      ActionType: 'add',
+      PersonID: 'nobody-here',
+      DnList: ['/CN=x'],
+    });
     expect(unknown.body).toMatchObject({ StatusCode: 'Failure', Message: expect.stringContaining('nobody-here') });
   });
 
   run('request_person_merge moves accounts, remembers the alias, and later packets reach the kept person', async () => {
     await newProject();
-    await send('request_project_create', rpcTags({ GrantNumber: 'TG-XYZ999', RecordID: 'rec-x', PiFirstName: 'J.', PiLastName: 'Doe', PiGlobalID: '70002', PiDnList: ['/CN=J Doe'] }));
+    await send(
+      'request_project_create',
+      rpcTags({
+        GrantNumber: 'TG-XYZ999',
+        RecordID: 'rec-x',
+        PiFirstName: 'J.',
+        PiLastName: 'Doe',
+        PiGlobalID: '70002',
+        PiDnList: ['/CN=J Doe'],
+      }),
+    );
     // The second project's PI is a second record of the same human.
     const people = await listPeople(t.db);
     expect(people.map((p) => p.login).sort()).toEqual(['jdoe', 'jdoe1']);
     handler.calls = [];
-    const merge = await send('request_person_merge', { KeepPersonID: 'jdoe', KeepGlobalID: '70001', DeletePersonID: 'jdoe1', DeleteGlobalID: '70002' });
+    const merge = await send('request_person_merge', {
+      KeepPersonID: 'jdoe',
+      KeepGlobalID: '70001',
+      DeletePersonID: 'jdoe1',
+      DeleteGlobalID: '70002',
+    });
     expect(merge.body).toMatchObject({ StatusCode: 'Success' });
     expect(handler.calls).toEqual([['mergePeople', 'jdoe', 'jdoe1', ['TG-XYZ999']]]);
     expect(await accountsOf('TG-XYZ999')).toEqual([{ login: 'jdoe', active: true }]);
@@ -338,24 +467,44 @@ describe.each(driverCases())('registry handler on $name', (driver) => {
     expect(others).toEqual([]);
     expect(kept).toMatchObject({ personId: 'jdoe', aliases: ['jdoe1'], dns: [DN_JANE, '/CN=J Doe'] });
     // A packet naming the deleted id reaches the kept person.
-    await send('request_account_inactivate', { PersonID: 'jdoe1', ProjectID: 'TG-XYZ999', ResourceList: [SITE.resource] });
+    await send('request_account_inactivate', {
+      PersonID: 'jdoe1',
+      ProjectID: 'TG-XYZ999',
+      ResourceList: [SITE.resource],
+    });
     expect(await accountsOf('TG-XYZ999')).toEqual([{ login: 'jdoe', active: false }]);
-    const rac = await send('request_account_create', racTags('Jane', 'Doe', { GrantNumber: 'TG-ABC123', UserPersonID: 'jdoe1' }));
+    const rac = await send(
+      'request_account_create',
+      racTags('Jane', 'Doe', { GrantNumber: 'TG-ABC123', UserPersonID: 'jdoe1' }),
+    );
     expect(rac.body).toMatchObject({ UserPersonID: 'jdoe', UserRemoteSiteLogin: 'jdoe' });
     // The merged-away login is never handed out again.
     const other = await send('request_account_create', racTags('Jules', 'Doe', { UserRequestedLoginList: ['jdoe1'] }));
     expect(other.body.UserRemoteSiteLogin).toBe('jdoe2');
     // A repeated merge changes nothing and still succeeds.
-    const again = await send('request_person_merge', { KeepPersonID: 'jdoe', KeepGlobalID: '70001', DeletePersonID: 'jdoe1', DeleteGlobalID: '70002' });
+    const again = await send('request_person_merge', {
+      KeepPersonID: 'jdoe',
+      KeepGlobalID: '70001',
+      DeletePersonID: 'jdoe1',
+      DeleteGlobalID: '70002',
+    });
     expect(again.body).toMatchObject({ StatusCode: 'Success', Message: expect.stringContaining('already merged') });
   });
 
   run('DPC and DAC DNs are recorded for the person', async () => {
     const rpc = await newProject();
     handler.calls = [];
-    await send('data_project_create', { PersonID: 'jdoe', ProjectID: 'TG-ABC123', DnList: [DN_JANE, '/CN=Jane from DPC'] }, { transRecId: rpc.transRecId, packetId: 3 });
+    await send(
+      'data_project_create',
+      { PersonID: 'jdoe', ProjectID: 'TG-ABC123', DnList: [DN_JANE, '/CN=Jane from DPC'] },
+      { transRecId: rpc.transRecId, packetId: 3 },
+    );
     const rac = await send('request_account_create', racTags('Ann', 'Lee'));
-    await send('data_account_create', { PersonID: String(rac.body.UserPersonID), ProjectID: 'TG-ABC123', DnList: ['/CN=Ann from DAC'] }, { transRecId: rac.transRecId, packetId: 3 });
+    await send(
+      'data_account_create',
+      { PersonID: String(rac.body.UserPersonID), ProjectID: 'TG-ABC123', DnList: ['/CN=Ann from DAC'] },
+      { transRecId: rac.transRecId, packetId: 3 },
+    );
     const people = await listPeople(t.db);
     expect(people.find((p) => p.login === 'jdoe')!.dns).toEqual([DN_JANE, '/CN=Jane from DPC']);
     expect(people.find((p) => p.login === 'alee')!.dns).toEqual(['/CN=Ann from DAC']);
@@ -370,7 +519,10 @@ describe.each(driverCases())('registry handler on $name', (driver) => {
     const twin = await send('request_account_create', racTags('John', 'Doe'));
     expect(twin.body.UserRemoteSiteLogin).toBe('jdoe1');
     // Requested system names and malformed logins are refused; the first acceptable free one wins.
-    const picky = await send('request_account_create', racTags('Rita', 'Oot', { UserRequestedLoginList: ['root', 'Bad Login', 'jdoe', 'rita'] }));
+    const picky = await send(
+      'request_account_create',
+      racTags('Rita', 'Oot', { UserRequestedLoginList: ['root', 'Bad Login', 'jdoe', 'rita'] }),
+    );
     expect(picky.body.UserRemoteSiteLogin).toBe('rita');
     // A name that derives to a system name.
     const sysname = await send('request_account_create', racTags('R', 'Oot'));
@@ -421,7 +573,13 @@ describe.each(driverCases())('registry handler on $name', (driver) => {
         throw new Error('sacctmgr: cannot reach slurmdbd');
       }
     }
-    handler = new Broken({ db: t.db, log: quietLog, site: SITE, options: {}, dryRun: false }) as unknown as RecordingRegistry;
+    handler = new Broken({
+      db: t.db,
+      log: quietLog,
+      site: SITE,
+      options: {},
+      dryRun: false,
+    }) as unknown as RecordingRegistry;
     await seedIncoming(t.db, 'request_project_create', rpcTags());
     const summary = await new Dispatcher(t.db, handler, quietLog).runOnce();
     expect(summary.errors).toBe(1);
@@ -456,10 +614,21 @@ describe.each(driverCases())('registry handler on $name', (driver) => {
   });
 
   run('the built-in name "registry" loads the handler with validated options', async () => {
-    const loaded = await loadHandlerClass({ module: 'registry', options: { uidRange: { start: 20000, end: 30000 } } }, '.');
+    const loaded = await loadHandlerClass(
+      { module: 'registry', options: { uidRange: { start: 20000, end: 30000 } } },
+      '.',
+    );
     expect(loaded.cls).toBe(RegistryHandler);
-    expect(loaded.options).toMatchObject({ uidRange: { start: 20000, end: 30000 }, reservedLogins: [], loginFromName: 'first-initial-last' });
-    await expect(loadHandlerClass({ module: 'registry', options: { uidRange: { start: 10, end: 5 } } }, '.')).rejects.toThrow(/uidRange/);
-    await expect(loadHandlerClass({ module: 'registry', options: { reservedLogin: ['x'] } }, '.')).rejects.toThrow(/reservedLogin/);
+    expect(loaded.options).toMatchObject({
+      uidRange: { start: 20000, end: 30000 },
+      reservedLogins: [],
+      loginFromName: 'first-initial-last',
+    });
+    await expect(
+      loadHandlerClass({ module: 'registry', options: { uidRange: { start: 10, end: 5 } } }, '.'),
+    ).rejects.toThrow(/uidRange/);
+    await expect(loadHandlerClass({ module: 'registry', options: { reservedLogin: ['x'] } }, '.')).rejects.toThrow(
+      /reservedLogin/,
+    );
   });
 });

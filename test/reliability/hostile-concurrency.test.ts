@@ -14,7 +14,13 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { Database } from '../../src/db/index.js';
 import { MIGRATIONS, initDatabase } from '../../src/store/index.js';
-import { AmieHandler, Dispatcher, type HandlerResult, type IncomingPacket, type PacketContext } from '../../src/dispatch/index.js';
+import {
+  AmieHandler,
+  Dispatcher,
+  type HandlerResult,
+  type IncomingPacket,
+  type PacketContext,
+} from '../../src/dispatch/index.js';
 import { AmieRestClient, RestSource } from '../../src/sources/index.js';
 import { RegistryHandler } from '../../handlers/registry.js';
 import { FakeAmieRest, racBody } from '../sources/fake-amie-rest.js';
@@ -22,7 +28,15 @@ import type { TagValue } from '../../src/protocol/index.js';
 import { SITE, quietLog, racTags, seedIncoming } from '../helpers/amie.js';
 import { driverCases, freshPgDatabase } from '../helpers/db.js';
 import { hasPostgres, pgSkipNote } from '../helpers/env.js';
-import { consistencyProblems, countPending, plainLines, runAmie, seedWorkload, writeAmieConfig, type WorkItem } from '../helpers/reliability.js';
+import {
+  consistencyProblems,
+  countPending,
+  plainLines,
+  runAmie,
+  seedWorkload,
+  writeAmieConfig,
+  type WorkItem,
+} from '../helpers/reliability.js';
 
 const FIRST = ['Ann', 'Bob', 'Cyd', 'Dee', 'Eve', 'Fay', 'Gus'];
 const LAST = ['Doe', 'Smith', 'Miller', 'Nguyen', 'Berg'];
@@ -70,7 +84,12 @@ function rpcRacPairs(n: number): WorkItem[] {
       type: 'request_account_create',
       person: `user-${k}`,
       grantNumber,
-      tags: { GrantNumber: grantNumber, ProjectID: projectId, ResourceList: [SITE.resource], ...person('User', `user-${k}`, k + 1) },
+      tags: {
+        GrantNumber: grantNumber,
+        ProjectID: projectId,
+        ResourceList: [SITE.resource],
+        ...person('User', `user-${k}`, k + 1),
+      },
     });
   }
   return items;
@@ -85,7 +104,8 @@ async function fourRuns(dir: string, url: string): Promise<void> {
   });
   const results = await Promise.all(runs.map((r) => r.done));
   // Exit code 1 means a failure reply: the checks below say which; anything else is a crash.
-  for (const [i, r] of results.entries()) expect([0, 1], `run ${i + 1}: ${plainLines(r.stderr).join(' | ')}`).toContain(r.code);
+  for (const [i, r] of results.entries())
+    expect([0, 1], `run ${i + 1}: ${plainLines(r.stderr).join(' | ')}`).toContain(r.code);
 }
 
 async function oneRun(dir: string, url: string): Promise<void> {
@@ -104,7 +124,8 @@ async function answeredOutOfOrder(db: Database, packetsOf: Map<string, number[]>
   const problems: string[] = [];
   for (const [project, ids] of packetsOf) {
     const order = ids.map((id) => position.get(id) ?? -1);
-    if (order.some((p, i) => p < 0 || (i > 0 && p < order[i - 1]!))) problems.push(`${project}: packets ${ids.join(', ')} answered in audit order ${order.join(', ')}`);
+    if (order.some((p, i) => p < 0 || (i > 0 && p < order[i - 1]!)))
+      problems.push(`${project}: packets ${ids.join(', ')} answered in audit order ${order.join(', ')}`);
   }
   return problems;
 }
@@ -146,7 +167,9 @@ describe.skipIf(!hasPostgres())(`overlapping runs answer in the order packets ca
         const ids: number[] = [];
         for (let i = 0; i < count; i++) {
           const type = i % 2 === 0 ? 'request_project_inactivate' : 'request_project_reactivate';
-          ids.push((await seedIncoming(t.db, type, { ProjectID: projectId, ResourceList: [SITE.resource] })).packetRecId);
+          ids.push(
+            (await seedIncoming(t.db, type, { ProjectID: projectId, ResourceList: [SITE.resource] })).packetRecId,
+          );
         }
         packetsOf.set(projectId, ids);
         expectActive.set(projectId, count % 2 === 0);
@@ -160,12 +183,19 @@ describe.skipIf(!hasPostgres())(`overlapping runs answer in the order packets ca
       expect(wrong).toEqual([]);
       expect(await answeredOutOfOrder(t.db, packetsOf)).toEqual([]);
       // Reactivation brings back the PI's account only; the user's stays inactive after the first inactivation.
-      const { rows } = await t.db.query<{ project_id: string; active: boolean; pi_active: boolean; users_active: boolean }>(
+      const { rows } = await t.db.query<{
+        project_id: string;
+        active: boolean;
+        pi_active: boolean;
+        users_active: boolean;
+      }>(
         `SELECT p.project_id, p.active, bool_or(a.active) FILTER (WHERE a.person_id = p.pi_person_id) AS pi_active,
                 bool_or(a.active) FILTER (WHERE a.person_id <> p.pi_person_id) AS users_active
            FROM amie_toolkit.projects p JOIN amie_toolkit.accounts a USING (project_id) GROUP BY p.project_id, p.active`,
       );
-      const states = rows.filter((r) => r.active !== expectActive.get(r.project_id) || r.pi_active !== r.active || r.users_active);
+      const states = rows.filter(
+        (r) => r.active !== expectActive.get(r.project_id) || r.pi_active !== r.active || r.users_active,
+      );
       expect(states, 'projects (or their accounts) left in the state of an earlier packet').toEqual([]);
       expect(rows).toHaveLength(PROJECTS);
     } finally {
@@ -225,7 +255,9 @@ async function lockRound(kind: 'datadir' | 'gridmap', target: string, record: st
     let stderr = '';
     child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
     const ready = new Promise<void>((res) => child.stdout.once('data', () => res()));
-    const done = new Promise<string>((res) => child.on('close', (code) => res(code === 0 ? '' : `exit ${code}: ${stderr.trim()}`)));
+    const done = new Promise<string>((res) =>
+      child.on('close', (code) => res(code === 0 ? '' : `exit ${code}: ${stderr.trim()}`)),
+    );
     return { child, ready, done };
   });
   await Promise.all(kids.map((k) => k.ready));
@@ -279,7 +311,10 @@ describe('lock files: never two holders', () => {
             utimesSync(lock, old, old);
           }
           const { failures, lines } = await lockRound(kind, target, record);
-          problems.push(...failures.map((f) => `round ${round}: ${f}`), ...overlaps(lines).map((p) => `round ${round}: ${p}`));
+          problems.push(
+            ...failures.map((f) => `round ${round}: ${f}`),
+            ...overlaps(lines).map((p) => `round ${round}: ${p}`),
+          );
           // Released, and nothing left behind: no lock, no temporary file, no takeover guard.
           const left = readdirSync(dir).filter((f) => f !== 'record');
           if (left.length > 0) problems.push(`round ${round}: left behind ${left.join(', ')}`);
@@ -304,16 +339,26 @@ const BIG = 3_000_000_000;
 /** The fake server numbering its packets from `packetRecId` and its transactions from `transRecId`. */
 async function fakeServerFrom(packetRecId: number, transRecId: number): Promise<FakeAmieRest> {
   const api = await FakeAmieRest.start();
-  Object.assign(api as unknown as { nextRecId: number; nextTransRecId: number }, { nextRecId: packetRecId, nextTransRecId: transRecId });
+  Object.assign(api as unknown as { nextRecId: number; nextTransRecId: number }, {
+    nextRecId: packetRecId,
+    nextTransRecId: transRecId,
+  });
   return api;
 }
 
 const restSource = (db: Database, api: FakeAmieRest) =>
-  new RestSource(db, new AmieRestClient({ url: api.url, site: api.site, apiKey: api.apiKey, timeoutMs: 2000, retries: 0 }), quietLog);
+  new RestSource(
+    db,
+    new AmieRestClient({ url: api.url, site: api.site, apiKey: api.apiKey, timeoutMs: 2000, retries: 0 }),
+    quietLog,
+  );
 
 /** The registry, failing once on a RAC for a user named Flaky (a site command that failed). */
 class FlakyRegistry extends RegistryHandler {
-  override async request_account_create(p: IncomingPacket<'request_account_create'>, ctx: PacketContext): Promise<HandlerResult<'notify_account_create'>> {
+  override async request_account_create(
+    p: IncomingPacket<'request_account_create'>,
+    ctx: PacketContext,
+  ): Promise<HandlerResult<'notify_account_create'>> {
     if (p.tags.UserLastName === 'Flaky' && ctx.errorCount === 0) throw new Error('useradd: exit 9');
     return super.request_account_create(p, ctx);
   }
@@ -341,141 +386,183 @@ const num = (v: unknown) => Number(v);
 describe.each(driverCases())('ids from outside on $name', (driver) => {
   const run = it.skipIf(!driver.available);
 
-  run('[12.8] REST packets numbered past 2^31 are answered, deferred and counted, and do not block later packets', async () => {
-    const t = await driver.open();
-    const api = await fakeServerFrom(BIG, 2_500_000_000);
-    try {
-      await initDatabase(t.db);
-      const rpc = api.addIncoming('request_project_create', RPC_BODY);
-      const rac = api.addIncoming('request_account_create', racBody(1));
-      const flaky = api.addIncoming('request_account_create', racBody(2, { UserLastName: 'Flaky' }));
-      expect([rpc.packetRecId, rac.packetRecId, flaky.packetRecId]).toEqual([BIG, BIG + 1, BIG + 2]);
-      const handler = new FlakyRegistry({ db: t.db, log: quietLog, site: SITE, options: {}, dryRun: false });
+  run(
+    '[12.8] REST packets numbered past 2^31 are answered, deferred and counted, and do not block later packets',
+    async () => {
+      const t = await driver.open();
+      const api = await fakeServerFrom(BIG, 2_500_000_000);
+      try {
+        await initDatabase(t.db);
+        const rpc = api.addIncoming('request_project_create', RPC_BODY);
+        const rac = api.addIncoming('request_account_create', racBody(1));
+        const flaky = api.addIncoming('request_account_create', racBody(2, { UserLastName: 'Flaky' }));
+        expect([rpc.packetRecId, rac.packetRecId, flaky.packetRecId]).toEqual([BIG, BIG + 1, BIG + 2]);
+        const handler = new FlakyRegistry({ db: t.db, log: quietLog, site: SITE, options: {}, dryRun: false });
 
-      const first = await new Dispatcher(restSource(t.db, api), handler, quietLog).runOnce();
-      expect(first).toMatchObject({ taken: 3, answered: 2, errors: 1 });
-      expect(api.repliesTo(rpc.packetRecId)).toHaveLength(1);
-      expect(api.repliesTo(rac.packetRecId)).toHaveLength(1);
-      const { rows: errors } = await t.db.query<{ source: string; packet_rec_id: unknown; error_count: number }>(
-        'SELECT source, packet_rec_id, error_count FROM amie_toolkit.packet_errors',
-      );
-      expect(errors.map((e) => ({ ...e, packet_rec_id: num(e.packet_rec_id) }))).toEqual([{ source: 'rest', packet_rec_id: BIG + 2, error_count: 1 }]);
-      const { rows: history } = await t.db.query<{ a: unknown; r: unknown }>(
-        `SELECT (SELECT packet_rec_id FROM amie_toolkit.allocation_history) AS a, (SELECT packet_rec_id FROM amie_toolkit.rpc_records) AS r`,
-      );
-      expect(history.map((h) => [num(h.a), num(h.r)])).toEqual([[BIG, BIG]]);
+        const first = await new Dispatcher(restSource(t.db, api), handler, quietLog).runOnce();
+        expect(first).toMatchObject({ taken: 3, answered: 2, errors: 1 });
+        expect(api.repliesTo(rpc.packetRecId)).toHaveLength(1);
+        expect(api.repliesTo(rac.packetRecId)).toHaveLength(1);
+        const { rows: errors } = await t.db.query<{ source: string; packet_rec_id: unknown; error_count: number }>(
+          'SELECT source, packet_rec_id, error_count FROM amie_toolkit.packet_errors',
+        );
+        expect(errors.map((e) => ({ ...e, packet_rec_id: num(e.packet_rec_id) }))).toEqual([
+          { source: 'rest', packet_rec_id: BIG + 2, error_count: 1 },
+        ]);
+        const { rows: history } = await t.db.query<{ a: unknown; r: unknown }>(
+          `SELECT (SELECT packet_rec_id FROM amie_toolkit.allocation_history) AS a, (SELECT packet_rec_id FROM amie_toolkit.rpc_records) AS r`,
+        );
+        expect(history.map((h) => [num(h.a), num(h.r)])).toEqual([[BIG, BIG]]);
 
-      // The packet a handler failed on is offered again, and succeeds.
-      const second = await new Dispatcher(restSource(t.db, api), handler, quietLog).runOnce();
-      expect(second).toMatchObject({ taken: 1, answered: 1 });
-      expect(api.repliesTo(flaky.packetRecId)).toHaveLength(1);
-      expect((await t.db.query('SELECT 1 FROM amie_toolkit.packet_errors')).rows).toEqual([]);
-      const { rows: audit } = await t.db.query<{ source: string; packet_rec_id: unknown; trans_rec_id: unknown; outcome: string; reply_packet_rec_id: unknown }>(
-        'SELECT source, packet_rec_id, trans_rec_id, outcome, reply_packet_rec_id FROM amie_toolkit.audit ORDER BY audit_id',
-      );
-      expect(
-        audit.map((a) => [a.source, num(a.packet_rec_id), num(a.trans_rec_id) >= 2_500_000_000, a.outcome, a.reply_packet_rec_id === null ? null : num(a.reply_packet_rec_id) > BIG]),
-      ).toEqual([
-        ['rest', BIG, true, 'reply', true],
-        ['rest', BIG + 1, true, 'reply', true],
-        ['rest', BIG + 2, true, 'error', null],
-        ['rest', BIG + 2, true, 'reply', true],
-      ]);
-    } finally {
-      await api.close();
-      await t.cleanup();
-    }
-  });
-
-  run('[12.8] the AMIE tables and the REST API number packets independently: one source\'s error count is not the other\'s', async () => {
-    const t = await driver.open();
-    const api = await fakeServerFrom(1, 1);
-    try {
-      await initDatabase(t.db);
-      const seen: Array<{ packetRecId: number; errorCount: number }> = [];
-      class Site extends AmieHandler {
-        override async request_account_create(p: IncomingPacket<'request_account_create'>, ctx: PacketContext): Promise<HandlerResult<'notify_account_create'>> {
-          seen.push({ packetRecId: p.packetRecId, errorCount: ctx.errorCount });
-          if (p.tags.UserLastName === 'Flaky') throw new Error('useradd: exit 9');
-          return { UserPersonID: `u-${p.packetRecId}`, UserRemoteSiteLogin: `zoe${p.packetRecId}`, AccountActivityTime: '2026-11-24T00:00:00Z' };
-        }
+        // The packet a handler failed on is offered again, and succeeds.
+        const second = await new Dispatcher(restSource(t.db, api), handler, quietLog).runOnce();
+        expect(second).toMatchObject({ taken: 1, answered: 1 });
+        expect(api.repliesTo(flaky.packetRecId)).toHaveLength(1);
+        expect((await t.db.query('SELECT 1 FROM amie_toolkit.packet_errors')).rows).toEqual([]);
+        const { rows: audit } = await t.db.query<{
+          source: string;
+          packet_rec_id: unknown;
+          trans_rec_id: unknown;
+          outcome: string;
+          reply_packet_rec_id: unknown;
+        }>(
+          'SELECT source, packet_rec_id, trans_rec_id, outcome, reply_packet_rec_id FROM amie_toolkit.audit ORDER BY audit_id',
+        );
+        expect(
+          audit.map((a) => [
+            a.source,
+            num(a.packet_rec_id),
+            num(a.trans_rec_id) >= 2_500_000_000,
+            a.outcome,
+            a.reply_packet_rec_id === null ? null : num(a.reply_packet_rec_id) > BIG,
+          ]),
+        ).toEqual([
+          ['rest', BIG, true, 'reply', true],
+          ['rest', BIG + 1, true, 'reply', true],
+          ['rest', BIG + 2, true, 'error', null],
+          ['rest', BIG + 2, true, 'reply', true],
+        ]);
+      } finally {
+        await api.close();
+        await t.cleanup();
       }
-      const handler = new Site({ db: t.db, log: quietLog, site: SITE, options: {}, dryRun: false });
-      // REST packet 1 fails in the handler: its error count is 1.
-      const rest = api.addIncoming('request_account_create', racBody(1, { UserLastName: 'Flaky' }));
-      expect((await new Dispatcher(restSource(t.db, api), handler, quietLog).runOnce()).errors).toBe(1);
-      // Tables packet 1 is another packet: it starts with no errors, and answering it leaves REST packet 1's count alone.
-      const tables = await seedIncoming(t.db, 'request_account_create', racTags(1));
-      expect(tables.packetRecId).toBe(rest.packetRecId);
-      expect((await new Dispatcher(t.db, handler, quietLog).runOnce()).answered).toBe(1);
-      expect(seen).toEqual([
-        { packetRecId: 1, errorCount: 0 },
-        { packetRecId: 1, errorCount: 0 },
-      ]);
-      const { rows } = await t.db.query<{ source: string; error_count: number }>('SELECT source, error_count FROM amie_toolkit.packet_errors');
-      expect(rows).toEqual([{ source: 'rest', error_count: 1 }]);
-      const { rows: audit } = await t.db.query<{ source: string; outcome: string }>('SELECT source, outcome FROM amie_toolkit.audit ORDER BY audit_id');
-      expect(audit).toEqual([
-        { source: 'rest', outcome: 'error' },
-        { source: 'tables', outcome: 'reply' },
-      ]);
-    } finally {
-      await api.close();
-      await t.cleanup();
-    }
-  });
+    },
+  );
 
-  run('[12.8] the migration upgrades a database with rows in it: ids become bigint, each row gets its source', async () => {
-    const t = await driver.open();
-    const at = MIGRATIONS.findIndex((m) => m.id === '0007-bigint-ids-and-source');
-    expect(at).toBeGreaterThan(0);
-    const [migration] = MIGRATIONS.splice(at, 1);
-    try {
-      // A database as the previous release left it: a tables packet and a REST packet with audit rows and error counts.
-      await initDatabase(t.db);
-      const tables = await seedIncoming(t.db, 'request_account_create', racTags(1));
-      await t.db.query(
-        `INSERT INTO amie_toolkit.rest_packets (packet_rec_id, trans_rec_id, type_id, packet, state) VALUES (777, 70, 1, '{}', 'pending')`,
-      );
-      await t.db.query(
-        `INSERT INTO amie_toolkit.audit (run_id, packet_rec_id, trans_rec_id, packet_type, outcome, reason, duration_ms, handler)
+  run(
+    "[12.8] the AMIE tables and the REST API number packets independently: one source's error count is not the other's",
+    async () => {
+      const t = await driver.open();
+      const api = await fakeServerFrom(1, 1);
+      try {
+        await initDatabase(t.db);
+        const seen: Array<{ packetRecId: number; errorCount: number }> = [];
+        class Site extends AmieHandler {
+          override async request_account_create(
+            p: IncomingPacket<'request_account_create'>,
+            ctx: PacketContext,
+          ): Promise<HandlerResult<'notify_account_create'>> {
+            seen.push({ packetRecId: p.packetRecId, errorCount: ctx.errorCount });
+            if (p.tags.UserLastName === 'Flaky') throw new Error('useradd: exit 9');
+            return {
+              UserPersonID: `u-${p.packetRecId}`,
+              UserRemoteSiteLogin: `zoe${p.packetRecId}`,
+              AccountActivityTime: '2026-11-24T00:00:00Z',
+            };
+          }
+        }
+        const handler = new Site({ db: t.db, log: quietLog, site: SITE, options: {}, dryRun: false });
+        // REST packet 1 fails in the handler: its error count is 1.
+        const rest = api.addIncoming('request_account_create', racBody(1, { UserLastName: 'Flaky' }));
+        expect((await new Dispatcher(restSource(t.db, api), handler, quietLog).runOnce()).errors).toBe(1);
+        // Tables packet 1 is another packet: it starts with no errors, and answering it leaves REST packet 1's count alone.
+        const tables = await seedIncoming(t.db, 'request_account_create', racTags(1));
+        expect(tables.packetRecId).toBe(rest.packetRecId);
+        expect((await new Dispatcher(t.db, handler, quietLog).runOnce()).answered).toBe(1);
+        expect(seen).toEqual([
+          { packetRecId: 1, errorCount: 0 },
+          { packetRecId: 1, errorCount: 0 },
+        ]);
+        const { rows } = await t.db.query<{ source: string; error_count: number }>(
+          'SELECT source, error_count FROM amie_toolkit.packet_errors',
+        );
+        expect(rows).toEqual([{ source: 'rest', error_count: 1 }]);
+        const { rows: audit } = await t.db.query<{ source: string; outcome: string }>(
+          'SELECT source, outcome FROM amie_toolkit.audit ORDER BY audit_id',
+        );
+        expect(audit).toEqual([
+          { source: 'rest', outcome: 'error' },
+          { source: 'tables', outcome: 'reply' },
+        ]);
+      } finally {
+        await api.close();
+        await t.cleanup();
+      }
+    },
+  );
+
+  run(
+    '[12.8] the migration upgrades a database with rows in it: ids become bigint, each row gets its source',
+    async () => {
+      const t = await driver.open();
+      const at = MIGRATIONS.findIndex((m) => m.id === '0007-bigint-ids-and-source');
+      expect(at).toBeGreaterThan(0);
+      const [migration] = MIGRATIONS.splice(at, 1);
+      try {
+        // A database as the previous release left it: a tables packet and a REST packet with audit rows and error counts.
+        await initDatabase(t.db);
+        const tables = await seedIncoming(t.db, 'request_account_create', racTags(1));
+        await t.db.query(
+          `INSERT INTO amie_toolkit.rest_packets (packet_rec_id, trans_rec_id, type_id, packet, state) VALUES (777, 70, 1, '{}', 'pending')`,
+        );
+        await t.db.query(
+          `INSERT INTO amie_toolkit.audit (run_id, packet_rec_id, trans_rec_id, packet_type, outcome, reason, duration_ms, handler)
          VALUES ('r1', $1, $2, 'request_account_create', 'error', 'tables error', 1, 'x'), ('r1', 777, 70, 'request_account_create', 'error', 'rest error', 1, 'x')`,
-        [tables.packetRecId, tables.transRecId],
-      );
-      await t.db.query(`INSERT INTO amie_toolkit.packet_errors (packet_rec_id, error_count, last_error) VALUES ($1, 2, 'tables error'), (777, 3, 'rest error')`, [
-        tables.packetRecId,
-      ]);
-      MIGRATIONS.splice(at, 0, migration!);
-      expect((await initDatabase(t.db)).migrationsApplied).toEqual(['0007-bigint-ids-and-source']);
+          [tables.packetRecId, tables.transRecId],
+        );
+        await t.db.query(
+          `INSERT INTO amie_toolkit.packet_errors (packet_rec_id, error_count, last_error) VALUES ($1, 2, 'tables error'), (777, 3, 'rest error')`,
+          [tables.packetRecId],
+        );
+        MIGRATIONS.splice(at, 0, migration!);
+        expect((await initDatabase(t.db)).migrationsApplied).toEqual(['0007-bigint-ids-and-source']);
 
-      const { rows: audit } = await t.db.query<{ source: string; reason: string }>('SELECT source, reason FROM amie_toolkit.audit ORDER BY audit_id');
-      expect(audit).toEqual([
-        { source: 'tables', reason: 'tables error' },
-        { source: 'rest', reason: 'rest error' },
-      ]);
-      const { rows: errors } = await t.db.query<{ source: string; error_count: number }>('SELECT source, error_count FROM amie_toolkit.packet_errors ORDER BY error_count');
-      expect(errors).toEqual([
-        { source: 'tables', error_count: 2 },
-        { source: 'rest', error_count: 3 },
-      ]);
-      const { rows: types } = await t.db.query<{ t: string }>(
-        `SELECT table_name || '.' || column_name || ' ' || data_type AS t FROM information_schema.columns
+        const { rows: audit } = await t.db.query<{ source: string; reason: string }>(
+          'SELECT source, reason FROM amie_toolkit.audit ORDER BY audit_id',
+        );
+        expect(audit).toEqual([
+          { source: 'tables', reason: 'tables error' },
+          { source: 'rest', reason: 'rest error' },
+        ]);
+        const { rows: errors } = await t.db.query<{ source: string; error_count: number }>(
+          'SELECT source, error_count FROM amie_toolkit.packet_errors ORDER BY error_count',
+        );
+        expect(errors).toEqual([
+          { source: 'tables', error_count: 2 },
+          { source: 'rest', error_count: 3 },
+        ]);
+        const { rows: types } = await t.db.query<{ t: string }>(
+          `SELECT table_name || '.' || column_name || ' ' || data_type AS t FROM information_schema.columns
           WHERE table_schema = 'amie_toolkit' AND column_name IN ('packet_rec_id', 'trans_rec_id', 'reply_packet_rec_id')
             AND table_name IN ('audit', 'packet_errors', 'allocation_history', 'rpc_records') ORDER BY 1`,
-      );
-      expect(types.map((r) => r.t)).toEqual([
-        'allocation_history.packet_rec_id bigint',
-        'audit.packet_rec_id bigint',
-        'audit.reply_packet_rec_id bigint',
-        'audit.trans_rec_id bigint',
-        'packet_errors.packet_rec_id bigint',
-        'rpc_records.packet_rec_id bigint',
-      ]);
-      // The same packet_rec_id can now have an error count in each source.
-      await t.db.query(`INSERT INTO amie_toolkit.packet_errors (source, packet_rec_id, error_count) VALUES ('rest', $1, 1), ('rest', $2, 1)`, [tables.packetRecId, BIG]);
-    } finally {
-      if (!MIGRATIONS.some((m) => m.id === migration?.id)) MIGRATIONS.splice(at, 0, migration!);
-      await t.cleanup();
-    }
-  });
+        );
+        expect(types.map((r) => r.t)).toEqual([
+          'allocation_history.packet_rec_id bigint',
+          'audit.packet_rec_id bigint',
+          'audit.reply_packet_rec_id bigint',
+          'audit.trans_rec_id bigint',
+          'packet_errors.packet_rec_id bigint',
+          'rpc_records.packet_rec_id bigint',
+        ]);
+        // The same packet_rec_id can now have an error count in each source.
+        await t.db.query(
+          `INSERT INTO amie_toolkit.packet_errors (source, packet_rec_id, error_count) VALUES ('rest', $1, 1), ('rest', $2, 1)`,
+          [tables.packetRecId, BIG],
+        );
+      } finally {
+        if (!MIGRATIONS.some((m) => m.id === migration?.id)) MIGRATIONS.splice(at, 0, migration!);
+        await t.cleanup();
+      }
+    },
+  );
 });

@@ -11,7 +11,16 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import type { PacketResult, RunSummary } from '../../src/dispatch/index.js';
 import { SlackConfigSchema, SlackNotifier } from '../../src/notify/index.js';
 import { openPglite, type Database } from '../../src/db/index.js';
-import { PacketBody, compositeSubtags, isPacketTypeName, specOf, validateBody, type DataRow, type PacketTypeName, type TagValue } from '../../src/protocol/index.js';
+import {
+  PacketBody,
+  compositeSubtags,
+  isPacketTypeName,
+  specOf,
+  validateBody,
+  type DataRow,
+  type PacketTypeName,
+  type TagValue,
+} from '../../src/protocol/index.js';
 import { initDatabase, openTransaction, writePacket } from '../../src/store/index.js';
 import { SITE } from '../helpers/amie.js';
 import { driverCases, type DriverCase, type TestDatabase } from '../helpers/db.js';
@@ -79,11 +88,18 @@ interface Case {
 
 /** Good packets around hostile ones: the good ones must be answered in the same run. */
 function corpus(): Case[] {
-  const cases: Case[] = [{ name: 'good RPC', type: 'request_project_create', tags: RPC, want: { answer: 'notify_project_create' } }];
+  const cases: Case[] = [
+    { name: 'good RPC', type: 'request_project_create', tags: RPC, want: { answer: 'notify_project_create' } },
+  ];
   let n = 0;
   for (const name of PROTOTYPE_NAMES) {
     // An extra tag the protocol does not know: the packet is readable, the handler decides.
-    cases.push({ name: `RAC with a tag named ${name}`, type: 'request_account_create', tags: withOwn(rac(++n), name, 'x'), want: { answerOrFailure: true } });
+    cases.push({
+      name: `RAC with a tag named ${name}`,
+      type: 'request_account_create',
+      tags: withOwn(rac(++n), name, 'x'),
+      want: { answerOrFailure: true },
+    });
     cases.push({
       name: `RAC with a composite tag named ${name}`,
       type: 'request_account_create',
@@ -97,7 +113,12 @@ function corpus(): Case[] {
       tags: { ...rac(++n), SitePersonId: [entry(name, 'x')] },
       want: { failure: /SitePersonId: entry at seq 0 has no PersonID or Site/ },
     });
-    cases.push({ name: `good RAC after ${name}`, type: 'request_account_create', tags: rac(++n), want: { answer: 'notify_account_create' } });
+    cases.push({
+      name: `good RAC after ${name}`,
+      type: 'request_account_create',
+      tags: rac(++n),
+      want: { answer: 'notify_account_create' },
+    });
   }
   return cases;
 }
@@ -129,8 +150,10 @@ function misfit(c: Case, replies: Reply[]): string[] {
   const failure = r.type === 'inform_transaction_complete' && r.statusCode === 'Failure';
   const w = c.want;
   if ('answer' in w && r.type !== w.answer) return [`${c.name}: expected ${w.answer}, got ${JSON.stringify(r)}`];
-  if ('failure' in w && !(failure && w.failure.test(r.message ?? ''))) return [`${c.name}: expected a failure ITC matching ${w.failure}, got ${JSON.stringify(r)}`];
-  if ('answerOrFailure' in w && !failure && r.type !== 'notify_account_create') return [`${c.name}: expected NAC or a failure ITC, got ${JSON.stringify(r)}`];
+  if ('failure' in w && !(failure && w.failure.test(r.message ?? '')))
+    return [`${c.name}: expected a failure ITC matching ${w.failure}, got ${JSON.stringify(r)}`];
+  if ('answerOrFailure' in w && !failure && r.type !== 'notify_account_create')
+    return [`${c.name}: expected NAC or a failure ITC, got ${JSON.stringify(r)}`];
   return [];
 }
 
@@ -159,7 +182,11 @@ describe('prototype names in the protocol model', () => {
 
   it('[12.1] whatever goes wrong reading a body becomes that body’s problem, never an exception', () => {
     const row = { subtag: null, seq: 0, value: 'x' } as unknown as DataRow;
-    Object.defineProperty(row, 'tag', { get: () => { throw new TypeError('boom'); } });
+    Object.defineProperty(row, 'tag', {
+      get: () => {
+        throw new TypeError('boom');
+      },
+    });
     const body = PacketBody.fromRows([row]);
     expect(body.problems.map((p) => p.message)).toEqual(['the body cannot be read: boom']);
     expect(body.tags()).toEqual([]);
@@ -215,13 +242,25 @@ class TestSite {
   }
 
   /** Puts incoming packets into the AMIE tables as the transfer daemon would, each in a transaction of its own. */
-  seed(packets: Array<{ type: PacketTypeName; rows: DataRow[] }>): Promise<Array<{ transRecId: number; packetRecId: number }>> {
+  seed(
+    packets: Array<{ type: PacketTypeName; rows: DataRow[] }>,
+  ): Promise<Array<{ transRecId: number; packetRecId: number }>> {
     return this.withDb((db) =>
       db.transaction(async (tx) => {
         const out = [];
         for (const p of packets) {
-          const { transRecId } = await openTransaction(tx, { originatingSiteName: SITE.remoteSite, localSiteName: SITE.name, remoteSiteName: SITE.remoteSite });
-          const { packetRecId } = await writePacket(tx, { transRecId, packetId: 1, type: p.type, rows: p.rows, outgoing: false });
+          const { transRecId } = await openTransaction(tx, {
+            originatingSiteName: SITE.remoteSite,
+            localSiteName: SITE.name,
+            remoteSiteName: SITE.remoteSite,
+          });
+          const { packetRecId } = await writePacket(tx, {
+            transRecId,
+            packetId: 1,
+            type: p.type,
+            rows: p.rows,
+            outgoing: false,
+          });
           out.push({ transRecId, packetRecId });
         }
         return out;
@@ -244,12 +283,19 @@ describe.each(driverCases())('hostile tag names through amie process, on $name',
     '[12.1] AMIE tables: tags and subtags named constructor, __proto__, toString, hasOwnProperty are each their packet’s own outcome; the others are answered',
     async () => {
       const cases = corpus();
-      const transRecIds = (await site.seed(cases.map((c) => ({ type: c.type, rows: rowsOf(c.tags) })))).map((x) => x.transRecId);
+      const transRecIds = (await site.seed(cases.map((c) => ({ type: c.type, rows: rowsOf(c.tags) })))).map(
+        (x) => x.transRecId,
+      );
       const r = await site.amie(['process']);
       expect(plainLines(r.stderr), r.stderr.slice(-2000)).toEqual([]);
       expect(r.stdout).toMatch(new RegExp(`^${cases.length} packet\\(s\\): `));
       const replies = await site.withDb(async (db) => {
-        const { rows } = await db.query<{ trans_rec_id: number; type_name: string; status: string | null; message: string | null }>(
+        const { rows } = await db.query<{
+          trans_rec_id: number;
+          type_name: string;
+          status: string | null;
+          message: string | null;
+        }>(
           `SELECT p.trans_rec_id, td.type_name,
                   (SELECT value FROM data_tbl d WHERE d.packet_rec_id = p.packet_rec_id AND d.tag = 'StatusCode') AS status,
                   (SELECT value FROM data_tbl d WHERE d.packet_rec_id = p.packet_rec_id AND d.tag = 'Message') AS message
@@ -292,18 +338,35 @@ describe.each(driverCases())('hostile tag names through amie process, on $name',
         const asRac = typed('__proto__', 16);
         const nameless = typed('constructor', undefined);
         const unknown = typed('toString', 99);
-        const path = site.config([`source: { kind: rest, url: "${api.url}", apiKeyEnv: ${KEY_VAR}, timeoutMs: 5000, retries: 1 }`]);
+        const path = site.config([
+          `source: { kind: rest, url: "${api.url}", apiKeyEnv: ${KEY_VAR}, timeoutMs: 5000, retries: 1 }`,
+        ]);
         const r = await runAmie(['-c', path, 'process'], { AMIE_DATABASE_URL: '', [KEY_VAR]: api.apiKey }).done;
         expect(plainLines(r.stderr), r.stderr.slice(-2000)).toEqual([]);
         expect(r.stdout).toMatch(new RegExp(`^${cases.length + 2} packet\\(s\\): .*unhandled types: type_id 99 ×1`));
-        expect(r.stderr).toContain(`AMIE REST packet ${nameless} (constructor): type: expected an AMIE packet type name (no type_id was given)`);
-        expect(misfit({ name: 'RAC typed __proto__', type: 'request_account_create', tags: {}, want: { answer: 'notify_account_create' } }, api.repliesTo(asRac).map((p) => ({ type: p.type }))), 'RAC typed __proto__').toEqual([]);
+        expect(r.stderr).toContain(
+          `AMIE REST packet ${nameless} (constructor): type: expected an AMIE packet type name (no type_id was given)`,
+        );
+        expect(
+          misfit(
+            {
+              name: 'RAC typed __proto__',
+              type: 'request_account_create',
+              tags: {},
+              want: { answer: 'notify_account_create' },
+            },
+            api.repliesTo(asRac).map((p) => ({ type: p.type })),
+          ),
+          'RAC typed __proto__',
+        ).toEqual([]);
         expect(api.repliesTo(nameless)).toEqual([]);
         expect(api.repliesTo(unknown)).toEqual([]);
         const problems = cases.flatMap((c, i) =>
           misfit(
             c,
-            api.repliesTo(ids[i]!).map((p) => ({ type: p.type, statusCode: p.body.StatusCode, message: p.body.Message })),
+            api
+              .repliesTo(ids[i]!)
+              .map((p) => ({ type: p.type, statusCode: p.body.StatusCode, message: p.body.Message })),
           ),
         );
         expect(problems).toEqual([]);
@@ -338,7 +401,14 @@ describe(`packet text in logs and on the terminal, on ${PRINT_DRIVER.name}`, () 
     const [p] = await site.seed([
       {
         type: 'notify_person_duplicate',
-        rows: rowsOf({ PersonID1: 'dup-a', PersonID2: 'dup-b', level: '10', packet_rec_id: '999999', msg: 'all is well', time: '0' }),
+        rows: rowsOf({
+          PersonID1: 'dup-a',
+          PersonID2: 'dup-b',
+          level: '10',
+          packet_rec_id: '999999',
+          msg: 'all is well',
+          time: '0',
+        }),
       },
     ]);
     const r = await site.amie(['process']);
@@ -349,7 +419,11 @@ describe(`packet text in logs and on the terminal, on ${PRINT_DRIVER.name}`, () 
       .map((l) => JSON.parse(l) as Record<string, unknown>);
     const line = lines.find((l) => String(l.msg).includes('duplicate person'));
     expect(line, r.stderr).toBeDefined();
-    expect(line).toMatchObject({ level: 40, packet_rec_id: p!.packetRecId, msg: expect.stringContaining('duplicate person') });
+    expect(line).toMatchObject({
+      level: 40,
+      packet_rec_id: p!.packetRecId,
+      msg: expect.stringContaining('duplicate person'),
+    });
     expect(line!.time).not.toBe('0');
     expect(line!.tags).toMatchObject({ level: '10', packet_rec_id: '999999', msg: 'all is well' });
   }, 60_000);
@@ -368,7 +442,9 @@ describe(`packet text in logs and on the terminal, on ${PRINT_DRIVER.name}`, () 
     expect(show.stdout).not.toMatch(TERMINAL_CONTROL);
     expect(show.stdout).toContain('  UserLastName: Evil\\u001b]0;pwned\\u0007\\u001b[2J\\u009b31m\\u202egnp.exe');
     expect(show.stdout).toContain('  \\u001b[31mRed: Evil\\u001b]0;pwned');
-    expect(show.stdout).toContain('invalid: invalid request_account_create: \\u001b[31mRed: the tag name contains the control character U+001B');
+    expect(show.stdout).toContain(
+      'invalid: invalid request_account_create: \\u001b[31mRed: the tag name contains the control character U+001B',
+    );
     const message = await site.withDb(async (db) => {
       const { rows } = await db.query<{ value: string }>(
         `SELECT d.value FROM data_tbl d JOIN packet_tbl r ON r.packet_rec_id = d.packet_rec_id
@@ -406,13 +482,25 @@ describe('packet text in Slack, through the real @slack/web-api client', () => {
       transactionId: 900007,
       type: 'request_account_create',
       outcome: 'fail',
-      reason: 'see https://evil.example/login, www.evil.example, evil.example or mail help@evil.example; ~urgent~ `rm -rf`',
+      reason:
+        'see https://evil.example/login, www.evil.example, evil.example or mail help@evil.example; ~urgent~ `rm -rf`',
       keys: { ProjectID: 'p_abc_123', UserLastName: '*Admin* _approved_ ~x~', PiLastName: 'http://10.0.0.1:8080/' },
       durationMs: 5,
     };
     const summary: RunSummary = {
-      runId: 'run-17', dryRun: false, taken: 1, answered: 0, failed: 1, invalid: 0, deferred: 0, errors: 0, ignored: 0, closed: 0,
-      unhandled: {}, results: [result], durationMs: 10,
+      runId: 'run-17',
+      dryRun: false,
+      taken: 1,
+      answered: 0,
+      failed: 1,
+      invalid: 0,
+      deferred: 0,
+      errors: 0,
+      ignored: 0,
+      closed: 0,
+      unhandled: {},
+      results: [result],
+      durationMs: 10,
     };
     const config = SlackConfigSchema.parse({ channel: '#amie-ops', apiUrl: slack.url, summary: 'never' });
     const notifier = new SlackNotifier({ token: SLACK_TOKEN, config, site: 'EXAMPLE', log: pino({ level: 'silent' }) });
@@ -426,7 +514,9 @@ describe('packet text in Slack, through the real @slack/web-api client', () => {
     expect(values).not.toMatch(/(?<![\p{L}\p{N}])_|_(?![\p{L}\p{N}])/u);
     expect(values).not.toMatch(/:\/\/|\b[a-z0-9-]+\.[a-z]/i);
     expect(values).toContain('UserLastName \u2217Admin\u2217 \uff3fapproved\uff3f \u223cx\u223c');
-    expect(values).toContain('https\ua789//evil\u2024example/login, www\u2024evil\u2024example, evil\u2024example or mail help@evil\u2024example');
+    expect(values).toContain(
+      'https\ua789//evil\u2024example/login, www\u2024evil\u2024example, evil\u2024example or mail help@evil\u2024example',
+    );
     expect(values).toContain('\u02cbrm -rf\u02cb');
   });
 });

@@ -12,7 +12,16 @@ import { RegistryHandler } from '../../handlers/registry.js';
 import { SlurmHandler } from '../../handlers/slurm.js';
 import { Dispatcher, PacketFailure, type IncomingPacket, type PacketContext } from '../../src/dispatch/index.js';
 import type { TagValue } from '../../src/protocol/index.js';
-import { RegistryBooks, listPeople, listProjects, type AllocationChange, type RegistryAccount, type RegistryLogin, type RegistryPerson, type RegistryProject } from '../../src/registry/index.js';
+import {
+  RegistryBooks,
+  listPeople,
+  listProjects,
+  type AllocationChange,
+  type RegistryAccount,
+  type RegistryLogin,
+  type RegistryPerson,
+  type RegistryProject,
+} from '../../src/registry/index.js';
 import { expandArgv, runCommand } from '../../src/slurm/index.js';
 import { SITE, auditOf, initTestDatabase, outgoingPackets, quietLog, seedIncoming } from '../helpers/amie.js';
 import { driverCases, type TestDatabase } from '../helpers/db.js';
@@ -43,7 +52,12 @@ class BookedRegistry extends RegistryHandler {
   }
 }
 
-function rpc(grant: string, projectId: string, pi: { first: string; last: string; globalId: string }, extra: Record<string, TagValue> = {}): Record<string, TagValue> {
+function rpc(
+  grant: string,
+  projectId: string,
+  pi: { first: string; last: string; globalId: string },
+  extra: Record<string, TagValue> = {},
+): Record<string, TagValue> {
   return {
     AllocationType: 'new',
     GrantNumber: grant,
@@ -83,7 +97,13 @@ function recorder(): { program: string; calls: () => Array<{ argv: string[]; env
   chmodSync(program, 0o755);
   return {
     program,
-    calls: () => (existsSync(calls) ? readFileSync(calls, 'utf8').trim().split('\n').map((l) => JSON.parse(l)) : []),
+    calls: () =>
+      existsSync(calls)
+        ? readFileSync(calls, 'utf8')
+            .trim()
+            .split('\n')
+            .map((l) => JSON.parse(l))
+        : [],
   };
 }
 
@@ -122,10 +142,14 @@ describe('site commands and packet text', () => {
       '-x',
       'jdoe',
     ]);
-    expect(expandArgv(['make-user', '{login}', '{firstName}'], { login: 'jdoe', firstName: 'Anne-Marie' })).toEqual(['make-user', 'jdoe', 'Anne-Marie']);
+    expect(expandArgv(['make-user', '{login}', '{firstName}'], { login: 'jdoe', firstName: 'Anne-Marie' })).toEqual([
+      'make-user',
+      'jdoe',
+      'Anne-Marie',
+    ]);
   });
 
-  it('[12.14] a command gets PATH, HOME, LANG, TZ and the listed names, never amie\'s secrets', async () => {
+  it("[12.14] a command gets PATH, HOME, LANG, TZ and the listed names, never amie's secrets", async () => {
     const rec = recorder();
     const restore = withSecrets({ SITE_LDAP_URI: 'ldap://ldap.example.org', TZ: 'America/Chicago' });
     try {
@@ -135,7 +159,15 @@ describe('site commands and packet text', () => {
       restore();
     }
     const [one, two] = rec.calls();
-    expect(Object.keys(one!.env).sort()).toEqual(['HOME', 'PATH', 'TZ', ...(process.env.LANG ? ['LANG'] : []), ...(process.env.SLURM_CONF ? ['SLURM_CONF'] : [])].sort());
+    expect(Object.keys(one!.env).sort()).toEqual(
+      [
+        'HOME',
+        'PATH',
+        'TZ',
+        ...(process.env.LANG ? ['LANG'] : []),
+        ...(process.env.SLURM_CONF ? ['SLURM_CONF'] : []),
+      ].sort(),
+    );
     expect(one!.env.TZ).toBe('America/Chicago');
     expect(two!.env.SITE_LDAP_URI).toBe('ldap://ldap.example.org');
     for (const call of [one!, two!]) {
@@ -162,13 +194,18 @@ describe.each(driverCases())('hostile packets against the registry on $name', (d
   const run = it.skipIf(!driver.available);
 
   const dispatch = () => new Dispatcher(t.db, handler, quietLog).runOnce();
-  const replyTo = async (transRecId: number) => (await outgoingPackets(t.db)).filter((p) => p.trans_rec_id === transRecId).at(-1);
+  const replyTo = async (transRecId: number) =>
+    (await outgoingPackets(t.db)).filter((p) => p.trans_rec_id === transRecId).at(-1);
   const rpcRecords = async () =>
-    (await t.db.query<{ record_id: string }>('SELECT record_id FROM amie_toolkit.rpc_records ORDER BY record_id')).rows.map((r) => r.record_id);
+    (
+      await t.db.query<{ record_id: string }>('SELECT record_id FROM amie_toolkit.rpc_records ORDER BY record_id')
+    ).rows.map((r) => r.record_id);
 
   /** What the books say about projects and people, to compare before and after. */
   async function books() {
-    const projects = (await listProjects(t.db)).map((p) => `${p.projectId} ${p.slurmAccount} pi=${p.piPersonId} su=${p.serviceUnits}`);
+    const projects = (await listProjects(t.db)).map(
+      (p) => `${p.projectId} ${p.slurmAccount} pi=${p.piPersonId} su=${p.serviceUnits}`,
+    );
     const people = (await listPeople(t.db)).map((p) => `${p.personId} ${p.login} ${p.firstName} ${p.lastName}`);
     return { projects, people, rpc: await rpcRecords() };
   }
@@ -183,45 +220,78 @@ describe.each(driverCases())('hostile packets against the registry on $name', (d
     expect(message).toContain('Slurm account tg-abc');
   }
 
-  run('[12.6] an RPC whose Slurm account is another project\'s gets a failure ITC naming both projects; no hook runs, the books stay', async () => {
-    await seedIncoming(t.db, 'request_project_create', rpc('TG-ABC', 'TG-ABC', JANE));
-    expect((await dispatch()).answered).toBe(1);
-    const before = await books();
-    expect(before.projects).toEqual(['TG-ABC tg-abc pi=jdoe su=1000']);
-    handler.calls = [];
+  run(
+    "[12.6] an RPC whose Slurm account is another project's gets a failure ITC naming both projects; no hook runs, the books stay",
+    async () => {
+      await seedIncoming(t.db, 'request_project_create', rpc('TG-ABC', 'TG-ABC', JANE));
+      expect((await dispatch()).answered).toBe(1);
+      const before = await books();
+      expect(before.projects).toEqual(['TG-ABC tg-abc pi=jdoe su=1000']);
+      handler.calls = [];
 
-    const second = await seedIncoming(t.db, 'request_project_create', rpc('tg-abc', 'tg-abc', MARY, { ServiceUnitsAllocated: '5' }));
-    const summary = await dispatch();
-    expect(summary.failed).toBe(1);
-    expect(summary.errors).toBe(0);
-    await expectClashRefused(second.transRecId);
-    expect(handler.calls).toEqual([]);
-    expect(await books()).toEqual(before);
+      const second = await seedIncoming(
+        t.db,
+        'request_project_create',
+        rpc('tg-abc', 'tg-abc', MARY, { ServiceUnitsAllocated: '5' }),
+      );
+      const summary = await dispatch();
+      expect(summary.failed).toBe(1);
+      expect(summary.errors).toBe(0);
+      await expectClashRefused(second.transRecId);
+      expect(handler.calls).toEqual([]);
+      expect(await books()).toEqual(before);
 
-    // Central sends it again: the same answer, still nothing done.
-    const again = await seedIncoming(t.db, 'request_project_create', rpc('tg-abc', 'tg-abc', MARY, { ServiceUnitsAllocated: '5' }));
-    expect((await dispatch()).failed).toBe(1);
-    await expectClashRefused(again.transRecId);
-    expect(handler.calls).toEqual([]);
-    expect(await books()).toEqual(before);
-  });
+      // Central sends it again: the same answer, still nothing done.
+      const again = await seedIncoming(
+        t.db,
+        'request_project_create',
+        rpc('tg-abc', 'tg-abc', MARY, { ServiceUnitsAllocated: '5' }),
+      );
+      expect((await dispatch()).failed).toBe(1);
+      await expectClashRefused(again.transRecId);
+      expect(handler.calls).toEqual([]);
+      expect(await books()).toEqual(before);
+    },
+  );
 
-  run('[12.6] two clashing RPCs in one batch: the first is answered, the second refused before its hooks, the batch is written', async () => {
-    const first = await seedIncoming(t.db, 'request_project_create', rpc('TG-ABC', 'TG-ABC', JANE));
-    const second = await seedIncoming(t.db, 'request_project_create', rpc('tg-abc', 'tg-abc', MARY));
-    const summary = await dispatch();
-    expect({ answered: summary.answered, failed: summary.failed, errors: summary.errors }).toEqual({ answered: 1, failed: 1, errors: 0 });
-    expect((await replyTo(first.transRecId))?.type_name).toBe('notify_project_create');
-    await expectClashRefused(second.transRecId);
-    expect(handler.calls).toEqual(['createLogin jdoe jdoe', 'createProject TG-ABC tg-abc jdoe', 'setAllocation TG-ABC 1000', 'addAccount jdoe TG-ABC']);
-    expect((await books()).projects).toEqual(['TG-ABC tg-abc pi=jdoe su=1000']);
-    expect((await books()).people).toEqual(['jdoe jdoe Jane Doe']);
-  });
+  run(
+    '[12.6] two clashing RPCs in one batch: the first is answered, the second refused before its hooks, the batch is written',
+    async () => {
+      const first = await seedIncoming(t.db, 'request_project_create', rpc('TG-ABC', 'TG-ABC', JANE));
+      const second = await seedIncoming(t.db, 'request_project_create', rpc('tg-abc', 'tg-abc', MARY));
+      const summary = await dispatch();
+      expect({ answered: summary.answered, failed: summary.failed, errors: summary.errors }).toEqual({
+        answered: 1,
+        failed: 1,
+        errors: 0,
+      });
+      expect((await replyTo(first.transRecId))?.type_name).toBe('notify_project_create');
+      await expectClashRefused(second.transRecId);
+      expect(handler.calls).toEqual([
+        'createLogin jdoe jdoe',
+        'createProject TG-ABC tg-abc jdoe',
+        'setAllocation TG-ABC 1000',
+        'addAccount jdoe TG-ABC',
+      ]);
+      expect((await books()).projects).toEqual(['TG-ABC tg-abc pi=jdoe su=1000']);
+      expect((await books()).people).toEqual(['jdoe jdoe Jane Doe']);
+    },
+  );
 
   run('[12.6] a Slurm account the batch did not read with its books is checked in the database', async () => {
     await seedIncoming(t.db, 'request_project_create', rpc('TG-ABC', 'TG-ABC', JANE));
     await dispatch();
-    const questions = { recordIds: [], projectIds: [], grantNumbers: [], personIds: [], globalIds: [], sitePersonIds: [], candidates: [], slurmAccounts: [], uidRange: { start: 1, end: 9 } };
+    const questions = {
+      recordIds: [],
+      projectIds: [],
+      grantNumbers: [],
+      personIds: [],
+      globalIds: [],
+      sitePersonIds: [],
+      candidates: [],
+      slurmAccounts: [],
+      uidRange: { start: 1, end: 9 },
+    };
     await t.db.transaction(async (tx) => {
       const books = await RegistryBooks.read(tx, questions);
       expect(await books.slurmAccountOwner(tx, 'tg-abc')).toBe('TG-ABC');
@@ -230,11 +300,23 @@ describe.each(driverCases())('hostile packets against the registry on $name', (d
   });
 
   run("[12.6] `$'` in a ProjectID is not expanded into the Slurm account name", async () => {
-    const slurm = new SlurmHandler({ db: t.db, log: quietLog, site: SITE, options: { commands: 'log-only' }, dryRun: false });
+    const slurm = new SlurmHandler({
+      db: t.db,
+      log: quietLog,
+      site: SITE,
+      options: { commands: 'log-only' },
+      dryRun: false,
+    });
     // A string replacement turned "tg-abc$'" into "tg-abc", TG-ABC's account.
     expect(() => slurm.accountNameFor("TG-ABC$'")).toThrow(/does not match/);
     expect(() => slurm.accountNameFor('TG-ABC$&x')).toThrow(/does not match/);
-    const prefixed = new SlurmHandler({ db: t.db, log: quietLog, site: SITE, options: { commands: 'log-only', accountName: 'x-{projectId}-y' }, dryRun: false });
+    const prefixed = new SlurmHandler({
+      db: t.db,
+      log: quietLog,
+      site: SITE,
+      options: { commands: 'log-only', accountName: 'x-{projectId}-y' },
+      dryRun: false,
+    });
     expect(() => prefixed.accountNameFor("ab$'")).toThrow(/"x-ab\$'-y"/);
     expect(prefixed.accountNameFor('TG-ABC')).toBe('x-tg-abc-y');
   });
@@ -246,7 +328,13 @@ describe.each(driverCases())('hostile packets against the registry on $name', (d
       db: t.db,
       log: quietLog,
       site: SITE,
-      options: { sacctmgr: rec.program, scancel: rec.program, createUser: [rec.program, 'make-user', '{firstName}', '{login}'], uidRange: { start: 3_900_000, end: 3_900_999 }, ...options },
+      options: {
+        sacctmgr: rec.program,
+        scancel: rec.program,
+        createUser: [rec.program, 'make-user', '{firstName}', '{login}'],
+        uidRange: { start: 3_900_000, end: 3_900_999 },
+        ...options,
+      },
       dryRun: false,
     });
     return { rec, dispatch: () => new Dispatcher(t.db, slurm, quietLog).runOnce() };
@@ -264,52 +352,67 @@ describe.each(driverCases())('hostile packets against the registry on $name', (d
     expect(await books()).toEqual({ projects: [], people: [], rpc: [] });
   });
 
-  run('[12.14] sacctmgr and createUser get a small environment: commandEnv names arrive, amie\'s secrets do not', async () => {
-    const { rec, dispatch: run } = recordingSlurm({ commandEnv: ['SITE_LDAP_URI'] });
-    const login = `zq${Date.now().toString(36)}`;
-    await seedIncoming(t.db, 'request_project_create', rpc('TG-ENV', 'p-env', JANE, { PiRequestedLoginList: [login] }));
-    const restore = withSecrets({ SITE_LDAP_URI: 'ldap://ldap.example.org' });
-    let summary;
-    try {
-      summary = await run();
-    } finally {
-      restore();
-    }
-    expect(summary.answered, JSON.stringify(summary.results.map((r) => r.reason))).toBe(1);
-    const calls = rec.calls();
-    expect(calls.some((c) => c.argv[0] === 'make-user' && c.argv.includes(login))).toBe(true);
-    expect(calls.some((c) => c.argv.includes('add') && c.argv.includes('account'))).toBe(true);
-    for (const call of calls) {
-      expect(call.env.SITE_LDAP_URI).toBe('ldap://ldap.example.org');
-      expect(Object.keys(call.env).every((k) => ['PATH', 'HOME', 'LANG', 'TZ', 'SLURM_CONF', 'SITE_LDAP_URI'].includes(k)), Object.keys(call.env).join(' ')).toBe(true);
-      const dump = JSON.stringify(call.env);
-      for (const secret of Object.values(SECRETS)) expect(dump).not.toContain(secret);
-    }
-  });
+  run(
+    "[12.14] sacctmgr and createUser get a small environment: commandEnv names arrive, amie's secrets do not",
+    async () => {
+      const { rec, dispatch: run } = recordingSlurm({ commandEnv: ['SITE_LDAP_URI'] });
+      const login = `zq${Date.now().toString(36)}`;
+      await seedIncoming(
+        t.db,
+        'request_project_create',
+        rpc('TG-ENV', 'p-env', JANE, { PiRequestedLoginList: [login] }),
+      );
+      const restore = withSecrets({ SITE_LDAP_URI: 'ldap://ldap.example.org' });
+      let summary;
+      try {
+        summary = await run();
+      } finally {
+        restore();
+      }
+      expect(summary.answered, JSON.stringify(summary.results.map((r) => r.reason))).toBe(1);
+      const calls = rec.calls();
+      expect(calls.some((c) => c.argv[0] === 'make-user' && c.argv.includes(login))).toBe(true);
+      expect(calls.some((c) => c.argv.includes('add') && c.argv.includes('account'))).toBe(true);
+      for (const call of calls) {
+        expect(call.env.SITE_LDAP_URI).toBe('ldap://ldap.example.org');
+        expect(
+          Object.keys(call.env).every((k) => ['PATH', 'HOME', 'LANG', 'TZ', 'SLURM_CONF', 'SITE_LDAP_URI'].includes(k)),
+          Object.keys(call.env).join(' '),
+        ).toBe(true);
+        const dump = JSON.stringify(call.env);
+        for (const secret of Object.values(SECRETS)) expect(dump).not.toContain(secret);
+      }
+    },
+  );
 
-  run('[12.18] a reply the dispatcher refuses leaves nothing in the books; the other packets of the batch are written', async () => {
-    handler.spoil.add('TG-BAD');
-    const bad = await seedIncoming(t.db, 'request_project_create', rpc('TG-BAD', 'p-bad', MARY));
-    const good = await seedIncoming(t.db, 'request_project_create', rpc('TG-GOOD', 'p-good', JANE));
-    const summary = await dispatch();
-    expect({ answered: summary.answered, errors: summary.errors }).toEqual({ answered: 1, errors: 1 });
-    expect((await auditOf(t.db, bad.packetRecId)).at(-1)?.reason).toMatch(/handler returned an incomplete notify_project_create.*PiRemoteSiteLogin/);
-    expect((await replyTo(good.transRecId))?.type_name).toBe('notify_project_create');
-    expect(await books()).toEqual({
-      projects: ['p-good p-good pi=jdoe su=1000'],
-      people: ['jdoe jdoe Jane Doe'],
-      rpc: ['rec-TG-GOOD'],
-    });
+  run(
+    '[12.18] a reply the dispatcher refuses leaves nothing in the books; the other packets of the batch are written',
+    async () => {
+      handler.spoil.add('TG-BAD');
+      const bad = await seedIncoming(t.db, 'request_project_create', rpc('TG-BAD', 'p-bad', MARY));
+      const good = await seedIncoming(t.db, 'request_project_create', rpc('TG-GOOD', 'p-good', JANE));
+      const summary = await dispatch();
+      expect({ answered: summary.answered, errors: summary.errors }).toEqual({ answered: 1, errors: 1 });
+      expect((await auditOf(t.db, bad.packetRecId)).at(-1)?.reason).toMatch(
+        /handler returned an incomplete notify_project_create.*PiRemoteSiteLogin/,
+      );
+      expect((await replyTo(good.transRecId))?.type_name).toBe('notify_project_create');
+      expect(await books()).toEqual({
+        projects: ['p-good p-good pi=jdoe su=1000'],
+        people: ['jdoe jdoe Jane Doe'],
+        rpc: ['rec-TG-GOOD'],
+      });
 
-    // Once the site's code is fixed, the packet is done afresh: its hooks run and its books are written.
-    handler.spoil.clear();
-    handler.calls = [];
-    const retry = await dispatch();
-    expect(retry.answered).toBe(1);
-    expect(handler.calls).toContain('createProject p-bad p-bad mmajor');
-    expect((await replyTo(bad.transRecId))?.body).toMatchObject({ ProjectID: 'p-bad', PiRemoteSiteLogin: 'mmajor' });
-    expect((await books()).projects).toEqual(['p-bad p-bad pi=mmajor su=1000', 'p-good p-good pi=jdoe su=1000']);
-  });
+      // Once the site's code is fixed, the packet is done afresh: its hooks run and its books are written.
+      handler.spoil.clear();
+      handler.calls = [];
+      const retry = await dispatch();
+      expect(retry.answered).toBe(1);
+      expect(handler.calls).toContain('createProject p-bad p-bad mmajor');
+      expect((await replyTo(bad.transRecId))?.body).toMatchObject({ ProjectID: 'p-bad', PiRemoteSiteLogin: 'mmajor' });
+      expect((await books()).projects).toEqual(['p-bad p-bad pi=mmajor su=1000', 'p-good p-good pi=jdoe su=1000']);
+    },
+  );
 
   run('[12.18] a refused reply alone in its batch writes nothing either', async () => {
     handler.spoil.add('TG-BAD');

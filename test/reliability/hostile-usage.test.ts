@@ -184,7 +184,13 @@ describe('job names that try to forge usage', () => {
       hostile += tailLines.length;
       lines.push(...tailLines);
     });
-    const s = await reportUsage(t.db, { site: SITE, usage: usageConfig(), ...WINDOW, records: await parsed(lines), log: quietLog });
+    const s = await reportUsage(t.db, {
+      site: SITE,
+      usage: usageConfig(),
+      ...WINDOW,
+      records: await parsed(lines),
+      log: quietLog,
+    });
     const n = Object.keys(TAILS).length;
     expect(s).toMatchObject({ jobsSeen: n, reported: n });
     expect(s.skipped).toEqual({ 'unreadable sacct line': hostile });
@@ -204,7 +210,10 @@ describe('sacct text named like prototype properties', () => {
     const names = ['__proto__', 'constructor', 'toString', 'hasOwnProperty'];
     const lines = names.flatMap((name, i) => [
       // Charged: a TRES and a partition with the name (the partition has no multiplier of its own).
-      lineOf(job({ JobID: String(7000 + i), Partition: name, AllocTRES: `${name}=3,cpu=4,gres/gpu=2,node=1` }), SACCT_FIELDS),
+      lineOf(
+        job({ JobID: String(7000 + i), Partition: name, AllocTRES: `${name}=3,cpu=4,gres/gpu=2,node=1` }),
+        SACCT_FIELDS,
+      ),
       // Not charged: a Slurm account with the name, mapped to no project.
       lineOf(job({ JobID: String(7100 + i), Account: name }), SACCT_FIELDS),
     ]);
@@ -228,19 +237,37 @@ describe('a sacct that never answers', () => {
 
   it('[12.15] is stopped after usage.sacctTimeoutSeconds: the run fails naming the setting and releases the lock; the next run reports', async () => {
     const pidFile = join(dir, 'hung.pid');
-    const hung = fakeSacct(`echo $$ > '${pidFile}'\necho '${lineOf(job({ JobID: '7001' }), SACCT_FIELDS)}'\nexec sleep 1000`);
+    const hung = fakeSacct(
+      `echo $$ > '${pidFile}'\necho '${lineOf(job({ JobID: '7001' }), SACCT_FIELDS)}'\nexec sleep 1000`,
+    );
     const started = Date.now();
-    const err = await reportUsage(t.db, { site: SITE, usage: usageConfig({ sacctPath: hung, sacctTimeoutSeconds: 1 }), ...WINDOW, log: quietLog }).catch((e: unknown) => e);
+    const err = await reportUsage(t.db, {
+      site: SITE,
+      usage: usageConfig({ sacctPath: hung, sacctTimeoutSeconds: 1 }),
+      ...WINDOW,
+      log: quietLog,
+    }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(SacctError);
-    expect((err as Error).message).toMatch(/^sacct printed nothing for 1 s and was stopped \(usage\.sacctTimeoutSeconds\) \(command: /);
+    expect((err as Error).message).toMatch(
+      /^sacct printed nothing for 1 s and was stopped \(usage\.sacctTimeoutSeconds\) \(command: /,
+    );
     expect(Date.now() - started).toBeLessThan(10_000);
     expect(isAlive(Number(readFileSync(pidFile, 'utf8')))).toBe(false);
-    const { rows } = await t.db.query<{ status: string; reported: number }>('SELECT status, reported FROM amie_toolkit.usage_runs');
+    const { rows } = await t.db.query<{ status: string; reported: number }>(
+      'SELECT status, reported FROM amie_toolkit.usage_runs',
+    );
     // The job read before the hang was still in an unwritten batch: the next run reports it.
     expect(rows).toEqual([{ status: 'failed', reported: 0 }]);
 
-    const ok = fakeSacct(`echo '${lineOf(job({ JobID: '7001' }), SACCT_FIELDS)}'\necho '${lineOf(job({ JobID: '7002' }), SACCT_FIELDS)}'`);
-    const s = await reportUsage(t.db, { site: SITE, usage: usageConfig({ sacctPath: ok, sacctTimeoutSeconds: 1 }), ...WINDOW, log: quietLog });
+    const ok = fakeSacct(
+      `echo '${lineOf(job({ JobID: '7001' }), SACCT_FIELDS)}'\necho '${lineOf(job({ JobID: '7002' }), SACCT_FIELDS)}'`,
+    );
+    const s = await reportUsage(t.db, {
+      site: SITE,
+      usage: usageConfig({ sacctPath: ok, sacctTimeoutSeconds: 1 }),
+      ...WINDOW,
+      log: quietLog,
+    });
     expect(s).toMatchObject({ reported: 2, alreadyReported: 0 });
   }, 20_000);
 
@@ -271,13 +298,23 @@ describe('the usage lock on the embedded database', () => {
     try {
       await initDatabase(t.db);
       await withUsageLock(t.db, 'amie report-usage', async () => {
-        const err = await reportUsage(t.db, { site: SITE, usage: usageConfig(), ...WINDOW, records: [], log: quietLog }).catch((e: unknown) => e);
+        const err = await reportUsage(t.db, {
+          site: SITE,
+          usage: usageConfig(),
+          ...WINDOW,
+          records: [],
+          log: quietLog,
+        }).catch((e: unknown) => e);
         expect(err).toBeInstanceOf(UsageRunBusyError);
         expect((err as Error).message).toMatch(
-          new RegExp(`^the usage lock of embedded in-memory database is held by amie report-usage in this process \\(pid ${process.pid}\\) for \\d+s; nothing was done$`),
+          new RegExp(
+            `^the usage lock of embedded in-memory database is held by amie report-usage in this process \\(pid ${process.pid}\\) for \\d+s; nothing was done$`,
+          ),
         );
         const client = usageApiClient(SITE, usageConfig().usageApi!, API_KEY);
-        await expect(resendUsage(t.db, { site: SITE, client, limit: 10 })).rejects.toThrow(/held by amie report-usage in this process/);
+        await expect(resendUsage(t.db, { site: SITE, client, limit: 10 })).rejects.toThrow(
+          /held by amie report-usage in this process/,
+        );
       });
     } finally {
       await t.cleanup();
@@ -307,7 +344,13 @@ describe.skipIf(!hasPostgres())(`the usage lock on PostgreSQL, seen from the com
         `  usageApi: { url: "${sim.usageUrl}", apiKeyEnv: AMIE_USAGE_API_KEY }\n`,
     );
     const stop = new AbortController();
-    const holder = reportUsage(t.db, { site: SITE, usage: usageConfig({ sacctPath: hung }), ...WINDOW, log: quietLog, signal: stop.signal }).catch((e: unknown) => e);
+    const holder = reportUsage(t.db, {
+      site: SITE,
+      usage: usageConfig({ sacctPath: hung }),
+      ...WINDOW,
+      log: quietLog,
+      signal: stop.signal,
+    }).catch((e: unknown) => e);
     try {
       const deadline = Date.now() + 10_000;
       while (!existsSync(pidFile)) {
@@ -346,10 +389,20 @@ describe('amie usage resend', () => {
     const db = await openPglite({ path });
     try {
       await initDatabase(db);
-      for (const id of ['7001', '7002', '7003']) sim.usage.refuse.set(`delta:${id}:${SUBMIT_EPOCH}`, 'unknown LocalProjectID');
+      for (const id of ['7001', '7002', '7003'])
+        sim.usage.refuse.set(`delta:${id}:${SUBMIT_EPOCH}`, 'unknown LocalProjectID');
       const ends = ['2024-03-01T11:00:00', '2024-03-01T12:00:00', '2024-03-01T13:00:00'];
-      const records = await parsed(['7001', '7002', '7003'].map((id, i) => lineOf(job({ JobID: id, End: ends[i]! }), SACCT_FIELDS)));
-      const s = await reportUsage(db, { site: SITE, usage: usageConfig({ sink: 'usage-api' }), apiKey: API_KEY, ...WINDOW, records, log: quietLog });
+      const records = await parsed(
+        ['7001', '7002', '7003'].map((id, i) => lineOf(job({ JobID: id, End: ends[i]! }), SACCT_FIELDS)),
+      );
+      const s = await reportUsage(db, {
+        site: SITE,
+        usage: usageConfig({ sink: 'usage-api' }),
+        apiKey: API_KEY,
+        ...WINDOW,
+        records,
+        log: quietLog,
+      });
       expect(s.failed).toBe(3);
     } finally {
       await db.close();
@@ -361,7 +414,9 @@ describe('amie usage resend', () => {
       `site: { name: ${SITE.name}, resource: ${SITE.resource} }\ndatabase: { path: "${path}" }\nlog: { level: warn }\n` +
         `usage:\n  projects: { abc123: p-abc123 }\n  usageApi: { url: "${sim.usageUrl}", apiKeyEnv: AMIE_USAGE_API_KEY }\n`,
     );
-    const r = await runAmie(['-c', config, 'usage', 'resend', '--job', '7003', '--limit', '1'], { AMIE_USAGE_API_KEY: API_KEY }).done;
+    const r = await runAmie(['-c', config, 'usage', 'resend', '--job', '7003', '--limit', '1'], {
+      AMIE_USAGE_API_KEY: API_KEY,
+    }).done;
     expect(r.stdout.trim()).toBe('resent 1: accepted 1, refused 0');
     expect(r.code).toBe(0);
     expect(sim.usage.accepted.map((x) => x.LocalRecordID)).toEqual([`delta:7003:${SUBMIT_EPOCH}`]);
@@ -376,19 +431,39 @@ describe('usage record identity', () => {
   });
   afterEach(() => t?.cleanup());
   const apiRun = async (lines: string[]) =>
-    reportUsage(t.db, { site: SITE, usage: usageConfig({ sink: 'usage-api' }), apiKey: API_KEY, ...WINDOW, records: await parsed(lines), log: quietLog });
+    reportUsage(t.db, {
+      site: SITE,
+      usage: usageConfig({ sink: 'usage-api' }),
+      apiKey: API_KEY,
+      ...WINDOW,
+      records: await parsed(lines),
+      log: quietLog,
+    });
 
   it('[13.7] the same job id on two clusters and the two runs of a requeued job are three records to the Usage API', async () => {
     const lines = [
       // The first run, requeued after a minute: its own accounting record (sacct --duplicates).
-      lineOf(job({ JobID: '5001', State: 'REQUEUED', Submit: '2024-03-01T09:00:00', Start: '2024-03-01T09:00:05', End: '2024-03-01T09:01:05' }), SACCT_FIELDS),
+      lineOf(
+        job({
+          JobID: '5001',
+          State: 'REQUEUED',
+          Submit: '2024-03-01T09:00:00',
+          Start: '2024-03-01T09:00:05',
+          End: '2024-03-01T09:01:05',
+        }),
+        SACCT_FIELDS,
+      ),
       lineOf(job({ JobID: '5001' }), SACCT_FIELDS),
       lineOf(job({ JobID: '5001', Cluster: 'bridges' }), SACCT_FIELDS),
     ];
     const s = await apiRun(lines);
     expect(s).toMatchObject({ jobsSeen: 3, reported: 3, failed: 0 });
     const ids = sim.usage.accepted.map((x) => x.LocalRecordID).sort();
-    expect(ids).toEqual([`bridges:5001:${SUBMIT_EPOCH}`, `delta:5001:${SUBMIT_EPOCH - 3600}`, `delta:5001:${SUBMIT_EPOCH}`]);
+    expect(ids).toEqual([
+      `bridges:5001:${SUBMIT_EPOCH}`,
+      `delta:5001:${SUBMIT_EPOCH - 3600}`,
+      `delta:5001:${SUBMIT_EPOCH}`,
+    ]);
     for (const r of sim.usage.accepted) expect(r.LocalReference).toBe(r.LocalRecordID);
     expect(await apiRun(lines)).toMatchObject({ reported: 0, alreadyReported: 3 });
   });
@@ -453,7 +528,9 @@ describe('usage record identity', () => {
       log: quietLog,
     });
     expect(s.reported).toBe(2);
-    const ids = (await outgoingPackets(t.db)).map((p) => (p.body.RecordIdentity as Array<Record<string, string>>)[0]!.RecordID).sort();
+    const ids = (await outgoingPackets(t.db))
+      .map((p) => (p.body.RecordIdentity as Array<Record<string, string>>)[0]!.RecordID)
+      .sort();
     expect(ids).toEqual([`delta:5301:${SUBMIT_EPOCH - 3600}`, `delta:5301:${SUBMIT_EPOCH}`]);
   });
 });

@@ -11,7 +11,13 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Database } from '../../src/db/index.js';
-import { PACKET_TYPE_IDS, PacketBody, type DataRow, type PacketTypeName, type TagValue } from '../../src/protocol/index.js';
+import {
+  PACKET_TYPE_IDS,
+  PacketBody,
+  type DataRow,
+  type PacketTypeName,
+  type TagValue,
+} from '../../src/protocol/index.js';
 import { initDatabase } from '../../src/store/index.js';
 import { SITE } from '../helpers/amie.js';
 import { freshPgDatabase } from '../helpers/db.js';
@@ -93,15 +99,30 @@ interface Case {
 }
 
 const CORPUS: Case[] = [
-  { name: 'good RPC creating the project', typeId: T.request_project_create, rows: rowsOf(GOOD_RPC), expect: { answer: 'notify_project_create' } },
+  {
+    name: 'good RPC creating the project',
+    typeId: T.request_project_create,
+    rows: rowsOf(GOOD_RPC),
+    expect: { answer: 'notify_project_create' },
+  },
   {
     name: 'RAC missing required tags',
     typeId: T.request_account_create,
     rows: rowsOf(rac(1, { UserLastName: undefined, UserOrgCode: undefined })),
     expect: { failure: [/UserLastName: required tag is missing/, /UserOrgCode: required tag is missing/] },
   },
-  { name: 'good RAC 1', typeId: T.request_account_create, rows: rowsOf(rac(101)), expect: { answer: 'notify_account_create' } },
-  { name: 'RAC with a blank required tag', typeId: T.request_account_create, rows: rowsOf(rac(2, { UserFirstName: '   ' })), expect: { failure: [/UserFirstName: required tag is empty/] } },
+  {
+    name: 'good RAC 1',
+    typeId: T.request_account_create,
+    rows: rowsOf(rac(101)),
+    expect: { answer: 'notify_account_create' },
+  },
+  {
+    name: 'RAC with a blank required tag',
+    typeId: T.request_account_create,
+    rows: rowsOf(rac(2, { UserFirstName: '   ' })),
+    expect: { failure: [/UserFirstName: required tag is empty/] },
+  },
   {
     name: 'RAC with two resources in ResourceList',
     typeId: T.request_account_create,
@@ -117,38 +138,80 @@ const CORPUS: Case[] = [
   {
     name: 'RPC with wrong dates',
     typeId: T.request_project_create,
-    rows: rowsOf({ ...GOOD_RPC, GrantNumber: 'TG-MAL002', ProjectID: 'p-mal002', RecordID: 'mal-rpc-2', StartDate: '2026-13-45', EndDate: 'next summer' }),
-    expect: { failure: [/StartDate: "2026-13-45" is not an ISO 8601 date/, /EndDate: "next summer" is not an ISO 8601 date/] },
+    rows: rowsOf({
+      ...GOOD_RPC,
+      GrantNumber: 'TG-MAL002',
+      ProjectID: 'p-mal002',
+      RecordID: 'mal-rpc-2',
+      StartDate: '2026-13-45',
+      EndDate: 'next summer',
+    }),
+    expect: {
+      failure: [/StartDate: "2026-13-45" is not an ISO 8601 date/, /EndDate: "next summer" is not an ISO 8601 date/],
+    },
   },
   {
     name: 'RPC with a number that is not one',
     typeId: T.request_project_create,
-    rows: rowsOf({ ...GOOD_RPC, GrantNumber: 'TG-MAL003', ProjectID: 'p-mal003', RecordID: 'mal-rpc-3', ServiceUnitsAllocated: 'lots' }),
+    rows: rowsOf({
+      ...GOOD_RPC,
+      GrantNumber: 'TG-MAL003',
+      ProjectID: 'p-mal003',
+      RecordID: 'mal-rpc-3',
+      ServiceUnitsAllocated: 'lots',
+    }),
     expect: { failure: [/ServiceUnitsAllocated: "lots" is not a number/] },
   },
   {
     name: 'RPC with an unknown AllocationType',
     typeId: T.request_project_create,
-    rows: rowsOf({ ...GOOD_RPC, GrantNumber: 'TG-MAL004', ProjectID: 'p-mal004', RecordID: 'mal-rpc-4', AllocationType: 'gift' }),
+    rows: rowsOf({
+      ...GOOD_RPC,
+      GrantNumber: 'TG-MAL004',
+      ProjectID: 'p-mal004',
+      RecordID: 'mal-rpc-4',
+      AllocationType: 'gift',
+    }),
     expect: { failure: [/AllocationType "gift" is not one of new, renewal/] },
   },
-  { name: 'good RAC 2', typeId: T.request_account_create, rows: rowsOf(rac(102)), expect: { answer: 'notify_account_create' } },
+  {
+    name: 'good RAC 2',
+    typeId: T.request_account_create,
+    rows: rowsOf(rac(102)),
+    expect: { answer: 'notify_account_create' },
+  },
   {
     // Free text may be long and carry line breaks and tabs; whether 100 KB is too long for an
     // Abstract is the toolkit's call, but it must be one answer either way.
     name: 'RPC with a 100 KB multi-line Abstract',
     typeId: T.request_project_create,
-    rows: rowsOf({ ...GOOD_RPC, GrantNumber: 'TG-MAL005', ProjectID: 'p-mal005', RecordID: 'mal-rpc-5', Abstract: 'An abstract.\n\tIndented.\r\n'.repeat(KB100 / 26 + 1) }),
+    rows: rowsOf({
+      ...GOOD_RPC,
+      GrantNumber: 'TG-MAL005',
+      ProjectID: 'p-mal005',
+      RecordID: 'mal-rpc-5',
+      Abstract: 'An abstract.\n\tIndented.\r\n'.repeat(KB100 / 26 + 1),
+    }),
     expect: { answerOrFailure: { answer: 'notify_project_create', failure: /Abstract/ } },
   },
-  { name: 'packet of a type a newer AMIE defines (type_des row unknown to the toolkit)', typeId: NEWER_TYPE.id, rows: rowsOf({ Anything: 'x' }), expect: { unprocessable: new RegExp(`unknown packet type id ${NEWER_TYPE.id}`) } },
+  {
+    name: 'packet of a type a newer AMIE defines (type_des row unknown to the toolkit)',
+    typeId: NEWER_TYPE.id,
+    rows: rowsOf({ Anything: 'x' }),
+    expect: { unprocessable: new RegExp(`unknown packet type id ${NEWER_TYPE.id}`) },
+  },
   {
     name: 'incoming packet of a type only a site sends (notify_project_usage)',
     typeId: T.notify_project_usage,
     rows: rowsOf({ ProjectID: 'p-mal001', UsageType: 'normal' }),
     expect: { unprocessable: /notify_project_usage is not a packet type a site receives/ },
   },
-  { name: 'RAC with no data rows', typeId: T.request_account_create, rows: [], expect: { failure: [/GrantNumber: required tag is missing/, /UserLastName: required tag is missing/] } },
+  {
+    name: 'RAC with no data rows',
+    typeId: T.request_account_create,
+    rows: [],
+    expect: { failure: [/GrantNumber: required tag is missing/, /UserLastName: required tag is missing/] },
+  },
   {
     name: 'RAC with duplicate data rows',
     typeId: T.request_account_create,
@@ -158,7 +221,11 @@ const CORPUS: Case[] = [
   {
     name: 'RAC with a gap in a list',
     typeId: T.request_account_create,
-    rows: [...rowsOf(rac(7)), { tag: 'UserRequestedLoginList', subtag: null, seq: 0, value: 'gap0' }, { tag: 'UserRequestedLoginList', subtag: null, seq: 2, value: 'gap2' }],
+    rows: [
+      ...rowsOf(rac(7)),
+      { tag: 'UserRequestedLoginList', subtag: null, seq: 0, value: 'gap0' },
+      { tag: 'UserRequestedLoginList', subtag: null, seq: 2, value: 'gap2' },
+    ],
     expect: { failure: [/UserRequestedLoginList: seq 1 is missing/] },
   },
   {
@@ -182,18 +249,70 @@ const CORPUS: Case[] = [
   {
     name: 'RPC whose StartDate is year 0 (no calendar date; PostgreSQL cannot store it)',
     typeId: T.request_project_create,
-    rows: rowsOf({ ...GOOD_RPC, GrantNumber: 'TG-MAL007', ProjectID: 'p-mal007', RecordID: 'mal-rpc-7', StartDate: '0000-01-01' }),
+    rows: rowsOf({
+      ...GOOD_RPC,
+      GrantNumber: 'TG-MAL007',
+      ProjectID: 'p-mal007',
+      RecordID: 'mal-rpc-7',
+      StartDate: '0000-01-01',
+    }),
     expect: { failure: [/StartDate: "0000-01-01" is not an ISO 8601 date/] },
   },
-  { name: 'good RAC 3', typeId: T.request_account_create, rows: rowsOf(rac(103)), expect: { answer: 'notify_account_create' } },
+  {
+    name: 'good RAC 3',
+    typeId: T.request_account_create,
+    rows: rowsOf(rac(103)),
+    expect: { answer: 'notify_account_create' },
+  },
   // Transactions and packets in states the transfer daemon owns: not the toolkit's to answer.
-  { name: 'RAC in a failed transaction', typeId: T.request_account_create, rows: rowsOf(rac(10)), transactionState: STATE.failed, expect: { untouched: true } },
-  { name: 'RAC in a killed transaction', typeId: T.request_account_create, rows: rowsOf(rac(11)), transactionState: STATE.killed, expect: { untouched: true } },
-  { name: 'RAC in an on-hold transaction', typeId: T.request_account_create, rows: rowsOf(rac(12)), transactionState: STATE.onHold, expect: { untouched: true } },
-  { name: 'RAC packet itself on hold', typeId: T.request_account_create, rows: rowsOf(rac(13)), packetState: STATE.onHold, expect: { untouched: true } },
-  { name: 'RAC packet in state x-pending', typeId: T.request_account_create, rows: rowsOf(rac(14)), packetState: STATE.xPending, expect: { untouched: true } },
-  { name: 'RAC waiting for a transaction that failed', typeId: T.request_account_create, rows: rowsOf(rac(15)), dependsOnState: STATE.failed, expect: { untouched: true } },
-  { name: 'good RAC 4', typeId: T.request_account_create, rows: rowsOf(rac(104)), expect: { answer: 'notify_account_create' } },
+  {
+    name: 'RAC in a failed transaction',
+    typeId: T.request_account_create,
+    rows: rowsOf(rac(10)),
+    transactionState: STATE.failed,
+    expect: { untouched: true },
+  },
+  {
+    name: 'RAC in a killed transaction',
+    typeId: T.request_account_create,
+    rows: rowsOf(rac(11)),
+    transactionState: STATE.killed,
+    expect: { untouched: true },
+  },
+  {
+    name: 'RAC in an on-hold transaction',
+    typeId: T.request_account_create,
+    rows: rowsOf(rac(12)),
+    transactionState: STATE.onHold,
+    expect: { untouched: true },
+  },
+  {
+    name: 'RAC packet itself on hold',
+    typeId: T.request_account_create,
+    rows: rowsOf(rac(13)),
+    packetState: STATE.onHold,
+    expect: { untouched: true },
+  },
+  {
+    name: 'RAC packet in state x-pending',
+    typeId: T.request_account_create,
+    rows: rowsOf(rac(14)),
+    packetState: STATE.xPending,
+    expect: { untouched: true },
+  },
+  {
+    name: 'RAC waiting for a transaction that failed',
+    typeId: T.request_account_create,
+    rows: rowsOf(rac(15)),
+    dependsOnState: STATE.failed,
+    expect: { untouched: true },
+  },
+  {
+    name: 'good RAC 4',
+    typeId: T.request_account_create,
+    rows: rowsOf(rac(104)),
+    expect: { answer: 'notify_account_create' },
+  },
   // Names every JavaScript object has through its prototype: plain data, never a lookup hit.
   ...PROTOTYPE_NAMES.flatMap((name, i): Case[] => [
     {
@@ -209,14 +328,33 @@ const CORPUS: Case[] = [
       expect: { failure: [/SitePersonId: entry at seq 0 has no PersonID or Site/] },
     },
   ]),
-  ...HOSTILE_TYPES.map((t): Case => ({ name: `packet of a type_des row named ${JSON.stringify(t.name)}`, typeId: t.id, rows: rowsOf(rac(40)), expect: { unprocessable: new RegExp(`unknown packet type id ${t.id}`) } })),
+  ...HOSTILE_TYPES.map((t): Case => ({
+    name: `packet of a type_des row named ${JSON.stringify(t.name)}`,
+    typeId: t.id,
+    rows: rowsOf(rac(40)),
+    expect: { unprocessable: new RegExp(`unknown packet type id ${t.id}`) },
+  })),
   {
     name: 'RAC with an escape sequence in a tag name and in a subtag name',
     typeId: T.request_account_create,
-    rows: [...rowsOf(rac(50)), { tag: '\u001b[2J', subtag: null, seq: 0, value: 'x' }, { tag: 'SitePersonId', subtag: 'Site\u001b[8m', seq: 0, value: 'x' }],
-    expect: { failure: [/\\u001b\[2J: the tag name contains the control character U\+001B/, /SitePersonId: subtag "Site\\u001b\[8m" at seq 0 contains the control character U\+001B/] },
+    rows: [
+      ...rowsOf(rac(50)),
+      { tag: '\u001b[2J', subtag: null, seq: 0, value: 'x' },
+      { tag: 'SitePersonId', subtag: 'Site\u001b[8m', seq: 0, value: 'x' },
+    ],
+    expect: {
+      failure: [
+        /\\u001b\[2J: the tag name contains the control character U\+001B/,
+        /SitePersonId: subtag "Site\\u001b\[8m" at seq 0 contains the control character U\+001B/,
+      ],
+    },
   },
-  { name: 'good RAC 5', typeId: T.request_account_create, rows: rowsOf(rac(105)), expect: { answer: 'notify_account_create' } },
+  {
+    name: 'good RAC 5',
+    typeId: T.request_account_create,
+    rows: rowsOf(rac(105)),
+    expect: { answer: 'notify_account_create' },
+  },
 ];
 
 let nextTransactionId = 1;
@@ -235,7 +373,10 @@ async function insertCase(db: Database, c: Case): Promise<number> {
     const transRecId = await open(c.transactionState ?? STATE.inProgress);
     if (c.dependsOnState !== undefined) {
       const other = await open(c.dependsOnState);
-      await tx.query('INSERT INTO transaction_depends_tbl (trans_rec_id, depends_on_trans_rec_id) VALUES ($1, $2)', [transRecId, other]);
+      await tx.query('INSERT INTO transaction_depends_tbl (trans_rec_id, depends_on_trans_rec_id) VALUES ($1, $2)', [
+        transRecId,
+        other,
+      ]);
     }
     const { rows } = await tx.query<{ packet_rec_id: number }>(
       `INSERT INTO packet_tbl (trans_rec_id, packet_id, type_id, version, state_id, outgoing_flag)
@@ -244,7 +385,13 @@ async function insertCase(db: Database, c: Case): Promise<number> {
     );
     const packetRecId = rows[0]!.packet_rec_id;
     for (const r of c.rows) {
-      await tx.query('INSERT INTO data_tbl (packet_rec_id, tag, subtag, seq, value) VALUES ($1, $2, $3, $4, $5)', [packetRecId, r.tag, r.subtag, r.seq, r.value]);
+      await tx.query('INSERT INTO data_tbl (packet_rec_id, tag, subtag, seq, value) VALUES ($1, $2, $3, $4, $5)', [
+        packetRecId,
+        r.tag,
+        r.subtag,
+        r.seq,
+        r.value,
+      ]);
     }
     return packetRecId;
   });
@@ -267,7 +414,10 @@ interface Fate {
 }
 
 async function fateOf(db: Database, packetRecId: number): Promise<Fate> {
-  const { rows } = await db.query<{ state_id: string; replies: Array<{ type: string; rows: Array<[string, string | null, number, string | null]> }> }>(
+  const { rows } = await db.query<{
+    state_id: string;
+    replies: Array<{ type: string; rows: Array<[string, string | null, number, string | null]> }>;
+  }>(
     `SELECT p.state_id::text,
             coalesce((SELECT json_agg(json_build_object('type', td.type_name, 'rows',
                         (SELECT coalesce(json_agg(json_build_array(d.tag, d.subtag, d.seq, d.value)), '[]'::json) FROM data_tbl d WHERE d.packet_rec_id = r.packet_rec_id)))
@@ -282,7 +432,10 @@ async function fateOf(db: Database, packetRecId: number): Promise<Fate> {
   );
   return {
     state: Number(rows[0]!.state_id),
-    replies: rows[0]!.replies.map((r) => ({ type: r.type, body: PacketBody.fromRows(r.rows.map(([tag, subtag, seq, value]) => ({ tag, subtag, seq, value }))) })),
+    replies: rows[0]!.replies.map((r) => ({
+      type: r.type,
+      body: PacketBody.fromRows(r.rows.map(([tag, subtag, seq, value]) => ({ tag, subtag, seq, value }))),
+    })),
     audit,
   };
 }
@@ -295,10 +448,14 @@ function misfit(c: Case, f: Fate, runs: number): string[] {
   const final = f.audit.filter((a) => ['reply', 'fail', 'invalid'].includes(a.outcome));
   const reply = f.replies[0];
   const isFailure = (r: { type: string; body: PacketBody }) =>
-    r.type === 'inform_transaction_complete' && r.body.get('StatusCode') === 'Failure' && r.body.get('DetailCode') === '2';
+    r.type === 'inform_transaction_complete' &&
+    r.body.get('StatusCode') === 'Failure' &&
+    r.body.get('DetailCode') === '2';
   if ('untouched' in e) {
     if (f.replies.length > 0 || f.audit.length > 0 || f.state !== (c.packetState ?? STATE.inProgress)) {
-      say(`expected to be left alone, got state ${f.state}, ${f.replies.length} replies, audit ${JSON.stringify(f.audit)}`);
+      say(
+        `expected to be left alone, got state ${f.state}, ${f.replies.length} replies, audit ${JSON.stringify(f.audit)}`,
+      );
     }
     return out;
   }
@@ -315,8 +472,14 @@ function misfit(c: Case, f: Fate, runs: number): string[] {
     // The handler failed on it: deferred with the error recorded, offered again next run (and
     // answered with a failure after process.maxErrorDeferrals).
     const errors = f.audit.filter((a) => a.outcome === 'error');
-    if (f.state !== STATE.inProgress || errors.length !== runs || !errors.every((a) => e.failureOrError.test(a.reason ?? ''))) {
-      say(`expected a failure reply, or ${runs} audit row(s) 'error' matching ${e.failureOrError} and the packet in progress; got state ${f.state}, audit ${JSON.stringify(f.audit)}`);
+    if (
+      f.state !== STATE.inProgress ||
+      errors.length !== runs ||
+      !errors.every((a) => e.failureOrError.test(a.reason ?? ''))
+    ) {
+      say(
+        `expected a failure reply, or ${runs} audit row(s) 'error' matching ${e.failureOrError} and the packet in progress; got state ${f.state}, audit ${JSON.stringify(f.audit)}`,
+      );
     }
     return out;
   }
@@ -327,17 +490,28 @@ function misfit(c: Case, f: Fate, runs: number): string[] {
   }
   if (final.length !== 1) say(`expected one final outcome in the audit, got ${JSON.stringify(f.audit)}`);
   const message = reply.body.get('Message') ?? '';
-  if ('answer' in e && reply.type !== e.answer) say(`expected ${e.answer}, got ${reply.type} ${JSON.stringify(message)}`);
+  if ('answer' in e && reply.type !== e.answer)
+    say(`expected ${e.answer}, got ${reply.type} ${JSON.stringify(message)}`);
   const failure = 'failure' in e ? e.failure : 'failureOrError' in e ? [e.failureOrError] : undefined;
   if (failure) {
-    if (!isFailure(reply)) say(`expected a failure inform_transaction_complete, got ${reply.type} ${JSON.stringify(reply.body.toJSON()).slice(0, 300)}`);
+    if (!isFailure(reply))
+      say(
+        `expected a failure inform_transaction_complete, got ${reply.type} ${JSON.stringify(reply.body.toJSON()).slice(0, 300)}`,
+      );
     for (const pattern of failure) {
       if (!pattern.test(message)) say(`failure Message ${JSON.stringify(message)} does not match ${pattern}`);
-      if (!pattern.test(final[0]?.reason ?? '')) say(`audit reason ${JSON.stringify(final[0]?.reason)} does not match ${pattern}`);
+      if (!pattern.test(final[0]?.reason ?? ''))
+        say(`audit reason ${JSON.stringify(final[0]?.reason)} does not match ${pattern}`);
     }
   }
-  if ('answerOrFailure' in e && reply.type !== e.answerOrFailure.answer && !(isFailure(reply) && e.answerOrFailure.failure.test(message))) {
-    say(`expected ${e.answerOrFailure.answer} or a failure matching ${e.answerOrFailure.failure}, got ${reply.type} ${JSON.stringify(message)}`);
+  if (
+    'answerOrFailure' in e &&
+    reply.type !== e.answerOrFailure.answer &&
+    !(isFailure(reply) && e.answerOrFailure.failure.test(message))
+  ) {
+    say(
+      `expected ${e.answerOrFailure.answer} or a failure matching ${e.answerOrFailure.failure}, got ${reply.type} ${JSON.stringify(message)}`,
+    );
   }
   return out;
 }
@@ -347,20 +521,33 @@ describe.skipIf(!hasPostgres())(`malformed packets in the AMIE tables${pgSkipNot
     const t = await freshPgDatabase();
     try {
       await initDatabase(t.db);
-      const packet = await insertCase(t.db, { name: 'carrier', typeId: T.request_account_create, rows: [], expect: { untouched: true } });
+      const packet = await insertCase(t.db, {
+        name: 'carrier',
+        typeId: T.request_account_create,
+        rows: [],
+        expect: { untouched: true },
+      });
       const insertRow = 'INSERT INTO data_tbl (packet_rec_id, tag, subtag, seq, value) VALUES ($1, $2, $3, $4, $5)';
       // 22021 character_not_in_repertoire / invalid byte sequence for encoding "UTF8"
       expect(await refusal(t.db, insertRow, [packet, 'UserLastName', null, 0, 'Doe\u0000; rm -rf /'])).toBe('22021');
       expect(await refusal(t.db, insertRow, [packet, 'UserLast\u0000Name', null, 0, 'Doe'])).toBe('22021');
       expect(
-        await refusal(t.db, `INSERT INTO data_tbl (packet_rec_id, tag, subtag, seq, value) SELECT $1, 'UserLastName', NULL, 0, convert_from('\\x446fc328ff'::bytea, 'UTF8')`, [packet]),
+        await refusal(
+          t.db,
+          `INSERT INTO data_tbl (packet_rec_id, tag, subtag, seq, value) SELECT $1, 'UserLastName', NULL, 0, convert_from('\\x446fc328ff'::bytea, 'UTF8')`,
+          [packet],
+        ),
       ).toBe('22021');
       // 22001 string_data_right_truncation: tag is varchar(32), subtag varchar(128)
       expect(await refusal(t.db, insertRow, [packet, 'T'.repeat(33), null, 0, 'x'])).toBe('22001');
       expect(await refusal(t.db, insertRow, [packet, 'SitePersonId', 'S'.repeat(129), 0, 'x'])).toBe('22001');
       // 23503 foreign_key_violation: type_id must be in type_des
       expect(
-        await refusal(t.db, `INSERT INTO packet_tbl (trans_rec_id, packet_id, type_id, version, state_id, outgoing_flag) SELECT trans_rec_id, 2, 250, '1.0', 2, 0 FROM packet_tbl WHERE packet_rec_id = $1`, [packet]),
+        await refusal(
+          t.db,
+          `INSERT INTO packet_tbl (trans_rec_id, packet_id, type_id, version, state_id, outgoing_flag) SELECT trans_rec_id, 2, 250, '1.0', 2, 0 FROM packet_tbl WHERE packet_rec_id = $1`,
+          [packet],
+        ),
       ).toBe('23503');
       // 23505 unique_violation: a composite row twice (a null subtag escapes this constraint: see the corpus)
       expect(await refusal(t.db, insertRow, [packet, 'SitePersonId', 'Site', 0, 'X-PORTAL'])).toBe('ok');
@@ -372,68 +559,81 @@ describe.skipIf(!hasPostgres())(`malformed packets in the AMIE tables${pgSkipNot
 
   // Names end up in site scripts (useradd's comment field, sacctmgr, mail headers), so a name
   // that no person has must be refused like any other malformed tag, not stored and echoed back.
-  it(
-    'a 100 KB name and names with control characters get a failure naming the tag',
-    async () => {
-      const t = await freshPgDatabase();
-      const dir = mkdtempSync(join(tmpdir(), 'amie-names-'));
-      try {
-        await initDatabase(t.db);
-        const cases: Case[] = [
-          { name: 'good RPC creating the project', typeId: T.request_project_create, rows: rowsOf(GOOD_RPC), expect: { answer: 'notify_project_create' } },
-          { name: 'RAC whose last name is 100 KB', typeId: T.request_account_create, rows: rowsOf(rac(1, { UserLastName: 'L'.repeat(KB100) })), expect: { failure: [/UserLastName/] } },
-          {
-            name: 'RAC with control characters in the names',
-            typeId: T.request_account_create,
-            rows: rowsOf(rac(2, { UserFirstName: '\u0001\u001b[31mAnn\u0007', UserLastName: 'Evil\r\nroot:x:0:0:\u202e' })),
-            expect: { failure: [/UserFirstName/, /UserLastName/] },
-          },
-          { name: 'good RAC', typeId: T.request_account_create, rows: rowsOf(rac(101)), expect: { answer: 'notify_account_create' } },
-        ];
-        const ids: number[] = [];
-        for (const c of cases) ids.push(await insertCase(t.db, c));
-        const r = await runAmie(['-c', writeAmieConfig(dir, t.url!), 'process']).done;
-        expect(plainLines(r.stderr)).toEqual([]);
+  it('a 100 KB name and names with control characters get a failure naming the tag', async () => {
+    const t = await freshPgDatabase();
+    const dir = mkdtempSync(join(tmpdir(), 'amie-names-'));
+    try {
+      await initDatabase(t.db);
+      const cases: Case[] = [
+        {
+          name: 'good RPC creating the project',
+          typeId: T.request_project_create,
+          rows: rowsOf(GOOD_RPC),
+          expect: { answer: 'notify_project_create' },
+        },
+        {
+          name: 'RAC whose last name is 100 KB',
+          typeId: T.request_account_create,
+          rows: rowsOf(rac(1, { UserLastName: 'L'.repeat(KB100) })),
+          expect: { failure: [/UserLastName/] },
+        },
+        {
+          name: 'RAC with control characters in the names',
+          typeId: T.request_account_create,
+          rows: rowsOf(
+            rac(2, { UserFirstName: '\u0001\u001b[31mAnn\u0007', UserLastName: 'Evil\r\nroot:x:0:0:\u202e' }),
+          ),
+          expect: { failure: [/UserFirstName/, /UserLastName/] },
+        },
+        {
+          name: 'good RAC',
+          typeId: T.request_account_create,
+          rows: rowsOf(rac(101)),
+          expect: { answer: 'notify_account_create' },
+        },
+      ];
+      const ids: number[] = [];
+      for (const c of cases) ids.push(await insertCase(t.db, c));
+      const r = await runAmie(['-c', writeAmieConfig(dir, t.url!), 'process']).done;
+      expect(plainLines(r.stderr)).toEqual([]);
+      const fates = await Promise.all(ids.map((id) => fateOf(t.db, id)));
+      expect(cases.flatMap((c, i) => misfit(c, fates[i]!, 1))).toEqual([]);
+      expect(r.code).toBe(1);
+    } finally {
+      await t.cleanup();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+
+  it(`${CORPUS.length} packets, good and malformed: each malformed one refused with its reason, the good ones answered, exit 1, nothing crashes, a rerun answers nothing twice`, async () => {
+    const t = await freshPgDatabase();
+    const dir = mkdtempSync(join(tmpdir(), 'amie-malformed-'));
+    try {
+      await initDatabase(t.db);
+      // As a newer AMIE would have it: a type the toolkit has never heard of.
+      for (const type of [NEWER_TYPE, ...HOSTILE_TYPES])
+        await t.db.query('INSERT INTO type_des (type_id, type_name) VALUES ($1, $2)', [type.id, type.name]);
+      const ids: number[] = [];
+      for (const c of CORPUS) ids.push(await insertCase(t.db, c));
+      const config = writeAmieConfig(dir, t.url!);
+
+      for (const run of [1, 2]) {
+        const r = await runAmie(['-c', config, 'process']).done;
+        // README: exit 1 for failure replies (invalid packets included) and unhandled types.
+        expect(r.code, r.stderr.slice(-3000)).toBe(1);
+        // Nothing crashed: no "unexpected error" line, only the JSON log.
+        expect(plainLines(r.stderr), `run ${run}`).toEqual([]);
         const fates = await Promise.all(ids.map((id) => fateOf(t.db, id)));
-        expect(cases.flatMap((c, i) => misfit(c, fates[i]!, 1))).toEqual([]);
-        expect(r.code).toBe(1);
-      } finally {
-        await t.cleanup();
-        rmSync(dir, { recursive: true, force: true });
+        expect(
+          CORPUS.flatMap((c, i) => misfit(c, fates[i]!, run)),
+          `after run ${run}`,
+        ).toEqual([]);
+        // The second run takes only what was left in place, and answers none of it.
+        if (run === 2) expect(r.stdout).toMatch(/^\d+ packet\(s\): 0 answered, 0 failed /);
       }
-    },
-    60_000,
-  );
-
-  it(
-    `${CORPUS.length} packets, good and malformed: each malformed one refused with its reason, the good ones answered, exit 1, nothing crashes, a rerun answers nothing twice`,
-    async () => {
-      const t = await freshPgDatabase();
-      const dir = mkdtempSync(join(tmpdir(), 'amie-malformed-'));
-      try {
-        await initDatabase(t.db);
-        // As a newer AMIE would have it: a type the toolkit has never heard of.
-        for (const type of [NEWER_TYPE, ...HOSTILE_TYPES]) await t.db.query('INSERT INTO type_des (type_id, type_name) VALUES ($1, $2)', [type.id, type.name]);
-        const ids: number[] = [];
-        for (const c of CORPUS) ids.push(await insertCase(t.db, c));
-        const config = writeAmieConfig(dir, t.url!);
-
-        for (const run of [1, 2]) {
-          const r = await runAmie(['-c', config, 'process']).done;
-          // README: exit 1 for failure replies (invalid packets included) and unhandled types.
-          expect(r.code, r.stderr.slice(-3000)).toBe(1);
-          // Nothing crashed: no "unexpected error" line, only the JSON log.
-          expect(plainLines(r.stderr), `run ${run}`).toEqual([]);
-          const fates = await Promise.all(ids.map((id) => fateOf(t.db, id)));
-          expect(CORPUS.flatMap((c, i) => misfit(c, fates[i]!, run)), `after run ${run}`).toEqual([]);
-          // The second run takes only what was left in place, and answers none of it.
-          if (run === 2) expect(r.stdout).toMatch(/^\d+ packet\(s\): 0 answered, 0 failed /);
-        }
-      } finally {
-        await t.cleanup();
-        rmSync(dir, { recursive: true, force: true });
-      }
-    },
-    120_000,
-  );
+    } finally {
+      await t.cleanup();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 120_000);
 });

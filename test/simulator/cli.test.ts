@@ -7,7 +7,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 // `amie demo` and `amie simulate` are tested as people run them: the compiled program in a child process.
 const MAIN = resolve('dist/src/cli/main.js');
-const OFFICIAL = ['request_project_reactivate', 'request_account_reactivate', 'request_person_merge', 'request_user_modify'];
+const OFFICIAL = [
+  'request_project_reactivate',
+  'request_account_reactivate',
+  'request_person_merge',
+  'request_user_modify',
+];
 
 const dirs: string[] = [];
 function tempDir(): string {
@@ -19,7 +24,14 @@ function tempDir(): string {
 async function amie(args: string[], cwd: string) {
   const env: NodeJS.ProcessEnv = { ...process.env };
   for (const k of Object.keys(env)) if (k.startsWith('AMIE_')) delete env[k];
-  const r = await execa('node', [MAIN, ...args], { cwd, env, extendEnv: false, reject: false, stdin: 'ignore', timeout: 90_000 });
+  const r = await execa('node', [MAIN, ...args], {
+    cwd,
+    env,
+    extendEnv: false,
+    reject: false,
+    stdin: 'ignore',
+    timeout: 90_000,
+  });
   return { code: r.exitCode, stdout: String(r.stdout), stderr: String(r.stderr) };
 }
 
@@ -80,10 +92,17 @@ export default class Broken extends RegistryHandler {
     config(dir, './broken.mjs');
     const bad = await amie(['-c', 'amie.yaml', 'simulate', '--scenario', 'request_account_reactivate', '--json'], dir);
     expect(bad.code, bad.stderr).toBe(1);
-    const out = JSON.parse(bad.stdout) as { passed: boolean; scenarios: Array<{ name: string; passed: boolean; checks: Array<{ ok: boolean; message: string }> }> };
+    const out = JSON.parse(bad.stdout) as {
+      passed: boolean;
+      scenarios: Array<{ name: string; passed: boolean; checks: Array<{ ok: boolean; message: string }> }>;
+    };
     expect(out.passed).toBe(false);
     expect(out.scenarios[0]!.name).toBe('request_account_reactivate');
-    expect(out.scenarios[0]!.checks.filter((c) => !c.ok).map((c) => c.message).join('\n')).toContain('UserPersonID: required tag is missing');
+    expect(
+      out.scenarios[0]!.checks.filter((c) => !c.ok)
+        .map((c) => c.message)
+        .join('\n'),
+    ).toContain('UserPersonID: required tag is missing');
   }, 120_000);
 
   it('refuses an unknown scenario with exit 2, listing the names', async () => {
@@ -91,6 +110,8 @@ export default class Broken extends RegistryHandler {
     config(dir, 'registry');
     const r = await amie(['-c', 'amie.yaml', 'simulate', '--scenario', 'everything'], dir);
     expect(r.code).toBe(2);
-    expect(r.stderr).toContain('--scenario: unknown scenario "everything"; expected all or one of request_project_reactivate');
+    expect(r.stderr).toContain(
+      '--scenario: unknown scenario "everything"; expected all or one of request_project_reactivate',
+    );
   }, 60_000);
 });

@@ -6,7 +6,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 // The REST simulator from the command line, as people run it: the compiled program in child processes.
 const MAIN = resolve('dist/src/cli/main.js');
-const OFFICIAL = ['request_project_reactivate', 'request_account_reactivate', 'request_person_merge', 'request_user_modify'];
+const OFFICIAL = [
+  'request_project_reactivate',
+  'request_account_reactivate',
+  'request_person_merge',
+  'request_user_modify',
+];
 
 const dirs: string[] = [];
 function tempDir(): string {
@@ -23,11 +28,19 @@ function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
 }
 
 async function amie(args: string[], cwd: string) {
-  const r = await execa('node', [MAIN, ...args], { cwd, env: cleanEnv(), extendEnv: false, reject: false, stdin: 'ignore', timeout: 120_000 });
+  const r = await execa('node', [MAIN, ...args], {
+    cwd,
+    env: cleanEnv(),
+    extendEnv: false,
+    reject: false,
+    stdin: 'ignore',
+    timeout: 120_000,
+  });
   return { code: r.exitCode, stdout: String(r.stdout), stderr: String(r.stderr) };
 }
 
-const SITE_YAML = 'site:\n  name: EXAMPLE\n  resource: cluster.example.org\ndatabase:\n  path: ./db\nhandler: registry\nlog:\n  level: fatal\nprocess:\n  maxErrorDeferrals: 1\n';
+const SITE_YAML =
+  'site:\n  name: EXAMPLE\n  resource: cluster.example.org\ndatabase:\n  path: ./db\nhandler: registry\nlog:\n  level: fatal\nprocess:\n  maxErrorDeferrals: 1\n';
 
 beforeAll(async () => {
   // Compile what is there now; type errors elsewhere in the tree must not stop the emit.
@@ -60,7 +73,11 @@ describe('amie simulate over REST', () => {
     expect((await amie(['-c', 'amie.yaml', 'db', 'init'], dir)).code).toBe(0);
     const r = await amie(['-c', 'amie.yaml', 'simulate', '--source', 'rest', '--scenario', 'all', '--json'], dir);
     expect(r.code, r.stderr).toBe(0);
-    const out = JSON.parse(r.stdout) as { passed: boolean; source: string; scenarios: Array<{ name: string; passed: boolean }> };
+    const out = JSON.parse(r.stdout) as {
+      passed: boolean;
+      source: string;
+      scenarios: Array<{ name: string; passed: boolean }>;
+    };
     expect(out).toMatchObject({ passed: true, source: 'rest' });
     expect(out.scenarios.map((s) => s.name).slice(0, 4)).toEqual(OFFICIAL);
     // Nothing went through the site's AMIE tables.
@@ -71,24 +88,50 @@ describe('amie simulate over REST', () => {
 
   it('--serve-rest serves a site running `amie process --watch` with the printed configuration, until SIGTERM', async () => {
     const dir = tempDir();
-    writeFileSync(join(dir, 'central.yaml'), 'site:\n  name: EXAMPLE\n  resource: cluster.example.org\nlog:\n  level: fatal\n');
+    writeFileSync(
+      join(dir, 'central.yaml'),
+      'site:\n  name: EXAMPLE\n  resource: cluster.example.org\nlog:\n  level: fatal\n',
+    );
     let out = '';
-    const server = execa('node', [MAIN, '-c', 'central.yaml', 'simulate', '--serve-rest', '--port', '0', '--scenario', 'request_account_reactivate,invalid_packet', '--wait', '60'], {
-      cwd: dir,
-      env: cleanEnv(),
-      extendEnv: false,
-      reject: false,
-      stdin: 'ignore',
-      timeout: 150_000,
-    });
+    const server = execa(
+      'node',
+      [
+        MAIN,
+        '-c',
+        'central.yaml',
+        'simulate',
+        '--serve-rest',
+        '--port',
+        '0',
+        '--scenario',
+        'request_account_reactivate,invalid_packet',
+        '--wait',
+        '60',
+      ],
+      {
+        cwd: dir,
+        env: cleanEnv(),
+        extendEnv: false,
+        reject: false,
+        stdin: 'ignore',
+        timeout: 150_000,
+      },
+    );
     server.stdout!.on('data', (chunk: Buffer) => (out += chunk.toString()));
     let site: ResultPromise | undefined;
     try {
-      await waitFor(() => /Playing /.test(out), 30_000, () => out);
+      await waitFor(
+        () => /Playing /.test(out),
+        30_000,
+        () => out,
+      );
       const key = /export AMIE_REST_API_KEY=(\S+) AMIE_USAGE_API_KEY=\1/.exec(out)?.[1];
       expect(key, out).toBeDefined();
       // The configuration lines exactly as printed, under the site's own.
-      const lines = out.split('\n').filter((l) => /^ {2}(source|usage): /.test(l)).map((l) => l.slice(2));
+      const lines = out
+        .split('\n')
+        .filter((l) => /^ {2}(source|usage): /.test(l))
+        .map((l) => l.slice(2));
       expect(lines).toHaveLength(2);
       writeFileSync(join(dir, 'site.yaml'), `${SITE_YAML}${lines.join('\n')}\n`);
       expect((await amie(['-c', 'site.yaml', 'db', 'init'], dir)).code).toBe(0);
@@ -100,7 +143,11 @@ describe('amie simulate over REST', () => {
         stdin: 'ignore',
         timeout: 150_000,
       });
-      await waitFor(() => /^verdict: /m.test(out), 120_000, () => out);
+      await waitFor(
+        () => /^verdict: /m.test(out),
+        120_000,
+        () => out,
+      );
       expect(out).toContain('request_account_reactivate (official scenario): passed');
       expect(out).toContain('invalid_packet (extra check): passed');
       expect(out).toMatch(/^verdict: passed \(2 of 2 scenarios\)$/m);

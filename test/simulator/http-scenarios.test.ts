@@ -3,7 +3,13 @@ import { RegistryHandler } from '../../handlers/registry.js';
 import type { Database } from '../../src/db/index.js';
 import { Dispatcher, type HandlerContext, type IncomingPacket, type PacketContext } from '../../src/dispatch/index.js';
 import { listAccounts, listPeople, type RegistryAccount } from '../../src/registry/index.js';
-import { EXTRA_CHECKS, OFFICIAL_SCENARIOS, formatScenarioReport, runScenarios, type ScenarioReport } from '../../src/simulator/index.js';
+import {
+  EXTRA_CHECKS,
+  OFFICIAL_SCENARIOS,
+  formatScenarioReport,
+  runScenarios,
+  type ScenarioReport,
+} from '../../src/simulator/index.js';
 import { RestSimulator } from '../../src/simulator/http.js';
 import { restSourceFor } from '../../src/simulator/rest-site.js';
 import { TablesSource, type PacketSource } from '../../src/sources/index.js';
@@ -14,11 +20,15 @@ const KEY = 'scenario-key-not-secret';
 const simulation = { site: SITE, maxRounds: 6 };
 
 function failures(r: ScenarioReport): string {
-  return r.checks.filter((c) => !c.ok).map((c) => c.message).join('\n');
+  return r.checks
+    .filter((c) => !c.ok)
+    .map((c) => c.message)
+    .join('\n');
 }
 
 function expectPassed(reports: ScenarioReport[]): void {
-  for (const r of reports) expect(failures(r), `${r.name}\n${formatScenarioReport(r, { verbose: true }).join('\n')}`).toBe('');
+  for (const r of reports)
+    expect(failures(r), `${r.name}\n${formatScenarioReport(r, { verbose: true }).join('\n')}`).toBe('');
   expect(reports.every((r) => r.passed)).toBe(true);
 }
 
@@ -40,7 +50,12 @@ describe.each(driverCases())('the scenarios over the HTTP simulator, site databa
   const run = it.skipIf(!driver.available);
 
   run('the registry handler passes the four official scenarios and the extra checks through the REST API', async () => {
-    const dispatcher = new Dispatcher(restSourceFor(sim, KEY, site.db, quietLog), new RegistryHandler(context(site.db)), quietLog, { maxErrorDeferrals: 1 });
+    const dispatcher = new Dispatcher(
+      restSourceFor(sim, KEY, site.db, quietLog),
+      new RegistryHandler(context(site.db)),
+      quietLog,
+      { maxErrorDeferrals: 1 },
+    );
     const reports = await runScenarios(sim.db, dispatcher, [...OFFICIAL_SCENARIOS, ...EXTRA_CHECKS], simulation);
     expectPassed(reports);
 
@@ -69,12 +84,20 @@ class SiteHandler extends RegistryHandler {
     return `u-${login}`;
   }
   override async setAccountActive(account: RegistryAccount, active: boolean, _ctx: PacketContext): Promise<void> {
-    this.accountWork.push(`${active ? 'activate' : 'inactivate'} ${account.personId.startsWith('u-') ? 'u-…' : account.personId}`);
+    this.accountWork.push(
+      `${active ? 'activate' : 'inactivate'} ${account.personId.startsWith('u-') ? 'u-…' : account.personId}`,
+    );
   }
 }
 
-const NEW_PROJECT = ['request_project_create -> notify_project_create', 'data_project_create -> inform_transaction_complete Success'];
-const NEW_ACCOUNT = ['request_account_create -> notify_account_create', 'data_account_create -> inform_transaction_complete Success'];
+const NEW_PROJECT = [
+  'request_project_create -> notify_project_create',
+  'data_project_create -> inform_transaction_complete Success',
+];
+const NEW_ACCOUNT = [
+  'request_account_create -> notify_account_create',
+  'data_account_create -> inform_transaction_complete Success',
+];
 /** What each scenario's conversation must be, packet in -> reply out, whatever the source. */
 const CONVERSATIONS = {
   request_project_reactivate: [
@@ -91,8 +114,17 @@ const CONVERSATIONS = {
     'inform_transaction_complete -> (closes)',
     ...NEW_ACCOUNT,
   ],
-  request_person_merge: [...NEW_PROJECT, ...NEW_ACCOUNT, ...NEW_ACCOUNT, 'request_person_merge -> inform_transaction_complete Success'],
-  request_user_modify: [...NEW_PROJECT, 'request_user_modify -> inform_transaction_complete Success', 'request_user_modify -> inform_transaction_complete Success'],
+  request_person_merge: [
+    ...NEW_PROJECT,
+    ...NEW_ACCOUNT,
+    ...NEW_ACCOUNT,
+    'request_person_merge -> inform_transaction_complete Success',
+  ],
+  request_user_modify: [
+    ...NEW_PROJECT,
+    'request_user_modify -> inform_transaction_complete Success',
+    'request_user_modify -> inform_transaction_complete Success',
+  ],
   record_id_repeat: [...NEW_PROJECT, ...NEW_PROJECT],
   supplement: [...NEW_PROJECT, ...NEW_PROJECT],
   known_pi: [...NEW_PROJECT, ...NEW_PROJECT],
@@ -123,7 +155,8 @@ describe('one handler class, either source', () => {
     const reports = await runScenarios(centralDb, dispatcher, [...OFFICIAL_SCENARIOS, ...EXTRA_CHECKS], simulation);
     expectPassed(reports);
     // Over the REST API the site answers central's closing ITC with a success ITC; the tables only take it.
-    const expected = (line: string) => (source === 'rest' ? line.replace('-> (closes)', '-> inform_transaction_complete Success') : line);
+    const expected = (line: string) =>
+      source === 'rest' ? line.replace('-> (closes)', '-> inform_transaction_complete Success') : line;
     expect(Object.fromEntries(reports.map((r) => [r.name, r.conversation.map((c) => `${c.in} -> ${c.out}`)]))).toEqual(
       Object.fromEntries(Object.entries(CONVERSATIONS).map(([name, lines]) => [name, lines.map(expected)])),
     );

@@ -14,15 +14,27 @@ import { listAccounts, listPeople } from '../../src/registry/index.js';
 import { driverCases, type TestDatabase } from '../helpers/db.js';
 import { SITE, initTestDatabase, quietLog } from '../helpers/amie.js';
 
-const context = (db: TestDatabase['db']): HandlerContext<any> => ({ db, log: quietLog, site: SITE, options: {}, dryRun: false });
+const context = (db: TestDatabase['db']): HandlerContext<any> => ({
+  db,
+  log: quietLog,
+  site: SITE,
+  options: {},
+  dryRun: false,
+});
 const simulation = { site: SITE, maxRounds: 6 };
 
-function dispatcherFor(db: TestDatabase['db'], Handler: typeof RegistryHandler<RegistryOptionsInput> = RegistryHandler) {
+function dispatcherFor(
+  db: TestDatabase['db'],
+  Handler: typeof RegistryHandler<RegistryOptionsInput> = RegistryHandler,
+) {
   return new Dispatcher(db, new Handler(context(db)), quietLog, { maxErrorDeferrals: 1 });
 }
 
 function failures(r: ScenarioReport): string {
-  return r.checks.filter((c) => !c.ok).map((c) => c.message).join('\n');
+  return r.checks
+    .filter((c) => !c.ok)
+    .map((c) => c.message)
+    .join('\n');
 }
 
 /** Forgets the UserPersonID a NAC must carry. */
@@ -61,28 +73,33 @@ describe.each(driverCases())('simulator with the registry handler on $name', (dr
   });
   const run = it.skipIf(!driver.available);
 
-  run('passes the four official scenarios and the extra checks, twice on the same database', async () => {
-    const dispatcher = dispatcherFor(t.db);
-    for (let pass = 0; pass < 2; pass++) {
-      const reports = await runScenarios(t.db, dispatcher, resolveScenarioNames('all'), simulation);
-      expect(reports.map((r) => r.name)).toEqual([...OFFICIAL_SCENARIOS, ...EXTRA_CHECKS]);
-      for (const r of reports) expect(failures(r), `${r.name}\n${formatScenarioReport(r, { verbose: true }).join('\n')}`).toBe('');
-      expect(reports.every((r) => r.passed)).toBe(true);
-    }
-    const { rows } = await t.db.query<{ state: string; n: number }>(
-      `SELECT s.state_name AS state, count(*)::int AS n FROM transaction_tbl t JOIN state_des s USING (state_id) GROUP BY 1`,
-    );
-    // What the scenarios did is in the registry: names arrive intact, a person was merged away,
-    // and the reactivated account is active again.
-    const people = await listPeople(t.db, { includeMerged: true });
-    expect(people.map((p) => p.lastName)).toContain("O'Brien-Ní Dhomhnaill");
-    expect(people.filter((p) => p.mergedInto !== null)).toHaveLength(2);
-    const accounts = await listAccounts(t.db);
-    expect(accounts.length).toBeGreaterThan(0);
-    expect(accounts.every((a) => a.active)).toBe(true);
-    // Every transaction ended; only the invalid packets' transactions failed.
-    expect(Object.fromEntries(rows.map((r) => [r.state, r.n]))).toEqual({ completed: 2 * 20, failed: 2 });
-  }, 120_000);
+  run(
+    'passes the four official scenarios and the extra checks, twice on the same database',
+    async () => {
+      const dispatcher = dispatcherFor(t.db);
+      for (let pass = 0; pass < 2; pass++) {
+        const reports = await runScenarios(t.db, dispatcher, resolveScenarioNames('all'), simulation);
+        expect(reports.map((r) => r.name)).toEqual([...OFFICIAL_SCENARIOS, ...EXTRA_CHECKS]);
+        for (const r of reports)
+          expect(failures(r), `${r.name}\n${formatScenarioReport(r, { verbose: true }).join('\n')}`).toBe('');
+        expect(reports.every((r) => r.passed)).toBe(true);
+      }
+      const { rows } = await t.db.query<{ state: string; n: number }>(
+        `SELECT s.state_name AS state, count(*)::int AS n FROM transaction_tbl t JOIN state_des s USING (state_id) GROUP BY 1`,
+      );
+      // What the scenarios did is in the registry: names arrive intact, a person was merged away,
+      // and the reactivated account is active again.
+      const people = await listPeople(t.db, { includeMerged: true });
+      expect(people.map((p) => p.lastName)).toContain("O'Brien-Ní Dhomhnaill");
+      expect(people.filter((p) => p.mergedInto !== null)).toHaveLength(2);
+      const accounts = await listAccounts(t.db);
+      expect(accounts.length).toBeGreaterThan(0);
+      expect(accounts.every((a) => a.active)).toBe(true);
+      // Every transaction ended; only the invalid packets' transactions failed.
+      expect(Object.fromEntries(rows.map((r) => [r.state, r.n]))).toEqual({ completed: 2 * 20, failed: 2 });
+    },
+    120_000,
+  );
 });
 
 describe('simulator verdicts on broken handlers (pglite)', () => {
@@ -96,18 +113,29 @@ describe('simulator verdicts on broken handlers (pglite)', () => {
   });
 
   it('fails request_account_reactivate when the NAC has no UserPersonID, naming the tag', async () => {
-    const report = await runScenario(t.db, dispatcherFor(t.db, NacWithoutPersonId), 'request_account_reactivate', simulation);
+    const report = await runScenario(
+      t.db,
+      dispatcherFor(t.db, NacWithoutPersonId),
+      'request_account_reactivate',
+      simulation,
+    );
     expect(report.passed).toBe(false);
     expect(failures(report)).toMatch(/request_account_create .*failure ITC.*UserPersonID: required tag is missing/);
     expect(failures(report)).toContain('later steps were not sent');
     // The RAC's transaction ended; the scenario sent nothing after it.
-    expect(report.conversation.map((r) => r.in)).toEqual(['request_project_create', 'data_project_create', 'request_account_create']);
+    expect(report.conversation.map((r) => r.in)).toEqual([
+      'request_project_create',
+      'data_project_create',
+      'request_account_create',
+    ]);
   });
 
   it('fails when the NAC answers about another ProjectID than the RAC names', async () => {
     const report = await runScenario(t.db, dispatcherFor(t.db, WrongProjectId), 'request_person_merge', simulation);
     expect(report.passed).toBe(false);
-    expect(failures(report)).toMatch(/notify_account_create \(packet_id 2\) has inconsistent ids: ProjectID is "p-somewhere-else", expected "TG-SIM\w+" \(the ProjectID of the request_account_create\)/);
+    expect(failures(report)).toMatch(
+      /notify_account_create \(packet_id 2\) has inconsistent ids: ProjectID is "p-somewhere-else", expected "TG-SIM\w+" \(the ProjectID of the request_account_create\)/,
+    );
   });
 
   it('fails, without hanging, when the handler defers for ever, and leaves the transaction failed', async () => {
@@ -116,7 +144,9 @@ describe('simulator verdicts on broken handlers (pglite)', () => {
     expect(failures(report)).toContain(
       'not finished after 6 rounds of the dispatcher; the site left its request_project_create in progress (defer: waiting for a person to approve)',
     );
-    const { rows } = await t.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM transaction_tbl WHERE state_id = 2`);
+    const { rows } = await t.db.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM transaction_tbl WHERE state_id = 2`,
+    );
     expect(rows[0]!.n).toBe(0);
   });
 
@@ -138,8 +168,16 @@ describe('simulator verdicts on broken handlers (pglite)', () => {
             type: 'notify_project_create',
             outgoing: true,
             rows: PacketBody.fromTags({
-              GrantNumber: 'TG-X', PfosNumber: '1', PiOrgCode: '1', PiPersonID: 'x', PiRemoteSiteLogin: 'x', ProjectID: 'TG-X',
-              ProjectTitle: 'x', ResourceList: [SITE.resource], ServiceUnitsAllocated: '1', StartDate: '2026-01-01',
+              GrantNumber: 'TG-X',
+              PfosNumber: '1',
+              PiOrgCode: '1',
+              PiPersonID: 'x',
+              PiRemoteSiteLogin: 'x',
+              ProjectID: 'TG-X',
+              ProjectTitle: 'x',
+              ResourceList: [SITE.resource],
+              ServiceUnitsAllocated: '1',
+              StartDate: '2026-01-01',
             }).toRows(),
           });
         }
@@ -148,7 +186,9 @@ describe('simulator verdicts on broken handlers (pglite)', () => {
     };
     const report = await runScenario(t.db, blind, 'invalid_packet', simulation);
     expect(report.passed).toBe(false);
-    expect(failures(report)).toContain('the site answered an invalid request_project_create with notify_project_create instead of a failure ITC');
+    expect(failures(report)).toContain(
+      'the site answered an invalid request_project_create with notify_project_create instead of a failure ITC',
+    );
   });
 });
 
@@ -156,6 +196,8 @@ describe('scenario names', () => {
   it('knows its scenario names', () => {
     expect(resolveScenarioNames('all')).toHaveLength(8);
     expect(resolveScenarioNames('supplement,known_pi')).toEqual(['supplement', 'known_pi']);
-    expect(() => resolveScenarioNames('request_project_create')).toThrow(/unknown scenario "request_project_create"; expected all or one of request_project_reactivate/);
+    expect(() => resolveScenarioNames('request_project_create')).toThrow(
+      /unknown scenario "request_project_create"; expected all or one of request_project_reactivate/,
+    );
   });
 });

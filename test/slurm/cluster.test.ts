@@ -26,14 +26,23 @@ describe.runIf(hasSlurm())(`Slurm test cluster${slurmSkipNote()}`, () => {
     expect([...states.values()]).toEqual(['COMPLETED', 'COMPLETED', 'COMPLETED']);
 
     const { stdout } = await execa('sacct', [
-      '-a', '-X', '-n', '-P', '-j', [twoGpus, oneGpu, cpuOnly].join(','),
-      '--format', 'JobID,Account,AllocTRES,ElapsedRaw',
+      '-a',
+      '-X',
+      '-n',
+      '-P',
+      '-j',
+      [twoGpus, oneGpu, cpuOnly].join(','),
+      '--format',
+      'JobID,Account,AllocTRES,ElapsedRaw',
     ]);
     const rows = new Map(
-      stdout.trim().split('\n').map((line) => {
-        const [id, acct, tres, elapsed] = line.split('|');
-        return [id!, { acct, tres: tres!.split(','), elapsed: Number(elapsed) }];
-      }),
+      stdout
+        .trim()
+        .split('\n')
+        .map((line) => {
+          const [id, acct, tres, elapsed] = line.split('|');
+          return [id!, { acct, tres: tres!.split(','), elapsed: Number(elapsed) }];
+        }),
     );
     for (const id of [twoGpus, oneGpu, cpuOnly]) {
       expect(rows.get(id)?.acct).toBe(account);

@@ -31,11 +31,20 @@ function recorder(): { program: string; calls: () => string[][] } {
   dirs.push(dir);
   const calls = join(dir, 'calls.jsonl');
   const program = join(dir, 'record.mjs');
-  writeFileSync(program, `#!/usr/bin/env node\nimport { appendFileSync } from 'node:fs';\nappendFileSync(${JSON.stringify(calls)}, JSON.stringify(process.argv.slice(2)) + '\\n');\n`);
+  writeFileSync(
+    program,
+    `#!/usr/bin/env node\nimport { appendFileSync } from 'node:fs';\nappendFileSync(${JSON.stringify(calls)}, JSON.stringify(process.argv.slice(2)) + '\\n');\n`,
+  );
   chmodSync(program, 0o755);
   return {
     program,
-    calls: () => (existsSync(calls) ? readFileSync(calls, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as string[]) : []),
+    calls: () =>
+      existsSync(calls)
+        ? readFileSync(calls, 'utf8')
+            .trim()
+            .split('\n')
+            .map((l) => JSON.parse(l) as string[])
+        : [],
   };
 }
 
@@ -58,9 +67,16 @@ describe('[14.4] the Slurm handler sends each resource’s work to its cluster',
       createUser: [rec.program, 'make-user', '{login}'],
     };
     const handler = new SlurmHandler({ db: t.db, log: quietLog, site: BOTH, options, dryRun: false });
-    for (const [resource, grant] of [[RES_A, 'TG-CLA'], [RES_B, 'TG-CLB']] as const) {
+    for (const [resource, grant] of [
+      [RES_A, 'TG-CLA'],
+      [RES_B, 'TG-CLB'],
+    ] as const) {
       const sim = new SimData(resource);
-      await seedIncoming(t.db, 'request_project_create', sim.rpc(sim.person(), { GrantNumber: grant, ProjectID: grant }));
+      await seedIncoming(
+        t.db,
+        'request_project_create',
+        sim.rpc(sim.person(), { GrantNumber: grant, ProjectID: grant }),
+      );
     }
     const summary = await new Dispatcher(t.db, handler, quietLog).runOnce();
     expect(summary.results.map((r) => r.outcome)).toEqual(['reply', 'reply']);
@@ -70,19 +86,26 @@ describe('[14.4] the Slurm handler sends each resource’s work to its cluster',
         rec
           .calls()
           .filter((argv) => argv.some((a) => a === account || a === `name=${account}` || a === `account=${account}`))
-          .flatMap((argv) => argv.filter((a) => a.startsWith('cluster=')))
+          .flatMap((argv) => argv.filter((a) => a.startsWith('cluster='))),
       );
     expect(clustersOf('tg-cla')).toEqual(new Set(['cluster=clua']));
     expect(clustersOf('tg-clb')).toEqual(new Set(['cluster=club']));
   });
 
   it('[14.4] a resource of site.resources without a cluster, or cluster and clusters together, is a configuration error', () => {
-    const make = (options: SlurmOptionsInput) => new SlurmHandler({ db: t.db, log: quietLog, site: BOTH, options, dryRun: false });
-    expect(() => make({ clusters: { [RES_A]: 'clua' } })).toThrow(`handler.options.clusters: no cluster for resource "${RES_B}" of site.resources`);
-    expect(() => make({ cluster: 'one', clusters: { [RES_A]: 'clua', [RES_B]: 'club' } })).toThrow(/either cluster .* or clusters .*, not both/);
+    const make = (options: SlurmOptionsInput) =>
+      new SlurmHandler({ db: t.db, log: quietLog, site: BOTH, options, dryRun: false });
+    expect(() => make({ clusters: { [RES_A]: 'clua' } })).toThrow(
+      `handler.options.clusters: no cluster for resource "${RES_B}" of site.resources`,
+    );
+    expect(() => make({ cluster: 'one', clusters: { [RES_A]: 'clua', [RES_B]: 'club' } })).toThrow(
+      /either cluster .* or clusters .*, not both/,
+    );
     const handler = make({ clusters: { [RES_A]: 'clua', [RES_B]: 'club' } });
     expect(handler.clusterFor(` ${RES_B.toUpperCase()}`)).toBe('club');
-    expect(() => handler.clusterFor('elsewhere.example.org')).toThrow('handler.options.clusters names no cluster for resource "elsewhere.example.org"');
+    expect(() => handler.clusterFor('elsewhere.example.org')).toThrow(
+      'handler.options.clusters names no cluster for resource "elsewhere.example.org"',
+    );
     // Without clusters, the one cluster (or none) serves every resource, as before.
     expect(make({ cluster: 'one' }).clusterFor(RES_B)).toBe('one');
   });
@@ -102,13 +125,16 @@ describe('[14.5] one meaning of dry run in the Slurm handler', () => {
     for (const dryRun of [true, false]) {
       const r = slurmOptionsSchema.safeParse({ dryRun });
       expect(r.success).toBe(false);
-      expect(r.error!.issues.map((i) => `${i.path.join('.')}: ${i.message}`)).toEqual([expect.stringMatching(/^dryRun: was removed: .*commands: log-only.*amie process --dry-run/)]);
+      expect(r.error!.issues.map((i) => `${i.path.join('.')}: ${i.message}`)).toEqual([
+        expect.stringMatching(/^dryRun: was removed: .*commands: log-only.*amie process --dry-run/),
+      ]);
     }
     expect(slurmOptionsSchema.parse({}).commands).toBe('run');
   });
 
   /** Handler messages that claim something was done. */
-  const PAST = /\bcreated\b|: (added|updated|unchanged)\b|submissions blocked|GrpSubmitJobs lifted|: GrpTRESMins=|merged into|reactivated/;
+  const PAST =
+    /\bcreated\b|: (added|updated|unchanged)\b|submissions blocked|GrpSubmitJobs lifted|: GrpTRESMins=|merged into|reactivated/;
 
   for (const how of ['commands: log-only', 'amie process --dry-run'] as const) {
     it(`[14.5] ${how}: nothing is run, and the logs say what would be done, never that it was`, async () => {
@@ -120,11 +146,21 @@ describe('[14.5] one meaning of dry run in the Slurm handler', () => {
         db: t.db,
         log,
         site: SITE,
-        options: { cluster: 'one', sacctmgr: rec.program, scancel: rec.program, createUser: [rec.program, 'make-user', '{login}'], commands: logOnly ? 'log-only' : 'run' },
+        options: {
+          cluster: 'one',
+          sacctmgr: rec.program,
+          scancel: rec.program,
+          createUser: [rec.program, 'make-user', '{login}'],
+          commands: logOnly ? 'log-only' : 'run',
+        },
         dryRun: !logOnly,
       });
       const sim = new SimData(SITE.resource);
-      await seedIncoming(t.db, 'request_project_create', sim.rpc(sim.person(), { GrantNumber: 'TG-DRY', ProjectID: 'TG-DRY' }));
+      await seedIncoming(
+        t.db,
+        'request_project_create',
+        sim.rpc(sim.person(), { GrantNumber: 'TG-DRY', ProjectID: 'TG-DRY' }),
+      );
       const summary = await new Dispatcher(t.db, handler, log, { dryRun: !logOnly }).runOnce();
       expect(summary.results.map((r) => r.outcome)).toEqual(['reply']);
 
@@ -135,7 +171,9 @@ describe('[14.5] one meaning of dry run in the Slurm handler', () => {
       expect(said).toContain(`would set GrpTRESMins=gres/gpu=3000000 on Slurm account tg-dry ${note}`);
       expect(said.some((m) => /^would create Unix user \S+ \(unless it exists\) /.test(m))).toBe(true);
       expect(said.some((m) => /^would add Slurm user \S+ to account tg-dry/.test(m))).toBe(true);
-      expect(said.filter((m) => PAST.test(m) && !m.startsWith('would ') && !m.startsWith('dry run: would '))).toEqual([]);
+      expect(said.filter((m) => PAST.test(m) && !m.startsWith('would ') && !m.startsWith('dry run: would '))).toEqual(
+        [],
+      );
 
       // log-only answers the packet (the reply is real); a dry run records nothing.
       expect((await outgoingPackets(t.db)).map((p) => p.type_name)).toEqual(logOnly ? ['notify_project_create'] : []);

@@ -3,7 +3,16 @@
  * cleaning text for sacctmgr, the grid-mapfile, the handler's options and the example configs.
  */
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync, chmodSync, existsSync } from 'node:fs';
+import {
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+  chmodSync,
+  existsSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -34,12 +43,18 @@ const HOSTILE = ['$(touch /tmp/x)', '`touch /tmp/x`', `O'Brien "the" ; rm -rf /`
 
 describe('runCommand', () => {
   it('passes each argument as it is, without a shell', async () => {
-    const r = await runCommand(['node', '-e', 'process.stdout.write(JSON.stringify(process.argv.slice(1)))', ...HOSTILE.slice(0, 3)], { log: quietLog });
+    const r = await runCommand(
+      ['node', '-e', 'process.stdout.write(JSON.stringify(process.argv.slice(1)))', ...HOSTILE.slice(0, 3)],
+      { log: quietLog },
+    );
     expect(JSON.parse(r.stdout)).toEqual(HOSTILE.slice(0, 3));
   });
 
   it('names the command, its exit code and its stderr when it fails', async () => {
-    const err = await runCommand(['node', '-e', 'console.error("make-user: LDAP is down"); process.exit(3)', 'jdoe x'], { log: quietLog }).catch((e) => e);
+    const err = await runCommand(
+      ['node', '-e', 'console.error("make-user: LDAP is down"); process.exit(3)', 'jdoe x'],
+      { log: quietLog },
+    ).catch((e) => e);
     expect(err).toBeInstanceOf(CommandError);
     expect(err.message).toBe(
       'command failed (exit 3): node -e "console.error(\\"make-user: LDAP is down\\"); process.exit(3)" "jdoe x": make-user: LDAP is down',
@@ -48,11 +63,16 @@ describe('runCommand', () => {
   });
 
   it('keeps stderr in the message bounded, treats listed exit codes as answers, and stops slow commands', async () => {
-    const long = await runCommand(['node', '-e', 'console.error("x".repeat(5000) + "END"); process.exit(1)'], { log: quietLog }).catch((e) => e);
+    const long = await runCommand(['node', '-e', 'console.error("x".repeat(5000) + "END"); process.exit(1)'], {
+      log: quietLog,
+    }).catch((e) => e);
     expect(long.message.length).toBeLessThan(1200);
     expect(long.message).toMatch(/…x+END$/);
     expect((await runCommand(['node', '-e', 'process.exit(2)'], { log: quietLog, okExitCodes: [2] })).exitCode).toBe(2);
-    const slow = await runCommand(['node', '-e', 'setTimeout(() => {}, 10000)'], { log: quietLog, timeoutMs: 300 }).catch((e) => e);
+    const slow = await runCommand(['node', '-e', 'setTimeout(() => {}, 10000)'], {
+      log: quietLog,
+      timeoutMs: 300,
+    }).catch((e) => e);
     expect(slow.message).toBe('command timed out after 300 ms: node -e "setTimeout(() => {}, 10000)"');
     const missing = await runCommand(['/nonexistent/make-user', 'jdoe'], { log: quietLog }).catch((e) => e);
     expect(missing.message).toMatch(/^command could not run \(.*ENOENT.*\): \/nonexistent\/make-user jdoe$/);
@@ -72,19 +92,27 @@ describe('runCommand', () => {
 
 describe('argument templates', () => {
   it('substitutes inside one argument, makes values single-line, and never splits an argument', () => {
-    const argv = expandArgv(['make-user', '{login}', '--gecos={fullName}', '{email}'], { login: 'jdoe', fullName: HOSTILE[3], email: null });
+    const argv = expandArgv(['make-user', '{login}', '--gecos={fullName}', '{email}'], {
+      login: 'jdoe',
+      fullName: HOSTILE[3],
+      email: null,
+    });
     expect(argv).toEqual(['make-user', 'jdoe', '--gecos=a b c d', '']);
     for (const h of HOSTILE) expect(expandArgv(['x', '{v}'], { v: h })).toHaveLength(2);
     expect(() => expandArgv(['x', '{nope}'], {})).toThrow('argument template "{nope}": no value for {nope}');
   });
 
   it('formats argument lists for people, quoting what needs it', () => {
-    expect(formatArgv(['sacctmgr', '-i', 'add', 'account', 'tg-abc', 'description=a b', 'x\ny'])).toBe('sacctmgr -i add account tg-abc "description=a b" "x\\ny"');
+    expect(formatArgv(['sacctmgr', '-i', 'add', 'account', 'tg-abc', 'description=a b', 'x\ny'])).toBe(
+      'sacctmgr -i add account tg-abc "description=a b" "x\\ny"',
+    );
   });
 
   it('cleans packet text for sacctmgr values', () => {
     expect(slurmText(`Turbulent mixing: "what's next?" (x)`)).toBe('Turbulent mixing: whats next? (x)');
-    expect(slurmText('Université de Montréal | a=b\n$(touch /tmp/x) `id`')).toBe('Université de Montréal a b (touch /tmp/x) id');
+    expect(slurmText('Université de Montréal | a=b\n$(touch /tmp/x) `id`')).toBe(
+      'Université de Montréal a b (touch /tmp/x) id',
+    );
     expect(slurmText('x'.repeat(500))).toHaveLength(200);
   });
 });
@@ -106,7 +134,9 @@ describe('grid-mapfile', () => {
     expect(() => applyGridMapChange('', { login: 'jdoe', add: ['/CN=Mallory" root'] })).toThrow(
       'DN "/CN=Mallory\\" root" cannot go into a grid-mapfile: it is empty or holds a double quote, a backslash or a control character',
     );
-    expect(() => applyGridMapChange('', { login: 'jdoe', add: ['/CN=a\n"/CN=b" root'] })).toThrow(/cannot go into a grid-mapfile/);
+    expect(() => applyGridMapChange('', { login: 'jdoe', add: ['/CN=a\n"/CN=b" root'] })).toThrow(
+      /cannot go into a grid-mapfile/,
+    );
     expect(() => applyGridMapChange('', { login: 'root;x', add: ['/CN=a'] })).toThrow(/login "root;x" must match/);
   });
 
@@ -115,7 +145,9 @@ describe('grid-mapfile', () => {
     writeFileSync(file, '');
     chmodSync(file, 0o640);
     await Promise.all(
-      Array.from({ length: 20 }, (_, i) => updateGridMapfile(file, { login: `user${i}`, add: [`/CN=Person ${i}`] }, { log: quietLog })),
+      Array.from({ length: 20 }, (_, i) =>
+        updateGridMapfile(file, { login: `user${i}`, add: [`/CN=Person ${i}`] }, { log: quietLog }),
+      ),
     );
     const lines = readFileSync(file, 'utf8').trim().split('\n');
     expect(lines.sort()).toEqual(Array.from({ length: 20 }, (_, i) => `"/CN=Person ${i}" user${i}`).sort());
@@ -134,8 +166,14 @@ describe('grid-mapfile', () => {
     expect(existsSync(`${file}.lock`)).toBe(false);
 
     writeFileSync(`${file}.lock`, `${process.pid} ${(await import('node:os')).hostname()} now\n`);
-    const err = await updateGridMapfile(file, { login: 'jdoe', add: ['/CN=Other'] }, { log: quietLog, lockTimeoutMs: 200 }).catch((e) => e);
-    expect(err.message).toBe(`grid-mapfile ${file} is locked by ${process.pid} ${(await import('node:os')).hostname()} now (lock file ${file}.lock); try again later`);
+    const err = await updateGridMapfile(
+      file,
+      { login: 'jdoe', add: ['/CN=Other'] },
+      { log: quietLog, lockTimeoutMs: 200 },
+    ).catch((e) => e);
+    expect(err.message).toBe(
+      `grid-mapfile ${file} is locked by ${process.pid} ${(await import('node:os')).hostname()} now (lock file ${file}.lock); try again later`,
+    );
     expect(readFileSync(file, 'utf8')).toBe('"/CN=Jane" jdoe\n');
   });
 });
@@ -168,13 +206,21 @@ describe('Slurm handler options', () => {
       'accountName: expected a template using {projectId} and no other placeholder',
       'accountPrefix: expected lower-case letters, digits, "_" or "-"',
       'allocation.tres: expected a TRES such as gres/gpu or cpu',
-      expect.stringMatching(/^createUser: unknown placeholder \{homeDir\} \(known: \{login\} \{uid\} .* \{slurmAccount\}\)$/),
+      expect.stringMatching(
+        /^createUser: unknown placeholder \{homeDir\} \(known: \{login\} \{uid\} .* \{slurmAccount\}\)$/,
+      ),
       ': Unrecognized key: "clustr"',
     ]);
   });
 
   it('names Slurm accounts by the rule and refuses ProjectIDs that give no valid name', () => {
-    const h = new SlurmHandler({ db: null as never, log: quietLog, site: SITE, options: { accountPrefix: 'acc-' }, dryRun: false });
+    const h = new SlurmHandler({
+      db: null as never,
+      log: quietLog,
+      site: SITE,
+      options: { accountPrefix: 'acc-' },
+      dryRun: false,
+    });
     expect(h.accountNameFor('TG-ABC123')).toBe('acc-tg-abc123');
     expect(() => h.accountNameFor('TG ABC/1')).toThrow(
       'handler.options.accountName: ProjectID "TG ABC/1" gives the Slurm account name "acc-tg abc/1", which does not match /^[a-z0-9][a-z0-9_-]{0,62}$/',
@@ -195,7 +241,9 @@ describe('example configurations', () => {
   }
 
   it('config/slurm-site.yaml uses the slurm handler', () => {
-    const cfg = parseConfig(readFileSync('config/slurm-site.yaml', 'utf8'), 'config/slurm-site.yaml', { AMIE_DB_PASSWORD: 'x' });
+    const cfg = parseConfig(readFileSync('config/slurm-site.yaml', 'utf8'), 'config/slurm-site.yaml', {
+      AMIE_DB_PASSWORD: 'x',
+    });
     expect(cfg.handler).toMatchObject({ module: 'slurm', options: { cluster: 'cluster1' } });
   });
 });

@@ -17,7 +17,13 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { SlurmHandler, type SlurmOptionsInput } from '../../handlers/slurm.js';
 import { Dispatcher, type RunSummary } from '../../src/dispatch/index.js';
 import { listAccounts, listPeople, listProjects } from '../../src/registry/index.js';
-import { SimData, formatScenarioReport, resolveScenarioNames, runScenarios, type ScenarioReport } from '../../src/simulator/index.js';
+import {
+  SimData,
+  formatScenarioReport,
+  resolveScenarioNames,
+  runScenarios,
+  type ScenarioReport,
+} from '../../src/simulator/index.js';
 import { SITE, auditOf, initTestDatabase, packetState, quietLog, seedIncoming } from '../helpers/amie.js';
 import { driverCases, type TestDatabase } from '../helpers/db.js';
 import { SLURM_TEST_CLUSTER, hasSlurm, slurmSkipNote, submitJob, waitForJobs } from '../helpers/slurm.js';
@@ -45,7 +51,10 @@ const database = () => (driverCases().find((d) => d.name === 'pg' && d.available
 
 async function sacctmgrRows(args: string[]): Promise<string[][]> {
   const r = await execa('sacctmgr', ['-n', '-P', 'show', ...args], { stdin: 'ignore', timeout: 30_000 });
-  return r.stdout.split('\n').filter(Boolean).map((l) => l.split('|'));
+  return r.stdout
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => l.split('|'));
 }
 
 interface Assoc {
@@ -56,7 +65,12 @@ interface Assoc {
 }
 /** The associations of the accounts under a prefix, keyed "account|user" (user '' for the account's own). */
 async function associations(prefix: string): Promise<Map<string, Assoc>> {
-  const rows = await sacctmgrRows(['assoc', 'where', `cluster=${SLURM_TEST_CLUSTER}`, 'format=account,user,grptresmins,grpsubmitjobs']);
+  const rows = await sacctmgrRows([
+    'assoc',
+    'where',
+    `cluster=${SLURM_TEST_CLUSTER}`,
+    'format=account,user,grptresmins,grpsubmitjobs',
+  ]);
   const out = new Map<string, Assoc>();
   for (const [account = '', user = '', grpTresMins = '', grpSubmitJobs = ''] of rows) {
     if (account.startsWith(prefix)) out.set(`${account}|${user}`, { account, user, grpTresMins, grpSubmitJobs });
@@ -90,8 +104,16 @@ async function cleanUp(prefix: string | undefined): Promise<void> {
         await new Promise((r) => setTimeout(r, 500));
       }
     }
-    if (users.length > 0) await execa('sacctmgr', ['-i', 'remove', 'user', 'where', `name=${users.join(',')}`], { reject: false, stdin: 'ignore' });
-    if (accounts.length > 0) await execa('sacctmgr', ['-i', 'remove', 'account', 'where', `name=${accounts.join(',')}`], { reject: false, stdin: 'ignore' });
+    if (users.length > 0)
+      await execa('sacctmgr', ['-i', 'remove', 'user', 'where', `name=${users.join(',')}`], {
+        reject: false,
+        stdin: 'ignore',
+      });
+    if (accounts.length > 0)
+      await execa('sacctmgr', ['-i', 'remove', 'account', 'where', `name=${accounts.join(',')}`], {
+        reject: false,
+        stdin: 'ignore',
+      });
   }
   for (const login of (await testUnixUsers()).keys()) {
     await execa('userdel', ['--remove', login], { reject: false, stdin: 'ignore' });
@@ -120,7 +142,10 @@ async function expectRefused(account: string, user: string): Promise<string> {
 }
 
 function failures(r: ScenarioReport): string {
-  return r.checks.filter((c) => !c.ok).map((c) => c.message).join('\n');
+  return r.checks
+    .filter((c) => !c.ok)
+    .map((c) => c.message)
+    .join('\n');
 }
 
 /** A program that appends its arguments, as JSON, to `calls`, and succeeds. */
@@ -134,10 +159,21 @@ function recorder(dir: string, calls: string): string {
   return file;
 }
 const recorded = (calls: string): string[][] =>
-  existsSync(calls) ? readFileSync(calls, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as string[]) : [];
+  existsSync(calls)
+    ? readFileSync(calls, 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as string[])
+    : [];
 
 function handlerWith(db: TestDatabase['db'], options: SlurmOptionsInput, log = quietLog, dryRun = false): SlurmHandler {
-  return new SlurmHandler({ db, log, site: SITE, options: { cluster: SLURM_TEST_CLUSTER, uidRange: TEST_UIDS, ...options }, dryRun });
+  return new SlurmHandler({
+    db,
+    log,
+    site: SITE,
+    options: { cluster: SLURM_TEST_CLUSTER, uidRange: TEST_UIDS, ...options },
+    dryRun,
+  });
 }
 
 describe.runIf(hasSlurm())(`Slurm handler on the test cluster${slurmSkipNote()}`, () => {
@@ -158,7 +194,9 @@ describe.runIf(hasSlurm())(`Slurm handler on the test cluster${slurmSkipNote()}`
 
   it('plays every scenario: accounts, users, coordinators, limits, Unix users and grid-mapfile as the registry says; inactivated work is refused, reactivated work runs', async () => {
     const gridMapfile = join(tempDir(), 'grid-mapfile');
-    const dispatcher = new Dispatcher(t.db, handlerWith(t.db, { accountPrefix: prefix, gridMapfile }), quietLog, { maxErrorDeferrals: 2 });
+    const dispatcher = new Dispatcher(t.db, handlerWith(t.db, { accountPrefix: prefix, gridMapfile }), quietLog, {
+      maxErrorDeferrals: 2,
+    });
     // Right after an inactivation is answered, the inactivated project or account can submit no more.
     const refusals: string[] = [];
     const runner = {
@@ -172,14 +210,17 @@ describe.runIf(hasSlurm())(`Slurm handler on the test cluster${slurmSkipNote()}`
           }
           if (r.type === 'request_account_inactivate') {
             const [a] = await listAccounts(t.db, { personId: r.keys.PersonID, projectId: r.keys.ProjectID });
-            refusals.push(`account ${a!.login}: ${await expectRefused(handlerWith(t.db, { accountPrefix: prefix }).accountNameFor(a!.projectId), a!.login!)}`);
+            refusals.push(
+              `account ${a!.login}: ${await expectRefused(handlerWith(t.db, { accountPrefix: prefix }).accountNameFor(a!.projectId), a!.login!)}`,
+            );
           }
         }
         return summary;
       },
     };
     const reports = await runScenarios(t.db, runner, resolveScenarioNames('all'), { site: SITE, maxRounds: 6 });
-    for (const r of reports) expect(failures(r), `${r.name}\n${formatScenarioReport(r, { verbose: true }).join('\n')}`).toBe('');
+    for (const r of reports)
+      expect(failures(r), `${r.name}\n${formatScenarioReport(r, { verbose: true }).join('\n')}`).toBe('');
     expect(refusals).toHaveLength(2);
     for (const r of refusals) expect(r).toMatch(/Job violates accounting\/QOS policy/);
 
@@ -201,12 +242,16 @@ describe.runIf(hasSlurm())(`Slurm handler on the test cluster${slurmSkipNote()}`
     }
     // The supplement scenario's project: 50000 + 10000 SUs.
     expect(projects.filter((p) => p.serviceUnits === 60000)).toHaveLength(1);
-    expect(assocs.get(`${projects.find((p) => p.serviceUnits === 60000)!.slurmAccount}|`)?.grpTresMins).toBe('gres/gpu=3600000');
+    expect(assocs.get(`${projects.find((p) => p.serviceUnits === 60000)!.slurmAccount}|`)?.grpTresMins).toBe(
+      'gres/gpu=3600000',
+    );
 
     // A user association per registry account, blocked exactly when the account is inactive.
     for (const a of accounts) {
       const slurmAccount = projects.find((p) => p.projectId === a.projectId)!.slurmAccount;
-      expect(assocs.get(`${slurmAccount}|${a.login}`)?.grpSubmitJobs, `${a.login} on ${slurmAccount}`).toBe(a.active ? '' : '0');
+      expect(assocs.get(`${slurmAccount}|${a.login}`)?.grpSubmitJobs, `${a.login} on ${slurmAccount}`).toBe(
+        a.active ? '' : '0',
+      );
     }
     // A merged-away login keeps its associations, blocked; its account went to the kept person.
     const merged = people.filter((p) => p.mergedInto !== null);
@@ -217,13 +262,29 @@ describe.runIf(hasSlurm())(`Slurm handler on the test cluster${slurmSkipNote()}`
     expect(assocs.size).toBe(projects.length + accounts.length + mergedAssocs.length);
 
     // The PI coordinates the project's account.
-    const coords = new Map((await sacctmgrRows(['user', 'withcoord', 'format=user,coordinators'])).map(([u, c]) => [u!, (c ?? '').split(',')]));
-    for (const p of projects) expect(coords.get(p.piLogin!), `${p.piLogin} coordinates ${p.slurmAccount}`).toContain(p.slurmAccount);
+    const coords = new Map(
+      (await sacctmgrRows(['user', 'withcoord', 'format=user,coordinators'])).map(([u, c]) => [
+        u!,
+        (c ?? '').split(','),
+      ]),
+    );
+    for (const p of projects)
+      expect(coords.get(p.piLogin!), `${p.piLogin} coordinates ${p.slurmAccount}`).toContain(p.slurmAccount);
 
     // Description and organization from the packets, cleaned for sacctmgr.
-    const [desc] = await sacctmgrRows(['account', 'where', `name=${projects[0]!.slurmAccount}`, 'format=organization,description']);
+    const [desc] = await sacctmgrRows([
+      'account',
+      'where',
+      `name=${projects[0]!.slurmAccount}`,
+      'format=organization,description',
+    ]);
     expect(desc![1]).toMatch(/^turbulent mixing in the st\. lawrence estuary: whats next\? \([a-z0-9]+\)$/);
-    expect(desc![0]).toBe(people.find((x) => x.personId === projects[0]!.piPersonId)!.organization!.replace(/'/g, '').replace(/[A-Z]/g, (c) => c.toLowerCase()));
+    expect(desc![0]).toBe(
+      people
+        .find((x) => x.personId === projects[0]!.piPersonId)!
+        .organization!.replace(/'/g, '')
+        .replace(/[A-Z]/g, (c) => c.toLowerCase()),
+    );
 
     // A Unix user for every login, with the registry's uid.
     const unix = await testUnixUsers();
@@ -239,17 +300,31 @@ describe.runIf(hasSlurm())(`Slurm handler on the test cluster${slurmSkipNote()}`
         const [, dn, logins] = /^"(.*)" (\S+)$/.exec(line)!;
         return logins!.split(',').map((login) => `${dn} -> ${login}`);
       });
-    const expected = people.filter((p) => p.mergedInto === null).flatMap((p) => p.dns.map((dn) => `${dn} -> ${p.login}`));
+    const expected = people
+      .filter((p) => p.mergedInto === null)
+      .flatMap((p) => p.dns.map((dn) => `${dn} -> ${p.login}`));
     expect(mapped.sort()).toEqual(expected.sort());
 
     // Work under the reactivated project (its PI) and the reactivated account (its user) runs.
-    const reactivatedProject = projects.find((p) => reports[0]!.conversation.some((c) => c.ids.includes(`ProjectID=${p.projectId}`)))!;
+    const reactivatedProject = projects.find((p) =>
+      reports[0]!.conversation.some((c) => c.ids.includes(`ProjectID=${p.projectId}`)),
+    )!;
     const rac = reports[1]!.conversation.filter((c) => c.in === 'request_account_inactivate')[0]!;
     const racPerson = /PersonID=(\S+)/.exec(rac.ids)![1]!;
     const racAccount = accounts.find((a) => a.personId === racPerson)!;
     const jobs = [
-      await submitJob({ account: reactivatedProject.slurmAccount!, user: reactivatedProject.piLogin!, gpus: 1, seconds: 1 }),
-      await submitJob({ account: `${prefix}${racAccount.projectId.toLowerCase()}`, user: racAccount.login!, gpus: 1, seconds: 1 }),
+      await submitJob({
+        account: reactivatedProject.slurmAccount!,
+        user: reactivatedProject.piLogin!,
+        gpus: 1,
+        seconds: 1,
+      }),
+      await submitJob({
+        account: `${prefix}${racAccount.projectId.toLowerCase()}`,
+        user: racAccount.login!,
+        gpus: 1,
+        seconds: 1,
+      }),
     ];
     expect([...(await waitForJobs(jobs, 60_000)).values()]).toEqual(['COMPLETED', 'COMPLETED']);
   }, 300_000);
@@ -260,8 +335,24 @@ describe.runIf(hasSlurm())(`Slurm handler on the test cluster${slurmSkipNote()}`
     const calls = join(dir, 'calls.jsonl');
     const gridMapfile = join(dir, 'grid-mapfile');
     const rec = recorder(dir, calls);
-    const createUser = ['node', rec, '{login}', '{uid}', '{fullName}', '{gecos}', '{email}', '{organization}', '{projectId}', '{slurmAccount}'];
-    const dispatcher = new Dispatcher(t.db, handlerWith(t.db, { accountPrefix: prefix, gridMapfile, createUser }), quietLog, { maxErrorDeferrals: 3 });
+    const createUser = [
+      'node',
+      rec,
+      '{login}',
+      '{uid}',
+      '{fullName}',
+      '{gecos}',
+      '{email}',
+      '{organization}',
+      '{projectId}',
+      '{slurmAccount}',
+    ];
+    const dispatcher = new Dispatcher(
+      t.db,
+      handlerWith(t.db, { accountPrefix: prefix, gridMapfile, createUser }),
+      quietLog,
+      { maxErrorDeferrals: 3 },
+    );
     const touch = `touch ${canary}`;
     const sim = new SimData(SITE.resource);
     const pi = sim.person();
@@ -279,7 +370,9 @@ describe.runIf(hasSlurm())(`Slurm handler on the test cluster${slurmSkipNote()}`
     });
     const { packetRecId } = await seedIncoming(t.db, 'request_project_create', rpc);
     const first = await dispatcher.runOnce();
-    expect(first.results.map((r) => [r.type, r.outcome, r.reason])).toEqual([['request_project_create', 'reply', undefined]]);
+    expect(first.results.map((r) => [r.type, r.outcome, r.reason])).toEqual([
+      ['request_project_create', 'reply', undefined],
+    ]);
     expect(await packetState(t.db, packetRecId)).toBe(1); // completed
 
     const [project] = await listProjects(t.db);
@@ -299,7 +392,12 @@ describe.runIf(hasSlurm())(`Slurm handler on the test cluster${slurmSkipNote()}`
       project!.slurmAccount,
     ]);
     // sacctmgr got cleaned, bounded text as one key=value argument each.
-    const [[org, desc]] = (await sacctmgrRows(['account', 'where', `name=${project!.slurmAccount}`, 'format=organization,description'])) as [[string, string]];
+    const [[org, desc]] = (await sacctmgrRows([
+      'account',
+      'where',
+      `name=${project!.slurmAccount}`,
+      'format=organization,description',
+    ])) as [[string, string]];
     expect(desc).toMatch(/^; touch \S+canary; echo \(touch \S+canary\) touch \S+canary t+$/);
     expect(desc.length).toBeLessThanOrEqual(200);
     expect(org).toMatch(/^evil corp; touch \S+canary x y o+$/);
@@ -307,7 +405,11 @@ describe.runIf(hasSlurm())(`Slurm handler on the test cluster${slurmSkipNote()}`
     expect(readFileSync(gridMapfile, 'utf8')).toBe(`"${dn}" ${person!.login}\n`);
 
     // A DN the grid-mapfile cannot hold is refused, naming it; the file is unchanged.
-    const bad = await seedIncoming(t.db, 'request_user_modify', { ActionType: 'add', PersonID: person!.personId, DnList: ['/CN=Mallory" root'] });
+    const bad = await seedIncoming(t.db, 'request_user_modify', {
+      ActionType: 'add',
+      PersonID: person!.personId,
+      DnList: ['/CN=Mallory" root'],
+    });
     const second = await dispatcher.runOnce();
     expect(second.results.map((r) => r.outcome)).toEqual(['error']);
     expect((await auditOf(t.db, bad.packetRecId))[0]!.reason).toContain(
@@ -317,17 +419,29 @@ describe.runIf(hasSlurm())(`Slurm handler on the test cluster${slurmSkipNote()}`
 
     // A line break in a name never gets as far as a command: the packet is invalid, and says why.
     const sim3 = new SimData(SITE.resource);
-    const multiLine = await seedIncoming(t.db, 'request_project_create', sim3.rpc(sim3.person(), { PiLastName: `Doe\n${touch}` }));
+    const multiLine = await seedIncoming(
+      t.db,
+      'request_project_create',
+      sim3.rpc(sim3.person(), { PiLastName: `Doe\n${touch}` }),
+    );
     await dispatcher.runOnce();
     expect((await auditOf(t.db, multiLine.packetRecId))[0]).toMatchObject({ outcome: 'invalid' });
-    expect((await auditOf(t.db, multiLine.packetRecId))[0]!.reason).toMatch(/PiLastName: .* contains the control character U\+000A/);
+    expect((await auditOf(t.db, multiLine.packetRecId))[0]!.reason).toMatch(
+      /PiLastName: .* contains the control character U\+000A/,
+    );
     expect(recorded(calls)).toHaveLength(1);
 
     // A ProjectID that gives no valid Slurm account name is refused with the rule's name.
     const sim2 = new SimData(SITE.resource);
-    const evilProject = await seedIncoming(t.db, 'request_project_create', sim2.rpc(sim2.person(), { ProjectID: `p;$(${touch})` }));
+    const evilProject = await seedIncoming(
+      t.db,
+      'request_project_create',
+      sim2.rpc(sim2.person(), { ProjectID: `p;$(${touch})` }),
+    );
     await dispatcher.runOnce();
-    expect((await auditOf(t.db, evilProject.packetRecId))[0]!.reason).toMatch(/handler\.options\.accountName: ProjectID "p;\$\(touch \S+canary\)" gives the Slurm account name/);
+    expect((await auditOf(t.db, evilProject.packetRecId))[0]!.reason).toMatch(
+      /handler\.options\.accountName: ProjectID "p;\$\(touch \S+canary\)" gives the Slurm account name/,
+    );
 
     expect(existsSync(canary)).toBe(false);
   }, 120_000);
@@ -335,11 +449,24 @@ describe.runIf(hasSlurm())(`Slurm handler on the test cluster${slurmSkipNote()}`
   it('defers a packet whose site command fails, with the command and its stderr in the audit, finishes it once the command works, and follows the allocation', async () => {
     const dir = tempDir();
     const script = join(dir, 'make-user.mjs');
-    writeFileSync(script, `console.error('make-user: cannot reach ldap.example.org: Connection refused'); process.exit(3);\n`);
+    writeFileSync(
+      script,
+      `console.error('make-user: cannot reach ldap.example.org: Connection refused'); process.exit(3);\n`,
+    );
     const createUser = ['node', script, '{login}', '--gecos', '{gecos}'];
     const commands: string[][] = [];
-    const log = pino({ level: 'debug' }, { write: (l: string) => { const o = JSON.parse(l); if (o.argv && o.msg.startsWith('ran ')) commands.push(o.argv); } });
-    const dispatcher = new Dispatcher(t.db, handlerWith(t.db, { accountPrefix: prefix, createUser }, log), log, { maxErrorDeferrals: 3 });
+    const log = pino(
+      { level: 'debug' },
+      {
+        write: (l: string) => {
+          const o = JSON.parse(l);
+          if (o.argv && o.msg.startsWith('ran ')) commands.push(o.argv);
+        },
+      },
+    );
+    const dispatcher = new Dispatcher(t.db, handlerWith(t.db, { accountPrefix: prefix, createUser }, log), log, {
+      maxErrorDeferrals: 3,
+    });
     const sim = new SimData(SITE.resource);
     const rpc = sim.rpc(sim.person());
     const { packetRecId } = await seedIncoming(t.db, 'request_project_create', rpc);
@@ -363,7 +490,12 @@ describe.runIf(hasSlurm())(`Slurm handler on the test cluster${slurmSkipNote()}`
       await new SlackNotifier({ token: 'xoxb-test', config, site: SITE.name, log: quietLog }).notifyRun(first);
       // Host-name dots and '://' in packet-derived text are posted as look-alikes (they must not link).
       const readable = slack.texts.map((text) => text.replaceAll('\u2024', '.').replaceAll('\ua789', ':'));
-      expect(readable.some((text) => text.includes('make-user: cannot reach ldap.example.org: Connection refused') && text.includes(script))).toBe(true);
+      expect(
+        readable.some(
+          (text) =>
+            text.includes('make-user: cannot reach ldap.example.org: Connection refused') && text.includes(script),
+        ),
+      ).toBe(true);
     } finally {
       await slack.stop();
     }
@@ -373,7 +505,10 @@ describe.runIf(hasSlurm())(`Slurm handler on the test cluster${slurmSkipNote()}`
     expect(second.results.map((r) => r.outcome)).toEqual(['reply']);
     const [project] = await listProjects(t.db);
     const assocs = await associations(prefix!);
-    expect([...assocs.keys()].sort()).toEqual([`${project!.slurmAccount}|`, `${project!.slurmAccount}|${project!.piLogin}`]);
+    expect([...assocs.keys()].sort()).toEqual([
+      `${project!.slurmAccount}|`,
+      `${project!.slurmAccount}|${project!.piLogin}`,
+    ]);
 
     // Every later RPC sets GrpTRESMins from the allocation it leaves; a renewal also starts the usage afresh.
     const steps: Array<[string, string, number]> = [
@@ -395,11 +530,30 @@ describe.runIf(hasSlurm())(`Slurm handler on the test cluster${slurmSkipNote()}`
         ServiceUnitsAllocated: units,
       });
       const r = await dispatcher.runOnce();
-      expect(r.results.map((x) => [x.type, x.outcome, x.reason]), AllocationType).toEqual([['request_project_create', 'reply', undefined]]);
-      expect((await associations(prefix!)).get(`${project!.slurmAccount}|`)?.grpTresMins, AllocationType).toBe(`gres/gpu=${total * 60}`);
+      expect(
+        r.results.map((x) => [x.type, x.outcome, x.reason]),
+        AllocationType,
+      ).toEqual([['request_project_create', 'reply', undefined]]);
+      expect((await associations(prefix!)).get(`${project!.slurmAccount}|`)?.grpTresMins, AllocationType).toBe(
+        `gres/gpu=${total * 60}`,
+      );
       const resets = commands.filter((c) => c.includes('RawUsage=0'));
       expect(resets, AllocationType).toEqual(
-        AllocationType === 'renewal' ? [['sacctmgr', '-i', 'modify', 'account', 'where', `name=${project!.slurmAccount}`, `cluster=${SLURM_TEST_CLUSTER}`, 'set', 'RawUsage=0']] : [],
+        AllocationType === 'renewal'
+          ? [
+              [
+                'sacctmgr',
+                '-i',
+                'modify',
+                'account',
+                'where',
+                `name=${project!.slurmAccount}`,
+                `cluster=${SLURM_TEST_CLUSTER}`,
+                'set',
+                'RawUsage=0',
+              ],
+            ]
+          : [],
       );
     }
   }, 90_000);
@@ -426,7 +580,15 @@ describe('Slurm handler dry runs', () => {
       const viaOption = how === 'handler.options.commands: log-only';
       const handler = handlerWith(
         t.db,
-        { accountPrefix: 'dry-', sacctmgr: rec, scancel: rec, createUser: [rec, 'make-user', '{login}'], gridMapfile, cancelRunningJobs: true, commands: viaOption ? 'log-only' : 'run' },
+        {
+          accountPrefix: 'dry-',
+          sacctmgr: rec,
+          scancel: rec,
+          createUser: [rec, 'make-user', '{login}'],
+          gridMapfile,
+          cancelRunningJobs: true,
+          commands: viaOption ? 'log-only' : 'run',
+        },
         log,
         !viaOption,
       );
@@ -442,15 +604,62 @@ describe('Slurm handler dry runs', () => {
       expect(existsSync(gridMapfile)).toBe(false);
       const argvs = lines.filter((l) => l.msg.startsWith('dry run: would run')).map((l) => l.argv);
       expect(argvs).toEqual([
-        [rec, '-n', '-P', 'show', 'account', 'where', 'name=dry-tg-dry1', 'withassoc', 'format=account,cluster,user,organization,description'],
         [
-          rec, '-i', 'add', 'account', 'dry-tg-dry1', 'cluster=amietest',
-          `description=Turbulent mixing in the St. Lawrence estuary: whats next? (${sim.suffix})`, `organization=${rpc.PiOrganization}`,
+          rec,
+          '-n',
+          '-P',
+          'show',
+          'account',
+          'where',
+          'name=dry-tg-dry1',
+          'withassoc',
+          'format=account,cluster,user,organization,description',
         ],
-        [rec, '-n', '-P', 'show', 'assoc', 'where', 'account=dry-tg-dry1', 'cluster=amietest', 'format=cluster,account,user,parentname,grptresmins,grpsubmitjobs'],
-        [rec, '-i', 'modify', 'account', 'where', 'name=dry-tg-dry1', 'cluster=amietest', 'set', 'GrpTRESMins=gres/gpu=3000000'],
+        [
+          rec,
+          '-i',
+          'add',
+          'account',
+          'dry-tg-dry1',
+          'cluster=amietest',
+          `description=Turbulent mixing in the St. Lawrence estuary: whats next? (${sim.suffix})`,
+          `organization=${rpc.PiOrganization}`,
+        ],
+        [
+          rec,
+          '-n',
+          '-P',
+          'show',
+          'assoc',
+          'where',
+          'account=dry-tg-dry1',
+          'cluster=amietest',
+          'format=cluster,account,user,parentname,grptresmins,grpsubmitjobs',
+        ],
+        [
+          rec,
+          '-i',
+          'modify',
+          'account',
+          'where',
+          'name=dry-tg-dry1',
+          'cluster=amietest',
+          'set',
+          'GrpTRESMins=gres/gpu=3000000',
+        ],
         [rec, 'make-user', login],
-        [rec, '-n', '-P', 'show', 'assoc', 'where', 'account=dry-tg-dry1', `user=${login}`, 'cluster=amietest', 'format=cluster,account,user,parentname,grptresmins,grpsubmitjobs'],
+        [
+          rec,
+          '-n',
+          '-P',
+          'show',
+          'assoc',
+          'where',
+          'account=dry-tg-dry1',
+          `user=${login}`,
+          'cluster=amietest',
+          'format=cluster,account,user,parentname,grptresmins,grpsubmitjobs',
+        ],
         [rec, '-i', 'add', 'user', login, 'account=dry-tg-dry1', 'cluster=amietest'],
         [rec, '-i', 'add', 'coordinator', 'account=dry-tg-dry1', `names=${login}`],
       ]);
@@ -489,7 +698,15 @@ describe.runIf(hasSlurm())(`amie simulate with the example Slurm configuration${
 
     const env: NodeJS.ProcessEnv = { ...process.env };
     for (const k of Object.keys(env)) if (k.startsWith('AMIE_')) delete env[k];
-    const amie = (args: string[]) => execa('node', [MAIN, '-c', 'slurm-site.yaml', ...args], { cwd: dir, env, extendEnv: false, reject: false, stdin: 'ignore', timeout: 240_000 });
+    const amie = (args: string[]) =>
+      execa('node', [MAIN, '-c', 'slurm-site.yaml', ...args], {
+        cwd: dir,
+        env,
+        extendEnv: false,
+        reject: false,
+        stdin: 'ignore',
+        timeout: 240_000,
+      });
     const init = await amie(['db', 'init']);
     expect(init.exitCode, init.stderr).toBe(0);
     const r = await amie(['simulate', '--scenario', 'all']);

@@ -27,12 +27,22 @@ const database = () => (driverCases().find((d) => d.name === 'pg' && d.available
 
 async function sacctmgrRows(args: string[]): Promise<string[][]> {
   const r = await execa('sacctmgr', ['-n', '-P', 'show', ...args], { stdin: 'ignore', timeout: 30_000 });
-  return r.stdout.split('\n').filter(Boolean).map((l) => l.split('|'));
+  return r.stdout
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => l.split('|'));
 }
 
 /** Everything Slurm and the passwd database say about the accounts under `prefix` and the logins given. */
 async function slurmState(prefix: string, logins: string[]) {
-  const assocs = (await sacctmgrRows(['assoc', 'where', `cluster=${SLURM_TEST_CLUSTER}`, 'format=account,user,grptresmins,grpsubmitjobs']))
+  const assocs = (
+    await sacctmgrRows([
+      'assoc',
+      'where',
+      `cluster=${SLURM_TEST_CLUSTER}`,
+      'format=account,user,grptresmins,grpsubmitjobs',
+    ])
+  )
     .filter(([account]) => account!.startsWith(prefix))
     .map((f) => f.join('|'))
     .sort();
@@ -45,18 +55,37 @@ async function slurmState(prefix: string, logins: string[]) {
     const r = await execa('getent', ['passwd', login], { reject: false, stdin: 'ignore' });
     if (r.exitCode === 0) unixUsers.push(r.stdout.split(':').slice(0, 3).join(':'));
   }
-  const slurmUsers = (await sacctmgrRows(['user', 'format=user'])).map(([u]) => u!).filter((u) => logins.includes(u)).sort();
+  const slurmUsers = (await sacctmgrRows(['user', 'format=user']))
+    .map(([u]) => u!)
+    .filter((u) => logins.includes(u))
+    .sort();
   return { assocs, coordinators, unixUsers, slurmUsers };
 }
 
 async function cleanUp(prefix: string, logins: string[]): Promise<void> {
-  const accounts = [...new Set((await sacctmgrRows(['account', 'format=account'])).map(([a]) => a!).filter((a) => a.startsWith(prefix)))];
-  await execa('sacctmgr', ['-i', 'remove', 'user', 'where', `name=${logins.join(',')}`], { reject: false, stdin: 'ignore' });
-  if (accounts.length > 0) await execa('sacctmgr', ['-i', 'remove', 'account', 'where', `name=${accounts.join(',')}`], { reject: false, stdin: 'ignore' });
+  const accounts = [
+    ...new Set(
+      (await sacctmgrRows(['account', 'format=account'])).map(([a]) => a!).filter((a) => a.startsWith(prefix)),
+    ),
+  ];
+  await execa('sacctmgr', ['-i', 'remove', 'user', 'where', `name=${logins.join(',')}`], {
+    reject: false,
+    stdin: 'ignore',
+  });
+  if (accounts.length > 0)
+    await execa('sacctmgr', ['-i', 'remove', 'account', 'where', `name=${accounts.join(',')}`], {
+      reject: false,
+      stdin: 'ignore',
+    });
   for (const login of logins) await execa('userdel', ['--remove', login], { reject: false, stdin: 'ignore' });
 }
 
-function rpc(grant: string, projectId: string, pi: { first: string; last: string; login: string; globalId: string }, units: string): Record<string, TagValue> {
+function rpc(
+  grant: string,
+  projectId: string,
+  pi: { first: string; last: string; login: string; globalId: string },
+  units: string,
+): Record<string, TagValue> {
   return {
     AllocationType: 'new',
     GrantNumber: grant,
@@ -94,8 +123,15 @@ describe.runIf(hasSlurm())(`hostile packets against the Slurm handler on the tes
   });
 
   const handler = (options: SlurmOptionsInput = {}) =>
-    new SlurmHandler({ db: t.db, log: quietLog, site: SITE, options: { cluster: SLURM_TEST_CLUSTER, uidRange: TEST_UIDS, accountPrefix: prefix, ...options }, dryRun: false });
-  const replyTo = async (transRecId: number) => (await outgoingPackets(t.db)).filter((p) => p.trans_rec_id === transRecId).at(-1);
+    new SlurmHandler({
+      db: t.db,
+      log: quietLog,
+      site: SITE,
+      options: { cluster: SLURM_TEST_CLUSTER, uidRange: TEST_UIDS, accountPrefix: prefix, ...options },
+      dryRun: false,
+    });
+  const replyTo = async (transRecId: number) =>
+    (await outgoingPackets(t.db)).filter((p) => p.trans_rec_id === transRecId).at(-1);
 
   it("[12.6] RPC tg-abc after TG-ABC (another PI): a failure ITC naming both; TG-ABC's Slurm account, users and coordinators unchanged, no Unix user made, and again on a retry", async () => {
     const dispatcher = new Dispatcher(t.db, handler(), quietLog);
@@ -112,7 +148,11 @@ describe.runIf(hasSlurm())(`hostile packets against the Slurm handler on the tes
       const reply = await replyTo(transRecId);
       expect(reply?.type_name).toBe('inform_transaction_complete');
       expect(reply?.body.StatusCode).toBe('Failure');
-      expect(String(reply?.body.Message)).toMatch(new RegExp(`ProjectID tg-abc would get the Slurm account ${prefix}tg-abc, which is already the account of ProjectID TG-ABC`));
+      expect(String(reply?.body.Message)).toMatch(
+        new RegExp(
+          `ProjectID tg-abc would get the Slurm account ${prefix}tg-abc, which is already the account of ProjectID TG-ABC`,
+        ),
+      );
     };
     const second = await seedIncoming(t.db, 'request_project_create', rpc('tg-abc', 'tg-abc', mary, '5'));
     const summary = await dispatcher.runOnce();
@@ -140,7 +180,11 @@ describe.runIf(hasSlurm())(`hostile packets against the Slurm handler on the tes
       `import { execFileSync } from 'node:child_process';\nconst [uid, login, first] = process.argv.slice(2);\n` +
         `execFileSync('useradd', ['--uid', uid, '--comment', first, '--create-home', login]);\n`,
     );
-    const dispatcher = new Dispatcher(t.db, handler({ createUser: ['node', script, '{uid}', '{login}', '{firstName}'] }), quietLog);
+    const dispatcher = new Dispatcher(
+      t.db,
+      handler({ createUser: ['node', script, '{uid}', '{login}', '{firstName}'] }),
+      quietLog,
+    );
     const jane = { first: 'Jane', last: 'Doe', login: logins[0]!, globalId: '80011' };
     await seedIncoming(t.db, 'request_project_create', rpc('TG-OPT', 'TG-OPT', jane, '100'));
     const first = await dispatcher.runOnce();
@@ -161,7 +205,9 @@ describe.runIf(hasSlurm())(`hostile packets against the Slurm handler on the tes
     });
     const summary = await dispatcher.runOnce();
     expect(summary.results.map((r) => r.outcome)).toEqual(['fail']);
-    expect(summary.results[0]!.reason).toMatch(/"\{firstName\}" would be "--shell=\/tmp\/evil", which the program would take for an option/);
+    expect(summary.results[0]!.reason).toMatch(
+      /"\{firstName\}" would be "--shell=\/tmp\/evil", which the program would take for an option/,
+    );
     expect((await replyTo(rac.transRecId))?.body.StatusCode).toBe('Failure');
     expect(await slurmState(prefix, logins)).toEqual(before);
     expect((await listPeople(t.db)).map((p) => p.login)).toEqual([jane.login]);

@@ -86,9 +86,14 @@ export class FakeAmieRest {
   }
 
   /** Opens a transaction (or uses `transRecId`'s) and puts an incoming in-progress packet in it. */
-  addIncoming(type: PacketTypeName, body: Json, opts: { transRecId?: number; packetId?: number; header?: Json } = {}): { packetRecId: number; transRecId: number } {
+  addIncoming(
+    type: PacketTypeName,
+    body: Json,
+    opts: { transRecId?: number; packetId?: number; header?: Json } = {},
+  ): { packetRecId: number; transRecId: number } {
     const transRecId = opts.transRecId ?? this.nextTransRecId++;
-    if (!this.transactions.has(transRecId)) this.transactions.set(transRecId, { state: 'in-progress', transactionId: this.nextTransactionId++ });
+    if (!this.transactions.has(transRecId))
+      this.transactions.set(transRecId, { state: 'in-progress', transactionId: this.nextTransactionId++ });
     const packetRecId = this.nextRecId++;
     this.packets.set(packetRecId, {
       DATA_TYPE: 'Packet',
@@ -116,7 +121,12 @@ export class FakeAmieRest {
   }
 
   private maxPacketId(transRecId: number): number {
-    return Math.max(0, ...[...this.packets.values()].filter((p) => p.header.trans_rec_id === transRecId).map((p) => Number(p.header.packet_id)));
+    return Math.max(
+      0,
+      ...[...this.packets.values()]
+        .filter((p) => p.header.trans_rec_id === transRecId)
+        .map((p) => Number(p.header.packet_id)),
+    );
   }
 
   /** A packet as served: the transaction's current state filled in. */
@@ -152,7 +162,10 @@ export class FakeAmieRest {
   /** The normal behaviour of the API: changes state and returns the answer. */
   route(r: RecordedRequest): { status: number; body: unknown } {
     if (r.headers['xa-site'] !== this.site || r.headers['xa-api-key'] !== this.apiKey) {
-      return { status: 401, body: { message: `XA-SITE/XA-API-KEY not valid for site ${String(r.headers['xa-site'])}` } };
+      return {
+        status: 401,
+        body: { message: `XA-SITE/XA-API-KEY not valid for site ${String(r.headers['xa-site'])}` },
+      };
     }
     const seg = r.path.split('/').filter(Boolean);
     if (seg[1] !== this.site) return { status: 403, body: { message: `site ${seg[1]} is not yours` } };
@@ -162,7 +175,12 @@ export class FakeAmieRest {
       const incoming = r.query.get('incoming') === 'true';
       const result = [...this.packets.values()]
         .map((p) => this.served(p, true))
-        .filter((p) => (!incoming || !p.header.outgoing_flag) && (!states || states.includes(p.header.packet_state)) && (!tstates || tstates.includes(p.header.transaction_state)));
+        .filter(
+          (p) =>
+            (!incoming || !p.header.outgoing_flag) &&
+            (!states || states.includes(p.header.packet_state)) &&
+            (!tstates || tstates.includes(p.header.transaction_state)),
+        );
       return { status: 200, body: { message: `${result.length} packets`, result } };
     }
     if (r.method === 'POST' && seg[0] === 'packets' && seg.length === 2) {
@@ -173,10 +191,13 @@ export class FakeAmieRest {
         return { status: 400, body: { message: (err as Error).message } };
       }
       const to = this.packets.get(reply.inReplyTo);
-      if (!to || to.header.outgoing_flag) return { status: 400, body: { message: `in_reply_to ${reply.inReplyTo}: no such incoming packet` } };
-      if (to.header.packet_state !== 'in-progress') return { status: 400, body: { message: `in_reply_to ${reply.inReplyTo}: the packet was already answered` } };
+      if (!to || to.header.outgoing_flag)
+        return { status: 400, body: { message: `in_reply_to ${reply.inReplyTo}: no such incoming packet` } };
+      if (to.header.packet_state !== 'in-progress')
+        return { status: 400, body: { message: `in_reply_to ${reply.inReplyTo}: the packet was already answered` } };
       const transRecId = to.header.trans_rec_id;
-      if (this.transactions.get(transRecId)?.state !== 'in-progress') return { status: 400, body: { message: `transaction ${transRecId} is not in progress` } };
+      if (this.transactions.get(transRecId)?.state !== 'in-progress')
+        return { status: 400, body: { message: `transaction ${transRecId} is not in progress` } };
       const packetRecId = this.nextRecId++;
       const stored = {
         DATA_TYPE: 'Packet',

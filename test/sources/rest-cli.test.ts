@@ -13,13 +13,16 @@ const CLI = resolve('dist/src/cli/main.js');
 const KEY_VAR = 'AMIE_TEST_REST_KEY';
 
 function amie(args: string[], env: NodeJS.ProcessEnv) {
-  const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, AMIE_DATABASE_URL: '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [CLI, ...args], {
+    env: { ...process.env, AMIE_DATABASE_URL: '', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (d) => (stdout += d));
   child.stderr.on('data', (d) => (stderr += d));
-  const done = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>((res) =>
-    child.on('close', (code, signal) => res({ code, signal, stdout, stderr })),
+  const done = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>(
+    (res) => child.on('close', (code, signal) => res({ code, signal, stdout, stderr })),
   );
   return { child, done };
 }
@@ -52,7 +55,12 @@ describe('source configuration', () => {
   const base = `site: { name: ${SITE.name}, resource: ${SITE.resource} }\n`;
   it('defaults to the tables; rest needs url and apiKeyEnv; mistakes name the key', () => {
     expect(parseConfig(base, 'amie.yaml').source).toEqual({ kind: 'tables' });
-    expect(parseConfig(`${base}source: { kind: rest, url: "https://amie.example.org/api/", apiKeyEnv: AMIE_API_KEY, retries: 2 }`, 'amie.yaml').source).toEqual({
+    expect(
+      parseConfig(
+        `${base}source: { kind: rest, url: "https://amie.example.org/api/", apiKeyEnv: AMIE_API_KEY, retries: 2 }`,
+        'amie.yaml',
+      ).source,
+    ).toEqual({
       kind: 'rest',
       url: 'https://amie.example.org/api/',
       apiKeyEnv: 'AMIE_API_KEY',
@@ -132,43 +140,52 @@ describe.each(driverCases())('amie process with source: rest, on $name', (driver
     const r = await amie(['-c', config, 'process'], { [KEY_VAR]: 'stale-key-123' }).done;
     expect(r.code).toBe(2);
     const mine = r.stderr.split('\n').filter((l) => l.startsWith('amie: '));
-    expect(mine).toEqual(['amie: AMIE REST API refused GET packets/EXAMPLE: 401 Unauthorized: XA-SITE/XA-API-KEY not valid for site EXAMPLE']);
+    expect(mine).toEqual([
+      'amie: AMIE REST API refused GET packets/EXAMPLE: 401 Unauthorized: XA-SITE/XA-API-KEY not valid for site EXAMPLE',
+    ]);
     expect(r.stderr + r.stdout).not.toContain('stale-key-123');
   });
 
-  run('killed after the server took its reply: the next run finds the reply there and does not POST again', async () => {
-    const { packetRecId } = api.addIncoming('request_project_create', rpcBody(1));
-    const env = { [KEY_VAR]: api.apiKey };
-    // The server stores the NPC, then the process dies before it can record that it was sent.
-    const first = amie(['-c', config, 'process'], env);
-    const kill: Fault = { match: isPost, act: (r, _res, a) => (a.route(r), first.child.kill('SIGKILL'), true) };
-    api.faults.push(kill);
-    const died = await first.done;
-    expect(died.signal).toBe('SIGKILL');
-    expect(api.repliesTo(packetRecId)).toHaveLength(1);
-    expect(await withDb(async (db) => (await db.query(`SELECT status FROM amie_toolkit.rest_outbox`)).rows)).toEqual([{ status: 'unsent' }]);
+  run(
+    'killed after the server took its reply: the next run finds the reply there and does not POST again',
+    async () => {
+      const { packetRecId } = api.addIncoming('request_project_create', rpcBody(1));
+      const env = { [KEY_VAR]: api.apiKey };
+      // The server stores the NPC, then the process dies before it can record that it was sent.
+      const first = amie(['-c', config, 'process'], env);
+      const kill: Fault = { match: isPost, act: (r, _res, a) => (a.route(r), first.child.kill('SIGKILL'), true) };
+      api.faults.push(kill);
+      const died = await first.done;
+      expect(died.signal).toBe('SIGKILL');
+      expect(api.repliesTo(packetRecId)).toHaveLength(1);
+      expect(await withDb(async (db) => (await db.query(`SELECT status FROM amie_toolkit.rest_outbox`)).rows)).toEqual([
+        { status: 'unsent' },
+      ]);
 
-    if (driver.name === 'pg') {
-      // On a server, a fresh unsent reply may belong to a run still sending it: left alone...
-      const soon = await amie(['-c', config, 'process'], env).done;
-      expect(soon.code).toBe(0);
+      if (driver.name === 'pg') {
+        // On a server, a fresh unsent reply may belong to a run still sending it: left alone...
+        const soon = await amie(['-c', config, 'process'], env).done;
+        expect(soon.code).toBe(0);
+        expect(api.posts).toHaveLength(1);
+        // ...until it is old enough to have been left by a run that died.
+        await t!.db.query(`UPDATE amie_toolkit.rest_outbox SET created_at = now() - interval '5 minutes'`);
+      }
+      const next = await amie(['-c', config, 'process'], env).done;
+      expect(next.code).toBe(0);
+      expect(next.stdout).toMatch(/^0 packet\(s\)/);
+      expect(next.stderr).toContain('the reply had already reached the server; marked sent without sending it again');
       expect(api.posts).toHaveLength(1);
-      // ...until it is old enough to have been left by a run that died.
-      await t!.db.query(`UPDATE amie_toolkit.rest_outbox SET created_at = now() - interval '5 minutes'`);
-    }
-    const next = await amie(['-c', config, 'process'], env).done;
-    expect(next.code).toBe(0);
-    expect(next.stdout).toMatch(/^0 packet\(s\)/);
-    expect(next.stderr).toContain('the reply had already reached the server; marked sent without sending it again');
-    expect(api.posts).toHaveLength(1);
-    expect(api.repliesTo(packetRecId)).toHaveLength(1);
-    const replyId = api.repliesTo(packetRecId)[0]!.header.packet_rec_id;
-    await withDb(async (db) => {
-      expect((await db.query(`SELECT status, reply_packet_rec_id::int AS r FROM amie_toolkit.rest_outbox`)).rows).toEqual([{ status: 'sent', r: replyId }]);
-      // The registry's books were committed with the reply: the project exists once.
-      expect((await db.query(`SELECT count(*)::int AS n FROM amie_toolkit.projects`)).rows).toEqual([{ n: 1 }]);
-    });
-  });
+      expect(api.repliesTo(packetRecId)).toHaveLength(1);
+      const replyId = api.repliesTo(packetRecId)[0]!.header.packet_rec_id;
+      await withDb(async (db) => {
+        expect(
+          (await db.query(`SELECT status, reply_packet_rec_id::int AS r FROM amie_toolkit.rest_outbox`)).rows,
+        ).toEqual([{ status: 'sent', r: replyId }]);
+        // The registry's books were committed with the reply: the project exists once.
+        expect((await db.query(`SELECT count(*)::int AS n FROM amie_toolkit.projects`)).rows).toEqual([{ n: 1 }]);
+      });
+    },
+  );
 
   run('the registry handler answers RPC and RAC over REST; --dry-run sends nothing', async () => {
     const rpc = api.addIncoming('request_project_create', rpcBody(2));
@@ -181,11 +198,20 @@ describe.each(driverCases())('amie process with source: rest, on $name', (driver
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/^1 packet\(s\): 1 answered/);
     const [npc] = api.repliesTo(rpc.packetRecId);
-    expect(npc).toMatchObject({ type: 'notify_project_create', body: { GrantNumber: 'TG-REST2', ResourceList: [SITE.resource] } });
-    const rac = api.addIncoming('request_account_create', racBody(1, { GrantNumber: 'TG-REST2', ProjectID: npc!.body.ProjectID }));
+    expect(npc).toMatchObject({
+      type: 'notify_project_create',
+      body: { GrantNumber: 'TG-REST2', ResourceList: [SITE.resource] },
+    });
+    const rac = api.addIncoming(
+      'request_account_create',
+      racBody(1, { GrantNumber: 'TG-REST2', ProjectID: npc!.body.ProjectID }),
+    );
     const again = await amie(['-c', config, 'process'], env).done;
     expect(again.stdout).toMatch(/^1 packet\(s\): 1 answered/);
-    expect(api.repliesTo(rac.packetRecId)[0]).toMatchObject({ type: 'notify_account_create', body: { ProjectID: npc!.body.ProjectID } });
+    expect(api.repliesTo(rac.packetRecId)[0]).toMatchObject({
+      type: 'notify_account_create',
+      body: { ProjectID: npc!.body.ProjectID },
+    });
     expect(r.stderr + again.stderr).not.toContain(api.apiKey);
   });
 });

@@ -146,7 +146,11 @@ describe('AMIE REST packet JSON', () => {
       ResourceList: ['cluster.example.org'],
     });
     const json = replyPacketJson(
-      { type: 'notify_account_create', rows: body.toRows(), expectedReply: { type: 'data_account_create', timeoutMinutes: 30240 } },
+      {
+        type: 'notify_account_create',
+        rows: body.toRows(),
+        expectedReply: { type: 'data_account_create', timeoutMinutes: 30240 },
+      },
       rac,
     );
     expect(json).toEqual({
@@ -162,7 +166,12 @@ describe('AMIE REST packet JSON', () => {
         remote_site_name: 'XSEDE',
         expected_reply_list: [{ type: 'data_account_create', timeout: 30240 }],
       },
-      body: { ResourceList: ['cluster.example.org'], UserDnList: ['/C=US/CN=Zoe'], UserPersonID: 'u-zoe', UserRemoteSiteLogin: 'zoneil' },
+      body: {
+        ResourceList: ['cluster.example.org'],
+        UserDnList: ['/C=US/CN=Zoe'],
+        UserPersonID: 'u-zoe',
+        UserRemoteSiteLogin: 'zoneil',
+      },
     });
     // The server side reads it back.
     const reply = parseReplyPacket(JSON.parse(JSON.stringify(json)));
@@ -184,8 +193,12 @@ describe('AMIE REST packet JSON', () => {
     (json.body as Record<string, unknown>).SitePersonId = [{ Site: 'X-PORTAL', PersonID: 'zoneil' }, 'stray'];
     (json.body as Record<string, unknown>).ResourceList = { nested: { deep: 1 } };
     const p = parseRestPacket(json);
-    expect(p.body.problems.map((x) => x.message).join('; ')).toMatch(/SitePersonId: the array mixes strings and objects/);
-    expect(p.body.problems.map((x) => x.message).join('; ')).toMatch(/ResourceList: entry 0 has an object for subtag nested/);
+    expect(p.body.problems.map((x) => x.message).join('; ')).toMatch(
+      /SitePersonId: the array mixes strings and objects/,
+    );
+    expect(p.body.problems.map((x) => x.message).join('; ')).toMatch(
+      /ResourceList: entry 0 has an object for subtag nested/,
+    );
   });
 
   it('refuses header shapes it cannot answer, naming the packet and the field', () => {
@@ -206,17 +219,27 @@ describe('AMIE REST packet JSON', () => {
     expect(bad((j) => delete (j.header as Record<string, unknown>).packet_rec_id)).toBe(
       'AMIE REST packet (item 3 of GET packets/EXAMPLE): header.packet_rec_id: expected a whole number, got nothing',
     );
-    expect(bad((j) => (j.header.packet_timestamp = '05/03/2024 17:02'))).toMatch(/header\.packet_timestamp: expected an ISO 8601 time/);
-    expect(bad((j) => (j.header.transaction_state = 'sleepy'))).toMatch(/header\.transaction_state: expected one of completed, in-progress/);
+    expect(bad((j) => (j.header.packet_timestamp = '05/03/2024 17:02'))).toMatch(
+      /header\.packet_timestamp: expected an ISO 8601 time/,
+    );
+    expect(bad((j) => (j.header.transaction_state = 'sleepy'))).toMatch(
+      /header\.transaction_state: expected one of completed, in-progress/,
+    );
     expect(bad((j) => (j.type_id = 19))).toMatch(/type_id: expected 16 for type request_account_create, got 19/);
-    expect(bad((j) => ((j as Record<string, unknown>).header = []))).toMatch(/header: expected an object, got an array/);
-    expect(bad((j) => ((j as Record<string, unknown>).body = 'text'))).toMatch(/body: expected an object of tags, got "text"/);
+    expect(bad((j) => ((j as Record<string, unknown>).header = []))).toMatch(
+      /header: expected an object, got an array/,
+    );
+    expect(bad((j) => ((j as Record<string, unknown>).body = 'text'))).toMatch(
+      /body: expected an object of tags, got "text"/,
+    );
     expect(() => parseRestPacket('not a packet')).toThrow(/packet: expected a JSON object/);
   });
 
   it('reads the list envelope of both endpoints and the id of a POSTed packet', () => {
     expect(packetListOf({ message: 'ok', result: [1, 2] }, 'GET packets/X')).toEqual([1, 2]);
-    expect(packetListOf({ result: { DATA_TYPE: 'transaction', DATA: [3] } }, 'GET transactions/X/1/packets')).toEqual([3]);
+    expect(packetListOf({ result: { DATA_TYPE: 'transaction', DATA: [3] } }, 'GET transactions/X/1/packets')).toEqual([
+      3,
+    ]);
     expect(() => packetListOf({ message: 'ok', packets: [] }, 'AMIE REST API answered GET packets/X')).toThrow(
       'AMIE REST API answered GET packets/X: expected {"message": ..., "result": [packet, ...]}, got an object with keys message, packets',
     );

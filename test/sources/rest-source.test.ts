@@ -12,7 +12,14 @@ import {
   type PacketContext,
 } from '../../src/dispatch/index.js';
 import { createLogger, type Logger } from '../../src/log.js';
-import { AmieRestClient, AmieRestError, RestDeliveryError, RestSource, type AmieRestClientOptions, type RestSourceOptions } from '../../src/sources/index.js';
+import {
+  AmieRestClient,
+  AmieRestError,
+  RestDeliveryError,
+  RestSource,
+  type AmieRestClientOptions,
+  type RestSourceOptions,
+} from '../../src/sources/index.js';
 import { driverCases, type TestDatabase } from '../helpers/db.js';
 import { SITE, initTestDatabase } from '../helpers/amie.js';
 import { FakeAmieRest, faults, isPost, racBody } from './fake-amie-rest.js';
@@ -21,7 +28,10 @@ import { FakeAmieRest, faults, isPost, racBody } from './fake-amie-rest.js';
 class SiteHandler extends AmieHandler {
   calls = 0;
   resources: Array<string | undefined> = [];
-  override async request_account_create(p: IncomingPacket<'request_account_create'>, _ctx: PacketContext): Promise<HandlerResult<'notify_account_create'>> {
+  override async request_account_create(
+    p: IncomingPacket<'request_account_create'>,
+    _ctx: PacketContext,
+  ): Promise<HandlerResult<'notify_account_create'>> {
     this.calls++;
     return {
       UserPersonID: `u-${p.packetRecId}`,
@@ -76,15 +86,20 @@ describe.each(driverCases())('REST source on $name', (driver) => {
       timeoutMs: 1000,
       retries: 2,
       retryBaseMs: 5,
-      onRetry: (i) => log.warn({ request: i.request, attempt: i.attempt, reason: i.reason }, 'AMIE REST API call failed; retrying'),
+      onRetry: (i) =>
+        log.warn({ request: i.request, attempt: i.attempt, reason: i.reason }, 'AMIE REST API call failed; retrying'),
       ...over,
     });
   const sourceFor = (db: Database = t.db, opts: RestSourceOptions = {}, client: Partial<AmieRestClientOptions> = {}) =>
     new RestSource(db, clientFor(client), log, opts);
   const context = (db: Database) => ({ db, log, site: SITE, options: {}, dryRun: false });
-  const process = (source: RestSource, handler: AmieHandler = new SiteHandler(context(t.db)), opts: DispatchOptions = {}) =>
-    new Dispatcher(source, handler, log, opts).runOnce();
-  const rows = async (sql: string, params: unknown[] = []) => (await t.db.query<Record<string, unknown>>(sql, params)).rows;
+  const process = (
+    source: RestSource,
+    handler: AmieHandler = new SiteHandler(context(t.db)),
+    opts: DispatchOptions = {},
+  ) => new Dispatcher(source, handler, log, opts).runOnce();
+  const rows = async (sql: string, params: unknown[] = []) =>
+    (await t.db.query<Record<string, unknown>>(sql, params)).rows;
 
   run('answers a real-looking RAC: one NAC POSTed with in_reply_to, the audit and outbox kept locally', async () => {
     const { packetRecId, transRecId } = api.addIncoming('request_account_create', racBody(1));
@@ -97,7 +112,11 @@ describe.each(driverCases())('REST source on $name', (driver) => {
     expect(api.posts[0]!.body).toMatchObject({
       type: 'notify_account_create',
       type_id: 6,
-      header: { in_reply_to: packetRecId, trans_rec_id: transRecId, expected_reply_list: [{ type: 'data_account_create', timeout: 30240 }] },
+      header: {
+        in_reply_to: packetRecId,
+        trans_rec_id: transRecId,
+        expected_reply_list: [{ type: 'data_account_create', timeout: 30240 }],
+      },
     });
     // Tags the site may take over from the RAC were filled in; lists stay lists.
     expect(reply!.body).toMatchObject({
@@ -108,11 +127,21 @@ describe.each(driverCases())('REST source on $name', (driver) => {
       ResourceList: ['cluster.example.org'],
     });
     const replyId = reply!.header.packet_rec_id;
-    expect(summary.results[0]).toMatchObject({ packetRecId, outcome: 'reply', replyType: 'notify_account_create', replyPacketRecId: replyId });
-    expect(await rows(`SELECT outcome, reply_type, reply_packet_rec_id::float8 AS reply_packet_rec_id FROM amie_toolkit.audit WHERE source = 'rest' AND packet_rec_id = $1`, [packetRecId])).toEqual([
-      { outcome: 'reply', reply_type: 'notify_account_create', reply_packet_rec_id: replyId },
+    expect(summary.results[0]).toMatchObject({
+      packetRecId,
+      outcome: 'reply',
+      replyType: 'notify_account_create',
+      replyPacketRecId: replyId,
+    });
+    expect(
+      await rows(
+        `SELECT outcome, reply_type, reply_packet_rec_id::float8 AS reply_packet_rec_id FROM amie_toolkit.audit WHERE source = 'rest' AND packet_rec_id = $1`,
+        [packetRecId],
+      ),
+    ).toEqual([{ outcome: 'reply', reply_type: 'notify_account_create', reply_packet_rec_id: replyId }]);
+    expect(await rows('SELECT status, reply_packet_rec_id::int AS r FROM amie_toolkit.rest_outbox')).toEqual([
+      { status: 'sent', r: replyId },
     ]);
-    expect(await rows('SELECT status, reply_packet_rec_id::int AS r FROM amie_toolkit.rest_outbox')).toEqual([{ status: 'sent', r: replyId }]);
     expect(await rows('SELECT state FROM amie_toolkit.rest_packets')).toEqual([{ state: 'completed' }]);
     // Nothing is pending any more.
     expect(await process(sourceFor(), handler)).toMatchObject({ taken: 0 });
@@ -132,14 +161,26 @@ describe.each(driverCases())('REST source on $name', (driver) => {
   });
 
   run('a DPC gets its resource from the RPC, fetched from the transaction when never seen here', async () => {
-    const rpc = api.addIncoming('request_project_create', { ResourceList: ['cluster.example.org'], GrantNumber: 'TG-1' }, { header: { packet_state: 'completed' } });
-    const dpc = api.addIncoming('data_project_create', { PersonID: 'u-1', ProjectID: 'p-1', DnList: ['/CN=x'] }, { transRecId: rpc.transRecId });
+    const rpc = api.addIncoming(
+      'request_project_create',
+      { ResourceList: ['cluster.example.org'], GrantNumber: 'TG-1' },
+      { header: { packet_state: 'completed' } },
+    );
+    const dpc = api.addIncoming(
+      'data_project_create',
+      { PersonID: 'u-1', ProjectID: 'p-1', DnList: ['/CN=x'] },
+      { transRecId: rpc.transRecId },
+    );
     const handler = new SiteHandler(context(t.db));
     const summary = await process(sourceFor(), handler);
     expect(summary).toMatchObject({ answered: 1 });
     expect(handler.resources).toEqual(['cluster.example.org']);
-    expect(api.requests.some((r) => r.method === 'GET' && r.path === `/transactions/EXAMPLE/${rpc.transRecId}/packets`)).toBe(true);
-    expect(api.repliesTo(dpc.packetRecId).map((p) => [p.type, p.body.StatusCode])).toEqual([['inform_transaction_complete', 'Success']]);
+    expect(
+      api.requests.some((r) => r.method === 'GET' && r.path === `/transactions/EXAMPLE/${rpc.transRecId}/packets`),
+    ).toBe(true);
+    expect(api.repliesTo(dpc.packetRecId).map((p) => [p.type, p.body.StatusCode])).toEqual([
+      ['inform_transaction_complete', 'Success'],
+    ]);
     expect(api.transactions.get(rpc.transRecId)!.state).toBe('completed');
     expect(await rows('SELECT packet_rec_id::int AS id, state FROM amie_toolkit.rest_packets ORDER BY 1')).toEqual([
       { id: rpc.packetRecId, state: 'context' },
@@ -148,7 +189,10 @@ describe.each(driverCases())('REST source on $name', (driver) => {
   });
 
   run('an invalid packet is answered with a failure ITC naming the problem', async () => {
-    const { packetRecId, transRecId } = api.addIncoming('request_account_create', racBody(1, { UserLastName: undefined, ResourceList: [SITE.resource, 'b'] }));
+    const { packetRecId, transRecId } = api.addIncoming(
+      'request_account_create',
+      racBody(1, { UserLastName: undefined, ResourceList: [SITE.resource, 'b'] }),
+    );
     const summary = await process(sourceFor());
     expect(summary).toMatchObject({ invalid: 1 });
     const [itc] = api.repliesTo(packetRecId);
@@ -178,40 +222,52 @@ describe.each(driverCases())('REST source on $name', (driver) => {
     expect(api.posts).toHaveLength(2);
     expect(api.repliesTo(a.packetRecId)).toHaveLength(1);
     expect(api.repliesTo(b.packetRecId)).toHaveLength(1);
-    const sent = await rows('SELECT in_reply_to::int AS id, status, reply_packet_rec_id::int AS r FROM amie_toolkit.rest_outbox ORDER BY 1');
+    const sent = await rows(
+      'SELECT in_reply_to::int AS id, status, reply_packet_rec_id::int AS r FROM amie_toolkit.rest_outbox ORDER BY 1',
+    );
     expect(sent).toEqual([
       { id: a.packetRecId, status: 'sent', r: api.repliesTo(a.packetRecId)[0]!.header.packet_rec_id },
       { id: b.packetRecId, status: 'sent', r: api.repliesTo(b.packetRecId)[0]!.header.packet_rec_id },
     ]);
   });
 
-  run('the server down for POSTs: the run stops with a clear error, the replies wait, the next run sends each once', async () => {
-    const a = api.addIncoming('request_account_create', racBody(1));
-    const b = api.addIncoming('request_account_create', racBody(2));
-    for (let i = 0; i < 3; i++) api.faults.push(faults.status(isPost, 503, { message: 'maintenance' }));
-    const handler = new SiteHandler(context(t.db));
-    const err = await process(sourceFor(), handler).then(
-      () => undefined,
-      (e: unknown) => e,
-    );
-    expect(err).toBeInstanceOf(RestDeliveryError);
-    expect((err as Error).message).toBe(
-      `could not send the notify_account_create answering packet ${a.packetRecId}: ` +
-        `AMIE REST API at ${api.url}: POST packets/EXAMPLE failed after 3 attempts: HTTP 503: maintenance; ` +
-        'it and 1 other reply are kept in the outbox and sent at the start of the next run',
-    );
-    expect(api.repliesTo(a.packetRecId)).toHaveLength(0);
-    expect(await rows(`SELECT count(*)::int AS n FROM amie_toolkit.rest_outbox WHERE status = 'unsent'`)).toEqual([{ n: 2 }]);
-    // Both packets were handled and committed; the next run only sends (on a server, once the replies are no longer fresh).
-    const next = await process(sourceFor(t.db, { outboxGraceMs: 0 }), handler);
-    expect(next.taken).toBe(0);
-    expect(handler.calls).toBe(2);
-    expect(api.repliesTo(a.packetRecId)).toHaveLength(1);
-    expect(api.repliesTo(b.packetRecId)).toHaveLength(1);
-    expect(api.posts).toHaveLength(5);
-    expect(await rows(`SELECT status FROM amie_toolkit.rest_outbox`)).toEqual([{ status: 'sent' }, { status: 'sent' }]);
-    expect(await rows('SELECT count(*)::int AS n FROM amie_toolkit.audit WHERE reply_packet_rec_id IS NOT NULL')).toEqual([{ n: 2 }]);
-  });
+  run(
+    'the server down for POSTs: the run stops with a clear error, the replies wait, the next run sends each once',
+    async () => {
+      const a = api.addIncoming('request_account_create', racBody(1));
+      const b = api.addIncoming('request_account_create', racBody(2));
+      for (let i = 0; i < 3; i++) api.faults.push(faults.status(isPost, 503, { message: 'maintenance' }));
+      const handler = new SiteHandler(context(t.db));
+      const err = await process(sourceFor(), handler).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(RestDeliveryError);
+      expect((err as Error).message).toBe(
+        `could not send the notify_account_create answering packet ${a.packetRecId}: ` +
+          `AMIE REST API at ${api.url}: POST packets/EXAMPLE failed after 3 attempts: HTTP 503: maintenance; ` +
+          'it and 1 other reply are kept in the outbox and sent at the start of the next run',
+      );
+      expect(api.repliesTo(a.packetRecId)).toHaveLength(0);
+      expect(await rows(`SELECT count(*)::int AS n FROM amie_toolkit.rest_outbox WHERE status = 'unsent'`)).toEqual([
+        { n: 2 },
+      ]);
+      // Both packets were handled and committed; the next run only sends (on a server, once the replies are no longer fresh).
+      const next = await process(sourceFor(t.db, { outboxGraceMs: 0 }), handler);
+      expect(next.taken).toBe(0);
+      expect(handler.calls).toBe(2);
+      expect(api.repliesTo(a.packetRecId)).toHaveLength(1);
+      expect(api.repliesTo(b.packetRecId)).toHaveLength(1);
+      expect(api.posts).toHaveLength(5);
+      expect(await rows(`SELECT status FROM amie_toolkit.rest_outbox`)).toEqual([
+        { status: 'sent' },
+        { status: 'sent' },
+      ]);
+      expect(
+        await rows('SELECT count(*)::int AS n FROM amie_toolkit.audit WHERE reply_packet_rec_id IS NOT NULL'),
+      ).toEqual([{ n: 2 }]);
+    },
+  );
 
   run('a reply the server refuses fails the transaction there, and counts as a failure', async () => {
     const { packetRecId, transRecId } = api.addIncoming('request_account_create', racBody(1));
@@ -224,10 +280,11 @@ describe.each(driverCases())('REST source on $name', (driver) => {
     );
     expect(api.transactions.get(transRecId)!.state).toBe('failed');
     expect(await rows('SELECT status FROM amie_toolkit.rest_outbox')).toEqual([{ status: 'refused' }]);
-    expect((await rows('SELECT outcome FROM amie_toolkit.audit WHERE packet_rec_id = $1 ORDER BY audit_id', [packetRecId])).map((r) => r.outcome)).toEqual([
-      'reply',
-      'refused',
-    ]);
+    expect(
+      (
+        await rows('SELECT outcome FROM amie_toolkit.audit WHERE packet_rec_id = $1 ORDER BY audit_id', [packetRecId])
+      ).map((r) => r.outcome),
+    ).toEqual(['reply', 'refused']);
     // Nothing is sent again: the transaction is over.
     await process(sourceFor());
     expect(api.posts).toHaveLength(1);
@@ -236,7 +293,14 @@ describe.each(driverCases())('REST source on $name', (driver) => {
   run('a refusal because an earlier attempt already arrived is not a failure', async () => {
     const { packetRecId, transRecId } = api.addIncoming('request_account_create', racBody(1));
     // The server stores the reply but answers 409, as a duplicate of a late first attempt would get.
-    api.faults.push({ match: isPost, act: (r, res, a) => (a.route(r), res.writeHead(409).end(JSON.stringify({ message: 'in_reply_to: already answered' })), true) });
+    api.faults.push({
+      match: isPost,
+      act: (r, res, a) => (
+        a.route(r),
+        res.writeHead(409).end(JSON.stringify({ message: 'in_reply_to: already answered' })),
+        true
+      ),
+    });
     const summary = await process(sourceFor());
     expect(summary).toMatchObject({ answered: 1, failed: 0 });
     expect(api.transactions.get(transRecId)!.state).toBe('in-progress');
@@ -248,7 +312,9 @@ describe.each(driverCases())('REST source on $name', (driver) => {
     const deferred = api.addIncoming('request_account_create', racBody(1));
     const ignored = api.addIncoming('request_account_create', racBody(2));
     const unhandled = api.addIncoming('request_user_modify', { ActionType: 'add', PersonID: 'u-1', DnList: ['/CN=x'] });
-    const Handler = handlerWith(async (p) => (p.packetRecId === deferred.packetRecId ? defer('waiting for approval') : ignore('test account')));
+    const Handler = handlerWith(async (p) =>
+      p.packetRecId === deferred.packetRecId ? defer('waiting for approval') : ignore('test account'),
+    );
     await process(sourceFor(), new Handler(context(t.db)));
     await process(sourceFor(), new Handler(context(t.db)));
     const puts = api.requests.filter((r) => r.method === 'PUT').map((r) => r.path);
@@ -288,7 +354,9 @@ describe.each(driverCases())('REST source on $name', (driver) => {
       (e: unknown) => e,
     );
     expect(err).toBeInstanceOf(AmieRestError);
-    expect((err as Error).message).toBe('AMIE REST API refused GET packets/EXAMPLE: 401 Unauthorized: XA-SITE/XA-API-KEY not valid for site EXAMPLE');
+    expect((err as Error).message).toBe(
+      'AMIE REST API refused GET packets/EXAMPLE: 401 Unauthorized: XA-SITE/XA-API-KEY not valid for site EXAMPLE',
+    );
     expect(await rows('SELECT count(*)::int AS n FROM amie_toolkit.audit')).toEqual([{ n: 0 }]);
   });
 
@@ -310,32 +378,46 @@ describe.each(driverCases())('REST source on $name', (driver) => {
       throw new Error('LDAP is down');
     });
     for (let i = 0; i < 3; i++) await process(sourceFor(), new Handler(context(t.db)), { maxErrorDeferrals: 2 });
-    expect(await rows('SELECT outcome FROM amie_toolkit.audit ORDER BY audit_id')).toEqual([{ outcome: 'error' }, { outcome: 'error' }, { outcome: 'fail' }]);
+    expect(await rows('SELECT outcome FROM amie_toolkit.audit ORDER BY audit_id')).toEqual([
+      { outcome: 'error' },
+      { outcome: 'error' },
+      { outcome: 'fail' },
+    ]);
     expect(api.repliesTo(packetRecId)[0]!.body.Message).toBe('handler failed 3 times, giving up: LDAP is down');
   });
 
   // Only a PostgreSQL server admits two processes at once; the embedded database serves one.
-  if (driver.name === 'pg') run('two concurrent runs on one database answer each packet once', async () => {
-    const ids = Array.from({ length: 30 }, (_, i) => api.addIncoming('request_account_create', racBody(i)).packetRecId);
-    const second = await openPg({ url: t.url!, max: 4 });
-    try {
-      const Handler = handlerWith(async (p, ctx) => {
-        // Touch the database and yield, so the runs interleave.
-        await ctx.tx.query('SELECT pg_sleep(0.002)');
-        await sleep(Math.random() * 5);
-        return { UserPersonID: `u-${p.packetRecId}`, UserRemoteSiteLogin: `zoe${p.packetRecId}`, AccountActivityTime: '2026-11-24T00:00:00Z' };
-      });
-      const [s1, s2] = await Promise.all([
-        process(sourceFor(t.db), new Handler(context(t.db)), { batchSize: 3 }),
-        process(sourceFor(second), new Handler(context(second)), { batchSize: 3 }),
-      ]);
-      // How the work splits depends on timing (one run may take it all); what matters is that nothing is answered twice.
-      expect(s1.answered + s2.answered).toBe(30);
-      expect(api.posts).toHaveLength(30);
-      for (const id of ids) expect(api.repliesTo(id)).toHaveLength(1);
-      expect(await rows(`SELECT count(*)::int AS n FROM amie_toolkit.audit WHERE outcome = 'reply'`)).toEqual([{ n: 30 }]);
-    } finally {
-      await second.close();
-    }
-  });
+  if (driver.name === 'pg')
+    run('two concurrent runs on one database answer each packet once', async () => {
+      const ids = Array.from(
+        { length: 30 },
+        (_, i) => api.addIncoming('request_account_create', racBody(i)).packetRecId,
+      );
+      const second = await openPg({ url: t.url!, max: 4 });
+      try {
+        const Handler = handlerWith(async (p, ctx) => {
+          // Touch the database and yield, so the runs interleave.
+          await ctx.tx.query('SELECT pg_sleep(0.002)');
+          await sleep(Math.random() * 5);
+          return {
+            UserPersonID: `u-${p.packetRecId}`,
+            UserRemoteSiteLogin: `zoe${p.packetRecId}`,
+            AccountActivityTime: '2026-11-24T00:00:00Z',
+          };
+        });
+        const [s1, s2] = await Promise.all([
+          process(sourceFor(t.db), new Handler(context(t.db)), { batchSize: 3 }),
+          process(sourceFor(second), new Handler(context(second)), { batchSize: 3 }),
+        ]);
+        // How the work splits depends on timing (one run may take it all); what matters is that nothing is answered twice.
+        expect(s1.answered + s2.answered).toBe(30);
+        expect(api.posts).toHaveLength(30);
+        for (const id of ids) expect(api.repliesTo(id)).toHaveLength(1);
+        expect(await rows(`SELECT count(*)::int AS n FROM amie_toolkit.audit WHERE outcome = 'reply'`)).toEqual([
+          { n: 30 },
+        ]);
+      } finally {
+        await second.close();
+      }
+    });
 });

@@ -12,7 +12,11 @@ async function writer(db: Database, name: string): Promise<number[]> {
   const ids: number[] = [];
   for (let i = 0; i < PER_WRITER; i++) {
     const id = await db.transaction(async (tx) => {
-      const t = await openTransaction(tx, { originatingSiteName: 'EXAMPLE', localSiteName: 'EXAMPLE', remoteSiteName: 'TGCDB' });
+      const t = await openTransaction(tx, {
+        originatingSiteName: 'EXAMPLE',
+        localSiteName: 'EXAMPLE',
+        remoteSiteName: 'TGCDB',
+      });
       await writePacket(tx, {
         transRecId: t.transRecId,
         packetId: 1,
@@ -35,38 +39,44 @@ describe.each(driverCases())('store under concurrency on $name', (driver) => {
   const note = skipNote(driver.available);
 
   // On PGlite the two run interleaved on one backend: the same test, serialised.
-  it.skipIf(!driver.available)(`two writers opening ${PER_WRITER} transactions each at once never collide${note}`, async () => {
-    const { db, url, cleanup } = await driver.open();
-    const other = url ? await openPg({ url, max: 2 }) : db;
-    try {
-      await initDatabase(db);
-      const [a, b] = await Promise.all([writer(db, 'a'), writer(other, 'b')]);
-      const all = [...a, ...b];
-      expect(new Set(all).size).toBe(2 * PER_WRITER);
-      const { rows } = await db.query<{ n: number; d: number; tx: number }>(
-        `SELECT (SELECT count(*) FROM packet_tbl)::int AS n, (SELECT count(*) FROM data_tbl)::int AS d,
+  it.skipIf(!driver.available)(
+    `two writers opening ${PER_WRITER} transactions each at once never collide${note}`,
+    async () => {
+      const { db, url, cleanup } = await driver.open();
+      const other = url ? await openPg({ url, max: 2 }) : db;
+      try {
+        await initDatabase(db);
+        const [a, b] = await Promise.all([writer(db, 'a'), writer(other, 'b')]);
+        const all = [...a, ...b];
+        expect(new Set(all).size).toBe(2 * PER_WRITER);
+        const { rows } = await db.query<{ n: number; d: number; tx: number }>(
+          `SELECT (SELECT count(*) FROM packet_tbl)::int AS n, (SELECT count(*) FROM data_tbl)::int AS d,
                 (SELECT count(DISTINCT transaction_id)::int FROM transaction_tbl) AS tx`,
-      );
-      expect(rows[0]).toEqual({ n: 2 * PER_WRITER, d: 4 * PER_WRITER, tx: 2 * PER_WRITER });
-      const p = await getPacket(db, 1);
-      expect(p?.rows).toHaveLength(2);
-    } finally {
-      if (other !== db) await other.close();
-      await cleanup();
-    }
-  });
+        );
+        expect(rows[0]).toEqual({ n: 2 * PER_WRITER, d: 4 * PER_WRITER, tx: 2 * PER_WRITER });
+        const p = await getPacket(db, 1);
+        expect(p?.rows).toHaveLength(2);
+      } finally {
+        if (other !== db) await other.close();
+        await cleanup();
+      }
+    },
+  );
 
-  it.skipIf(!driver.available)(`two initDatabase calls at once both succeed, one creating and one finding the tables${note}`, async () => {
-    const { db, url, cleanup } = await driver.open();
-    const other = url ? await openPg({ url, max: 2 }) : db;
-    try {
-      const results = await Promise.all([initDatabase(db), initDatabase(other)]);
-      expect(results.map((r) => r.amieTables).sort()).toEqual(['created', 'existing']);
-      // Every migration applied exactly once, by whichever call got the schema lock first.
-      expect(results.flatMap((r) => r.migrationsApplied)).toEqual(MIGRATIONS.map((m) => m.id));
-    } finally {
-      if (other !== db) await other.close();
-      await cleanup();
-    }
-  });
+  it.skipIf(!driver.available)(
+    `two initDatabase calls at once both succeed, one creating and one finding the tables${note}`,
+    async () => {
+      const { db, url, cleanup } = await driver.open();
+      const other = url ? await openPg({ url, max: 2 }) : db;
+      try {
+        const results = await Promise.all([initDatabase(db), initDatabase(other)]);
+        expect(results.map((r) => r.amieTables).sort()).toEqual(['created', 'existing']);
+        // Every migration applied exactly once, by whichever call got the schema lock first.
+        expect(results.flatMap((r) => r.migrationsApplied)).toEqual(MIGRATIONS.map((m) => m.id));
+      } finally {
+        if (other !== db) await other.close();
+        await cleanup();
+      }
+    },
+  );
 });

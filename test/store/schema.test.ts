@@ -37,7 +37,16 @@ const EXPECTED_COLUMNS = [
   ['state_des', 'state_name', 'character varying', null, null, 32, 'NO', null],
   ['transaction_depends_tbl', 'trans_rec_id', 'integer', 32, 0, null, 'NO', null],
   ['transaction_depends_tbl', 'depends_on_trans_rec_id', 'integer', 32, 0, null, 'NO', null],
-  ['transaction_tbl', 'trans_rec_id', 'integer', 32, 0, null, 'NO', "nextval('transaction_tbl_trans_rec_id_seq'::regclass)"],
+  [
+    'transaction_tbl',
+    'trans_rec_id',
+    'integer',
+    32,
+    0,
+    null,
+    'NO',
+    "nextval('transaction_tbl_trans_rec_id_seq'::regclass)",
+  ],
   ['transaction_tbl', 'originating_site_name', 'character varying', null, null, 16, 'NO', null],
   ['transaction_tbl', 'transaction_id', 'numeric', 38, 0, null, 'NO', null],
   ['transaction_tbl', 'local_site_name', 'character varying', null, null, 16, 'NO', null],
@@ -144,7 +153,13 @@ async function readColumns(q: Queryable) {
 }
 
 async function readConstraints(q: Queryable) {
-  const { rows } = await q.query<{ table_name: string; constraint_name: string; constraint_type: string; cols: string; ref: string | null }>(
+  const { rows } = await q.query<{
+    table_name: string;
+    constraint_name: string;
+    constraint_type: string;
+    cols: string;
+    ref: string | null;
+  }>(
     `SELECT tc.table_name, tc.constraint_name, tc.constraint_type,
             (SELECT string_agg(k.column_name, ',' ORDER BY k.ordinal_position)
              FROM information_schema.key_column_usage k
@@ -160,7 +175,9 @@ async function readConstraints(q: Queryable) {
      ORDER BY tc.table_name, tc.constraint_name`,
     [AMIE_TABLES],
   );
-  return rows.map((r) => `${r.table_name} ${r.constraint_name} ${r.constraint_type} (${r.cols})${r.ref ? ` -> ${r.ref}` : ''}`);
+  return rows.map(
+    (r) => `${r.table_name} ${r.constraint_name} ${r.constraint_type} (${r.cols})${r.ref ? ` -> ${r.ref}` : ''}`,
+  );
 }
 
 async function readDataIndexes(q: Queryable) {
@@ -179,41 +196,50 @@ async function readRows(q: Queryable, sql: string) {
 async function snapshot(q: Queryable) {
   const out: Record<string, unknown> = {};
   for (const t of AMIE_TABLES) {
-    const { rows } = await q.query<{ j: unknown }>(`SELECT coalesce(json_agg(x ORDER BY x::text), '[]'::json)::text AS j FROM ${t} x`);
+    const { rows } = await q.query<{ j: unknown }>(
+      `SELECT coalesce(json_agg(x ORDER BY x::text), '[]'::json)::text AS j FROM ${t} x`,
+    );
     out[t] = rows[0]!.j;
   }
   return out;
 }
 
 async function toolkitSchemaExists(q: Queryable): Promise<boolean> {
-  const { rows } = await q.query<{ n: unknown }>('SELECT count(*) AS n FROM pg_namespace WHERE nspname = $1', [TOOLKIT_SCHEMA]);
+  const { rows } = await q.query<{ n: unknown }>('SELECT count(*) AS n FROM pg_namespace WHERE nspname = $1', [
+    TOOLKIT_SCHEMA,
+  ]);
   return Number(rows[0]!.n) === 1;
 }
 
 describe.each(driverCases())('AMIE schema on $name', (driver) => {
   const note = skipNote(driver.available);
 
-  it.skipIf(!driver.available)(`initDatabase creates the seven tables exactly as the reference schema has them${note}`, async () => {
-    const { db, cleanup } = await driver.open();
-    try {
-      const first = await initDatabase(db);
-      expect(first).toEqual({ amieTables: 'created', migrationsApplied: MIGRATIONS.map((m) => m.id) });
-      expect(await readColumns(db)).toEqual(EXPECTED_COLUMNS);
-      expect(await readConstraints(db)).toEqual(EXPECTED_CONSTRAINTS);
-      expect(await readDataIndexes(db)).toEqual(EXPECTED_DATA_INDEXES);
-      expect(await readRows(db, 'SELECT state_id, state_name FROM state_des ORDER BY state_id')).toEqual(EXPECTED_STATES);
-      expect(await readRows(db, 'SELECT type_id, type_name FROM type_des ORDER BY type_id')).toEqual(EXPECTED_TYPES);
+  it.skipIf(!driver.available)(
+    `initDatabase creates the seven tables exactly as the reference schema has them${note}`,
+    async () => {
+      const { db, cleanup } = await driver.open();
+      try {
+        const first = await initDatabase(db);
+        expect(first).toEqual({ amieTables: 'created', migrationsApplied: MIGRATIONS.map((m) => m.id) });
+        expect(await readColumns(db)).toEqual(EXPECTED_COLUMNS);
+        expect(await readConstraints(db)).toEqual(EXPECTED_CONSTRAINTS);
+        expect(await readDataIndexes(db)).toEqual(EXPECTED_DATA_INDEXES);
+        expect(await readRows(db, 'SELECT state_id, state_name FROM state_des ORDER BY state_id')).toEqual(
+          EXPECTED_STATES,
+        );
+        expect(await readRows(db, 'SELECT type_id, type_name FROM type_des ORDER BY type_id')).toEqual(EXPECTED_TYPES);
 
-      const before = await snapshot(db);
-      const second = await initDatabase(db);
-      expect(second).toEqual({ amieTables: 'existing', migrationsApplied: [] });
-      expect(await snapshot(db)).toEqual(before);
-      expect(await applyMigrations(db)).toEqual([]);
-      await prepareDatabase(db);
-    } finally {
-      await cleanup();
-    }
-  });
+        const before = await snapshot(db);
+        const second = await initDatabase(db);
+        expect(second).toEqual({ amieTables: 'existing', migrationsApplied: [] });
+        expect(await snapshot(db)).toEqual(before);
+        expect(await applyMigrations(db)).toEqual([]);
+        await prepareDatabase(db);
+      } finally {
+        await cleanup();
+      }
+    },
+  );
 
   it.skipIf(!driver.available)(`the reference DDL copy matches the same expected schema${note}`, async () => {
     const { db, cleanup } = await driver.open();
@@ -227,11 +253,13 @@ describe.each(driverCases())('AMIE schema on $name', (driver) => {
     }
   });
 
-  it.skipIf(!driver.available)(`leaves an existing AMIE database and its rows untouched and adds the toolkit schema${note}`, async () => {
-    const { db, cleanup } = await driver.open();
-    try {
-      await db.exec(LEGACY_AMIE_DDL);
-      await db.exec(`
+  it.skipIf(!driver.available)(
+    `leaves an existing AMIE database and its rows untouched and adds the toolkit schema${note}`,
+    async () => {
+      const { db, cleanup } = await driver.open();
+      try {
+        await db.exec(LEGACY_AMIE_DDL);
+        await db.exec(`
 INSERT INTO transaction_tbl (originating_site_name, transaction_id, local_site_name, remote_site_name, state_id, ts)
   VALUES ('TGCDB', 51234, 'EXAMPLE', 'TGCDB', 1, '2019-03-04 05:06:07'),
          ('EXAMPLE', 977, 'EXAMPLE', 'TGCDB', 2, '2019-03-05 05:06:07');
@@ -242,65 +270,85 @@ INSERT INTO data_tbl (packet_rec_id, tag, subtag, seq, value)
          (1, 'SitePersonId', 'PersonID', 0, 'jdoe'), (1, 'SitePersonId', 'Site', 0, 'X-PORTAL');
 INSERT INTO expected_reply_tbl (packet_rec_id, type_id, timeout) VALUES (2, 2, 30240);
 INSERT INTO transaction_depends_tbl (trans_rec_id, depends_on_trans_rec_id) VALUES (2, 1);`);
-      const before = await snapshot(db);
-      expect(await toolkitSchemaExists(db)).toBe(false);
+        const before = await snapshot(db);
+        expect(await toolkitSchemaExists(db)).toBe(false);
 
-      expect(await initDatabase(db)).toEqual({ amieTables: 'existing', migrationsApplied: MIGRATIONS.map((m) => m.id) });
-      expect(await snapshot(db)).toEqual(before);
-      expect(await toolkitSchemaExists(db)).toBe(true);
-      expect(await initDatabase(db)).toEqual({ amieTables: 'existing', migrationsApplied: [] });
-      expect(await snapshot(db)).toEqual(before);
+        expect(await initDatabase(db)).toEqual({
+          amieTables: 'existing',
+          migrationsApplied: MIGRATIONS.map((m) => m.id),
+        });
+        expect(await snapshot(db)).toEqual(before);
+        expect(await toolkitSchemaExists(db)).toBe(true);
+        expect(await initDatabase(db)).toEqual({ amieTables: 'existing', migrationsApplied: [] });
+        expect(await snapshot(db)).toEqual(before);
 
-      // Ids the site hands out start above every transaction_id already used.
-      const t = await openTransaction(db, { originatingSiteName: 'EXAMPLE', localSiteName: 'EXAMPLE', remoteSiteName: 'TGCDB' });
-      expect(t.transactionId).toBe(51235);
-    } finally {
-      await cleanup();
-    }
-  });
+        // Ids the site hands out start above every transaction_id already used.
+        const t = await openTransaction(db, {
+          originatingSiteName: 'EXAMPLE',
+          localSiteName: 'EXAMPLE',
+          remoteSiteName: 'TGCDB',
+        });
+        expect(t.transactionId).toBe(51235);
+      } finally {
+        await cleanup();
+      }
+    },
+  );
 
-  it.skipIf(!driver.available)(`prepareDatabase on legacy tables without init adds the toolkit schema, ids above existing ones${note}`, async () => {
-    const { db, cleanup } = await driver.open();
-    try {
-      await db.exec(LEGACY_AMIE_DDL);
-      await db.exec(`INSERT INTO transaction_tbl (originating_site_name, transaction_id, local_site_name, remote_site_name, state_id)
+  it.skipIf(!driver.available)(
+    `prepareDatabase on legacy tables without init adds the toolkit schema, ids above existing ones${note}`,
+    async () => {
+      const { db, cleanup } = await driver.open();
+      try {
+        await db.exec(LEGACY_AMIE_DDL);
+        await db.exec(`INSERT INTO transaction_tbl (originating_site_name, transaction_id, local_site_name, remote_site_name, state_id)
         VALUES ('TGCDB', 700, 'EXAMPLE', 'TGCDB', 2)`);
-      await prepareDatabase(db);
-      expect(await toolkitSchemaExists(db)).toBe(true);
-      const t = await openTransaction(db, { originatingSiteName: 'EXAMPLE', localSiteName: 'EXAMPLE', remoteSiteName: 'TGCDB' });
-      expect(t.transactionId).toBe(701);
-    } finally {
-      await cleanup();
-    }
-  });
+        await prepareDatabase(db);
+        expect(await toolkitSchemaExists(db)).toBe(true);
+        const t = await openTransaction(db, {
+          originatingSiteName: 'EXAMPLE',
+          localSiteName: 'EXAMPLE',
+          remoteSiteName: 'TGCDB',
+        });
+        expect(t.transactionId).toBe(701);
+      } finally {
+        await cleanup();
+      }
+    },
+  );
 
-  it.skipIf(!driver.available)(`refuses a database with only some AMIE tables, naming the missing ones${note}`, async () => {
-    const { db, cleanup } = await driver.open();
-    try {
-      const partial = LEGACY_AMIE_DDL.slice(0, LEGACY_AMIE_DDL.indexOf('CREATE TABLE transaction_tbl'));
-      await db.exec(partial);
-      const err = await initDatabase(db).catch((e: unknown) => e);
-      expect(err).toBeInstanceOf(DatabaseError);
-      expect((err as Error).message).toContain('state_des, type_des exist');
-      expect((err as Error).message).toContain(
-        'transaction_tbl, packet_tbl, data_tbl, expected_reply_tbl, transaction_depends_tbl are missing',
-      );
-      // Nothing half-done is left behind.
-      expect(await toolkitSchemaExists(db)).toBe(false);
-      await expect(prepareDatabase(db)).rejects.toThrow(
-        'the AMIE tables are missing (transaction_tbl, packet_tbl, data_tbl, expected_reply_tbl, transaction_depends_tbl): run `amie db init`',
-      );
-    } finally {
-      await cleanup();
-    }
-  });
+  it.skipIf(!driver.available)(
+    `refuses a database with only some AMIE tables, naming the missing ones${note}`,
+    async () => {
+      const { db, cleanup } = await driver.open();
+      try {
+        const partial = LEGACY_AMIE_DDL.slice(0, LEGACY_AMIE_DDL.indexOf('CREATE TABLE transaction_tbl'));
+        await db.exec(partial);
+        const err = await initDatabase(db).catch((e: unknown) => e);
+        expect(err).toBeInstanceOf(DatabaseError);
+        expect((err as Error).message).toContain('state_des, type_des exist');
+        expect((err as Error).message).toContain(
+          'transaction_tbl, packet_tbl, data_tbl, expected_reply_tbl, transaction_depends_tbl are missing',
+        );
+        // Nothing half-done is left behind.
+        expect(await toolkitSchemaExists(db)).toBe(false);
+        await expect(prepareDatabase(db)).rejects.toThrow(
+          'the AMIE tables are missing (transaction_tbl, packet_tbl, data_tbl, expected_reply_tbl, transaction_depends_tbl): run `amie db init`',
+        );
+      } finally {
+        await cleanup();
+      }
+    },
+  );
 
   it.skipIf(!driver.available)(`prepareDatabase on an empty database says to run db init${note}`, async () => {
     const { db, cleanup } = await driver.open();
     try {
       const err = await prepareDatabase(db).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(DatabaseError);
-      expect((err as Error).message).toMatch(/the AMIE tables are missing \(state_des, type_des, .*transaction_depends_tbl\): run `amie db init`/);
+      expect((err as Error).message).toMatch(
+        /the AMIE tables are missing \(state_des, type_des, .*transaction_depends_tbl\): run `amie db init`/,
+      );
     } finally {
       await cleanup();
     }

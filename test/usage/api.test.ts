@@ -41,7 +41,9 @@ const api = {
   },
   /** The next POST usage/ gets this answer instead (or none: the client's timeout must fire). */
   failNext(answer: { status: number; body?: unknown } | 'hang'): void {
-    sim.inject(answer === 'hang' ? { api: 'usage', method: 'POST', hang: true } : { api: 'usage', method: 'POST', ...answer });
+    sim.inject(
+      answer === 'hang' ? { api: 'usage', method: 'POST', hang: true } : { api: 'usage', method: 'POST', ...answer },
+    );
   },
 };
 
@@ -100,7 +102,9 @@ describe('Usage API client', () => {
 
   it('gives up after the bounded retries with an error naming the endpoint and the last failure, never the key', async () => {
     for (let i = 0; i < 3; i++) api.failNext({ status: 503, body: { message: 'maintenance' } });
-    const err = await client({ maxRetries: 2 }).postCompute([record(1)]).catch((e: unknown) => e);
+    const err = await client({ maxRetries: 2 })
+      .postCompute([record(1)])
+      .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(UsageApiError);
     expect((err as Error).message).toBe(`POST ${api.url}usage/ failed after 3 attempts: HTTP 503: maintenance`);
     expect((err as Error).message).not.toContain(API_KEY);
@@ -119,7 +123,11 @@ describe('Usage API client', () => {
   it('a 4xx answer fails every record of that body with the server message, without retrying', async () => {
     api.failNext({ status: 400, body: { message: 'Records[0].Charge must be a number' } });
     const v = await client().postCompute([record(1), record(2)]);
-    expect(v.every((x) => !x.accepted && x.reason === 'HTTP 400: Records[0].Charge must be a number' && x.httpStatus === 400)).toBe(true);
+    expect(
+      v.every(
+        (x) => !x.accepted && x.reason === 'HTTP 400: Records[0].Charge must be a number' && x.httpStatus === 400,
+      ),
+    ).toBe(true);
     expect(api.posted).toHaveLength(1);
   });
 
@@ -129,7 +137,9 @@ describe('Usage API client', () => {
     expect(v.every((x) => x.accepted)).toBe(true);
     expect(api.posted.length).toBeGreaterThanOrEqual(5);
     for (const p of api.posted) expect(p.bytes).toBeLessThanOrEqual(512 * 1024);
-    expect(api.posted.flatMap((p) => p.body.Records.map((r) => r.LocalRecordID))).toEqual(records.map((r) => r.LocalRecordID));
+    expect(api.posted.flatMap((p) => p.body.Records.map((r) => r.LocalRecordID))).toEqual(
+      records.map((r) => r.LocalRecordID),
+    );
   });
 
   it('halves a body the server still finds too large (413)', async () => {
@@ -145,8 +155,23 @@ describe('Usage API client', () => {
 });
 
 function sacctLine(id: string, account = 'abc123'): string {
-  return [id, id, 'delta', 'alice', account, 'gpu', 'COMPLETED', '2024-03-01T10:00:00', '2024-03-01T10:00:05',
-    '2024-03-01T11:00:05', '01:00:00', '3600', '1', '4', 'billing=4,cpu=4,gres/gpu=2,mem=8G,node=1'].join('|');
+  return [
+    id,
+    id,
+    'delta',
+    'alice',
+    account,
+    'gpu',
+    'COMPLETED',
+    '2024-03-01T10:00:00',
+    '2024-03-01T10:00:05',
+    '2024-03-01T11:00:05',
+    '01:00:00',
+    '3600',
+    '1',
+    '4',
+    'billing=4,cpu=4,gres/gpu=2,mem=8G,node=1',
+  ].join('|');
 }
 
 async function records(ids: string[]): Promise<SacctRecord[]> {
@@ -173,13 +198,19 @@ describe.each(driverCases())('usage-api sink on $name', (driver) => {
       usageApi: { url: api.url, apiKeyEnv: 'AMIE_USAGE_API_KEY', maxRetries: 3 },
     });
   const window = { since: new Date('2024-03-01T00:00:00Z'), until: new Date('2024-03-02T00:00:00Z') };
-  const sink = (db: TestDatabase['db']) =>
-    new UsageApiSink(db, client({ maxRetries: 3 }), SITE, quietLog);
+  const sink = (db: TestDatabase['db']) => new UsageApiSink(db, client({ maxRetries: 3 }), SITE, quietLog);
 
   run('reports accepted records once, stores refused ones with the reason, and resends them', async () => {
     api.invalid.set('delta:7002:1709287200', 'unknown LocalProjectID');
     api.failNext({ status: 500, body: { message: 'try later' } });
-    const s = await reportUsage(t.db, { site: SITE, usage: usage(), ...window, records: await records(['7001', '7002', '7003']), sinkImpl: sink(t.db), log: quietLog });
+    const s = await reportUsage(t.db, {
+      site: SITE,
+      usage: usage(),
+      ...window,
+      records: await records(['7001', '7002', '7003']),
+      sinkImpl: sink(t.db),
+      log: quietLog,
+    });
     expect(s).toMatchObject({ sink: 'usage-api', reported: 2, failed: 1 });
     expect(s.failures).toEqual([{ jobId: '7002', projectId: 'p-abc123', reason: 'unknown LocalProjectID' }]);
     expect(api.posted[1]!.body.Records[0]).toMatchObject({
@@ -198,7 +229,14 @@ describe.each(driverCases())('usage-api sink on $name', (driver) => {
 
     // A rerun over the same window sends nothing already accepted, and does not resend failed ones on its own.
     const posts = api.posted.length;
-    const again = await reportUsage(t.db, { site: SITE, usage: usage(), ...window, records: await records(['7001', '7002', '7003']), sinkImpl: sink(t.db), log: quietLog });
+    const again = await reportUsage(t.db, {
+      site: SITE,
+      usage: usage(),
+      ...window,
+      records: await records(['7001', '7002', '7003']),
+      sinkImpl: sink(t.db),
+      log: quietLog,
+    });
     expect(again).toMatchObject({ reported: 0, alreadyReported: 3, failed: 0 });
     expect(api.posted.length).toBe(posts);
 
@@ -206,17 +244,38 @@ describe.each(driverCases())('usage-api sink on $name', (driver) => {
     const r = await sink(t.db).resend(failed);
     expect(r).toEqual({ reported: 1, failed: [] });
     expect(await listUnreportedJobs(t.db)).toEqual([]);
-    expect(api.accepted.map((x) => x.LocalRecordID).sort()).toEqual(['delta:7001:1709287200', 'delta:7002:1709287200', 'delta:7003:1709287200']);
+    expect(api.accepted.map((x) => x.LocalRecordID).sort()).toEqual([
+      'delta:7001:1709287200',
+      'delta:7002:1709287200',
+      'delta:7003:1709287200',
+    ]);
   });
 
-  run('a server that stays down fails the run; the claimed records stay pending and the next run sends them', async () => {
-    for (let i = 0; i < 4; i++) api.failNext({ status: 502, body: { message: 'bad gateway' } });
-    await expect(
-      reportUsage(t.db, { site: SITE, usage: usage(), ...window, records: await records(['8001', '8002']), sinkImpl: sink(t.db), log: quietLog }),
-    ).rejects.toThrow(/failed after 4 attempts: HTTP 502: bad gateway/);
-    expect((await listUnreportedJobs(t.db, { status: 'pending' })).map((p) => p.jobId)).toEqual(['8001', '8002']);
-    const s = await reportUsage(t.db, { site: SITE, usage: usage(), ...window, records: await records(['8001', '8002']), sinkImpl: sink(t.db), log: quietLog });
-    expect(s).toMatchObject({ reported: 2, alreadyReported: 0 });
-    expect(await listUnreportedJobs(t.db)).toEqual([]);
-  });
+  run(
+    'a server that stays down fails the run; the claimed records stay pending and the next run sends them',
+    async () => {
+      for (let i = 0; i < 4; i++) api.failNext({ status: 502, body: { message: 'bad gateway' } });
+      await expect(
+        reportUsage(t.db, {
+          site: SITE,
+          usage: usage(),
+          ...window,
+          records: await records(['8001', '8002']),
+          sinkImpl: sink(t.db),
+          log: quietLog,
+        }),
+      ).rejects.toThrow(/failed after 4 attempts: HTTP 502: bad gateway/);
+      expect((await listUnreportedJobs(t.db, { status: 'pending' })).map((p) => p.jobId)).toEqual(['8001', '8002']);
+      const s = await reportUsage(t.db, {
+        site: SITE,
+        usage: usage(),
+        ...window,
+        records: await records(['8001', '8002']),
+        sinkImpl: sink(t.db),
+        log: quietLog,
+      });
+      expect(s).toMatchObject({ reported: 2, alreadyReported: 0 });
+      expect(await listUnreportedJobs(t.db)).toEqual([]);
+    },
+  );
 });

@@ -16,9 +16,20 @@ import {
 /** A finished job as sacct would print it; only the charging inputs vary. */
 function job(o: { elapsed: number; nodes?: number; cpus?: number; tres?: string; partition?: string }): SacctJob {
   const line = [
-    '5001', '5001', 'delta', 'alice', 'abc123', o.partition ?? 'gpuA', 'COMPLETED',
-    '2024-03-01T10:00:00', '2024-03-01T10:00:00', '2024-03-01T12:00:00', '02:00:00',
-    String(o.elapsed), String(o.nodes ?? 1), String(o.cpus ?? 16),
+    '5001',
+    '5001',
+    'delta',
+    'alice',
+    'abc123',
+    o.partition ?? 'gpuA',
+    'COMPLETED',
+    '2024-03-01T10:00:00',
+    '2024-03-01T10:00:00',
+    '2024-03-01T12:00:00',
+    '02:00:00',
+    String(o.elapsed),
+    String(o.nodes ?? 1),
+    String(o.cpus ?? 16),
     o.tres ?? 'billing=24,cpu=16,gres/gpu=2,mem=16G,node=1',
   ].join('|');
   const j = parseSacctLine(line);
@@ -33,7 +44,9 @@ describe('chargeJob units', () => {
     expect(chargeJob(twoHours, { unit: 'gpu-hours' })).toEqual({ charge: 4 });
   });
   it('gpu-hours counts typed GPUs when only typed counts are given', () => {
-    expect(chargeJob(job({ elapsed: 3600, tres: 'cpu=8,gres/gpu:a100=3,node=1' }), { unit: 'gpu-hours' })).toEqual({ charge: 3 });
+    expect(chargeJob(job({ elapsed: 3600, tres: 'cpu=8,gres/gpu:a100=3,node=1' }), { unit: 'gpu-hours' })).toEqual({
+      charge: 3,
+    });
   });
   it('cpu-hours: elapsed hours × NCPUS', () => {
     expect(chargeJob(twoHours, { unit: 'cpu-hours' })).toEqual({ charge: 32 });
@@ -45,7 +58,9 @@ describe('chargeJob units', () => {
     expect(chargeJob(twoHours, { unit: 'billing' })).toEqual({ charge: 48 });
   });
   it('charges a job of more than a day by ElapsedRaw', () => {
-    expect(chargeJob(job({ elapsed: 93784, tres: 'gres/gpu=1' }), { unit: 'gpu-hours' })).toEqual({ charge: 26.051111 });
+    expect(chargeJob(job({ elapsed: 93784, tres: 'gres/gpu=1' }), { unit: 'gpu-hours' })).toEqual({
+      charge: 26.051111,
+    });
   });
 });
 
@@ -68,12 +83,16 @@ describe('rounding', () => {
     // 1 s on 1 GPU = 0.000277777... GPU-hours
     expect(chargeJob(job({ elapsed: 1, tres: 'gres/gpu=1' }), { unit: 'gpu-hours' })).toEqual({ charge: 0.000278 });
     // 9 s = 0.0025 h exactly: half-up at 3 decimals
-    expect(chargeJob(job({ elapsed: 9, tres: 'gres/gpu=1' }), { unit: 'gpu-hours', decimals: 3 })).toEqual({ charge: 0.003 });
+    expect(chargeJob(job({ elapsed: 9, tres: 'gres/gpu=1' }), { unit: 'gpu-hours', decimals: 3 })).toEqual({
+      charge: 0.003,
+    });
   });
   it('honours decimals, including whole units', () => {
     const j = job({ elapsed: 5400, tres: 'gres/gpu=1' }); // 1.5 h
     expect(chargeJob(j, { unit: 'gpu-hours', decimals: 0 })).toEqual({ charge: 2 });
-    expect(chargeJob(j, { unit: 'gpu-hours', decimals: 2, partitionMultipliers: { gpuA: 1 / 3 } })).toEqual({ charge: 0.5 });
+    expect(chargeJob(j, { unit: 'gpu-hours', decimals: 2, partitionMultipliers: { gpuA: 1 / 3 } })).toEqual({
+      charge: 0.5,
+    });
   });
   it('rounds decimal halves up although binary floating point stores them just below', () => {
     expect(roundCharge(1.005, 2)).toBe(1.01);
@@ -128,7 +147,11 @@ describe('zero charges', () => {
 
 describe('rule checking', () => {
   it('names every bad key', () => {
-    const bad = { unit: 'gpu-days', decimals: 1.5, partitionMultipliers: { gpuA: -1, gpuB: Number.NaN } } as unknown as ChargeRule;
+    const bad = {
+      unit: 'gpu-days',
+      decimals: 1.5,
+      partitionMultipliers: { gpuA: -1, gpuB: Number.NaN },
+    } as unknown as ChargeRule;
     expect(checkChargeRule(bad)).toEqual([
       'unit: "gpu-days" is not one of gpu-hours, cpu-hours, node-hours, billing',
       'decimals: 1.5 must be a whole number from 0 to 12',

@@ -10,7 +10,12 @@ const CLI = resolve('dist/src/cli/main.js');
 describe('amie report-usage and amie usage on the command line', () => {
   let dir: string;
   let config: string;
-  const amie = (...args: string[]) => execa(process.execPath, [CLI, '-c', config, ...args], { reject: false, stdin: 'ignore', env: { AMIE_LOG_LEVEL: 'warn' } });
+  const amie = (...args: string[]) =>
+    execa(process.execPath, [CLI, '-c', config, ...args], {
+      reject: false,
+      stdin: 'ignore',
+      env: { AMIE_LOG_LEVEL: 'warn' },
+    });
 
   beforeAll(async () => {
     if (!existsSync(CLI)) throw new Error(`${CLI} is missing: build first with npx tsc -p . (npm test does it)`);

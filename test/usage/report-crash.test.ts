@@ -12,13 +12,16 @@ const CLI = resolve('dist/src/cli/main.js');
 const JOBS = 25;
 
 function amie(args: string[]) {
-  const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, AMIE_LOG_LEVEL: 'info' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [CLI, ...args], {
+    env: { ...process.env, AMIE_LOG_LEVEL: 'info' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (d) => (stdout += d));
   child.stderr.on('data', (d) => (stderr += d));
-  const done = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>((res) =>
-    child.on('close', (code, signal) => res({ code, signal, stdout, stderr })),
+  const done = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>(
+    (res) => child.on('close', (code, signal) => res({ code, signal, stdout, stderr })),
   );
   return { child, done, stderr: () => stderr };
 }
@@ -45,12 +48,30 @@ describe.each(driverCases())('amie report-usage killed between batches on $name'
     // A stand-in for sacct: prints the jobs, then blocks until the test lets it finish, so the
     // reporter has committed exactly the full batches when it is killed.
     const lines = Array.from({ length: JOBS }, (_, i) =>
-      [String(9000 + i), String(9000 + i), 'delta', 'alice', 'abc123', 'gpu', 'COMPLETED', '2024-03-01T10:00:00',
-        '2024-03-01T10:00:05', '2024-03-01T11:00:05', '01:00:00', '3600', '1', '4', 'cpu=4,gres/gpu=1,node=1'].join('|'),
+      [
+        String(9000 + i),
+        String(9000 + i),
+        'delta',
+        'alice',
+        'abc123',
+        'gpu',
+        'COMPLETED',
+        '2024-03-01T10:00:00',
+        '2024-03-01T10:00:05',
+        '2024-03-01T11:00:05',
+        '01:00:00',
+        '3600',
+        '1',
+        '4',
+        'cpu=4,gres/gpu=1,node=1',
+      ].join('|'),
     );
     writeFileSync(join(dir, 'jobs.txt'), `${lines.join('\n')}\n`);
     const sacct = join(dir, 'sacct');
-    writeFileSync(sacct, `#!/bin/sh\ncat '${join(dir, 'jobs.txt')}'\nwhile [ ! -e '${release}' ]; do sleep 0.1; done\n`);
+    writeFileSync(
+      sacct,
+      `#!/bin/sh\ncat '${join(dir, 'jobs.txt')}'\nwhile [ ! -e '${release}' ]; do sleep 0.1; done\n`,
+    );
     chmodSync(sacct, 0o755);
     let database: string;
     if (driver.name === 'pg') {

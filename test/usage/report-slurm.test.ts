@@ -5,7 +5,15 @@ import { UsageConfigSchema } from '../../src/usage/config.js';
 import { reportUsage } from '../../src/usage/report.js';
 import { SITE, initTestDatabase, outgoingPackets, quietLog } from '../helpers/amie.js';
 import { freshPgliteDatabase, type TestDatabase } from '../helpers/db.js';
-import { SLURM_TEST_CLUSTER, ensureSlurmAccount, ensureSlurmUser, hasSlurm, slurmSkipNote, submitJob, waitForJobs } from '../helpers/slurm.js';
+import {
+  SLURM_TEST_CLUSTER,
+  ensureSlurmAccount,
+  ensureSlurmUser,
+  hasSlurm,
+  slurmSkipNote,
+  submitJob,
+  waitForJobs,
+} from '../helpers/slurm.js';
 
 const slurm = hasSlurm();
 const ACCOUNT = `usage-${process.pid}`;
@@ -31,7 +39,11 @@ describe.skipIf(!slurm)(`usage reporter against the Slurm test cluster${slurmSki
       submitJob({ account: ACCOUNT, gpus: 0, seconds: 2 }),
     ]);
     await waitForJobs(ids, 90_000);
-    const r = await execa('sacct', ['-a', '-X', '-n', '-P', '-j', ids.join(','), '--format', 'JobID,ElapsedRaw,AllocTRES'], { stdin: 'ignore' });
+    const r = await execa(
+      'sacct',
+      ['-a', '-X', '-n', '-P', '-j', ids.join(','), '--format', 'JobID,ElapsedRaw,AllocTRES'],
+      { stdin: 'ignore' },
+    );
     for (const line of r.stdout.split('\n').filter(Boolean)) {
       const [id, elapsed, tres] = line.split('|');
       const gpus = Number(/gres\/gpu=(\d+)/.exec(tres ?? '')?.[1] ?? 0);
@@ -43,7 +55,8 @@ describe.skipIf(!slurm)(`usage reporter against the Slurm test cluster${slurmSki
   });
 
   const usage = () => UsageConfigSchema.parse({ projects: { [ACCOUNT]: PROJECT } });
-  const run = () => reportUsage(t.db, { site: SITE, usage: usage(), since, until: new Date(Date.now() + 60_000), log: quietLog });
+  const run = () =>
+    reportUsage(t.db, { site: SITE, usage: usage(), since, until: new Date(Date.now() + 60_000), log: quietLog });
 
   it('reports the GPU jobs with charge = ElapsedRaw × GPUs / 3600 and skips the CPU job', async () => {
     const s = await run();
@@ -77,8 +90,22 @@ describe.skipIf(!slurm)(`a job name that forges a sacct line, on the Slurm test 
   const account = `forge-${process.pid}`;
   const project = 'p-forge-test';
   const FORGED_LINE = [
-    '99998', '99998', SLURM_TEST_CLUSTER, 'root', account, 'batch', 'COMPLETED', '2024-03-01T00:00:00', '2024-03-01T00:00:00',
-    '2024-03-02T00:00:00', '1-00:00:00', '86400', '1', '1', 'billing=1,cpu=1,gres/gpu=421,node=1', 'x',
+    '99998',
+    '99998',
+    SLURM_TEST_CLUSTER,
+    'root',
+    account,
+    'batch',
+    'COMPLETED',
+    '2024-03-01T00:00:00',
+    '2024-03-01T00:00:00',
+    '2024-03-02T00:00:00',
+    '1-00:00:00',
+    '86400',
+    '1',
+    '1',
+    'billing=1,cpu=1,gres/gpu=421,node=1',
+    'x',
   ].join('|');
   const sacctName = async (jobId: string) =>
     (await execa('sacct', ['-a', '-X', '-n', '-P', '-j', jobId, '--format', 'JobName'], { stdin: 'ignore' })).stdout;
@@ -97,13 +124,33 @@ describe.skipIf(!slurm)(`a job name that forges a sacct line, on the Slurm test 
     const name = `x\n${FORGED_LINE}`;
     const r = await execa(
       'sbatch',
-      ['--parsable', '-J', name, '-A', account, '--gres=gpu:1', '-n', '1', '-t', '1', '-o', '/dev/null', '-e', '/dev/null', '--chdir', '/tmp', '--wrap', 'sleep 2'],
+      [
+        '--parsable',
+        '-J',
+        name,
+        '-A',
+        account,
+        '--gres=gpu:1',
+        '-n',
+        '1',
+        '-t',
+        '1',
+        '-o',
+        '/dev/null',
+        '-e',
+        '/dev/null',
+        '--chdir',
+        '/tmp',
+        '--wrap',
+        'sleep 2',
+      ],
       { stdin: 'ignore', cwd: '/tmp', timeout: 30_000 },
     );
     id = r.stdout.trim().split(';')[0]!;
     await waitForJobs([id], 90_000);
     // slurmdbd may show a placeholder name for a moment after the job ended.
-    for (let i = 0; i < 100 && !(await sacctName(id)).startsWith('x\n'); i++) await new Promise((res) => setTimeout(res, 200));
+    for (let i = 0; i < 100 && !(await sacctName(id)).startsWith('x\n'); i++)
+      await new Promise((res) => setTimeout(res, 200));
   }, 120_000);
   afterAll(async () => {
     await t?.cleanup();
@@ -114,10 +161,18 @@ describe.skipIf(!slurm)(`a job name that forges a sacct line, on the Slurm test 
     expect((await sacctName(id)).split('\n')).toEqual(['x', FORGED_LINE]);
 
     const usage = UsageConfigSchema.parse({ projects: { [account]: project } });
-    const s = await reportUsage(t.db, { site: SITE, usage, since, until: new Date(Date.now() + 60_000), log: quietLog });
+    const s = await reportUsage(t.db, {
+      site: SITE,
+      usage,
+      since,
+      until: new Date(Date.now() + 60_000),
+      log: quietLog,
+    });
     const el = await execa('sacct', ['-a', '-X', '-n', '-P', '-j', id, '--format', 'ElapsedRaw'], { stdin: 'ignore' });
     expect(s.gpuHoursPerProject[project]).toBeCloseTo(Number(el.stdout.trim()) / 3600, 6);
-    const ours = (await outgoingPackets(t.db)).map((p) => PacketBody.fromJSON(p.body).toJSON()).filter((b) => b.ProjectID === project);
+    const ours = (await outgoingPackets(t.db))
+      .map((p) => PacketBody.fromJSON(p.body).toJSON())
+      .filter((b) => b.ProjectID === project);
     expect(ours.map((b) => (b.JobIdentity as Array<Record<string, string>>)[0]!.LocalJobID)).toEqual([id]);
   });
 });

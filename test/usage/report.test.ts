@@ -25,9 +25,21 @@ function line(o: {
   const gpus = o.gpus ?? 1;
   const tres = `billing=4,cpu=${o.cpus ?? 4}${gpus ? `,gres/gpu=${gpus}` : ''},mem=8G,node=1`;
   return [
-    o.id, o.id, 'delta', o.user ?? 'alice', o.account ?? 'abc123', 'gpu', o.state ?? 'COMPLETED',
-    o.submit ?? '2024-03-01T10:00:00', o.start ?? '2024-03-01T10:00:05', o.end ?? '2024-03-01T11:00:05', '01:00:00',
-    String(o.elapsed ?? 3600), '1', String(o.cpus ?? 4), tres,
+    o.id,
+    o.id,
+    'delta',
+    o.user ?? 'alice',
+    o.account ?? 'abc123',
+    'gpu',
+    o.state ?? 'COMPLETED',
+    o.submit ?? '2024-03-01T10:00:00',
+    o.start ?? '2024-03-01T10:00:05',
+    o.end ?? '2024-03-01T11:00:05',
+    '01:00:00',
+    String(o.elapsed ?? 3600),
+    '1',
+    String(o.cpus ?? 4),
+    tres,
   ].join('|');
 }
 
@@ -38,7 +50,7 @@ async function collect(lines: string[]): Promise<SacctRecord[]> {
 }
 
 function usageConfig(extra: Record<string, unknown> = {}): UsageConfig {
-  return UsageConfigSchema.parse({ projects: { abc123: 'p-abc123', 'XYZ789': 'p-xyz789' }, ...extra });
+  return UsageConfigSchema.parse({ projects: { abc123: 'p-abc123', XYZ789: 'p-xyz789' }, ...extra });
 }
 
 const WINDOW = { since: new Date('2024-03-01T00:00:00Z'), until: new Date('2024-03-02T00:00:00Z') };
@@ -67,7 +79,14 @@ describe.each(driverCases())('usage reporter on $name', (driver) => {
   const run = it.skipIf(!driver.available);
 
   const report = async (lines: string[], extra: Partial<Parameters<typeof reportUsage>[1]> = {}) =>
-    reportUsage(t.db, { site: SITE, usage: usageConfig(), ...WINDOW, records: await collect(lines), log: quietLog, ...extra });
+    reportUsage(t.db, {
+      site: SITE,
+      usage: usageConfig(),
+      ...WINDOW,
+      records: await collect(lines),
+      log: quietLog,
+      ...extra,
+    });
 
   run('writes one NPU packet per charged job with the tags of the protocol, and skips the rest by reason', async () => {
     const s = await report(MIXED);
@@ -107,11 +126,20 @@ describe.each(driverCases())('usage reporter on $name', (driver) => {
     expect(ids[0]!.RecordID).toBe('delta:1001:1709287200');
     expect(ids[0]!.CreateTime).toMatch(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$/);
 
-    const { rows: tx } = await t.db.query<{ originating_site_name: string; local_site_name: string; remote_site_name: string; state_id: string }>(
-      'SELECT originating_site_name, local_site_name, remote_site_name, state_id::text FROM transaction_tbl',
-    );
+    const { rows: tx } = await t.db.query<{
+      originating_site_name: string;
+      local_site_name: string;
+      remote_site_name: string;
+      state_id: string;
+    }>('SELECT originating_site_name, local_site_name, remote_site_name, state_id::text FROM transaction_tbl');
     expect(tx).toHaveLength(3);
-    for (const r of tx) expect(r).toEqual({ originating_site_name: SITE.name, local_site_name: SITE.name, remote_site_name: SITE.remoteSite, state_id: '2' });
+    for (const r of tx)
+      expect(r).toEqual({
+        originating_site_name: SITE.name,
+        local_site_name: SITE.name,
+        remote_site_name: SITE.remoteSite,
+        state_id: '2',
+      });
     const { rows: replies } = await t.db.query<{ n: number }>(
       `SELECT count(*)::int AS n FROM expected_reply_tbl e JOIN type_des d ON d.type_id = e.type_id
         WHERE d.type_name = 'inform_transaction_complete' AND e.timeout = 30240`,
@@ -141,7 +169,13 @@ describe.each(driverCases())('usage reporter on $name', (driver) => {
     await report([line({ id: '2001', gpus: 1 })]);
     const s = await report([
       line({ id: '2001', gpus: 1 }),
-      line({ id: '2001', gpus: 1, submit: '2024-03-01T12:00:00', start: '2024-03-01T12:00:01', end: '2024-03-01T13:00:01' }),
+      line({
+        id: '2001',
+        gpus: 1,
+        submit: '2024-03-01T12:00:00',
+        start: '2024-03-01T12:00:01',
+        end: '2024-03-01T13:00:01',
+      }),
     ]);
     expect(s).toMatchObject({ reported: 1, alreadyReported: 1 });
   });
@@ -173,7 +207,13 @@ describe.each(driverCases())('usage reporter on $name', (driver) => {
     const lines = Array.from({ length: 250 }, (_, i) => line({ id: String(3000 + i), gpus: 1 + (i % 4) }));
     const records = await collect(lines);
     const before = t.db.roundTrips;
-    const s = await reportUsage(t.db, { site: SITE, usage: usageConfig({ batchSize: 100 }), ...WINDOW, records, log: quietLog });
+    const s = await reportUsage(t.db, {
+      site: SITE,
+      usage: usageConfig({ batchSize: 100 }),
+      ...WINDOW,
+      records,
+      log: quietLog,
+    });
     expect(s.reported).toBe(250);
     // Three batches of BEGIN, two statements, COMMIT; plus the run's own bookkeeping.
     expect(t.db.roundTrips - before).toBeLessThanOrEqual(3 * 4 + 8);
@@ -192,7 +232,9 @@ describe.each(driverCases())('usage reporter on $name', (driver) => {
         return real.writeBatch(jobs, runId);
       },
     };
-    await expect(report(lines, { usage: usageConfig({ batchSize: 10 }), sinkImpl: crashing })).rejects.toThrow('simulated crash');
+    await expect(report(lines, { usage: usageConfig({ batchSize: 10 }), sinkImpl: crashing })).rejects.toThrow(
+      'simulated crash',
+    );
     expect(await outgoingPackets(t.db)).toHaveLength(20);
     const s = await report(lines, { usage: usageConfig({ batchSize: 10 }) });
     expect(s).toMatchObject({ reported: 10, alreadyReported: 20 });
@@ -200,26 +242,53 @@ describe.each(driverCases())('usage reporter on $name', (driver) => {
       `SELECT count(*)::int AS n, count(DISTINCT v.value)::int AS distinct FROM data_tbl v WHERE v.tag = 'JobIdentity'`,
     );
     expect(rows[0]).toEqual({ n: 30, distinct: 30 });
-    const { rows: runs } = await t.db.query<{ status: string }>('SELECT status FROM amie_toolkit.usage_runs ORDER BY run_id');
+    const { rows: runs } = await t.db.query<{ status: string }>(
+      'SELECT status FROM amie_toolkit.usage_runs ORDER BY run_id',
+    );
     expect(runs.map((r) => r.status)).toEqual(['failed', 'finished']);
   });
 
   run('without --since a run continues from the last finished run, minus the overlap', async () => {
-    const first = await resolveUsageWindow(t.db, { sink: 'amie-db', overlapHours: 24, firstRunDays: 7, now: WINDOW.until });
+    const first = await resolveUsageWindow(t.db, {
+      sink: 'amie-db',
+      overlapHours: 24,
+      firstRunDays: 7,
+      now: WINDOW.until,
+    });
     expect(first).toEqual({ since: new Date('2024-02-24T00:00:00Z'), until: WINDOW.until, sinceFrom: 'first-run' });
     await report([line({ id: '5001' })]);
     expect(await lastUsageRunUntil(t.db, 'amie-db')).toEqual(WINDOW.until);
-    const next = await resolveUsageWindow(t.db, { sink: 'amie-db', overlapHours: 6, firstRunDays: 7, now: new Date('2024-03-03T00:00:00Z') });
-    expect(next).toEqual({ since: new Date('2024-03-01T18:00:00Z'), until: new Date('2024-03-03T00:00:00Z'), sinceFrom: 'last-run' });
+    const next = await resolveUsageWindow(t.db, {
+      sink: 'amie-db',
+      overlapHours: 6,
+      firstRunDays: 7,
+      now: new Date('2024-03-03T00:00:00Z'),
+    });
+    expect(next).toEqual({
+      since: new Date('2024-03-01T18:00:00Z'),
+      until: new Date('2024-03-03T00:00:00Z'),
+      sinceFrom: 'last-run',
+    });
     // Another sink keeps its own position.
-    const other = await resolveUsageWindow(t.db, { sink: 'usage-api', overlapHours: 6, firstRunDays: 1, now: WINDOW.until });
+    const other = await resolveUsageWindow(t.db, {
+      sink: 'usage-api',
+      overlapHours: 6,
+      firstRunDays: 1,
+      now: WINDOW.until,
+    });
     expect(other.sinceFrom).toBe('first-run');
   });
 });
 
 describe('usage config', () => {
   it('defaults to the amie-db sink and GPU-hours', () => {
-    expect(UsageConfigSchema.parse({})).toMatchObject({ sink: 'amie-db', charge: 'gpu-hours', projects: {}, overlapHours: 24, firstRunDays: 7 });
+    expect(UsageConfigSchema.parse({})).toMatchObject({
+      sink: 'amie-db',
+      charge: 'gpu-hours',
+      projects: {},
+      overlapHours: 24,
+      firstRunDays: 7,
+    });
   });
   it('the usage-api sink needs usageApi', () => {
     const r = UsageConfigSchema.safeParse({ sink: 'usage-api' });
@@ -227,7 +296,9 @@ describe('usage config', () => {
     expect(r.error!.issues[0]!.path).toEqual(['usageApi']);
   });
   it('refuses an API key in place of the name of its variable', () => {
-    const r = UsageConfigSchema.safeParse({ usageApi: { url: 'https://usage.example.org/', apiKeyEnv: 'sk-123/abc=' } });
+    const r = UsageConfigSchema.safeParse({
+      usageApi: { url: 'https://usage.example.org/', apiKeyEnv: 'sk-123/abc=' },
+    });
     expect(r.success).toBe(false);
     expect(r.error!.issues[0]!.message).toContain('NAME of an environment variable');
   });

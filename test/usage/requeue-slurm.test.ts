@@ -11,7 +11,14 @@ import { UsageConfigSchema } from '../../src/usage/config.js';
 import { reportUsage } from '../../src/usage/report.js';
 import { SITE, initTestDatabase, outgoingPackets, quietLog } from '../helpers/amie.js';
 import { freshPgliteDatabase, type TestDatabase } from '../helpers/db.js';
-import { ensureSlurmAccount, ensureSlurmUser, hasSlurm, slurmSkipNote, submitJob, waitForJobs } from '../helpers/slurm.js';
+import {
+  ensureSlurmAccount,
+  ensureSlurmUser,
+  hasSlurm,
+  slurmSkipNote,
+  submitJob,
+  waitForJobs,
+} from '../helpers/slurm.js';
 
 const slurm = hasSlurm();
 const ACCOUNT = `requeue-${process.pid}`;
@@ -57,10 +64,14 @@ describe.skipIf(!slurm)(`a requeued GPU job on the Slurm test cluster${slurmSkip
     await execa('scontrol', ['update', `JobId=${id}`, 'StartTime=now'], { stdin: 'ignore', timeout: 15_000 });
     await waitForJobs([id], 90_000);
 
-    const r = await execa('sacct', ['-a', '-X', '-n', '-P', '--duplicates', '-j', id, '--format', 'Submit,State,ElapsedRaw,AllocTRES'], {
-      stdin: 'ignore',
-      env: { TZ: 'UTC', SLURM_TIME_FORMAT: '%Y-%m-%dT%H:%M:%S' },
-    });
+    const r = await execa(
+      'sacct',
+      ['-a', '-X', '-n', '-P', '--duplicates', '-j', id, '--format', 'Submit,State,ElapsedRaw,AllocTRES'],
+      {
+        stdin: 'ignore',
+        env: { TZ: 'UTC', SLURM_TIME_FORMAT: '%Y-%m-%dT%H:%M:%S' },
+      },
+    );
     runs = r.stdout
       .split('\n')
       .filter(Boolean)
@@ -76,7 +87,11 @@ describe.skipIf(!slurm)(`a requeued GPU job on the Slurm test cluster${slurmSkip
   });
 
   const usage = (extra: Record<string, unknown> = {}) =>
-    UsageConfigSchema.parse({ projects: { [ACCOUNT]: PROJECT }, usageApi: { url: sim.usageUrl, apiKeyEnv: 'AMIE_USAGE_API_KEY' }, ...extra });
+    UsageConfigSchema.parse({
+      projects: { [ACCOUNT]: PROJECT },
+      usageApi: { url: sim.usageUrl, apiKeyEnv: 'AMIE_USAGE_API_KEY' },
+      ...extra,
+    });
   const window = () => ({ since, until: new Date(Date.now() + 60_000) });
 
   it('[13.7] sacct shows the earlier run only with --duplicates, as REQUEUED with a Submit of its own', async () => {
@@ -92,7 +107,9 @@ describe.skipIf(!slurm)(`a requeued GPU job on the Slurm test cluster${slurmSkip
     expect(s.reported).toBe(2);
     const total = runs.reduce((a, r) => a + r.gpuHours, 0);
     expect(s.gpuHoursPerProject[PROJECT]).toBeCloseTo(total, 6);
-    const ours = (await outgoingPackets(t.db)).map((p) => PacketBody.fromJSON(p.body).toJSON()).filter((b) => b.ProjectID === PROJECT);
+    const ours = (await outgoingPackets(t.db))
+      .map((p) => PacketBody.fromJSON(p.body).toJSON())
+      .filter((b) => b.ProjectID === PROJECT);
     expect(ours.map((b) => (b.JobIdentity as Array<Record<string, string>>)[0]!.LocalJobID)).toEqual([id, id]);
     const recordIds = ours.map((b) => (b.RecordIdentity as Array<Record<string, string>>)[0]!.RecordID);
     expect(new Set(recordIds).size).toBe(2);
@@ -107,7 +124,13 @@ describe.skipIf(!slurm)(`a requeued GPU job on the Slurm test cluster${slurmSkip
     const other = await freshPgliteDatabase();
     try {
       await initTestDatabase(other.db);
-      const s = await reportUsage(other.db, { site: SITE, usage: usage({ sink: 'usage-api' }), apiKey: API_KEY, ...window(), log: quietLog });
+      const s = await reportUsage(other.db, {
+        site: SITE,
+        usage: usage({ sink: 'usage-api' }),
+        apiKey: API_KEY,
+        ...window(),
+        log: quietLog,
+      });
       expect(s).toMatchObject({ reported: 2, failed: 0 });
     } finally {
       await other.cleanup();

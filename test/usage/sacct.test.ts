@@ -21,7 +21,9 @@ import {
 const FIXTURE = fileURLToPath(new URL('./fixtures/sacct-odd.txt', import.meta.url));
 const window = { since: new Date('2024-03-01T00:00:00Z'), until: new Date('2024-03-02T00:00:00Z') };
 
-async function collect(it: AsyncIterable<SacctRecord>): Promise<{ jobs: Map<string, SacctJob>; skips: SacctSkippedLine[] }> {
+async function collect(
+  it: AsyncIterable<SacctRecord>,
+): Promise<{ jobs: Map<string, SacctJob>; skips: SacctSkippedLine[] }> {
   const jobs = new Map<string, SacctJob>();
   const skips: SacctSkippedLine[] = [];
   for await (const r of it) {
@@ -132,7 +134,13 @@ describe('parsing the odd-lines fixture', () => {
   it('splits array task and heterogeneous component ids', () => {
     expect(job('delta/123_4')).toMatchObject({ baseJobId: '123', arrayTaskId: '4', jobIdRaw: '130', gpus: 1 });
     expect(job('delta/123_4').hetComponent).toBeUndefined();
-    expect(job('delta/200+0')).toMatchObject({ baseJobId: '200', hetComponent: '0', jobIdRaw: '200', gpus: 0, nodes: 2 });
+    expect(job('delta/200+0')).toMatchObject({
+      baseJobId: '200',
+      hetComponent: '0',
+      jobIdRaw: '200',
+      gpus: 0,
+      nodes: 2,
+    });
     expect(job('delta/200+1')).toMatchObject({ baseJobId: '200', hetComponent: '1', jobIdRaw: '201', gpus: 4 });
     expect(job('delta/200+1').arrayTaskId).toBeUndefined();
   });

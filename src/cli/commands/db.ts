@@ -10,16 +10,19 @@ export function register(program: Command, context: CliContext): void {
   db.command('init')
     .description('create the AMIE tables if there are none, and apply the toolkit migrations (safe to rerun)')
     .action(() =>
-      context.withDatabase(async (database, _config, log) => {
-        const { initDatabase } = await store();
-        const result = await initDatabase(database);
-        log.debug({ database: database.description, ...result }, 'database initialised');
-        const tables = result.amieTables === 'created' ? 'AMIE tables created' : 'AMIE tables already there';
-        const migrations = result.migrationsApplied.length
-          ? `toolkit migrations applied: ${result.migrationsApplied.join(', ')}`
-          : 'no toolkit migrations to apply';
-        context.out(`${database.description}: ${tables}; ${migrations}`);
-      }, { create: true }),
+      context.withDatabase(
+        async (database, _config, log) => {
+          const { initDatabase } = await store();
+          const result = await initDatabase(database);
+          log.debug({ database: database.description, ...result }, 'database initialised');
+          const tables = result.amieTables === 'created' ? 'AMIE tables created' : 'AMIE tables already there';
+          const migrations = result.migrationsApplied.length
+            ? `toolkit migrations applied: ${result.migrationsApplied.join(', ')}`
+            : 'no toolkit migrations to apply';
+          context.out(`${database.description}: ${tables}; ${migrations}`);
+        },
+        { create: true },
+      ),
     );
 
   db.command('check')

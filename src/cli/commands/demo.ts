@@ -14,28 +14,42 @@ const DEMO_SITE = { name: 'DEMO', resource: 'cluster.demo.example.org', remoteSi
 export function register(program: Command, context: CliContext): void {
   program
     .command('demo')
-    .description('run every AMIE test scenario against the registry handler in a throw-away embedded database, and show the registry it built')
+    .description(
+      'run every AMIE test scenario against the registry handler in a throw-away embedded database, and show the registry it built',
+    )
     .option('--json', 'print the scenario reports and the registry as JSON')
     .option('--verbose', 'list every check, not only the failed ones')
-    .option('--source <kind>', 'tables: central writes the AMIE tables; rest: the site talks to a simulated AMIE REST API on 127.0.0.1', 'tables')
+    .option(
+      '--source <kind>',
+      'tables: central writes the AMIE tables; rest: the site talks to a simulated AMIE REST API on 127.0.0.1',
+      'tables',
+    )
     .action(async (opts: { json?: boolean; verbose?: boolean; source: string }) => {
       if (opts.source !== 'tables' && opts.source !== 'rest') {
         const { ConfigError } = await import('../../config/errors.js');
         throw new ConfigError([`--source: expected tables or rest, got "${opts.source}"`]);
       }
       // Said at once: the scenarios take seconds, and a silent terminal looks like a hang.
-      if (!opts.json) context.out(`AMIE toolkit demo: a simulated central site (${DEMO_SITE.remoteSite}) sends packets to site ${DEMO_SITE.name}`);
+      if (!opts.json)
+        context.out(
+          `AMIE toolkit demo: a simulated central site (${DEMO_SITE.remoteSite}) sends packets to site ${DEMO_SITE.name}`,
+        );
       const { openPglite } = await import('../../db/index.js');
       const { initDatabase } = await import('../../store/index.js');
       const { Dispatcher, loadHandlerClass } = await import('../../dispatch/index.js');
-      const { SCENARIO_NAMES, runScenarios, formatScenarioReport, formatVerdict, textTable } = await import('../../simulator/index.js');
+      const { SCENARIO_NAMES, runScenarios, formatScenarioReport, formatVerdict, textTable } =
+        await import('../../simulator/index.js');
       const { listAccounts, listPeople, listProjects } = await import('../../registry/index.js');
       await import('../../../handlers/index.js');
 
       // The demo's own story is its output, problems included; log lines (the invalid packet is
       // logged as an error on purpose) would only bury it.
       const { createLogger } = await import('../../log.js');
-      const log = createLogger({ level: opts.verbose ? 'info' : 'fatal', debug: context.options().debug, env: context.env });
+      const log = createLogger({
+        level: opts.verbose ? 'info' : 'fatal',
+        debug: context.options().debug,
+        env: context.env,
+      });
       const started = Date.now();
       const db = await openPglite();
       // Over REST, central keeps its own tables behind the HTTP simulator; the site's database
@@ -49,9 +63,15 @@ export function register(program: Command, context: CliContext): void {
         await initDatabase(db);
         const loaded = await loadHandlerClass('registry', context.cwd);
         const handler = new loaded.cls({ db, log, site: DEMO_SITE, options: loaded.options, dryRun: false });
-        const dispatcher = new Dispatcher(sim ? restSourceFor(sim, apiKey, db, log) : db, handler, log, { handlerName: loaded.name, maxErrorDeferrals: 1 });
+        const dispatcher = new Dispatcher(sim ? restSourceFor(sim, apiKey, db, log) : db, handler, log, {
+          handlerName: loaded.name,
+          maxErrorDeferrals: 1,
+        });
         await handler.start();
-        const reports = await runScenarios(sim?.db ?? db, dispatcher, SCENARIO_NAMES, { site: DEMO_SITE, maxRounds: 6 }).finally(() => handler.stop());
+        const reports = await runScenarios(sim?.db ?? db, dispatcher, SCENARIO_NAMES, {
+          site: DEMO_SITE,
+          maxRounds: 6,
+        }).finally(() => handler.stop());
         const people = await listPeople(db, { includeMerged: true });
         const projects = await listProjects(db);
         const accounts = await listAccounts(db);
@@ -60,7 +80,18 @@ export function register(program: Command, context: CliContext): void {
 
         if (opts.json) {
           context.out(
-            JSON.stringify({ passed, handler: loaded.name, site: DEMO_SITE, source: opts.source, scenarios: reports, registry: { people, projects, accounts } }, null, 2),
+            JSON.stringify(
+              {
+                passed,
+                handler: loaded.name,
+                site: DEMO_SITE,
+                source: opts.source,
+                scenarios: reports,
+                registry: { people, projects, accounts },
+              },
+              null,
+              2,
+            ),
           );
           return;
         }
@@ -109,7 +140,13 @@ export function register(program: Command, context: CliContext): void {
         context.out('');
         context.out('accounts');
         for (const line of textTable(
-          accounts.map((a) => ({ ProjectID: a.projectId, PersonID: a.personId, login: a.login, resource: a.resource, state: a.active ? 'active' : 'inactive' })),
+          accounts.map((a) => ({
+            ProjectID: a.projectId,
+            PersonID: a.personId,
+            login: a.login,
+            resource: a.resource,
+            state: a.active ? 'active' : 'inactive',
+          })),
           ['ProjectID', 'PersonID', 'login', 'resource', 'state'],
         ))
           context.out(line);

@@ -11,14 +11,19 @@ import type { CliContext } from '../context.js';
  * that compile it for node and a test that plays the simulator's scenarios against it.
  */
 export function register(program: Command, context: CliContext): void {
-  const init = program.command('init').description('create a starting point: init handler DIR makes a package for the site\'s own handler');
+  const init = program
+    .command('init')
+    .description("create a starting point: init handler DIR makes a package for the site's own handler");
   init
     .command('handler <dir>')
     .description(
       'create DIR as a handler package: a RegistryHandler subclass with every hook stubbed, package.json, a tsconfig.json ' +
         'for node, and `npm test`, which builds it and plays every simulator scenario against it',
     )
-    .option('--toolkit <spec>', 'what the package installs as amie-toolkit: a tarball, a directory or a version (default: this toolkit\'s own directory, as file:)')
+    .option(
+      '--toolkit <spec>',
+      "what the package installs as amie-toolkit: a tarball, a directory or a version (default: this toolkit's own directory, as file:)",
+    )
     .action((dir: string, opts: { toolkit?: string }) => {
       const target = resolve(context.cwd, dir);
       if (existsSync(target) && (!statSync(target).isDirectory() || readdirSync(target).length > 0)) {
@@ -35,7 +40,9 @@ export function register(program: Command, context: CliContext): void {
         writeFileSync(join(target, file), text, { flag: 'wx' });
       }
       context.out(`created ${target}: ${Object.keys(files).join(', ')}`);
-      context.out(`next: cd ${dir} && npm install && npm test   (builds the handler and plays every simulator scenario against it)`);
+      context.out(
+        `next: cd ${dir} && npm install && npm test   (builds the handler and plays every simulator scenario against it)`,
+      );
       context.out(`then point your configuration at it:  handler: ${join(target, 'dist', 'handler.js')}`);
     });
 }
@@ -44,7 +51,10 @@ export function register(program: Command, context: CliContext): void {
 function toolkitPackage(): { root: string; zod: string } {
   for (let dir = dirname(fileURLToPath(import.meta.url)); ; dir = dirname(dir)) {
     try {
-      const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { name?: string; dependencies?: Record<string, string> };
+      const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as {
+        name?: string;
+        dependencies?: Record<string, string>;
+      };
       if (pkg.name === 'amie-toolkit') return { root: dir, zod: pkg.dependencies?.zod ?? '^4' };
     } catch {
       /* not here; keep climbing */
@@ -82,13 +92,13 @@ function handlerPackage(p: { name: string; toolkit: string; zod: string }): Reco
       name: p.name,
       version: '0.1.0',
       private: true,
-      description: 'This site\'s AMIE handler: a RegistryHandler subclass that does the site work for each packet',
+      description: "This site's AMIE handler: a RegistryHandler subclass that does the site work for each packet",
       type: 'module',
       main: 'dist/handler.js',
       scripts: {
         build: 'tsc -p tsconfig.json',
         // A fresh test database each time: the scenarios expect nobody else's packets in it.
-        pretest: "npm run build && node -e \"fs.rmSync('test/db', { recursive: true, force: true })\"",
+        pretest: 'npm run build && node -e "fs.rmSync(\'test/db\', { recursive: true, force: true })"',
         test: 'amie -c test/amie.yaml db init && amie -c test/amie.yaml simulate --scenario all',
       },
       dependencies: { 'amie-toolkit': p.toolkit, zod: p.zod },

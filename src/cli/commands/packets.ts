@@ -31,7 +31,10 @@ export function register(program: Command, context: CliContext): void {
     .option('--transaction <trans_rec_id>', 'packets of one transaction')
     .option('--limit <n>', 'at most N packets', '50')
     .option('--stuck', 'only received packets a pass has left pending (deferred, handler errors, unhandled)')
-    .option('--foreign', "pending packets this configuration leaves alone: another site's transactions, or another resource's (see site.resources)")
+    .option(
+      '--foreign',
+      "pending packets this configuration leaves alone: another site's transactions, or another resource's (see site.resources)",
+    )
     .option('--json', 'one JSON array for scripts')
     .action((opts: ListOptions) =>
       context.withDatabase(async (db, config) => {
@@ -51,23 +54,46 @@ export function register(program: Command, context: CliContext): void {
         if (opts.json) {
           // The tags keep their AMIE names: they are the packet's data, not field names.
           const { header, body, conversation, audit } = shown;
-          context.out(toJsonText({ header: jsonRow(header), body, conversation: conversation.map(jsonRow), audit: audit.map(jsonRow) }));
+          context.out(
+            toJsonText({
+              header: jsonRow(header),
+              body,
+              conversation: conversation.map(jsonRow),
+              audit: audit.map(jsonRow),
+            }),
+          );
           return;
         }
         const { header, body, conversation, audit } = shown;
         // One line per field and per tag: a line break in packet text is shown escaped, not allowed to forge a line.
-        for (const [k, v] of Object.entries(header)) context.out(`${k.padEnd(22)} ${escapeControls(v instanceof Date ? v.toISOString() : String(v))}`);
+        for (const [k, v] of Object.entries(header))
+          context.out(`${k.padEnd(22)} ${escapeControls(v instanceof Date ? v.toISOString() : String(v))}`);
         context.out('');
         context.out('tags:');
-        for (const [tag, value] of Object.entries(body)) context.out(`  ${escapeControls(tag)}: ${escapeControls(typeof value === 'string' ? value : JSON.stringify(value))}`);
+        for (const [tag, value] of Object.entries(body))
+          context.out(
+            `  ${escapeControls(tag)}: ${escapeControls(typeof value === 'string' ? value : JSON.stringify(value))}`,
+          );
         context.out('');
         context.out(`conversation (transaction ${header.trans_rec_id}):`);
         for (const line of formatTable(conversation)) context.out(`  ${line}`);
         context.out('');
         context.out('audit:');
         // The reason in full, on a line of its own: a table would cut it at 60 characters.
-        for (const line of formatTable(audit, ['at', 'outcome', 'reply_packet_rec_id', 'reply_type', 'duration_ms', 'handler'])) context.out(`  ${line}`);
-        for (const a of audit) if (a.reason) context.out(`  ${a.at instanceof Date ? a.at.toISOString() : String(a.at)} ${String(a.outcome)}: ${escapeControls(String(a.reason))}`);
+        for (const line of formatTable(audit, [
+          'at',
+          'outcome',
+          'reply_packet_rec_id',
+          'reply_type',
+          'duration_ms',
+          'handler',
+        ]))
+          context.out(`  ${line}`);
+        for (const a of audit)
+          if (a.reason)
+            context.out(
+              `  ${a.at instanceof Date ? a.at.toISOString() : String(a.at)} ${String(a.outcome)}: ${escapeControls(String(a.reason))}`,
+            );
       }),
     );
 
@@ -80,7 +106,8 @@ export function register(program: Command, context: CliContext): void {
         await prepareDatabase(db);
         const packetRecId = wholeNumber('packet_rec_id', id);
         const { header } = await showPacket(db, packetRecId);
-        if (header.direction !== 'in') throw new ConfigError([`packet ${packetRecId} was sent by this site; only received packets can be retried`]);
+        if (header.direction !== 'in')
+          throw new ConfigError([`packet ${packetRecId} was sent by this site; only received packets can be retried`]);
         const { rows: answered } = await db.query<{ reply_packet_rec_id: number; reply_type: string }>(
           `SELECT reply_packet_rec_id::float8 AS reply_packet_rec_id, reply_type FROM amie_toolkit.audit
             WHERE source = 'tables' AND packet_rec_id = $1 AND reply_packet_rec_id IS NOT NULL ORDER BY audit_id DESC LIMIT 1`,
@@ -95,10 +122,14 @@ export function register(program: Command, context: CliContext): void {
         const errors = Number(header.error_count ?? 0);
         context.out(
           `packet ${packetRecId} (${header.type}) will be offered to the handler on the next run; ` +
-            (errors > 0 ? `its error count (${errors}) was reset to 0, so it gets all its attempts again` : 'its error count was 0'),
+            (errors > 0
+              ? `its error count (${errors}) was reset to 0, so it gets all its attempts again`
+              : 'its error count was 0'),
         );
         if (header.transaction_state !== 'in-progress') {
-          context.out(`note: its transaction ${header.trans_rec_id} is ${header.transaction_state}; only packets of in-progress transactions are processed`);
+          context.out(
+            `note: its transaction ${header.trans_rec_id} is ${header.transaction_state}; only packets of in-progress transactions are processed`,
+          );
         }
       }),
     );
@@ -106,7 +137,8 @@ export function register(program: Command, context: CliContext): void {
 
 function wholeNumber(what: string, value: string): number {
   const n = Number(value);
-  if (!Number.isInteger(n) || n <= 0) throw new ConfigError([`${what}: expected a positive whole number, got "${value}"`]);
+  if (!Number.isInteger(n) || n <= 0)
+    throw new ConfigError([`${what}: expected a positive whole number, got "${value}"`]);
   return n;
 }
 
@@ -120,7 +152,8 @@ async function listPackets(db: Database, opts: ListOptions, site: SiteScope) {
     where.push(foreignPendingSql('$1', '$2'));
   }
   if (opts.state) {
-    if (!Object.hasOwn(STATE_IDS, opts.state)) throw new ConfigError([`--state: expected one of ${Object.keys(STATE_IDS).join(', ')}, got "${opts.state}"`]);
+    if (!Object.hasOwn(STATE_IDS, opts.state))
+      throw new ConfigError([`--state: expected one of ${Object.keys(STATE_IDS).join(', ')}, got "${opts.state}"`]);
     params.push(STATE_IDS[opts.state as StateName]);
     where.push(`p.state_id = $${params.length}`);
   }
@@ -130,7 +163,8 @@ async function listPackets(db: Database, opts: ListOptions, site: SiteScope) {
     where.push(`p.type_id = $${params.length}`);
   }
   if (opts.direction) {
-    if (opts.direction !== 'in' && opts.direction !== 'out') throw new ConfigError([`--direction: expected in or out, got "${opts.direction}"`]);
+    if (opts.direction !== 'in' && opts.direction !== 'out')
+      throw new ConfigError([`--direction: expected in or out, got "${opts.direction}"`]);
     where.push(`p.outgoing_flag = ${opts.direction === 'out' ? 1 : 0}`);
   }
   if (opts.transaction) {
@@ -203,5 +237,15 @@ async function showPacket(db: Database, packetRecId: number) {
     )
     .then((r) => r.rows)
     .catch(() => [] as Record<string, unknown>[]); // a database where the toolkit never ran has no audit
-  return { header: header as Record<string, unknown> & { type: string; direction: string; trans_rec_id: number; transaction_state: string }, body: PacketBody.fromRows(data).toJSON(), conversation, audit };
+  return {
+    header: header as Record<string, unknown> & {
+      type: string;
+      direction: string;
+      trans_rec_id: number;
+      transaction_state: string;
+    },
+    body: PacketBody.fromRows(data).toJSON(),
+    conversation,
+    audit,
+  };
 }

@@ -17,7 +17,9 @@ interface ProcessOptions {
 export function register(program: Command, context: CliContext): void {
   program
     .command('process')
-    .description('answer every pending incoming AMIE packet once with the configured handler, then exit (safe under cron overlap)')
+    .description(
+      'answer every pending incoming AMIE packet once with the configured handler, then exit (safe under cron overlap)',
+    )
     .option('--dry-run', 'run the handler without changing anything: show the replies, write nothing')
     .option('--limit <n>', 'take at most N packets')
     .option('--type <type...>', 'only packets of these types (e.g. request_account_create)')
@@ -37,7 +39,8 @@ export function register(program: Command, context: CliContext): void {
 
 function positiveInt(flag: string, value: string): number {
   const n = Number(value);
-  if (!Number.isInteger(n) || n <= 0) throw new ConfigError([`${flag}: expected a positive whole number, got "${value}"`]);
+  if (!Number.isInteger(n) || n <= 0)
+    throw new ConfigError([`${flag}: expected a positive whole number, got "${value}"`]);
   return n;
 }
 
@@ -112,13 +115,26 @@ async function runProcess(
         }
       }
       // Round trips are the cost of a run: logged so that operators (and the benchmark) can see it.
-      log.info({ run_id: summary.runId, ...countsOf(summary), round_trips: db.roundTrips - tripsBefore, ms: summary.durationMs }, 'run finished');
+      log.info(
+        {
+          run_id: summary.runId,
+          ...countsOf(summary),
+          round_trips: db.roundTrips - tripsBefore,
+          ms: summary.durationMs,
+        },
+        'run finished',
+      );
       // A single run always says what it did; --watch prints only the passes that took packets.
       if (opts.watch === undefined || summary.taken > 0) context.out(formatSummary(summary));
       // For `amie status`: an idle pass leaves no audit row, yet proves that cron still runs.
       if (!opts.dryRun) {
         const problems = summary.errors + summary.failed + summary.invalid + Object.keys(summary.unhandled).length;
-        await recordProcessPass(db, { source: config.source.kind, runId: summary.runId, taken: summary.taken, problems });
+        await recordProcessPass(db, {
+          source: config.source.kind,
+          runId: summary.runId,
+          taken: summary.taken,
+          problems,
+        });
       }
       await notifier?.notifyRun(summary);
       worst = Math.max(worst, exitCodeFor(summary));
@@ -134,7 +150,16 @@ async function runProcess(
   return worst === 0 ? EXIT.ok : worst === EXIT.notStarted ? EXIT.notStarted : EXIT.workFailed;
 }
 
-function countsOf(s: { taken: number; answered: number; failed: number; invalid: number; deferred: number; errors: number; ignored: number; unhandled: Record<string, number> }) {
+function countsOf(s: {
+  taken: number;
+  answered: number;
+  failed: number;
+  invalid: number;
+  deferred: number;
+  errors: number;
+  ignored: number;
+  unhandled: Record<string, number>;
+}) {
   return {
     taken: s.taken,
     answered: s.answered,

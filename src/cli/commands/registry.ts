@@ -95,25 +95,41 @@ export function register(program: Command, context: CliContext): void {
       withRegistry(async (db) => {
         const found = await findRegistryKey(db, key);
         if (!found.personId && !found.projectId) {
-          throw new ConfigError([`registry show: nothing in the registry is called "${key}" (tried PersonID, login, ProjectID and GrantNumber)`]);
+          throw new ConfigError([
+            `registry show: nothing in the registry is called "${key}" (tried PersonID, login, ProjectID and GrantNumber)`,
+          ]);
         }
         const shown: Record<string, unknown> = {};
         if (found.personId) {
           const person = (await listPeople(db, { includeMerged: true })).find((p) => p.personId === found.personId)!;
-          shown.person = { ...person, accounts: await listAccounts(db, { personId: person.mergedInto ?? person.personId }) };
+          shown.person = {
+            ...person,
+            accounts: await listAccounts(db, { personId: person.mergedInto ?? person.personId }),
+          };
         }
         if (found.projectId) {
           const project = (await listProjects(db)).find((p) => p.projectId === found.projectId)!;
-          shown.project = { ...project, accounts: await listAccounts(db, { projectId: project.projectId }), allocations: await allocationHistory(db, project.projectId) };
+          shown.project = {
+            ...project,
+            accounts: await listAccounts(db, { projectId: project.projectId }),
+            allocations: await allocationHistory(db, project.projectId),
+          };
         }
         if (opts.json) {
           context.out(JSON.stringify(shown, null, 2));
           return;
         }
         // One line per field: a line break in a value is shown escaped, not allowed to forge a field.
-        const field = (k: string, v: unknown) => context.out(escapeControls(`${k.padEnd(14)} ${v === null || v === undefined ? '' : Array.isArray(v) ? v.join(', ') : String(v)}`));
+        const field = (k: string, v: unknown) =>
+          context.out(
+            escapeControls(
+              `${k.padEnd(14)} ${v === null || v === undefined ? '' : Array.isArray(v) ? v.join(', ') : String(v)}`,
+            ),
+          );
         if (shown.person) {
-          const p = shown.person as Awaited<ReturnType<typeof listPeople>>[number] & { accounts: Awaited<ReturnType<typeof listAccounts>> };
+          const p = shown.person as Awaited<ReturnType<typeof listPeople>>[number] & {
+            accounts: Awaited<ReturnType<typeof listAccounts>>;
+          };
           field('PersonID', p.personId);
           if (p.mergedInto) field('merged into', p.mergedInto);
           field('login', p.login);

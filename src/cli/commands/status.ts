@@ -52,9 +52,16 @@ export function register(program: Command, context: CliContext): void {
   program
     .command('status')
     .description('monitoring check (Nagios/Icinga/Sensu): AMIE OK|WARNING|CRITICAL|UNKNOWN - reason, exit 0/1/2/3')
-    .option('--warn <duration>', 'WARNING when the oldest pending packet, an unsent reply or the last pass is this old (e.g. 90m, 2h, 1d)', '2h')
+    .option(
+      '--warn <duration>',
+      'WARNING when the oldest pending packet, an unsent reply or the last pass is this old (e.g. 90m, 2h, 1d)',
+      '2h',
+    )
     .option('--crit <duration>', 'CRITICAL from this age on', '24h')
-    .option('--prometheus <file>', 'also write the figures for node_exporter\'s textfile collector (replaced atomically)')
+    .option(
+      '--prometheus <file>',
+      "also write the figures for node_exporter's textfile collector (replaced atomically)",
+    )
     .option('--json', 'print the verdict and the figures as JSON instead')
     .action(async (opts: StatusOptions) => {
       const result = await check(context, opts);
@@ -85,7 +92,13 @@ export interface CheckResult {
 async function check(context: CliContext, opts: StatusOptions): Promise<CheckResult> {
   let warnSeconds = 0;
   let critSeconds = 0;
-  const unknown = (reason: string): CheckResult => ({ status: 'UNKNOWN', reason, problems: [], warnSeconds, critSeconds });
+  const unknown = (reason: string): CheckResult => ({
+    status: 'UNKNOWN',
+    reason,
+    problems: [],
+    warnSeconds,
+    critSeconds,
+  });
   try {
     warnSeconds = parseDuration('--warn', opts.warn);
     critSeconds = parseDuration('--crit', opts.crit);
@@ -108,12 +121,26 @@ async function check(context: CliContext, opts: StatusOptions): Promise<CheckRes
       ...(await extraFigures(db, config, warnSeconds)),
     };
     const problems = judge(figures, warnSeconds, critSeconds);
-    const status: StatusName = problems.some((p) => p.severity === 'CRITICAL') ? 'CRITICAL' : problems.length ? 'WARNING' : 'OK';
-    return { status, reason: problems.length ? problems.map((p) => p.message).join('; ') : okReason(figures), problems, warnSeconds, critSeconds, figures };
+    const status: StatusName = problems.some((p) => p.severity === 'CRITICAL')
+      ? 'CRITICAL'
+      : problems.length
+        ? 'WARNING'
+        : 'OK';
+    return {
+      status,
+      reason: problems.length ? problems.map((p) => p.message).join('; ') : okReason(figures),
+      problems,
+      warnSeconds,
+      critSeconds,
+      figures,
+    };
   } catch (err) {
     const code = (err as { code?: string }).code;
     // 42P01 undefined table, 3F000 undefined schema: the database was never set up (or not upgraded).
-    if (code === '42P01' || code === '3F000') return unknown(`${db.description}: the AMIE or toolkit tables are missing (${oneLine(err)}): run \`amie db init\``);
+    if (code === '42P01' || code === '3F000')
+      return unknown(
+        `${db.description}: the AMIE or toolkit tables are missing (${oneLine(err)}): run \`amie db init\``,
+      );
     return unknown(`${db.description}: ${oneLine(err)}`);
   } finally {
     await db.close().catch(() => undefined);
@@ -128,19 +155,35 @@ export function judge(f: StatusFigures & ExtraFigures, warn: number, crit: numbe
     out.push({ severity: age >= crit ? 'CRITICAL' : 'WARNING', message: what(formatAge(age)) });
   };
   byAge(f.oldestPendingAgeSeconds, (a) => `oldest pending incoming packet waits for ${a} (${f.pending} pending)`);
-  if (f.lastPassAgeSeconds === null) out.push({ severity: 'WARNING', message: `no \`amie process\` pass recorded for source ${f.source}` });
+  if (f.lastPassAgeSeconds === null)
+    out.push({ severity: 'WARNING', message: `no \`amie process\` pass recorded for source ${f.source}` });
   else byAge(f.lastPassAgeSeconds, (a) => `last \`amie process\` pass ended ${a} ago`);
-  byAge(f.oldestUnsentAgeSeconds, (a) => `${f.outboxUnsent} repl${f.outboxUnsent === 1 ? 'y' : 'ies'} stuck in the REST outbox, oldest for ${a}`);
-  if (f.errorDeferred > 0) out.push({ severity: 'WARNING', message: `${f.errorDeferred} packet(s) deferred by handler errors` });
-  if (f.failedLastDay > 0) out.push({ severity: 'WARNING', message: `${f.failedLastDay} packet(s) answered with a failure in the last 24 h` });
-  if (f.foreignWaiting) out.push({ severity: 'WARNING', message: `${f.foreignWaiting} foreign packet(s) waiting (for another site or resource)` });
-  if (f.usageFailed > 0) out.push({ severity: 'WARNING', message: `${f.usageFailed} usage record(s) refused by the Usage API` });
-  if (f.usagePendingTooLong > 0) out.push({ severity: 'WARNING', message: `${f.usagePendingTooLong} usage record(s) pending for over ${formatAge(warn)}` });
+  byAge(
+    f.oldestUnsentAgeSeconds,
+    (a) => `${f.outboxUnsent} repl${f.outboxUnsent === 1 ? 'y' : 'ies'} stuck in the REST outbox, oldest for ${a}`,
+  );
+  if (f.errorDeferred > 0)
+    out.push({ severity: 'WARNING', message: `${f.errorDeferred} packet(s) deferred by handler errors` });
+  if (f.failedLastDay > 0)
+    out.push({ severity: 'WARNING', message: `${f.failedLastDay} packet(s) answered with a failure in the last 24 h` });
+  if (f.foreignWaiting)
+    out.push({
+      severity: 'WARNING',
+      message: `${f.foreignWaiting} foreign packet(s) waiting (for another site or resource)`,
+    });
+  if (f.usageFailed > 0)
+    out.push({ severity: 'WARNING', message: `${f.usageFailed} usage record(s) refused by the Usage API` });
+  if (f.usagePendingTooLong > 0)
+    out.push({
+      severity: 'WARNING',
+      message: `${f.usagePendingTooLong} usage record(s) pending for over ${formatAge(warn)}`,
+    });
   return out.sort((a, b) => (a.severity === b.severity ? 0 : a.severity === 'CRITICAL' ? -1 : 1));
 }
 
 function okReason(f: StatusFigures & ExtraFigures): string {
-  const pending = f.pending === 0 ? 'no packet pending' : `${f.pending} pending, oldest ${formatAge(f.oldestPendingAgeSeconds ?? 0)}`;
+  const pending =
+    f.pending === 0 ? 'no packet pending' : `${f.pending} pending, oldest ${formatAge(f.oldestPendingAgeSeconds ?? 0)}`;
   return `${pending}; last pass ${formatAge(f.lastPassAgeSeconds ?? 0)} ago`;
 }
 
@@ -156,7 +199,8 @@ export function parseDuration(flag: string, value: string): number {
 export function formatAge(seconds: number): string {
   if (seconds < 120) return `${Math.floor(seconds)}s`;
   if (seconds < 2 * 3600) return `${Math.floor(seconds / 60)}m`;
-  if (seconds < 2 * 86400) return `${Math.floor(seconds / 3600)}h${Math.floor((seconds % 3600) / 60) ? `${Math.floor((seconds % 3600) / 60)}m` : ''}`;
+  if (seconds < 2 * 86400)
+    return `${Math.floor(seconds / 3600)}h${Math.floor((seconds % 3600) / 60) ? `${Math.floor((seconds % 3600) / 60)}m` : ''}`;
   return `${Math.floor(seconds / 86400)}d${Math.floor((seconds % 86400) / 3600) ? `${Math.floor((seconds % 86400) / 3600)}h` : ''}`;
 }
 
@@ -170,7 +214,8 @@ export function pluginText(r: CheckResult): string[] {
   const first = `AMIE ${r.status} - ${r.reason}`;
   if (!r.figures) return [first];
   const f = r.figures;
-  const age = (v: number | null, thresholds: boolean) => `${v === null ? 'U' : `${v}s`}${thresholds ? `;${r.warnSeconds};${r.critSeconds};0` : ''}`;
+  const age = (v: number | null, thresholds: boolean) =>
+    `${v === null ? 'U' : `${v}s`}${thresholds ? `;${r.warnSeconds};${r.critSeconds};0` : ''}`;
   const perf = [
     `pending=${f.pending};;;0`,
     `oldest_pending_age=${age(f.oldestPendingAgeSeconds, true)}`,
@@ -182,7 +227,10 @@ export function pluginText(r: CheckResult): string[] {
     `last_pass_age=${age(f.lastPassAgeSeconds, true)}`,
     ...(f.foreignWaiting === undefined ? [] : [`foreign_waiting=${f.foreignWaiting};;;0`]),
   ];
-  return [`${first} | ${perf.join(' ')}`, ...(r.problems.length > 1 ? r.problems.map((p) => `${p.severity}: ${p.message}`) : [])];
+  return [
+    `${first} | ${perf.join(' ')}`,
+    ...(r.problems.length > 1 ? r.problems.map((p) => `${p.severity}: ${p.message}`) : []),
+  ];
 }
 
 function toJson(r: CheckResult) {
@@ -207,26 +255,42 @@ export function prometheusText(r: CheckResult): string {
       lines.push(`${name}${l.length ? `{${l.join(',')}}` : ''} ${value}`);
     }
   };
-  metric('amie_up', 'Whether amie status could read its configuration and database (1) or not (0).', [[{}, r.figures ? 1 : 0]]);
+  metric('amie_up', 'Whether amie status could read its configuration and database (1) or not (0).', [
+    [{}, r.figures ? 1 : 0],
+  ]);
   metric('amie_status', 'The check result: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.', [[{}, STATUS_CODES[r.status]]]);
   const f = r.figures;
   if (f) {
-    metric('amie_packets', 'AMIE packets by direction and state.', f.packets.map((p) => [{ direction: p.direction, state: p.state }, p.count]));
+    metric(
+      'amie_packets',
+      'AMIE packets by direction and state.',
+      f.packets.map((p) => [{ direction: p.direction, state: p.state }, p.count]),
+    );
     metric('amie_pending_packets', 'Incoming packets waiting for the handler.', [[{}, f.pending]]);
-    metric('amie_oldest_pending_packet_age_seconds', 'Age of the oldest pending incoming packet (0 when none).', [[{}, f.oldestPendingAgeSeconds ?? 0]]);
+    metric('amie_oldest_pending_packet_age_seconds', 'Age of the oldest pending incoming packet (0 when none).', [
+      [{}, f.oldestPendingAgeSeconds ?? 0],
+    ]);
     metric('amie_error_deferred_packets', 'Pending packets deferred by handler errors.', [[{}, f.errorDeferred]]);
-    metric('amie_failed_packets_last_day', 'Packets answered with a failure in the last 24 hours.', [[{}, f.failedLastDay]]);
+    metric('amie_failed_packets_last_day', 'Packets answered with a failure in the last 24 hours.', [
+      [{}, f.failedLastDay],
+    ]);
     metric('amie_outbox_replies', 'REST replies by outbox status (unsent: waiting to be sent).', [
       [{ status: 'unsent' }, f.outboxUnsent],
       [{ status: 'refused' }, f.outboxRefused],
     ]);
-    metric('amie_oldest_unsent_reply_age_seconds', 'Age of the oldest unsent REST reply (0 when none).', [[{}, f.oldestUnsentAgeSeconds ?? 0]]);
+    metric('amie_oldest_unsent_reply_age_seconds', 'Age of the oldest unsent REST reply (0 when none).', [
+      [{}, f.oldestUnsentAgeSeconds ?? 0],
+    ]);
     metric('amie_usage_records', 'Usage records not (yet) accepted, by state.', [
       [{ state: 'failed' }, f.usageFailed],
       [{ state: 'pending' }, f.usagePending],
     ]);
-    if (f.lastPassAt) metric('amie_last_pass_timestamp_seconds', 'When the last amie process pass ended (Unix time).', [[{}, Math.floor(f.lastPassAt.getTime() / 1000)]]);
-    if (f.foreignWaiting !== undefined) metric('amie_foreign_packets_waiting', 'Foreign packets waiting.', [[{}, f.foreignWaiting]]);
+    if (f.lastPassAt)
+      metric('amie_last_pass_timestamp_seconds', 'When the last amie process pass ended (Unix time).', [
+        [{}, Math.floor(f.lastPassAt.getTime() / 1000)],
+      ]);
+    if (f.foreignWaiting !== undefined)
+      metric('amie_foreign_packets_waiting', 'Foreign packets waiting.', [[{}, f.foreignWaiting]]);
   }
   return `${lines.join('\n')}\n`;
 }

@@ -31,8 +31,13 @@ interface FailedOptions {
 export function register(program: Command, context: CliContext): void {
   program
     .command('report-usage')
-    .description('report finished Slurm jobs to the allocations service, each job exactly once (safe to rerun and to overlap)')
-    .option('--since <time>', 'jobs that ended from this time on (ISO 8601, UTC unless it has a zone); default: where the last run stopped, minus usage.overlapHours')
+    .description(
+      'report finished Slurm jobs to the allocations service, each job exactly once (safe to rerun and to overlap)',
+    )
+    .option(
+      '--since <time>',
+      'jobs that ended from this time on (ISO 8601, UTC unless it has a zone); default: where the last run stopped, minus usage.overlapHours',
+    )
     .option('--until <time>', 'jobs that ended before this time (ISO 8601); default: now')
     .option('--dry-run', 'read, map and charge; show what would be reported; write nothing')
     .option('--sink <sink>', `override usage.sink: ${USAGE_SINKS.join(' or ')}`)
@@ -47,11 +52,19 @@ export function register(program: Command, context: CliContext): void {
 
   usage
     .command('failed')
-    .description('list usage records the Usage API refused, with the server\'s reason (and, with --pending, unanswered ones)')
+    .description(
+      "list usage records the Usage API refused, with the server's reason (and, with --pending, unanswered ones)",
+    )
     .option('--pending', 'list records sent but never answered (left by an interrupted run) instead')
     .option('--limit <n>', 'at most N records', '200')
-    .option('--server', 'ask the Usage API for its own list of records it failed to load (GET usage/failed), with their FailedRecordIDs')
-    .option('--clear <id...>', 'tell the Usage API to forget these failed records, by FailedRecordID (DELETE usage/failed/{ids})')
+    .option(
+      '--server',
+      'ask the Usage API for its own list of records it failed to load (GET usage/failed), with their FailedRecordIDs',
+    )
+    .option(
+      '--clear <id...>',
+      'tell the Usage API to forget these failed records, by FailedRecordID (DELETE usage/failed/{ids})',
+    )
     .option('--clear-all', 'tell the Usage API to forget every record it lists as failed')
     .option('--json', 'print JSON')
     .action(async (opts: FailedOptions) => {
@@ -73,7 +86,10 @@ export function register(program: Command, context: CliContext): void {
       await context.withDatabase(async (db) => {
         const { prepareDatabase, listUnreportedJobs } = await store();
         await prepareDatabase(db);
-        const records = await listUnreportedJobs(db, { status: opts.pending ? 'pending' : 'failed', limit: positiveInt('--limit', opts.limit ?? '200') });
+        const records = await listUnreportedJobs(db, {
+          status: opts.pending ? 'pending' : 'failed',
+          limit: positiveInt('--limit', opts.limit ?? '200'),
+        });
         if (opts.json) {
           context.out(JSON.stringify(records, null, 2));
           return;
@@ -110,7 +126,13 @@ export function register(program: Command, context: CliContext): void {
         const client = usageApiClient(config.site, requireApi(u), apiKeyOf(context, u), log);
         const limit = positiveInt('--limit', opts.limit ?? '10000');
         try {
-          const r = await resendUsage(db, { site: config.site, client, limit, ...(opts.job?.length ? { jobIds: opts.job } : {}), log });
+          const r = await resendUsage(db, {
+            site: config.site,
+            client,
+            limit,
+            ...(opts.job?.length ? { jobIds: opts.job } : {}),
+            log,
+          });
           if (r.resent === 0) {
             context.out('nothing to resend');
             return;
@@ -136,7 +158,8 @@ async function serverFailed(context: CliContext, client: UsageClient, opts: Fail
   if (opts.clear || opts.clearAll) {
     let ids = opts.clear ?? [];
     for (const id of ids) {
-      if (!/^[A-Za-z0-9_-]{1,64}$/.test(id)) throw new ConfigError(`--clear: "${id}" is not a FailedRecordID (as amie usage failed --server shows them)`);
+      if (!/^[A-Za-z0-9_-]{1,64}$/.test(id))
+        throw new ConfigError(`--clear: "${id}" is not a FailedRecordID (as amie usage failed --server shows them)`);
     }
     if (opts.clearAll) {
       const listed = await client.failedRecords();
@@ -178,7 +201,8 @@ function usageConfigOf(config: AmieConfig): UsageConfig {
 }
 
 function requireApi(u: UsageConfig): NonNullable<UsageConfig['usageApi']> {
-  if (!u.usageApi) throw new ConfigError('usage.usageApi: missing: expected { url: https://..., apiKeyEnv: NAME } for the Usage API');
+  if (!u.usageApi)
+    throw new ConfigError('usage.usageApi: missing: expected { url: https://..., apiKeyEnv: NAME } for the Usage API');
   return u.usageApi;
 }
 
@@ -188,7 +212,8 @@ function apiKeyOf(context: CliContext, u: UsageConfig): string {
 
 function positiveInt(flag: string, value: string): number {
   const n = Number(value);
-  if (!Number.isInteger(n) || n <= 0) throw new ConfigError(`${flag}: expected a positive whole number, got "${value}"`);
+  if (!Number.isInteger(n) || n <= 0)
+    throw new ConfigError(`${flag}: expected a positive whole number, got "${value}"`);
   return n;
 }
 
@@ -202,7 +227,13 @@ export function parseTimeOption(flag: string, value: string): Date {
   return d;
 }
 
-async function runReport(context: CliContext, db: Database, config: AmieConfig, log: Logger, opts: ReportOptions): Promise<number> {
+async function runReport(
+  context: CliContext,
+  db: Database,
+  config: AmieConfig,
+  log: Logger,
+  opts: ReportOptions,
+): Promise<number> {
   const { prepareDatabase } = await store();
   const { reportUsage, formatUsageSummary, UsageConfigMissing } = await reporter();
   const u = usageConfigOf(config);
@@ -212,7 +243,8 @@ async function runReport(context: CliContext, db: Database, config: AmieConfig, 
   const sink = (opts.sink as UsageSinkName | undefined) ?? u.sink;
   const since = opts.since === undefined ? undefined : parseTimeOption('--since', opts.since);
   const until = opts.until === undefined ? undefined : parseTimeOption('--until', opts.until);
-  if (since && until && since.getTime() >= until.getTime()) throw new ConfigError(`--since (${opts.since}) must be before --until (${opts.until})`);
+  if (since && until && since.getTime() >= until.getTime())
+    throw new ConfigError(`--since (${opts.since}) must be before --until (${opts.until})`);
   const apiKey = sink === 'usage-api' && !opts.dryRun ? apiKeyOf(context, u) : undefined;
   await prepareDatabase(db);
 
@@ -254,7 +286,10 @@ async function runReport(context: CliContext, db: Database, config: AmieConfig, 
 }
 
 /** One self-overwriting line on a terminal, at most once a second; nothing when stderr is not one. */
-function progressLine(): { update: (p: { jobsSeen: number; reported: number; skipped: number }) => void; done: () => void } {
+function progressLine(): {
+  update: (p: { jobsSeen: number; reported: number; skipped: number }) => void;
+  done: () => void;
+} {
   if (!process.stderr.isTTY) return { update: () => undefined, done: () => undefined };
   let last = 0;
   let shown = false;

@@ -123,7 +123,7 @@ export function computeRecord(c: ChargedJob, site: UsageSite): ComputeRecord {
     // The bare job id would collide across clusters and across the runs of a requeued job.
     LocalRecordID: usageRecordId(j),
     Resource: site.resource,
-    SubmitTime: j.submit ? isoTime(j.submit) : (j.start ? isoTime(j.start) : end),
+    SubmitTime: j.submit ? isoTime(j.submit) : j.start ? isoTime(j.start) : end,
     StartTime: j.start ? isoTime(j.start) : end,
     EndTime: end,
     Charge: c.charge,

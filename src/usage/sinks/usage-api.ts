@@ -8,7 +8,15 @@ import {
   type StoredUsageRecord,
 } from '../../store/usage.js';
 import { UsageApiError, type ComputeRecord, type RecordVerdict, type UsageApiClient } from '../api-client.js';
-import { computeRecord, jobKey, reportedRow, type BatchResult, type ChargedJob, type UsageSink, type UsageSite } from './types.js';
+import {
+  computeRecord,
+  jobKey,
+  reportedRow,
+  type BatchResult,
+  type ChargedJob,
+  type UsageSink,
+  type UsageSite,
+} from './types.js';
 
 /**
  * Usage as compute records POSTed to the ACCESS Usage API. The HTTP call cannot share a
@@ -36,7 +44,11 @@ export class UsageApiSink implements UsageSink {
       claimReportedJobs(tx, rows, { status: 'pending', runId, reclaimPending: true }),
     );
     // A reclaimed pending row is sent as it was stored (see claimReportedJobs).
-    const sent = claimed.map((c) => ({ job: jobs[c.index]!, record: (c.record as ComputeRecord | null) ?? records[c.index]!, key: jobKey(jobs[c.index]!.job) }));
+    const sent = claimed.map((c) => ({
+      job: jobs[c.index]!,
+      record: (c.record as ComputeRecord | null) ?? records[c.index]!,
+      key: jobKey(jobs[c.index]!.job),
+    }));
     const verdicts = await this.send(sent);
     const result: BatchResult = { reported: [], alreadyReported: jobs.length - claimed.length, failed: [] };
     for (const v of verdicts) {
@@ -50,14 +62,22 @@ export class UsageApiSink implements UsageSink {
    * Sends stored records again (failed ones, or pending ones a crash left) and records the new
    * verdicts. Returns how many were accepted and which still failed.
    */
-  async resend(stored: readonly StoredUsageRecord[]): Promise<{ reported: number; failed: Array<{ key: ReportedJobKey; reason: string }> }> {
+  async resend(
+    stored: readonly StoredUsageRecord[],
+  ): Promise<{ reported: number; failed: Array<{ key: ReportedJobKey; reason: string }> }> {
     const items = stored
       .filter((s) => s.record && typeof s.record === 'object')
-      .map((s) => ({ job: undefined, record: s.record as ComputeRecord, key: { cluster: s.cluster, jobId: s.jobId, submitTime: s.submitTime } }));
+      .map((s) => ({
+        job: undefined,
+        record: s.record as ComputeRecord,
+        key: { cluster: s.cluster, jobId: s.jobId, submitTime: s.submitTime },
+      }));
     const verdicts = await this.send(items);
     return {
       reported: verdicts.filter((v) => v.status === 'reported').length,
-      failed: verdicts.filter((v) => v.status === 'failed').map((v) => ({ key: v.item.key, reason: v.reason ?? 'refused' })),
+      failed: verdicts
+        .filter((v) => v.status === 'failed')
+        .map((v) => ({ key: v.item.key, reason: v.reason ?? 'refused' })),
     };
   }
 
@@ -79,13 +99,18 @@ export class UsageApiSink implements UsageSink {
       verdicts = await this.client.postCompute(items.map((i) => i.record));
     } catch (err) {
       // Bodies answered before the failure keep their verdicts; the rest stay pending.
-      if (err instanceof UsageApiError && err.decided.length > 0) await recordApiOutcomes(this.db, this.outcomes(items, err.decided));
+      if (err instanceof UsageApiError && err.decided.length > 0)
+        await recordApiOutcomes(this.db, this.outcomes(items, err.decided));
       throw err;
     }
     const outcomes = this.outcomes(items, verdicts);
     await recordApiOutcomes(this.db, outcomes);
     const failed = outcomes.filter((o) => o.status === 'failed').length;
-    if (failed > 0) this.log?.warn({ sink: this.name, failed, sent: items.length }, 'the Usage API refused records; see amie usage failed');
+    if (failed > 0)
+      this.log?.warn(
+        { sink: this.name, failed, sent: items.length },
+        'the Usage API refused records; see amie usage failed',
+      );
     return verdicts.map((v) => ({
       item: items[v.index]!,
       status: v.accepted ? ('reported' as const) : ('failed' as const),
