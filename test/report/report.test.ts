@@ -1,7 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { escapeHtml, generateReport, renderCharts, type ReportModel } from '../../src/report/index.js';
+import { openPglite, type Database } from '../../src/db/index.js';
 import { driverCases, type TestDatabase } from '../helpers/db.js';
-import { SITE } from '../helpers/amie.js';
+import { SITE, initTestDatabase } from '../helpers/amie.js';
 import { DEFER_REASON, HOSTILE_PI, HOSTILE_PROJECT, HOSTILE_USER, seedReportData, type SeededReport } from './seed.js';
 
 const CONFIG = { site: SITE, source: { kind: 'tables' as const }, handler: 'registry' };
@@ -114,5 +115,47 @@ describe.each(driverCases())('the status page on $name', (driver) => {
     expect(html).toContain(escapeHtml(DEFER_REASON));
     expect(html).toContain(`datetime="${model.generatedAt.toISOString()}"`);
     expect(html).toContain('Not available: only for the slurm handler');
+  });
+});
+
+describe('the status page over the REST source', () => {
+  let db: Database;
+  beforeAll(async () => {
+    db = await openPglite();
+    await initTestDatabase(db);
+  });
+  afterAll(() => db?.close());
+
+  it('reads stuck and failed packets, and whom they are about, from the REST source tables', async () => {
+    const packet = (first: string) =>
+      JSON.stringify({
+        type: 'request_account_create',
+        body: { UserFirstName: first, UserLastName: 'Doe', ProjectID: 'p-1' },
+      });
+    await db.query(
+      `INSERT INTO amie_toolkit.rest_packets (packet_rec_id, trans_rec_id, type_id, packet, state)
+       VALUES (501, 9001, 16, $1, 'pending'), (502, 9002, 16, $2, 'completed')`,
+      [packet(HOSTILE_PI), packet('Ann')],
+    );
+    await db.query(
+      `INSERT INTO amie_toolkit.audit (source, run_id, packet_rec_id, trans_rec_id, packet_type, outcome, reason)
+       VALUES ('rest', 'r1', 501, 9001, 'request_account_create', 'defer', 'later'),
+              ('rest', 'r1', 502, 9002, 'request_account_create', 'fail', 'no such project'),
+              ('tables', 'r1', 502, 9002, 'request_account_create', 'fail', 'another source')`,
+    );
+    const source = { kind: 'rest', url: 'https://amie.example.org/', apiKeyEnv: 'AMIE_KEY' } as const;
+    const { model, html } = await generateReport(
+      db,
+      { site: SITE, source, handler: 'registry' },
+      { days: 7, limit: 10 },
+    );
+    expect(model.source).toBe('rest');
+    expect(model.stuck).toMatchObject([{ packetRecId: 501, lastOutcome: 'defer', subject: `${HOSTILE_PI} Doe, p-1` }]);
+    expect(model.failures).toMatchObject([{ packetRecId: 502, reason: 'no such project', subject: 'Ann Doe, p-1' }]);
+    expect(model.failureCount).toBe(1);
+    expect(model.usage).toBeNull();
+    expect(html).toContain('Not available: no project is in the registry.');
+    expect(html).toContain('unsent REST replies');
+    expect(html).not.toMatch(/<script/i);
   });
 });
