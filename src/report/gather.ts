@@ -133,7 +133,7 @@ export async function gatherReport(
   if (!drift)
     notAvailable.drift =
       handler === 'slurm'
-        ? 'no `amie slurm check` result is available'
+        ? 'no result of amie slurm check can be read yet'
         : 'only for the slurm handler (drift between the registry and Slurm)';
   return {
     generatedAt: now,
