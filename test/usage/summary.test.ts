@@ -260,6 +260,16 @@ describe.each(driverCases())('usage against allocations on $name', (driver) => {
     expect(slack.texts).toHaveLength(2);
   });
 
+  run('two runs at the same time post an alert once', async () => {
+    await rpc({});
+    await report(FIRST_JOBS);
+    const usage = await usageSummary(t.db, { unit: 'gpu-hours', now: NOW });
+    const [a, b] = await Promise.all([alerts(usage), alerts(usage)]);
+    expect([...a.sent, ...b.sent].map((x) => x.threshold)).toEqual([60]);
+    expect([...a.failed, ...b.failed]).toEqual([]);
+    expect(slack.texts).toHaveLength(1);
+  });
+
   run('quiet hours hold alerts back without recording them', async () => {
     await rpc({});
     await report(FIRST_JOBS);
