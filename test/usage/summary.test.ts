@@ -236,7 +236,12 @@ describe.each(driverCases())('usage against allocations on $name', (driver) => {
 
   run('a Slack failure records nothing, does not stop the other projects, and is posted by the next run', async () => {
     await rpc({});
-    await rpc({ GrantNumber: 'TG-EVIL', RecordID: 'rec-e', ServiceUnitsAllocated: '100' });
+    await rpc({
+      GrantNumber: 'TG-EVIL',
+      RecordID: 'rec-e',
+      ServiceUnitsAllocated: '100',
+      ProjectTitle: '<!channel> *urgent* see https://evil.example',
+    });
     await report([...FIRST_JOBS, job('9', 'evil', 1, 70, '2026-08-30T00:00:00')]);
     slack.mode = { kind: 'refuse', error: 'channel_not_found' };
     const failed = await alerts(await usageSummary(t.db, { unit: 'gpu-hours', now: NOW }));
@@ -258,6 +263,9 @@ describe.each(driverCases())('usage against allocations on $name', (driver) => {
       ['TG-EVIL', 60],
     ]);
     expect(slack.texts).toHaveLength(2);
+    // The title came from a packet: it reaches Slack inert.
+    expect(slack.texts[1]).toContain('(&lt;!channel&gt; ∗urgent∗ see https꞉//evil․example)');
+    expect(slack.texts[1]).not.toMatch(/<!channel>|\*urgent\*|https:\/\//);
   });
 
   run('two runs at the same time post an alert once', async () => {
