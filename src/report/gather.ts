@@ -8,6 +8,8 @@ import type { Queryable } from '../db/index.js';
 import { PacketBody } from '../protocol/index.js';
 import { pendingIncomingSql, readStatusFigures, type PacketSourceKind, type StatusFigures } from '../store/index.js';
 import { toDate, toNumber } from '../store/records.js';
+import { chargeRuleOf, defaultUsageConfig, type UsageConfig } from '../usage/config.js';
+import { describeProjection, usageByDay, usageSummary } from '../usage/summary.js';
 
 const S = 'amie_toolkit';
 
@@ -53,26 +55,35 @@ export interface FailedPacket {
   subject: string;
 }
 
-export interface ProjectUsage {
+/** One project's usage against its current allocation, as `amie usage summary` computes it, over time. */
+export interface ProjectUsageSeries {
   projectId: string;
   grantNumber: string;
-  /** Service units of the current allocation. */
+  /** The current allocation, in `unit`. */
   allocation: number;
   startDate: string | null;
   endDate: string | null;
   active: boolean;
-  /** Charged in the current allocation period (from its start date), as reported. */
+  /** Charged in the current allocation period, as reported (accepted records). */
   used: number;
-  unit: string | null;
+  /** When it runs out at the rate of the last 30 days, in words. */
+  runsOut: string;
   /** Cumulative charge at the end of each day with usage, within the allocation period. */
   series: Array<{ day: string; used: number }>;
 }
 
 export interface UsageSection {
-  projects: ProjectUsage[];
+  /** The configured charge unit, the unit of every amount. */
+  unit: string;
+  projects: ProjectUsageSeries[];
   /** Usage records not accepted (yet): they are not counted above. */
   unreported: { pending: number; failed: number };
 }
+
+/** What the page reads of the configuration. */
+export type ReportConfig = Pick<AmieConfig, 'site' | 'source' | 'handler'> & {
+  usage?: Pick<UsageConfig, 'charge'> | undefined;
+};
 
 /** Counts of differences between the registry and Slurm, by kind, from `amie slurm check`. */
 export interface DriftSection {
@@ -108,11 +119,7 @@ export function handlerName(config: Pick<AmieConfig, 'handler'>): string | null 
 }
 
 /** Reads everything the page shows. The database must be prepared (`prepareDatabase`). */
-export async function gatherReport(
-  q: Queryable,
-  config: Pick<AmieConfig, 'site' | 'source' | 'handler'>,
-  opts: ReportOptions,
-): Promise<ReportModel> {
+export async function gatherReport(q: Queryable, config: ReportConfig, opts: ReportOptions): Promise<ReportModel> {
   const now = opts.now ?? new Date();
   const since = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), now.getUTCDate() - (opts.days - 1)));
   const source = config.source.kind;
@@ -127,7 +134,8 @@ export async function gatherReport(
   ]);
   for (const p of [...stuck, ...failures]) p.subject = subjects.get(p.packetRecId) ?? '';
   const notAvailable: ReportModel['notAvailable'] = {};
-  const usage = await gatherUsage(q);
+  const usage = await gatherUsage(q, config, now);
+  if (usage) usage.unreported = { pending: status.usagePending, failed: status.usageFailed };
   if (!usage) notAvailable.usage = 'no project is in the registry';
   const drift = handler === 'slurm' ? await gatherDrift(q, config) : null;
   if (!drift)
@@ -314,62 +322,46 @@ export function subjectOf(body: PacketBody): string {
 }
 
 /**
- * Per-project usage over time against the allocation: the registry's projects and their current
- * allocation, and the usage records the reporter sent (accepted ones) since each allocation's
- * start. null when the registry holds no project (a site with another handler).
- * INPUT FROM `amie usage summary`: when its module lands, this is where it is called instead.
+ * Per-project usage over time against the allocation: `amie usage summary`'s figures (the
+ * registry's current allocations, the usage charged in each period, in the configured charge
+ * unit) and its usage by day, summed day by day within each project's current period.
+ * null when the registry holds no project (a site with another handler).
  */
-export async function gatherUsage(q: Queryable): Promise<UsageSection | null> {
-  const { rows: projects } = await q.query<{
-    project_id: string;
-    grant_number: string;
-    service_units: unknown;
-    start_date: string | null;
-    end_date: string | null;
-    active: boolean;
-  }>(
-    `SELECT project_id, grant_number, service_units::float8 AS service_units, start_date::text AS start_date,
-            end_date::text AS end_date, active
-       FROM ${S}.projects ORDER BY project_id`,
-  );
-  if (projects.length === 0) return null;
-  const { rows: daily } = await q.query<{ project_id: string; day: string; charge: unknown; unit: string }>(
-    `SELECT j.project_id, to_char(j.end_time AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day,
-            sum(j.charge)::float8 AS charge, min(j.charge_unit) AS unit
-       FROM ${S}.reported_jobs j JOIN ${S}.projects p ON p.project_id = j.project_id
-      WHERE j.status = 'reported' AND (p.start_date IS NULL OR j.end_time >= p.start_date)
-      GROUP BY 1, 2 ORDER BY 1, 2`,
-  );
-  const { rows: open } = await q.query<{ pending: unknown; failed: unknown }>(
-    `SELECT count(*) FILTER (WHERE status = 'pending')::int AS pending, count(*) FILTER (WHERE status = 'failed')::int AS failed
-       FROM ${S}.reported_jobs WHERE status <> 'reported'`,
-  );
-  const byProject = new Map<string, typeof daily>();
-  for (const d of daily) {
-    const list = byProject.get(d.project_id) ?? [];
+export async function gatherUsage(
+  q: Queryable,
+  config: Pick<ReportConfig, 'usage'>,
+  now: Date,
+): Promise<UsageSection | null> {
+  const unit = chargeRuleOf(config.usage ?? defaultUsageConfig()).unit;
+  const summary = await usageSummary(q, { unit, now });
+  if (summary.length === 0) return null;
+  const byProject = new Map<string, Array<{ day: string; charged: number }>>();
+  for (const d of await usageByDay(q, { unit, until: now })) {
+    const list = byProject.get(d.project) ?? [];
     list.push(d);
-    byProject.set(d.project_id, list);
+    byProject.set(d.project, list);
   }
   return {
-    projects: projects.map((p) => {
+    unit,
+    projects: summary.map((p) => {
       let used = 0;
-      const series = (byProject.get(p.project_id) ?? []).map((d) => {
-        used += Number(d.charge);
-        return { day: d.day, used };
-      });
+      const series = (byProject.get(p.projectId) ?? [])
+        // The period runs from StartDate to the end of EndDate, as the summary counts it.
+        .filter((d) => (!p.startDate || d.day >= p.startDate) && (!p.endDate || d.day <= p.endDate))
+        .map((d) => ({ day: d.day, used: (used += d.charged) }));
       return {
-        projectId: p.project_id,
-        grantNumber: p.grant_number,
-        allocation: Number(p.service_units),
-        startDate: p.start_date,
-        endDate: p.end_date,
+        projectId: p.projectId,
+        grantNumber: p.grantNumber,
+        allocation: p.allocated,
+        startDate: p.startDate,
+        endDate: p.endDate,
         active: p.active,
-        used,
-        unit: byProject.get(p.project_id)?.[0]?.unit ?? null,
+        used: p.charged,
+        runsOut: describeProjection(p),
         series,
       };
     }),
-    unreported: { pending: Number(open[0]?.pending ?? 0), failed: Number(open[0]?.failed ?? 0) },
+    unreported: { pending: 0, failed: 0 },
   };
 }
 

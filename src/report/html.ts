@@ -228,8 +228,9 @@ function usageSection(m: ReportModel, svgs: ReadonlyMap<string, string>): string
         td(p.grantNumber),
         td(`${p.startDate ?? '?'} .. ${p.endDate ?? '?'}`),
         td(p.allocation.toLocaleString('en-US'), 'num'),
-        td(`${round2(p.used).toLocaleString('en-US')}${p.unit ? ` ${p.unit}` : ''}`, 'num'),
+        td(round2(p.used).toLocaleString('en-US'), 'num'),
         `<td class="num${pct > 100 ? ' over' : ''}">${e(p.allocation > 0 ? `${pct.toFixed(1)} %` : '–')}</td>`,
+        td(p.runsOut),
         td(p.active ? 'active' : 'inactive'),
       ];
     });
@@ -238,11 +239,20 @@ function usageSection(m: ReportModel, svgs: ReadonlyMap<string, string>): string
       ? `<p>Not counted: ${e(u.unreported.pending)} usage record(s) pending and ${e(u.unreported.failed)} refused by the Usage API (<code>amie usage failed</code>).</p>`
       : '';
   return `<section id="usage"><h2>Usage against the allocation</h2>
-<p>Usage the site reported (accepted records), charged since the start of each project's current allocation.</p>
+<p>Usage the site reported (accepted records), charged in each project's current allocation period, in ${e(u.unit)} (as <code>amie usage summary</code> counts it).</p>
 ${chart}
 ${open}
 ${table(
-  [['ProjectID'], ['grant'], ['allocation period'], ['allocation', true], ['used', true], ['share', true], ['state']],
+  [
+    ['ProjectID'],
+    ['grant'],
+    ['allocation period'],
+    [`allocation (${u.unit})`, true],
+    ['used', true],
+    ['share', true],
+    ['outlook'],
+    ['state'],
+  ],
   rows,
 )}
 </section>`;

@@ -97,6 +97,10 @@ describe.each(driverCases())('the status page on $name', (driver) => {
       expect(p.series.map((s) => s.used)).toEqual([...p.series.map((s) => s.used)].sort((a, b) => a - b));
     }
     expect(usage.unreported).toEqual({ pending: 1, failed: 1 });
+    // In the configured charge unit (none configured: gpu-hours), with amie usage summary's outlook.
+    expect(usage.unit).toBe('gpu-hours');
+    const over = usage.projects.find((p) => p.used >= p.allocation)!;
+    expect(over.runsOut).toBe('used up');
   });
 
   it.skipIf(!driver.available)('says drift is not available for a handler other than slurm', () => {

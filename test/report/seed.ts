@@ -93,7 +93,7 @@ export async function seedReportData(db: Database): Promise<SeededReport> {
     `INSERT INTO amie_toolkit.reported_jobs
        (cluster, job_id, submit_time, end_time, account, project_id, user_login, charge, charge_unit, sink, status, reason)
      SELECT 'demo', 'job-' || n, now() - make_interval(days => d) - interval '2 hours', now() - make_interval(days => d),
-            p, p, 'someone', c, 'SU', 'usage-api', s, CASE WHEN s = 'failed' THEN 'refused' END
+            p, p, 'someone', c, 'gpu-hours', 'usage-api', s, CASE WHEN s = 'failed' THEN 'refused' END
        FROM unnest($1::text[], $2::int[], $3::numeric[], $4::text[]) WITH ORDINALITY AS j(p, d, c, s, n)`,
     [jobs.map((j) => j[0]), jobs.map((j) => j[1]), jobs.map((j) => j[2]), jobs.map((j) => j[3])],
   );
