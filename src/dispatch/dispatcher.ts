@@ -359,6 +359,7 @@ export class Dispatcher {
         const reason = `${packet.body.get('StatusCode') ?? ''} ${packet.body.get('Message') ?? ''}`.trim();
         return { decision: this.decision(p, runId, 'completed', 'closed', reason || undefined), ok: true };
       }
+      // eslint-disable-next-line @typescript-eslint/unbound-method -- called with .call(this.handler) just below
       const method = this.handler[type] as (p: IncomingPacket, c: PacketContext) => Promise<unknown>;
       const result = await method.call(this.handler, packet, ctx);
       if (isOutcome(result)) {
@@ -527,7 +528,7 @@ function incomingPacket(type: PacketTypeName, claimed: ClaimedPacket): IncomingP
       packetRecId: claimed.request.packetRecId,
       packetId: claimed.request.packetId,
       transaction: claimed.transaction,
-      tags: readTags(reqType, reqBody) as IncomingPacket<typeof reqType>['tags'],
+      tags: readTags(reqType, reqBody),
       body: reqBody,
       resource: reqBody.get('ResourceList'),
     };

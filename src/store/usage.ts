@@ -369,7 +369,7 @@ export async function listUnreportedJobs(
     charge: Number(r.charge),
     endTime: toDate(r.end_time, 'reported_jobs.end_time'),
     updatedAt: toDate(r.updated_at, 'reported_jobs.updated_at'),
-    record: typeof r.record === 'string' ? JSON.parse(r.record) : r.record,
+    record: (typeof r.record === 'string' ? JSON.parse(r.record) : r.record) as unknown,
   }));
 }
 
