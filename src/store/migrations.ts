@@ -6,7 +6,7 @@
 import type { Database, Queryable } from '../db/index.js';
 import { TOOLKIT_SCHEMA, type Migration } from './migration.js';
 import { REGISTRY_MIGRATION, SLURM_ACCOUNT_MIGRATION } from './registry-schema.js';
-import { USAGE_MIGRATION } from './usage.js';
+import { USAGE_ALERTS_MIGRATION, USAGE_MIGRATION } from './usage.js';
 import { REST_SOURCE_MIGRATION } from './rest-schema.js';
 import { SOURCE_IDS_MIGRATION } from './work.js';
 import { PROCESS_PASSES_MIGRATION } from './status.js';
@@ -70,6 +70,7 @@ CREATE INDEX IF NOT EXISTS amie_toolkit_pending_incoming ON packet_tbl (packet_r
   REST_SOURCE_MIGRATION,
   SOURCE_IDS_MIGRATION,
   PROCESS_PASSES_MIGRATION,
+  USAGE_ALERTS_MIGRATION,
 ];
 
 /**
