@@ -291,7 +291,7 @@ export class SlurmHandler extends RegistryHandler {
     // The Unix user is made with the person's first account, when the project is known, so
     // createUser can use {projectId} and {slurmAccount}.
     let pending = this.#newLogins.get(ctx);
-    if (!pending) this.#newLogins.set(ctx, (pending = new Map()));
+    if (!pending) this.#newLogins.set(ctx, (pending = new Map<string, RegistryPerson>()));
     pending.set(person.personId, person);
   }
 

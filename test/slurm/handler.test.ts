@@ -623,7 +623,7 @@ describe('Slurm handler dry runs', () => {
           'dry-tg-dry1',
           'cluster=amietest',
           `description=Turbulent mixing in the St. Lawrence estuary: whats next? (${sim.suffix})`,
-          `organization=${rpc.PiOrganization}`,
+          `organization=${String(rpc.PiOrganization)}`,
         ],
         [
           rec,

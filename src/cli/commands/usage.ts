@@ -249,7 +249,7 @@ async function serverFailed(context: CliContext, client: UsageClient, opts: Fail
 }
 
 function usageConfigOf(config: AmieConfig): UsageConfig {
-  return (config as AmieConfig & { usage?: UsageConfig }).usage ?? defaultUsageConfig();
+  return config.usage ?? defaultUsageConfig();
 }
 
 function requireApi(u: UsageConfig): NonNullable<UsageConfig['usageApi']> {
