@@ -53,6 +53,11 @@ export default {
     // Keep imports TypeScript erases (`import type`) in the graph.
     tsPreCompilationDeps: true,
     doNotFollow: { path: 'node_modules' },
+    // Packages that name their entry points only in package.json "exports" (vega-lite) resolve as Node does.
+    enhancedResolveOptions: {
+      exportsFields: ['exports'],
+      conditionNames: ['import', 'require', 'node', 'types', 'default'],
+    },
     exclude: { path: '^dist/' },
   },
 };
