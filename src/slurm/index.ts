@@ -14,6 +14,9 @@ export {
 export {
   Sacctmgr,
   cancelJobs,
+  parseAssociations,
+  parseCoordinators,
+  sacctmgrChange,
   slurmText,
   SLURM_ACCOUNT_PATTERN,
   SLURM_CLUSTER_PATTERN,
