@@ -16,6 +16,9 @@ export async function slurmCheckSettingsFor(
   log: Logger,
 ): Promise<SlurmCheckSettings | null> {
   if (config.handler === undefined) return null;
+  // The built-in registry handler is known not to be one: not worth loading for `amie status`.
+  const name = typeof config.handler === 'string' ? config.handler : config.handler.module;
+  if (name === 'registry') return null;
   const { handler } = await createHandler(config, db, log, false);
   const h = handler as { slurmCheckSettings?: () => SlurmCheckSettings };
   return typeof h.slurmCheckSettings === 'function' ? h.slurmCheckSettings() : null;

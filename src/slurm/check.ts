@@ -181,6 +181,10 @@ export function compareSlurm(
     accountsOf.set(a.projectId, list);
   }
   const registryAccounts = new Set<string>();
+  /** Account → the users coordinating it. */
+  const coordinatorsOf = new Map<string, string[]>();
+  for (const [user, accs] of slurm.coordinators)
+    for (const acc of accs) coordinatorsOf.set(acc, [...(coordinatorsOf.get(acc) ?? []), user]);
 
   for (const project of [...registry.projects].sort((a, b) => cmp(a.projectId, b.projectId))) {
     const base = { project: project.projectId, projectRecord: project };
@@ -333,7 +337,7 @@ export function compareSlurm(
 
     // Coordinators: the PI, when the PI has an account on the project.
     const piLogin = accounts.find((a) => a.personId === project.piPersonId && a.login)?.login ?? null;
-    const coordinators = [...slurm.coordinators].filter(([, accs]) => accs.has(account)).map(([user]) => user);
+    const coordinators = coordinatorsOf.get(account) ?? [];
     if (piLogin && !coordinators.includes(piLogin))
       differences.push({
         ...at,
@@ -492,11 +496,10 @@ export async function checkSlurmDrift(db: Queryable, settings: SlurmCheckSetting
     : (configured as string[]);
   const coordinators = await settings.sacctmgr(configured[0], log).coordinators();
 
+  const withAccount = new Set(accounts.filter((a) => a.login).map((a) => a.personId));
   const logins = [
     ...new Set(
-      people
-        .filter((p) => p.mergedInto === null && p.login && accounts.some((a) => a.personId === p.personId && a.login))
-        .map((p) => p.login!),
+      people.filter((p) => p.mergedInto === null && p.login && withAccount.has(p.personId)).map((p) => p.login!),
     ),
   ];
   const unixUsers = await getentPasswd(logins, { log, ...settings.commandOptions });

@@ -26,3 +26,15 @@ export {
   type SlurmAssociation,
 } from './sacctmgr.js';
 export { applyGridMapChange, checkDn, updateGridMapfile, type GridMapChange, type GridMapOptions } from './gridmap.js';
+export {
+  DRIFT_KINDS,
+  checkSlurmDrift,
+  compareSlurm,
+  planRepairs,
+  repairSlurmDrift,
+  type DriftKind,
+  type ForeignAssociation,
+  type SlurmCheckSettings,
+  type SlurmDifference,
+  type SlurmDrift,
+} from './check.js';
