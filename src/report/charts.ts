@@ -180,7 +180,8 @@ export async function renderCharts(charts: Chart[]): Promise<Map<string, string>
   const { compile } = await import('vega-lite');
   const out = new Map<string, string>();
   for (const chart of charts) {
-    const view = new vega.View(vega.parse(compile(chart.spec).spec), { renderer: 'none' });
+    // Vega tags the data rows it is given; a copy keeps the report model as it was read.
+    const view = new vega.View(vega.parse(compile(structuredClone(chart.spec)).spec), { renderer: 'none' });
     try {
       out.set(chart.id, await view.toSVG());
     } finally {

@@ -7,7 +7,7 @@ import { renderCharts, reportCharts } from './charts.js';
 import { gatherReport, type ReportConfig, type ReportModel, type ReportOptions } from './gather.js';
 import { reportHtml } from './html.js';
 
-export { gatherReport, gatherDrift, gatherUsage, subjectOf } from './gather.js';
+export { gatherReport, driftSection, gatherUsage, subjectOf } from './gather.js';
 export type {
   ReportModel,
   ReportOptions,

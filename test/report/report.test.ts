@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { SlurmDifference, SlurmDrift } from '../../src/slurm/check.js';
 import { escapeHtml, generateReport, renderCharts, type ReportModel } from '../../src/report/index.js';
 import { openPglite, type Database } from '../../src/db/index.js';
 import { driverCases, type TestDatabase } from '../helpers/db.js';
@@ -161,5 +162,50 @@ describe('the status page over the REST source', () => {
     expect(html).toContain('Not available: no project is in the registry.');
     expect(html).toContain('unsent REST replies');
     expect(html).not.toMatch(/<script/i);
+  });
+});
+
+describe('the drift section (amie slurm check)', () => {
+  let db: Database;
+  beforeAll(async () => {
+    db = await openPglite();
+    await initTestDatabase(db);
+  });
+  afterAll(() => db?.close());
+
+  const difference = (kind: SlurmDifference['kind'], project: string): SlurmDifference => ({
+    project,
+    slurmAccount: project,
+    cluster: 'c1',
+    kind,
+    detail: `${kind} of <b>${project}</b>`,
+    user: null,
+    fix: [],
+  });
+
+  it('counts the differences by kind and charts them', async () => {
+    const drift: SlurmDrift = {
+      differences: [difference('allocation', 'p1'), difference('user-missing', 'p1'), difference('allocation', 'p2')],
+      foreign: [],
+      checked: { projects: 2, accounts: 2, logins: 1, clusters: ['c1'] },
+    };
+    const { model, html } = await generateReport(db, CONFIG, {
+      days: 7,
+      limit: 10,
+      drift: () => Promise.resolve(drift),
+    });
+    expect(model.drift?.counts).toEqual([
+      { kind: 'allocation', count: 2 },
+      { kind: 'user-missing', count: 1 },
+    ]);
+    expect(html).toContain('3 difference(s) between the registry and Slurm');
+    expect(html).toContain('data-chart="drift"');
+  });
+
+  it('says why the section is missing when Slurm cannot be asked, and still writes the page', async () => {
+    const drift = () => Promise.reject(new Error('sacctmgr show assoc: <unreachable>'));
+    const { model, html } = await generateReport(db, CONFIG, { days: 7, limit: 10, drift });
+    expect(model.drift).toBeNull();
+    expect(html).toContain('amie slurm check failed: sacctmgr show assoc: &lt;unreachable&gt;');
   });
 });

@@ -40,11 +40,13 @@ export function register(program: Command, context: CliContext): void {
         /* missing: said below */
       }
       if (!isDir) throw new ConfigError([`--html: directory ${dir} does not exist`]);
-      await context.withDatabase(async (db, config) => {
+      await context.withDatabase(async (db, config, log) => {
         const { prepareDatabase } = await import('../../store/index.js');
         await prepareDatabase(db);
         const { generateReport } = await import('../../report/index.js');
-        const { model, html } = await generateReport(db, config, { days, limit });
+        const { checkSlurmDriftFor } = await import('../slurm-drift.js');
+        const drift = () => checkSlurmDriftFor(config, db, log);
+        const { model, html } = await generateReport(db, config, { days, limit, drift });
         const { writeFileAtomically } = await import('../../atomic-file.js');
         try {
           await writeFileAtomically(file, html);
