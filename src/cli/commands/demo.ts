@@ -9,8 +9,8 @@ import { EXIT, type CliContext } from '../context.js';
 const DEMO_SITE = { name: 'DEMO', resource: 'cluster.demo.example.org', remoteSite: 'TGCDB' };
 
 /**
- * The whole toolkit with nothing to set up: an in-memory embedded database (nothing is left
- * behind, so a second run starts as clean as the first), the registry handler, and the
+ * The whole toolkit with nothing to set up: a throw-away embedded database (removed at the end,
+ * so a second run starts as clean as the first), the registry handler, and the
  * simulated central site running every scenario, over the AMIE tables or (--source rest) over
  * the AMIE REST API served on loopback. With --keep DIR the database is kept in DIR/db, with a
  * configuration DIR/amie.yaml naming it, so every other command can look at what the demo did.
@@ -68,7 +68,9 @@ export function register(program: Command, context: CliContext): void {
         env: context.env,
       });
       const started = Date.now();
-      const db = await openPglite(keep ? { path: keep.database, create: true } : {});
+      // On disk (kept, or in a temporary directory) rather than in memory: half the demo's
+      // memory, and nothing left behind unless --keep asks for it.
+      const db = await openPglite(keep ? { path: keep.database, create: true } : { temporary: true });
       // Over REST, central keeps its own tables behind the HTTP simulator; the site's database
       // holds only its books (registry, audit, the REST source's copy of the packets).
       const { RestSimulator } = await import('../../simulator/http.js');
