@@ -510,7 +510,7 @@ export async function checkSlurmDrift(db: Queryable, settings: SlurmCheckSetting
       const c = settings.clusterFor(resource);
       return c === undefined ? clusters : [c];
     },
-    accountFor: settings.accountFor,
+    accountFor: (project) => settings.accountFor(project),
     allocation: settings.allocation,
     usesUid: settings.usesUid,
   };

@@ -60,8 +60,8 @@ function explaining(db: Database, plans: Array<{ sql: string; plan: PlanNode }>)
     get roundTrips() {
       return db.roundTrips;
     },
-    query: top.query,
-    exec: top.exec,
+    query: (sql, params) => top.query(sql, params),
+    exec: (sql) => top.exec(sql),
     transaction: (fn) => db.transaction((tx) => fn(wrap(tx))),
     close: () => db.close(),
   };
