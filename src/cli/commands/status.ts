@@ -44,7 +44,7 @@ export interface ExtraFigures {
  */
 async function extraFigures(db: Database, config: AmieConfig, warnSeconds: number): Promise<ExtraFigures> {
   if (config.source.kind !== 'tables') return {};
-  const { countForeignWaiting } = await import('../../store/index.js');
+  const { countForeignWaiting } = await import('../../store/work.js');
   return { foreignWaiting: await countForeignWaiting(db, config.site, warnSeconds * 1000) };
 }
 
@@ -115,7 +115,8 @@ async function check(context: CliContext, opts: StatusOptions): Promise<CheckRes
     return unknown(oneLine(err));
   }
   try {
-    const { readStatusFigures } = await import('../../store/index.js');
+    // The two store modules it reads, not the whole store: `status` is run often, it should start fast.
+    const { readStatusFigures } = await import('../../store/status.js');
     const figures = {
       ...(await readStatusFigures(db, { source: config.source.kind, usagePendingSeconds: warnSeconds })),
       ...(await extraFigures(db, config, warnSeconds)),
