@@ -115,7 +115,7 @@ export class SlackNotifier {
       for (const text of messages) this.log.debug({ run_id: summary.runId, text }, 'dry run: Slack message not posted');
       return { sent: 0, dropped: 0 };
     }
-    const result = await this.post(messages);
+    const result = await this.postMessages(messages);
     if (result.error) {
       this.log.warn(
         { run_id: summary.runId, sent: result.sent, dropped: result.dropped, err: result.error },
@@ -128,11 +128,14 @@ export class SlackNotifier {
   }
 
   /**
-   * Posts in order, one at a time (Slack shows a channel in arrival order and allows about one
-   * message a second anyway), all within one deadline. A fresh connection pool per pass is
-   * destroyed at the end, so an abandoned request cannot keep the process alive after the run.
+   * Posts texts in order, one at a time (Slack shows a channel in arrival order and allows about
+   * one message a second anyway), all within one deadline; what was not posted is counted in
+   * `dropped`. Never throws. A fresh connection pool per call is destroyed at the end, so an
+   * abandoned request cannot keep the process alive after the run. Texts are posted as given:
+   * outside text in them must already be made inert (renderTemplate does).
    */
-  private async post(messages: string[]): Promise<NotifyOutcome> {
+  async postMessages(texts: readonly string[]): Promise<NotifyOutcome> {
+    const messages = texts.map(clip);
     // The deadline counts from here, loading the client included: Slack costs a pass at most timeoutMs.
     const deadline = Date.now() + this.cfg.timeoutMs;
     // Loaded only when there is something to post: the Slack client is large, and a run that

@@ -1,6 +1,6 @@
 import type { Database, Queryable } from '../db/index.js';
 import { REGISTRY_MIGRATION, SLURM_ACCOUNT_MIGRATION } from '../registry/schema.js';
-import { USAGE_MIGRATION } from './usage.js';
+import { USAGE_ALERTS_MIGRATION, USAGE_MIGRATION } from './usage.js';
 import { REST_SOURCE_MIGRATION } from '../sources/rest-schema.js';
 import { SOURCE_IDS_MIGRATION } from './work.js';
 import { PROCESS_PASSES_MIGRATION } from './status.js';
@@ -75,6 +75,7 @@ CREATE INDEX IF NOT EXISTS amie_toolkit_pending_incoming ON packet_tbl (packet_r
   REST_SOURCE_MIGRATION,
   SOURCE_IDS_MIGRATION,
   PROCESS_PASSES_MIGRATION,
+  USAGE_ALERTS_MIGRATION,
 ];
 
 /**

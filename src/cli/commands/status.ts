@@ -1,6 +1,6 @@
-import { rename, unlink, writeFile } from 'node:fs/promises';
-import { dirname, basename, join } from 'node:path';
 import type { Command } from 'commander';
+import { writeFileAtomically } from '../../atomic-file.js';
+import { formatAge } from '../../text.js';
 import { ConfigError } from '../../config/errors.js';
 import type { Database } from '../../db/index.js';
 import type { AmieConfig } from '../../config/index.js';
@@ -68,7 +68,7 @@ export function register(program: Command, context: CliContext): void {
       let written: string | undefined;
       if (opts.prometheus) {
         try {
-          await writeAtomically(opts.prometheus, prometheusText(result));
+          await writeFileAtomically(opts.prometheus, prometheusText(result));
         } catch (err) {
           written = `cannot write ${opts.prometheus}: ${(err as Error).message}`;
         }
@@ -197,14 +197,6 @@ export function parseDuration(flag: string, value: string): number {
   return seconds;
 }
 
-export function formatAge(seconds: number): string {
-  if (seconds < 120) return `${Math.floor(seconds)}s`;
-  if (seconds < 2 * 3600) return `${Math.floor(seconds / 60)}m`;
-  if (seconds < 2 * 86400)
-    return `${Math.floor(seconds / 3600)}h${Math.floor((seconds % 3600) / 60) ? `${Math.floor((seconds % 3600) / 60)}m` : ''}`;
-  return `${Math.floor(seconds / 86400)}d${Math.floor((seconds % 86400) / 3600) ? `${Math.floor((seconds % 86400) / 3600)}h` : ''}`;
-}
-
 function oneLine(err: unknown): string {
   if (err instanceof ConfigError) return err.problems.join('; ');
   return (err instanceof Error ? err.message : String(err)).split('\n').join(' ');
@@ -294,16 +286,4 @@ export function prometheusText(r: CheckResult): string {
       metric('amie_foreign_packets_waiting', 'Foreign packets waiting.', [[{}, f.foreignWaiting]]);
   }
   return `${lines.join('\n')}\n`;
-}
-
-/** Written beside the target and renamed over it, so the collector never reads half a file. */
-async function writeAtomically(file: string, text: string): Promise<void> {
-  const temp = join(dirname(file), `.${basename(file)}.${process.pid}.tmp`);
-  try {
-    await writeFile(temp, text, { mode: 0o644 });
-    await rename(temp, file);
-  } catch (err) {
-    await unlink(temp).catch(() => undefined);
-    throw err;
-  }
 }
