@@ -47,13 +47,14 @@ export async function openPglite(options: PgliteOptions = {}): Promise<Database>
   }
   let roundTrips = 0;
 
-  const wrap = (q: Pick<PGlite, 'query' | 'exec'>): Queryable => ({
-    async query<R>(sql: string, params?: readonly unknown[]): Promise<QueryResult<R>> {
+  // Functions that need no `this`, so the database object can hand them out as they are.
+  const wrap = (q: Pick<PGlite, 'query' | 'exec'>): { query: Queryable['query']; exec: Queryable['exec'] } => ({
+    query: async <R>(sql: string, params?: readonly unknown[]): Promise<QueryResult<R>> => {
       roundTrips++;
       const res = await q.query<R>(sql, params as unknown[] | undefined);
       return { rows: res.rows, rowCount: res.affectedRows ?? 0 };
     },
-    async exec(sql: string) {
+    exec: async (sql: string) => {
       roundTrips++;
       await q.exec(sql);
     },

@@ -1,7 +1,7 @@
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import type { Logger as SlackLogger, LogLevel as SlackLogLevel } from '@slack/web-api';
-import type { RunSummary } from '../dispatch/dispatcher.js';
+import type { RunSummary } from '../dispatch/summary.js';
 import type { Logger } from '../log.js';
 import { FAILURE_OUTCOMES, type SlackConfig } from './config.js';
 import {

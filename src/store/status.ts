@@ -1,10 +1,9 @@
 import type { Queryable } from '../db/index.js';
 import { STATE_IDS } from '../protocol/ids.js';
-import type { Migration } from './migrations.js';
+import { TOOLKIT_SCHEMA, type Migration } from './migration.js';
 import type { PacketSourceKind } from './work.js';
 
-// Spelt out rather than imported: migrations.ts imports this file.
-const S = 'amie_toolkit';
+const S = TOOLKIT_SCHEMA;
 
 /**
  * When `amie process` last finished a pass, per packet source: a pass that finds nothing to do

@@ -4,11 +4,10 @@
  */
 import type { Queryable } from '../db/index.js';
 import { DEFAULT_REPLY_TIMEOUT_MINUTES, PACKET_TYPE_IDS, STATE_IDS, type DataRow } from '../protocol/ids.js';
-import type { Migration } from './migrations.js';
+import { TOOLKIT_SCHEMA, type Migration } from './migration.js';
 import { toDate, toNumber } from './records.js';
 
-// Spelt out rather than imported: migrations.ts imports this file.
-const S = 'amie_toolkit';
+const S = TOOLKIT_SCHEMA;
 
 /**
  * A job is identified by (cluster, job id as sacct displays it, submit time). A requeued job
@@ -370,7 +369,7 @@ export async function listUnreportedJobs(
     charge: Number(r.charge),
     endTime: toDate(r.end_time, 'reported_jobs.end_time'),
     updatedAt: toDate(r.updated_at, 'reported_jobs.updated_at'),
-    record: typeof r.record === 'string' ? JSON.parse(r.record) : r.record,
+    record: (typeof r.record === 'string' ? JSON.parse(r.record) : r.record) as unknown,
   }));
 }
 

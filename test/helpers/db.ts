@@ -7,7 +7,7 @@ export interface TestDatabase {
   db: Database;
   /** A URL another process can use for the same database (pg only). */
   url?: string;
-  cleanup(): Promise<void>;
+  cleanup: () => Promise<void>;
 }
 
 /** A fresh, empty database on the test PostgreSQL server, dropped by cleanup(). */

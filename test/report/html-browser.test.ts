@@ -81,9 +81,9 @@ describe.skipIf(!available)('the status page in a real browser', () => {
     );
     expect(charts.map((c) => c.id)).toEqual(CHARTS);
     for (const c of charts) {
-      expect(c.svgs, c.id!).toBe(1);
-      expect(c.marks, c.id!).toBeGreaterThan(0);
-      expect(c.width, c.id!).toBeGreaterThan(100);
+      expect(c.svgs, c.id).toBe(1);
+      expect(c.marks, c.id).toBeGreaterThan(0);
+      expect(c.width, c.id).toBeGreaterThan(100);
     }
   });
 

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { ConfigError } from '../../config/errors.js';
 import type { Database } from '../../db/index.js';
-import type { allocationHistory, listAccounts, listPeople, listProjects } from '../../registry/index.js';
+import type { listAccounts } from '../../registry/index.js';
 import { escapeControls } from '../../text.js';
 import { formatTable } from '../table.js';
 import type { CliContext } from '../context.js';

@@ -35,6 +35,10 @@ export interface ExtraFigures {
    * warning age (AMIE tables source only; see `extraFigures`).
    */
   foreignWaiting?: number;
+  /** Differences between the registry and Slurm (`amie slurm check`), when the handler is the Slurm handler. */
+  slurmDrift?: number;
+  /** Why Slurm could not be compared with the registry (sacctmgr or getent failed). */
+  slurmCheckError?: string;
 }
 
 /**
@@ -42,10 +46,36 @@ export interface ExtraFigures {
  * this configuration never answers them, so one waiting long means a configuration is missing.
  * (Over REST they stay on the server and `amie process` warns of them from its listing.)
  */
-async function extraFigures(db: Database, config: AmieConfig, warnSeconds: number): Promise<ExtraFigures> {
-  if (config.source.kind !== 'tables') return {};
-  const { countForeignWaiting } = await import('../../store/work.js');
-  return { foreignWaiting: await countForeignWaiting(db, config.site, warnSeconds * 1000) };
+async function extraFigures(
+  context: CliContext,
+  db: Database,
+  config: AmieConfig,
+  warnSeconds: number,
+): Promise<ExtraFigures> {
+  const out: ExtraFigures = {};
+  if (config.source.kind === 'tables') {
+    const { countForeignWaiting } = await import('../../store/work.js');
+    out.foreignWaiting = await countForeignWaiting(db, config.site, warnSeconds * 1000);
+  }
+  return { ...out, ...(await slurmFigures(context, db, config)) };
+}
+
+/**
+ * With the Slurm handler, how far Slurm has drifted from the registry (as `amie slurm check`
+ * finds it). A Slurm that cannot be asked is a problem of the check's result, not a failed check.
+ */
+async function slurmFigures(context: CliContext, db: Database, config: AmieConfig): Promise<ExtraFigures> {
+  const { maybeSlurmHandler, slurmCheckSettingsFor } = await import('../slurm-drift.js');
+  if (!maybeSlurmHandler(config)) return {};
+  const log = await context.logger(config);
+  const settings = await slurmCheckSettingsFor(config, db, log);
+  if (!settings) return {};
+  const { checkSlurmDrift } = await import('../../slurm/check.js');
+  try {
+    return { slurmDrift: (await checkSlurmDrift(db, settings, log)).differences.length };
+  } catch (err) {
+    return { slurmCheckError: oneLine(err) };
+  }
 }
 
 export function register(program: Command, context: CliContext): void {
@@ -119,7 +149,7 @@ async function check(context: CliContext, opts: StatusOptions): Promise<CheckRes
     const { readStatusFigures } = await import('../../store/status.js');
     const figures = {
       ...(await readStatusFigures(db, { source: config.source.kind, usagePendingSeconds: warnSeconds })),
-      ...(await extraFigures(db, config, warnSeconds)),
+      ...(await extraFigures(context, db, config, warnSeconds)),
     };
     const problems = judge(figures, warnSeconds, critSeconds);
     const status: StatusName = problems.some((p) => p.severity === 'CRITICAL')
@@ -174,6 +204,13 @@ export function judge(f: StatusFigures & ExtraFigures, warn: number, crit: numbe
     });
   if (f.usageFailed > 0)
     out.push({ severity: 'WARNING', message: `${f.usageFailed} usage record(s) refused by the Usage API` });
+  if (f.slurmDrift)
+    out.push({
+      severity: 'WARNING',
+      message: `Slurm differs from the registry in ${f.slurmDrift} place(s) (amie slurm check lists them)`,
+    });
+  if (f.slurmCheckError)
+    out.push({ severity: 'WARNING', message: `Slurm could not be compared with the registry: ${f.slurmCheckError}` });
   if (f.usagePendingTooLong > 0)
     out.push({
       severity: 'WARNING',
@@ -219,6 +256,7 @@ export function pluginText(r: CheckResult): string[] {
     `usage_pending=${f.usagePending};;;0`,
     `last_pass_age=${age(f.lastPassAgeSeconds, true)}`,
     ...(f.foreignWaiting === undefined ? [] : [`foreign_waiting=${f.foreignWaiting};;;0`]),
+    ...(f.slurmDrift === undefined ? [] : [`slurm_drift=${f.slurmDrift};;;0`]),
   ];
   return [
     `${first} | ${perf.join(' ')}`,
@@ -284,6 +322,10 @@ export function prometheusText(r: CheckResult): string {
       ]);
     if (f.foreignWaiting !== undefined)
       metric('amie_foreign_packets_waiting', 'Foreign packets waiting.', [[{}, f.foreignWaiting]]);
+    if (f.slurmDrift !== undefined)
+      metric('amie_slurm_drift', 'Differences between the registry and Slurm (amie slurm check).', [
+        [{}, f.slurmDrift],
+      ]);
   }
   return `${lines.join('\n')}\n`;
 }

@@ -251,7 +251,7 @@ async function serverFailed(context: CliContext, client: UsageClient, opts: Fail
 
 async function usageConfigOf(config: AmieConfig): Promise<UsageConfig> {
   const { defaultUsageConfig } = await import('../../usage/config.js');
-  return (config as AmieConfig & { usage?: UsageConfig }).usage ?? defaultUsageConfig();
+  return config.usage ?? defaultUsageConfig();
 }
 
 function requireApi(u: UsageConfig): NonNullable<UsageConfig['usageApi']> {
