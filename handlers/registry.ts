@@ -90,6 +90,8 @@ const optionsShape = {
 };
 /** `handler.options` of the registry handler; a subclass may `.extend()` it. */
 export const registryOptionsSchema = z.strictObject(optionsShape);
+/** The registry's own options read from a subclass's options too (its extra keys are left to it); built once. */
+const registrySettingsSchema = z.object(optionsShape);
 /** The options with defaults applied. */
 export type RegistryOptions = z.infer<typeof registryOptionsSchema>;
 /** The options as a config or a test may give them: every key optional. */
@@ -197,7 +199,7 @@ export class RegistryHandler<O extends RegistryOptionsInput = RegistryOptionsInp
 
   constructor(context: HandlerContext<O>) {
     super(context);
-    this.settings = z.object(optionsShape).parse(context.options ?? {});
+    this.settings = registrySettingsSchema.parse(context.options ?? {});
   }
 
   /** Login candidates per packet, by its tags. */

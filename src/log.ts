@@ -1,7 +1,7 @@
 import pino, { type DestinationStream, type Logger } from 'pino';
 import { ConfigError } from './config/errors.js';
 import { LOG_LEVELS, type LogLevel } from './config/schema.js';
-import { redactUrl } from './db/pg.js';
+import { redactUrl } from './db/errors.js';
 
 export type { Logger } from 'pino';
 

@@ -1,7 +1,13 @@
+/**
+ * What every command gets from the CLI: configuration, logging, the database and output.
+ * Nothing heavy is imported here: the configuration schema, the logger and the database
+ * driver are loaded when a command first asks for them, so `amie --help` and commands that
+ * need none of them start quickly.
+ */
 import type { Command } from 'commander';
-import { loadConfig, resolveDatabaseConfig, type AmieConfig } from '../config/index.js';
-import { openDatabase, type Database } from '../db/index.js';
-import { createLogger, type Logger } from '../log.js';
+import type { AmieConfig } from '../config/index.js';
+import type { Database } from '../db/index.js';
+import type { Logger } from '../log.js';
 import { escapeControls } from '../text.js';
 
 /** Exit statuses of `amie`, relied on by cron scripts. */
@@ -29,7 +35,7 @@ export interface CliContext {
   /** -c FILE, else AMIE_CONFIG, else config/amie.yaml; throws ConfigError. */
   loadConfig(): Promise<AmieConfig>;
   /** A logger at the level --debug/AMIE_LOG_LEVEL/log.level decide, writing to stderr. */
-  logger(config?: AmieConfig): Logger;
+  logger(config?: AmieConfig): Promise<Logger>;
   /**
    * Opens the configured database (AMIE_DATABASE_URL overrides); throws DatabaseError. A missing
    * embedded database is an error unless `create` (only `amie db init` creates one).
@@ -61,13 +67,22 @@ export function createContext(
     // Every command's output passes here, so packet text in it can never drive the terminal.
     out: (line) => write(escapeControls(line, { keepLayout: true })),
     options,
-    loadConfig: () => loadConfig(options().config, env, cwd),
-    logger: (config) => createLogger({ level: config?.log.level, debug: options().debug, env }),
-    openDatabase: (config, options) =>
-      openDatabase(resolveDatabaseConfig(config, env), env, { create: options?.create ?? false }),
+    async loadConfig() {
+      const { loadConfig } = await import('../config/load.js');
+      return loadConfig(options().config, env, cwd);
+    },
+    async logger(config) {
+      const { createLogger } = await import('../log.js');
+      return createLogger({ level: config?.log.level, debug: options().debug, env });
+    },
+    async openDatabase(config, options) {
+      const { resolveDatabaseConfig } = await import('../config/load.js');
+      const { openDatabase } = await import('../db/index.js');
+      return openDatabase(resolveDatabaseConfig(config, env), env, { create: options?.create ?? false });
+    },
     async withDatabase(fn, options) {
       const config = await context.loadConfig();
-      const log = context.logger(config);
+      const log = await context.logger(config);
       const db = await context.openDatabase(config, options);
       try {
         return await fn(db, config, log);

@@ -28,20 +28,39 @@ function toolkitVersion(): string {
 /**
  * Every module in commands/ adds its own commands, so a new command is one new file.
  * Sorted by file name so the help lists commands in a stable order.
+ *
+ * Start-up time: when the command line names a command whose module is named after it
+ * (`amie process`, `amie status`: what cron and monitoring run every few minutes), only
+ * that module is loaded. Help, a mistyped command, or a command living in another command's
+ * module (`report-usage` in usage) loads them all, so help and guesses see every command.
  */
-async function registerCommands(program: Command, context: CliContext): Promise<void> {
+async function registerCommands(program: Command, context: CliContext, argv: string[]): Promise<void> {
   const dir = join(here, 'commands');
   // .js when compiled; .ts when run from source by a TypeScript-aware loader.
   const ext = extname(self);
   const files = readdirSync(dir)
     .filter((f) => f.endsWith(ext) && !f.endsWith('.d.ts'))
     .sort();
-  for (const file of files) {
+  const named = commandName(argv);
+  const own = named === undefined ? undefined : files.find((f) => f === `${named}${ext}`);
+  for (const file of own ? [own] : files) {
     const mod = (await import(pathToFileURL(join(dir, file)).href)) as { register?: RegisterCommand };
     if (typeof mod.register !== 'function')
       throw new Error(`command module ${file} does not export register(program, context)`);
     mod.register(program, context);
   }
+}
+
+/** The first operand after the global options (-c FILE, --config FILE, --debug), if any. */
+function commandName(argv: string[]): string | undefined {
+  const args = argv.slice(2);
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    if (arg === '-c' || arg === '--config') i++;
+    else if (arg === '--') return args[i + 1];
+    else if (!arg.startsWith('-')) return arg;
+  }
+  return undefined;
 }
 
 export function buildProgram(): Command {
@@ -76,7 +95,7 @@ export async function main(argv: string[] = process.argv): Promise<number> {
   const debug = argv.includes('--debug');
   const say = (line: string) => process.stderr.write(`amie: ${escapeControls(line)}\n`);
   try {
-    await registerCommands(program, context);
+    await registerCommands(program, context, argv);
     completeHelp(program);
     await program.parseAsync(argv);
     return context.exitCode;

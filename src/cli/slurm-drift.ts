@@ -7,7 +7,16 @@ import type { AmieConfig } from '../config/index.js';
 import type { Database } from '../db/index.js';
 import type { Logger } from '../log.js';
 import type { SlurmCheckSettings, SlurmDrift } from '../slurm/check.js';
-import { createHandler } from './handler.js';
+
+/**
+ * Whether the configured handler may be the Slurm handler: no handler, or the built-in registry
+ * handler, is known not to be one, so `amie status` need not load (or log) anything to find out.
+ */
+export function maybeSlurmHandler(config: AmieConfig): boolean {
+  if (config.handler === undefined) return false;
+  const name = typeof config.handler === 'string' ? config.handler : config.handler.module;
+  return name !== 'registry';
+}
 
 /** The handler's settings for the check; null when the configured handler is not the Slurm handler (or a subclass). */
 export async function slurmCheckSettingsFor(
@@ -15,10 +24,8 @@ export async function slurmCheckSettingsFor(
   db: Database,
   log: Logger,
 ): Promise<SlurmCheckSettings | null> {
-  if (config.handler === undefined) return null;
-  // The built-in registry handler is known not to be one: not worth loading for `amie status`.
-  const name = typeof config.handler === 'string' ? config.handler : config.handler.module;
-  if (name === 'registry') return null;
+  if (!maybeSlurmHandler(config)) return null;
+  const { createHandler } = await import('./handler.js');
   const { handler } = await createHandler(config, db, log, false);
   const h = handler as { slurmCheckSettings?: () => SlurmCheckSettings };
   return typeof h.slurmCheckSettings === 'function' ? h.slurmCheckSettings() : null;

@@ -58,3 +58,14 @@ export function isConnectionLost(err: unknown): boolean {
     /Connection terminated|connection ended|Client has encountered a connection error/i.test(e.message ?? '')
   );
 }
+
+/** Removes the password from a connection URL so it can be logged or shown. */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return '<unparsable database url>';
+  }
+}

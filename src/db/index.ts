@@ -1,11 +1,25 @@
+/**
+ * The database behind every command: a PostgreSQL server through pg, or the embedded PGlite.
+ * Each driver is loaded only when a database of its kind is opened, so a run against a server
+ * never loads PGlite and a run on the embedded database never loads pg (start-up time).
+ */
 import type { Database } from './types.js';
-import { openPg } from './pg.js';
-import { openPglite } from './pglite.js';
+import type { PgOptions } from './pg.js';
+import type { PgliteOptions } from './pglite.js';
 
 export type { Database, Queryable, QueryResult } from './types.js';
-export { DatabaseError, isConnectionLost } from './errors.js';
-export { redactUrl } from './pg.js';
-export { openPg, openPglite };
+export type { PgOptions, PgliteOptions };
+export { DatabaseError, isConnectionLost, redactUrl } from './errors.js';
+
+/** Opens a PostgreSQL server through a pg pool. */
+export async function openPg(options: PgOptions): Promise<Database> {
+  return (await import('./pg.js')).openPg(options);
+}
+
+/** Opens (or with `create`, creates) the embedded database; without a path, one in memory. */
+export async function openPglite(options: PgliteOptions = {}): Promise<Database> {
+  return (await import('./pglite.js')).openPglite(options);
+}
 
 /**
  * Where the default embedded database lives when the config has no `database` section: beside

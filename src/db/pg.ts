@@ -1,21 +1,36 @@
+/**
+ * The PostgreSQL server driver: a pg pool behind the toolkit's small Database interface.
+ */
 import { createHash } from 'node:crypto';
-import pg from 'pg';
+import { createRequire } from 'node:module';
+import type pgTypes from 'pg';
 import type { Database, Queryable, QueryResult } from './types.js';
-import { describeConnectError } from './errors.js';
+import { describeConnectError, redactUrl } from './errors.js';
+
+export { redactUrl };
+
+/**
+ * pg, loaded without waking Node's fetch implementation. When it loads, pg tells a Cloudflare
+ * Worker from Node by `navigator.userAgent`, which Node has from version 21 on; without it pg
+ * builds a `Response`, and on Node 20 that first `Response` loads all of fetch (about 50 ms of
+ * CPU, a tenth of `amie status`). So on Node 20 a `navigator` saying Node stands there while pg
+ * loads, synchronously: no other code runs in between, and it is gone afterwards.
+ */
+function loadPg(): typeof pgTypes {
+  const require = createRequire(import.meta.url);
+  const g = globalThis as { navigator?: unknown };
+  if (g.navigator !== undefined) return require('pg') as typeof pgTypes;
+  g.navigator = { userAgent: `Node.js/${process.versions.node}` };
+  try {
+    return require('pg') as typeof pgTypes;
+  } finally {
+    delete g.navigator;
+  }
+}
+const pg = loadPg();
 
 // numeric(38,0) ids and bigint come back as strings by default; the store converts
 // them where it needs numbers, so the driver leaves pg's type parsing alone.
-
-/** Removes the password from a connection URL so it can be logged or shown. */
-export function redactUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = '***';
-    return u.toString();
-  } catch {
-    return '<unparsable database url>';
-  }
-}
 
 const names = new Map<string, string>();
 function statementName(sql: string): string {
@@ -55,7 +70,7 @@ export async function openPg(options: PgOptions): Promise<Database> {
   }
 
   const run = async <R>(
-    q: pg.Pool | pg.PoolClient,
+    q: pgTypes.Pool | pgTypes.PoolClient,
     sql: string,
     params?: readonly unknown[],
   ): Promise<QueryResult<R>> => {
@@ -80,7 +95,7 @@ export async function openPg(options: PgOptions): Promise<Database> {
       await run(pool, sql);
     },
     async transaction(fn) {
-      let client: pg.PoolClient;
+      let client: pgTypes.PoolClient;
       try {
         client = await pool.connect();
       } catch (err) {

@@ -1,6 +1,6 @@
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
-import { WebClient, type Logger as SlackLogger, LogLevel as SlackLogLevel } from '@slack/web-api';
+import type { Logger as SlackLogger, LogLevel as SlackLogLevel } from '@slack/web-api';
 import type { RunSummary } from '../dispatch/summary.js';
 import type { Logger } from '../log.js';
 import { FAILURE_OUTCOMES, type SlackConfig } from './config.js';
@@ -136,6 +136,11 @@ export class SlackNotifier {
    */
   async postMessages(texts: readonly string[]): Promise<NotifyOutcome> {
     const messages = texts.map(clip);
+    // The deadline counts from here, loading the client included: Slack costs a pass at most timeoutMs.
+    const deadline = Date.now() + this.cfg.timeoutMs;
+    // Loaded only when there is something to post: the Slack client is large, and a run that
+    // posts nothing (most runs) should not pay for loading it.
+    const { WebClient, LogLevel } = await import('@slack/web-api');
     const apiUrl = this.cfg.apiUrl ?? DEFAULT_SLACK_API_URL;
     const agent = apiUrl.startsWith('https:')
       ? new HttpsAgent({ keepAlive: true })
@@ -146,9 +151,8 @@ export class SlackNotifier {
       retryConfig: { retries: 0 },
       rejectRateLimitedCalls: true,
       agent,
-      logger: slackLogger(this.log),
+      logger: slackLogger(this.log, LogLevel.DEBUG),
     });
-    const deadline = Date.now() + this.cfg.timeoutMs;
     let sent = 0;
     try {
       for (const text of messages) {
@@ -246,7 +250,7 @@ function errorText(err: unknown): string {
 }
 
 /** The client's own log lines go to debug: the warning that matters is the notifier's own. */
-function slackLogger(log: Logger): SlackLogger {
+function slackLogger(log: Logger, level: SlackLogLevel): SlackLogger {
   const debug = (...msg: unknown[]) => log.debug({ slack_client: msg.map(String).join(' ') }, 'Slack client');
   return {
     debug,
@@ -254,7 +258,7 @@ function slackLogger(log: Logger): SlackLogger {
     warn: debug,
     error: debug,
     setLevel: () => {},
-    getLevel: () => SlackLogLevel.DEBUG,
+    getLevel: () => level,
     setName: () => {},
   };
 }

@@ -9,7 +9,6 @@
  * a CommandError whose message names the command and its stderr, which the dispatcher records
  * in the audit when it defers the packet.
  */
-import { execa } from 'execa';
 import type { Logger } from 'pino';
 import { PacketFailure } from '../dispatch/outcome.js';
 
@@ -91,6 +90,8 @@ export async function runCommand(argv: readonly string[], opts: CommandOptions):
     return { argv: [...argv], exitCode: 0, stdout: '', stderr: '', dryRun: true };
   }
   const timeout = opts.timeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS;
+  // Loaded with the first command run, not with the handler: a pass with nothing to do runs none.
+  const { execa } = await import('execa');
   const started = Date.now();
   const r = await execa(argv[0], argv.slice(1), {
     timeout,

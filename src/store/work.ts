@@ -1,6 +1,6 @@
 import type { Queryable } from '../db/index.js';
 import type { Migration } from './migration.js';
-import { PACKET_TYPE_IDS, STATE_IDS, type DataRow, type PacketTypeName } from '../protocol/index.js';
+import { PACKET_TYPE_IDS, STATE_IDS, type DataRow, type PacketTypeName } from '../protocol/ids.js';
 
 /**
  * The dispatcher's statements: claiming work and recording what became of it. Each is one round trip: claiming a batch brings the

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { insecureUrlProblem } from '../http.js';
 import { CHARGE_UNITS, type ChargeRule, type ChargeUnit } from './charge.js';
+import { USAGE_SINKS } from './sinks/types.js';
 
 /**
  * The `usage:` section of the configuration. Kept here, beside the reporter that reads it;
@@ -10,8 +11,7 @@ import { CHARGE_UNITS, type ChargeRule, type ChargeUnit } from './charge.js';
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
-export const USAGE_SINKS = ['amie-db', 'usage-api'] as const;
-export type UsageSinkName = (typeof USAGE_SINKS)[number];
+export { USAGE_SINKS, type UsageSinkName } from './sinks/types.js';
 
 /** The Usage API refuses bodies over 1024 KiB; half of that leaves room for any proxy's own limit. */
 export const DEFAULT_BATCH_BYTES = 512 * 1024;

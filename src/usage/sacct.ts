@@ -11,7 +11,6 @@
  * record-shaped tail would become a second, forged job. A line without exactly the fields
  * asked for is counted and skipped, never charged.
  */
-import { execa } from 'execa';
 import { commandEnv } from '../slurm/run.js';
 
 /** The `--format` fields, in output order. No user text (JobName, Comment, WCKey): see above. */
@@ -366,6 +365,8 @@ export async function* readSacct(q: SacctQuery, opts: { signal?: AbortSignal } =
   const args = sacctArgs(q);
   const command = [program, ...args].join(' ');
   const timeoutMs = q.timeoutMs ?? DEFAULT_SACCT_TIMEOUT_MS;
+  // Loaded only here, when sacct runs: the rest of the usage code (and its tests) does without it.
+  const { execa } = await import('execa');
   const subprocess = execa(program, args, {
     env: sacctEnv(),
     extendEnv: false,

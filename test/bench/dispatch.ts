@@ -1,8 +1,11 @@
 /**
  * Throughput of `amie process` with the registry handler: 10,000 pending request_account_create
  * transactions answered by one and four processes on PostgreSQL and one on the embedded
- * database. Each figure is measured in one run, wall clock from start to the last process'
- * exit (start-up included), with the database round trips the processes report.
+ * database; and the batch-size sweep, 2,000 of them at each `process.batchSize` of
+ * BATCH_SIZES by one and four processes, each four-process figure with its ratio to one
+ * process (overlap must cost nothing). Each figure is measured in one run, wall clock from
+ * start to the last process' exit (start-up included), with the database round trips the
+ * processes report.
  */
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -21,12 +24,17 @@ const HANDLER_LABEL = HANDLER.includes('/') ? 'custom handler' : `${HANDLER} han
 
 export interface BenchRow {
   figure: string;
+  /** 0 when the row has no measured items (a skipped figure, a memory figure): shown as '-'. */
   count: number;
   seconds: number;
   perSecond: number;
   roundTripsPerItem: number | null;
+  /** Shown in the last column: a skip reason, memory, a ratio to another row. */
   note?: string;
 }
+
+/** The batch sizes the sweep compares; `process.batchSize` defaults to one of them. */
+export const BATCH_SIZES = [10, 50, 200, 500] as const;
 
 interface RunFinished {
   msg: string;
@@ -59,6 +67,7 @@ async function measure(
   packets: number,
   processes: number,
   database: { url?: string; path?: string },
+  batchSize = 500,
 ): Promise<BenchRow> {
   const dir = mkdtempSync(join(tmpdir(), 'amie-bench-'));
   const config = join(dir, 'amie.yaml');
@@ -68,7 +77,7 @@ async function measure(
       `site: { name: ${SITE.name}, resource: ${SITE.resource} }`,
       database.url ? `database: { url: "${database.url}" }` : `database: { path: "${database.path}" }`,
       `handler: ${HANDLER}`,
-      'process: { batchSize: 500 }',
+      `process: { batchSize: ${batchSize} }`,
       'log: { level: info }', // as operators run it: one line per packet
     ].join('\n'),
   );
@@ -128,6 +137,7 @@ export async function dispatchBenchmarks(packets = 10_000): Promise<BenchRow[]> 
         await t.cleanup();
       }
     }
+    rows[1]!.note = `${(rows[1]!.perSecond / rows[0]!.perSecond).toFixed(2)}x one process`;
   } else {
     rows.push({
       figure: 'amie process on PostgreSQL',
@@ -147,6 +157,48 @@ export async function dispatchBenchmarks(packets = 10_000): Promise<BenchRow[]> 
     rows.push(await measure(`amie process, ${HANDLER_LABEL}, embedded PGlite, 1 process`, packets, 1, { path }));
   } finally {
     rmSync(dir, { recursive: true, force: true });
+  }
+  return rows;
+}
+
+/**
+ * 2,000 pending RACs (a busy day's backlog) per run, answered at each batch size by one and by
+ * four overlapping processes, each on a fresh database. Needs PostgreSQL (AMIE_TEST_DATABASE_URL).
+ */
+export async function batchSizeSweep(packets = 2000): Promise<BenchRow[]> {
+  if (!process.env.AMIE_TEST_DATABASE_URL) {
+    return [
+      {
+        figure: 'batch-size sweep',
+        count: 0,
+        seconds: 0,
+        perSecond: 0,
+        roundTripsPerItem: null,
+        note: 'skipped: set AMIE_TEST_DATABASE_URL',
+      },
+    ];
+  }
+  const rows: BenchRow[] = [];
+  for (const batchSize of BATCH_SIZES) {
+    let one: BenchRow | undefined;
+    for (const processes of [1, 4]) {
+      const t = await freshPgDatabase();
+      try {
+        await seeded(t.db, packets);
+        const row = await measure(
+          `batchSize ${batchSize}, PostgreSQL, ${processes} process${processes > 1 ? 'es' : ''}`,
+          packets,
+          processes,
+          { url: t.url },
+          batchSize,
+        );
+        if (processes === 1) one = row;
+        else if (one) row.note = `${(row.perSecond / one.perSecond).toFixed(2)}x one process`;
+        rows.push(row);
+      } finally {
+        await t.cleanup();
+      }
+    }
   }
   return rows;
 }

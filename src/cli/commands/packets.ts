@@ -1,8 +1,8 @@
 import type { Command } from 'commander';
 import { ConfigError } from '../../config/errors.js';
 import type { Database } from '../../db/index.js';
-import { foreignPendingSql, scopeResources, type SiteScope } from '../../store/index.js';
-import { PacketBody, isPacketTypeName, PACKET_TYPE_IDS, STATE_IDS, type StateName } from '../../protocol/index.js';
+import type { SiteScope } from '../../store/index.js';
+import { isPacketTypeName, PACKET_TYPE_IDS, STATE_IDS, type StateName } from '../../protocol/ids.js';
 import { escapeControls } from '../../text.js';
 import { formatTable } from '../table.js';
 import { jsonRow, toJsonText } from '../json.js';
@@ -143,7 +143,7 @@ function wholeNumber(what: string, value: string): number {
 }
 
 async function listPackets(db: Database, opts: ListOptions, site: SiteScope) {
-  const { prepareDatabase } = await import('../../store/index.js');
+  const { prepareDatabase, foreignPendingSql, scopeResources } = await import('../../store/index.js');
   await prepareDatabase(db);
   const where: string[] = [];
   const params: unknown[] = [];
@@ -200,6 +200,7 @@ async function listPackets(db: Database, opts: ListOptions, site: SiteScope) {
 
 async function showPacket(db: Database, packetRecId: number) {
   const { prepareDatabase } = await import('../../store/index.js');
+  const { PacketBody } = await import('../../protocol/body.js');
   await prepareDatabase(db);
   const { rows } = await db.query<Record<string, unknown>>(
     `SELECT p.packet_rec_id, p.packet_id::text AS packet_id, p.trans_rec_id,

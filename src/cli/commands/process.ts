@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { ConfigError } from '../../config/errors.js';
 import { DatabaseError, isConnectionLost, type Database } from '../../db/index.js';
-import { isPacketTypeName, type PacketTypeName } from '../../protocol/index.js';
+import { isPacketTypeName, type PacketTypeName } from '../../protocol/ids.js';
 import type { AmieConfig } from '../../config/index.js';
 import type { Logger } from '../../log.js';
 import { escapeControls } from '../../text.js';

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { ConfigError } from '../../config/errors.js';
 import type { Database } from '../../db/index.js';
-import { allocationHistory, findRegistryKey, listAccounts, listPeople, listProjects } from '../../registry/index.js';
+import type { listAccounts } from '../../registry/index.js';
 import { escapeControls } from '../../text.js';
 import { formatTable } from '../table.js';
 import type { CliContext } from '../context.js';
@@ -13,11 +13,13 @@ import type { CliContext } from '../context.js';
 export function register(program: Command, context: CliContext): void {
   const registry = program.command('registry').description('people, projects and accounts the registry handler keeps');
 
-  const withRegistry = <T>(fn: (db: Database) => Promise<T>) =>
+  // The registry's queries are loaded with the database, only when a subcommand runs.
+  type Registry = typeof import('../../registry/index.js');
+  const withRegistry = <T>(fn: (db: Database, registry: Registry) => Promise<T>) =>
     context.withDatabase(async (db) => {
       const { prepareDatabase } = await import('../../store/index.js');
       await prepareDatabase(db);
-      return fn(db);
+      return fn(db, await import('../../registry/index.js'));
     });
   const print = (json: boolean | undefined, value: unknown, rows: ReadonlyArray<Record<string, unknown>>) => {
     if (json) context.out(JSON.stringify(value, null, 2));
@@ -30,7 +32,7 @@ export function register(program: Command, context: CliContext): void {
     .option('--merged', 'also list people merged into another')
     .option('--json', 'JSON for scripts')
     .action((opts: { json?: boolean; merged?: boolean }) =>
-      withRegistry(async (db) => {
+      withRegistry(async (db, { listPeople }) => {
         const people = await listPeople(db, { includeMerged: opts.merged ?? false });
         print(
           opts.json,
@@ -54,7 +56,7 @@ export function register(program: Command, context: CliContext): void {
     .description('projects with their grant, PI, allocation and state')
     .option('--json', 'JSON for scripts')
     .action((opts: { json?: boolean }) =>
-      withRegistry(async (db) => {
+      withRegistry(async (db, { listProjects }) => {
         const projects = await listProjects(db);
         print(
           opts.json,
@@ -81,7 +83,7 @@ export function register(program: Command, context: CliContext): void {
     .option('--project <ProjectID>', "only this project's accounts")
     .option('--json', 'JSON for scripts')
     .action((opts: { json?: boolean; person?: string; project?: string }) =>
-      withRegistry(async (db) => {
+      withRegistry(async (db, { listAccounts }) => {
         const accounts = await listAccounts(db, { personId: opts.person, projectId: opts.project });
         print(opts.json, accounts, accounts.map(accountRow));
       }),
@@ -92,7 +94,7 @@ export function register(program: Command, context: CliContext): void {
     .description('one person (by PersonID, merged PersonID or login) or one project (by ProjectID or GrantNumber)')
     .option('--json', 'JSON for scripts')
     .action((key: string, opts: { json?: boolean }) =>
-      withRegistry(async (db) => {
+      withRegistry(async (db, { allocationHistory, findRegistryKey, listAccounts, listPeople, listProjects }) => {
         const found = await findRegistryKey(db, key);
         if (!found.personId && !found.projectId) {
           throw new ConfigError([

@@ -4,12 +4,13 @@ import { ConfigError } from '../../config/errors.js';
 import type { AmieConfig } from '../../config/index.js';
 import type { Logger } from '../../log.js';
 import type { RestSimulator } from '../../simulator/http.js';
+import type { ScenarioReport } from '../../simulator/scenarios.js';
 import {
   SCENARIO_DESCRIPTIONS,
   SCENARIO_NAMES,
+  resolveScenarioNames,
   type ScenarioName,
-  type ScenarioReport,
-} from '../../simulator/scenarios.js';
+} from '../../simulator/scenario-names.js';
 import { EXIT, type CliContext } from '../context.js';
 
 interface SimulateOptions {
@@ -70,7 +71,6 @@ export function register(program: Command, context: CliContext): void {
       `\nScenarios:\n${SCENARIO_NAMES.map((n) => `  ${n.padEnd(28)}${SCENARIO_DESCRIPTIONS[n]}`).join('\n')}`,
     )
     .action(async (opts: SimulateOptions) => {
-      const { resolveScenarioNames } = await import('../../simulator/index.js');
       if (opts.source !== undefined && opts.source !== 'tables' && opts.source !== 'rest') {
         throw new ConfigError([`--source: expected tables or rest, got "${opts.source}"`]);
       }
@@ -250,7 +250,7 @@ async function serveRest(context: CliContext, opts: SimulateOptions, names: Scen
   if (opts.apiKey !== undefined && opts.apiKey.trim() === '') problems.push('--api-key: the key is empty');
   if (problems.length > 0) throw new ConfigError(problems);
   const config = await context.loadConfig();
-  const log: Logger = context.logger(config);
+  const log: Logger = await context.logger(config);
   const { RestSimulator: Simulator } = await import('../../simulator/http.js');
   const { SIMULATOR_KEY_ENV, remoteSite } = await import('../../simulator/rest-site.js');
   const { runScenarios } = await import('../../simulator/index.js');

@@ -54,7 +54,7 @@ async function extraFigures(
 ): Promise<ExtraFigures> {
   const out: ExtraFigures = {};
   if (config.source.kind === 'tables') {
-    const { countForeignWaiting } = await import('../../store/index.js');
+    const { countForeignWaiting } = await import('../../store/work.js');
     out.foreignWaiting = await countForeignWaiting(db, config.site, warnSeconds * 1000);
   }
   return { ...out, ...(await slurmFigures(context, db, config)) };
@@ -65,9 +65,9 @@ async function extraFigures(
  * finds it). A Slurm that cannot be asked is a problem of the check's result, not a failed check.
  */
 async function slurmFigures(context: CliContext, db: Database, config: AmieConfig): Promise<ExtraFigures> {
-  if (config.handler === undefined) return {};
-  const { slurmCheckSettingsFor } = await import('../slurm-drift.js');
-  const log = context.logger(config);
+  const { maybeSlurmHandler, slurmCheckSettingsFor } = await import('../slurm-drift.js');
+  if (!maybeSlurmHandler(config)) return {};
+  const log = await context.logger(config);
   const settings = await slurmCheckSettingsFor(config, db, log);
   if (!settings) return {};
   const { checkSlurmDrift } = await import('../../slurm/check.js');
@@ -145,7 +145,8 @@ async function check(context: CliContext, opts: StatusOptions): Promise<CheckRes
     return unknown(oneLine(err));
   }
   try {
-    const { readStatusFigures } = await import('../../store/index.js');
+    // The two store modules it reads, not the whole store: `status` is run often, it should start fast.
+    const { readStatusFigures } = await import('../../store/status.js');
     const figures = {
       ...(await readStatusFigures(db, { source: config.source.kind, usagePendingSeconds: warnSeconds })),
       ...(await extraFigures(context, db, config, warnSeconds)),

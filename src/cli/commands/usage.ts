@@ -1,16 +1,11 @@
 import type { Command } from 'commander';
 import { ConfigError } from '../../config/errors.js';
-import { readSecretEnv, type AmieConfig } from '../../config/index.js';
+import type { AmieConfig } from '../../config/index.js';
 import type { Database } from '../../db/index.js';
 import type { Logger } from '../../log.js';
 import type { UsageAlertsOutcome } from '../../usage/alerts.js';
-import {
-  USAGE_SINKS,
-  chargeRuleOf,
-  defaultUsageConfig,
-  type UsageConfig,
-  type UsageSinkName,
-} from '../../usage/config.js';
+import type { UsageConfig } from '../../usage/config.js';
+import { USAGE_SINKS, type UsageSinkName } from '../../usage/sinks/types.js';
 import { EXIT, type CliContext } from '../context.js';
 import { toJsonText } from '../json.js';
 import { formatTable } from '../table.js';
@@ -75,7 +70,8 @@ export function register(program: Command, context: CliContext): void {
         const { prepareDatabase } = await store();
         const { usageSummary, summaryRows } = await summaries();
         await prepareDatabase(db);
-        const u = usageConfigOf(config);
+        const u = await usageConfigOf(config);
+        const { chargeRuleOf } = await import('../../usage/config.js');
         const projects = await usageSummary(db, {
           unit: chargeRuleOf(u).unit,
           ...(opts.project !== undefined ? { project: opts.project } : {}),
@@ -124,8 +120,13 @@ export function register(program: Command, context: CliContext): void {
       if (opts.server || opts.clear || opts.clearAll) {
         const config = await context.loadConfig();
         const { usageApiClient } = await reporter();
-        const u = usageConfigOf(config);
-        const client = usageApiClient(config.site, requireApi(u), apiKeyOf(context, u), context.logger(config));
+        const u = await usageConfigOf(config);
+        const client = usageApiClient(
+          config.site,
+          requireApi(u),
+          await apiKeyOf(context, u),
+          await context.logger(config),
+        );
         try {
           await serverFailed(context, client, opts);
         } catch (err) {
@@ -174,8 +175,8 @@ export function register(program: Command, context: CliContext): void {
         const { prepareDatabase } = await store();
         const { usageApiClient, resendUsage } = await reporter();
         await prepareDatabase(db);
-        const u = usageConfigOf(config);
-        const client = usageApiClient(config.site, requireApi(u), apiKeyOf(context, u), log);
+        const u = await usageConfigOf(config);
+        const client = usageApiClient(config.site, requireApi(u), await apiKeyOf(context, u), log);
         const limit = positiveInt('--limit', opts.limit ?? '10000');
         try {
           const r = await resendUsage(db, {
@@ -248,7 +249,8 @@ async function serverFailed(context: CliContext, client: UsageClient, opts: Fail
   for (const l of lines) context.out(l);
 }
 
-function usageConfigOf(config: AmieConfig): UsageConfig {
+async function usageConfigOf(config: AmieConfig): Promise<UsageConfig> {
+  const { defaultUsageConfig } = await import('../../usage/config.js');
   return config.usage ?? defaultUsageConfig();
 }
 
@@ -258,7 +260,8 @@ function requireApi(u: UsageConfig): NonNullable<UsageConfig['usageApi']> {
   return u.usageApi;
 }
 
-function apiKeyOf(context: CliContext, u: UsageConfig): string {
+async function apiKeyOf(context: CliContext, u: UsageConfig): Promise<string> {
+  const { readSecretEnv } = await import('../../config/load.js');
   return readSecretEnv('usage.usageApi.apiKeyEnv', requireApi(u).apiKeyEnv, context.env);
 }
 
@@ -288,7 +291,7 @@ async function runReport(
 ): Promise<number> {
   const { prepareDatabase } = await store();
   const { reportUsage, formatUsageSummary, UsageConfigMissing } = await reporter();
-  const u = usageConfigOf(config);
+  const u = await usageConfigOf(config);
   if (opts.sink !== undefined && !(USAGE_SINKS as readonly string[]).includes(opts.sink)) {
     throw new ConfigError(`--sink: expected one of ${USAGE_SINKS.join(', ')}, got "${opts.sink}"`);
   }
@@ -297,7 +300,7 @@ async function runReport(
   const until = opts.until === undefined ? undefined : parseTimeOption('--until', opts.until);
   if (since && until && since.getTime() >= until.getTime())
     throw new ConfigError(`--since (${opts.since}) must be before --until (${opts.until})`);
-  const apiKey = sink === 'usage-api' && !opts.dryRun ? apiKeyOf(context, u) : undefined;
+  const apiKey = sink === 'usage-api' && !opts.dryRun ? await apiKeyOf(context, u) : undefined;
   await prepareDatabase(db);
 
   const progress = progressLine();
@@ -356,6 +359,7 @@ async function usageAlerts(
   try {
     const { usageSummary } = await summaries();
     const { sendUsageAlerts } = await alerts();
+    const { chargeRuleOf } = await import('../../usage/config.js');
     const projects = await usageSummary(db, { unit: chargeRuleOf(u).unit });
     return await sendUsageAlerts(db, projects, { config, thresholds: u.alerts, log, env: context.env });
   } catch (err) {

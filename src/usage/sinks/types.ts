@@ -2,8 +2,11 @@ import type { DataRow } from '../../protocol/ids.js';
 import type { ReportedJobKey, ReportedJobRow } from '../../store/usage.js';
 import type { ComputeRecord } from '../api-client.js';
 import type { ChargeUnit } from '../charge.js';
-import type { UsageSinkName } from '../config.js';
 import type { SacctJob } from '../sacct.js';
+
+/** Where `amie report-usage` sends charged jobs (`usage.sink`). */
+export const USAGE_SINKS = ['amie-db', 'usage-api'] as const;
+export type UsageSinkName = (typeof USAGE_SINKS)[number];
 
 /** A finished job with the project it is charged to and what it costs. */
 export interface ChargedJob {

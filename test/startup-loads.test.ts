@@ -1,0 +1,111 @@
+/**
+ * Start-up cost, checked by what is loaded rather than by the clock (timings live in
+ * `npm run bench`): cron runs `amie process` every few minutes and monitoring runs `amie
+ * status`, so neither may load what it does not use. A command module that imports a heavy
+ * module at top level, or a driver loaded for the wrong database, fails here.
+ */
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { execa } from 'execa';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { freshPgDatabase, type TestDatabase } from './helpers/db.js';
+import { hasPostgres, pgSkipNote } from './helpers/env.js';
+
+const MAIN = resolve('dist/src/cli/main.js');
+const RECORD = resolve('test/fixtures/loads/record.mjs');
+const SITE = 'site: { name: EXAMPLE, resource: cluster.example.org }';
+
+const dir = mkdtempSync(join(tmpdir(), 'amie-loads-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+/** Runs `amie args` and returns its exit status and the modules it loaded (URLs and paths). */
+async function loadsOf(args: string[]): Promise<{ code: number | undefined; loaded: string[]; stderr: string }> {
+  const file = join(dir, `loads-${Math.random().toString(36).slice(2)}.txt`);
+  writeFileSync(file, '');
+  const env: NodeJS.ProcessEnv = { ...process.env, LOADS_FILE: file };
+  for (const k of Object.keys(env)) if (k.startsWith('AMIE_')) delete env[k];
+  const r = await execa('node', ['--import', RECORD, MAIN, ...args], {
+    cwd: dir,
+    env,
+    extendEnv: false,
+    reject: false,
+    stdin: 'ignore',
+    timeout: 60_000,
+  });
+  const loaded = readFileSync(file, 'utf8').split('\n').filter(Boolean);
+  return { code: r.exitCode, loaded, stderr: String(r.stderr) };
+}
+
+/** A package by its node_modules directory, a module of the toolkit by its path under src/. */
+const pkg = (name: string) => (m: string) => m.replace(/\\/g, '/').includes(`/node_modules/${name}/`);
+const src = (path: string) => (m: string) => m.replace(/\\/g, '/').includes(`/src/${path}`);
+
+const HEAVY = {
+  '@slack/web-api': pkg('@slack/web-api'),
+  execa: pkg('execa'),
+  '@electric-sql/pglite': pkg('@electric-sql/pglite'),
+  vega: pkg('vega'),
+  'vega-lite': pkg('vega-lite'),
+  'the simulator': (m: string) => src('simulator/')(m) && !m.endsWith('scenario-names.js'),
+  'the usage reporter': (m: string) => ['usage/report', 'usage/sacct', 'usage/api-client'].some((p) => src(p)(m)),
+};
+
+function heavyLoaded(loaded: string[], also: Record<string, (m: string) => boolean> = {}): string[] {
+  return Object.entries({ ...HEAVY, ...also })
+    .filter(([, match]) => loaded.some(match))
+    .map(([name]) => name);
+}
+
+beforeAll(() => {
+  readFileSync(MAIN); // built first (npm test does it)
+});
+
+describe('what amie loads at start-up', () => {
+  it('amie --help loads no database driver, configuration schema or logger', async () => {
+    const r = await loadsOf(['--help']);
+    expect(r.code).toBe(0);
+    // The recorder works: the command modules are listed.
+    expect(r.loaded.some(src('cli/commands/process.js'))).toBe(true);
+    expect(heavyLoaded(r.loaded, { pg: pkg('pg'), zod: pkg('zod'), yaml: pkg('yaml'), pino: pkg('pino') })).toEqual([]);
+  });
+
+  describe.runIf(hasPostgres())(`on PostgreSQL${pgSkipNote}`, () => {
+    let t: TestDatabase;
+    let config: string;
+    beforeAll(async () => {
+      t = await freshPgDatabase();
+      config = join(dir, 'pg.yaml');
+      writeFileSync(config, [SITE, `database: { url: "${t.url}" }`, 'handler: registry'].join('\n'));
+      const init = await loadsOf(['-c', config, 'db', 'init']);
+      expect(init.code, init.stderr).toBe(0);
+    }, 120_000);
+    afterAll(() => t?.cleanup());
+
+    it('amie status loads pg and nothing it does not use', async () => {
+      const r = await loadsOf(['-c', config, 'status']);
+      // OK, or WARNING for a database no pass has run on yet: a verdict, not UNKNOWN (3).
+      expect([0, 1], r.stderr).toContain(r.code);
+      // pg is required from CommonJS: seeing it shows the recorder sees those modules too.
+      expect(r.loaded.some(pkg('pg'))).toBe(true);
+      expect(heavyLoaded(r.loaded, { 'the dispatcher': src('dispatch/') })).toEqual([]);
+    });
+
+    it('amie process with nothing pending loads neither Slack, execa, PGlite nor the simulator', async () => {
+      const r = await loadsOf(['-c', config, 'process']);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.loaded.some(src('dispatch/dispatcher.js'))).toBe(true);
+      expect(heavyLoaded(r.loaded)).toEqual([]);
+    });
+  });
+
+  it('amie status on the embedded database loads PGlite, not pg', async () => {
+    // No database there: status answers UNKNOWN, after choosing the driver the config names.
+    const config = join(dir, 'embedded.yaml');
+    writeFileSync(config, [SITE, `database: { path: ./no-db-here }`].join('\n'));
+    const r = await loadsOf(['-c', config, 'status']);
+    expect(r.code, r.stderr).toBe(3);
+    expect(r.loaded.some(pkg('@electric-sql/pglite'))).toBe(true);
+    expect(r.loaded.filter(pkg('pg'))).toEqual([]);
+  });
+});
