@@ -27,7 +27,7 @@ import {
   type UsageSink,
 } from '../../src/usage/index.js';
 import { SITE, outgoingPackets, quietLog } from '../helpers/amie.js';
-import { freshPgDatabase, freshPgliteDatabase, type TestDatabase } from '../helpers/db.js';
+import { freshPgDatabase, freshPgliteDatabase, initialisedPgliteDir, type TestDatabase } from '../helpers/db.js';
 import { hasPostgres, pgSkipNote } from '../helpers/env.js';
 import { CLI, plainLines, runAmie } from '../helpers/reliability.js';
 import { startRestSimulator } from '../helpers/simulator.js';
@@ -383,9 +383,9 @@ describe.skipIf(!hasPostgres())(`the usage lock on PostgreSQL, seen from the com
 describe('amie usage resend', () => {
   it('[12.16] --job picks the records before --limit counts them', async () => {
     const path = join(dir, 'resend-db');
+    await initialisedPgliteDir(path);
     const db = await openPglite({ path });
     try {
-      await initDatabase(db);
       for (const id of ['7001', '7002', '7003'])
         sim.usage.refuse.set(`delta:${id}:${SUBMIT_EPOCH}`, 'unknown LocalProjectID');
       const ends = ['2024-03-01T11:00:00', '2024-03-01T12:00:00', '2024-03-01T13:00:00'];
