@@ -598,14 +598,14 @@ export class RegistryHandler<O extends RegistryOptionsInput = RegistryOptionsInp
     packet: IncomingPacket<'data_project_create'>,
     ctx: PacketContext,
   ): Promise<HandlerResult<'inform_transaction_complete'>> {
-    return this.recordDns('data_project_create', packet.tags.PersonID, list(packet.tags as Tags, 'DnList'), ctx);
+    return this.recordDns('data_project_create', packet.tags.PersonID, list(packet.tags, 'DnList'), ctx);
   }
 
   override async data_account_create(
     packet: IncomingPacket<'data_account_create'>,
     ctx: PacketContext,
   ): Promise<HandlerResult<'inform_transaction_complete'>> {
-    return this.recordDns('data_account_create', packet.tags.PersonID, list(packet.tags as Tags, 'DnList'), ctx);
+    return this.recordDns('data_account_create', packet.tags.PersonID, list(packet.tags, 'DnList'), ctx);
   }
 
   override async request_project_inactivate(

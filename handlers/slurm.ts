@@ -40,6 +40,7 @@ import type {
   RegistryPerson,
   RegistryProject,
 } from '../src/registry/index.js';
+import type { SlurmCheckSettings } from '../src/slurm/check.js';
 import {
   Sacctmgr,
   SLURM_ACCOUNT_PATTERN,
@@ -291,7 +292,7 @@ export class SlurmHandler extends RegistryHandler {
     // The Unix user is made with the person's first account, when the project is known, so
     // createUser can use {projectId} and {slurmAccount}.
     let pending = this.#newLogins.get(ctx);
-    if (!pending) this.#newLogins.set(ctx, (pending = new Map()));
+    if (!pending) this.#newLogins.set(ctx, (pending = new Map<string, RegistryPerson>()));
     pending.set(person.personId, person);
   }
 
@@ -492,6 +493,41 @@ export class SlurmHandler extends RegistryHandler {
     );
   }
 
+  // ---------------------------------------------------------------- amie slurm check
+
+  /**
+   * What `amie slurm check` compares and repairs with: this handler's clusters, naming rule,
+   * allocation rule and commands, so the check expects what the hooks make and its repairs
+   * are the hooks' own commands.
+   */
+  slurmCheckSettings(): SlurmCheckSettings {
+    return {
+      clusters: this.allClusters(),
+      clusterFor: (resource) => this.clusterFor(resource),
+      accountFor: (project) => this.slurmAccountOf(project.projectId, project),
+      allocation: this.slurm.allocation,
+      parentAccount: this.slurm.parentAccount,
+      sacctmgr: (cluster, log) =>
+        new Sacctmgr({
+          path: this.slurm.sacctmgr,
+          ...(cluster ? { cluster } : {}),
+          timeoutMs: this.slurm.commandTimeoutMs,
+          log,
+          env: this.slurm.commandEnv,
+        }),
+      createUserArgv: (person, project, slurmAccount) => {
+        this.checkedLogin(person.login ?? '');
+        return expandArgv(
+          this.slurm.createUser,
+          this.placeholders(person, project, project.projectId, this.checkedName(slurmAccount)),
+        );
+      },
+      usesUid: this.slurm.createUser.some((a) => a.includes('{uid}')),
+      commandOptions: { timeoutMs: this.slurm.commandTimeoutMs, env: this.slurm.commandEnv },
+      logOnly: this.slurm.commands === 'log-only',
+    };
+  }
+
   // ---------------------------------------------------------------- internals
 
   /** Commands are only logged: under `amie process --dry-run`, or with `commands: log-only`. */
@@ -525,6 +561,12 @@ export class SlurmHandler extends RegistryHandler {
       dryRun: this.dryRun(ctx),
       env: this.slurm.commandEnv,
     });
+  }
+
+  private checkedName(account: string): string {
+    if (!SLURM_ACCOUNT_PATTERN.test(account))
+      throw new Error(`Slurm account ${JSON.stringify(account)} is not usable: expected ${SLURM_ACCOUNT_PATTERN}`);
+    return account;
   }
 
   private checkedLogin(login: string): string {

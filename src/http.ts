@@ -215,7 +215,8 @@ async function readCapped(res: Response, maxBytes: number): Promise<string> {
   if (!res.body) return '';
   const chunks: Uint8Array[] = [];
   let size = 0;
-  const reader = res.body.getReader();
+  // The fetch types leave the chunk type open; a response body streams bytes.
+  const reader = (res.body as ReadableStream<Uint8Array>).getReader();
   for (;;) {
     const { done, value } = await reader.read();
     if (done) break;

@@ -21,3 +21,12 @@ function escape(c: string): string {
 export function escapeControls(text: string, opts: { keepLayout?: boolean } = {}): string {
   return text.replace(opts.keepLayout ? CONTROLS_BUT_LAYOUT : CONTROLS, escape);
 }
+
+/** An age for people: `45s`, `12m`, `3h20m`, `2d4h`. */
+export function formatAge(seconds: number): string {
+  if (seconds < 120) return `${Math.floor(seconds)}s`;
+  if (seconds < 2 * 3600) return `${Math.floor(seconds / 60)}m`;
+  if (seconds < 2 * 86400)
+    return `${Math.floor(seconds / 3600)}h${Math.floor((seconds % 3600) / 60) ? `${Math.floor((seconds % 3600) / 60)}m` : ''}`;
+  return `${Math.floor(seconds / 86400)}d${Math.floor((seconds % 86400) / 3600) ? `${Math.floor((seconds % 86400) / 3600)}h` : ''}`;
+}

@@ -142,7 +142,7 @@ describe('[14.12] amie demo', () => {
     });
     let firstAt = 0;
     let first = '';
-    child.stdout!.on('data', (chunk: Buffer) => {
+    child.stdout.on('data', (chunk: Buffer) => {
       if (!firstAt) {
         firstAt = Date.now();
         first = chunk.toString('utf8');

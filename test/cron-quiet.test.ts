@@ -136,7 +136,7 @@ describe('quiet cron', () => {
     });
     // Wait for three passes (each logs "run finished"), then stop it as a service manager would.
     let passes = 0;
-    child.stderr!.on('data', (chunk: Buffer) => (passes += String(chunk).split('"msg":"run finished"').length - 1));
+    child.stderr.on('data', (chunk: Buffer) => (passes += String(chunk).split('"msg":"run finished"').length - 1));
     const deadline = Date.now() + 90_000;
     while (passes < 3 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
     child.kill('SIGTERM');

@@ -143,4 +143,11 @@ describe('[14.10] one JSON convention for every --json output', () => {
       expect(r.stdout.trimStart(), `amie ${args.join(' ')}`).not.toMatch(/^[[{]/);
     }
   }, 60_000);
+
+  it('[14.10] usage summary: camelCase JSON of the registry projects; without --json a table', async () => {
+    const summary = (await json(['-c', config, 'usage', 'summary', '--json'])) as { projects: unknown[] };
+    expect(summary.projects.length).toBeGreaterThan(0);
+    const r = await amie(['-c', config, 'usage', 'summary']);
+    expect(r.stdout.trimStart()).not.toMatch(/^[[{]/);
+  }, 60_000);
 });

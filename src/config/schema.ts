@@ -161,7 +161,17 @@ export const configSections = {
   notify: NotifyConfigSchema.optional(),
 };
 
-export const configSchema = z.strictObject(configSections);
+export const configSchema = z.strictObject(configSections).superRefine((config, ctx) => {
+  // Usage alerts are Slack messages: thresholds with nowhere to post them would be silently dropped.
+  if ((config.usage?.alerts.length ?? 0) > 0 && !config.notify?.slack) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['usage', 'alerts'],
+      message:
+        'usage alerts are posted to Slack: expected a notify.slack section (channel, tokenEnv), or no usage.alerts',
+    });
+  }
+});
 
 export type ConfigData = z.output<typeof configSchema>;
 export type SiteConfig = z.output<typeof siteSchema>;

@@ -1,10 +1,11 @@
-import { existsSync, mkdirSync } from 'node:fs';
-import { hostname } from 'node:os';
-import { dirname, resolve } from 'node:path';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { hostname, tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
 import { PGlite } from '@electric-sql/pglite';
 import type { Database, Queryable, QueryResult } from './types.js';
 import { DatabaseError, describeConnectError } from './errors.js';
 import { acquireLockFile, LockFileBusy } from '../lockfile.js';
+import { findPgliteTemplate, pgliteSettingArgs, readPgliteTemplate, unpackPgliteTemplate } from './pglite-template.js';
 
 export interface PgliteOptions {
   /** Data directory; omit for an in-memory database (tests, `amie demo`). */
@@ -18,8 +19,18 @@ export interface PgliteOptions {
    */
   create?: boolean;
   /**
+   * Make a new database from the built template when there is one (default true); false runs
+   * PGlite's own initdb (tests comparing the two).
+   */
+  template?: boolean;
+  /**
+   * A throw-away database in a new temporary directory, removed on close (or at exit): like
+   * an in-memory one, but its data files stay out of the process's memory (`amie demo`).
+   */
+  temporary?: boolean;
+  /**
    * Start a new database as a copy of another one, from the tarball PGlite's `dumpDataDir()`
-   * writes. Loading it skips initdb, most of a new database's start-up; the tests use this.
+   * writes, instead of the template (the tests start from an initialised database this way).
    */
   from?: Blob;
 }
@@ -32,10 +43,25 @@ export interface PgliteOptions {
  * LOCKED) are accepted but never contended.
  */
 export async function openPglite(options: PgliteOptions = {}): Promise<Database> {
-  const dataDir = options.path ? resolve(options.path) : undefined;
-  const description = dataDir ? `embedded database ${dataDir}` : 'embedded in-memory database';
+  // A throw-away database lives in a private directory of its own: no lock, removed on close.
+  const scratch = options.temporary ? mkdtempSync(join(tmpdir(), 'amie-db-')) : undefined;
+  const removeScratch = () => {
+    if (scratch) rmSync(scratch, { recursive: true, force: true });
+  };
+  if (scratch) process.once('exit', removeScratch);
+  const dataDir = scratch ? join(scratch, 'db') : options.path ? resolve(options.path) : undefined;
+  const description = scratch
+    ? `embedded throw-away database (${dataDir}, removed when done)`
+    : dataDir
+      ? `embedded database ${dataDir}`
+      : 'embedded in-memory database';
   let releaseLock = () => {};
-  if (dataDir) {
+  if (scratch) {
+    releaseLock = () => {
+      process.removeListener('exit', removeScratch);
+      removeScratch();
+    };
+  } else if (dataDir) {
     if (options.create === false && !existsSync(resolve(dataDir, 'PG_VERSION'))) {
       throw new DatabaseError(`${description} does not exist: run \`amie db init\` to create it`);
     }
@@ -45,20 +71,34 @@ export async function openPglite(options: PgliteOptions = {}): Promise<Database>
 
   let db: PGlite;
   try {
-    db = await PGlite.create({ dataDir, loadDataDir: options.from });
+    // A new database is the built template unpacked, not PGlite's initdb (see pglite-template.ts).
+    const template = options.template === false ? undefined : findPgliteTemplate();
+    const isNew = !dataDir || !existsSync(resolve(dataDir, 'PG_VERSION'));
+    let loadDataDir = isNew ? options.from : undefined;
+    if (template && isNew && !loadDataDir) {
+      if (!dataDir) loadDataDir = readPgliteTemplate(template);
+      else if (!existsSync(dataDir) || readdirSync(dataDir).length === 0) unpackPgliteTemplate(template, dataDir);
+    }
+    db = await PGlite.create({
+      ...(dataDir ? { dataDir } : {}),
+      ...(loadDataDir ? { loadDataDir } : {}),
+      startParams: [...PGlite.defaultStartParams, ...pgliteSettingArgs()],
+      initDbStartParams: pgliteSettingArgs(),
+    });
   } catch (err) {
     releaseLock();
     throw describeConnectError(description, err);
   }
   let roundTrips = 0;
 
-  const wrap = (q: Pick<PGlite, 'query' | 'exec'>): Queryable => ({
-    async query<R>(sql: string, params?: readonly unknown[]): Promise<QueryResult<R>> {
+  // Functions that need no `this`, so the database object can hand them out as they are.
+  const wrap = (q: Pick<PGlite, 'query' | 'exec'>): { query: Queryable['query']; exec: Queryable['exec'] } => ({
+    query: async <R>(sql: string, params?: readonly unknown[]): Promise<QueryResult<R>> => {
       roundTrips++;
       const res = await q.query<R>(sql, params as unknown[] | undefined);
       return { rows: res.rows, rowCount: res.affectedRows ?? 0 };
     },
-    async exec(sql: string) {
+    exec: async (sql: string) => {
       roundTrips++;
       await q.exec(sql);
     },

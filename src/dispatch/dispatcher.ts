@@ -22,6 +22,7 @@ import {
   type PacketContext,
 } from './handler.js';
 import { PacketFailure, isOutcome } from './outcome.js';
+import type { OutcomeKind, PacketResult, RunSummary } from './summary.js';
 import type { ReplyToWrite } from '../store/index.js';
 import { TablesSource } from '../sources/tables.js';
 import type { ClaimedPacket, PacketDecision, PacketSource, RecordedDecision } from '../sources/types.js';
@@ -39,60 +40,6 @@ export interface DispatchOptions {
   maxErrorDeferrals?: number;
   /** Name recorded in the audit. */
   handlerName?: string;
-}
-
-export type OutcomeKind = 'reply' | 'fail' | 'invalid' | 'defer' | 'error' | 'ignore' | 'unhandled' | 'closed';
-
-/** One handled packet, for the summary, the dry-run listing and notifications. */
-export interface PacketResult {
-  packetRecId: number;
-  transRecId: number;
-  transactionId: number;
-  type: string;
-  outcome: OutcomeKind;
-  reason?: string;
-  replyType?: PacketTypeName;
-  replyPacketRecId?: number | null;
-  /** The reply's body as JSON (always present for replies; shown by --dry-run). */
-  reply?: Record<string, TagValue>;
-  /** Key identifying tags of the incoming packet, for people reading logs and notifications. */
-  keys: Record<string, string>;
-  /** Every tag of the incoming packet as text (lists joined with ", "), for notification templates; built when read. */
-  tags?: Record<string, string>;
-  durationMs: number;
-}
-
-export interface RunSummary {
-  runId: string;
-  dryRun: boolean;
-  taken: number;
-  answered: number;
-  failed: number;
-  invalid: number;
-  deferred: number;
-  errors: number;
-  ignored: number;
-  closed: number;
-  unhandled: Record<string, number>;
-  results: PacketResult[];
-  durationMs: number;
-}
-
-/** 0: everything went as the handler chose; 1: a handler error, a failure reply or an unhandled type. */
-export function exitCodeFor(summary: RunSummary): 0 | 1 {
-  const unhandled = Object.keys(summary.unhandled).length > 0;
-  return summary.errors > 0 || summary.failed > 0 || summary.invalid > 0 || unhandled ? 1 : 0;
-}
-
-export function formatSummary(s: RunSummary): string {
-  const unhandled = Object.entries(s.unhandled)
-    .map(([t, n]) => `${t} ×${n}`)
-    .join(', ');
-  return (
-    `${s.dryRun ? '[dry run] ' : ''}${s.taken} packet(s): ${s.answered} answered, ${s.failed + s.invalid} failed` +
-    ` (${s.invalid} invalid), ${s.deferred + s.errors} deferred (${s.errors} by errors), ${s.ignored} ignored,` +
-    ` ${s.closed} closed by ITC, unhandled types: ${unhandled || 'none'} (${s.durationMs} ms)`
-  );
 }
 
 /** Tags worth showing a person next to a packet's ids. */
@@ -412,6 +359,7 @@ export class Dispatcher {
         const reason = `${packet.body.get('StatusCode') ?? ''} ${packet.body.get('Message') ?? ''}`.trim();
         return { decision: this.decision(p, runId, 'completed', 'closed', reason || undefined), ok: true };
       }
+      // eslint-disable-next-line @typescript-eslint/unbound-method -- called with .call(this.handler) just below
       const method = this.handler[type] as (p: IncomingPacket, c: PacketContext) => Promise<unknown>;
       const result = await method.call(this.handler, packet, ctx);
       if (isOutcome(result)) {
@@ -580,7 +528,7 @@ function incomingPacket(type: PacketTypeName, claimed: ClaimedPacket): IncomingP
       packetRecId: claimed.request.packetRecId,
       packetId: claimed.request.packetId,
       transaction: claimed.transaction,
-      tags: readTags(reqType, reqBody) as IncomingPacket<typeof reqType>['tags'],
+      tags: readTags(reqType, reqBody),
       body: reqBody,
       resource: reqBody.get('ResourceList'),
     };

@@ -242,6 +242,7 @@ export class AmieHandler<O = unknown> {
 }
 
 /** A handler class as the config names it: constructed once per run with its context. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- any handler, whatever its options type: a constructor type admits no narrower common one
 export type HandlerClass = (new (context: HandlerContext<any>) => AmieHandler<any>) & {
   handlerName?: string;
   optionsSchema?: (typeof AmieHandler)['optionsSchema'];

@@ -1,4 +1,5 @@
 export * from './outcome.js';
+export * from './summary.js';
 export * from './handler.js';
 export * from './dispatcher.js';
 export {

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import type { OutcomeKind } from '../dispatch/dispatcher.js';
+import type { OutcomeKind } from '../dispatch/summary.js';
 import { nearest } from '../config/format.js';
 import { PACKET_SPECS } from '../protocol/spec.js';
 import { TEMPLATE_FIELDS, placeholdersOf, type TemplateName } from './templates.js';

@@ -1,7 +1,7 @@
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import { WebClient, type Logger as SlackLogger, LogLevel as SlackLogLevel } from '@slack/web-api';
-import type { RunSummary } from '../dispatch/dispatcher.js';
+import type { RunSummary } from '../dispatch/summary.js';
 import type { Logger } from '../log.js';
 import { FAILURE_OUTCOMES, type SlackConfig } from './config.js';
 import {
@@ -115,7 +115,7 @@ export class SlackNotifier {
       for (const text of messages) this.log.debug({ run_id: summary.runId, text }, 'dry run: Slack message not posted');
       return { sent: 0, dropped: 0 };
     }
-    const result = await this.post(messages);
+    const result = await this.postMessages(messages);
     if (result.error) {
       this.log.warn(
         { run_id: summary.runId, sent: result.sent, dropped: result.dropped, err: result.error },
@@ -128,11 +128,14 @@ export class SlackNotifier {
   }
 
   /**
-   * Posts in order, one at a time (Slack shows a channel in arrival order and allows about one
-   * message a second anyway), all within one deadline. A fresh connection pool per pass is
-   * destroyed at the end, so an abandoned request cannot keep the process alive after the run.
+   * Posts texts in order, one at a time (Slack shows a channel in arrival order and allows about
+   * one message a second anyway), all within one deadline; what was not posted is counted in
+   * `dropped`. Never throws. A fresh connection pool per call is destroyed at the end, so an
+   * abandoned request cannot keep the process alive after the run. Texts are posted as given:
+   * outside text in them must already be made inert (renderTemplate does).
    */
-  private async post(messages: string[]): Promise<NotifyOutcome> {
+  async postMessages(texts: readonly string[]): Promise<NotifyOutcome> {
+    const messages = texts.map(clip);
     const apiUrl = this.cfg.apiUrl ?? DEFAULT_SLACK_API_URL;
     const agent = apiUrl.startsWith('https:')
       ? new HttpsAgent({ keepAlive: true })

@@ -1,4 +1,4 @@
-import type { PacketResult, RunSummary } from '../dispatch/dispatcher.js';
+import type { PacketResult, RunSummary } from '../dispatch/summary.js';
 
 /**
  * The texts of the Slack messages: a template per kind of message, with {placeholders} filled

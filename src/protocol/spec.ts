@@ -31,7 +31,7 @@ export const COMPOSITE_SUBTAGS = {
 export type CompositeTag = keyof typeof COMPOSITE_SUBTAGS;
 /** Null prototype: looked up by packet text, where `constructor` must find nothing. */
 export const COMPOSITE_TAGS: Readonly<Record<string, readonly string[]>> = Object.freeze(
-  Object.assign(Object.create(null), COMPOSITE_SUBTAGS),
+  Object.assign(Object.create(null) as Record<string, readonly string[]>, COMPOSITE_SUBTAGS),
 );
 
 /** The subtags of a composite tag; undefined for any other tag, whatever its name. */
@@ -85,7 +85,7 @@ const CONTACT_FIELDS = [
 type ContactField = (typeof CONTACT_FIELDS)[number];
 
 function contactTags<P extends string>(prefix: P): readonly `${P}${ContactField}`[] {
-  return CONTACT_FIELDS.map((field) => `${prefix}${field}` as `${P}${ContactField}`);
+  return CONTACT_FIELDS.map((field): `${P}${ContactField}` => `${prefix}${field}`);
 }
 /** The doc's "Pi* contact tags". */
 export const PI_CONTACT_TAGS = contactTags('Pi');

@@ -1,4 +1,4 @@
-export { REGISTRY_MIGRATION } from './schema.js';
+export { REGISTRY_MIGRATION } from '../store/registry-schema.js';
 export * from './records.js';
 export * from './logins.js';
 export {

@@ -84,7 +84,7 @@ const SERVED_FROM = `packet_tbl p JOIN transaction_tbl t ON t.trans_rec_id = p.t
 function toServed(r: ServedRow): ServedPacket {
   const p = rowToPacketWithTransaction(r);
   const expected = (typeof r.expected === 'string' ? JSON.parse(r.expected) : r.expected) as Array<[unknown, unknown]>;
-  const clientJson = typeof r.client_json === 'string' ? JSON.parse(r.client_json) : r.client_json;
+  const clientJson: unknown = typeof r.client_json === 'string' ? JSON.parse(r.client_json) : r.client_json;
   return {
     ...p,
     inReplyTo: r.in_reply_to === null || r.in_reply_to === undefined ? null : toNumber(r.in_reply_to, 'in_reply_to'),

@@ -40,7 +40,6 @@ export interface GridMapChange {
  * line, so a DN with a quote, a backslash or a control character cannot be written and is refused.
  */
 export function checkDn(dn: string): string {
-  // eslint-disable-next-line no-control-regex
   if (dn.trim() === '' || /["\\\u0000-\u001f\u007f]/.test(dn)) {
     throw new Error(
       `DN ${JSON.stringify(dn)} cannot go into a grid-mapfile: it is empty or holds a double quote, a backslash or a control character`,
@@ -118,6 +117,7 @@ export async function lockGridMapfile(file: string, opts: GridMapOptions): Promi
     if (err instanceof LockFileBusy) {
       throw new Error(
         `grid-mapfile ${file} is locked by ${err.holder.text || 'another process'} (lock file ${lockFile}); try again later`,
+        { cause: err },
       );
     }
     throw new Error(`grid-mapfile ${file}: cannot create the lock file ${lockFile}: ${(err as Error).message}`, {

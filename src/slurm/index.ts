@@ -14,6 +14,9 @@ export {
 export {
   Sacctmgr,
   cancelJobs,
+  parseAssociations,
+  parseCoordinators,
+  sacctmgrChange,
   slurmText,
   SLURM_ACCOUNT_PATTERN,
   SLURM_CLUSTER_PATTERN,
@@ -23,3 +26,15 @@ export {
   type SlurmAssociation,
 } from './sacctmgr.js';
 export { applyGridMapChange, checkDn, updateGridMapfile, type GridMapChange, type GridMapOptions } from './gridmap.js';
+export {
+  DRIFT_KINDS,
+  checkSlurmDrift,
+  compareSlurm,
+  planRepairs,
+  repairSlurmDrift,
+  type DriftKind,
+  type ForeignAssociation,
+  type SlurmCheckSettings,
+  type SlurmDifference,
+  type SlurmDrift,
+} from './check.js';

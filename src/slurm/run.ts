@@ -129,7 +129,6 @@ export async function runCommand(argv: readonly string[], opts: CommandOptions):
  * line-oriented files many site scripts write (passwd, grid-mapfile, logs).
  */
 export function singleLine(value: string): string {
-  // eslint-disable-next-line no-control-regex
   return value
     .replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]+/g, ' ')
     .replace(/ {2,}/g, ' ')

@@ -53,7 +53,7 @@ export interface SlurmAssociation {
   user: string;
   parent: string;
   /** GrpTRESMins by TRES name (gres/gpu → minutes); empty when none is set. */
-  grpTresMins: Record<string, number>;
+  grpTresMins: Map<string, number>;
   /** GrpSubmitJobs; null when unlimited. */
   grpSubmitJobs: number | null;
 }
@@ -72,13 +72,176 @@ export interface SacctmgrOptions {
   env?: readonly string[];
 }
 
-function parseTres(field: string): Record<string, number> {
-  const out: Record<string, number> = {};
+/** `gres/gpu=600,cpu=10` → TRES name → minutes (a Map: the names are sacctmgr's output). */
+function parseTres(field: string): Map<string, number> {
+  const out = new Map<string, number>();
   for (const part of field.split(',')) {
     const eq = part.lastIndexOf('=');
-    if (eq > 0) out[part.slice(0, eq)] = Number(part.slice(eq + 1));
+    const minutes = Number(part.slice(eq + 1));
+    if (eq > 0 && part.slice(eq + 1) !== '' && Number.isFinite(minutes)) out.set(part.slice(0, eq), minutes);
   }
   return out;
+}
+
+/** The fields `associations` and `allAssociations` ask for, in order. */
+const ASSOC_FORMAT = 'format=cluster,account,user,parentname,grptresmins,grpsubmitjobs';
+
+/**
+ * `sacctmgr -n -P show assoc` output in ASSOC_FORMAT, read as hostile text: a line without
+ * exactly its six fields, or with a GrpSubmitJobs that is not a number, is an error naming
+ * the line rather than a guess.
+ */
+export function parseAssociations(stdout: string): SlurmAssociation[] {
+  const out: SlurmAssociation[] = [];
+  const lines = stdout.split('\n');
+  lines.forEach((line, i) => {
+    if (line.trim() === '') return;
+    const f = line.split('|');
+    if (f.length !== 6)
+      throw new Error(
+        `sacctmgr show assoc: line ${i + 1} has ${f.length} fields, expected 6 (${ASSOC_FORMAT}): ${JSON.stringify(line.slice(0, 200))}`,
+      );
+    const [cluster, account, user, parent, tres, submit] = f as [string, string, string, string, string, string];
+    if (submit !== '' && !/^\d{1,10}$/.test(submit))
+      throw new Error(
+        `sacctmgr show assoc: line ${i + 1}: GrpSubmitJobs ${JSON.stringify(submit.slice(0, 40))} is not a number`,
+      );
+    out.push({
+      cluster,
+      account,
+      user,
+      parent,
+      grpTresMins: parseTres(tres),
+      grpSubmitJobs: submit === '' ? null : Number(submit),
+    });
+  });
+  return out;
+}
+
+/**
+ * `sacctmgr -n -P show user withcoord format=user,coordinators`: the accounts each user
+ * coordinates (a user coordinating nothing has an empty second field). Keyed by user in a Map.
+ */
+export function parseCoordinators(stdout: string): Map<string, Set<string>> {
+  const out = new Map<string, Set<string>>();
+  stdout.split('\n').forEach((line, i) => {
+    if (line.trim() === '') return;
+    const f = line.split('|');
+    if (f.length !== 2)
+      throw new Error(
+        `sacctmgr show user withcoord: line ${i + 1} has ${f.length} fields, expected 2 (user,coordinators): ${JSON.stringify(line.slice(0, 200))}`,
+      );
+    const [user, accounts] = f as [string, string];
+    const set = out.get(user) ?? new Set<string>();
+    for (const a of accounts.split(',')) if (a !== '') set.add(a);
+    out.set(user, set);
+  });
+  return out;
+}
+
+/**
+ * The argument lists (after `sacctmgr -i`) of every change made to Slurm: the handler's hooks
+ * and `amie slurm check --fix` (and its --dry-run listing) build them here, so both always run
+ * the same commands. Every name is checked against its pattern first; `cluster` undefined
+ * leaves `cluster=` out (sacctmgr then acts on every cluster of its database).
+ */
+export const sacctmgrChange = {
+  addAccount(
+    account: string,
+    cluster: string | undefined,
+    info: { description: string; organization: string; parent?: string },
+  ): string[] {
+    check('Slurm account', account, SLURM_ACCOUNT_PATTERN);
+    if (info.parent !== undefined) check('parent Slurm account', info.parent, SLURM_ACCOUNT_PATTERN);
+    return [
+      'add',
+      'account',
+      account,
+      ...clusterArgs(cluster),
+      `description=${slurmText(info.description) || account}`,
+      `organization=${slurmText(info.organization) || 'unknown'}`,
+      ...(info.parent !== undefined ? [`parent=${info.parent}`] : []),
+    ];
+  },
+
+  /** Description and organization belong to the account, not to one cluster's association. */
+  describeAccount(account: string, info: { description: string; organization: string }): string[] {
+    check('Slurm account', account, SLURM_ACCOUNT_PATTERN);
+    return [
+      'modify',
+      'account',
+      'where',
+      `name=${account}`,
+      'set',
+      `description=${slurmText(info.description) || account}`,
+      `organization=${slurmText(info.organization) || 'unknown'}`,
+    ];
+  },
+
+  /** Limits on the account's own association: GrpTRESMins for one TRES, GrpSubmitJobs (null lifts it), RawUsage=0. */
+  setAccount(
+    account: string,
+    cluster: string | undefined,
+    set: { grpTresMins?: { tres: string; minutes: number }; grpSubmitJobs?: number | null; rawUsage?: 0 },
+  ): string[] {
+    check('Slurm account', account, SLURM_ACCOUNT_PATTERN);
+    const values: string[] = [];
+    if (set.grpTresMins) {
+      const { tres, minutes } = set.grpTresMins;
+      check('TRES', tres, SLURM_TRES_PATTERN);
+      if (!Number.isSafeInteger(minutes) || minutes < 0)
+        throw new Error(`GrpTRESMins for ${tres}: expected a whole number of minutes >= 0, got ${minutes}`);
+      values.push(`GrpTRESMins=${tres}=${minutes}`);
+    }
+    if (set.grpSubmitJobs !== undefined) values.push(`GrpSubmitJobs=${set.grpSubmitJobs ?? -1}`);
+    if (set.rawUsage !== undefined) values.push('RawUsage=0');
+    return ['modify', 'account', 'where', `name=${account}`, ...clusterArgs(cluster), 'set', ...values];
+  },
+
+  /** A user association with the account; `open: false` adds it blocked. */
+  addUser(user: string, account: string, cluster: string | undefined, open: boolean): string[] {
+    check('Slurm user', user, SLURM_USER_PATTERN);
+    check('Slurm account', account, SLURM_ACCOUNT_PATTERN);
+    return ['add', 'user', user, `account=${account}`, ...clusterArgs(cluster), ...(open ? [] : ['GrpSubmitJobs=0'])];
+  },
+
+  /** Blocks (0) or lifts the block (null) on a user's association with the account, or with every account. */
+  setUserSubmit(
+    user: string,
+    account: string | undefined,
+    cluster: string | undefined,
+    grpSubmitJobs: 0 | null,
+  ): string[] {
+    check('Slurm user', user, SLURM_USER_PATTERN);
+    if (account !== undefined) check('Slurm account', account, SLURM_ACCOUNT_PATTERN);
+    return [
+      'modify',
+      'user',
+      'where',
+      `name=${user}`,
+      ...(account !== undefined ? [`account=${account}`] : []),
+      ...clusterArgs(cluster),
+      'set',
+      `GrpSubmitJobs=${grpSubmitJobs ?? -1}`,
+    ];
+  },
+
+  /** Coordinators are kept per account, on every cluster at once. */
+  addCoordinator(user: string, account: string): string[] {
+    check('Slurm user', user, SLURM_USER_PATTERN);
+    check('Slurm account', account, SLURM_ACCOUNT_PATTERN);
+    return ['add', 'coordinator', `account=${account}`, `names=${user}`];
+  },
+
+  removeCoordinator(user: string, account: string): string[] {
+    check('Slurm user', user, SLURM_USER_PATTERN);
+    check('Slurm account', account, SLURM_ACCOUNT_PATTERN);
+    return ['remove', 'coordinator', `account=${account}`, `names=${user}`];
+  },
+};
+
+function clusterArgs(cluster: string | undefined): string[] {
+  return cluster === undefined ? [] : [`cluster=${check('cluster', cluster, SLURM_CLUSTER_PATTERN)}`];
 }
 
 export class Sacctmgr {
@@ -90,22 +253,26 @@ export class Sacctmgr {
     this.cluster = options.cluster === undefined ? undefined : check('cluster', options.cluster, SLURM_CLUSTER_PATTERN);
   }
 
-  private clusterArgs(): string[] {
-    return this.cluster ? [`cluster=${this.cluster}`] : [];
+  /** The whole command of a change, as it is run (`-i` answers sacctmgr's confirmation). */
+  argv(args: readonly string[]): string[] {
+    return [this.path, '-i', ...args];
   }
 
-  /** A change (`-i` answers sacctmgr's confirmation). */
+  /** A change, with arguments from `sacctmgrChange`. */
   async change(args: string[]): Promise<CommandResult> {
-    return runCommand([this.path, '-i', ...args], this.runOptions());
+    return runCommand(this.argv(args), this.runOptions());
   }
 
   /** A `show` with `-n -P`: one array of fields per line. */
   async show(args: string[]): Promise<string[][]> {
-    const r = await runCommand([this.path, '-n', '-P', 'show', ...args], this.runOptions());
-    return r.stdout
+    return (await this.showText(args))
       .split('\n')
       .filter((l) => l.trim() !== '')
       .map((l) => l.split('|'));
+  }
+
+  private async showText(args: string[]): Promise<string> {
+    return (await runCommand([this.path, '-n', '-P', 'show', ...args], this.runOptions())).stdout;
   }
 
   private runOptions() {
@@ -126,24 +293,28 @@ export class Sacctmgr {
     if (account === undefined && user === undefined) throw new Error('associations: give an account, a user, or both');
     if (account !== undefined) check('Slurm account', account, SLURM_ACCOUNT_PATTERN);
     if (user !== undefined) check('Slurm user', user, SLURM_USER_PATTERN);
-    const rows = await this.show([
+    const text = await this.showText([
       'assoc',
       'where',
       ...(account !== undefined ? [`account=${account}`] : []),
       ...(user !== undefined ? [`user=${user}`] : []),
-      ...this.clusterArgs(),
-      'format=cluster,account,user,parentname,grptresmins,grpsubmitjobs',
+      ...clusterArgs(this.cluster),
+      ASSOC_FORMAT,
     ]);
-    return rows
-      .filter((f) => (account === undefined || f[1] === account) && (user === undefined || f[2] === user))
-      .map((f) => ({
-        cluster: f[0] ?? '',
-        account: f[1] ?? '',
-        user: f[2] ?? '',
-        parent: f[3] ?? '',
-        grpTresMins: parseTres(f[4] ?? ''),
-        grpSubmitJobs: f[5] ? Number(f[5]) : null,
-      }));
+    return parseAssociations(text).filter(
+      (a) => (account === undefined || a.account === account) && (user === undefined || a.user === user),
+    );
+  }
+
+  /** Every association on the cluster (on every cluster of the database without one). */
+  async allAssociations(): Promise<SlurmAssociation[]> {
+    const where = this.cluster === undefined ? [] : ['where', ...clusterArgs(this.cluster)];
+    return parseAssociations(await this.showText(['assoc', ...where, ASSOC_FORMAT]));
+  }
+
+  /** The accounts each user coordinates (coordinators are not per cluster). */
+  async coordinators(): Promise<Map<string, Set<string>>> {
+    return parseCoordinators(await this.showText(['user', 'withcoord', 'format=user,coordinators']));
   }
 
   /**
@@ -154,8 +325,7 @@ export class Sacctmgr {
     account: string,
     info: { description: string; organization: string; parent?: string },
   ): Promise<'added' | 'updated' | 'unchanged'> {
-    check('Slurm account', account, SLURM_ACCOUNT_PATTERN);
-    if (info.parent !== undefined) check('parent Slurm account', info.parent, SLURM_ACCOUNT_PATTERN);
+    const add = sacctmgrChange.addAccount(account, this.cluster, info);
     const description = slurmText(info.description) || account;
     const organization = slurmText(info.organization) || 'unknown';
     // organization and description last: free text that might hold the `|` of -P.
@@ -170,15 +340,7 @@ export class Sacctmgr {
     ).filter((f) => f[0] === account);
     const onCluster = rows.some((f) => f[2] === '' && (this.cluster === undefined || f[1] === this.cluster));
     if (!onCluster) {
-      await this.change([
-        'add',
-        'account',
-        account,
-        ...this.clusterArgs(),
-        `description=${description}`,
-        `organization=${organization}`,
-        ...(info.parent !== undefined ? [`parent=${info.parent}`] : []),
-      ]);
+      await this.change(add);
       if (rows.length === 0) return 'added';
     }
     const current = rows[0];
@@ -189,16 +351,7 @@ export class Sacctmgr {
     ) {
       return onCluster ? 'unchanged' : 'added';
     }
-    // Description and organization belong to the account, not to one cluster's association.
-    await this.change([
-      'modify',
-      'account',
-      'where',
-      `name=${account}`,
-      'set',
-      `description=${description}`,
-      `organization=${organization}`,
-    ]);
+    await this.change(sacctmgrChange.describeAccount(account, info));
     return 'updated';
   }
 
@@ -214,22 +367,20 @@ export class Sacctmgr {
     current?: SlurmAssociation | null,
   ): Promise<boolean> {
     const own = current !== undefined ? current : (await this.associations({ account })).find((a) => a.user === '');
-    const set: string[] = [];
+    const set: Parameters<typeof sacctmgrChange.setAccount>[2] = {};
     if (limits.grpTresMins) {
-      const { tres, minutes } = limits.grpTresMins;
-      check('TRES', tres, SLURM_TRES_PATTERN);
-      if (!Number.isSafeInteger(minutes) || minutes < 0)
-        throw new Error(`GrpTRESMins for ${tres}: expected a whole number of minutes >= 0, got ${minutes}`);
-      if (own?.grpTresMins[tres] !== minutes) set.push(`GrpTRESMins=${tres}=${minutes}`);
+      sacctmgrChange.setAccount(account, this.cluster, { grpTresMins: limits.grpTresMins }); // checks the values
+      if (own?.grpTresMins.get(limits.grpTresMins.tres) !== limits.grpTresMins.minutes)
+        set.grpTresMins = limits.grpTresMins;
     }
     if (limits.grpSubmitJobs !== undefined && (own?.grpSubmitJobs ?? null) !== limits.grpSubmitJobs) {
-      set.push(`GrpSubmitJobs=${limits.grpSubmitJobs ?? -1}`);
+      set.grpSubmitJobs = limits.grpSubmitJobs;
     }
-    const where = ['modify', 'account', 'where', `name=${account}`, ...this.clusterArgs(), 'set'];
-    if (set.length > 0) await this.change([...where, ...set]);
+    const changed = Object.keys(set).length > 0;
+    if (changed) await this.change(sacctmgrChange.setAccount(account, this.cluster, set));
     // On its own: given with other settings, sacctmgr sets RawUsage and silently ignores them.
-    if (limits.resetUsage) await this.change([...where, 'RawUsage=0']);
-    return set.length > 0 || limits.resetUsage === true;
+    if (limits.resetUsage) await this.change(sacctmgrChange.setAccount(account, this.cluster, { rawUsage: 0 }));
+    return changed || limits.resetUsage === true;
   }
 
   /**
@@ -240,27 +391,11 @@ export class Sacctmgr {
     const existing = await this.associations({ account, user });
     const wanted = open ? null : 0;
     if (existing.length === 0) {
-      await this.change([
-        'add',
-        'user',
-        user,
-        `account=${account}`,
-        ...this.clusterArgs(),
-        ...(open ? [] : ['GrpSubmitJobs=0']),
-      ]);
+      await this.change(sacctmgrChange.addUser(user, account, this.cluster, open));
       return 'added';
     }
     if (existing.every((a) => a.grpSubmitJobs === wanted)) return 'unchanged';
-    await this.change([
-      'modify',
-      'user',
-      'where',
-      `name=${user}`,
-      `account=${account}`,
-      ...this.clusterArgs(),
-      'set',
-      `GrpSubmitJobs=${wanted ?? -1}`,
-    ]);
+    await this.change(sacctmgrChange.setUserSubmit(user, account, this.cluster, wanted));
     return 'updated';
   }
 
@@ -271,25 +406,14 @@ export class Sacctmgr {
   async blockUser(user: string, account?: string): Promise<string[]> {
     const existing = await this.associations({ user, ...(account !== undefined ? { account } : {}) });
     if (existing.some((a) => a.grpSubmitJobs !== 0)) {
-      await this.change([
-        'modify',
-        'user',
-        'where',
-        `name=${user}`,
-        ...(account !== undefined ? [`account=${account}`] : []),
-        ...this.clusterArgs(),
-        'set',
-        'GrpSubmitJobs=0',
-      ]);
+      await this.change(sacctmgrChange.setUserSubmit(user, account, this.cluster, 0));
     }
     return [...new Set(existing.map((a) => a.account))];
   }
 
   /** Makes `user` a coordinator of `account` (sacctmgr itself treats a repeat as success). */
   async ensureCoordinator(user: string, account: string): Promise<void> {
-    check('Slurm user', user, SLURM_USER_PATTERN);
-    check('Slurm account', account, SLURM_ACCOUNT_PATTERN);
-    await this.change(['add', 'coordinator', `account=${account}`, `names=${user}`]);
+    await this.change(sacctmgrChange.addCoordinator(user, account));
   }
 }
 

@@ -30,7 +30,7 @@ export {
   type RestPacketHeaderJson,
   type RestReply,
 } from './rest-json.js';
-export { REST_SOURCE_MIGRATION } from './rest-schema.js';
+export { REST_SOURCE_MIGRATION } from '../store/rest-schema.js';
 
 /**
  * The packet source the configuration names: the AMIE tables of `db` (`source.kind: tables`, the

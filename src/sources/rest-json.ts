@@ -170,7 +170,7 @@ class FieldReader {
     if (value === undefined || value === null || value === '') return null;
     // ISO 8601; milliseconds and the zone (Z or ±hh:mm) are optional.
     const ok = typeof value === 'string' && isIsoDateTime(value.trim());
-    const date = ok ? new Date((value as string).trim().replace(' ', 'T')) : null;
+    const date = ok ? new Date(value.trim().replace(' ', 'T')) : null;
     if (!date || Number.isNaN(date.getTime()))
       return this.fail(field, 'an ISO 8601 time such as 2024-05-01T12:30:00.123Z', value);
     return date;

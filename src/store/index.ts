@@ -48,4 +48,4 @@ export {
   type SiteScope,
 } from './work.js';
 export * from './usage.js';
-export { readStatusFigures, recordProcessPass, type StatusFigures } from './status.js';
+export { readStatusFigures, recordProcessPass, pendingIncomingSql, type StatusFigures } from './status.js';

@@ -1,6 +1,7 @@
 import { DatabaseError, type Database, type Queryable } from '../db/index.js';
 import { PACKET_TYPE_IDS, STATE_IDS } from '../protocol/ids.js';
-import { TOOLKIT_SCHEMA, applyMigrationsLocked, lockSchema, migrationsUpToDate } from './migrations.js';
+import { TOOLKIT_SCHEMA } from './migration.js';
+import { applyMigrationsLocked, lockSchema, migrationsUpToDate } from './migrations.js';
 
 /** The seven tables of the legacy AMIE site database, in creation order (referenced before referencing). */
 export const AMIE_TABLES = [

@@ -1,26 +1,21 @@
+/**
+ * The toolkit's schema changes in the order they are applied, and applying them. Every table
+ * the toolkit keeps is defined in the store (the registry's books and the REST source's outbox
+ * too), so this list never reaches up into the features that use those tables.
+ */
 import type { Database, Queryable } from '../db/index.js';
-import { REGISTRY_MIGRATION, SLURM_ACCOUNT_MIGRATION } from '../registry/schema.js';
-import { USAGE_MIGRATION } from './usage.js';
-import { REST_SOURCE_MIGRATION } from '../sources/rest-schema.js';
+import { TOOLKIT_SCHEMA, type Migration } from './migration.js';
+import { REGISTRY_MIGRATION, SLURM_ACCOUNT_MIGRATION } from './registry-schema.js';
+import { USAGE_ALERTS_MIGRATION, USAGE_MIGRATION } from './usage.js';
+import { REST_SOURCE_MIGRATION } from './rest-schema.js';
 import { SOURCE_IDS_MIGRATION } from './work.js';
 import { PROCESS_PASSES_MIGRATION } from './status.js';
 
-/**
- * The toolkit's own tables live in their own schema so that a site's AMIE tables (and the
- * legacy software that reads them) never see a table they do not know.
- */
-export const TOOLKIT_SCHEMA = 'amie_toolkit';
-
-export interface Migration {
-  /** Recorded in amie_toolkit.migrations once applied; never rename an applied migration. */
-  id: string;
-  /** May hold several statements; runs inside the migration transaction. */
-  sql: string;
-}
+export { TOOLKIT_SCHEMA, type Migration } from './migration.js';
 
 /**
- * Applied in this order, each exactly once. Other modules append their own entries; an
- * entry is never edited after release, a change is a new entry.
+ * Applied in this order, each exactly once. A module defining tables exports its migration and
+ * is named here; an entry is never edited after release, a change is a new entry.
  */
 export const MIGRATIONS: Migration[] = [
   {
@@ -75,6 +70,7 @@ CREATE INDEX IF NOT EXISTS amie_toolkit_pending_incoming ON packet_tbl (packet_r
   REST_SOURCE_MIGRATION,
   SOURCE_IDS_MIGRATION,
   PROCESS_PASSES_MIGRATION,
+  USAGE_ALERTS_MIGRATION,
 ];
 
 /**

@@ -1,10 +1,9 @@
 import type { Queryable } from '../db/index.js';
 import { STATE_IDS } from '../protocol/ids.js';
-import type { Migration } from './migrations.js';
+import { TOOLKIT_SCHEMA, type Migration } from './migration.js';
 import type { PacketSourceKind } from './work.js';
 
-// Spelt out rather than imported: migrations.ts imports this file.
-const S = 'amie_toolkit';
+const S = TOOLKIT_SCHEMA;
 
 /**
  * When `amie process` last finished a pass, per packet source: a pass that finds nothing to do
@@ -34,6 +33,18 @@ export async function recordProcessPass(
      ON CONFLICT (source) DO UPDATE SET run_id = EXCLUDED.run_id, finished_at = EXCLUDED.finished_at, taken = EXCLUDED.taken, problems = EXCLUDED.problems`,
     [pass.source, pass.runId, pass.taken, pass.problems],
   );
+}
+
+/**
+ * The incoming packets waiting for the handler, as a query of (packet_rec_id, age in seconds):
+ * what `amie status` counts and the status page lists, one definition for both.
+ */
+export function pendingIncomingSql(source: PacketSourceKind): string {
+  return source === 'tables'
+    ? `SELECT p.packet_rec_id, extract(epoch FROM localtimestamp - p.ts) AS age
+         FROM packet_tbl p JOIN transaction_tbl t ON t.trans_rec_id = p.trans_rec_id
+        WHERE p.outgoing_flag = 0 AND p.state_id = ${STATE_IDS['in-progress']} AND t.state_id = ${STATE_IDS['in-progress']}`
+    : `SELECT packet_rec_id, extract(epoch FROM now() - first_seen_at) AS age FROM ${S}.rest_packets WHERE state = 'pending'`;
 }
 
 /** What `amie status` judges, read in one statement. Ages are seconds; null when there is nothing to age. */
@@ -72,11 +83,7 @@ export async function readStatusFigures(
   opts: { source: PacketSourceKind; usagePendingSeconds: number },
 ): Promise<StatusFigures> {
   const tables = opts.source === 'tables';
-  const pending = tables
-    ? `SELECT p.packet_rec_id, extract(epoch FROM localtimestamp - p.ts) AS age
-         FROM packet_tbl p JOIN transaction_tbl t ON t.trans_rec_id = p.trans_rec_id
-        WHERE p.outgoing_flag = 0 AND p.state_id = ${STATE_IDS['in-progress']} AND t.state_id = ${STATE_IDS['in-progress']}`
-    : `SELECT packet_rec_id, extract(epoch FROM now() - first_seen_at) AS age FROM ${S}.rest_packets WHERE state = 'pending'`;
+  const pending = pendingIncomingSql(opts.source);
   const packets = tables
     ? `SELECT CASE WHEN p.outgoing_flag = 1 THEN 'out' ELSE 'in' END AS direction, coalesce(s.state_name, p.state_id::text) AS state, count(*)::int AS count
          FROM packet_tbl p LEFT JOIN state_des s ON s.state_id = p.state_id GROUP BY 1, 2`

@@ -1,6 +1,6 @@
 import { DatabaseError, type Queryable } from '../db/index.js';
 import { STATE_IDS, type StateName } from '../protocol/ids.js';
-import { TOOLKIT_SCHEMA } from './migrations.js';
+import { TOOLKIT_SCHEMA } from './migration.js';
 import { TRANSACTION_COLUMNS, rowToTransaction, type TransactionRecord, type TransactionRow } from './records.js';
 
 export function stateId(state: StateName): number {

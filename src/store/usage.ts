@@ -4,11 +4,10 @@
  */
 import type { Queryable } from '../db/index.js';
 import { DEFAULT_REPLY_TIMEOUT_MINUTES, PACKET_TYPE_IDS, STATE_IDS, type DataRow } from '../protocol/ids.js';
-import type { Migration } from './migrations.js';
+import { TOOLKIT_SCHEMA, type Migration } from './migration.js';
 import { toDate, toNumber } from './records.js';
 
-// Spelt out rather than imported: migrations.ts imports this file.
-const S = 'amie_toolkit';
+const S = TOOLKIT_SCHEMA;
 
 /**
  * A job is identified by (cluster, job id as sacct displays it, submit time). A requeued job
@@ -370,7 +369,7 @@ export async function listUnreportedJobs(
     charge: Number(r.charge),
     endTime: toDate(r.end_time, 'reported_jobs.end_time'),
     updatedAt: toDate(r.updated_at, 'reported_jobs.updated_at'),
-    record: typeof r.record === 'string' ? JSON.parse(r.record) : r.record,
+    record: (typeof r.record === 'string' ? JSON.parse(r.record) : r.record) as unknown,
   }));
 }
 
@@ -443,4 +442,81 @@ export async function loadRegistrySlurmAccounts(q: Queryable): Promise<Map<strin
     `SELECT slurm_account, project_id FROM ${S}.projects WHERE slurm_account IS NOT NULL AND slurm_account <> ''`,
   );
   return new Map(rows.map((r) => [r.slurm_account, r.project_id]));
+}
+
+/**
+ * Usage alerts already posted: one row per project, allocation period and threshold, written
+ * in the same transaction that posts the message, so a rerun does not repeat it and a message
+ * Slack did not take leaves no row (the next run posts it). `period` names the allocation
+ * period: `h` and the allocation_history id of the `new` or `renewal` that opened it.
+ */
+export const USAGE_ALERTS_MIGRATION: Migration = {
+  id: '0009-usage-alerts',
+  sql: `
+CREATE TABLE IF NOT EXISTS ${S}.usage_alerts (
+  project_id   text    NOT NULL,
+  period       text    NOT NULL,
+  threshold    numeric NOT NULL,
+  period_start date,
+  period_end   date,
+  percent_used numeric NOT NULL,
+  charged      numeric NOT NULL,
+  allocated    numeric NOT NULL,
+  unit         text    NOT NULL,
+  sent_at      timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (project_id, period, threshold)
+);
+`,
+};
+
+export interface UsageAlertRow {
+  projectId: string;
+  period: string;
+  threshold: number;
+  periodStart: string | null;
+  periodEnd: string | null;
+  percentUsed: number;
+  charged: number;
+  allocated: number;
+  unit: string;
+}
+
+/** The (period, threshold) pairs already alerted for these projects, as `project\0period\0threshold` keys. */
+export async function sentUsageAlerts(q: Queryable, projectIds: readonly string[]): Promise<Set<string>> {
+  if (projectIds.length === 0) return new Set();
+  const { rows } = await q.query<{ project_id: string; period: string; threshold: string }>(
+    `SELECT project_id, period, threshold::text AS threshold FROM ${S}.usage_alerts WHERE project_id = ANY($1::text[])`,
+    [[...projectIds]],
+  );
+  return new Set(rows.map((r) => usageAlertKey(r.project_id, r.period, Number(r.threshold))));
+}
+
+export function usageAlertKey(projectId: string, period: string, threshold: number): string {
+  return `${projectId}\u0000${period}\u0000${threshold}`;
+}
+
+/**
+ * Records an alert as posted; false when it already was (another run got there first: on
+ * PostgreSQL the insert waits for that run's transaction and then finds its row).
+ */
+export async function claimUsageAlert(q: Queryable, a: UsageAlertRow): Promise<boolean> {
+  const { rows } = await q.query(
+    `INSERT INTO ${S}.usage_alerts
+       (project_id, period, threshold, period_start, period_end, percent_used, charged, allocated, unit)
+     VALUES ($1, $2, $3, $4::date, $5::date, $6, $7, $8, $9)
+     ON CONFLICT (project_id, period, threshold) DO NOTHING
+     RETURNING 1`,
+    [
+      a.projectId,
+      a.period,
+      String(a.threshold),
+      a.periodStart,
+      a.periodEnd,
+      String(a.percentUsed),
+      String(a.charged),
+      String(a.allocated),
+      a.unit,
+    ],
+  );
+  return rows.length === 1;
 }

@@ -1,5 +1,5 @@
 import type { Queryable } from '../db/index.js';
-import type { Migration } from './migrations.js';
+import type { Migration } from './migration.js';
 import { PACKET_TYPE_IDS, STATE_IDS, type DataRow, type PacketTypeName } from '../protocol/index.js';
 
 /**

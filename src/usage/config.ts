@@ -98,6 +98,22 @@ export const UsageConfigSchema = z
       .positive()
       .max(24 * 3600)
       .default(600),
+    /**
+     * Percentages of a project's allocation that, once its charged usage reaches them, post one
+     * Slack message (notify.slack) per project, threshold and allocation period.
+     */
+    alerts: z
+      .array(
+        z
+          .number()
+          .min(1, { error: 'expected a percentage of the allocation from 1 to 1000, e.g. 80' })
+          .max(1000, { error: 'expected a percentage of the allocation from 1 to 1000, e.g. 100' }),
+      )
+      .max(20, { error: 'expected at most 20 thresholds, e.g. [80, 100]' })
+      .refine((a) => a.every((t, i) => i === 0 || t > a[i - 1]!), {
+        error: 'expected thresholds in ascending order without repeats, e.g. [80, 100]',
+      })
+      .default([]),
   })
   .superRefine((u, ctx) => {
     if (u.sink === 'usage-api' && !u.usageApi) {

@@ -31,3 +31,5 @@ export * from './api-answers.js';
 export * from './sinks/types.js';
 export { AmieDbSink } from './sinks/amie-db.js';
 export { UsageApiSink } from './sinks/usage-api.js';
+export * from './summary.js';
+export * from './alerts.js';

@@ -38,4 +38,7 @@ try {
 } catch (err) {
   if ((err as NodeJS.ErrnoException).code !== 'ERR_MODULE_NOT_FOUND') throw err;
 }
+// Embedded database memory, and usage reporting at scale through `amie report-usage`.
+rows.push(...(await (await import('./pglite.js')).pgliteBenchmarks()));
+rows.push(...(await (await import('./usage-scale.js')).usageScaleBenchmarks()));
 console.log(formatRows(rows));

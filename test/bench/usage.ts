@@ -14,45 +14,14 @@ import pino from 'pino';
 import { openPglite, type Database } from '../../src/db/index.js';
 import { freshPgDatabase } from '../helpers/db.js';
 import type { BenchRow } from './dispatch.js';
+import { BENCH_ACCOUNTS, sacctLines } from '../helpers/sacct-lines.js';
 import { initDatabase } from '../../src/store/index.js';
 import { chargeJob } from '../../src/usage/charge.js';
 import { UsageConfigSchema } from '../../src/usage/config.js';
 import { reportUsage } from '../../src/usage/report.js';
 import { isSacctSkip, parseSacctStream } from '../../src/usage/sacct.js';
 
-const ACCOUNTS = ['abc123', 'def456', 'ghi789', 'jkl012'];
-
-/** Sacct lines as a real month looks: mostly GPU jobs, some CPU jobs, array tasks, a few odd lines. */
-function* sacctLines(n: number): Generator<string> {
-  const base = Date.UTC(2024, 2, 1);
-  for (let i = 0; i < n; i++) {
-    const submit = new Date(base + i * 1000);
-    const start = new Date(submit.getTime() + 30_000);
-    const elapsed = 60 + (i % 7200);
-    const end = new Date(start.getTime() + elapsed * 1000);
-    const t = (d: Date) => d.toISOString().slice(0, 19);
-    const gpus = i % 5 === 0 ? 0 : 1 + (i % 4);
-    const id = i % 10 === 3 ? `${100000 + i}_${i % 100}` : String(100000 + i);
-    const state = i % 1000 === 7 ? 'RUNNING' : 'COMPLETED';
-    yield [
-      id,
-      String(100000 + i),
-      'delta',
-      `user${i % 300}`,
-      ACCOUNTS[i % ACCOUNTS.length],
-      gpus ? 'gpu' : 'cpu',
-      state,
-      t(submit),
-      t(start),
-      state === 'RUNNING' ? 'Unknown' : t(end),
-      '01:00:00',
-      String(elapsed),
-      '1',
-      '16',
-      `billing=16,cpu=16${gpus ? `,gres/gpu=${gpus}` : ''},mem=64G,node=1`,
-    ].join('|');
-  }
-}
+const ACCOUNTS = BENCH_ACCOUNTS;
 
 function mb(bytes: number): string {
   return `${(bytes / 1024 / 1024).toFixed(1)} MB`;

@@ -17,7 +17,7 @@ export interface TestDatabase {
   db: Database;
   /** A URL another process can use for the same database (pg only). */
   url?: string;
-  cleanup(): Promise<void>;
+  cleanup: () => Promise<void>;
 }
 
 export interface OpenOptions {

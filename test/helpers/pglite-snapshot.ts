@@ -35,7 +35,10 @@ export default async function setup(project: TestProject): Promise<() => void> {
     initialised: join(dir, 'initialised.tar'),
     initialisedDir: join(dir, 'initialised'),
   };
-  const blank = await PGlite.create();
+  // A new database as the toolkit makes one (its template, or initdb), then dumped.
+  const emptyDir = join(dir, 'empty');
+  await (await openPglite({ path: emptyDir })).close();
+  const blank = await PGlite.create(emptyDir);
   try {
     writeFileSync(snapshots.empty, await dump(blank));
   } finally {

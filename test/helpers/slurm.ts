@@ -214,3 +214,85 @@ export async function waitForJobs(ids: string[], timeoutMs = 60_000): Promise<Ma
     await new Promise((res) => setTimeout(res, 500));
   }
 }
+
+/** `sacctmgr -n -P show …` as rows of fields. */
+export async function sacctmgrRows(args: string[]): Promise<string[][]> {
+  const out = await sacctmgr(['-n', '-P', 'show', ...args]);
+  return out
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => l.split('|'));
+}
+
+/** A range of uids a test file gives its logins: far from any real user, so leftovers are recognisable. */
+export interface TestUidRange {
+  start: number;
+  end: number;
+}
+
+/** Unix users (login -> uid) in a test uid range. */
+export async function testUnixUsers(range: TestUidRange): Promise<Map<string, number>> {
+  const r = await execa('getent', ['passwd'], { stdin: 'ignore' });
+  const out = new Map<string, number>();
+  for (const line of r.stdout.split('\n')) {
+    const [login, , uid] = line.split(':');
+    if (login && Number(uid) >= range.start && Number(uid) <= range.end) out.set(login, Number(uid));
+  }
+  return out;
+}
+
+/**
+ * Removes what a test made: the Slurm accounts whose names start with `prefix` (their jobs
+ * cancelled first) and their users, and every Unix user in the test's uid range.
+ */
+export async function removeTestSlurmObjects(prefix: string | undefined, uids: TestUidRange): Promise<void> {
+  if (prefix) {
+    const rows = await sacctmgrRows(['assoc', 'where', `cluster=${SLURM_TEST_CLUSTER}`, 'format=account,user']);
+    const mine = rows.filter(([account = '']) => account.startsWith(prefix));
+    const accounts = [...new Set(mine.map(([account]) => account!))];
+    const users = [...new Set(mine.map(([, user = '']) => user).filter((u) => u && u !== 'root'))];
+    if (accounts.length > 0) {
+      await execa('scancel', [`--account=${accounts.join(',')}`], { reject: false, stdin: 'ignore' });
+      const deadline = Date.now() + 30_000;
+      while (Date.now() < deadline) {
+        const q = await execa('squeue', ['-h', `--account=${accounts.join(',')}`], { reject: false, stdin: 'ignore' });
+        if (q.stdout.trim() === '') break;
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    }
+    if (users.length > 0)
+      await execa('sacctmgr', ['-i', 'remove', 'user', 'where', `name=${users.join(',')}`], {
+        reject: false,
+        stdin: 'ignore',
+      });
+    if (accounts.length > 0)
+      await execa('sacctmgr', ['-i', 'remove', 'account', 'where', `name=${accounts.join(',')}`], {
+        reject: false,
+        stdin: 'ignore',
+      });
+  }
+  for (const login of (await testUnixUsers(uids)).keys()) {
+    await execa('userdel', ['--remove', login], { reject: false, stdin: 'ignore' });
+  }
+}
+
+/** Submits as `user` under `account` until slurmctld has the new limit and refuses; returns sbatch's complaint. */
+export async function expectSubmitRefused(account: string, user: string): Promise<string> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    let id: string;
+    try {
+      id = await submitJob({ account, user, gpus: 0, seconds: 1 });
+    } catch (err) {
+      return (err as Error).message;
+    }
+    await execa('scancel', [id], { reject: false, stdin: 'ignore' });
+    if (Date.now() > deadline) {
+      throw new Error(
+        `sbatch -A ${account} as ${user} was accepted (job ${id}): GrpSubmitJobs=0 is not enforced. slurmctld must run with ` +
+          'AccountingStorageEnforce=associations,limits; `bash test/slurm/cluster.sh start` restarts it when its slurm.conf is newer',
+      );
+    }
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}

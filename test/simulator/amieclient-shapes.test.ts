@@ -58,7 +58,7 @@ async function simulator(): Promise<{
       body: body === undefined ? undefined : JSON.stringify(body),
     });
     const text = await res.text();
-    return { status: res.status, json: (text ? JSON.parse(text) : undefined) as any };
+    return { status: res.status, json: text ? JSON.parse(text) : undefined };
   };
   return { sim, central, api };
 }

@@ -90,7 +90,7 @@ describe('amie simulate over REST', () => {
         timeout: 150_000,
       },
     );
-    server.stdout!.on('data', (chunk: Buffer) => (out += chunk.toString()));
+    server.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
     let site: ResultPromise | undefined;
     try {
       await waitFor(

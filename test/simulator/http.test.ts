@@ -18,7 +18,7 @@ function client(sim: RestSimulator, headers: Record<string, string> = { 'XA-SITE
       body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
     });
     const text = await res.text();
-    return { status: res.status, json: (text ? JSON.parse(text) : undefined) as any };
+    return { status: res.status, json: text ? JSON.parse(text) : undefined };
   };
 }
 

@@ -24,9 +24,19 @@ import {
   runScenarios,
   type ScenarioReport,
 } from '../../src/simulator/index.js';
-import { SITE, auditOf, packetState, quietLog, seedIncoming } from '../helpers/amie.js';
+import { SITE, auditOf, initTestDatabase, packetState, quietLog, seedIncoming } from '../helpers/amie.js';
 import { driverCases, preferredDriver, type OpenOptions, type TestDatabase } from '../helpers/db.js';
-import { SLURM_TEST_CLUSTER, hasSlurm, slurmSkipNote, submitJob, waitForJobs } from '../helpers/slurm.js';
+import {
+  SLURM_TEST_CLUSTER,
+  expectSubmitRefused,
+  hasSlurm,
+  removeTestSlurmObjects,
+  sacctmgrRows,
+  slurmSkipNote,
+  submitJob,
+  testUnixUsers,
+  waitForJobs,
+} from '../helpers/slurm.js';
 import { SlackConfigSchema, SlackNotifier } from '../../src/notify/index.js';
 import { FakeSlack } from '../notify/slack-server.js';
 import { requireBuiltCli } from '../helpers/cli.js';
@@ -50,14 +60,6 @@ const newPrefix = () => `amt${randomBytes(3).toString('hex')}-`;
 /** PostgreSQL when the environment has one, else the embedded database. */
 const database = (options?: OpenOptions) => preferredDriver().open(options);
 
-async function sacctmgrRows(args: string[]): Promise<string[][]> {
-  const r = await execa('sacctmgr', ['-n', '-P', 'show', ...args], { stdin: 'ignore', timeout: 30_000 });
-  return r.stdout
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => l.split('|'));
-}
-
 interface Assoc {
   account: string;
   user: string;
@@ -79,68 +81,9 @@ async function associations(prefix: string): Promise<Map<string, Assoc>> {
   return out;
 }
 
-/** Unix users (login -> uid) in the tests' uid range. */
-async function testUnixUsers(): Promise<Map<string, number>> {
-  const r = await execa('getent', ['passwd'], { stdin: 'ignore' });
-  const out = new Map<string, number>();
-  for (const line of r.stdout.split('\n')) {
-    const [login, , uid] = line.split(':');
-    if (login && Number(uid) >= TEST_UIDS.start && Number(uid) <= TEST_UIDS.end) out.set(login, Number(uid));
-  }
-  return out;
-}
-
 /** Removes the Slurm accounts under `prefix`, their users, and every Unix user in the tests' uid range. */
-async function cleanUp(prefix: string | undefined): Promise<void> {
-  if (prefix) {
-    const assocs = [...(await associations(prefix)).values()];
-    const accounts = [...new Set(assocs.map((a) => a.account))];
-    const users = [...new Set(assocs.map((a) => a.user).filter((u) => u && u !== 'root'))];
-    if (accounts.length > 0) {
-      await execa('scancel', [`--account=${accounts.join(',')}`], { reject: false, stdin: 'ignore' });
-      const deadline = Date.now() + 30_000;
-      while (Date.now() < deadline) {
-        const q = await execa('squeue', ['-h', `--account=${accounts.join(',')}`], { reject: false, stdin: 'ignore' });
-        if (q.stdout.trim() === '') break;
-        await new Promise((r) => setTimeout(r, 500));
-      }
-    }
-    if (users.length > 0)
-      await execa('sacctmgr', ['-i', 'remove', 'user', 'where', `name=${users.join(',')}`], {
-        reject: false,
-        stdin: 'ignore',
-      });
-    if (accounts.length > 0)
-      await execa('sacctmgr', ['-i', 'remove', 'account', 'where', `name=${accounts.join(',')}`], {
-        reject: false,
-        stdin: 'ignore',
-      });
-  }
-  for (const login of (await testUnixUsers()).keys()) {
-    await execa('userdel', ['--remove', login], { reject: false, stdin: 'ignore' });
-  }
-}
-
-/** Submits as `user` under `account` until slurmctld has the new limit and refuses; returns sbatch's complaint. */
-async function expectRefused(account: string, user: string): Promise<string> {
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    let id: string;
-    try {
-      id = await submitJob({ account, user, gpus: 0, seconds: 1 });
-    } catch (err) {
-      return (err as Error).message;
-    }
-    await execa('scancel', [id], { reject: false, stdin: 'ignore' });
-    if (Date.now() > deadline) {
-      throw new Error(
-        `sbatch -A ${account} as ${user} was accepted (job ${id}): GrpSubmitJobs=0 is not enforced. slurmctld must run with ` +
-          'AccountingStorageEnforce=associations,limits; `bash test/slurm/cluster.sh start` restarts it when its slurm.conf is newer',
-      );
-    }
-    await new Promise((r) => setTimeout(r, 500));
-  }
-}
+const cleanUp = (prefix: string | undefined) => removeTestSlurmObjects(prefix, TEST_UIDS);
+const expectRefused = expectSubmitRefused;
 
 function failures(r: ScenarioReport): string {
   return r.checks
@@ -287,7 +230,7 @@ describe.runIf(hasSlurm())(`Slurm handler on the test cluster${slurmSkipNote()}`
     );
 
     // A Unix user for every login, with the registry's uid.
-    const unix = await testUnixUsers();
+    const unix = await testUnixUsers(TEST_UIDS);
     for (const p of people) expect(unix.get(p.login!), p.login!).toBe(p.uid);
     expect(unix.size).toBe(people.length);
 
@@ -622,7 +565,7 @@ describe('Slurm handler dry runs', () => {
           'dry-tg-dry1',
           'cluster=amietest',
           `description=Turbulent mixing in the St. Lawrence estuary: whats next? (${sim.suffix})`,
-          `organization=${rpc.PiOrganization}`,
+          `organization=${String(rpc.PiOrganization)}`,
         ],
         [
           rec,

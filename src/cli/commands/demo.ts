@@ -1,4 +1,7 @@
 import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { EXIT, type CliContext } from '../context.js';
 
@@ -6,10 +9,11 @@ import { EXIT, type CliContext } from '../context.js';
 const DEMO_SITE = { name: 'DEMO', resource: 'cluster.demo.example.org', remoteSite: 'TGCDB' };
 
 /**
- * The whole toolkit with nothing to set up: an in-memory embedded database (nothing is left
- * behind, so a second run starts as clean as the first), the registry handler, and the
+ * The whole toolkit with nothing to set up: a throw-away embedded database (removed at the end,
+ * so a second run starts as clean as the first), the registry handler, and the
  * simulated central site running every scenario, over the AMIE tables or (--source rest) over
- * the AMIE REST API served on loopback.
+ * the AMIE REST API served on loopback. With --keep DIR the database is kept in DIR/db, with a
+ * configuration DIR/amie.yaml naming it, so every other command can look at what the demo did.
  */
 export function register(program: Command, context: CliContext): void {
   program
@@ -24,10 +28,23 @@ export function register(program: Command, context: CliContext): void {
       'tables: central writes the AMIE tables; rest: the site talks to a simulated AMIE REST API on 127.0.0.1',
       'tables',
     )
-    .action(async (opts: { json?: boolean; verbose?: boolean; source: string }) => {
+    .option(
+      '--keep <dir>',
+      'keep the database in DIR/db and write DIR/amie.yaml for it, for other commands (e.g. amie -c DIR/amie.yaml report --html page.html); DIR must not hold either yet',
+    )
+    .action(async (opts: { json?: boolean; verbose?: boolean; source: string; keep?: string }) => {
+      const { ConfigError } = await import('../../config/errors.js');
       if (opts.source !== 'tables' && opts.source !== 'rest') {
-        const { ConfigError } = await import('../../config/errors.js');
         throw new ConfigError([`--source: expected tables or rest, got "${opts.source}"`]);
+      }
+      const keep = opts.keep === undefined ? undefined : keptPaths(resolve(context.cwd, opts.keep));
+      if (keep) {
+        // Over REST the packets live on the simulated server, which ends with the demo: a kept
+        // configuration would name a server that is gone.
+        if (opts.source !== 'tables') throw new ConfigError(['--keep: only with --source tables']);
+        for (const path of [keep.config, keep.database])
+          if (existsSync(path)) throw new ConfigError([`--keep: ${path} already exists; give a new directory`]);
+        await mkdir(keep.dir, { recursive: true });
       }
       // Said at once: the scenarios take seconds, and a silent terminal looks like a hang.
       if (!opts.json)
@@ -51,7 +68,9 @@ export function register(program: Command, context: CliContext): void {
         env: context.env,
       });
       const started = Date.now();
-      const db = await openPglite();
+      // On disk (kept, or in a temporary directory) rather than in memory: half the demo's
+      // memory, and nothing left behind unless --keep asks for it.
+      const db = await openPglite(keep ? { path: keep.database, create: true } : { temporary: true });
       // Over REST, central keeps its own tables behind the HTTP simulator; the site's database
       // holds only its books (registry, audit, the REST source's copy of the packets).
       const { RestSimulator } = await import('../../simulator/http.js');
@@ -77,6 +96,7 @@ export function register(program: Command, context: CliContext): void {
         const accounts = await listAccounts(db);
         const passed = reports.every((r) => r.passed);
         context.exitCode = passed ? EXIT.ok : EXIT.workFailed;
+        if (keep) await writeFile(keep.config, keptConfig(keep), { mode: 0o644 });
 
         if (opts.json) {
           context.out(
@@ -86,6 +106,7 @@ export function register(program: Command, context: CliContext): void {
                 handler: loaded.name,
                 site: DEMO_SITE,
                 source: opts.source,
+                ...(keep ? { kept: { config: keep.config, database: keep.database } } : {}),
                 scenarios: reports,
                 registry: { people, projects, accounts },
               },
@@ -152,9 +173,35 @@ export function register(program: Command, context: CliContext): void {
           context.out(line);
         context.out('');
         context.out(`${formatVerdict(reports)} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+        if (keep) {
+          context.out('');
+          context.out(`The database is kept in ${keep.database}, with a configuration for it: look at it with`);
+          context.out(`  amie -c ${keep.config} report --html ${join(keep.dir, 'status.html')}`);
+          context.out(`  amie -c ${keep.config} packets list`);
+        }
       } finally {
         await sim?.stop();
         await db.close();
       }
     });
+}
+
+function keptPaths(dir: string) {
+  return { dir, config: join(dir, 'amie.yaml'), database: join(dir, 'db') };
+}
+
+/** The demo's site as a configuration; the database path is relative to the file, as every path in it. */
+function keptConfig(keep: ReturnType<typeof keptPaths>): string {
+  return `# Written by \`amie demo --keep\`: the demo's site and its embedded database (db, beside this file).
+#   amie -c ${keep.config} report --html status.html
+site:
+  name: ${DEMO_SITE.name}
+  resource: ${DEMO_SITE.resource}
+  remoteSite: ${DEMO_SITE.remoteSite}
+
+database:
+  path: db
+
+handler: registry
+`;
 }

@@ -30,7 +30,7 @@ export function register(program: Command, context: CliContext): void {
         const watch = opts.watch === undefined ? undefined : positiveInt('--watch', opts.watch);
         const types = (opts.type ?? []).map((t) => {
           if (!isPacketTypeName(t)) throw new ConfigError([`--type: unknown packet type "${t}"`]);
-          return t as PacketTypeName;
+          return t;
         });
         context.exitCode = await runProcess(context, db, config, log, { dryRun: !!opts.dryRun, limit, types, watch });
       }),

@@ -16,7 +16,8 @@ interface SimulateOptions {
   scenario?: string;
   json?: boolean;
   verbose?: boolean;
-  source?: 'tables' | 'rest';
+  /** As given on the command line; the action checks it. */
+  source?: string;
   serveRest?: boolean;
   port: string;
   apiKey?: string;
@@ -133,7 +134,7 @@ export function register(program: Command, context: CliContext): void {
         const where = sim
           ? `over the AMIE REST API simulated at ${sim.amieUrl} (the site's books in ${db.description})`
           : `on ${db.description}`;
-        printReports(context, opts, reports, config, name, where, sim ? 'rest' : 'tables');
+        await printReports(context, opts, reports, config, name, where, sim ? 'rest' : 'tables');
         context.exitCode = reports.every((r) => r.passed) ? EXIT.ok : EXIT.workFailed;
       });
     });

@@ -1,6 +1,6 @@
-import { rename, unlink, writeFile } from 'node:fs/promises';
-import { dirname, basename, join } from 'node:path';
 import type { Command } from 'commander';
+import { writeFileAtomically } from '../../atomic-file.js';
+import { formatAge } from '../../text.js';
 import { ConfigError } from '../../config/errors.js';
 import type { Database } from '../../db/index.js';
 import type { AmieConfig } from '../../config/index.js';
@@ -35,6 +35,10 @@ export interface ExtraFigures {
    * warning age (AMIE tables source only; see `extraFigures`).
    */
   foreignWaiting?: number;
+  /** Differences between the registry and Slurm (`amie slurm check`), when the handler is the Slurm handler. */
+  slurmDrift?: number;
+  /** Why Slurm could not be compared with the registry (sacctmgr or getent failed). */
+  slurmCheckError?: string;
 }
 
 /**
@@ -42,10 +46,36 @@ export interface ExtraFigures {
  * this configuration never answers them, so one waiting long means a configuration is missing.
  * (Over REST they stay on the server and `amie process` warns of them from its listing.)
  */
-async function extraFigures(db: Database, config: AmieConfig, warnSeconds: number): Promise<ExtraFigures> {
-  if (config.source.kind !== 'tables') return {};
-  const { countForeignWaiting } = await import('../../store/index.js');
-  return { foreignWaiting: await countForeignWaiting(db, config.site, warnSeconds * 1000) };
+async function extraFigures(
+  context: CliContext,
+  db: Database,
+  config: AmieConfig,
+  warnSeconds: number,
+): Promise<ExtraFigures> {
+  const out: ExtraFigures = {};
+  if (config.source.kind === 'tables') {
+    const { countForeignWaiting } = await import('../../store/index.js');
+    out.foreignWaiting = await countForeignWaiting(db, config.site, warnSeconds * 1000);
+  }
+  return { ...out, ...(await slurmFigures(context, db, config)) };
+}
+
+/**
+ * With the Slurm handler, how far Slurm has drifted from the registry (as `amie slurm check`
+ * finds it). A Slurm that cannot be asked is a problem of the check's result, not a failed check.
+ */
+async function slurmFigures(context: CliContext, db: Database, config: AmieConfig): Promise<ExtraFigures> {
+  if (config.handler === undefined) return {};
+  const { slurmCheckSettingsFor } = await import('../slurm-drift.js');
+  const log = context.logger(config);
+  const settings = await slurmCheckSettingsFor(config, db, log);
+  if (!settings) return {};
+  const { checkSlurmDrift } = await import('../../slurm/check.js');
+  try {
+    return { slurmDrift: (await checkSlurmDrift(db, settings, log)).differences.length };
+  } catch (err) {
+    return { slurmCheckError: oneLine(err) };
+  }
 }
 
 export function register(program: Command, context: CliContext): void {
@@ -68,7 +98,7 @@ export function register(program: Command, context: CliContext): void {
       let written: string | undefined;
       if (opts.prometheus) {
         try {
-          await writeAtomically(opts.prometheus, prometheusText(result));
+          await writeFileAtomically(opts.prometheus, prometheusText(result));
         } catch (err) {
           written = `cannot write ${opts.prometheus}: ${(err as Error).message}`;
         }
@@ -118,7 +148,7 @@ async function check(context: CliContext, opts: StatusOptions): Promise<CheckRes
     const { readStatusFigures } = await import('../../store/index.js');
     const figures = {
       ...(await readStatusFigures(db, { source: config.source.kind, usagePendingSeconds: warnSeconds })),
-      ...(await extraFigures(db, config, warnSeconds)),
+      ...(await extraFigures(context, db, config, warnSeconds)),
     };
     const problems = judge(figures, warnSeconds, critSeconds);
     const status: StatusName = problems.some((p) => p.severity === 'CRITICAL')
@@ -173,6 +203,13 @@ export function judge(f: StatusFigures & ExtraFigures, warn: number, crit: numbe
     });
   if (f.usageFailed > 0)
     out.push({ severity: 'WARNING', message: `${f.usageFailed} usage record(s) refused by the Usage API` });
+  if (f.slurmDrift)
+    out.push({
+      severity: 'WARNING',
+      message: `Slurm differs from the registry in ${f.slurmDrift} place(s) (amie slurm check lists them)`,
+    });
+  if (f.slurmCheckError)
+    out.push({ severity: 'WARNING', message: `Slurm could not be compared with the registry: ${f.slurmCheckError}` });
   if (f.usagePendingTooLong > 0)
     out.push({
       severity: 'WARNING',
@@ -194,14 +231,6 @@ export function parseDuration(flag: string, value: string): number {
   const seconds = Number(m[1]) * { s: 1, m: 60, h: 3600, d: 86400 }[m[2] as 's' | 'm' | 'h' | 'd'];
   if (seconds <= 0) throw new ConfigError(`${flag}: must be longer than 0, got "${value}"`);
   return seconds;
-}
-
-export function formatAge(seconds: number): string {
-  if (seconds < 120) return `${Math.floor(seconds)}s`;
-  if (seconds < 2 * 3600) return `${Math.floor(seconds / 60)}m`;
-  if (seconds < 2 * 86400)
-    return `${Math.floor(seconds / 3600)}h${Math.floor((seconds % 3600) / 60) ? `${Math.floor((seconds % 3600) / 60)}m` : ''}`;
-  return `${Math.floor(seconds / 86400)}d${Math.floor((seconds % 86400) / 3600) ? `${Math.floor((seconds % 86400) / 3600)}h` : ''}`;
 }
 
 function oneLine(err: unknown): string {
@@ -226,6 +255,7 @@ export function pluginText(r: CheckResult): string[] {
     `usage_pending=${f.usagePending};;;0`,
     `last_pass_age=${age(f.lastPassAgeSeconds, true)}`,
     ...(f.foreignWaiting === undefined ? [] : [`foreign_waiting=${f.foreignWaiting};;;0`]),
+    ...(f.slurmDrift === undefined ? [] : [`slurm_drift=${f.slurmDrift};;;0`]),
   ];
   return [
     `${first} | ${perf.join(' ')}`,
@@ -291,18 +321,10 @@ export function prometheusText(r: CheckResult): string {
       ]);
     if (f.foreignWaiting !== undefined)
       metric('amie_foreign_packets_waiting', 'Foreign packets waiting.', [[{}, f.foreignWaiting]]);
+    if (f.slurmDrift !== undefined)
+      metric('amie_slurm_drift', 'Differences between the registry and Slurm (amie slurm check).', [
+        [{}, f.slurmDrift],
+      ]);
   }
   return `${lines.join('\n')}\n`;
-}
-
-/** Written beside the target and renamed over it, so the collector never reads half a file. */
-async function writeAtomically(file: string, text: string): Promise<void> {
-  const temp = join(dirname(file), `.${basename(file)}.${process.pid}.tmp`);
-  try {
-    await writeFile(temp, text, { mode: 0o644 });
-    await rename(temp, file);
-  } catch (err) {
-    await unlink(temp).catch(() => undefined);
-    throw err;
-  }
 }

@@ -3,13 +3,23 @@ import { ConfigError } from '../../config/errors.js';
 import { readSecretEnv, type AmieConfig } from '../../config/index.js';
 import type { Database } from '../../db/index.js';
 import type { Logger } from '../../log.js';
-import { USAGE_SINKS, defaultUsageConfig, type UsageConfig, type UsageSinkName } from '../../usage/config.js';
+import type { UsageAlertsOutcome } from '../../usage/alerts.js';
+import {
+  USAGE_SINKS,
+  chargeRuleOf,
+  defaultUsageConfig,
+  type UsageConfig,
+  type UsageSinkName,
+} from '../../usage/config.js';
 import { EXIT, type CliContext } from '../context.js';
+import { toJsonText } from '../json.js';
 import { formatTable } from '../table.js';
 
 // Loaded when a command runs, so `amie --help` works where sacct or the store cannot load.
 const reporter = () => import('../../usage/report.js');
 const store = () => import('../../store/index.js');
+const summaries = () => import('../../usage/summary.js');
+const alerts = () => import('../../usage/alerts.js');
 
 interface ReportOptions {
   since?: string;
@@ -48,7 +58,49 @@ export function register(program: Command, context: CliContext): void {
       }),
     );
 
-  const usage = program.command('usage').description('inspect and retry usage records the Usage API refused');
+  const usage = program
+    .command('usage')
+    .description('usage against allocations; inspect and retry usage records the Usage API refused');
+
+  usage
+    .command('summary')
+    .description(
+      'per project: the allocation, usage charged in its period, remaining, percent used and when it runs out; posts due usage alerts',
+    )
+    .option('--project <id>', 'only this project (ProjectID or GrantNumber)')
+    .option('--no-alerts', 'show only: post no usage alerts (usage.alerts)')
+    .option('--json', 'print JSON')
+    .action((opts: { project?: string; alerts: boolean; json?: boolean }) =>
+      context.withDatabase(async (db, config, log) => {
+        const { prepareDatabase } = await store();
+        const { usageSummary, summaryRows } = await summaries();
+        await prepareDatabase(db);
+        const u = usageConfigOf(config);
+        const projects = await usageSummary(db, {
+          unit: chargeRuleOf(u).unit,
+          ...(opts.project !== undefined ? { project: opts.project } : {}),
+        });
+        if (opts.project !== undefined && projects.length === 0)
+          throw new ConfigError(
+            `--project: no project "${opts.project}" in the registry (tried ProjectID and GrantNumber)`,
+          );
+        const { sendUsageAlerts, formatAlertsOutcome } = await alerts();
+        const outcome = opts.alerts
+          ? await sendUsageAlerts(db, projects, { config, thresholds: u.alerts, log, env: context.env })
+          : null;
+        if (opts.json) {
+          context.out(toJsonText({ unit: chargeRuleOf(u).unit, projects, alerts: outcome }));
+          return;
+        }
+        if (projects.length === 0) {
+          context.out('(no projects in the registry)');
+          return;
+        }
+        context.out(`usage against allocations, in ${chargeRuleOf(u).unit} ("per day": the last 30 days' average)`);
+        for (const l of formatTable(summaryRows(projects))) context.out(l);
+        for (const l of outcome ? formatAlertsOutcome(outcome) : []) context.out(l);
+      }),
+    );
 
   usage
     .command('failed')
@@ -197,7 +249,7 @@ async function serverFailed(context: CliContext, client: UsageClient, opts: Fail
 }
 
 function usageConfigOf(config: AmieConfig): UsageConfig {
-  return (config as AmieConfig & { usage?: UsageConfig }).usage ?? defaultUsageConfig();
+  return config.usage ?? defaultUsageConfig();
 }
 
 function requireApi(u: UsageConfig): NonNullable<UsageConfig['usageApi']> {
@@ -280,9 +332,36 @@ async function runReport(
     throw err;
   }
   progress.done();
-  if (opts.json) context.out(JSON.stringify(summary, null, 2));
-  else for (const line of formatUsageSummary(summary)) context.out(line);
+  // A cron'd report-usage is what keeps usage current, so it is also what posts the alerts.
+  const alerted = opts.dryRun || u.alerts.length === 0 ? undefined : await usageAlerts(context, db, config, u, log);
+  if (opts.json) context.out(JSON.stringify(alerted ? { ...summary, alerts: alerted } : summary, null, 2));
+  else {
+    for (const line of formatUsageSummary(summary)) context.out(line);
+    if (alerted) for (const line of (await alerts()).formatAlertsOutcome(alerted)) context.out(line);
+  }
   return summary.failed > 0 ? EXIT.workFailed : EXIT.ok;
+}
+
+/**
+ * The usage alerts due after a report. What goes wrong here is one line on stderr: the usage
+ * is reported, and an alert not posted is posted by the next run.
+ */
+async function usageAlerts(
+  context: CliContext,
+  db: Database,
+  config: AmieConfig,
+  u: UsageConfig,
+  log: Logger,
+): Promise<UsageAlertsOutcome | undefined> {
+  try {
+    const { usageSummary } = await summaries();
+    const { sendUsageAlerts } = await alerts();
+    const projects = await usageSummary(db, { unit: chargeRuleOf(u).unit });
+    return await sendUsageAlerts(db, projects, { config, thresholds: u.alerts, log, env: context.env });
+  } catch (err) {
+    process.stderr.write(`amie: usage alerts: ${(err as Error).message}; the next run tries again\n`);
+    return undefined;
+  }
 }
 
 /** One self-overwriting line on a terminal, at most once a second; nothing when stderr is not one. */

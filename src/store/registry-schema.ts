@@ -1,6 +1,9 @@
-import type { Migration } from '../store/migrations.js';
+/**
+ * The registry's tables (defined here with every other toolkit table; src/registry reads and writes them).
+ */
+import { TOOLKIT_SCHEMA, type Migration } from './migration.js';
 
-const S = 'amie_toolkit';
+const S = TOOLKIT_SCHEMA;
 
 /**
  * The registry's books: who the site knows, under which login, in which projects. PersonID and

@@ -1,6 +1,9 @@
-import type { Migration } from '../store/migrations.js';
+/**
+ * The REST packet source's tables (defined here with every other toolkit table; src/sources uses them).
+ */
+import { TOOLKIT_SCHEMA, type Migration } from './migration.js';
 
-const S = 'amie_toolkit';
+const S = TOOLKIT_SCHEMA;
 
 /**
  * What the REST source keeps locally: the incoming packets it saw and its outbox of replies.

@@ -1,0 +1,37 @@
+/**
+ * The Slurm drift of a configuration (`amie slurm check`, `amie status`, the HTML report): the
+ * configured handler's settings, and the comparison of the registry with Slurm. Loaded only
+ * when one of them runs (it loads the handler, the registry and the Slurm code).
+ */
+import type { AmieConfig } from '../config/index.js';
+import type { Database } from '../db/index.js';
+import type { Logger } from '../log.js';
+import type { SlurmCheckSettings, SlurmDrift } from '../slurm/check.js';
+import { createHandler } from './handler.js';
+
+/** The handler's settings for the check; null when the configured handler is not the Slurm handler (or a subclass). */
+export async function slurmCheckSettingsFor(
+  config: AmieConfig,
+  db: Database,
+  log: Logger,
+): Promise<SlurmCheckSettings | null> {
+  if (config.handler === undefined) return null;
+  // The built-in registry handler is known not to be one: not worth loading for `amie status`.
+  const name = typeof config.handler === 'string' ? config.handler : config.handler.module;
+  if (name === 'registry') return null;
+  const { handler } = await createHandler(config, db, log, false);
+  const h = handler as { slurmCheckSettings?: () => SlurmCheckSettings };
+  return typeof h.slurmCheckSettings === 'function' ? h.slurmCheckSettings() : null;
+}
+
+/**
+ * The differences between the registry and Slurm for this configuration, or null when its
+ * handler is not the Slurm handler. Throws (a CommandError naming the command) when sacctmgr
+ * or getent fails, and a ConfigError-like error when the handler cannot be built.
+ */
+export async function checkSlurmDriftFor(config: AmieConfig, db: Database, log: Logger): Promise<SlurmDrift | null> {
+  const settings = await slurmCheckSettingsFor(config, db, log);
+  if (!settings) return null;
+  const { checkSlurmDrift } = await import('../slurm/check.js');
+  return checkSlurmDrift(db, settings, log);
+}

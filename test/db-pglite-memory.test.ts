@@ -1,0 +1,172 @@
+/**
+ * The embedded database's memory settings and its template: every open runs with the small
+ * settings, a new database is made from the template (on disk, in memory and as a throw-away
+ * directory) and works as one made by PGlite's initdb, and the CLI commands that create or
+ * open one still do their work.
+ */
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { gzipSync } from 'node:zlib';
+import { execa } from 'execa';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openPglite, type Database } from '../src/db/index.js';
+import {
+  findPgliteTemplate,
+  PGLITE_SETTINGS,
+  unpackPgliteTemplate,
+  writePgliteTemplate,
+} from '../src/db/pglite-template.js';
+import { initDatabase } from '../src/store/index.js';
+
+let dir: string;
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'amie-pglite-mem-'));
+  // What `npm run build` does; a tree built with tsc alone has no template yet.
+  if (!findPgliteTemplate()) await writePgliteTemplate();
+}, 180_000);
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+/** The compiled `amie` (build first), run in `cwd` with no AMIE_* variables from outside. */
+async function amie(args: string[], cwd: string) {
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  for (const k of Object.keys(env)) if (k.startsWith('AMIE_')) delete env[k];
+  const r = await execa(process.execPath, [resolve('dist/src/cli/main.js'), ...args], {
+    cwd,
+    env,
+    extendEnv: false,
+    reject: false,
+    stdin: 'ignore',
+    timeout: 120_000,
+  });
+  return { code: r.exitCode, stdout: String(r.stdout), stderr: String(r.stderr) };
+}
+
+async function settingsOf(db: Database): Promise<Map<string, string>> {
+  const { rows } = await db.query<{ name: string; setting: string; unit: string | null }>(
+    `SELECT name, setting, unit FROM pg_settings WHERE name = ANY($1::text[])`,
+    [PGLITE_SETTINGS.map(([n]) => n)],
+  );
+  // shared_buffers comes in 8 kB pages: 16MB is 2048.
+  return new Map(rows.map((r) => [r.name, r.unit === '8kB' ? `${(Number(r.setting) * 8) / 1024}MB` : r.setting]));
+}
+
+/** The toolkit's schema goes in and is usable: the proof that the database is a working one. */
+async function exercise(db: Database): Promise<void> {
+  await initDatabase(db);
+  await db.query(`INSERT INTO amie_toolkit.packet_errors (packet_rec_id, error_count) VALUES (1, 1)`);
+  const { rows } = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM amie_toolkit.packet_errors`);
+  expect(rows[0]!.n).toBe(1);
+}
+
+describe('embedded database memory', () => {
+  it('runs every open with the small PostgreSQL settings', async () => {
+    const db = await openPglite();
+    try {
+      const s = await settingsOf(db);
+      for (const [name, value] of PGLITE_SETTINGS) expect(s.get(name), name).toBe(value);
+      await exercise(db);
+    } finally {
+      await db.close();
+    }
+  });
+
+  it('makes a new on-disk database from the template, and it reopens and keeps its data', async () => {
+    const path = join(dir, 'disk', 'db');
+    const db = await openPglite({ path });
+    try {
+      expect(existsSync(join(path, 'PG_VERSION'))).toBe(true);
+      await exercise(db);
+    } finally {
+      await db.close();
+    }
+    // No staging directory is left beside it.
+    expect(readdirSync(join(dir, 'disk')).sort()).toEqual(['db']);
+    const again = await openPglite({ path, create: false });
+    try {
+      const { rows } = await again.query<{ n: number }>(`SELECT count(*)::int AS n FROM amie_toolkit.packet_errors`);
+      expect(rows[0]!.n).toBe(1);
+      expect((await settingsOf(again)).get('shared_buffers')).toBe('16MB');
+    } finally {
+      await again.close();
+    }
+  });
+
+  it('fills an empty directory made beforehand', async () => {
+    const path = join(dir, 'empty');
+    mkdirSync(path);
+    const db = await openPglite({ path });
+    try {
+      await exercise(db);
+    } finally {
+      await db.close();
+    }
+  });
+
+  it('removes a throw-away database with its directory when closed', async () => {
+    const db = await openPglite({ temporary: true });
+    const where = /\((.*)\/db, removed when done\)/.exec(db.description)?.[1];
+    expect(where, db.description).toBeTruthy();
+    try {
+      expect(existsSync(join(where!, 'db', 'PG_VERSION'))).toBe(true);
+      await exercise(db);
+    } finally {
+      await db.close();
+    }
+    expect(existsSync(where!)).toBe(false);
+  });
+
+  it('still works without a template (PGlite initdb), with the same settings', async () => {
+    const db = await openPglite({ template: false });
+    try {
+      expect((await settingsOf(db)).get('shared_buffers')).toBe('16MB');
+      await exercise(db);
+    } finally {
+      await db.close();
+    }
+  }, 180_000);
+
+  it('refuses a template entry outside the data directory, and leaves nothing behind', () => {
+    const header = (name: string, size: number, flag: string) => {
+      const h = Buffer.alloc(512);
+      h.write(name, 0);
+      h.write(size.toString(8).padStart(11, '0'), 124);
+      h.write(flag, 156);
+      return h;
+    };
+    const body = Buffer.alloc(512);
+    body.write('x');
+    const file = join(dir, 'evil.tar.gz');
+    writeFileSync(file, gzipSync(Buffer.concat([header('../../escaped', 1, '0'), body, Buffer.alloc(1024)])));
+    const target = join(dir, 'evil-target');
+    expect(() => unpackPgliteTemplate(file, target)).toThrow(/outside the directory/);
+    expect(existsSync(target)).toBe(false);
+    expect(existsSync(join(dir, '..', 'escaped'))).toBe(false);
+    expect(readdirSync(dir).filter((n) => n.startsWith('evil-target'))).toEqual([]);
+  });
+});
+
+describe('amie commands on the embedded database', () => {
+  it('db init creates it from the template, process runs on it, and the demo passes', async () => {
+    const cwd = join(dir, 'cli');
+    mkdirSync(cwd);
+    writeFileSync(
+      join(cwd, 'amie.yaml'),
+      'site:\n  name: EXAMPLE\n  resource: cluster.example.org\nhandler: registry\n',
+    );
+    const init = await amie(['-c', 'amie.yaml', 'db', 'init'], cwd);
+    expect(init.code, init.stderr).toBe(0);
+    expect(init.stdout).toMatch(/AMIE tables created/);
+    const run = await amie(['-c', 'amie.yaml', 'process'], cwd);
+    expect(run.code, run.stderr).toBe(0);
+    expect(run.stdout).toMatch(/0 packet\(s\)/);
+    const demo = await amie(['demo'], cwd);
+    expect(demo.code, demo.stderr).toBe(0);
+    expect(demo.stdout).toMatch(/throw-away database/);
+    expect(demo.stdout).toMatch(/verdict: passed/);
+    // The throw-away database is gone with the demo.
+    const dbDir = /\((\S+)\/db, removed when done\)/.exec(demo.stdout)?.[1];
+    expect(dbDir).toBeTruthy();
+    expect(existsSync(dbDir!)).toBe(false);
+  }, 240_000);
+});

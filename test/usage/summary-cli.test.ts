@@ -1,0 +1,155 @@
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { execa } from 'execa';
+import { openPglite } from '../../src/db/index.js';
+import { Dispatcher } from '../../src/dispatch/index.js';
+import { RegistryHandler } from '../../handlers/registry.js';
+import { UsageConfigSchema } from '../../src/usage/config.js';
+import { reportUsage } from '../../src/usage/report.js';
+import { parseSacctStream, type SacctRecord } from '../../src/usage/sacct.js';
+import { SITE, quietLog, seedIncoming } from '../helpers/amie.js';
+import { FakeSlack, SLACK_TOKEN } from '../notify/slack-server.js';
+
+const CLI = resolve('dist/src/cli/main.js');
+const DAY = 86_400_000;
+const day = (offset: number) => new Date(Date.now() + offset * DAY).toISOString().slice(0, 10);
+const time = (offset: number) => new Date(Date.now() + offset * DAY).toISOString().slice(0, 19);
+
+/** A finished job of `gpus` GPUs for `hours`, ending `endOffset` days from now, as sacct prints it. */
+function job(id: string, gpus: number, hours: number, endOffset: number): string {
+  const start = endOffset - hours / 24;
+  return `${id}|${id}|delta|alice|abc123|gpu|COMPLETED|${time(start)}|${time(start)}|${time(endOffset)}|00:00:00|${hours * 3600}|1|4|cpu=4,gres/gpu=${gpus},node=1`;
+}
+
+describe('amie usage summary on the command line', () => {
+  let dir: string;
+  let config: string;
+  let slack: FakeSlack;
+  const amie = (...args: string[]) =>
+    execa(process.execPath, [CLI, '-c', config, ...args], {
+      reject: false,
+      stdin: 'ignore',
+      env: { AMIE_LOG_LEVEL: 'warn', AMIE_CONFIG: '', AMIE_DATABASE_URL: '', SLACK_BOT_TOKEN: SLACK_TOKEN },
+    });
+
+  beforeAll(async () => {
+    if (!existsSync(CLI)) throw new Error(`${CLI} is missing: build first with npx tsc -p . (npm test does it)`);
+    slack = await new FakeSlack().start();
+    dir = mkdtempSync(join(tmpdir(), 'amie-usage-summary-'));
+    // What report-usage will find: 150 more GPU-hours, ended yesterday.
+    const sacct = join(dir, 'sacct');
+    writeFileSync(sacct, `#!/bin/sh\necho '${job('2001', 10, 15, -1)}'\n`);
+    chmodSync(sacct, 0o755);
+    config = join(dir, 'amie.yaml');
+    writeFileSync(
+      config,
+      `site: { name: ${SITE.name}, resource: ${SITE.resource} }\ndatabase: { path: ./db }\n` +
+        `usage:\n  sacctPath: ${sacct}\n  projects: { abc123: TG-ABC123 }\n  alerts: [80, 100]\n` +
+        `notify:\n  slack: { channel: '#amie-ops', apiUrl: '${slack.url}' }\nlog: { level: warn }\n`,
+    );
+    const init = await amie('db', 'init');
+    expect(init.exitCode, init.stderr).toBe(0);
+
+    // The registry and the usage as `amie process` and `amie report-usage` leave them.
+    const db = await openPglite({ path: join(dir, 'db') });
+    try {
+      await seedIncoming(db, 'request_project_create', {
+        AllocationType: 'new',
+        GrantNumber: 'TG-ABC123',
+        PfosNumber: '1234567',
+        PiFirstName: 'Jane',
+        PiLastName: 'Doe',
+        PiOrganization: 'Example University',
+        PiOrgCode: '0012345',
+        PiEmail: 'jane@example.edu',
+        StartDate: day(-60),
+        EndDate: day(300),
+        ResourceList: [SITE.resource],
+        RecordID: 'rec-1',
+        ServiceUnitsAllocated: '1000',
+        ProjectTitle: 'Turbulence at small scales',
+      });
+      const handler = new RegistryHandler({ db, log: quietLog, site: SITE, options: {}, dryRun: false });
+      expect((await new Dispatcher(db, handler, quietLog).runOnce()).answered).toBe(1);
+      const records: SacctRecord[] = [];
+      // 400 GPU-hours 45 days ago, 300 five days ago: 700 in the period, 10 a day over the last 30 days.
+      for await (const r of parseSacctStream([job('1001', 8, 50, -45), job('1002', 10, 30, -5)])) records.push(r);
+      const s = await reportUsage(db, {
+        site: SITE,
+        usage: UsageConfigSchema.parse({ projects: { abc123: 'TG-ABC123' } }),
+        since: new Date(Date.now() - 90 * DAY),
+        until: new Date(Date.now() - 2 * DAY),
+        records,
+        log: quietLog,
+      });
+      expect(s.reported).toBe(2);
+    } finally {
+      await db.close();
+    }
+  }, 120_000);
+  afterAll(async () => {
+    await slack?.stop();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('--json: per project the allocation, charged, remaining, percent used and projected exhaustion', async () => {
+    const r = await amie('usage', 'summary', '--json');
+    expect(r.exitCode, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout) as { unit: string; projects: Array<Record<string, unknown>>; alerts: unknown };
+    expect(out.unit).toBe('gpu-hours');
+    expect(out.projects).toHaveLength(1);
+    expect(out.projects[0]).toMatchObject({
+      projectId: 'TG-ABC123',
+      grantNumber: 'TG-ABC123',
+      title: 'Turbulence at small scales',
+      active: true,
+      unit: 'gpu-hours',
+      allocated: 1000,
+      startDate: day(-60),
+      endDate: day(300),
+      charged: 700,
+      remaining: 300,
+      percentUsed: 70,
+      chargedLast30Days: 300,
+      ratePerDay: 10,
+      projectedExhaustion: day(30),
+      projection: 'projected',
+      periodActions: [{ allocationType: 'new', serviceUnits: 1000, startDate: day(-60), endDate: day(300) }],
+    });
+    // 70% is under every threshold: nothing due.
+    expect(out.alerts).toEqual({ thresholds: [80, 100], sent: [], failed: [], waiting: [] });
+    expect(slack.texts).toEqual([]);
+  });
+
+  it('a table for people; --project narrows it, and an unknown project is an error (exit 2)', async () => {
+    const r = await amie('usage', 'summary');
+    expect(r.exitCode, r.stderr).toBe(0);
+    const lines = r.stdout.split('\n');
+    expect(lines[0]).toBe(`usage against allocations, in gpu-hours ("per day": the last 30 days' average)`);
+    expect(lines[1]).toMatch(
+      /^project\s+period\s+allocation\s+allocated\s+charged\s+remaining\s+used\s+per day\s+runs out$/,
+    );
+    expect(lines[3]).toMatch(
+      new RegExp(`^TG-ABC123\\s+${day(-60)}\\.\\.${day(300)}\\s+new\\s+1000\\s+700\\s+300\\s+70%\\s+10\\s+${day(30)}$`),
+    );
+    const one = await amie('usage', 'summary', '--project', 'TG-ABC123', '--json', '--no-alerts');
+    expect(JSON.parse(one.stdout)).toMatchObject({ projects: [{ projectId: 'TG-ABC123' }], alerts: null });
+    const none = await amie('usage', 'summary', '--project', 'TG-NOPE');
+    expect(none.exitCode).toBe(2);
+    expect(none.stderr).toContain('--project: no project "TG-NOPE" in the registry');
+  });
+
+  it('report-usage posts the alert a threshold crossed, once; summary reruns do not repeat it', async () => {
+    const r = await amie('report-usage', '--since', day(-3), '--until', time(0));
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(r.stdout).toContain('alert posted to Slack: TG-ABC123 passed 80% (85% used)');
+    expect(slack.texts).toHaveLength(1);
+    expect(slack.texts[0]).toContain('has used 85% of its allocation (850 of 1000 gpu-hours');
+    const again = await amie('usage', 'summary');
+    expect(again.exitCode, again.stderr).toBe(0);
+    expect(again.stdout).not.toContain('alert');
+    expect(slack.texts).toHaveLength(1);
+  });
+});
