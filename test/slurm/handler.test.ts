@@ -24,7 +24,7 @@ import {
   runScenarios,
   type ScenarioReport,
 } from '../../src/simulator/index.js';
-import { SITE, auditOf, initTestDatabase, packetState, quietLog, seedIncoming } from '../helpers/amie.js';
+import { SITE, auditOf, packetState, quietLog, seedIncoming } from '../helpers/amie.js';
 import { driverCases, preferredDriver, type OpenOptions, type TestDatabase } from '../helpers/db.js';
 import {
   SLURM_TEST_CLUSTER,
