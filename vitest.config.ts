@@ -7,5 +7,7 @@ export default defineConfig({
     hookTimeout: 60_000,
     // Suites that start processes or databases share two cores; keep the pool small.
     maxWorkers: 2,
+    // Makes the embedded databases every test starts from, once per run (see test/helpers/db.ts).
+    globalSetup: ['test/helpers/pglite-snapshot.ts'],
   },
 });

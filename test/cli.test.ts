@@ -1,41 +1,18 @@
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { execa } from 'execa';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freshPgDatabase, type TestDatabase } from './helpers/db.js';
 import { hasPostgres, pgSkipNote } from './helpers/env.js';
+import { amieIn, requireBuiltCli, tempDirs } from './helpers/cli.js';
 
 // The command is tested as operators run it: the compiled program in a child process.
-const MAIN = resolve('dist/src/cli/main.js');
 const VERSION = (JSON.parse(readFileSync('package.json', 'utf8')) as { version: string }).version;
 const SITE = 'site:\n  name: EXAMPLE\n  resource: cluster.example.org\n';
 
-/** The environment of the test run minus anything that would point `amie` at another config or database. */
-function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { ...process.env };
-  for (const k of Object.keys(env)) if (k.startsWith('AMIE_')) delete env[k];
-  return { ...env, ...extra };
-}
+const amie = (args: string[], opts: { cwd?: string; env?: Record<string, string> } = {}) =>
+  amieIn(opts.cwd ?? tempDir(), args, { env: opts.env, timeout: 60_000 });
 
-async function amie(args: string[], opts: { cwd?: string; env?: Record<string, string> } = {}) {
-  const r = await execa('node', [MAIN, ...args], {
-    cwd: opts.cwd ?? tempDir(),
-    env: cleanEnv(opts.env),
-    extendEnv: false,
-    reject: false,
-    stdin: 'ignore',
-    timeout: 60_000,
-  });
-  return { code: r.exitCode, stdout: String(r.stdout), stderr: String(r.stderr) };
-}
-
-const dirs: string[] = [];
-function tempDir(): string {
-  const d = mkdtempSync(join(tmpdir(), 'amie-cli-'));
-  dirs.push(d);
-  return d;
-}
+const tempDir = tempDirs('amie-cli-');
 
 function configIn(dir: string, text: string): string {
   const file = join(dir, 'amie.yaml');
@@ -45,10 +22,7 @@ function configIn(dir: string, text: string): string {
 
 const stderrLines = (s: string) => s.split('\n').filter(Boolean);
 
-beforeAll(() => {
-  if (!existsSync(MAIN)) throw new Error(`${MAIN} is missing: build first with npx tsc -p . (npm test does it)`);
-});
-afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+requireBuiltCli();
 
 describe('amie', () => {
   it('prints its version', async () => {

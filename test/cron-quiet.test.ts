@@ -1,37 +1,25 @@
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { execa } from 'execa';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { openPglite } from '../src/db/index.js';
 import { SimData } from '../src/simulator/people.js';
 import { SITE, seedIncoming } from './helpers/amie.js';
 import { hasSlurm } from './helpers/slurm.js';
+import { CLI, cleanEnv, requireBuiltCli, tempDirs } from './helpers/cli.js';
 
 // The shipped cron wrappers, run as cron runs them, with the built amie behind AMIE_BIN: cron
 // mails whatever they print, so a clean run must print nothing.
-const MAIN = resolve('dist/src/cli/main.js');
 const BASH = '/bin/bash';
 
-const dirs: string[] = [];
-function tempDir(): string {
-  const d = mkdtempSync(join(tmpdir(), 'amie-cron-quiet-'));
-  dirs.push(d);
-  return d;
-}
-
-function cleanEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { ...process.env };
-  for (const k of Object.keys(env)) if (k.startsWith('AMIE_')) delete env[k];
-  return { ...env, ...extra };
-}
+const tempDir = tempDirs('amie-cron-quiet-');
 
 /** A site directory: a config with the embedded database, an installed-looking amie, a log directory. */
 function siteDir() {
   const dir = tempDir();
   mkdirSync(join(dir, 'bin'));
   const amie = join(dir, 'bin', 'amie');
-  writeFileSync(amie, `#!/bin/sh\nexec ${JSON.stringify(process.execPath)} ${JSON.stringify(MAIN)} "$@"\n`);
+  writeFileSync(amie, `#!/bin/sh\nexec ${JSON.stringify(process.execPath)} ${JSON.stringify(CLI)} "$@"\n`);
   chmodSync(amie, 0o755);
   const config = join(dir, 'amie.yaml');
   writeFileSync(config, `site: { name: ${SITE.name}, resource: ${SITE.resource} }\nhandler: registry\n`);
@@ -65,10 +53,7 @@ function validRpc() {
   return data.rpc(data.person());
 }
 
-beforeAll(() => {
-  if (!existsSync(MAIN)) throw new Error(`${MAIN} is missing: build first with npx tsc -p . (npm test does it)`);
-});
-afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+requireBuiltCli();
 
 describe('quiet cron', () => {
   it('[14.6] amie-process.sh prints nothing on a clean pass, with or without packets, and prints on a failure', async () => {

@@ -1,26 +1,15 @@
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { execa } from 'execa';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
 import { openPglite } from '../src/db/index.js';
 import { SimData } from '../src/simulator/people.js';
 import { SITE, seedIncoming } from './helpers/amie.js';
+import { amieIn, requireBuiltCli, tempDirs } from './helpers/cli.js';
 
 // Trying the toolkit by hand: central queues requests and stops, the operator runs amie process.
-const MAIN = resolve('dist/src/cli/main.js');
 
-const dirs: string[] = [];
-afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
-beforeAll(() => {
-  if (!existsSync(MAIN)) throw new Error(`${MAIN} is missing: build first with npx tsc -p . (npm test does it)`);
-});
-
-function cleanEnv(): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { ...process.env };
-  for (const k of Object.keys(env)) if (k.startsWith('AMIE_')) delete env[k];
-  return env;
-}
+const tempDir = tempDirs('amie-queue-');
+requireBuiltCli();
 
 /** Every packet and transaction with its state, and the number of tag rows: what "nothing changed" compares. */
 async function snapshot(path: string) {
@@ -39,24 +28,13 @@ async function snapshot(path: string) {
 
 describe('amie simulate --queue-only', () => {
   it("[14.8] queues the scenarios' requests; process --dry-run changes nothing, process answers them, and central carries them to the end", async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'amie-queue-'));
-    dirs.push(dir);
+    const dir = tempDir();
     writeFileSync(
       join(dir, 'amie.yaml'),
       `site: { name: ${SITE.name}, resource: ${SITE.resource} }\nhandler: registry\nlog: { level: fatal }\n`,
     );
     const database = join(dir, '.amie', 'db');
-    const amie = async (...args: string[]) => {
-      const r = await execa('node', [MAIN, '-c', 'amie.yaml', ...args], {
-        cwd: dir,
-        env: cleanEnv(),
-        extendEnv: false,
-        reject: false,
-        stdin: 'ignore',
-        timeout: 120_000,
-      });
-      return { code: r.exitCode, stdout: String(r.stdout), stderr: String(r.stderr) };
-    };
+    const amie = (...args: string[]) => amieIn(dir, ['-c', 'amie.yaml', ...args]);
     expect((await amie('db', 'init')).code).toBe(0);
     // A request that central really sent (no simulator mark): the simulator must never ship or answer its reply.
     const data = new SimData(SITE.resource, 'REAL');
@@ -132,13 +110,8 @@ describe('amie simulate --queue-only', () => {
   }, 300_000);
 
   it('[14.8] --queue-only refuses --serve-rest and --source rest in one line', async () => {
-    const r = await execa('node', [MAIN, 'simulate', '--queue-only', '--serve-rest'], {
-      env: cleanEnv(),
-      extendEnv: false,
-      reject: false,
-      stdin: 'ignore',
-    });
-    expect(r.exitCode).toBe(2);
-    expect(String(r.stderr)).toMatch(/^amie: --queue-only: central writes the AMIE tables of the site database/);
+    const r = await amieIn(process.cwd(), ['simulate', '--queue-only', '--serve-rest']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/^amie: --queue-only: central writes the AMIE tables of the site database/);
   });
 });

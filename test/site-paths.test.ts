@@ -1,47 +1,21 @@
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { execa } from 'execa';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
 import { loadConfig, resolveDatabaseConfig } from '../src/config/index.js';
 import { createHandler } from '../src/cli/handler.js';
 import type { Database } from '../src/db/index.js';
 import type { SlurmOptions } from '../handlers/slurm.js';
 import { quietLog } from './helpers/amie.js';
+import { amieIn, requireBuiltCli, tempDirs } from './helpers/cli.js';
 
 // Paths in a configuration file are the file's: cron starts amie in some other directory.
-const MAIN = resolve('dist/src/cli/main.js');
 const SITE = 'site:\n  name: EXAMPLE\n  resource: cluster.example.org\n';
 
-function cleanEnv(): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { ...process.env };
-  for (const k of Object.keys(env)) if (k.startsWith('AMIE_')) delete env[k];
-  return env;
-}
+const amie = (args: string[], cwd: string) => amieIn(cwd, args);
 
-async function amie(args: string[], cwd: string) {
-  const r = await execa('node', [MAIN, ...args], {
-    cwd,
-    env: cleanEnv(),
-    extendEnv: false,
-    reject: false,
-    stdin: 'ignore',
-    timeout: 120_000,
-  });
-  return { code: r.exitCode, stdout: String(r.stdout), stderr: String(r.stderr) };
-}
+const tempDir = tempDirs('amie-paths-');
 
-const dirs: string[] = [];
-function tempDir(): string {
-  const d = mkdtempSync(join(tmpdir(), 'amie-paths-'));
-  dirs.push(d);
-  return d;
-}
-
-beforeAll(() => {
-  if (!existsSync(MAIN)) throw new Error(`${MAIN} is missing: build first with npx tsc -p . (npm test does it)`);
-});
-afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+requireBuiltCli();
 
 describe('paths in the configuration', () => {
   it('[14.3] a copy of config/embedded.yaml keeps its database beside the copy, whatever directory amie runs in', async () => {

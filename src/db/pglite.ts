@@ -28,6 +28,11 @@ export interface PgliteOptions {
    * an in-memory one, but its data files stay out of the process's memory (`amie demo`).
    */
   temporary?: boolean;
+  /**
+   * Start a new database as a copy of another one, from the tarball PGlite's `dumpDataDir()`
+   * writes, instead of the template (the tests start from an initialised database this way).
+   */
+  from?: Blob;
 }
 
 /**
@@ -69,8 +74,8 @@ export async function openPglite(options: PgliteOptions = {}): Promise<Database>
     // A new database is the built template unpacked, not PGlite's initdb (see pglite-template.ts).
     const template = options.template === false ? undefined : findPgliteTemplate();
     const isNew = !dataDir || !existsSync(resolve(dataDir, 'PG_VERSION'));
-    let loadDataDir: Blob | undefined;
-    if (template && isNew) {
+    let loadDataDir = isNew ? options.from : undefined;
+    if (template && isNew && !loadDataDir) {
       if (!dataDir) loadDataDir = readPgliteTemplate(template);
       else if (!existsSync(dataDir) || readdirSync(dataDir).length === 0) unpackPgliteTemplate(template, dataDir);
     }

@@ -1,4 +1,4 @@
-import { describe, it, expect, beforeEach, afterEach } from 'vitest';
+import { describe, it, expect } from 'vitest';
 import {
   AmieHandler,
   Dispatcher,
@@ -10,17 +10,8 @@ import {
   type PacketContext,
 } from '../../src/dispatch/index.js';
 import { addTransactionDependency, setTransactionState } from '../../src/store/index.js';
-import { driverCases, type TestDatabase } from '../helpers/db.js';
-import {
-  SITE,
-  auditOf,
-  initTestDatabase,
-  outgoingPackets,
-  packetState,
-  quietLog,
-  racTags,
-  seedIncoming,
-} from '../helpers/amie.js';
+import { driverCases, type TestDatabase, databaseEachTest } from '../helpers/db.js';
+import { SITE, auditOf, outgoingPackets, packetState, quietLog, racTags, seedIncoming } from '../helpers/amie.js';
 
 /** Answers every RAC the way a site would: a PersonID and login of its own. */
 class AccountHandler extends AmieHandler {
@@ -46,15 +37,7 @@ function handlerWith(fn: (p: IncomingPacket<'request_account_create'>, ctx: Pack
 const context = (db: TestDatabase['db']) => ({ db, log: quietLog, site: SITE, options: {}, dryRun: false });
 
 describe.each(driverCases())('dispatcher on $name', (driver) => {
-  let t: TestDatabase;
-  beforeEach(async () => {
-    if (!driver.available) return;
-    t = await driver.open();
-    await initTestDatabase(t.db);
-  });
-  afterEach(async () => {
-    await t?.cleanup();
-  });
+  const t = databaseEachTest(driver);
   const run = it.skipIf(!driver.available);
 
   run('replies with a validated NAC, tags taken over from the RAC, and completes the RAC', async () => {

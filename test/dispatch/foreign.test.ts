@@ -24,8 +24,8 @@ import { createLogger, type Logger } from '../../src/log.js';
 import { PacketBody, type PacketTypeName, type StateName, type TagValue } from '../../src/protocol/index.js';
 import { AmieRestClient, RestSource } from '../../src/sources/index.js';
 import { countForeignWaiting, initDatabase, openTransaction, writePacket } from '../../src/store/index.js';
-import { SITE, auditOf, initTestDatabase, packetState, quietLog, racTags } from '../helpers/amie.js';
-import { driverCases, type TestDatabase } from '../helpers/db.js';
+import { SITE, auditOf, packetState, quietLog, racTags } from '../helpers/amie.js';
+import { driverCases, databaseEachTest } from '../helpers/db.js';
 import { FakeAmieRest, racBody } from '../sources/fake-amie-rest.js';
 
 const RES_A = 'cluster-a.example.org';
@@ -97,15 +97,7 @@ const taken = (summary: { results: Array<{ packetRecId: number }> }) =>
   summary.results.map((r) => r.packetRecId).sort((x, y) => x - y);
 
 describe.each(driverCases())('[14.4] foreign packets, AMIE tables on $name', (driver) => {
-  let t: TestDatabase;
-  beforeEach(async () => {
-    if (!driver.available) return;
-    t = await driver.open();
-    await initTestDatabase(t.db);
-  });
-  afterEach(async () => {
-    if (driver.available) await t.cleanup();
-  });
+  const t = databaseEachTest(driver);
   const run = it.skipIf(!driver.available);
 
   run(
@@ -219,14 +211,12 @@ describe.each(driverCases())('[14.4] foreign packets, AMIE tables on $name', (dr
 });
 
 describe.each(driverCases())('[14.4] foreign packets, REST source on $name', (driver) => {
-  let t: TestDatabase;
+  const t = databaseEachTest(driver);
   let api: FakeAmieRest;
   let lines: string[];
   let log: Logger;
   beforeEach(async () => {
     if (!driver.available) return;
-    t = await driver.open();
-    await initTestDatabase(t.db);
     api = await FakeAmieRest.start();
     lines = [];
     log = createLogger({ level: 'debug', destination: { write: (s: string) => void lines.push(s) } });
@@ -234,7 +224,6 @@ describe.each(driverCases())('[14.4] foreign packets, REST source on $name', (dr
   afterEach(async () => {
     if (!driver.available) return;
     await api.close();
-    await t.cleanup();
   });
   const run = it.skipIf(!driver.available);
 

@@ -1,30 +1,12 @@
-import { describe, it, expect, beforeEach, afterEach } from 'vitest';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { spawn } from 'node:child_process';
-import { openPglite, type Database } from '../../src/db/index.js';
+import { describe, it, expect } from 'vitest';
+import { resolve } from 'node:path';
+import { type Database } from '../../src/db/index.js';
 import { initDatabase } from '../../src/store/index.js';
-import { driverCases, type TestDatabase } from '../helpers/db.js';
-import { SITE, seedRacs } from '../helpers/amie.js';
+import { driverCases } from '../helpers/db.js';
+import { seedRacs } from '../helpers/amie.js';
+import { cliSiteEachTest, runAmie as amie } from '../helpers/cli.js';
 
-const CLI = resolve('dist/src/cli/main.js');
 const HANDLER = resolve('test/fixtures/handlers/account-handler.js');
-
-function amie(args: string[], env: NodeJS.ProcessEnv = {}) {
-  const child = spawn(process.execPath, [CLI, ...args], {
-    env: { ...process.env, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d) => (stdout += d));
-  child.stderr.on('data', (d) => (stderr += d));
-  const done = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>(
-    (res) => child.on('close', (code, signal) => res({ code, signal, stdout, stderr })),
-  );
-  return { child, done };
-}
 
 /** Every RAC answered by exactly one NAC, and completed. */
 async function expectExactlyOneReplyEach(db: Database, n: number) {
@@ -38,48 +20,15 @@ async function expectExactlyOneReplyEach(db: Database, n: number) {
 }
 
 describe.each(driverCases())('amie process as separate processes on $name', (driver) => {
-  let dir: string;
-  let t: TestDatabase | undefined;
-  let config: string;
-  let pglitePath: string | undefined;
-  beforeEach(async () => {
-    if (!driver.available) return;
-    dir = mkdtempSync(join(tmpdir(), 'amie-process-'));
-    config = join(dir, 'amie.yaml');
-    if (driver.name === 'pg') {
-      t = await driver.open();
-    } else {
-      pglitePath = join(dir, 'db');
-    }
-  });
-  afterEach(async () => {
-    await t?.cleanup();
-    t = undefined;
-    if (dir) rmSync(dir, { recursive: true, force: true });
-  });
-
+  const s = cliSiteEachTest(driver, { prefix: 'amie-process-', init: true });
   const writeConfig = (delayMs: number) =>
-    writeFileSync(
-      config,
-      [
-        `site: { name: ${SITE.name}, resource: ${SITE.resource} }`,
-        driver.name === 'pg' ? `database: { url: "${t!.url}" }` : `database: { path: "${pglitePath}" }`,
-        `handler: { module: "${HANDLER}", options: { delayMs: ${delayMs} } }`,
-        'process: { batchSize: 10 }',
-        'log: { level: warn }',
-      ].join('\n'),
-    );
-
+    s.site.writeConfig([
+      `handler: { module: "${HANDLER}", options: { delayMs: ${delayMs} } }`,
+      'process: { batchSize: 10 }',
+      'log: { level: warn }',
+    ]);
   /** Seeds through a connection the test closes again: the embedded database admits one process at a time. */
-  async function withDb<T>(fn: (db: Database) => Promise<T>): Promise<T> {
-    if (t) return fn(t.db);
-    const db = await openPglite({ path: pglitePath! });
-    try {
-      return await fn(db);
-    } finally {
-      await db.close();
-    }
-  }
+  const withDb = <T>(fn: (db: Database) => Promise<T>) => s.site.withDb(fn);
 
   const run = it.skipIf(!driver.available);
 
@@ -91,7 +40,7 @@ describe.each(driverCases())('amie process as separate processes on $name', (dri
         await seedRacs(db, n);
       });
       writeConfig(0);
-      const runs = Array.from({ length: parallel }, () => amie(['-c', config, 'process']));
+      const runs = Array.from({ length: parallel }, () => amie(['-c', s.site.config, 'process']));
       const results = await Promise.all(runs.map((r) => r.done));
       for (const r of results) expect(r.code, r.stderr).toBe(0);
       const answered = results.map((r) => Number(/(\d+) answered/.exec(r.stdout)?.[1] ?? NaN));
@@ -108,7 +57,7 @@ describe.each(driverCases())('amie process as separate processes on $name', (dri
     });
     // 200 packets at 25 ms each take five seconds after start-up: the kill lands mid-run.
     writeConfig(25);
-    const first = amie(['-c', config, 'process']);
+    const first = amie(['-c', s.site.config, 'process']);
     await new Promise((r) => setTimeout(r, driver.name === 'pg' ? 1500 : 4000));
     first.child.kill('SIGKILL');
     const killed = await first.done;
@@ -119,7 +68,7 @@ describe.each(driverCases())('amie process as separate processes on $name', (dri
     );
     expect(partial).toBeLessThan(n);
     writeConfig(0);
-    const second = await amie(['-c', config, 'process']).done;
+    const second = await amie(['-c', s.site.config, 'process']).done;
     expect(second.code, second.stderr).toBe(0);
     await withDb((db) => expectExactlyOneReplyEach(db, n));
   });

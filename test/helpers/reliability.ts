@@ -3,10 +3,9 @@
  * which people come back again and again, bulk seeding of it into the AMIE tables, `amie process`
  * run as a child process, and the consistency check every scenario ends with.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomInt } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import type { Database } from '../../src/db/index.js';
 import { LOGIN_PATTERN } from '../../src/registry/index.js';
 import { PACKET_TYPE_IDS, PacketBody, type TagValue } from '../../src/protocol/index.js';
@@ -287,28 +286,7 @@ export async function seedWorkload(db: Database, items: readonly WorkItem[]): Pr
 
 // ------------------------------------------------------------------ amie process as a child process
 
-export const CLI = resolve('dist/src/cli/main.js');
-
-export interface AmieRun {
-  child: ChildProcess;
-  done: Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>;
-}
-
-/** `amie` in a process of its own, as cron starts it. */
-export function runAmie(args: string[], env: NodeJS.ProcessEnv = {}): AmieRun {
-  const child = spawn(process.execPath, [CLI, ...args], {
-    env: { ...process.env, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-  const done = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>(
-    (res) => child.on('close', (code, signal) => res({ code, signal, stdout, stderr })),
-  );
-  return { child, done };
-}
+export { CLI, runAmie, type AmieRun } from './cli.js';
 
 /** A configuration file for `amie process` against `url`, written into `dir`; returns its path. */
 export function writeAmieConfig(

@@ -1,17 +1,14 @@
-import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { openPglite, type Database } from '../../src/db/index.js';
+import { resolve } from 'node:path';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { type Database } from '../../src/db/index.js';
 import { initDatabase } from '../../src/store/index.js';
-import { driverCases, type TestDatabase } from '../helpers/db.js';
+import { driverCases } from '../helpers/db.js';
+import { cliSiteEachTest, runAmie } from '../helpers/cli.js';
 import { SITE, racTags, seedIncoming, seedRacs } from '../helpers/amie.js';
 import { FakeSlack, SLACK_TOKEN, closedPortUrl } from './slack-server.js';
 
 // `amie process` as cron runs it, with Slack answering, down, hanging, or its token missing.
 
-const CLI = resolve('dist/src/cli/main.js');
 const HANDLER = resolve('test/fixtures/handlers/account-handler.js');
 
 interface Run {
@@ -23,16 +20,10 @@ interface Run {
   startedAt: number;
 }
 
-function amie(args: string[], env: NodeJS.ProcessEnv): Promise<Run> {
+async function amie(args: string[], env: NodeJS.ProcessEnv): Promise<Run> {
   const startedAt = Date.now();
-  const child = spawn(process.execPath, [CLI, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d) => (stdout += d));
-  child.stderr.on('data', (d) => (stderr += d));
-  return new Promise((res) =>
-    child.on('close', (code) => res({ code, stdout, stderr, exitedAt: Date.now(), startedAt })),
-  );
+  const { code, stdout, stderr } = await runAmie(args, env).done;
+  return { code, stdout, stderr, exitedAt: Date.now(), startedAt };
 }
 
 function logLines(stderr: string): Array<Record<string, unknown>> {
@@ -56,51 +47,23 @@ beforeAll(() => slack.start());
 afterAll(() => slack.stop());
 
 describe.each(driverCases())('amie process with Slack notifications on $name', (driver) => {
-  let dir: string;
-  let t: TestDatabase | undefined;
-  let pglitePath: string | undefined;
-  let config: string;
-  beforeEach(async () => {
+  const s = cliSiteEachTest(driver, { prefix: 'amie-notify-', init: true });
+  beforeEach(() => {
     slack.requests.length = 0;
     slack.mode = { kind: 'ok' };
-    if (!driver.available) return;
-    dir = mkdtempSync(join(tmpdir(), 'amie-notify-'));
-    config = join(dir, 'amie.yaml');
-    if (driver.name === 'pg') t = await driver.open();
-    else pglitePath = join(dir, 'db');
   });
-  afterEach(async () => {
-    await t?.cleanup();
-    t = undefined;
-    if (dir) rmSync(dir, { recursive: true, force: true });
-  });
-
   const run = it.skipIf(!driver.available);
-
-  async function withDb<T>(fn: (db: Database) => Promise<T>): Promise<T> {
-    if (t) return fn(t.db);
-    const db = await openPglite({ path: pglitePath! });
-    try {
-      return await fn(db);
-    } finally {
-      await db.close();
-    }
-  }
+  const withDb = <T>(fn: (db: Database) => Promise<T>) => s.site.withDb(fn);
 
   function writeConfig(slackLines: string[]) {
-    writeFileSync(
-      config,
-      [
-        `site: { name: ${SITE.name}, resource: ${SITE.resource} }`,
-        driver.name === 'pg' ? `database: { url: "${t!.url}" }` : `database: { path: "${pglitePath}" }`,
-        `handler: { module: "${HANDLER}" }`,
-        'log: { level: info }',
-        'notify:',
-        '  slack:',
-        '    channel: C0123ABCD',
-        ...slackLines.map((l) => `    ${l}`),
-      ].join('\n'),
-    );
+    s.site.writeConfig([
+      `handler: { module: "${HANDLER}" }`,
+      'log: { level: info }',
+      'notify:',
+      '  slack:',
+      '    channel: C0123ABCD',
+      ...slackLines.map((l) => `    ${l}`),
+    ]);
   }
 
   const env = (extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv => {
@@ -135,11 +98,11 @@ describe.each(driverCases())('amie process with Slack notifications on $name', (
     });
     writeConfig([`apiUrl: ${slack.url}`]);
 
-    const dry = await amie(['-c', config, 'process', '--dry-run'], env());
+    const dry = await amie(['-c', s.site.config, 'process', '--dry-run'], env());
     expect(dry.code, dry.stderr).toBe(1);
     expect(slack.requests).toHaveLength(0);
 
-    const real = await amie(['-c', config, 'process'], env());
+    const real = await amie(['-c', s.site.config, 'process'], env());
     expect(real.code, real.stderr).toBe(1); // the invalid packet, as without Slack
     expect((await counts()).pending, real.stdout + real.stderr).toBe(0);
     expect(
@@ -176,7 +139,7 @@ describe.each(driverCases())('amie process with Slack notifications on $name', (
       if (how === 'hanging') slack.mode = { kind: 'hang' };
       writeConfig([`apiUrl: ${how === 'down' ? await closedPortUrl() : slack.url}`, `timeoutMs: ${timeoutMs}`]);
 
-      const r = await amie(['-c', config, 'process'], env());
+      const r = await amie(['-c', s.site.config, 'process'], env());
       expect(r.code, r.stderr).toBe(0);
       expect(r.stdout).toMatch(/^5 packet\(s\): 5 answered/m);
       expect(await counts()).toEqual({ pending: 0, replies: 5 });
@@ -207,7 +170,7 @@ describe.each(driverCases())('amie process with Slack notifications on $name', (
       await seedRacs(db, 2);
     });
     writeConfig([`apiUrl: ${slack.url}`, 'tokenEnv: AMIE_SLACK_TOKEN']);
-    const r = await amie(['-c', config, 'process'], env());
+    const r = await amie(['-c', s.site.config, 'process'], env());
     expect(r.code).toBe(2);
     expect(r.stderr).toBe('amie: notify.slack.tokenEnv: environment variable AMIE_SLACK_TOKEN is not set\n');
     expect(await counts()).toEqual({ pending: 2, replies: 0 });

@@ -1,4 +1,4 @@
-import { describe, it, expect, beforeEach, afterEach } from 'vitest';
+import { describe, it, expect, beforeEach } from 'vitest';
 import { Dispatcher, type PacketContext } from '../../src/dispatch/index.js';
 import type { PacketTypeName, TagValue } from '../../src/protocol/index.js';
 import type {
@@ -12,8 +12,8 @@ import { listAccounts, listPeople, listProjects, allocationHistory } from '../..
 import { RegistryHandler, type RegistryOptionsInput } from '../../handlers/registry.js';
 import { loadHandlerClass } from '../../src/dispatch/index.js';
 import '../../handlers/index.js';
-import { driverCases, type TestDatabase } from '../helpers/db.js';
-import { SITE, initTestDatabase, outgoingPackets, quietLog, seedIncoming } from '../helpers/amie.js';
+import { driverCases, databaseEachTest } from '../helpers/db.js';
+import { SITE, outgoingPackets, quietLog, seedIncoming } from '../helpers/amie.js';
 
 /** A site's subclass as the tests see it: every hook call is written down. */
 class RecordingRegistry extends RegistryHandler {
@@ -84,16 +84,11 @@ function racTags(first: string, last: string, extra: Record<string, TagValue> = 
 }
 
 describe.each(driverCases())('registry handler on $name', (driver) => {
-  let t: TestDatabase;
+  const t = databaseEachTest(driver);
   let handler: RecordingRegistry;
   beforeEach(async () => {
     if (!driver.available) return;
-    t = await driver.open();
-    await initTestDatabase(t.db);
     handler = newHandler();
-  });
-  afterEach(async () => {
-    await t?.cleanup();
   });
   const run = it.skipIf(!driver.available);
 

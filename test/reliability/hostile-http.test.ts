@@ -29,10 +29,11 @@ import { UsageConfigSchema } from '../../src/usage/config.js';
 import { reportUsage } from '../../src/usage/report.js';
 import { parseSacctStream, type SacctRecord } from '../../src/usage/sacct.js';
 import { UsageApiSink } from '../../src/usage/sinks/usage-api.js';
-import { SITE, initTestDatabase, quietLog } from '../helpers/amie.js';
-import { driverCases, type TestDatabase } from '../helpers/db.js';
+import { SITE, quietLog } from '../helpers/amie.js';
+import { driverCases, databaseEachTest } from '../helpers/db.js';
 import { FaultServer, on } from '../helpers/fault-server.js';
 import { FakeAmieRest, racBody } from '../sources/fake-amie-rest.js';
+import { startRestSimulator } from '../helpers/simulator.js';
 
 const KEY = 'hostile-test-key-0123456789';
 
@@ -303,7 +304,7 @@ describe('hostile HTTP answers to the clients', () => {
 });
 
 describe.each(driverCases())('hostile HTTP answers to the REST source on $name', (driver) => {
-  let t: TestDatabase;
+  const t = databaseEachTest(driver);
   let api: FakeAmieRest;
   let proxy: FaultServer;
   let elsewhere: FaultServer;
@@ -311,8 +312,6 @@ describe.each(driverCases())('hostile HTTP answers to the REST source on $name',
   let log: Logger;
   beforeEach(async () => {
     if (!driver.available) return;
-    t = await driver.open();
-    await initTestDatabase(t.db);
     api = await FakeAmieRest.start();
     proxy = await FaultServer.start({ upstream: api.url });
     elsewhere = await FaultServer.start();
@@ -328,7 +327,6 @@ describe.each(driverCases())('hostile HTTP answers to the REST source on $name',
     if (!driver.available) return;
     expect(lines.join('')).not.toContain(api.apiKey);
     await Promise.all([proxy.close(), elsewhere.close(), api.close()]);
-    await t.cleanup();
   });
   const run = it.skipIf(!driver.available);
 
@@ -483,21 +481,19 @@ describe.each(driverCases())('hostile HTTP answers to the REST source on $name',
 });
 
 describe.each(driverCases())('hostile HTTP answers to the usage-api sink on $name', (driver) => {
-  let t: TestDatabase;
+  const t = databaseEachTest(driver);
   let sim: RestSimulator;
   let proxy: FaultServer;
   let elsewhere: FaultServer;
   beforeAll(async () => {
     if (!driver.available) return;
-    sim = await RestSimulator.start({ site: SITE, apiKey: KEY });
+    sim = await startRestSimulator({ site: SITE, apiKey: KEY });
   });
   afterAll(async () => {
     if (driver.available) await sim.stop();
   });
   beforeEach(async () => {
     if (!driver.available) return;
-    t = await driver.open();
-    await initTestDatabase(t.db);
     sim.usage.reset();
     proxy = await FaultServer.start({ upstream: sim.usageUrl });
     elsewhere = await FaultServer.start();
@@ -506,7 +502,6 @@ describe.each(driverCases())('hostile HTTP answers to the usage-api sink on $nam
   afterEach(async () => {
     if (!driver.available) return;
     await Promise.all([proxy.close(), elsewhere.close()]);
-    await t.cleanup();
   });
   const run = it.skipIf(!driver.available);
 

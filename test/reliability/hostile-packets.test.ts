@@ -3,14 +3,11 @@
  * subtag names that are Object.prototype's own property names, on both packet sources. One
  * such packet must become that packet's own outcome; every other packet of the run is answered.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import pino from 'pino';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { PacketResult, RunSummary } from '../../src/dispatch/index.js';
 import { SlackConfigSchema, SlackNotifier } from '../../src/notify/index.js';
-import { openPglite, type Database } from '../../src/db/index.js';
+import { type Database } from '../../src/db/index.js';
 import {
   PacketBody,
   compositeSubtags,
@@ -21,9 +18,10 @@ import {
   type PacketTypeName,
   type TagValue,
 } from '../../src/protocol/index.js';
-import { initDatabase, openTransaction, writePacket } from '../../src/store/index.js';
+import { openTransaction, writePacket } from '../../src/store/index.js';
 import { SITE } from '../helpers/amie.js';
-import { driverCases, type DriverCase, type TestDatabase } from '../helpers/db.js';
+import { driverCases, preferredDriver, type DriverCase } from '../helpers/db.js';
+import { CliSite } from '../helpers/cli.js';
 import { plainLines, runAmie } from '../helpers/reliability.js';
 import { FakeSlack, SLACK_TOKEN } from '../notify/slack-server.js';
 import { FakeAmieRest } from '../sources/fake-amie-rest.js';
@@ -193,48 +191,28 @@ describe('prototype names in the protocol model', () => {
   });
 });
 
-/** A site for `amie process`: a fresh database (PostgreSQL, or an embedded one in a directory) and its config file. */
+/** A site for `amie process`: a fresh, initialised database (PostgreSQL, or an embedded one in a directory) and its config file. */
 class TestSite {
-  dir = mkdtempSync(join(tmpdir(), 'amie-hostile-'));
-  private t: TestDatabase | undefined;
-  private pglitePath: string | undefined;
+  private constructor(private readonly site: CliSite) {}
 
   static async open(driver: DriverCase): Promise<TestSite> {
-    const site = new TestSite();
-    if (driver.name === 'pg') site.t = await driver.open();
-    else site.pglitePath = join(site.dir, 'db');
-    await site.withDb((db) => initDatabase(db));
-    return site;
+    return new TestSite(await CliSite.open(driver, { prefix: 'amie-hostile-', init: true }));
   }
 
-  async close(): Promise<void> {
-    await this.t?.cleanup();
-    rmSync(this.dir, { recursive: true, force: true });
+  get dir(): string {
+    return this.site.dir;
   }
 
-  async withDb<T>(fn: (db: Database) => Promise<T>): Promise<T> {
-    if (this.t) return fn(this.t.db);
-    const db = await openPglite({ path: this.pglitePath! });
-    try {
-      return await fn(db);
-    } finally {
-      await db.close();
-    }
+  close(): Promise<void> {
+    return this.site.close();
+  }
+
+  withDb<T>(fn: (db: Database) => Promise<T>): Promise<T> {
+    return this.site.withDb(fn);
   }
 
   config(extra: string[] = []): string {
-    const path = join(this.dir, 'amie.yaml');
-    writeFileSync(
-      path,
-      [
-        `site: { name: ${SITE.name}, resource: ${SITE.resource} }`,
-        this.t ? `database: { url: "${this.t.url}" }` : `database: { path: "${this.pglitePath}" }`,
-        'handler: registry',
-        'log: { level: warn }',
-        ...extra,
-      ].join('\n'),
-    );
-    return path;
+    return this.site.writeConfig(['handler: registry', 'log: { level: warn }', ...extra]);
   }
 
   amie(args: string[], env: NodeJS.ProcessEnv = {}) {
@@ -379,7 +357,7 @@ describe.each(driverCases())('hostile tag names through amie process, on $name',
 });
 
 /** One database is enough for what is printed: PostgreSQL when there is one, else the embedded one. */
-const PRINT_DRIVER = driverCases().find((d) => d.name === 'pg' && d.available) ?? driverCases()[0]!;
+const PRINT_DRIVER = preferredDriver();
 
 /** What a terminal would act on: C0 controls but line breaks and tabs, DEL, C1 (CSI as U+009B), bidi overrides. */
 const TERMINAL_CONTROL = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/;

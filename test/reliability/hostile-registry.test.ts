@@ -7,7 +7,7 @@
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, beforeEach, describe, expect, it } from 'vitest';
 import { RegistryHandler } from '../../handlers/registry.js';
 import { SlurmHandler } from '../../handlers/slurm.js';
 import { Dispatcher, PacketFailure, type IncomingPacket, type PacketContext } from '../../src/dispatch/index.js';
@@ -23,8 +23,8 @@ import {
   type RegistryProject,
 } from '../../src/registry/index.js';
 import { expandArgv, runCommand } from '../../src/slurm/index.js';
-import { SITE, auditOf, initTestDatabase, outgoingPackets, quietLog, seedIncoming } from '../helpers/amie.js';
-import { driverCases, type TestDatabase } from '../helpers/db.js';
+import { SITE, auditOf, outgoingPackets, quietLog, seedIncoming } from '../helpers/amie.js';
+import { driverCases, databaseEachTest } from '../helpers/db.js';
 
 /** A registry whose projects get Slurm accounts as the Slurm handler names them; hooks are written down. */
 class BookedRegistry extends RegistryHandler {
@@ -180,16 +180,11 @@ describe('site commands and packet text', () => {
 const MARY = { first: 'Mary', last: 'Major', globalId: '70002' };
 
 describe.each(driverCases())('hostile packets against the registry on $name', (driver) => {
-  let t: TestDatabase;
+  const t = databaseEachTest(driver);
   let handler: BookedRegistry;
   beforeEach(async () => {
     if (!driver.available) return;
-    t = await driver.open();
-    await initTestDatabase(t.db);
     handler = new BookedRegistry({ db: t.db, log: quietLog, site: SITE, options: {}, dryRun: false });
-  });
-  afterEach(async () => {
-    await t?.cleanup();
   });
   const run = it.skipIf(!driver.available);
 

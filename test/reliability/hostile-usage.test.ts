@@ -27,9 +27,10 @@ import {
   type UsageSink,
 } from '../../src/usage/index.js';
 import { SITE, outgoingPackets, quietLog } from '../helpers/amie.js';
-import { freshPgDatabase, freshPgliteDatabase, type TestDatabase } from '../helpers/db.js';
+import { freshPgDatabase, freshPgliteDatabase, initialisedPgliteDir, type TestDatabase } from '../helpers/db.js';
 import { hasPostgres, pgSkipNote } from '../helpers/env.js';
 import { CLI, plainLines, runAmie } from '../helpers/reliability.js';
+import { startRestSimulator } from '../helpers/simulator.js';
 
 const API_KEY = 'test-usage-key-not-secret';
 const WINDOW = { since: new Date('2024-03-01T00:00:00Z'), until: new Date('2024-03-02T00:00:00Z') };
@@ -80,7 +81,7 @@ let dir: string;
 let sim: RestSimulator;
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'amie-hostile-usage-'));
-  sim = await RestSimulator.start({ site: SITE, apiKey: API_KEY });
+  sim = await startRestSimulator({ site: SITE, apiKey: API_KEY });
 });
 afterAll(async () => {
   await sim?.stop();
@@ -141,8 +142,7 @@ function isAlive(pid: number): boolean {
 describe('job names that try to forge usage', () => {
   let t: TestDatabase;
   beforeEach(async () => {
-    t = await freshPgliteDatabase();
-    await initDatabase(t.db);
+    t = await freshPgliteDatabase({ init: true });
   });
   afterEach(() => t?.cleanup());
 
@@ -201,8 +201,7 @@ describe('job names that try to forge usage', () => {
 describe('sacct text named like prototype properties', () => {
   let t: TestDatabase;
   beforeEach(async () => {
-    t = await freshPgliteDatabase();
-    await initDatabase(t.db);
+    t = await freshPgliteDatabase({ init: true });
   });
   afterEach(() => t?.cleanup());
 
@@ -230,8 +229,7 @@ describe('sacct text named like prototype properties', () => {
 describe('a sacct that never answers', () => {
   let t: TestDatabase;
   beforeEach(async () => {
-    t = await freshPgliteDatabase();
-    await initDatabase(t.db);
+    t = await freshPgliteDatabase({ init: true });
   });
   afterEach(() => t?.cleanup());
 
@@ -294,9 +292,8 @@ describe('a sacct that never answers', () => {
 
 describe('the usage lock on the embedded database', () => {
   it('[12.15] a second run in the same process is refused, naming the holder and how long it has held the lock', async () => {
-    const t = await freshPgliteDatabase();
+    const t = await freshPgliteDatabase({ init: true });
     try {
-      await initDatabase(t.db);
       await withUsageLock(t.db, 'amie report-usage', async () => {
         const err = await reportUsage(t.db, {
           site: SITE,
@@ -386,9 +383,9 @@ describe.skipIf(!hasPostgres())(`the usage lock on PostgreSQL, seen from the com
 describe('amie usage resend', () => {
   it('[12.16] --job picks the records before --limit counts them', async () => {
     const path = join(dir, 'resend-db');
+    await initialisedPgliteDir(path);
     const db = await openPglite({ path });
     try {
-      await initDatabase(db);
       for (const id of ['7001', '7002', '7003'])
         sim.usage.refuse.set(`delta:${id}:${SUBMIT_EPOCH}`, 'unknown LocalProjectID');
       const ends = ['2024-03-01T11:00:00', '2024-03-01T12:00:00', '2024-03-01T13:00:00'];
@@ -426,8 +423,7 @@ describe('amie usage resend', () => {
 describe('usage record identity', () => {
   let t: TestDatabase;
   beforeEach(async () => {
-    t = await freshPgliteDatabase();
-    await initDatabase(t.db);
+    t = await freshPgliteDatabase({ init: true });
   });
   afterEach(() => t?.cleanup());
   const apiRun = async (lines: string[]) =>

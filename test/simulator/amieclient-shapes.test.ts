@@ -21,8 +21,9 @@ import { listTransactionPackets } from '../../src/store/index.js';
 import { UsageAnswerError, readFailedRecords, readUsageStatus } from '../../src/usage/api-answers.js';
 import { UsageApiClient, UsageApiError } from '../../src/usage/api-client.js';
 import { RAC_PACKET, RPC_PACKET, TRANSACTION_RESULT } from '../fixtures/rest-packets.js';
-import { SITE, initTestDatabase, quietLog } from '../helpers/amie.js';
+import { SITE, quietLog } from '../helpers/amie.js';
 import { freshPgliteDatabase } from '../helpers/db.js';
+import { startRestSimulator } from '../helpers/simulator.js';
 
 const KEY = 'amieclient-shapes-key-not-secret';
 const CLI = resolve('dist/src/cli/main.js');
@@ -39,7 +40,7 @@ async function simulator(): Promise<{
   central: CentralSite;
   api: (method: string, path: string, body?: unknown, base?: string) => Promise<{ status: number; json: any }>;
 }> {
-  const sim = await RestSimulator.start({ site: SITE, apiKey: KEY });
+  const sim = await startRestSimulator({ site: SITE, apiKey: KEY });
   opened.push(() => sim.stop());
   const central = new CentralSite(sim.db, {
     siteName: SITE.name,
@@ -63,9 +64,8 @@ async function simulator(): Promise<{
 }
 
 async function siteDatabase(): Promise<Database> {
-  const site = await freshPgliteDatabase();
+  const site = await freshPgliteDatabase({ init: true });
   opened.push(() => site.cleanup());
-  await initTestDatabase(site.db);
   return site.db;
 }
 

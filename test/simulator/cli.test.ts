@@ -1,12 +1,10 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { execa } from 'execa';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { amieIn, requireBuiltCli, tempDirs } from '../helpers/cli.js';
 
 // `amie demo` and `amie simulate` are tested as people run them: the compiled program in a child process.
-const MAIN = resolve('dist/src/cli/main.js');
 const OFFICIAL = [
   'request_project_reactivate',
   'request_account_reactivate',
@@ -14,32 +12,11 @@ const OFFICIAL = [
   'request_user_modify',
 ];
 
-const dirs: string[] = [];
-function tempDir(): string {
-  const d = mkdtempSync(join(tmpdir(), 'amie-sim-'));
-  dirs.push(d);
-  return d;
-}
+const tempDir = tempDirs('amie-sim-');
 
-async function amie(args: string[], cwd: string) {
-  const env: NodeJS.ProcessEnv = { ...process.env };
-  for (const k of Object.keys(env)) if (k.startsWith('AMIE_')) delete env[k];
-  const r = await execa('node', [MAIN, ...args], {
-    cwd,
-    env,
-    extendEnv: false,
-    reject: false,
-    stdin: 'ignore',
-    timeout: 90_000,
-  });
-  return { code: r.exitCode, stdout: String(r.stdout), stderr: String(r.stderr) };
-}
+const amie = (args: string[], cwd: string) => amieIn(cwd, args);
 
-beforeAll(async () => {
-  // Compile what is there now; type errors elsewhere in the tree must not stop the emit.
-  await execa('npx', ['tsc', '-p', '.'], { reject: false, timeout: 180_000 });
-}, 200_000);
-afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+requireBuiltCli();
 
 describe('amie demo', () => {
   it('runs every scenario against the registry handler, twice in a row, with nothing set up', async () => {

@@ -1,11 +1,10 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { execa, type ResultPromise } from 'execa';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { CLI, amieIn, cleanEnv, requireBuiltCli, tempDirs } from '../helpers/cli.js';
 
 // The REST simulator from the command line, as people run it: the compiled program in child processes.
-const MAIN = resolve('dist/src/cli/main.js');
 const OFFICIAL = [
   'request_project_reactivate',
   'request_account_reactivate',
@@ -13,40 +12,14 @@ const OFFICIAL = [
   'request_user_modify',
 ];
 
-const dirs: string[] = [];
-function tempDir(): string {
-  const d = mkdtempSync(join(tmpdir(), 'amie-rest-sim-'));
-  dirs.push(d);
-  return d;
-}
+const tempDir = tempDirs('amie-rest-sim-');
 
-/** The environment without the caller's AMIE_* variables, plus `extra`. */
-function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { ...process.env };
-  for (const k of Object.keys(env)) if (k.startsWith('AMIE_')) delete env[k];
-  return { ...env, ...extra };
-}
-
-async function amie(args: string[], cwd: string) {
-  const r = await execa('node', [MAIN, ...args], {
-    cwd,
-    env: cleanEnv(),
-    extendEnv: false,
-    reject: false,
-    stdin: 'ignore',
-    timeout: 120_000,
-  });
-  return { code: r.exitCode, stdout: String(r.stdout), stderr: String(r.stderr) };
-}
+const amie = (args: string[], cwd: string) => amieIn(cwd, args);
 
 const SITE_YAML =
   'site:\n  name: EXAMPLE\n  resource: cluster.example.org\ndatabase:\n  path: ./db\nhandler: registry\nlog:\n  level: fatal\nprocess:\n  maxErrorDeferrals: 1\n';
 
-beforeAll(async () => {
-  // Compile what is there now; type errors elsewhere in the tree must not stop the emit.
-  await execa('npx', ['tsc', '-p', '.'], { reject: false, timeout: 180_000 });
-}, 200_000);
-afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+requireBuiltCli();
 
 describe('amie demo --source rest', () => {
   it('runs every scenario through the AMIE REST API served on loopback', async () => {
@@ -96,7 +69,7 @@ describe('amie simulate over REST', () => {
     const server = execa(
       'node',
       [
-        MAIN,
+        CLI,
         '-c',
         'central.yaml',
         'simulate',
@@ -135,7 +108,7 @@ describe('amie simulate over REST', () => {
       expect(lines).toHaveLength(2);
       writeFileSync(join(dir, 'site.yaml'), `${SITE_YAML}${lines.join('\n')}\n`);
       expect((await amie(['-c', 'site.yaml', 'db', 'init'], dir)).code).toBe(0);
-      site = execa('node', [MAIN, '-c', 'site.yaml', 'process', '--watch', '1'], {
+      site = execa('node', [CLI, '-c', 'site.yaml', 'process', '--watch', '1'], {
         cwd: dir,
         env: cleanEnv({ AMIE_REST_API_KEY: key!, AMIE_USAGE_API_KEY: key! }),
         extendEnv: false,

@@ -13,8 +13,9 @@ import {
 import { RestSimulator } from '../../src/simulator/http.js';
 import { restSourceFor } from '../../src/simulator/rest-site.js';
 import { TablesSource, type PacketSource } from '../../src/sources/index.js';
-import { SITE, initTestDatabase, quietLog } from '../helpers/amie.js';
+import { SITE, quietLog } from '../helpers/amie.js';
 import { driverCases, freshPgliteDatabase, type TestDatabase } from '../helpers/db.js';
+import { startRestSimulator } from '../helpers/simulator.js';
 
 const KEY = 'scenario-key-not-secret';
 const simulation = { site: SITE, maxRounds: 6 };
@@ -39,9 +40,8 @@ describe.each(driverCases())('the scenarios over the HTTP simulator, site databa
   let sim: RestSimulator;
   beforeEach(async () => {
     if (!driver.available) return;
-    site = await driver.open();
-    await initTestDatabase(site.db);
-    sim = await RestSimulator.start({ site: SITE, apiKey: KEY });
+    site = await driver.open({ init: true });
+    sim = await startRestSimulator({ site: SITE, apiKey: KEY });
   });
   afterEach(async () => {
     await sim?.stop();
@@ -139,13 +139,12 @@ describe('one handler class, either source', () => {
 
   // Changing `source:` is all a site does to move to the REST API: the same class, the same results.
   it.each(['tables', 'rest'] as const)('a site handler class passes every scenario with source: %s', async (source) => {
-    const site = await freshPgliteDatabase();
+    const site = await freshPgliteDatabase({ init: true });
     opened.push({ stop: () => site.cleanup() });
-    await initTestDatabase(site.db);
     let centralDb: Database = site.db;
     let packetSource: PacketSource = new TablesSource(site.db);
     if (source === 'rest') {
-      const sim = await RestSimulator.start({ site: SITE, apiKey: KEY });
+      const sim = await startRestSimulator({ site: SITE, apiKey: KEY });
       opened.push(sim);
       centralDb = sim.db;
       packetSource = restSourceFor(sim, KEY, site.db, quietLog);

@@ -4,7 +4,8 @@ import { RestSimulator } from '../../src/simulator/http.js';
 import { parseRestPacket } from '../../src/sources/rest-json.js';
 import { listTransactionPackets } from '../../src/store/index.js';
 import { SITE } from '../helpers/amie.js';
-import { driverCases, type TestDatabase } from '../helpers/db.js';
+import { driverCases, databaseEachTest } from '../helpers/db.js';
+import { startRestSimulator } from '../helpers/simulator.js';
 
 const KEY = 'sim-key-not-secret';
 
@@ -38,16 +39,14 @@ function npcFor(rpc: any, extra: Record<string, unknown> = {}) {
 }
 
 describe.each(driverCases())('REST simulator with central on $name', (driver) => {
-  let t: TestDatabase | undefined;
+  const t = databaseEachTest(driver);
   let sim: RestSimulator;
   let central: CentralSite;
   let data: SimData;
   let api: ReturnType<typeof client>;
   beforeEach(async () => {
     if (!driver.available) return;
-    t = driver.name === 'pg' ? await driver.open() : undefined;
-    if (t) await (await import('../../src/store/index.js')).initDatabase(t.db);
-    sim = await RestSimulator.start({ site: SITE, apiKey: KEY, db: t?.db });
+    sim = await startRestSimulator({ site: SITE, apiKey: KEY, db: t.db });
     central = new CentralSite(sim.db, {
       siteName: SITE.name,
       resource: SITE.resource,
@@ -58,7 +57,6 @@ describe.each(driverCases())('REST simulator with central on $name', (driver) =>
   });
   afterEach(async () => {
     await sim?.stop();
-    await t?.cleanup();
   });
   const run = it.skipIf(!driver.available);
 
@@ -443,7 +441,7 @@ describe('REST simulator: the Usage API', () => {
   let sim: RestSimulator;
   let api: ReturnType<typeof client>;
   beforeEach(async () => {
-    sim = await RestSimulator.start({ site: SITE, apiKey: KEY });
+    sim = await startRestSimulator({ site: SITE, apiKey: KEY });
     api = client(sim);
   });
   afterEach(() => sim.stop());

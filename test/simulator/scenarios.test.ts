@@ -1,4 +1,4 @@
-import { describe, it, expect, beforeEach, afterEach } from 'vitest';
+import { describe, it, expect } from 'vitest';
 import { Dispatcher, type HandlerContext, type IncomingPacket, type PacketContext } from '../../src/dispatch/index.js';
 import { RegistryHandler, type RegistryOptionsInput } from '../../handlers/registry.js';
 import {
@@ -11,8 +11,8 @@ import {
   type ScenarioReport,
 } from '../../src/simulator/index.js';
 import { listAccounts, listPeople } from '../../src/registry/index.js';
-import { driverCases, type TestDatabase } from '../helpers/db.js';
-import { SITE, initTestDatabase, quietLog } from '../helpers/amie.js';
+import { driverCases, type TestDatabase, databaseEachTest } from '../helpers/db.js';
+import { SITE, quietLog } from '../helpers/amie.js';
 
 const context = (db: TestDatabase['db']): HandlerContext<any> => ({
   db,
@@ -62,15 +62,7 @@ class Procrastinator extends RegistryHandler {
 }
 
 describe.each(driverCases())('simulator with the registry handler on $name', (driver) => {
-  let t: TestDatabase;
-  beforeEach(async () => {
-    if (!driver.available) return;
-    t = await driver.open();
-    await initTestDatabase(t.db);
-  });
-  afterEach(async () => {
-    await t?.cleanup();
-  });
+  const t = databaseEachTest(driver);
   const run = it.skipIf(!driver.available);
 
   run(
@@ -103,14 +95,7 @@ describe.each(driverCases())('simulator with the registry handler on $name', (dr
 });
 
 describe('simulator verdicts on broken handlers (pglite)', () => {
-  let t: TestDatabase;
-  beforeEach(async () => {
-    t = await driverCases()[0]!.open();
-    await initTestDatabase(t.db);
-  });
-  afterEach(async () => {
-    await t?.cleanup();
-  });
+  const t = databaseEachTest(driverCases()[0]!);
 
   it('fails request_account_reactivate when the NAC has no UserPersonID, naming the tag', async () => {
     const report = await runScenario(

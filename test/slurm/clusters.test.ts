@@ -13,7 +13,7 @@ import { SlurmHandler, slurmOptionsSchema, type SlurmOptionsInput } from '../../
 import type { SiteConfig } from '../../src/config/index.js';
 import { Dispatcher } from '../../src/dispatch/index.js';
 import { SimData } from '../../src/simulator/index.js';
-import { SITE, initTestDatabase, outgoingPackets, quietLog, seedIncoming } from '../helpers/amie.js';
+import { SITE, outgoingPackets, quietLog, seedIncoming } from '../helpers/amie.js';
 import { freshPgliteDatabase, type TestDatabase } from '../helpers/db.js';
 
 const RES_A = 'cluster-a.example.org';
@@ -51,8 +51,7 @@ function recorder(): { program: string; calls: () => string[][] } {
 describe('[14.4] the Slurm handler sends each resource’s work to its cluster', () => {
   let t: TestDatabase;
   beforeEach(async () => {
-    t = await freshPgliteDatabase();
-    await initTestDatabase(t.db);
+    t = await freshPgliteDatabase({ init: true });
   });
   afterEach(async () => {
     await t.cleanup();
@@ -114,8 +113,7 @@ describe('[14.4] the Slurm handler sends each resource’s work to its cluster',
 describe('[14.5] one meaning of dry run in the Slurm handler', () => {
   let t: TestDatabase;
   beforeEach(async () => {
-    t = await freshPgliteDatabase();
-    await initTestDatabase(t.db);
+    t = await freshPgliteDatabase({ init: true });
   });
   afterEach(async () => {
     await t.cleanup();

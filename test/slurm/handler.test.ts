@@ -24,8 +24,8 @@ import {
   runScenarios,
   type ScenarioReport,
 } from '../../src/simulator/index.js';
-import { SITE, auditOf, initTestDatabase, packetState, quietLog, seedIncoming } from '../helpers/amie.js';
-import { driverCases, type TestDatabase } from '../helpers/db.js';
+import { SITE, auditOf, packetState, quietLog, seedIncoming } from '../helpers/amie.js';
+import { driverCases, preferredDriver, type OpenOptions, type TestDatabase } from '../helpers/db.js';
 import {
   SLURM_TEST_CLUSTER,
   expectSubmitRefused,
@@ -39,6 +39,7 @@ import {
 } from '../helpers/slurm.js';
 import { SlackConfigSchema, SlackNotifier } from '../../src/notify/index.js';
 import { FakeSlack } from '../notify/slack-server.js';
+import { requireBuiltCli } from '../helpers/cli.js';
 
 /** uids for the logins the tests create: far from any real user, so leftovers are recognisable. */
 const TEST_UIDS = { start: 3_100_000, end: 3_199_999 };
@@ -57,7 +58,7 @@ afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })))
 const newPrefix = () => `amt${randomBytes(3).toString('hex')}-`;
 
 /** PostgreSQL when the environment has one, else the embedded database. */
-const database = () => (driverCases().find((d) => d.name === 'pg' && d.available) ?? driverCases()[0]!).open();
+const database = (options?: OpenOptions) => preferredDriver().open(options);
 
 interface Assoc {
   account: string;
@@ -126,8 +127,7 @@ describe.runIf(hasSlurm())(`Slurm handler on the test cluster${slurmSkipNote()}`
     await cleanUp(undefined); // Unix users a crashed run left behind
   });
   beforeEach(async () => {
-    t = await database();
-    await initTestDatabase(t.db);
+    t = await database({ init: true });
     prefix = newPrefix();
   });
   afterEach(async () => {
@@ -505,8 +505,7 @@ describe.runIf(hasSlurm())(`Slurm handler on the test cluster${slurmSkipNote()}`
 describe('Slurm handler dry runs', () => {
   let t: TestDatabase;
   beforeEach(async () => {
-    t = await driverCases()[0]!.open();
-    await initTestDatabase(t.db);
+    t = await driverCases()[0]!.open({ init: true });
   });
   afterEach(async () => {
     await t?.cleanup();
@@ -614,11 +613,8 @@ describe('Slurm handler dry runs', () => {
 describe.runIf(hasSlurm())(`amie simulate with the example Slurm configuration${slurmSkipNote()}`, () => {
   let prefix: string | undefined;
   let db: TestDatabase | undefined;
-  beforeAll(async () => {
-    // Compile what is there now; type errors elsewhere in the tree must not stop the emit.
-    await execa('npx', ['tsc', '-p', '.'], { reject: false, timeout: 180_000 });
-    await cleanUp(undefined);
-  }, 200_000);
+  requireBuiltCli();
+  beforeAll(() => cleanUp(undefined));
   afterAll(async () => {
     await cleanUp(prefix);
     await db?.cleanup();

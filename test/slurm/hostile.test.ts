@@ -13,8 +13,8 @@ import { SlurmHandler, type SlurmOptionsInput } from '../../handlers/slurm.js';
 import { Dispatcher } from '../../src/dispatch/index.js';
 import { listPeople, listProjects } from '../../src/registry/index.js';
 import type { TagValue } from '../../src/protocol/index.js';
-import { SITE, initTestDatabase, outgoingPackets, quietLog, seedIncoming } from '../helpers/amie.js';
-import { driverCases, type TestDatabase } from '../helpers/db.js';
+import { SITE, outgoingPackets, quietLog, seedIncoming } from '../helpers/amie.js';
+import { preferredDriver, type OpenOptions, type TestDatabase } from '../helpers/db.js';
 import { SLURM_TEST_CLUSTER, hasSlurm, slurmSkipNote } from '../helpers/slurm.js';
 
 /** uids for this file's logins: a range of its own, so other Slurm test files' clean-ups leave them be. */
@@ -23,7 +23,7 @@ const TEST_UIDS = { start: 3_200_000, end: 3_209_999 };
 const dirs: string[] = [];
 afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
 
-const database = () => (driverCases().find((d) => d.name === 'pg' && d.available) ?? driverCases()[0]!).open();
+const database = (options?: OpenOptions) => preferredDriver().open(options);
 
 async function sacctmgrRows(args: string[]): Promise<string[][]> {
   const r = await execa('sacctmgr', ['-n', '-P', 'show', ...args], { stdin: 'ignore', timeout: 30_000 });
@@ -111,8 +111,7 @@ describe.runIf(hasSlurm())(`hostile packets against the Slurm handler on the tes
   let prefix: string;
   let logins: string[];
   beforeEach(async () => {
-    t = await database();
-    await initTestDatabase(t.db);
+    t = await database({ init: true });
     const tag = randomBytes(3).toString('hex');
     prefix = `amh${tag}-`;
     logins = [`ha${tag}`, `hb${tag}`];

@@ -1,31 +1,14 @@
-import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config/index.js';
-import { openPglite, type Database } from '../../src/db/index.js';
-import { driverCases, type TestDatabase } from '../helpers/db.js';
+import { type Database } from '../../src/db/index.js';
+import { driverCases } from '../helpers/db.js';
 import { SITE } from '../helpers/amie.js';
+import { cliSiteEachTest, runAmie } from '../helpers/cli.js';
 import { FakeAmieRest, isPost, racBody, type Fault } from './fake-amie-rest.js';
 
-const CLI = resolve('dist/src/cli/main.js');
 const KEY_VAR = 'AMIE_TEST_REST_KEY';
 
-function amie(args: string[], env: NodeJS.ProcessEnv) {
-  const child = spawn(process.execPath, [CLI, ...args], {
-    env: { ...process.env, AMIE_DATABASE_URL: '', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d) => (stdout += d));
-  child.stderr.on('data', (d) => (stderr += d));
-  const done = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>(
-    (res) => child.on('close', (code, signal) => res({ code, signal, stdout, stderr })),
-  );
-  return { child, done };
-}
+const amie = (args: string[], env: NodeJS.ProcessEnv) => runAmie(args, { AMIE_DATABASE_URL: '', ...env });
 
 function rpcBody(n: number) {
   return {
@@ -84,49 +67,25 @@ describe('source configuration', () => {
 });
 
 describe.each(driverCases())('amie process with source: rest, on $name', (driver) => {
-  let dir: string;
-  let t: TestDatabase | undefined;
+  const s = cliSiteEachTest(driver, { prefix: 'amie-rest-' });
   let api: FakeAmieRest;
   let config: string;
-  let pglitePath: string | undefined;
   beforeEach(async () => {
     if (!driver.available) return;
-    dir = mkdtempSync(join(tmpdir(), 'amie-rest-'));
-    config = join(dir, 'amie.yaml');
-    if (driver.name === 'pg') t = await driver.open();
-    else pglitePath = join(dir, 'db');
     api = await FakeAmieRest.start();
-    writeFileSync(
-      config,
-      [
-        `site: { name: ${SITE.name}, resource: ${SITE.resource} }`,
-        driver.name === 'pg' ? `database: { url: "${t!.url}" }` : `database: { path: "${pglitePath}" }`,
-        'handler: registry',
-        `source: { kind: rest, url: "${api.url}", apiKeyEnv: ${KEY_VAR}, timeoutMs: 2000, retries: 1 }`,
-        'log: { level: info }',
-      ].join('\n'),
-    );
+    config = s.site.writeConfig([
+      'handler: registry',
+      `source: { kind: rest, url: "${api.url}", apiKeyEnv: ${KEY_VAR}, timeoutMs: 2000, retries: 1 }`,
+      'log: { level: info }',
+    ]);
     const init = await amie(['-c', config, 'db', 'init'], {}).done;
     expect(init.code).toBe(0);
   });
   afterEach(async () => {
-    if (!driver.available) return;
-    await api.close();
-    await t?.cleanup();
-    t = undefined;
-    rmSync(dir, { recursive: true, force: true });
+    if (driver.available) await api.close();
   });
   const run = it.skipIf(!driver.available);
-
-  async function withDb<T>(fn: (db: Database) => Promise<T>): Promise<T> {
-    if (t) return fn(t.db);
-    const db = await openPglite({ path: pglitePath! });
-    try {
-      return await fn(db);
-    } finally {
-      await db.close();
-    }
-  }
+  const withDb = <T>(fn: (db: Database) => Promise<T>) => s.site.withDb(fn);
 
   run('a missing API key variable stops before any work, naming it', async () => {
     const r = await amie(['-c', config, 'process'], { [KEY_VAR]: '' }).done;
@@ -168,7 +127,7 @@ describe.each(driverCases())('amie process with source: rest, on $name', (driver
         expect(soon.code).toBe(0);
         expect(api.posts).toHaveLength(1);
         // ...until it is old enough to have been left by a run that died.
-        await t!.db.query(`UPDATE amie_toolkit.rest_outbox SET created_at = now() - interval '5 minutes'`);
+        await s.site.t!.db.query(`UPDATE amie_toolkit.rest_outbox SET created_at = now() - interval '5 minutes'`);
       }
       const next = await amie(['-c', config, 'process'], env).done;
       expect(next.code).toBe(0);

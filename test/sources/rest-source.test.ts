@@ -20,8 +20,8 @@ import {
   type AmieRestClientOptions,
   type RestSourceOptions,
 } from '../../src/sources/index.js';
-import { driverCases, type TestDatabase } from '../helpers/db.js';
-import { SITE, initTestDatabase } from '../helpers/amie.js';
+import { driverCases, databaseEachTest } from '../helpers/db.js';
+import { SITE } from '../helpers/amie.js';
 import { FakeAmieRest, faults, isPost, racBody } from './fake-amie-rest.js';
 
 /** Answers RACs and DPCs the way a site would, and counts what it was asked. */
@@ -57,14 +57,12 @@ function handlerWith(fn: (p: IncomingPacket<'request_account_create'>, ctx: Pack
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe.each(driverCases())('REST source on $name', (driver) => {
-  let t: TestDatabase;
+  const t = databaseEachTest(driver);
   let api: FakeAmieRest;
   let lines: string[];
   let log: Logger;
   beforeEach(async () => {
     if (!driver.available) return;
-    t = await driver.open();
-    await initTestDatabase(t.db);
     api = await FakeAmieRest.start();
     lines = [];
     log = createLogger({ level: 'debug', destination: { write: (s: string) => void lines.push(s) } });
@@ -74,7 +72,6 @@ describe.each(driverCases())('REST source on $name', (driver) => {
     // Whatever happened in the test, the API key never reached the log.
     expect(lines.join('')).not.toContain(api.apiKey);
     await api.close();
-    await t.cleanup();
   });
   const run = it.skipIf(!driver.available);
 

@@ -1,4 +1,4 @@
-import { describe, it, expect, beforeAll, afterAll, beforeEach, afterEach } from 'vitest';
+import { describe, it, expect, beforeAll, afterAll, beforeEach } from 'vitest';
 import type { IncomingMessage } from 'node:http';
 import { listUnreportedJobs } from '../../src/store/index.js';
 import { UsageApiClient, UsageApiError, splitComputeBatches, type ComputeRecord } from '../../src/usage/api-client.js';
@@ -7,8 +7,9 @@ import { reportUsage } from '../../src/usage/report.js';
 import { parseSacctStream, type SacctRecord } from '../../src/usage/sacct.js';
 import { UsageApiSink } from '../../src/usage/sinks/usage-api.js';
 import { RestSimulator } from '../../src/simulator/http.js';
-import { SITE, initTestDatabase, outgoingPackets, quietLog } from '../helpers/amie.js';
-import { driverCases, type TestDatabase } from '../helpers/db.js';
+import { SITE, outgoingPackets, quietLog } from '../helpers/amie.js';
+import { driverCases, type TestDatabase, databaseEachTest } from '../helpers/db.js';
+import { startRestSimulator } from '../helpers/simulator.js';
 
 const API_KEY = 'test-key-not-secret';
 
@@ -63,7 +64,7 @@ function record(i: number, nameBytes = 10): ComputeRecord {
 }
 
 beforeAll(async () => {
-  sim = await RestSimulator.start({ site: SITE, apiKey: API_KEY });
+  sim = await startRestSimulator({ site: SITE, apiKey: API_KEY });
 });
 afterAll(() => sim.stop());
 beforeEach(() => {
@@ -181,15 +182,7 @@ async function records(ids: string[]): Promise<SacctRecord[]> {
 }
 
 describe.each(driverCases())('usage-api sink on $name', (driver) => {
-  let t: TestDatabase;
-  beforeEach(async () => {
-    if (!driver.available) return;
-    t = await driver.open();
-    await initTestDatabase(t.db);
-  });
-  afterEach(async () => {
-    await t?.cleanup();
-  });
+  const t = databaseEachTest(driver);
   const run = it.skipIf(!driver.available);
   const usage = () =>
     UsageConfigSchema.parse({

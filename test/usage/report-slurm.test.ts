@@ -3,7 +3,7 @@ import { execa } from 'execa';
 import { PacketBody } from '../../src/protocol/index.js';
 import { UsageConfigSchema } from '../../src/usage/config.js';
 import { reportUsage } from '../../src/usage/report.js';
-import { SITE, initTestDatabase, outgoingPackets, quietLog } from '../helpers/amie.js';
+import { SITE, outgoingPackets, quietLog } from '../helpers/amie.js';
 import { freshPgliteDatabase, type TestDatabase } from '../helpers/db.js';
 import {
   SLURM_TEST_CLUSTER,
@@ -27,8 +27,7 @@ describe.skipIf(!slurm)(`usage reporter against the Slurm test cluster${slurmSki
   const expected = new Map<string, number>();
 
   beforeAll(async () => {
-    t = await freshPgliteDatabase();
-    await initTestDatabase(t.db);
+    t = await freshPgliteDatabase({ init: true });
     await ensureSlurmAccount(ACCOUNT);
     await ensureSlurmUser('root', ACCOUNT);
     // sacct's window works in whole seconds; start a little before the first submit.
@@ -114,8 +113,7 @@ describe.skipIf(!slurm)(`a job name that forges a sacct line, on the Slurm test 
   let id: string;
 
   beforeAll(async () => {
-    t = await freshPgliteDatabase();
-    await initTestDatabase(t.db);
+    t = await freshPgliteDatabase({ init: true });
     await ensureSlurmAccount(account);
     await ensureSlurmUser('root', account);
     since = new Date(Date.now() - 5000);

@@ -1,4 +1,4 @@
-import { describe, it, expect, beforeEach, afterEach } from 'vitest';
+import { describe, it, expect } from 'vitest';
 import { PacketBody, validateBody } from '../../src/protocol/index.js';
 import { lastUsageRunUntil } from '../../src/store/index.js';
 import { UsageConfigSchema, type UsageConfig } from '../../src/usage/config.js';
@@ -6,8 +6,8 @@ import { formatUsageSummary, reportUsage, resolveUsageWindow } from '../../src/u
 import { parseSacctStream, type SacctRecord } from '../../src/usage/sacct.js';
 import { AmieDbSink } from '../../src/usage/sinks/amie-db.js';
 import type { ChargedJob, UsageSink } from '../../src/usage/sinks/types.js';
-import { SITE, initTestDatabase, outgoingPackets, quietLog } from '../helpers/amie.js';
-import { driverCases, type TestDatabase } from '../helpers/db.js';
+import { SITE, outgoingPackets, quietLog } from '../helpers/amie.js';
+import { driverCases, databaseEachTest } from '../helpers/db.js';
 
 /** One sacct line in the parser's field order. */
 function line(o: {
@@ -67,15 +67,7 @@ const MIXED = [
 ];
 
 describe.each(driverCases())('usage reporter on $name', (driver) => {
-  let t: TestDatabase;
-  beforeEach(async () => {
-    if (!driver.available) return;
-    t = await driver.open();
-    await initTestDatabase(t.db);
-  });
-  afterEach(async () => {
-    await t?.cleanup();
-  });
+  const t = databaseEachTest(driver);
   const run = it.skipIf(!driver.available);
 
   const report = async (lines: string[], extra: Partial<Parameters<typeof reportUsage>[1]> = {}) =>

@@ -9,7 +9,7 @@ import { PacketBody } from '../../src/protocol/index.js';
 import { RestSimulator } from '../../src/simulator/http.js';
 import { UsageConfigSchema } from '../../src/usage/config.js';
 import { reportUsage } from '../../src/usage/report.js';
-import { SITE, initTestDatabase, outgoingPackets, quietLog } from '../helpers/amie.js';
+import { SITE, outgoingPackets, quietLog } from '../helpers/amie.js';
 import { freshPgliteDatabase, type TestDatabase } from '../helpers/db.js';
 import {
   ensureSlurmAccount,
@@ -19,6 +19,7 @@ import {
   submitJob,
   waitForJobs,
 } from '../helpers/slurm.js';
+import { startRestSimulator } from '../helpers/simulator.js';
 
 const slurm = hasSlurm();
 const ACCOUNT = `requeue-${process.pid}`;
@@ -49,9 +50,8 @@ describe.skipIf(!slurm)(`a requeued GPU job on the Slurm test cluster${slurmSkip
   let runs: Array<{ submit: string; state: string; gpuHours: number }>;
 
   beforeAll(async () => {
-    t = await freshPgliteDatabase();
-    await initTestDatabase(t.db);
-    sim = await RestSimulator.start({ site: SITE, apiKey: API_KEY });
+    t = await freshPgliteDatabase({ init: true });
+    sim = await startRestSimulator({ site: SITE, apiKey: API_KEY });
     await ensureSlurmAccount(ACCOUNT);
     await ensureSlurmUser('root', ACCOUNT);
     since = new Date(Date.now() - 5000);
@@ -121,9 +121,8 @@ describe.skipIf(!slurm)(`a requeued GPU job on the Slurm test cluster${slurmSkip
 
   it('[13.7] the Usage API gets both runs as two records (same job id, two LocalRecordIDs)', async () => {
     // A database of its own: the books of which runs were reported are shared by both sinks.
-    const other = await freshPgliteDatabase();
+    const other = await freshPgliteDatabase({ init: true });
     try {
-      await initTestDatabase(other.db);
       const s = await reportUsage(other.db, {
         site: SITE,
         usage: usage({ sink: 'usage-api' }),

@@ -1,0 +1,169 @@
+/**
+ * Running the compiled `amie` program the way cron and people do, in processes of its own,
+ * and the sites (a directory, a config file, a fresh database) such tests run it in.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { execa } from 'execa';
+import { afterAll, afterEach, beforeAll, beforeEach } from 'vitest';
+import { openPglite, type Database } from '../../src/db/index.js';
+import { SITE } from './amie.js';
+import { initialisedPgliteDir, type DriverCase, type TestDatabase } from './db.js';
+
+/** The compiled program; npm test builds it first. */
+export const CLI = resolve('dist/src/cli/main.js');
+
+/** Stops the test file at once, saying what to do, when the program has not been built. */
+export function requireBuiltCli(): void {
+  beforeAll(() => {
+    if (!existsSync(CLI)) throw new Error(`${CLI} is missing: build first with npx tsc -p . (npm test does it)`);
+  });
+}
+
+export interface AmieRun {
+  child: ChildProcess;
+  done: Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>;
+  /** What the process has written to stderr so far. */
+  stderr(): string;
+}
+
+/** `amie` in a process of its own, as cron starts it, with `env` over this process's environment. */
+export function runAmie(args: string[], env: NodeJS.ProcessEnv = {}): AmieRun {
+  const child = spawn(process.execPath, [CLI, ...args], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  const done = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>(
+    (res) => child.on('close', (code, signal) => res({ code, signal, stdout, stderr })),
+  );
+  return { child, done, stderr: () => stderr };
+}
+
+/** This process's environment without the caller's AMIE_* variables, plus `extra`. */
+export function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  for (const k of Object.keys(env)) if (k.startsWith('AMIE_')) delete env[k];
+  return { ...env, ...extra };
+}
+
+/** `amie args` run to its end in `cwd`, with none of the caller's AMIE_* variables. */
+export async function amieIn(
+  cwd: string,
+  args: string[],
+  opts: { env?: Record<string, string>; timeout?: number } = {},
+): Promise<{ code: number | undefined; stdout: string; stderr: string }> {
+  const r = await execa('node', [CLI, ...args], {
+    cwd,
+    env: cleanEnv(opts.env),
+    extendEnv: false,
+    reject: false,
+    stdin: 'ignore',
+    timeout: opts.timeout ?? 120_000,
+  });
+  return { code: r.exitCode, stdout: String(r.stdout), stderr: String(r.stderr) };
+}
+
+/** A maker of temporary directories named `prefix…`, all removed when the test file ends. */
+export function tempDirs(prefix: string): () => string {
+  const dirs: string[] = [];
+  afterAll(() => dirs.splice(0).forEach((d) => rmSync(d, { recursive: true, force: true })));
+  return () => {
+    const d = mkdtempSync(join(tmpdir(), prefix));
+    dirs.push(d);
+    return d;
+  };
+}
+
+/**
+ * A site for tests that run `amie`: a directory with the config file `amie.yaml` and a fresh
+ * database, on the PostgreSQL server or embedded in the directory (`db`). The embedded one
+ * admits one process at a time, so the test reaches it through withDb between runs.
+ */
+export class CliSite {
+  readonly config: string;
+  readonly pglitePath: string | undefined;
+
+  private constructor(
+    readonly dir: string,
+    /** The server database (pg only). */
+    readonly t: TestDatabase | undefined,
+  ) {
+    this.config = join(dir, 'amie.yaml');
+    this.pglitePath = t ? undefined : join(dir, 'db');
+  }
+
+  /** With `init`, the database is as `amie db init` leaves it; otherwise there is none yet (PGlite) or it is empty. */
+  static async open(driver: DriverCase, opts: { prefix?: string; init?: boolean } = {}): Promise<CliSite> {
+    const dir = mkdtempSync(join(tmpdir(), opts.prefix ?? 'amie-site-'));
+    try {
+      const t = driver.name === 'pg' ? await driver.open({ init: opts.init }) : undefined;
+      const site = new CliSite(dir, t);
+      if (!t && opts.init) await initialisedPgliteDir(site.pglitePath!);
+      return site;
+    } catch (err) {
+      rmSync(dir, { recursive: true, force: true });
+      throw err;
+    }
+  }
+
+  /** The config line naming this site's database. */
+  get databaseLine(): string {
+    return this.t ? `database: { url: "${this.t.url}" }` : `database: { path: "${this.pglitePath}" }`;
+  }
+
+  /** Writes amie.yaml: the example site, this database, then `lines`; returns its path. */
+  writeConfig(lines: string[]): string {
+    writeFileSync(
+      this.config,
+      [`site: { name: ${SITE.name}, resource: ${SITE.resource} }`, this.databaseLine, ...lines].join('\n'),
+    );
+    return this.config;
+  }
+
+  /** Runs `fn` on the database, through a connection closed again before it returns (PGlite). */
+  async withDb<T>(fn: (db: Database) => Promise<T>): Promise<T> {
+    if (this.t) return fn(this.t.db);
+    const db = await openPglite({ path: this.pglitePath! });
+    try {
+      return await fn(db);
+    } finally {
+      await db.close();
+    }
+  }
+
+  async close(): Promise<void> {
+    try {
+      await this.t?.cleanup();
+    } finally {
+      rmSync(this.dir, { recursive: true, force: true });
+    }
+  }
+}
+
+/** A CliSite for every test of the enclosing describe block, closed after it; none when the driver is missing. */
+export function cliSiteEachTest(
+  driver: DriverCase,
+  opts: { prefix?: string; init?: boolean } = {},
+): { readonly site: CliSite } {
+  let current: CliSite | undefined;
+  beforeEach(async () => {
+    if (driver.available) current = await CliSite.open(driver, opts);
+  });
+  afterEach(async () => {
+    const site = current;
+    current = undefined;
+    await site?.close();
+  });
+  return {
+    get site() {
+      if (!current) throw new Error(`no ${driver.name} test site is open here`);
+      return current;
+    },
+  };
+}
