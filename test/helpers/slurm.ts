@@ -4,7 +4,11 @@
  * put real jobs into its accounting. Every program runs through execa with an
  * argument array; names are checked against strict patterns first.
  */
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { execa, execaSync } from 'execa';
+import { afterAll, beforeAll } from 'vitest';
+import { acquireLockFile } from '../../src/lockfile.js';
 import { serviceAvailable } from './env.js';
 
 /** ClusterName in the test cluster's slurm.conf, as sacct and sacctmgr report it. */
@@ -295,4 +299,20 @@ export async function expectSubmitRefused(account: string, user: string): Promis
     }
     await new Promise((r) => setTimeout(r, 500));
   }
+}
+
+/**
+ * The cluster's accounts, associations and Unix users are one machine's: two test files that
+ * play scenarios on it at once make the same people with different uids. A file that changes
+ * them calls this at its top, and such files take turns (a lock file, whichever worker runs them).
+ */
+export function takeTurnsOnTheCluster(): void {
+  let release: (() => void) | undefined;
+  beforeAll(async () => {
+    release = await acquireLockFile(join(tmpdir(), 'amie-test-slurm-cluster.lock'), {
+      waitMs: 30 * 60_000,
+      retryMs: 500,
+    });
+  }, 31 * 60_000);
+  afterAll(() => release?.());
 }

@@ -22,6 +22,7 @@ import { SITE, initTestDatabase, quietLog, seedIncoming } from '../helpers/amie.
 import { freshPgDatabase, type TestDatabase } from '../helpers/db.js';
 import { hasPostgres } from '../helpers/env.js';
 import {
+  takeTurnsOnTheCluster,
   SLURM_TEST_CLUSTER,
   expectSubmitRefused,
   hasSlurm,
@@ -31,6 +32,8 @@ import {
   submitJob,
   waitForJobs,
 } from '../helpers/slurm.js';
+
+takeTurnsOnTheCluster();
 
 const TEST_UIDS = { start: 3_210_000, end: 3_219_999 };
 const MAIN = resolve('dist/src/cli/main.js');

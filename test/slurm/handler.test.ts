@@ -27,6 +27,7 @@ import {
 import { SITE, auditOf, packetState, quietLog, seedIncoming } from '../helpers/amie.js';
 import { driverCases, preferredDriver, type OpenOptions, type TestDatabase } from '../helpers/db.js';
 import {
+  takeTurnsOnTheCluster,
   SLURM_TEST_CLUSTER,
   expectSubmitRefused,
   hasSlurm,
@@ -40,6 +41,8 @@ import {
 import { SlackConfigSchema, SlackNotifier } from '../../src/notify/index.js';
 import { FakeSlack } from '../notify/slack-server.js';
 import { requireBuiltCli } from '../helpers/cli.js';
+
+takeTurnsOnTheCluster();
 
 /** uids for the logins the tests create: far from any real user, so leftovers are recognisable. */
 const TEST_UIDS = { start: 3_100_000, end: 3_199_999 };

@@ -15,7 +15,9 @@ import { listPeople, listProjects } from '../../src/registry/index.js';
 import type { TagValue } from '../../src/protocol/index.js';
 import { SITE, outgoingPackets, quietLog, seedIncoming } from '../helpers/amie.js';
 import { preferredDriver, type OpenOptions, type TestDatabase } from '../helpers/db.js';
-import { SLURM_TEST_CLUSTER, hasSlurm, slurmSkipNote } from '../helpers/slurm.js';
+import { takeTurnsOnTheCluster, SLURM_TEST_CLUSTER, hasSlurm, slurmSkipNote } from '../helpers/slurm.js';
+
+takeTurnsOnTheCluster();
 
 /** uids for this file's logins: a range of its own, so other Slurm test files' clean-ups leave them be. */
 const TEST_UIDS = { start: 3_200_000, end: 3_209_999 };
