@@ -40,7 +40,7 @@ import type {
   RegistryPerson,
   RegistryProject,
 } from '../src/registry/index.js';
-import type { SlurmCheckSettings } from '../src/slurm/check.js';
+import { allocationMinutes, getentPasswd, type SlurmCheckSettings } from '../src/slurm/check.js';
 import {
   Sacctmgr,
   SLURM_ACCOUNT_PATTERN,
@@ -313,7 +313,7 @@ export class SlurmHandler extends RegistryHandler {
   override async setAllocation(project: RegistryProject, change: AllocationChange, ctx: PacketContext): Promise<void> {
     const account = this.slurmAccountOf(project.projectId, project);
     const { tres, minutesPerUnit } = this.slurm.allocation;
-    const minutes = Math.max(0, Math.round(change.after.serviceUnits * minutesPerUnit));
+    const minutes = allocationMinutes(change.after.serviceUnits, minutesPerUnit);
     const cluster = this.clusterFor(ctx.resource ?? project.resource);
     const s = this.sacctmgr(ctx, cluster);
     const own = (await s.associations({ account })).find((a) => a.user === '');
@@ -504,7 +504,8 @@ export class SlurmHandler extends RegistryHandler {
     return {
       clusters: this.allClusters(),
       clusterFor: (resource) => this.clusterFor(resource),
-      accountFor: (project) => this.slurmAccountOf(project.projectId, project),
+      // A stored name is checked as a new one is: an unusable one is reported, not compared.
+      accountFor: (project) => this.checkedName(this.slurmAccountOf(project.projectId, project)),
       allocation: this.slurm.allocation,
       parentAccount: this.slurm.parentAccount,
       sacctmgr: (cluster, log) =>
@@ -619,13 +620,10 @@ export class SlurmHandler extends RegistryHandler {
 
   /** The uid of a Unix user (getent, so LDAP users count), or null if there is none. */
   private async unixUser(login: string, ctx: PacketContext): Promise<{ uid: number } | null> {
-    const r = await runCommand(['getent', 'passwd', login], {
-      ...this.commandOptions(ctx),
-      dryRun: false,
-      okExitCodes: [2],
-    });
-    if (r.exitCode === 2) return null;
-    return { uid: Number(r.stdout.split(':')[2]) };
+    // Read even in a dry run: what exists decides what would be done.
+    const { timeoutMs, env } = this.commandOptions(ctx);
+    const uid = (await getentPasswd([login], { log: ctx.log, timeoutMs, env })).get(login);
+    return uid === undefined ? null : { uid };
   }
 
   /** Runs createUser for a login new in this packet, unless the Unix user exists. */

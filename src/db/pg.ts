@@ -7,8 +7,6 @@ import type pgTypes from 'pg';
 import type { Database, Queryable, QueryResult } from './types.js';
 import { describeConnectError, redactUrl } from './errors.js';
 
-export { redactUrl };
-
 /**
  * pg, loaded without waking Node's fetch implementation. When it loads, pg tells a Cloudflare
  * Worker from Node by `navigator.userAgent`, which Node has from version 21 on; without it pg

@@ -176,7 +176,16 @@ function* tarEntries(tar: Buffer): Generator<TarEntry> {
   }
 }
 
-if (process.argv[1] && realpathSync(process.argv[1]) === fileURLToPath(import.meta.url)) {
+/** Whether this module is the program run (`node pglite-template.js`), not a library import. */
+function runDirectly(): boolean {
+  try {
+    return !!process.argv[1] && realpathSync(process.argv[1]) === fileURLToPath(import.meta.url);
+  } catch {
+    return false; // argv[1] is no file (node -e, a test runner): imported
+  }
+}
+
+if (runDirectly()) {
   // Once per PGlite version: `--force` writes it again.
   const path = pgliteTemplatePath();
   if (existsSync(path) && !process.argv.includes('--force')) console.log(`embedded database template: ${path}`);

@@ -345,7 +345,10 @@ export async function gatherUsage(
   const summary = await usageSummary(q, { unit, now });
   if (summary.length === 0) return null;
   const byProject = new Map<string, Array<{ day: string; charged: number }>>();
-  for (const d of await usageByDay(q, { unit, until: now })) {
+  // Only days some project's current period can show: older usage is not read at all.
+  const starts = summary.map((p) => p.startDate);
+  const since = starts.includes(null) ? undefined : new Date(`${[...starts].sort()[0]}T00:00:00Z`);
+  for (const d of await usageByDay(q, { unit, until: now, ...(since ? { since } : {}) })) {
     const list = byProject.get(d.project) ?? [];
     list.push(d);
     byProject.set(d.project, list);

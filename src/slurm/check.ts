@@ -541,7 +541,8 @@ export async function getentPasswd(
   for (let i = 0; i < logins.length; i += 200) {
     const batch = logins.slice(i, i + 200);
     // getent exits 2 when some key is not found, and prints those that are.
-    const r = await runCommand(['getent', 'passwd', ...batch], { ...opts, okExitCodes: [2] });
+    // `--`: a login is always a key, never an option.
+    const r = await runCommand(['getent', 'passwd', '--', ...batch], { ...opts, okExitCodes: [2] });
     for (const [login, uid] of parsePasswd(r.stdout)) if (wanted.has(login)) found.set(login, uid);
   }
   return found;

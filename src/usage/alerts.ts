@@ -61,7 +61,8 @@ export function usageAlertText(site: string, u: ProjectUsage, threshold: number)
 export function dueAlerts(usage: readonly ProjectUsage[], thresholds: readonly number[]): UsageAlert[] {
   const out: UsageAlert[] = [];
   for (const u of usage) {
-    if (u.percentUsed === null) continue;
+    // A period that has ended is history: turning alerts on must not post about it.
+    if (u.percentUsed === null || u.projection === 'period-ended') continue;
     for (const t of thresholds) {
       // Compared on the amounts, not the rounded percentage: 79.996% has not reached 80%.
       if (u.charged >= (u.allocated * t) / 100)
@@ -108,7 +109,14 @@ export async function sendUsageAlerts(
   const { createNotifier } = await import('../notify/index.js');
   const notifier = createNotifier(opts.config, opts.log, { env: opts.env ?? process.env })!;
   const byProject = new Map(usage.map((u) => [u.projectId, u]));
+  let slackDown: string | null = null;
   for (const alert of pending) {
+    if (slackDown !== null) {
+      // One failed post is enough to know: the others wait for the next run rather than each
+      // waiting out notify.slack.timeoutMs.
+      outcome.failed.push({ ...alert, error: `not tried: ${slackDown}` });
+      continue;
+    }
     const u = byProject.get(alert.projectId)!;
     const row: UsageAlertRow = {
       projectId: u.projectId,
@@ -133,6 +141,7 @@ export async function sendUsageAlerts(
     } catch (err) {
       const error = err instanceof Error ? err.message : String(err);
       outcome.failed.push({ ...alert, error });
+      if (err instanceof UsageAlertNotPosted) slackDown = error;
       opts.log.warn(
         { project: alert.projectId, threshold: alert.threshold, err: error },
         'usage alert not posted; the next run tries again',

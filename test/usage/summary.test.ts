@@ -4,7 +4,7 @@ import type { TagValue } from '../../src/protocol/index.js';
 import { RegistryHandler } from '../../handlers/registry.js';
 import { ConfigError, parseConfig } from '../../src/config/index.js';
 import { NotifyConfigSchema } from '../../src/notify/config.js';
-import { sendUsageAlerts, usageAlertText } from '../../src/usage/alerts.js';
+import { dueAlerts, sendUsageAlerts, usageAlertText } from '../../src/usage/alerts.js';
 import { UsageConfigSchema } from '../../src/usage/config.js';
 import { reportUsage } from '../../src/usage/report.js';
 import { parseSacctStream, type SacctRecord } from '../../src/usage/sacct.js';
@@ -349,5 +349,22 @@ describe('usage.alerts in the configuration', () => {
     expect(problems('usage:\n  alerts: [80]\n')).toEqual([
       'amie.yaml: usage.alerts: usage alerts are posted to Slack: expected a notify.slack section (channel, tokenEnv), or no usage.alerts',
     ]);
+  });
+});
+
+describe('which alerts are due', () => {
+  const usage = (projectId: string, charged: number, projection: ProjectUsage['projection']) =>
+    ({
+      projectId,
+      allocated: 100,
+      charged,
+      percentUsed: charged,
+      period: `p-${projectId}`,
+      projection,
+    }) as ProjectUsage;
+
+  it('counts a current period, never one that has ended (turning alerts on does not post about history)', () => {
+    const due = dueAlerts([usage('now', 85, 'projected'), usage('old', 120, 'period-ended')], [80, 100]);
+    expect(due.map((a) => [a.projectId, a.threshold])).toEqual([['now', 80]]);
   });
 });

@@ -71,6 +71,8 @@ export function register(program: Command, context: CliContext): void {
       // On disk (kept, or in a temporary directory) rather than in memory: half the demo's
       // memory, and nothing left behind unless --keep asks for it.
       const db = await openPglite(keep ? { path: keep.database, create: true } : { temporary: true });
+      // Written with the database, so a demo that fails half-way still leaves a directory its config can open.
+      if (keep) await writeFile(keep.config, keptConfig(keep), { mode: 0o644 });
       // Over REST, central keeps its own tables behind the HTTP simulator; the site's database
       // holds only its books (registry, audit, the REST source's copy of the packets).
       const { RestSimulator } = await import('../../simulator/http.js');
@@ -96,7 +98,6 @@ export function register(program: Command, context: CliContext): void {
         const accounts = await listAccounts(db);
         const passed = reports.every((r) => r.passed);
         context.exitCode = passed ? EXIT.ok : EXIT.workFailed;
-        if (keep) await writeFile(keep.config, keptConfig(keep), { mode: 0o644 });
 
         if (opts.json) {
           context.out(

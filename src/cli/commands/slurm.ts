@@ -8,6 +8,7 @@
 import type { Command } from 'commander';
 import { ConfigError } from '../../config/errors.js';
 import type { SlurmDifference, SlurmDrift } from '../../slurm/check.js';
+import { escapeControls } from '../../text.js';
 import { EXIT, type CliContext } from '../context.js';
 
 interface CheckOptions {
@@ -38,14 +39,16 @@ export function register(program: Command, context: CliContext): void {
           throw new ConfigError([
             `${config.configFile}: handler: amie slurm check needs the Slurm handler (handler: slurm, or a module extending it)`,
           ]);
-        const { checkSlurmDrift, repairSlurmDrift, sortForRepair } = await import('../../slurm/check.js');
+        const { checkSlurmDrift, repairSlurmDrift } = await import('../../slurm/check.js');
         const { formatArgv } = await import('../../slurm/run.js');
         const check = async () => {
           try {
             return await checkSlurmDrift(db, settings, log);
           } catch (err) {
-            // sacctmgr or getent failed: nothing compared, nothing changed.
-            process.stderr.write(`amie: slurm check: ${(err as Error).message.split('\n').join(' ')}\n`);
+            // sacctmgr or getent failed: nothing compared (the message carries their stderr: escaped).
+            process.stderr.write(
+              `amie: slurm check: ${escapeControls((err as Error).message.split('\n').join(' '))}\n`,
+            );
             context.exitCode = EXIT.notStarted;
             return null;
           }
@@ -75,9 +78,16 @@ export function register(program: Command, context: CliContext): void {
           return;
         }
 
-        const results = await repairSlurmDrift(sortForRepair(fixable), { log, ...settings.commandOptions });
+        const results = await repairSlurmDrift(fixable, { log, ...settings.commandOptions });
         const after = await check();
-        if (!after) return;
+        if (!after) {
+          // The repairs ran but the second check could not: say what was done before stopping.
+          for (const r of results)
+            context.out(
+              `${r.error ? 'repair FAILED' : 'repaired'}: ${r.difference.project} ${r.difference.kind}: ${r.difference.detail}${r.error ? ` (${r.error})` : ''}`,
+            );
+          return;
+        }
         if (opts.json) {
           context.out(
             JSON.stringify(

@@ -65,14 +65,13 @@ async function extraFigures(
  * finds it). A Slurm that cannot be asked is a problem of the check's result, not a failed check.
  */
 async function slurmFigures(context: CliContext, db: Database, config: AmieConfig): Promise<ExtraFigures> {
-  const { maybeSlurmHandler, slurmCheckSettingsFor } = await import('../slurm-drift.js');
+  const { maybeSlurmHandler, checkSlurmDriftFor } = await import('../slurm-drift.js');
   if (!maybeSlurmHandler(config)) return {};
-  const log = await context.logger(config);
-  const settings = await slurmCheckSettingsFor(config, db, log);
-  if (!settings) return {};
-  const { checkSlurmDrift } = await import('../../slurm/check.js');
   try {
-    return { slurmDrift: (await checkSlurmDrift(db, settings, log)).differences.length };
+    // A handler that cannot be built is reported like a Slurm that cannot be asked: the packet
+    // figures already read still make the check's answer.
+    const drift = await checkSlurmDriftFor(config, db, await context.logger(config));
+    return drift ? { slurmDrift: drift.differences.length } : {};
   } catch (err) {
     return { slurmCheckError: oneLine(err) };
   }
