@@ -5,9 +5,9 @@ import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CLI } from './helpers/cli.js';
 
 // The conventions every `amie` command follows, tested on the compiled program as operators run it.
-const MAIN = resolve('dist/src/cli/main.js');
 const DB_MODULE = pathToFileURL(resolve('dist/src/db/index.js')).href;
 
 function cleanEnv(): NodeJS.ProcessEnv {
@@ -20,7 +20,7 @@ let dir: string;
 let config: string;
 
 async function amie(args: string[]) {
-  const r = await execa(process.execPath, [MAIN, ...args], {
+  const r = await execa(process.execPath, [CLI, ...args], {
     cwd: dir,
     env: cleanEnv(),
     extendEnv: false,
@@ -34,7 +34,7 @@ async function amie(args: string[]) {
 /** Runs `amie` with the reading end of its stdout already closed, as `amie ... | head -1` leaves it. */
 function amieIntoClosedPipe(args: string[]): Promise<{ code: number | null; stderr: string }> {
   return new Promise((done, fail) => {
-    const child = spawn(process.execPath, [MAIN, ...args], {
+    const child = spawn(process.execPath, [CLI, ...args], {
       cwd: dir,
       env: cleanEnv(),
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -48,7 +48,7 @@ function amieIntoClosedPipe(args: string[]): Promise<{ code: number | null; stde
 }
 
 beforeAll(async () => {
-  if (!existsSync(MAIN)) throw new Error(`${MAIN} is missing: build first with npx tsc -p .`);
+  if (!existsSync(CLI)) throw new Error(`${CLI} is missing: build first with npx tsc -p .`);
   dir = mkdtempSync(join(tmpdir(), 'amie-conventions-'));
   config = join(dir, 'amie.yaml');
   writeFileSync(
@@ -149,7 +149,7 @@ describe('[14.9] amie on the command line', () => {
         holder.stdout.on('data', (d: Buffer) => d.toString().includes('held') && held());
         holder.on('exit', (code) => fail(new Error(`the holder exited ${code}`)));
       });
-      const waiter = execa(process.execPath, [MAIN, '-c', config, 'db', 'check'], {
+      const waiter = execa(process.execPath, [CLI, '-c', config, 'db', 'check'], {
         cwd: dir,
         env: cleanEnv(),
         extendEnv: false,

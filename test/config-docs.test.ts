@@ -6,11 +6,11 @@ import type { z } from 'zod';
 import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../src/config/index.js';
 import { configSchema, configSections } from '../src/config/schema.js';
+import { CLI } from './helpers/cli.js';
 
 // config/amie.yaml is the reference a site copies from: every key the schema accepts is in it.
 const REFERENCE = readFileSync('config/amie.yaml', 'utf8');
 const README = readFileSync('README.md', 'utf8');
-const MAIN = resolve('dist/src/cli/main.js');
 
 interface Def {
   type: string;
@@ -115,7 +115,7 @@ describe('[14.12] config/amie.yaml documents the whole schema', () => {
 
 describe('[14.12] the README agrees with what the toolkit does', () => {
   it('[14.12] the logins the README names are the ones the demo hands out', async () => {
-    const r = await execa('node', [MAIN, 'demo', '--json'], {
+    const r = await execa('node', [CLI, 'demo', '--json'], {
       reject: false,
       stdin: 'ignore',
       timeout: 120_000,
@@ -134,7 +134,7 @@ describe('[14.12] the README agrees with what the toolkit does', () => {
 
 describe('[14.12] amie demo', () => {
   it('[14.12] prints its first line at once, not with the rest once the scenarios are done', async () => {
-    const child = execa('node', [MAIN, 'demo'], {
+    const child = execa('node', [CLI, 'demo'], {
       reject: false,
       stdin: 'ignore',
       timeout: 120_000,
@@ -173,9 +173,9 @@ describe('[14.12] the README example handler', () => {
         `site:\n  name: EXAMPLE\n  resource: cluster.example.org\ndatabase:\n  path: ./db\nhandler: ${example}\nlog:\n  level: silent\n`,
       );
       const env = { ...process.env, AMIE_CONFIG: '', AMIE_DATABASE_URL: '' };
-      const init = await execa('node', [MAIN, '-c', config, 'db', 'init'], { reject: false, stdin: 'ignore', env });
+      const init = await execa('node', [CLI, '-c', config, 'db', 'init'], { reject: false, stdin: 'ignore', env });
       expect(init.exitCode, String(init.stderr)).toBe(0);
-      const r = await execa('node', [MAIN, '-c', config, 'simulate', '--scenario', 'all', '--json'], {
+      const r = await execa('node', [CLI, '-c', config, 'simulate', '--scenario', 'all', '--json'], {
         reject: false,
         stdin: 'ignore',
         timeout: 120_000,

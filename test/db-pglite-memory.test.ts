@@ -6,7 +6,7 @@
  */
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -18,6 +18,7 @@ import {
   writePgliteTemplate,
 } from '../src/db/pglite-template.js';
 import { initDatabase } from '../src/store/index.js';
+import { CLI } from './helpers/cli.js';
 
 let dir: string;
 beforeAll(async () => {
@@ -31,7 +32,7 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 async function amie(args: string[], cwd: string) {
   const env: NodeJS.ProcessEnv = { ...process.env };
   for (const k of Object.keys(env)) if (k.startsWith('AMIE_')) delete env[k];
-  const r = await execa(process.execPath, [resolve('dist/src/cli/main.js'), ...args], {
+  const r = await execa(process.execPath, [CLI, ...args], {
     cwd,
     env,
     extendEnv: false,

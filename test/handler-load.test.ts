@@ -1,6 +1,6 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BUILTIN_HANDLERS, HandlerLoadError, loadHandlerClass, registerBuiltinHandler } from '../src/dispatch/index.js';
@@ -9,9 +9,9 @@ import { SITE, quietLog } from './helpers/amie.js';
 import { freshPgliteDatabase } from './helpers/db.js';
 // Registers the built-in handlers (registry, slurm) by name.
 import '../handlers/index.js';
+import { CLI } from './helpers/cli.js';
 
 // Handler modules as a site writes them, loaded the way `amie` loads the one its config names.
-const MAIN = resolve('dist/src/cli/main.js');
 const dir = mkdtempSync(join(tmpdir(), 'amie-handler-load-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -29,7 +29,7 @@ async function amie(args: string[], handler: string) {
   );
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith('AMIE_')) env[k] = v;
-  const r = await execa('node', [MAIN, '-c', join(dir, 'amie.yaml'), ...args], {
+  const r = await execa('node', [CLI, '-c', join(dir, 'amie.yaml'), ...args], {
     cwd: dir,
     env,
     extendEnv: false,

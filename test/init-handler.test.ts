@@ -13,12 +13,12 @@ import { tmpdir } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CLI } from './helpers/cli.js';
 
 // `amie init handler DIR` as a site uses it: scaffold the package, install the toolkit into it
 // (here the packed checkout, as a site installs a release tarball), build it and play the
 // simulator's scenarios with `npm test`. TypeScript comes from this checkout, so nothing is downloaded.
 const ROOT = resolve('.');
-const MAIN = join(ROOT, 'dist/src/cli/main.js');
 const VERSION = (JSON.parse(readFileSync('package.json', 'utf8')) as { version: string }).version;
 const NODE_DIR = dirname(process.execPath);
 
@@ -78,7 +78,7 @@ describe('[14.2] amie init handler', () => {
     expect(pack.code, pack.stderr).toBe(0);
     const tarball = join(tmp, `amie-toolkit-${VERSION}.tgz`);
 
-    const init = await run('node', [MAIN, 'init', 'handler', 'my-site'], { cwd: tmp });
+    const init = await run('node', [CLI, 'init', 'handler', 'my-site'], { cwd: tmp });
     expect(init.code, init.stderr).toBe(0);
     const dir = join(tmp, 'my-site');
     for (const f of ['package.json', 'tsconfig.json', 'src/handler.ts', 'test/amie.yaml', 'README.md', '.gitignore'])
@@ -126,7 +126,7 @@ describe('[14.2] amie init handler', () => {
     const dir = join(tmp, 'taken');
     mkdirSync(dir);
     writeFileSync(join(dir, 'package.json'), '{}');
-    const r = await run('node', [MAIN, 'init', 'handler', dir], { cwd: tmp });
+    const r = await run('node', [CLI, 'init', 'handler', dir], { cwd: tmp });
     expect(r.code).toBe(2);
     expect(r.stderr.trim()).toBe(`amie: ${dir}: already exists and is not an empty directory; give a new directory`);
     expect(readFileSync(join(dir, 'package.json'), 'utf8')).toBe('{}');
@@ -135,7 +135,7 @@ describe('[14.2] amie init handler', () => {
   it('[14.2] --toolkit takes a tarball path relative to where amie runs', async () => {
     const r = await run(
       'node',
-      [MAIN, 'init', 'handler', 'by-tarball', '--toolkit', './releases/amie-toolkit-1.2.3.tgz'],
+      [CLI, 'init', 'handler', 'by-tarball', '--toolkit', './releases/amie-toolkit-1.2.3.tgz'],
       { cwd: tmp },
     );
     expect(r.code, r.stderr).toBe(0);

@@ -107,20 +107,23 @@ describe('[14.1] amie installed from the packed package', () => {
   it('[14.1] npm pack ships dist, config and the examples, and no compiled tests', async () => {
     const files = (await execa('tar', ['tzf', tarball])).stdout.split('\n');
     for (const f of [
-      'dist/src/cli/main.js',
-      'dist/src/index.js',
+      'dist/bundle/cli/main.js',
+      'dist/bundle/index.js',
+      'dist/bundle/handlers/registry.js',
       'dist/src/index.d.ts',
-      'dist/handlers/registry.js',
+      'dist/handlers/registry.d.ts',
       'config/amie.yaml',
       ...WRAPPERS.map((w) => `examples/cron/${w}`),
     ])
       expect(files).toContain(`package/${f}`);
     expect(files.filter((f) => f.startsWith('package/dist/test/') || f.startsWith('package/test/'))).toEqual([]);
+    // One copy of the code: tsc's modules stay behind (their declarations ship), the bundle runs.
+    expect(files.filter((f) => /^package\/dist\/(src|handlers)\/.*\.js$/.test(f))).toEqual([]);
     // The same rule on this checkout, whose dist does hold the compiled tests (the suite runs them).
     expect(existsSync('dist/test')).toBe(true);
     const dry = await run('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: ROOT });
     const listed = (JSON.parse(dry.stdout) as Array<{ files: Array<{ path: string }> }>)[0]!.files.map((f) => f.path);
-    expect(listed).toContain('dist/src/cli/main.js');
+    expect(listed).toContain('dist/bundle/cli/main.js');
     expect(listed.filter((p) => p.startsWith('dist/test/'))).toEqual([]);
   });
 

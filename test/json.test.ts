@@ -1,13 +1,13 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { openPglite } from '../src/db/index.js';
+import { CLI } from './helpers/cli.js';
 
 const run = promisify(execFile);
-const CLI = resolve('dist/src/cli/main.js');
 
 async function amie(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   try {

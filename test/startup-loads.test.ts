@@ -9,9 +9,12 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CLI } from './helpers/cli.js';
 import { freshPgDatabase, type TestDatabase } from './helpers/db.js';
 import { hasPostgres, pgSkipNote } from './helpers/env.js';
 
+// tsc's tree, module by module: what each command imports shows by its path. The bundle (what
+// `amie` runs) keeps the same dynamic-import boundaries; the last test checks it as a whole.
 const MAIN = resolve('dist/src/cli/main.js');
 const RECORD = resolve('test/fixtures/loads/record.mjs');
 const SITE = 'site: { name: EXAMPLE, resource: cluster.example.org }';
@@ -20,12 +23,15 @@ const dir = mkdtempSync(join(tmpdir(), 'amie-loads-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 /** Runs `amie args` and returns its exit status and the modules it loaded (URLs and paths). */
-async function loadsOf(args: string[]): Promise<{ code: number | undefined; loaded: string[]; stderr: string }> {
+async function loadsOf(
+  args: string[],
+  main = MAIN,
+): Promise<{ code: number | undefined; loaded: string[]; stderr: string }> {
   const file = join(dir, `loads-${Math.random().toString(36).slice(2)}.txt`);
   writeFileSync(file, '');
   const env: NodeJS.ProcessEnv = { ...process.env, LOADS_FILE: file };
   for (const k of Object.keys(env)) if (k.startsWith('AMIE_')) delete env[k];
-  const r = await execa('node', ['--import', RECORD, MAIN, ...args], {
+  const r = await execa('node', ['--import', RECORD, main, ...args], {
     cwd: dir,
     env,
     extendEnv: false,
@@ -95,6 +101,16 @@ describe('what amie loads at start-up', () => {
       const r = await loadsOf(['-c', config, 'process']);
       expect(r.code, r.stderr).toBe(0);
       expect(r.loaded.some(src('dispatch/dispatcher.js'))).toBe(true);
+      expect(heavyLoaded(r.loaded)).toEqual([]);
+    });
+
+    it('the bundle amie runs has zod, yaml and commander inside and loads the rest only when used', async () => {
+      const r = await loadsOf(['-c', config, 'process'], CLI);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.loaded.some((m) => m.includes('/dist/bundle/cli/commands/process.js'))).toBe(true);
+      expect(r.loaded.some(pkg('pg'))).toBe(true);
+      expect(r.loaded.filter((m) => ['zod', 'yaml', 'commander'].some((name) => pkg(name)(m)))).toEqual([]);
+      expect(r.loaded.filter(src(''))).toEqual([]);
       expect(heavyLoaded(r.loaded)).toEqual([]);
     });
   });

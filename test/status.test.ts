@@ -7,9 +7,9 @@ import { promisify } from 'node:util';
 import { openPglite, type Database } from '../src/db/index.js';
 import { initDatabase, readStatusFigures } from '../src/store/index.js';
 import { SITE, racTags, seedIncoming } from './helpers/amie.js';
+import { CLI } from './helpers/cli.js';
 
 const run = promisify(execFile);
-const CLI = resolve('dist/src/cli/main.js');
 const HANDLER = resolve('test/fixtures/handlers/account-handler.js');
 
 async function amie(

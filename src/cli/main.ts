@@ -1,10 +1,11 @@
 #!/usr/bin/env node
-import { readdirSync, readFileSync, realpathSync } from 'node:fs';
+import { readdirSync, realpathSync } from 'node:fs';
 import { dirname, extname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import { ConfigError } from '../config/errors.js';
 import { DatabaseError, isConnectionLost } from '../db/errors.js';
+import { toolkitPackage } from '../package-root.js';
 import { escapeControls } from '../text.js';
 import { createContext, EXIT, type CliContext, type RegisterCommand } from './context.js';
 import { amieOutput, completeHelp, endQuietlyOnClosedPipe } from './conventions.js';
@@ -12,16 +13,12 @@ import { amieOutput, completeHelp, endQuietlyOnClosedPipe } from './conventions.
 const self = fileURLToPath(import.meta.url);
 const here = dirname(self);
 
-/** The toolkit's version, from the package.json above this file (source or compiled tree). */
+/** The toolkit's version, from its package.json. */
 function toolkitVersion(): string {
-  for (let dir = here; ; dir = dirname(dir)) {
-    try {
-      const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { name?: string; version?: string };
-      if (pkg.name === 'amie-toolkit' && pkg.version) return pkg.version;
-    } catch {
-      /* not here; keep climbing */
-    }
-    if (dirname(dir) === dir) return 'unknown';
+  try {
+    return toolkitPackage().version;
+  } catch {
+    return 'unknown';
   }
 }
 

@@ -28,6 +28,7 @@ import {
 import { createRequire } from 'node:module';
 import { dirname, join, normalize, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { toolkitPackage } from '../package-root.js';
 import { gunzipSync } from 'node:zlib';
 
 /**
@@ -62,17 +63,9 @@ export function pgliteVersion(): string {
   return pkg.version;
 }
 
-/**
- * Where the template of this PGlite version lives: `dist/pglite-template-<version>.tar.gz`. From
- * the compiled file (dist/src/db) that is two levels up; from the source (src/db, under the test
- * runner) it is in dist/ of the same checkout.
- */
+/** Where the template of this PGlite version lives: `dist/pglite-template-<version>.tar.gz` in the toolkit's directory. */
 export function pgliteTemplatePath(version = pgliteVersion()): string {
-  const name = `pglite-template-${version}.tar.gz`;
-  const here = dirname(fileURLToPath(import.meta.url));
-  const compiled = resolve(here, '..', '..', name);
-  const fromSource = resolve(here, '..', '..', 'dist', name);
-  return existsSync(compiled) || !existsSync(fromSource) ? compiled : fromSource;
+  return join(toolkitPackage().root, 'dist', `pglite-template-${version}.tar.gz`);
 }
 
 /** The template of the installed PGlite version, or undefined when none was built. */

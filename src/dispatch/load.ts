@@ -111,8 +111,10 @@ function misnamedMethod(cls: HandlerClass): string | undefined {
       if (key === 'constructor' || handled.has(key)) continue;
       // Read the descriptor, not the property: a getter of the class must not run here.
       if (typeof Object.getOwnPropertyDescriptor(proto, key)?.value !== 'function') continue;
+      // Only a name with an underscore can be a packet type; the suggestion costs an edit distance per type.
+      if (!key.includes('_')) continue;
       const near = nearest(key, HANDLED_TYPES);
-      const typeLike = /^(request|data|notify|inform)_/.test(key) || (key.includes('_') && near !== undefined);
+      const typeLike = /^(request|data|notify|inform)_/.test(key) || near !== undefined;
       if (!typeLike) continue;
       const why = Object.hasOwn(PACKET_TYPE_IDS, key)
         ? 'is a packet the site sends, never one it receives'

@@ -1,5 +1,3 @@
-import { Agent as HttpAgent } from 'node:http';
-import { Agent as HttpsAgent } from 'node:https';
 import type { Logger as SlackLogger, LogLevel as SlackLogLevel } from '@slack/web-api';
 import type { RunSummary } from '../dispatch/summary.js';
 import type { Logger } from '../log.js';
@@ -142,9 +140,9 @@ export class SlackNotifier {
     // posts nothing (most runs) should not pay for loading it.
     const { WebClient, LogLevel } = await import('@slack/web-api');
     const apiUrl = this.cfg.apiUrl ?? DEFAULT_SLACK_API_URL;
-    const agent = apiUrl.startsWith('https:')
-      ? new HttpsAgent({ keepAlive: true })
-      : new HttpAgent({ keepAlive: true });
+    // node:http(s) too: the Slack client needs them anyway, and a run without messages does not.
+    const { Agent } = apiUrl.startsWith('https:') ? await import('node:https') : await import('node:http');
+    const agent = new Agent({ keepAlive: true });
     const client = new WebClient(this.opts.token, {
       slackApiUrl: apiUrl,
       timeout: this.cfg.timeoutMs,

@@ -6,7 +6,6 @@
  * a redirect (never followed) or a body over the size cap is an AmieRestError saying what came
  * back instead. A plain http URL is refused unless it is loopback or allowInsecureHttp is set.
  */
-import { STATUS_CODES } from 'node:http';
 import {
   HttpAnswerRefused,
   HttpRetriesExhausted,
@@ -277,7 +276,8 @@ export class AmieRestClient {
       throw err;
     }
     if (answer.status >= 300) {
-      const statusText = answer.statusText || STATUS_CODES[answer.status] || '';
+      // node:http only on this path: a run that is answered well does not load it.
+      const statusText = answer.statusText || (await import('node:http')).STATUS_CODES[answer.status] || '';
       const message = messageOf(answer.body);
       throw new AmieRestError(
         `AMIE REST API refused ${request}: ${answer.status}${statusText ? ` ${statusText}` : ''}: ${message ?? 'no message'}`,

@@ -27,6 +27,7 @@ import { countForeignWaiting, initDatabase, openTransaction, writePacket } from 
 import { SITE, auditOf, packetState, quietLog, racTags } from '../helpers/amie.js';
 import { driverCases, databaseEachTest } from '../helpers/db.js';
 import { FakeAmieRest, racBody } from '../sources/fake-amie-rest.js';
+import { CLI } from '../helpers/cli.js';
 
 const RES_A = 'cluster-a.example.org';
 const RES_B = 'cluster-b.example.org';
@@ -306,7 +307,6 @@ describe.each(driverCases())('[14.4] foreign packets, REST source on $name', (dr
 
 describe('[14.4] amie packets list --foreign and the warning of amie process', () => {
   const run = promisify(execFile);
-  const CLI = resolve('dist/src/cli/main.js');
   const HANDLER = resolve('test/fixtures/handlers/account-handler.js');
   let dir: string;
   const ids: Record<string, number> = {};

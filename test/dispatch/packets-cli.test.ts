@@ -7,9 +7,9 @@ import { promisify } from 'node:util';
 import { openPglite } from '../../src/db/index.js';
 import { initDatabase } from '../../src/store/index.js';
 import { SITE, racTags, seedIncoming } from '../helpers/amie.js';
+import { CLI } from '../helpers/cli.js';
 
 const run = promisify(execFile);
-const CLI = resolve('dist/src/cli/main.js');
 const HANDLER = resolve('test/fixtures/handlers/account-handler.js');
 
 async function amie(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {

@@ -12,8 +12,8 @@ import { openPglite, type Database } from '../../src/db/index.js';
 import { SITE } from './amie.js';
 import { initialisedPgliteDir, type DriverCase, type TestDatabase } from './db.js';
 
-/** The compiled program; npm test builds it first. */
-export const CLI = resolve('dist/src/cli/main.js');
+/** The program as a site runs it (the bundle `amie` points at); npm test builds it first. */
+export const CLI = resolve('dist/bundle/cli/main.js');
 
 /** Stops the test file at once, saying what to do, when the program has not been built. */
 export function requireBuiltCli(): void {

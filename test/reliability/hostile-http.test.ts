@@ -34,6 +34,7 @@ import { driverCases, databaseEachTest } from '../helpers/db.js';
 import { FaultServer, on } from '../helpers/fault-server.js';
 import { FakeAmieRest, racBody } from '../sources/fake-amie-rest.js';
 import { startRestSimulator } from '../helpers/simulator.js';
+import { CLI } from '../helpers/cli.js';
 
 const KEY = 'hostile-test-key-0123456789';
 
@@ -566,7 +567,6 @@ describe.each(driverCases())('hostile HTTP answers to the usage-api sink on $nam
 });
 
 describe('amie process against a rate-limited REST API', () => {
-  const CLI = resolve('dist/src/cli/main.js');
   let dir: string;
   let api: FakeAmieRest;
   let proxy: FaultServer;

@@ -1,17 +1,17 @@
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CLI } from '../helpers/cli.js';
 
 // `amie demo --keep` and `amie report --html` as an operator runs them: the compiled program
 // (build first) in a child process, with no AMIE_ variable from the test's environment.
-const MAIN = resolve('dist/src/cli/main.js');
 
 async function amie(args: string[], cwd: string) {
   const env: NodeJS.ProcessEnv = { ...process.env };
   for (const k of Object.keys(env)) if (k.startsWith('AMIE_')) delete env[k];
-  const r = await execa(process.execPath, [MAIN, ...args], {
+  const r = await execa(process.execPath, [CLI, ...args], {
     cwd,
     env,
     extendEnv: false,

@@ -5,7 +5,7 @@
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Database } from '../../src/db/index.js';
@@ -24,9 +24,9 @@ import { RAC_PACKET, RPC_PACKET, TRANSACTION_RESULT } from '../fixtures/rest-pac
 import { SITE, quietLog } from '../helpers/amie.js';
 import { freshPgliteDatabase } from '../helpers/db.js';
 import { startRestSimulator } from '../helpers/simulator.js';
+import { CLI } from '../helpers/cli.js';
 
 const KEY = 'amieclient-shapes-key-not-secret';
-const CLI = resolve('dist/src/cli/main.js');
 const context = (db: Database): HandlerContext<any> => ({ db, log: quietLog, site: SITE, options: {}, dryRun: false });
 
 /** Things a test opened, stopped after it in reverse order. */

@@ -10,7 +10,7 @@
 import { randomBytes } from 'node:crypto';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { execa } from 'execa';
 import { stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -32,11 +32,11 @@ import {
   submitJob,
   waitForJobs,
 } from '../helpers/slurm.js';
+import { CLI } from '../helpers/cli.js';
 
 takeTurnsOnTheCluster();
 
 const TEST_UIDS = { start: 3_210_000, end: 3_219_999 };
-const MAIN = resolve('dist/src/cli/main.js');
 
 interface CheckJson {
   clean: boolean;
@@ -66,7 +66,7 @@ describe.runIf(hasSlurm() && hasPostgres())(`amie slurm check on the test cluste
     );
   const options = { cluster: SLURM_TEST_CLUSTER, accountPrefix: prefix, uidRange: TEST_UIDS };
   const amie = (args: string[], config = 'amie.yaml') =>
-    execa('node', [MAIN, '-c', config, ...args], {
+    execa('node', [CLI, '-c', config, ...args], {
       cwd: dir,
       env,
       extendEnv: false,

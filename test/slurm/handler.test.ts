@@ -9,7 +9,7 @@
 import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { execa } from 'execa';
 import pino from 'pino';
 import { parseDocument } from 'yaml';
@@ -40,13 +40,12 @@ import {
 } from '../helpers/slurm.js';
 import { SlackConfigSchema, SlackNotifier } from '../../src/notify/index.js';
 import { FakeSlack } from '../notify/slack-server.js';
-import { requireBuiltCli } from '../helpers/cli.js';
+import { requireBuiltCli, CLI } from '../helpers/cli.js';
 
 takeTurnsOnTheCluster();
 
 /** uids for the logins the tests create: far from any real user, so leftovers are recognisable. */
 const TEST_UIDS = { start: 3_100_000, end: 3_199_999 };
-const MAIN = resolve('dist/src/cli/main.js');
 
 const dirs: string[] = [];
 function tempDir(): string {
@@ -641,7 +640,7 @@ describe.runIf(hasSlurm())(`amie simulate with the example Slurm configuration${
     const env: NodeJS.ProcessEnv = { ...process.env };
     for (const k of Object.keys(env)) if (k.startsWith('AMIE_')) delete env[k];
     const amie = (args: string[]) =>
-      execa('node', [MAIN, '-c', 'slurm-site.yaml', ...args], {
+      execa('node', [CLI, '-c', 'slurm-site.yaml', ...args], {
         cwd: dir,
         env,
         extendEnv: false,

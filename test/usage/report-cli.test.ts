@@ -1,11 +1,10 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { execa } from 'execa';
 import { SITE } from '../helpers/amie.js';
-
-const CLI = resolve('dist/src/cli/main.js');
+import { CLI } from '../helpers/cli.js';
 
 describe('amie report-usage and amie usage on the command line', () => {
   let dir: string;

@@ -1,7 +1,7 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { execa } from 'execa';
 import { openPglite } from '../../src/db/index.js';
 import { Dispatcher } from '../../src/dispatch/index.js';
@@ -11,8 +11,7 @@ import { reportUsage } from '../../src/usage/report.js';
 import { parseSacctStream, type SacctRecord } from '../../src/usage/sacct.js';
 import { SITE, quietLog, seedIncoming } from '../helpers/amie.js';
 import { FakeSlack, SLACK_TOKEN } from '../notify/slack-server.js';
-
-const CLI = resolve('dist/src/cli/main.js');
+import { CLI } from '../helpers/cli.js';
 const DAY = 86_400_000;
 const day = (offset: number) => new Date(Date.now() + offset * DAY).toISOString().slice(0, 10);
 const time = (offset: number) => new Date(Date.now() + offset * DAY).toISOString().slice(0, 19);

@@ -1,8 +1,8 @@
-import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
 import { ConfigError } from '../../config/errors.js';
+import { toolkitPackage } from '../../package-root.js';
 import type { CliContext } from '../context.js';
 
 /**
@@ -29,7 +29,7 @@ export function register(program: Command, context: CliContext): void {
       if (existsSync(target) && (!statSync(target).isDirectory() || readdirSync(target).length > 0)) {
         throw new ConfigError([`${target}: already exists and is not an empty directory; give a new directory`]);
       }
-      const toolkit = toolkitPackage();
+      const toolkit = toolkitDependency();
       const files = handlerPackage({
         name: packageName(basename(target)),
         toolkit: opts.toolkit === undefined ? `file:${toolkit.root}` : dependencySpec(opts.toolkit, context.cwd),
@@ -48,19 +48,9 @@ export function register(program: Command, context: CliContext): void {
 }
 
 /** The toolkit running this command: its directory (what the new package depends on) and its zod range. */
-function toolkitPackage(): { root: string; zod: string } {
-  for (let dir = dirname(fileURLToPath(import.meta.url)); ; dir = dirname(dir)) {
-    try {
-      const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as {
-        name?: string;
-        dependencies?: Record<string, string>;
-      };
-      if (pkg.name === 'amie-toolkit') return { root: dir, zod: pkg.dependencies?.zod ?? '^4' };
-    } catch {
-      /* not here; keep climbing */
-    }
-    if (dirname(dir) === dir) throw new Error('cannot find the package.json of amie-toolkit above this command');
-  }
+function toolkitDependency(): { root: string; zod: string } {
+  const pkg = toolkitPackage();
+  return { root: pkg.root, zod: pkg.dependencies.zod ?? '^4' };
 }
 
 /** A path given on the command line is relative to where amie runs, not to the new package: make it absolute. */
