@@ -1,10 +1,10 @@
-import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Writable } from 'node:stream';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { ConfigError, configSections, loadConfig, parseConfig, resolveDatabaseConfig } from '../src/config/index.js';
 import { createLogger, resolveLogLevel } from '../src/log.js';
+import { tempDirs } from './helpers/cli.js';
 
 const MINIMAL = 'site:\n  name: EXAMPLE\n  resource: cluster.example.org\n';
 
@@ -18,13 +18,7 @@ function problemsOf(text: string, env: NodeJS.ProcessEnv = {}): string[] {
   throw new Error('expected a ConfigError');
 }
 
-const dirs: string[] = [];
-function tempDir(): string {
-  const d = mkdtempSync(join(tmpdir(), 'amie-config-'));
-  dirs.push(d);
-  return d;
-}
-afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+const tempDir = tempDirs('amie-config-');
 
 describe('parseConfig', () => {
   it('accepts a minimal config and fills the defaults', () => {

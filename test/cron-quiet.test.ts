@@ -6,7 +6,7 @@ import { openPglite } from '../src/db/index.js';
 import { SimData } from '../src/simulator/people.js';
 import { SITE, seedIncoming } from './helpers/amie.js';
 import { hasSlurm } from './helpers/slurm.js';
-import { CLI, cleanEnv, requireBuiltCli, tempDirs } from './helpers/cli.js';
+import { CLI, cleanEnv, requireBuiltCli, runIn, tempDirs } from './helpers/cli.js';
 
 // The shipped cron wrappers, run as cron runs them, with the built amie behind AMIE_BIN: cron
 // mails whatever they print, so a clean run must print nothing.
@@ -25,18 +25,15 @@ function siteDir() {
   writeFileSync(config, `site: { name: ${SITE.name}, resource: ${SITE.resource} }\nhandler: registry\n`);
   const logs = join(dir, 'log');
   const env = cleanEnv({ AMIE_BIN: amie, AMIE_LOG_DIR: logs });
-  const run = async (wrapper: string, args: string[] = [config], extra: Record<string, string> = {}) => {
-    const r = await execa(BASH, [resolve('examples/cron', wrapper), ...args], {
+  const run = (wrapper: string, args: string[] = [config], extra: Record<string, string> = {}) =>
+    runIn(BASH, [resolve('examples/cron', wrapper), ...args], {
       cwd: tempDir(),
       env: { ...env, ...extra },
-      extendEnv: false,
-      reject: false,
-      stdin: 'ignore',
       timeout: 120_000,
     });
-    return { code: r.exitCode, stdout: String(r.stdout), stderr: String(r.stderr) };
-  };
-  return { dir, amie, config, logs, env, run, database: join(dir, '.amie', 'db') };
+  /** `amie db init`, as the site's administrator runs it once. */
+  const initDb = () => runIn(amie, ['-c', config, 'db', 'init'], { cwd: dir, env });
+  return { dir, amie, config, logs, env, run, initDb, database: join(dir, '.amie', 'db') };
 }
 
 async function seed(path: string, tags: Record<string, unknown>) {
@@ -58,12 +55,8 @@ requireBuiltCli();
 describe('quiet cron', () => {
   it('[14.6] amie-process.sh prints nothing on a clean pass, with or without packets, and prints on a failure', async () => {
     const site = siteDir();
-    const init = await execa(site.amie, ['-c', site.config, 'db', 'init'], {
-      env: site.env,
-      extendEnv: false,
-      reject: false,
-    });
-    expect(init.exitCode, String(init.stderr)).toBe(0);
+    const init = await site.initDb();
+    expect(init.code, init.stderr).toBe(0);
 
     const empty = await site.run('amie-process.sh');
     expect(empty).toEqual({ code: 0, stdout: '', stderr: '' });
@@ -104,12 +97,8 @@ describe('quiet cron', () => {
     '[14.6] amie-slurm.sh prints nothing on a clean pass',
     async () => {
       const site = siteDir();
-      const init = await execa(site.amie, ['-c', site.config, 'db', 'init'], {
-        env: site.env,
-        extendEnv: false,
-        reject: false,
-      });
-      expect(init.exitCode, String(init.stderr)).toBe(0);
+      const init = await site.initDb();
+      expect(init.code, init.stderr).toBe(0);
       const r = await site.run('amie-slurm.sh', [site.config], {
         AMIE_SLURM_PATH: process.env.PATH ?? '/usr/bin:/bin',
       });
@@ -121,12 +110,8 @@ describe('quiet cron', () => {
 
   it('[14.6] amie process --watch prints only the passes that took packets', async () => {
     const site = siteDir();
-    const init = await execa(site.amie, ['-c', site.config, 'db', 'init'], {
-      env: site.env,
-      extendEnv: false,
-      reject: false,
-    });
-    expect(init.exitCode, String(init.stderr)).toBe(0);
+    const init = await site.initDb();
+    expect(init.code, init.stderr).toBe(0);
     await seed(site.database, validRpc());
     const child = execa(site.amie, ['-c', site.config, 'process', '--watch', '1'], {
       env: site.env,

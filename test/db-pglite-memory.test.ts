@@ -8,7 +8,6 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openPglite, type Database } from '../src/db/index.js';
 import {
@@ -18,7 +17,7 @@ import {
   writePgliteTemplate,
 } from '../src/db/pglite-template.js';
 import { initDatabase } from '../src/store/index.js';
-import { CLI } from './helpers/cli.js';
+import { amieIn } from './helpers/cli.js';
 
 let dir: string;
 beforeAll(async () => {
@@ -29,19 +28,7 @@ beforeAll(async () => {
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 /** The compiled `amie` (build first), run in `cwd` with no AMIE_* variables from outside. */
-async function amie(args: string[], cwd: string) {
-  const env: NodeJS.ProcessEnv = { ...process.env };
-  for (const k of Object.keys(env)) if (k.startsWith('AMIE_')) delete env[k];
-  const r = await execa(process.execPath, [CLI, ...args], {
-    cwd,
-    env,
-    extendEnv: false,
-    reject: false,
-    stdin: 'ignore',
-    timeout: 120_000,
-  });
-  return { code: r.exitCode, stdout: String(r.stdout), stderr: String(r.stderr) };
-}
+const amie = (args: string[], cwd: string) => amieIn(cwd, args);
 
 async function settingsOf(db: Database): Promise<Map<string, string>> {
   const { rows } = await db.query<{ name: string; setting: string; unit: string | null }>(

@@ -1,7 +1,6 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BUILTIN_HANDLERS, HandlerLoadError, loadHandlerClass, registerBuiltinHandler } from '../src/dispatch/index.js';
 import { RegistryHandler, type RegistryOptionsInput } from '../handlers/registry.js';
@@ -9,7 +8,7 @@ import { SITE, quietLog } from './helpers/amie.js';
 import { freshPgliteDatabase } from './helpers/db.js';
 // Registers the built-in handlers (registry, slurm) by name.
 import '../handlers/index.js';
-import { CLI } from './helpers/cli.js';
+import { amieIn } from './helpers/cli.js';
 
 // Handler modules as a site writes them, loaded the way `amie` loads the one its config names.
 const dir = mkdtempSync(join(tmpdir(), 'amie-handler-load-'));
@@ -27,17 +26,7 @@ async function amie(args: string[], handler: string) {
     join(dir, 'amie.yaml'),
     `site:\n  name: EXAMPLE\n  resource: cluster.example.org\ndatabase:\n  path: ./db\nlog:\n  level: silent\n${handler}`,
   );
-  const env: Record<string, string> = {};
-  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith('AMIE_')) env[k] = v;
-  const r = await execa('node', [CLI, '-c', join(dir, 'amie.yaml'), ...args], {
-    cwd: dir,
-    env,
-    extendEnv: false,
-    reject: false,
-    stdin: 'ignore',
-    timeout: 60_000,
-  });
-  return { code: r.exitCode, stdout: String(r.stdout), stderr: String(r.stderr) };
+  return amieIn(dir, ['-c', join(dir, 'amie.yaml'), ...args], { timeout: 60_000 });
 }
 
 async function loadError(spec: Parameters<typeof loadHandlerClass>[0]): Promise<string> {

@@ -1,84 +1,29 @@
-import {
-  cpSync,
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readFileSync,
-  realpathSync,
-  rmSync,
-  symlinkSync,
-  writeFileSync,
-} from 'node:fs';
-import { tmpdir } from 'node:os';
-import { dirname, join, relative, resolve } from 'node:path';
-import { execa } from 'execa';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CLI } from './helpers/cli.js';
+import { existsSync, mkdirSync, readFileSync, realpathSync, symlinkSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { amieIn, cleanEnv, npm, packCheckout, tempDirs } from './helpers/cli.js';
 
 // `amie init handler DIR` as a site uses it: scaffold the package, install the toolkit into it
 // (here the packed checkout, as a site installs a release tarball), build it and play the
 // simulator's scenarios with `npm test`. TypeScript comes from this checkout, so nothing is downloaded.
 const ROOT = resolve('.');
-const VERSION = (JSON.parse(readFileSync('package.json', 'utf8')) as { version: string }).version;
 const NODE_DIR = dirname(process.execPath);
 
-function cleanEnv(extra: Record<string, string> = {}): Record<string, string> {
-  const env: Record<string, string> = {};
-  for (const [k, v] of Object.entries(process.env))
-    if (v !== undefined && !k.startsWith('AMIE_') && !k.startsWith('npm_')) env[k] = v;
-  return { ...env, ...extra };
-}
-
-async function run(
-  file: string,
-  args: string[],
-  opts: { cwd: string; env?: Record<string, string>; timeout?: number },
-) {
-  const r = await execa(file, args, {
-    cwd: opts.cwd,
-    env: opts.env ?? cleanEnv(),
-    extendEnv: false,
-    reject: false,
-    stdin: 'ignore',
-    timeout: opts.timeout ?? 60_000,
-  });
-  return { code: r.exitCode, stdout: String(r.stdout), stderr: String(r.stderr) };
-}
-
-const npm = (args: string[], cwd: string, env?: Record<string, string>) =>
-  run('npm', [...args, '--prefer-offline', '--no-audit', '--no-fund', '--loglevel=error'], {
-    cwd,
-    env,
-    timeout: 150_000,
-  });
-
+const tempDir = tempDirs('amie-init-');
 let tmp: string;
 
 describe('[14.2] amie init handler', () => {
   beforeAll(() => {
-    tmp = mkdtempSync(join(tmpdir(), 'amie-init-'));
-  });
-  afterAll(() => {
-    if (tmp) rmSync(tmp, { recursive: true, force: true });
+    tmp = tempDir();
   });
 
   it('[14.2] scaffolds a handler package that builds and passes amie simulate --scenario all', async () => {
-    // The toolkit as a release tarball, packed from a copy of the checkout with the dist the suite
-    // runs on already built (test/install.test.ts checks the clean build the pack scripts do).
-    const project = join(tmp, 'project');
-    const skip = new Set(['node_modules', 'test', '.git', '.amie', 'coverage']);
-    cpSync(ROOT, project, {
-      recursive: true,
-      filter: (src) => {
-        const rel = relative(ROOT, src);
-        return !skip.has(rel.split(/[\\/]/)[0]!) && !rel.startsWith(join('dist', 'test')) && !src.endsWith('.tgz');
-      },
-    });
-    const pack = await npm(['pack', '--ignore-scripts', '--pack-destination', tmp], project);
+    // The toolkit as a release tarball, packed with the dist the suite runs on already built
+    // (test/install.test.ts checks the clean build the pack scripts do).
+    const { pack, tarball } = await packCheckout(tmp, { build: false });
     expect(pack.code, pack.stderr).toBe(0);
-    const tarball = join(tmp, `amie-toolkit-${VERSION}.tgz`);
 
-    const init = await run('node', [CLI, 'init', 'handler', 'my-site'], { cwd: tmp });
+    const init = await amieIn(tmp, ['init', 'handler', 'my-site']);
     expect(init.code, init.stderr).toBe(0);
     const dir = join(tmp, 'my-site');
     for (const f of ['package.json', 'tsconfig.json', 'src/handler.ts', 'test/amie.yaml', 'README.md', '.gitignore'])
@@ -126,18 +71,14 @@ describe('[14.2] amie init handler', () => {
     const dir = join(tmp, 'taken');
     mkdirSync(dir);
     writeFileSync(join(dir, 'package.json'), '{}');
-    const r = await run('node', [CLI, 'init', 'handler', dir], { cwd: tmp });
+    const r = await amieIn(tmp, ['init', 'handler', dir]);
     expect(r.code).toBe(2);
     expect(r.stderr.trim()).toBe(`amie: ${dir}: already exists and is not an empty directory; give a new directory`);
     expect(readFileSync(join(dir, 'package.json'), 'utf8')).toBe('{}');
   });
 
   it('[14.2] --toolkit takes a tarball path relative to where amie runs', async () => {
-    const r = await run(
-      'node',
-      [CLI, 'init', 'handler', 'by-tarball', '--toolkit', './releases/amie-toolkit-1.2.3.tgz'],
-      { cwd: tmp },
-    );
+    const r = await amieIn(tmp, ['init', 'handler', 'by-tarball', '--toolkit', './releases/amie-toolkit-1.2.3.tgz']);
     expect(r.code, r.stderr).toBe(0);
     const pkg = JSON.parse(readFileSync(join(tmp, 'by-tarball/package.json'), 'utf8')) as {
       dependencies: Record<string, string>;

@@ -1,18 +1,9 @@
-import {
-  cpSync,
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readFileSync,
-  realpathSync,
-  rmSync,
-  symlinkSync,
-  writeFileSync,
-} from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, relative, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cleanEnv, npm, packCheckout, runIn } from './helpers/cli.js';
 
 // `amie` as a site gets it: the package packed with `npm pack`, installed with npm into a
 // prefix (npm install -g --prefix) and into a site directory (node_modules/.bin/amie), and run
@@ -24,34 +15,6 @@ const BASH = ['/bin/bash', '/usr/bin/bash'].find((p) => existsSync(p)) ?? 'bash'
 /** Where node is: the installed amie runs `env node`, so every PATH given below holds it. */
 const NODE_DIR = dirname(process.execPath);
 
-/** This environment minus what would point amie or npm elsewhere (a run under `npm test` sets npm_* variables). */
-function cleanEnv(extra: Record<string, string> = {}): Record<string, string> {
-  const env: Record<string, string> = {};
-  for (const [k, v] of Object.entries(process.env))
-    if (v !== undefined && !k.startsWith('AMIE_') && !k.startsWith('npm_')) env[k] = v;
-  return { ...env, ...extra };
-}
-
-async function run(
-  file: string,
-  args: string[],
-  opts: { cwd: string; env?: Record<string, string>; timeout?: number },
-) {
-  const r = await execa(file, args, {
-    cwd: opts.cwd,
-    env: opts.env ?? cleanEnv(),
-    extendEnv: false,
-    reject: false,
-    stdin: 'ignore',
-    timeout: opts.timeout ?? 60_000,
-  });
-  return { code: r.exitCode, stdout: String(r.stdout), stderr: String(r.stderr) };
-}
-
-/** npm as a site runs it, from the warm cache; the registry only for what the cache lacks. */
-const npm = (args: string[], cwd: string) =>
-  run('npm', [...args, '--prefer-offline', '--no-audit', '--no-fund', '--loglevel=error'], { cwd, timeout: 150_000 });
-
 let tmp: string;
 let tarball: string;
 let prefix: string;
@@ -62,22 +25,10 @@ let config: string;
 describe('[14.1] amie installed from the packed package', () => {
   beforeAll(async () => {
     tmp = mkdtempSync(join(tmpdir(), 'amie-install-'));
-    // Pack a copy of the checkout, so its prepack (a clean build) leaves this checkout's dist, which
-    // other test files are running, alone. The tests are left out of the copy: they are not shipped
-    // (see the file-list test below) and compiling them would only slow the pack down.
-    const project = join(tmp, 'project');
-    const skip = new Set(['node_modules', 'dist', 'test', '.git', '.amie', 'coverage']);
-    cpSync(ROOT, project, {
-      recursive: true,
-      filter: (src) => {
-        const top = relative(ROOT, src).split(/[\\/]/)[0]!;
-        return !skip.has(top) && !src.endsWith('.tgz') && !src.endsWith('.log');
-      },
-    });
-    symlinkSync(realpathSync(join(ROOT, 'node_modules')), join(project, 'node_modules'));
-    const pack = await npm(['pack', '--pack-destination', tmp], project);
+    // A clean build, as a release is made: the pack scripts build a copy of the checkout.
+    const { pack, tarball: packed } = await packCheckout(tmp, { build: true });
+    tarball = packed;
     expect(pack.code, pack.stderr).toBe(0);
-    tarball = join(tmp, `amie-toolkit-${VERSION}.tgz`);
     expect(existsSync(tarball), pack.stdout).toBe(true);
 
     prefix = join(tmp, 'prefix');
@@ -121,7 +72,7 @@ describe('[14.1] amie installed from the packed package', () => {
     expect(files.filter((f) => /^package\/dist\/(src|handlers)\/.*\.js$/.test(f))).toEqual([]);
     // The same rule on this checkout, whose dist does hold the compiled tests (the suite runs them).
     expect(existsSync('dist/test')).toBe(true);
-    const dry = await run('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: ROOT });
+    const dry = await runIn('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: ROOT });
     const listed = (JSON.parse(dry.stdout) as Array<{ files: Array<{ path: string }> }>)[0]!.files.map((f) => f.path);
     expect(listed).toContain('dist/bundle/cli/main.js');
     expect(listed.filter((p) => p.startsWith('dist/test/'))).toEqual([]);
@@ -130,16 +81,16 @@ describe('[14.1] amie installed from the packed package', () => {
   it('[14.1] npm install -g --prefix: amie --version, demo and db init run from another directory', async () => {
     const amie = join(prefix, 'bin', 'amie');
     const env = cleanEnv({ PATH: `${join(prefix, 'bin')}:${NODE_DIR}:/usr/bin:/bin` });
-    expect(await run(amie, ['--version'], { cwd: elsewhere, env })).toMatchObject({ code: 0, stdout: VERSION });
+    expect(await runIn(amie, ['--version'], { cwd: elsewhere, env })).toMatchObject({ code: 0, stdout: VERSION });
     // On the PATH by its bare name, as the README and the cron wrappers call it.
-    expect(await run(BASH, ['-c', 'amie --version'], { cwd: elsewhere, env })).toMatchObject({
+    expect(await runIn(BASH, ['-c', 'amie --version'], { cwd: elsewhere, env })).toMatchObject({
       code: 0,
       stdout: VERSION,
     });
-    const demo = await run(amie, ['demo'], { cwd: elsewhere, env, timeout: 120_000 });
+    const demo = await runIn(amie, ['demo'], { cwd: elsewhere, env, timeout: 120_000 });
     expect(demo.code, demo.stderr).toBe(0);
     expect(demo.stdout).toMatch(/verdict: passed/);
-    const init = await run(amie, ['-c', config, 'db', 'init'], { cwd: elsewhere, env });
+    const init = await runIn(amie, ['-c', config, 'db', 'init'], { cwd: elsewhere, env });
     expect(init.code, init.stderr).toBe(0);
     expect(init.stdout).toMatch(/AMIE tables (created|already there)/);
   }, 180_000);
@@ -147,11 +98,11 @@ describe('[14.1] amie installed from the packed package', () => {
   it('[14.1] npm install in a site directory: node_modules/.bin/amie runs', async () => {
     const amie = join(site, 'node_modules', '.bin', 'amie');
     const env = cleanEnv({ PATH: `${NODE_DIR}:/usr/bin:/bin` });
-    expect(await run(amie, ['--version'], { cwd: elsewhere, env })).toMatchObject({ code: 0, stdout: VERSION });
+    expect(await runIn(amie, ['--version'], { cwd: elsewhere, env })).toMatchObject({ code: 0, stdout: VERSION });
     const dir = mkdtempSync(join(tmp, 'site-db-'));
     const siteConfig = join(dir, 'amie.yaml');
     writeFileSync(siteConfig, readFileSync(config, 'utf8'));
-    const init = await run(amie, ['-c', siteConfig, 'db', 'init'], { cwd: site, env });
+    const init = await runIn(amie, ['-c', siteConfig, 'db', 'init'], { cwd: site, env });
     expect(init.code, init.stderr).toBe(0);
     expect(init.stdout).toMatch(/AMIE tables created/);
   });
@@ -159,20 +110,20 @@ describe('[14.1] amie installed from the packed package', () => {
   it('[14.1] the installed cron wrapper finds amie through AMIE_BIN, else the PATH', async () => {
     const wrapper = join(prefix, 'lib', 'node_modules', 'amie-toolkit', 'examples', 'cron', 'amie-process.sh');
     const logs = join(tmp, 'log');
-    const init = await run(join(prefix, 'bin', 'amie'), ['-c', config, 'db', 'init'], {
+    const init = await runIn(join(prefix, 'bin', 'amie'), ['-c', config, 'db', 'init'], {
       cwd: elsewhere,
       env: cleanEnv({ PATH: `${NODE_DIR}:/usr/bin:/bin` }),
     });
     expect(init.code, init.stderr).toBe(0);
     // cron's own PATH, which has neither amie nor, here, node's directory unless given.
-    const byBin = await run(BASH, [wrapper, config], {
+    const byBin = await runIn(BASH, [wrapper, config], {
       cwd: elsewhere,
       env: cleanEnv({ PATH: `${NODE_DIR}:/usr/bin:/bin`, AMIE_BIN: join(prefix, 'bin', 'amie'), AMIE_LOG_DIR: logs }),
     });
     expect(byBin.code, byBin.stderr).toBe(0);
     // A clean run is quiet for cron; its summary goes to the summary log.
     expect(byBin.stdout).toBe('');
-    const byPath = await run(BASH, [wrapper, config], {
+    const byPath = await runIn(BASH, [wrapper, config], {
       cwd: elsewhere,
       env: cleanEnv({ PATH: `${join(prefix, 'bin')}:${NODE_DIR}:/usr/bin:/bin`, AMIE_LOG_DIR: logs }),
     });
@@ -195,12 +146,12 @@ describe('[14.1] cron wrappers without amie', () => {
         const script = resolve('examples/cron', wrapper);
         // AMIE_LOG_DIR inside dir: a wrapper that got as far as creating it would show here.
         const env = { PATH: emptyBin, AMIE_LOG_DIR: join(dir, 'log') };
-        const missing = await run(BASH, [script, join(dir, 'amie.yaml')], { cwd: dir, env });
+        const missing = await runIn(BASH, [script, join(dir, 'amie.yaml')], { cwd: dir, env });
         expect(missing.code, wrapper).toBe(2);
         expect(missing.stderr.split('\n').filter(Boolean), wrapper).toEqual([
           `${wrapper}: no amie on PATH=${emptyBin}: set AMIE_BIN to the installed amie, e.g. /opt/amie/bin/amie or SITE_DIR/node_modules/.bin/amie`,
         ]);
-        const wrong = await run(BASH, [script, join(dir, 'amie.yaml')], {
+        const wrong = await runIn(BASH, [script, join(dir, 'amie.yaml')], {
           cwd: dir,
           env: { ...env, AMIE_BIN: join(dir, 'nowhere', 'amie') },
         });

@@ -7,9 +7,8 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CLI } from './helpers/cli.js';
+import { CLI, cleanEnv, runIn } from './helpers/cli.js';
 import { freshPgDatabase, type TestDatabase } from './helpers/db.js';
 import { hasPostgres, pgSkipNote } from './helpers/env.js';
 
@@ -29,18 +28,9 @@ async function loadsOf(
 ): Promise<{ code: number | undefined; loaded: string[]; stderr: string }> {
   const file = join(dir, `loads-${Math.random().toString(36).slice(2)}.txt`);
   writeFileSync(file, '');
-  const env: NodeJS.ProcessEnv = { ...process.env, LOADS_FILE: file };
-  for (const k of Object.keys(env)) if (k.startsWith('AMIE_')) delete env[k];
-  const r = await execa('node', ['--import', RECORD, main, ...args], {
-    cwd: dir,
-    env,
-    extendEnv: false,
-    reject: false,
-    stdin: 'ignore',
-    timeout: 60_000,
-  });
+  const r = await runIn('node', ['--import', RECORD, main, ...args], { cwd: dir, env: cleanEnv({ LOADS_FILE: file }) });
   const loaded = readFileSync(file, 'utf8').split('\n').filter(Boolean);
-  return { code: r.exitCode, loaded, stderr: String(r.stderr) };
+  return { code: r.code, loaded, stderr: r.stderr };
 }
 
 /** A package by its node_modules directory, a module of the toolkit by its path under src/. */

@@ -2,30 +2,14 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import { openPglite, type Database } from '../src/db/index.js';
 import { initDatabase, readStatusFigures } from '../src/store/index.js';
 import { SITE, racTags, seedIncoming } from './helpers/amie.js';
-import { CLI } from './helpers/cli.js';
+import { runAmie } from './helpers/cli.js';
 
-const run = promisify(execFile);
 const HANDLER = resolve('test/fixtures/handlers/account-handler.js');
 
-async function amie(
-  args: string[],
-  env: NodeJS.ProcessEnv = {},
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, [CLI, ...args], {
-      env: { ...process.env, AMIE_DATABASE_URL: '', ...env },
-    });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
+const amie = (args: string[], env: NodeJS.ProcessEnv = {}) => runAmie(args, { AMIE_DATABASE_URL: '', ...env }).done;
 
 describe('amie status, a monitoring check', () => {
   let dir: string;

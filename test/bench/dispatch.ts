@@ -15,7 +15,7 @@ import { openPglite, type Database } from '../../src/db/index.js';
 import { initDatabase } from '../../src/store/index.js';
 import { RegistryHandler } from '../../handlers/registry.js';
 import { Dispatcher } from '../../src/dispatch/index.js';
-import { SITE, quietLog, seedIncoming, seedRacs } from '../helpers/amie.js';
+import { SITE, quietLog, rpcTags, seedIncoming, seedRacs } from '../helpers/amie.js';
 import { freshPgDatabase } from '../helpers/db.js';
 
 const CLI = resolve('dist/src/cli/main.js');
@@ -31,6 +31,18 @@ export interface BenchRow {
   roundTripsPerItem: number | null;
   /** Shown in the last column: a skip reason, memory, a ratio to another row. */
   note?: string;
+}
+
+/** The row of a figure that needs PostgreSQL, when the environment has none. */
+export function skippedWithoutPostgres(figure: string): BenchRow {
+  return {
+    figure,
+    count: 0,
+    seconds: 0,
+    perSecond: 0,
+    roundTripsPerItem: null,
+    note: 'skipped: set AMIE_TEST_DATABASE_URL',
+  };
 }
 
 /** The batch sizes the sweep compares; `process.batchSize` defaults to one of them. */
@@ -97,21 +109,7 @@ async function measure(
 /** The project the RACs name, created the way a site gets it: an RPC answered by the registry. */
 async function seeded(db: Database, packets: number) {
   await initDatabase(db);
-  await seedIncoming(db, 'request_project_create', {
-    AllocationType: 'new',
-    GrantNumber: 'TG-ABC123',
-    ProjectID: 'p-abc123',
-    PfosNumber: '1234567',
-    PiFirstName: 'Jane',
-    PiLastName: 'Doe',
-    PiOrganization: 'Example University',
-    PiOrgCode: '0012345',
-    StartDate: '2026-07-01',
-    EndDate: '2027-06-30',
-    ResourceList: [SITE.resource],
-    RecordID: 'bench-rpc',
-    ServiceUnitsAllocated: '50000',
-  });
+  await seedIncoming(db, 'request_project_create', rpcTags({ ProjectID: 'p-abc123', RecordID: 'bench-rpc' }));
   const registry = new RegistryHandler({ db, log: quietLog, site: SITE, options: {}, dryRun: false });
   const made = await new Dispatcher(db, registry, quietLog).runOnce();
   if (made.answered !== 1) throw new Error(`could not create the benchmark project: ${JSON.stringify(made.results)}`);
@@ -139,14 +137,7 @@ export async function dispatchBenchmarks(packets = 10_000): Promise<BenchRow[]> 
     }
     rows[1]!.note = `${(rows[1]!.perSecond / rows[0]!.perSecond).toFixed(2)}x one process`;
   } else {
-    rows.push({
-      figure: 'amie process on PostgreSQL',
-      count: 0,
-      seconds: 0,
-      perSecond: 0,
-      roundTripsPerItem: null,
-      note: 'skipped: set AMIE_TEST_DATABASE_URL',
-    });
+    rows.push(skippedWithoutPostgres('amie process on PostgreSQL'));
   }
   const dir = mkdtempSync(join(tmpdir(), 'amie-bench-pglite-'));
   try {
@@ -167,16 +158,7 @@ export async function dispatchBenchmarks(packets = 10_000): Promise<BenchRow[]> 
  */
 export async function batchSizeSweep(packets = 2000): Promise<BenchRow[]> {
   if (!process.env.AMIE_TEST_DATABASE_URL) {
-    return [
-      {
-        figure: 'batch-size sweep',
-        count: 0,
-        seconds: 0,
-        perSecond: 0,
-        roundTripsPerItem: null,
-        note: 'skipped: set AMIE_TEST_DATABASE_URL',
-      },
-    ];
+    return [skippedWithoutPostgres('batch-size sweep')];
   }
   const rows: BenchRow[] = [];
   for (const batchSize of BATCH_SIZES) {

@@ -11,7 +11,7 @@ import { join, resolve } from 'node:path';
 import { initDatabase } from '../../src/store/index.js';
 import { SITE } from '../helpers/amie.js';
 import { freshPgDatabase } from '../helpers/db.js';
-import type { BenchRow } from './dispatch.js';
+import { skippedWithoutPostgres, type BenchRow } from './dispatch.js';
 
 const CLI = resolve('dist/src/cli/main.js');
 
@@ -39,16 +39,7 @@ function median(values: number[]): number {
 
 export async function startupBenchmarks(runs = Number(process.env.AMIE_BENCH_STARTUP_RUNS ?? 10)): Promise<BenchRow[]> {
   if (!process.env.AMIE_TEST_DATABASE_URL) {
-    return [
-      {
-        figure: 'start-up',
-        count: 0,
-        seconds: 0,
-        perSecond: 0,
-        roundTripsPerItem: null,
-        note: 'skipped: set AMIE_TEST_DATABASE_URL',
-      },
-    ];
+    return [skippedWithoutPostgres('start-up')];
   }
   const t = await freshPgDatabase();
   const dir = mkdtempSync(join(tmpdir(), 'amie-bench-startup-'));

@@ -11,7 +11,16 @@ import {
 } from '../../src/dispatch/index.js';
 import { addTransactionDependency, setTransactionState } from '../../src/store/index.js';
 import { driverCases, type TestDatabase, databaseEachTest } from '../helpers/db.js';
-import { SITE, auditOf, outgoingPackets, packetState, quietLog, racTags, seedIncoming } from '../helpers/amie.js';
+import {
+  SITE,
+  auditOf,
+  outgoingPackets,
+  packetState,
+  quietLog,
+  racTags,
+  rpcTags,
+  seedIncoming,
+} from '../helpers/amie.js';
 
 /** Answers every RAC the way a site would: a PersonID and login of its own. */
 class AccountHandler extends AmieHandler {
@@ -230,20 +239,11 @@ describe.each(driverCases())('dispatcher on $name', (driver) => {
   );
 
   run('DPC reaches the handler with the RPC of its transaction and is answered with a success ITC', async () => {
-    const rpc = await seedIncoming(t.db, 'request_project_create', {
-      AllocationType: 'new',
-      EndDate: '2027-06-30',
-      StartDate: '2026-07-01',
-      GrantNumber: 'TG-ABC123',
-      PfosNumber: '12345',
-      PiFirstName: 'Ann',
-      PiLastName: 'Lee',
-      PiOrganization: 'Example University',
-      PiOrgCode: '0012345',
-      ResourceList: [SITE.resource],
-      RecordID: 'rec-1',
-      ServiceUnitsAllocated: '1000',
-    });
+    const rpc = await seedIncoming(
+      t.db,
+      'request_project_create',
+      rpcTags({ PfosNumber: '12345', PiFirstName: 'Ann', PiLastName: 'Lee', ServiceUnitsAllocated: '1000' }),
+    );
     await t.db.query('UPDATE packet_tbl SET state_id = 1 WHERE packet_rec_id = $1', [rpc.packetRecId]);
     await seedIncoming(
       t.db,

@@ -5,29 +5,21 @@
  * their own resource's packets; `amie packets list --foreign` shows the others and `amie process`
  * warns when they have waited long.
  */
-import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { promisify } from 'node:util';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig, type SiteConfig } from '../../src/config/index.js';
 import { openPglite, type Database } from '../../src/db/index.js';
-import {
-  AmieHandler,
-  Dispatcher,
-  type HandlerResult,
-  type IncomingPacket,
-  type PacketContext,
-} from '../../src/dispatch/index.js';
-import { createLogger, type Logger } from '../../src/log.js';
-import { PacketBody, type PacketTypeName, type StateName, type TagValue } from '../../src/protocol/index.js';
+import { Dispatcher, type IncomingPacket, type PacketContext } from '../../src/dispatch/index.js';
+import type { Logger } from '../../src/log.js';
 import { AmieRestClient, RestSource } from '../../src/sources/index.js';
-import { countForeignWaiting, initDatabase, openTransaction, writePacket } from '../../src/store/index.js';
-import { SITE, auditOf, packetState, quietLog, racTags } from '../helpers/amie.js';
+import { countForeignWaiting, initDatabase } from '../../src/store/index.js';
+import { NacHandler, SITE, auditOf, packetState, quietLog, racTags, seedIncoming } from '../helpers/amie.js';
 import { driverCases, databaseEachTest } from '../helpers/db.js';
-import { FakeAmieRest, racBody } from '../sources/fake-amie-rest.js';
-import { CLI } from '../helpers/cli.js';
+import { racBody } from '../sources/fake-amie-rest.js';
+import { runAmie } from '../helpers/cli.js';
+import { restApiEachTest } from '../helpers/simulator.js';
 
 const RES_A = 'cluster-a.example.org';
 const RES_B = 'cluster-b.example.org';
@@ -37,50 +29,12 @@ const SITE_B: SiteConfig = { name: SITE.name, resource: RES_B, resources: [RES_B
 const IN_PROGRESS = 2;
 
 /** Answers RACs and DPCs; leaves every other type unhandled. */
-class SiteHandler extends AmieHandler {
-  override async request_account_create(
-    p: IncomingPacket<'request_account_create'>,
-  ): Promise<HandlerResult<'notify_account_create'>> {
-    return {
-      UserPersonID: `u-${p.packetRecId}`,
-      UserRemoteSiteLogin: `u${p.packetRecId}`,
-      AccountActivityTime: '2026-11-24T00:00:00Z',
-    };
-  }
+class SiteHandler extends NacHandler {
   override async data_project_create(_p: IncomingPacket<'data_project_create'>, _ctx: PacketContext) {}
 }
 
 const handlerFor = (db: Database, site: SiteConfig, log: Logger = quietLog) =>
   new SiteHandler({ db, log, site, options: {}, dryRun: false });
-
-/** A packet in a transaction of `site` (a new one unless `transRecId`), as the transfer daemon leaves it. */
-async function seed(
-  db: Database,
-  type: PacketTypeName,
-  tags: Record<string, TagValue>,
-  opts: { site?: string; transRecId?: number; packetId?: number; state?: StateName; outgoing?: boolean } = {},
-): Promise<{ transRecId: number; packetRecId: number }> {
-  return db.transaction(async (tx) => {
-    const transRecId =
-      opts.transRecId ??
-      (
-        await openTransaction(tx, {
-          originatingSiteName: SITE.remoteSite,
-          localSiteName: opts.site ?? SITE.name,
-          remoteSiteName: SITE.remoteSite,
-        })
-      ).transRecId;
-    const { packetRecId } = await writePacket(tx, {
-      transRecId,
-      packetId: opts.packetId ?? 1,
-      type,
-      rows: PacketBody.fromTags(tags).toRows(),
-      outgoing: opts.outgoing ?? false,
-      state: opts.state ?? 'in-progress',
-    });
-    return { transRecId, packetRecId };
-  });
-}
 
 /** Left untouched: still in progress, never audited, never answered. */
 async function expectUntouched(db: Database, packetRecId: number): Promise<void> {
@@ -104,15 +58,15 @@ describe.each(driverCases())('[14.4] foreign packets, AMIE tables on $name', (dr
   run(
     '[14.4] two configurations sharing one database each answer only their resource; another site is nobody’s',
     async () => {
-      const a = await seed(t.db, 'request_account_create', racTags(1, { ResourceList: [RES_A] }));
+      const a = await seedIncoming(t.db, 'request_account_create', racTags(1, { ResourceList: [RES_A] }));
       // ResourceList is compared trimmed and in any case.
-      const aShouted = await seed(
+      const aShouted = await seedIncoming(
         t.db,
         'request_account_create',
         racTags(2, { ResourceList: [` ${RES_A.toUpperCase()} `] }),
       );
-      const b = await seed(t.db, 'request_account_create', racTags(3, { ResourceList: [RES_B] }));
-      const otherSite = await seed(t.db, 'request_account_create', racTags(4, { ResourceList: [RES_A] }), {
+      const b = await seedIncoming(t.db, 'request_account_create', racTags(3, { ResourceList: [RES_B] }));
+      const otherSite = await seedIncoming(t.db, 'request_account_create', racTags(4, { ResourceList: [RES_A] }), {
         site: 'OTHERSITE',
       });
 
@@ -141,14 +95,14 @@ describe.each(driverCases())('[14.4] foreign packets, AMIE tables on $name', (dr
   run('[14.4] a DPC or ITC takes the resource of the RPC that opened its transaction', async () => {
     const rpcTags = (resource: string) => ({ ProjectID: 'TG-X', GrantNumber: 'TG-X', ResourceList: [resource] });
     const inTransactionOf = async (resource: string) => {
-      const rpc = await seed(t.db, 'request_project_create', rpcTags(resource), { state: 'completed' });
-      await seed(
+      const rpc = await seedIncoming(t.db, 'request_project_create', rpcTags(resource), { state: 'completed' });
+      await seedIncoming(
         t.db,
         'notify_project_create',
         { ProjectID: 'TG-X' },
         { transRecId: rpc.transRecId, packetId: 2, outgoing: true, state: 'completed' },
       );
-      const dpc = await seed(
+      const dpc = await seedIncoming(
         t.db,
         'data_project_create',
         { ProjectID: 'TG-X', PersonID: 'p1', DnList: ['/CN=x'] },
@@ -159,7 +113,7 @@ describe.each(driverCases())('[14.4] foreign packets, AMIE tables on $name', (dr
     const dpcA = await inTransactionOf(RES_A);
     const dpcB = await inTransactionOf(RES_B);
     const dpcB2 = await inTransactionOf(RES_B);
-    const itcB = await seed(
+    const itcB = await seedIncoming(
       t.db,
       'inform_transaction_complete',
       { StatusCode: 'Success', DetailCode: '1', Message: 'OK' },
@@ -184,15 +138,15 @@ describe.each(driverCases())('[14.4] foreign packets, AMIE tables on $name', (dr
   run(
     '[14.4] a missing or blank ResourceList: malformed for this site (failed by validation), not taken from another site',
     async () => {
-      const blank = await seed(t.db, 'request_account_create', racTags(1, { ResourceList: ['  '] }));
+      const blank = await seedIncoming(t.db, 'request_account_create', racTags(1, { ResourceList: ['  '] }));
       const missing = racTags(2);
       delete missing.ResourceList;
-      const none = await seed(t.db, 'request_account_create', missing);
-      const otherBlank = await seed(t.db, 'request_account_create', racTags(3, { ResourceList: [''] }), {
+      const none = await seedIncoming(t.db, 'request_account_create', missing);
+      const otherBlank = await seedIncoming(t.db, 'request_account_create', racTags(3, { ResourceList: [''] }), {
         site: 'OTHERSITE',
       });
       // A person's packets carry no resource: the site's, whichever of its configurations runs first.
-      const urm = await seed(t.db, 'request_user_modify', {
+      const urm = await seedIncoming(t.db, 'request_user_modify', {
         ActionType: 'replace',
         PersonID: 'p1',
         FirstName: 'A',
@@ -213,26 +167,20 @@ describe.each(driverCases())('[14.4] foreign packets, AMIE tables on $name', (dr
 
 describe.each(driverCases())('[14.4] foreign packets, REST source on $name', (driver) => {
   const t = databaseEachTest(driver);
-  let api: FakeAmieRest;
-  let lines: string[];
-  let log: Logger;
-  beforeEach(async () => {
-    if (!driver.available) return;
-    api = await FakeAmieRest.start();
-    lines = [];
-    log = createLogger({ level: 'debug', destination: { write: (s: string) => void lines.push(s) } });
-  });
-  afterEach(async () => {
-    if (!driver.available) return;
-    await api.close();
-  });
+  const rest = restApiEachTest(driver);
   const run = it.skipIf(!driver.available);
 
   const source = () =>
     new RestSource(
       t.db,
-      new AmieRestClient({ url: api.url, site: api.site, apiKey: api.apiKey, timeoutMs: 2000, retries: 0 }),
-      log,
+      new AmieRestClient({
+        url: rest.api.url,
+        site: rest.api.site,
+        apiKey: rest.api.apiKey,
+        timeoutMs: 2000,
+        retries: 0,
+      }),
+      rest.log,
     );
   const rows = async (sql: string, params: unknown[] = []) =>
     (await t.db.query<Record<string, unknown>>(sql, params)).rows;
@@ -247,16 +195,16 @@ describe.each(driverCases())('[14.4] foreign packets, REST source on $name', (dr
   run(
     '[14.4] two configurations sharing one database each answer only their resource; the others stay on the server untouched',
     async () => {
-      const a = api.addIncoming(
+      const a = rest.api.addIncoming(
         'request_account_create',
         racBody(1, { ResourceList: [RES_A], AllocatedResource: RES_A }),
       );
-      const b = api.addIncoming(
+      const b = rest.api.addIncoming(
         'request_account_create',
         racBody(2, { ResourceList: [RES_B], AllocatedResource: RES_B }),
       );
       // A server listing a packet of another site (a shared key, a server bug) does not make it ours.
-      const otherSite = api.addIncoming(
+      const otherSite = rest.api.addIncoming(
         'request_account_create',
         racBody(3, { ResourceList: [RES_A], AllocatedResource: RES_A }),
         {
@@ -264,29 +212,29 @@ describe.each(driverCases())('[14.4] foreign packets, REST source on $name', (dr
         },
       );
       // A DPC of B's transaction, whose RPC was answered before this database existed.
-      const rpcB = api.addIncoming(
+      const rpcB = rest.api.addIncoming(
         'request_project_create',
         { ResourceList: [RES_B], GrantNumber: 'TG-1', ProjectID: 'TG-1' },
         { header: { packet_state: 'completed' } },
       );
-      const dpcB = api.addIncoming(
+      const dpcB = rest.api.addIncoming(
         'data_project_create',
         { ProjectID: 'TG-1', PersonID: 'p1', DnList: ['/CN=x'] },
         { transRecId: rpcB.transRecId },
       );
 
-      const first = await new Dispatcher(source(), handlerFor(t.db, SITE_A, log), log).runOnce();
+      const first = await new Dispatcher(source(), handlerFor(t.db, SITE_A, rest.log), rest.log).runOnce();
       expect(taken(first)).toEqual([a.packetRecId]);
-      expect(api.posts.map((p) => (p.body as { header: { in_reply_to: number } }).header.in_reply_to)).toEqual([
+      expect(rest.api.posts.map((p) => (p.body as { header: { in_reply_to: number } }).header.in_reply_to)).toEqual([
         a.packetRecId,
       ]);
       for (const id of [b.packetRecId, otherSite.packetRecId, dpcB.packetRecId]) {
-        expect(api.packets.get(id)!.header.packet_state).toBe('in-progress');
-        expect(api.packets.get(id)!.header.client_state).toBeNull();
+        expect(rest.api.packets.get(id)!.header.packet_state).toBe('in-progress');
+        expect(rest.api.packets.get(id)!.header.client_state).toBeNull();
         expect(await touchedLocally(id)).toEqual({ stored: [], audit: 0 });
       }
       // The long-waiting one is warned about; the others only noted.
-      const warnings = lines
+      const warnings = rest.lines
         .map((l) => JSON.parse(l) as { level: number; msg: string; packet_rec_ids?: number[] })
         .filter((l) => l.level === 40);
       expect(
@@ -295,30 +243,21 @@ describe.each(driverCases())('[14.4] foreign packets, REST source on $name', (dr
           .map((w) => w.packet_rec_ids),
       ).toEqual([[otherSite.packetRecId]]);
 
-      const second = await new Dispatcher(source(), handlerFor(t.db, SITE_B, log), log).runOnce();
+      const second = await new Dispatcher(source(), handlerFor(t.db, SITE_B, rest.log), rest.log).runOnce();
       expect(taken(second)).toEqual([b.packetRecId, dpcB.packetRecId]);
-      expect(api.repliesTo(b.packetRecId)).toHaveLength(1);
-      expect(api.repliesTo(dpcB.packetRecId)).toHaveLength(1);
+      expect(rest.api.repliesTo(b.packetRecId)).toHaveLength(1);
+      expect(rest.api.repliesTo(dpcB.packetRecId)).toHaveLength(1);
       expect(await touchedLocally(otherSite.packetRecId)).toEqual({ stored: [], audit: 0 });
-      expect(api.repliesTo(otherSite.packetRecId)).toHaveLength(0);
+      expect(rest.api.repliesTo(otherSite.packetRecId)).toHaveLength(0);
     },
   );
 });
 
 describe('[14.4] amie packets list --foreign and the warning of amie process', () => {
-  const run = promisify(execFile);
   const HANDLER = resolve('test/fixtures/handlers/account-handler.js');
   let dir: string;
   const ids: Record<string, number> = {};
-  async function amie(args: string[]) {
-    try {
-      const { stdout, stderr } = await run(process.execPath, [CLI, '-c', join(dir, 'amie.yaml'), ...args]);
-      return { code: 0, stdout, stderr };
-    } catch (err) {
-      const e = err as { code: number; stdout: string; stderr: string };
-      return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-    }
-  }
+  const amie = (args: string[]) => runAmie(['-c', join(dir, 'amie.yaml'), ...args]).done;
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'amie-foreign-'));
@@ -328,10 +267,10 @@ describe('[14.4] amie packets list --foreign and the warning of amie process', (
     );
     const db = await openPglite({ path: join(dir, 'db') });
     await initDatabase(db);
-    ids.a = (await seed(db, 'request_account_create', racTags(1, { ResourceList: [RES_A] }))).packetRecId;
-    ids.b = (await seed(db, 'request_account_create', racTags(2, { ResourceList: [RES_B] }))).packetRecId;
+    ids.a = (await seedIncoming(db, 'request_account_create', racTags(1, { ResourceList: [RES_A] }))).packetRecId;
+    ids.b = (await seedIncoming(db, 'request_account_create', racTags(2, { ResourceList: [RES_B] }))).packetRecId;
     ids.other = (
-      await seed(db, 'request_account_create', racTags(3, { ResourceList: [RES_A] }), { site: 'OTHERSITE' })
+      await seedIncoming(db, 'request_account_create', racTags(3, { ResourceList: [RES_A] }), { site: 'OTHERSITE' })
     ).packetRecId;
     // B's packet has waited two days.
     await db.query(`UPDATE packet_tbl SET ts = ts - interval '2 days' WHERE packet_rec_id = $1`, [ids.b]);

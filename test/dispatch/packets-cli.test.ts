@@ -2,25 +2,14 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import { openPglite } from '../../src/db/index.js';
 import { initDatabase } from '../../src/store/index.js';
 import { SITE, racTags, seedIncoming } from '../helpers/amie.js';
-import { CLI } from '../helpers/cli.js';
+import { runAmie } from '../helpers/cli.js';
 
-const run = promisify(execFile);
 const HANDLER = resolve('test/fixtures/handlers/account-handler.js');
 
-async function amie(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, [CLI, ...args]);
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
+const amie = (args: string[]) => runAmie(args).done;
 
 describe('amie process and amie packets on an embedded database', () => {
   let dir: string;

@@ -1,12 +1,55 @@
 import pino from 'pino';
 import type { Database } from '../../src/db/index.js';
-import { PacketBody, type PacketTypeName, type TagValue } from '../../src/protocol/index.js';
+import { AmieHandler, type HandlerResult, type IncomingPacket } from '../../src/dispatch/index.js';
+import { createLogger, type Logger } from '../../src/log.js';
+import { PacketBody, type PacketTypeName, type StateName, type TagValue } from '../../src/protocol/index.js';
 import { initDatabase, openTransaction, writePacket } from '../../src/store/index.js';
 
 export const SITE = { name: 'EXAMPLE', resource: 'cluster.example.org', remoteSite: 'TGCDB' };
 
+/** type_des as the protocol reference lists it (§2), written out rather than derived from the code under test. */
+export const TYPE_DES: Array<[number, string]> = [
+  [1, 'data_account_create'],
+  [2, 'data_project_create'],
+  [3, 'inform_transaction_complete'],
+  [4, 'notify_account_inactivate'],
+  [5, 'notify_account_reactivate'],
+  [6, 'notify_account_create'],
+  [7, 'notify_project_create'],
+  [8, 'notify_project_inactivate'],
+  [9, 'notify_project_modify'],
+  [10, 'notify_project_reactivate'],
+  [11, 'notify_project_resources'],
+  [12, 'notify_project_usage'],
+  [13, 'notify_user_modify'],
+  [14, 'notify_user_reactivate'],
+  [15, 'notify_user_suspend'],
+  [16, 'request_account_create'],
+  [17, 'request_account_inactivate'],
+  [18, 'request_account_reactivate'],
+  [19, 'request_project_create'],
+  [20, 'request_project_inactivate'],
+  [21, 'request_project_modify'],
+  [22, 'request_project_reactivate'],
+  [23, 'request_project_resources'],
+  [24, 'request_user_modify'],
+  [25, 'request_user_reactivate'],
+  [26, 'request_user_suspend'],
+  [27, 'request_user_create'],
+  [28, 'notify_user_create'],
+  [29, 'notify_person_ids'],
+  [30, 'notify_person_duplicate'],
+  [31, 'request_person_merge'],
+];
+
 /** A logger that writes nothing (tests read the audit table, not the log). */
 export const quietLog = pino({ level: 'silent' });
+
+/** The toolkit's logger at debug level, its JSON lines kept in `lines` for the test to read. */
+export function capturedLog(): { log: Logger; lines: string[] } {
+  const lines: string[] = [];
+  return { log: createLogger({ level: 'debug', destination: { write: (s: string) => void lines.push(s) } }), lines };
+}
 
 export function racTags(n: number, extra: Record<string, TagValue> = {}): Record<string, TagValue> {
   return {
@@ -22,12 +65,84 @@ export function racTags(n: number, extra: Record<string, TagValue> = {}): Record
   };
 }
 
-/** Opens a central-originated transaction and puts one incoming in-progress packet in it. */
+/** The NAC a test site answers RAC `packetRecId` with: PersonID u-<packetRecId>, login zoe<packetRecId>. */
+export function nacFor(packetRecId: number): HandlerResult<'notify_account_create'> {
+  return {
+    UserPersonID: `u-${packetRecId}`,
+    UserRemoteSiteLogin: `zoe${packetRecId}`,
+    AccountActivityTime: '2026-11-24T00:00:00Z',
+  };
+}
+
+/** A site that answers every RAC with nacFor's NAC and leaves every other type unhandled. */
+export class NacHandler extends AmieHandler {
+  override async request_account_create(
+    p: IncomingPacket<'request_account_create'>,
+  ): Promise<HandlerResult<'notify_account_create'>> {
+    return nacFor(p.packetRecId);
+  }
+}
+
+/**
+ * The request_project_create central sends for Jane Doe's project TG-ABC123 (50000 units from
+ * July 2026 to June 2027), with `extra` over it.
+ */
+export function rpcTags(extra: Record<string, TagValue> = {}): Record<string, TagValue> {
+  return {
+    AllocationType: 'new',
+    GrantNumber: 'TG-ABC123',
+    PfosNumber: '1234567',
+    PiFirstName: 'Jane',
+    PiLastName: 'Doe',
+    PiOrganization: 'Example University',
+    PiOrgCode: '0012345',
+    StartDate: '2026-07-01',
+    EndDate: '2027-06-30',
+    ResourceList: [SITE.resource],
+    RecordID: 'rec-1',
+    ServiceUnitsAllocated: '50000',
+    ...extra,
+  };
+}
+
+/** A PI as an RPC names them: a GlobalID, and a requested login when given. */
+export interface RpcPi {
+  first: string;
+  last: string;
+  globalId: string;
+  login?: string;
+}
+
+/** The RPC of project `grant` (ProjectID `projectId`, titled "Project <grant>", 1000 units) led by `pi`. */
+export function projectRpc(
+  grant: string,
+  projectId: string,
+  pi: RpcPi,
+  extra: Record<string, TagValue> = {},
+): Record<string, TagValue> {
+  return rpcTags({
+    GrantNumber: grant,
+    ProjectID: projectId,
+    PiFirstName: pi.first,
+    PiLastName: pi.last,
+    PiGlobalID: pi.globalId,
+    ...(pi.login === undefined ? {} : { PiRequestedLoginList: [pi.login] }),
+    RecordID: `rec-${grant}`,
+    ServiceUnitsAllocated: '1000',
+    ProjectTitle: `Project ${grant}`,
+    ...extra,
+  });
+}
+
+/**
+ * Opens a central-originated transaction (of `site`, this site unless given) and puts one packet
+ * in it, incoming and in progress unless `outgoing` or `state` say otherwise.
+ */
 export async function seedIncoming(
   db: Database,
   type: PacketTypeName,
   tags: Record<string, TagValue>,
-  opts: { packetId?: number; transRecId?: number } = {},
+  opts: { packetId?: number; transRecId?: number; site?: string; state?: StateName; outgoing?: boolean } = {},
 ): Promise<{ transRecId: number; packetRecId: number }> {
   return db.transaction(async (tx) => {
     const transRecId =
@@ -35,7 +150,7 @@ export async function seedIncoming(
       (
         await openTransaction(tx, {
           originatingSiteName: SITE.remoteSite,
-          localSiteName: SITE.name,
+          localSiteName: opts.site ?? SITE.name,
           remoteSiteName: SITE.remoteSite,
         })
       ).transRecId;
@@ -44,7 +159,8 @@ export async function seedIncoming(
       packetId: opts.packetId ?? 1,
       type,
       rows: PacketBody.fromTags(tags).toRows(),
-      outgoing: false,
+      outgoing: opts.outgoing ?? false,
+      state: opts.state ?? 'in-progress',
     });
     return { transRecId, packetRecId };
   });

@@ -1,11 +1,21 @@
 /**
  * Running the compiled `amie` program the way cron and people do, in processes of its own,
- * and the sites (a directory, a config file, a fresh database) such tests run it in.
+ * and the sites (a directory, a config file, a fresh database) such tests run it in; npm and
+ * the packed toolkit for the tests that install it as a site does.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  cpSync,
+  existsSync,
+  mkdtempSync,
+  readFileSync,
+  realpathSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join, relative, resolve } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, afterEach, beforeAll, beforeEach } from 'vitest';
 import { openPglite, type Database } from '../../src/db/index.js';
@@ -45,28 +55,86 @@ export function runAmie(args: string[], env: NodeJS.ProcessEnv = {}): AmieRun {
   return { child, done, stderr: () => stderr };
 }
 
-/** This process's environment without the caller's AMIE_* variables, plus `extra`. */
+/**
+ * This process's environment without the caller's AMIE_* variables, nor the npm_* ones a run under
+ * `npm test` sets (they would point npm elsewhere), plus `extra`.
+ */
 export function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...process.env };
-  for (const k of Object.keys(env)) if (k.startsWith('AMIE_')) delete env[k];
+  for (const k of Object.keys(env)) if (k.startsWith('AMIE_') || k.startsWith('npm_')) delete env[k];
   return { ...env, ...extra };
 }
 
+/** `file args` run to its end in `cwd`, in `env` alone (by default cleanEnv()), as a site runs npm, amie or a wrapper. */
+export async function runIn(
+  file: string,
+  args: string[],
+  opts: { cwd: string; env?: NodeJS.ProcessEnv; timeout?: number },
+): Promise<{ code: number | undefined; stdout: string; stderr: string }> {
+  const r = await execa(file, args, {
+    cwd: opts.cwd,
+    env: opts.env ?? cleanEnv(),
+    extendEnv: false,
+    reject: false,
+    stdin: 'ignore',
+    timeout: opts.timeout ?? 60_000,
+  });
+  return { code: r.exitCode, stdout: String(r.stdout), stderr: String(r.stderr) };
+}
+
 /** `amie args` run to its end in `cwd`, with none of the caller's AMIE_* variables. */
-export async function amieIn(
+export function amieIn(
   cwd: string,
   args: string[],
   opts: { env?: Record<string, string>; timeout?: number } = {},
 ): Promise<{ code: number | undefined; stdout: string; stderr: string }> {
-  const r = await execa('node', [CLI, ...args], {
+  return runIn('node', [CLI, ...args], { cwd, env: cleanEnv(opts.env), timeout: opts.timeout ?? 120_000 });
+}
+
+/** npm as a site runs it, from the warm cache; the registry only for what the cache lacks. */
+export function npm(args: string[], cwd: string, env?: NodeJS.ProcessEnv): ReturnType<typeof runIn> {
+  return runIn('npm', [...args, '--prefer-offline', '--no-audit', '--no-fund', '--loglevel=error'], {
     cwd,
-    env: cleanEnv(opts.env),
-    extendEnv: false,
-    reject: false,
-    stdin: 'ignore',
-    timeout: opts.timeout ?? 120_000,
+    env,
+    timeout: 150_000,
   });
-  return { code: r.exitCode, stdout: String(r.stdout), stderr: String(r.stderr) };
+}
+
+/**
+ * The toolkit as a site gets a release: `npm pack` of a copy of this checkout, the tarball put in
+ * `dir`. The tests are left out of the copy (they are not shipped, and compiling them would only
+ * slow the pack down). With `build`, the pack scripts build it afresh, leaving this checkout's dist,
+ * which other test files are running, alone; without, the copy keeps the dist already built.
+ */
+export async function packCheckout(
+  dir: string,
+  opts: { build: boolean },
+): Promise<{ pack: Awaited<ReturnType<typeof runIn>>; tarball: string }> {
+  const root = resolve('.');
+  const version = (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string }).version;
+  const project = join(dir, 'project');
+  const skip = new Set(['node_modules', 'test', '.git', '.amie', 'coverage', ...(opts.build ? ['dist'] : [])]);
+  cpSync(root, project, {
+    recursive: true,
+    filter: (src) => {
+      const rel = relative(root, src);
+      if (skip.has(rel.split(/[\\/]/)[0]!) || rel.startsWith(join('dist', 'test'))) return false;
+      return !src.endsWith('.tgz') && !src.endsWith('.log');
+    },
+  });
+  if (opts.build) symlinkSync(realpathSync(join(root, 'node_modules')), join(project, 'node_modules'));
+  const pack = await npm(['pack', ...(opts.build ? [] : ['--ignore-scripts']), '--pack-destination', dir], project);
+  return { pack, tarball: join(dir, `amie-toolkit-${version}.tgz`) };
+}
+
+/** Whether process `pid` is still there (signal 0 reaches it). */
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** A maker of temporary directories named `prefix…`, all removed when the test file ends. */

@@ -102,6 +102,11 @@ export function driverCases(): DriverCase[] {
   ];
 }
 
+/** One driver by name, for tests that need that one: PGlite (always there) or the PostgreSQL server. */
+export function driverCase(name: DriverCase['name']): DriverCase {
+  return driverCases().find((d) => d.name === name)!;
+}
+
 /** The PostgreSQL server when the environment provides one, else PGlite: for tests that need only one. */
 export function preferredDriver(): DriverCase {
   const cases = driverCases();

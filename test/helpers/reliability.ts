@@ -5,11 +5,12 @@
  */
 import { randomInt } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
+import { expect } from 'vitest';
 import { join } from 'node:path';
 import type { Database } from '../../src/db/index.js';
 import { LOGIN_PATTERN } from '../../src/registry/index.js';
 import { PACKET_TYPE_IDS, PacketBody, type TagValue } from '../../src/protocol/index.js';
-import { SITE } from './amie.js';
+import { SITE, rpcTags } from './amie.js';
 
 // ------------------------------------------------------------------ seeded randomness
 
@@ -284,6 +285,51 @@ export async function seedWorkload(db: Database, items: readonly WorkItem[]): Pr
   if (rows[0]!.out_of_order > 0) throw new Error('seedWorkload: packet_rec_ids do not follow the workload order');
 }
 
+/** A good RPC among hostile packets: Jane Doe (GlobalID 5550001) asks 1000 units for `grant` as `projectId`. */
+export function scenarioRpc(grant: string, projectId: string, recordId: string): Record<string, TagValue> {
+  return rpcTags({
+    GrantNumber: grant,
+    ProjectID: projectId,
+    PiGlobalID: '5550001',
+    RecordID: recordId,
+    ServiceUnitsAllocated: '1000',
+  });
+}
+
+/** A good RAC among hostile packets: Ann `last` (GlobalID `globalId`) asks for an account on `grant`. */
+export function scenarioRac(
+  grant: string,
+  projectId: string,
+  last: string,
+  globalId: string,
+): Record<string, TagValue> {
+  return {
+    GrantNumber: grant,
+    ProjectID: projectId,
+    ResourceList: [SITE.resource],
+    UserFirstName: 'Ann',
+    UserLastName: last,
+    UserOrganization: 'Example University',
+    UserOrgCode: '0012345',
+    UserGlobalID: globalId,
+  };
+}
+
+/** The backlog the crash scenarios start from: 1,000 transactions about 250 people, RACs on new projects too. */
+export const CRASH_BACKLOG: WorkloadOptions = {
+  transactions: 1000,
+  rpcShare: 0.15,
+  people: 250,
+  racsOnNewProjects: true,
+};
+
+/** The workload of `opts` (see buildWorkload) seeded into `db` as pending transactions; returns its items. */
+export async function seedBacklog(db: Database, rng: Rng, opts: WorkloadOptions): Promise<WorkItem[]> {
+  const items = buildWorkload(rng, opts);
+  await seedWorkload(db, items);
+  return items;
+}
+
 // ------------------------------------------------------------------ amie process as a child process
 
 export { CLI, runAmie, type AmieRun } from './cli.js';
@@ -335,6 +381,12 @@ export async function countPending(db: Database): Promise<number> {
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 // ------------------------------------------------------------------ the consistency check
+
+/** How every scenario ends: nothing left pending, and no problem found by consistencyProblems. */
+export async function expectConsistentEnd(db: Database, items: readonly WorkItem[], rng: Rng): Promise<void> {
+  expect(await countPending(db)).toBe(0);
+  expect(await consistencyProblems(db, items), `seed ${rng.seed}`).toEqual([]);
+}
 
 interface Conversation {
   packet_rec_id: number;

@@ -4,8 +4,12 @@
  * CPU-only jobs, array tasks, heterogeneous components, cancelled and timed-out jobs, a few job
  * steps and never-started array ranges (which the reader skips), a few still running, and
  * accounts no project is mapped to. Deterministic: line `i` is always the same line.
+ * Also single jobs written out field by field, and a stand-in sacct program that prints them.
  */
+import { chmodSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { Queryable } from '../../src/db/index.js';
+import { SACCT_FIELDS, parseSacctStream, type SacctField, type SacctRecord } from '../../src/usage/sacct.js';
 
 /** The accounts the lines charge to; map these to projects. `zzz999` is deliberately left unmapped. */
 export const BENCH_ACCOUNTS = ['abc123', 'def456', 'ghi789', 'jkl012'] as const;
@@ -83,4 +87,56 @@ export async function seedReportedJobs(db: Queryable, n: number): Promise<void> 
     [n],
   );
   await db.exec('ANALYZE amie_toolkit.reported_jobs');
+}
+
+/**
+ * One finished job, by sacct field: by default alice's hour on delta on 2024-03-01, four cores and
+ * two GPUs charged to abc123; `fields` replaces any of it.
+ */
+export function sacctFields(id: string, fields: Partial<Record<SacctField, string>> = {}): Record<SacctField, string> {
+  return {
+    JobID: id,
+    JobIDRaw: id,
+    Cluster: 'delta',
+    User: 'alice',
+    Account: 'abc123',
+    Partition: 'gpu',
+    State: 'COMPLETED',
+    Submit: '2024-03-01T10:00:00',
+    Start: '2024-03-01T10:00:05',
+    End: '2024-03-01T11:00:05',
+    Elapsed: '01:00:00',
+    ElapsedRaw: '3600',
+    NNodes: '1',
+    NCPUS: '4',
+    AllocTRES: 'billing=4,cpu=4,gres/gpu=2,mem=8G,node=1',
+    ...fields,
+  };
+}
+
+/** That job (see sacctFields) as a line of sacct's output, in SACCT_FIELDS order. */
+export function sacctJob(id: string, fields: Partial<Record<SacctField, string>> = {}): string {
+  const job = sacctFields(id, fields);
+  return SACCT_FIELDS.map((f) => job[f]).join('|');
+}
+
+/** The jobs the reader makes of `lines`, as `amie report-usage` gets them from sacct. */
+export async function sacctRecords(lines: Iterable<string>): Promise<SacctRecord[]> {
+  const out: SacctRecord[] = [];
+  for await (const r of parseSacctStream(lines)) out.push(r);
+  return out;
+}
+
+/**
+ * A stand-in for sacct in `dir` (the config's usage.sacctPath) that prints `lines`; with
+ * `waitFor`, it then blocks until that file exists. Returns its path.
+ */
+export function fakeSacct(dir: string, lines: string[], opts: { waitFor?: string } = {}): string {
+  const jobs = join(dir, 'jobs.txt');
+  writeFileSync(jobs, `${lines.join('\n')}\n`);
+  const sacct = join(dir, 'sacct');
+  const wait = opts.waitFor ? `while [ ! -e '${opts.waitFor}' ]; do sleep 0.1; done\n` : '';
+  writeFileSync(sacct, `#!/bin/sh\ncat '${jobs}'\n${wait}`);
+  chmodSync(sacct, 0o755);
+  return sacct;
 }

@@ -3,7 +3,9 @@
  * whether it is there, and the few sacctmgr/sbatch/sacct steps tests need to
  * put real jobs into its accounting. Every program runs through execa with an
  * argument array; names are checked against strict patterns first.
+ * And, for tests without the cluster, a stand-in that writes down the commands it is given.
  */
+import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa, execaSync } from 'execa';
@@ -126,6 +128,12 @@ export async function ensureSlurmUser(login: string, account: string): Promise<v
   ]);
   if (assoc.split('\n').some((l) => l.trim() === login)) return;
   await sacctmgr(['-i', 'add', 'user', login, `account=${account}`, `cluster=${SLURM_TEST_CLUSTER}`]);
+}
+
+/** The Slurm account `name` (made unless it exists) with root associated, so that a test can submit as root. */
+export async function ensureRootAccount(name: string): Promise<void> {
+  await ensureSlurmAccount(name);
+  await ensureSlurmUser('root', name);
 }
 
 export interface TestJob {
@@ -264,20 +272,25 @@ export async function removeTestSlurmObjects(prefix: string | undefined, uids: T
         await new Promise((r) => setTimeout(r, 500));
       }
     }
-    if (users.length > 0)
-      await execa('sacctmgr', ['-i', 'remove', 'user', 'where', `name=${users.join(',')}`], {
-        reject: false,
-        stdin: 'ignore',
-      });
-    if (accounts.length > 0)
-      await execa('sacctmgr', ['-i', 'remove', 'account', 'where', `name=${accounts.join(',')}`], {
-        reject: false,
-        stdin: 'ignore',
-      });
+    await removeSlurmUsersAndAccounts(users, accounts);
   }
   for (const login of (await testUnixUsers(uids)).keys()) {
     await execa('userdel', ['--remove', login], { reject: false, stdin: 'ignore' });
   }
+}
+
+/** Removes the Slurm users and the accounts named (either list may be empty); what is not there is no error. */
+export async function removeSlurmUsersAndAccounts(users: string[], accounts: string[]): Promise<void> {
+  if (users.length > 0)
+    await execa('sacctmgr', ['-i', 'remove', 'user', 'where', `name=${users.join(',')}`], {
+      reject: false,
+      stdin: 'ignore',
+    });
+  if (accounts.length > 0)
+    await execa('sacctmgr', ['-i', 'remove', 'account', 'where', `name=${accounts.join(',')}`], {
+      reject: false,
+      stdin: 'ignore',
+    });
 }
 
 /** Submits as `user` under `account` until slurmctld has the new limit and refuses; returns sbatch's complaint. */
@@ -315,4 +328,35 @@ export function takeTurnsOnTheCluster(): void {
     });
   }, 31 * 60_000);
   afterAll(() => release?.());
+}
+
+/** One call of a commandRecorder program: its arguments and its environment. */
+export interface RecordedCommand {
+  argv: string[];
+  env: Record<string, string>;
+}
+
+/**
+ * A stand-in for sacctmgr, scancel or a site's useradd: a program in `dir` that writes down each
+ * call's arguments and environment, as JSON, in `dir`/calls.jsonl and succeeds printing nothing.
+ */
+export function commandRecorder(dir: string): { program: string; calls: () => RecordedCommand[] } {
+  const program = join(dir, 'record.mjs');
+  const calls = join(dir, 'calls.jsonl');
+  writeFileSync(
+    program,
+    `#!/usr/bin/env node\nimport { appendFileSync } from 'node:fs';\n` +
+      `appendFileSync(${JSON.stringify(calls)}, JSON.stringify({ argv: process.argv.slice(2), env: process.env }) + '\\n');\n`,
+  );
+  chmodSync(program, 0o755);
+  return {
+    program,
+    calls: () =>
+      existsSync(calls)
+        ? readFileSync(calls, 'utf8')
+            .trim()
+            .split('\n')
+            .map((l) => JSON.parse(l) as RecordedCommand)
+        : [],
+  };
 }

@@ -7,42 +7,9 @@ import {
   specOf,
   type PacketTypeName,
 } from '../../src/protocol/index.js';
+import { TYPE_DES } from '../helpers/amie.js';
 
-// Written out from the protocol reference (§2 type_des, §4 tags), not derived from the code under test.
-const TYPE_DES: Array<[number, string]> = [
-  [1, 'data_account_create'],
-  [2, 'data_project_create'],
-  [3, 'inform_transaction_complete'],
-  [4, 'notify_account_inactivate'],
-  [5, 'notify_account_reactivate'],
-  [6, 'notify_account_create'],
-  [7, 'notify_project_create'],
-  [8, 'notify_project_inactivate'],
-  [9, 'notify_project_modify'],
-  [10, 'notify_project_reactivate'],
-  [11, 'notify_project_resources'],
-  [12, 'notify_project_usage'],
-  [13, 'notify_user_modify'],
-  [14, 'notify_user_reactivate'],
-  [15, 'notify_user_suspend'],
-  [16, 'request_account_create'],
-  [17, 'request_account_inactivate'],
-  [18, 'request_account_reactivate'],
-  [19, 'request_project_create'],
-  [20, 'request_project_inactivate'],
-  [21, 'request_project_modify'],
-  [22, 'request_project_reactivate'],
-  [23, 'request_project_resources'],
-  [24, 'request_user_modify'],
-  [25, 'request_user_reactivate'],
-  [26, 'request_user_suspend'],
-  [27, 'request_user_create'],
-  [28, 'notify_user_create'],
-  [29, 'notify_person_ids'],
-  [30, 'notify_person_duplicate'],
-  [31, 'request_person_merge'],
-];
-
+// Written out from the protocol reference (§4 tags), not derived from the code under test.
 const REQUIRED: Record<PacketTypeName, string[]> = {
   request_project_create: [
     'AllocationType',

@@ -8,7 +8,7 @@ import { register } from '../../src/cli/commands/registry.js';
 import { openPglite } from '../../src/db/index.js';
 import { Dispatcher } from '../../src/dispatch/index.js';
 import { RegistryHandler } from '../../handlers/registry.js';
-import { SITE, initTestDatabase, quietLog, seedIncoming } from '../helpers/amie.js';
+import { SITE, initTestDatabase, quietLog, rpcTags, seedIncoming } from '../helpers/amie.js';
 
 let dir: string;
 let configFile: string;
@@ -38,21 +38,7 @@ beforeAll(async () => {
   try {
     await initTestDatabase(db);
     const handler = new RegistryHandler({ db, log: quietLog, site: SITE, options: {}, dryRun: false });
-    await seedIncoming(db, 'request_project_create', {
-      AllocationType: 'new',
-      GrantNumber: 'TG-ABC123',
-      PfosNumber: '1234567',
-      PiFirstName: 'Jane',
-      PiLastName: 'Doe',
-      PiOrganization: 'Example University',
-      PiOrgCode: '0012345',
-      PiDnList: ['/CN=Jane Doe'],
-      StartDate: '2026-07-01',
-      EndDate: '2027-06-30',
-      ResourceList: [SITE.resource],
-      RecordID: 'rec-1',
-      ServiceUnitsAllocated: '50000',
-    });
+    await seedIncoming(db, 'request_project_create', rpcTags({ PiDnList: ['/CN=Jane Doe'] }));
     await new Dispatcher(db, handler, quietLog).runOnce();
     await seedIncoming(db, 'request_account_create', {
       GrantNumber: 'TG-ABC123',

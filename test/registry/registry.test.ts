@@ -13,7 +13,7 @@ import { RegistryHandler, type RegistryOptionsInput } from '../../handlers/regis
 import { loadHandlerClass } from '../../src/dispatch/index.js';
 import '../../handlers/index.js';
 import { driverCases, databaseEachTest } from '../helpers/db.js';
-import { SITE, outgoingPackets, quietLog, seedIncoming } from '../helpers/amie.js';
+import { SITE, outgoingPackets, quietLog, rpcTags, seedIncoming } from '../helpers/amie.js';
 
 /** A site's subclass as the tests see it: every hook call is written down. */
 class RecordingRegistry extends RegistryHandler {
@@ -49,26 +49,15 @@ class RecordingRegistry extends RegistryHandler {
 
 const DN_JANE = '/C=US/O=Example University/CN=Jane Doe';
 
-function rpcTags(extra: Record<string, TagValue> = {}): Record<string, TagValue> {
-  return {
-    AllocationType: 'new',
-    GrantNumber: 'TG-ABC123',
-    PfosNumber: '1234567',
-    PiFirstName: 'Jane',
-    PiLastName: 'Doe',
-    PiOrganization: 'Example University',
-    PiOrgCode: '0012345',
+/** Jane Doe's RPC as these tests send it: with her email, GlobalID and DN, and a title. */
+function janeRpc(extra: Record<string, TagValue> = {}): Record<string, TagValue> {
+  return rpcTags({
     PiEmail: 'jane@example.edu',
     PiGlobalID: '70001',
     PiDnList: [DN_JANE],
-    StartDate: '2026-07-01',
-    EndDate: '2027-06-30',
-    ResourceList: [SITE.resource],
-    RecordID: 'rec-1',
-    ServiceUnitsAllocated: '50000',
     ProjectTitle: 'Turbulence at small scales',
     ...extra,
-  };
+  });
 }
 
 function racTags(first: string, last: string, extra: Record<string, TagValue> = {}): Record<string, TagValue> {
@@ -115,7 +104,7 @@ describe.each(driverCases())('registry handler on $name', (driver) => {
   }
 
   async function newProject() {
-    const r = await send('request_project_create', rpcTags());
+    const r = await send('request_project_create', janeRpc());
     expect(r.type).toBe('notify_project_create');
     return r;
   }
@@ -162,7 +151,7 @@ describe.each(driverCases())('registry handler on $name', (driver) => {
   });
 
   run('RPC without ProjectTitle answers with a title; ProjectID from the RPC is used when given', async () => {
-    const r = await send('request_project_create', rpcTags({ ProjectID: 'p-777', ProjectTitle: '' }));
+    const r = await send('request_project_create', janeRpc({ ProjectID: 'p-777', ProjectTitle: '' }));
     expect(r.body).toMatchObject({ ProjectID: 'p-777', ProjectTitle: 'TG-ABC123' });
   });
 
@@ -176,7 +165,7 @@ describe.each(driverCases())('registry handler on $name', (driver) => {
     handler.calls = [];
     const again = await send(
       'request_project_create',
-      rpcTags({ ServiceUnitsAllocated: '999', AllocationType: 'supplement', PiFirstName: 'Other' }),
+      janeRpc({ ServiceUnitsAllocated: '999', AllocationType: 'supplement', PiFirstName: 'Other' }),
     );
     expect(again.body).toEqual(first.body);
     expect(handler.calls).toEqual([]);
@@ -192,7 +181,7 @@ describe.each(driverCases())('registry handler on $name', (driver) => {
     handler.calls = [];
     const r = await send(
       'request_project_create',
-      rpcTags({
+      janeRpc({
         AllocationType: 'supplement',
         RecordID: 'rec-2',
         ServiceUnitsAllocated: '10000',
@@ -216,7 +205,7 @@ describe.each(driverCases())('registry handler on $name', (driver) => {
     await newProject();
     await send(
       'request_project_create',
-      rpcTags({
+      janeRpc({
         AllocationType: 'renewal',
         RecordID: 'r2',
         ServiceUnitsAllocated: '70000',
@@ -231,18 +220,18 @@ describe.each(driverCases())('registry handler on $name', (driver) => {
     });
     await send(
       'request_project_create',
-      rpcTags({ AllocationType: 'adjustment', RecordID: 'r3', ServiceUnitsAllocated: '-5000' }),
+      janeRpc({ AllocationType: 'adjustment', RecordID: 'r3', ServiceUnitsAllocated: '-5000' }),
     );
     expect((await listProjects(t.db))[0]).toMatchObject({ serviceUnits: 65000 });
     await send(
       'request_project_create',
-      rpcTags({ AllocationType: 'extension', RecordID: 'r4', ServiceUnitsAllocated: '0', EndDate: '2028-12-31' }),
+      janeRpc({ AllocationType: 'extension', RecordID: 'r4', ServiceUnitsAllocated: '0', EndDate: '2028-12-31' }),
     );
     expect((await listProjects(t.db))[0]).toMatchObject({ serviceUnits: 65000, endDate: '2028-12-31' });
   });
 
   run('a supplement for an unknown project fails naming the grant', async () => {
-    const r = await send('request_project_create', rpcTags({ AllocationType: 'supplement', GrantNumber: 'TG-NOPE' }));
+    const r = await send('request_project_create', janeRpc({ AllocationType: 'supplement', GrantNumber: 'TG-NOPE' }));
     expect(r.type).toBe('inform_transaction_complete');
     expect(r.body).toMatchObject({ StatusCode: 'Failure' });
     expect(String(r.body.Message)).toContain('TG-NOPE');
@@ -254,7 +243,7 @@ describe.each(driverCases())('registry handler on $name', (driver) => {
     handler.calls = [];
     const r = await send(
       'request_project_create',
-      rpcTags({ GrantNumber: 'TG-XYZ999', RecordID: 'rec-9', PiPersonID: 'jdoe', PiGlobalID: '' }),
+      janeRpc({ GrantNumber: 'TG-XYZ999', RecordID: 'rec-9', PiPersonID: 'jdoe', PiGlobalID: '' }),
     );
     expect(r.body).toMatchObject({ ProjectID: 'TG-XYZ999', PiPersonID: 'jdoe', PiRemoteSiteLogin: 'jdoe' });
     expect(await listPeople(t.db)).toHaveLength(1);
@@ -435,7 +424,7 @@ describe.each(driverCases())('registry handler on $name', (driver) => {
     await newProject();
     await send(
       'request_project_create',
-      rpcTags({
+      janeRpc({
         GrantNumber: 'TG-XYZ999',
         RecordID: 'rec-x',
         PiFirstName: 'J.',
@@ -575,7 +564,7 @@ describe.each(driverCases())('registry handler on $name', (driver) => {
       options: {},
       dryRun: false,
     }) as unknown as RecordingRegistry;
-    await seedIncoming(t.db, 'request_project_create', rpcTags());
+    await seedIncoming(t.db, 'request_project_create', janeRpc());
     const summary = await new Dispatcher(t.db, handler, quietLog).runOnce();
     expect(summary.errors).toBe(1);
     expect(await listPeople(t.db)).toEqual([]);
@@ -589,7 +578,7 @@ describe.each(driverCases())('registry handler on $name', (driver) => {
         seen.push(ctx.dryRun);
       }
     }
-    await seedIncoming(t.db, 'request_project_create', rpcTags());
+    await seedIncoming(t.db, 'request_project_create', janeRpc());
     const dry = new Dry({ db: t.db, log: quietLog, site: SITE, options: {}, dryRun: true });
     const summary = await new Dispatcher(t.db, dry, quietLog, { dryRun: true }).runOnce();
     expect(summary.answered).toBe(1);

@@ -5,28 +5,26 @@
  * next run must finish the work without answering anything twice.
  */
 import { describe, it, expect } from 'vitest';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Database } from '../../src/db/index.js';
-import { initDatabase } from '../../src/store/index.js';
 import { SITE } from '../helpers/amie.js';
-import { freshPgDatabase } from '../helpers/db.js';
+import { tempDirs } from '../helpers/cli.js';
+import { databaseEachTest, driverCase } from '../helpers/db.js';
 import { hasPostgres, pgSkipNote } from '../helpers/env.js';
 import {
-  buildWorkload,
-  consistencyProblems,
+  CRASH_BACKLOG,
   countOutgoing,
   countPending,
+  expectConsistentEnd,
   plainLines,
   runAmie,
   scenarioRng,
-  seedWorkload,
+  seedBacklog,
   sleep,
   writeAmieConfig,
 } from '../helpers/reliability.js';
 
-const TRANSACTIONS = 1000;
 const SLOW_REGISTRY = resolve('test/reliability/fixtures/slow-registry.js');
 
 /**
@@ -65,74 +63,60 @@ async function halfWritten(db: Database): Promise<string[]> {
 }
 
 describe.skipIf(!hasPostgres())(`the database connection lost during amie process${pgSkipNote}`, () => {
+  const t = databaseEachTest(driverCase('pg'));
+  const tempDir = tempDirs('amie-drop-');
   it('each drop (in a statement, during site work) ends the run with exit 2 and one line; the next run completes, nothing answered twice', async () => {
     const rng = scenarioRng('connection lost');
-    const t = await freshPgDatabase();
     const database = new URL(t.url!).pathname.slice(1);
-    const dir = mkdtempSync(join(tmpdir(), 'amie-drop-'));
-    try {
-      await initDatabase(t.db);
-      const items = buildWorkload(rng, {
-        transactions: TRANSACTIONS,
-        rpcShare: 0.15,
-        people: 250,
-        racsOnNewProjects: true,
-      });
-      await seedWorkload(t.db, items);
-      const registry = writeAmieConfig(dir, t.url!);
-      // Site work that takes a while in a hook: the batch's transaction sits idle meanwhile.
-      const slow = join(dir, 'slow.yaml');
-      writeFileSync(
-        slow,
-        [
-          `site: { name: ${SITE.name}, resource: ${SITE.resource} }`,
-          `database: { url: "${t.url}" }`,
-          `handler: { module: "${SLOW_REGISTRY}", options: { delayMs: 20 } }`,
-          'log: { level: warn }',
-        ].join('\n'),
-      );
+    const dir = tempDir();
+    const items = await seedBacklog(t.db, rng, CRASH_BACKLOG);
+    const registry = writeAmieConfig(dir, t.url!);
+    // Site work that takes a while in a hook: the batch's transaction sits idle meanwhile.
+    const slow = join(dir, 'slow.yaml');
+    writeFileSync(
+      slow,
+      [
+        `site: { name: ${SITE.name}, resource: ${SITE.resource} }`,
+        `database: { url: "${t.url}" }`,
+        `handler: { module: "${SLOW_REGISTRY}", options: { delayMs: 20 } }`,
+        'log: { level: warn }',
+      ].join('\n'),
+    );
 
-      const drops = [
-        { config: registry, state: 'active' as const, what: 'while a statement runs' },
-        { config: slow, state: 'idle in transaction' as const, what: 'while a hook does site work' },
-        { config: registry, state: 'active' as const, what: 'while a statement runs' },
-        { config: slow, state: 'idle in transaction' as const, what: 'while a hook does site work' },
-      ];
-      for (const [i, drop] of drops.entries()) {
-        const app = `amie-reliability-drop-${i}`;
-        const before = await countOutgoing(t.db);
-        const run = runAmie(['-c', drop.config, 'process'], { PGAPPNAME: app });
-        let exited = false;
-        void run.done.then(() => (exited = true));
-        // Mid-run: after the run's first commit, and a random while later.
-        while (!exited && (await countOutgoing(t.db)) === before) await sleep(5);
-        await sleep(rng.int(0, 200));
-        let dropped = 0;
-        while (!exited && dropped === 0) {
-          dropped = await dropRunConnections(t.db, database, app, drop.state);
-          if (dropped === 0) await sleep(2);
-        }
-        const r = await run.done;
-        const label = `drop ${i + 1} (${drop.what})`;
-        expect(dropped, `${label}: the run ended before its connection could be dropped: ${r.stdout}`).toBeGreaterThan(
-          0,
-        );
-        expect(r.code, `${label}: ${r.stderr.slice(-3000)}`).toBe(2);
-        // What the operator reads in the cron mail: one line, saying what to do, no stack trace.
-        const lines = plainLines(r.stderr);
-        expect(lines, label).toHaveLength(1);
-        expect(lines[0], label).toMatch(/^amie: lost the connection to postgres:\/\/\S+ .*run again/);
-        expect(await halfWritten(t.db), label).toEqual([]);
+    const drops = [
+      { config: registry, state: 'active' as const, what: 'while a statement runs' },
+      { config: slow, state: 'idle in transaction' as const, what: 'while a hook does site work' },
+      { config: registry, state: 'active' as const, what: 'while a statement runs' },
+      { config: slow, state: 'idle in transaction' as const, what: 'while a hook does site work' },
+    ];
+    for (const [i, drop] of drops.entries()) {
+      const app = `amie-reliability-drop-${i}`;
+      const before = await countOutgoing(t.db);
+      const run = runAmie(['-c', drop.config, 'process'], { PGAPPNAME: app });
+      let exited = false;
+      void run.done.then(() => (exited = true));
+      // Mid-run: after the run's first commit, and a random while later.
+      while (!exited && (await countOutgoing(t.db)) === before) await sleep(5);
+      await sleep(rng.int(0, 200));
+      let dropped = 0;
+      while (!exited && dropped === 0) {
+        dropped = await dropRunConnections(t.db, database, app, drop.state);
+        if (dropped === 0) await sleep(2);
       }
-
-      expect(await countPending(t.db)).toBeGreaterThan(0);
-      const next = await runAmie(['-c', registry, 'process']).done;
-      expect(next.code, next.stderr.slice(-2000)).toBe(0);
-      expect(await countPending(t.db)).toBe(0);
-      expect(await consistencyProblems(t.db, items), `seed ${rng.seed}`).toEqual([]);
-    } finally {
-      await t.cleanup();
-      rmSync(dir, { recursive: true, force: true });
+      const r = await run.done;
+      const label = `drop ${i + 1} (${drop.what})`;
+      expect(dropped, `${label}: the run ended before its connection could be dropped: ${r.stdout}`).toBeGreaterThan(0);
+      expect(r.code, `${label}: ${r.stderr.slice(-3000)}`).toBe(2);
+      // What the operator reads in the cron mail: one line, saying what to do, no stack trace.
+      const lines = plainLines(r.stderr);
+      expect(lines, label).toHaveLength(1);
+      expect(lines[0], label).toMatch(/^amie: lost the connection to postgres:\/\/\S+ .*run again/);
+      expect(await halfWritten(t.db), label).toEqual([]);
     }
+
+    expect(await countPending(t.db)).toBeGreaterThan(0);
+    const next = await runAmie(['-c', registry, 'process']).done;
+    expect(next.code, next.stderr.slice(-2000)).toBe(0);
+    await expectConsistentEnd(t.db, items, rng);
   }, 180_000);
 });

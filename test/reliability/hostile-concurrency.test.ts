@@ -25,8 +25,8 @@ import { AmieRestClient, RestSource } from '../../src/sources/index.js';
 import { RegistryHandler } from '../../handlers/registry.js';
 import { FakeAmieRest, racBody } from '../sources/fake-amie-rest.js';
 import type { TagValue } from '../../src/protocol/index.js';
-import { SITE, quietLog, racTags, seedIncoming } from '../helpers/amie.js';
-import { driverCases, freshPgDatabase } from '../helpers/db.js';
+import { SITE, nacFor, quietLog, racTags, rpcTags, seedIncoming } from '../helpers/amie.js';
+import { databaseEachTest, driverCases, freshPgDatabase } from '../helpers/db.js';
 import { hasPostgres, pgSkipNote } from '../helpers/env.js';
 import {
   consistencyProblems,
@@ -364,98 +364,82 @@ class FlakyRegistry extends RegistryHandler {
   }
 }
 
-const RPC_BODY = {
-  AllocationType: 'new',
-  GrantNumber: 'TG-ABC123',
-  ProjectID: 'p-abc123',
-  PfosNumber: '1234567',
-  PiFirstName: 'Jane',
-  PiLastName: 'Doe',
-  PiOrganization: 'Example University',
-  PiOrgCode: '0012345',
-  PiGlobalID: '5550001',
-  StartDate: '2026-07-01',
-  EndDate: '2027-06-30',
-  ResourceList: [SITE.resource],
-  RecordID: 'big-ids-rpc',
-  ServiceUnitsAllocated: '50000',
-};
+const RPC_BODY = rpcTags({ ProjectID: 'p-abc123', PiGlobalID: '5550001', RecordID: 'big-ids-rpc' });
 
 const num = (v: unknown) => Number(v);
 
 describe.each(driverCases())('ids from outside on $name', (driver) => {
+  const t = databaseEachTest(driver, { init: false });
   const run = it.skipIf(!driver.available);
+  /** Runs `play` with the fake server numbering from `packetRecId` and `transRecId`, on an initialised database. */
+  async function withServerFrom(packetRecId: number, transRecId: number, play: (api: FakeAmieRest) => Promise<void>) {
+    const api = await fakeServerFrom(packetRecId, transRecId);
+    try {
+      await initDatabase(t.db);
+      await play(api);
+    } finally {
+      await api.close();
+    }
+  }
 
-  run(
-    '[12.8] REST packets numbered past 2^31 are answered, deferred and counted, and do not block later packets',
-    async () => {
-      const t = await driver.open();
-      const api = await fakeServerFrom(BIG, 2_500_000_000);
-      try {
-        await initDatabase(t.db);
-        const rpc = api.addIncoming('request_project_create', RPC_BODY);
-        const rac = api.addIncoming('request_account_create', racBody(1));
-        const flaky = api.addIncoming('request_account_create', racBody(2, { UserLastName: 'Flaky' }));
-        expect([rpc.packetRecId, rac.packetRecId, flaky.packetRecId]).toEqual([BIG, BIG + 1, BIG + 2]);
-        const handler = new FlakyRegistry({ db: t.db, log: quietLog, site: SITE, options: {}, dryRun: false });
+  run('[12.8] REST packets numbered past 2^31 are answered, deferred and counted, and do not block later packets', () =>
+    withServerFrom(BIG, 2_500_000_000, async (api) => {
+      const rpc = api.addIncoming('request_project_create', RPC_BODY);
+      const rac = api.addIncoming('request_account_create', racBody(1));
+      const flaky = api.addIncoming('request_account_create', racBody(2, { UserLastName: 'Flaky' }));
+      expect([rpc.packetRecId, rac.packetRecId, flaky.packetRecId]).toEqual([BIG, BIG + 1, BIG + 2]);
+      const handler = new FlakyRegistry({ db: t.db, log: quietLog, site: SITE, options: {}, dryRun: false });
 
-        const first = await new Dispatcher(restSource(t.db, api), handler, quietLog).runOnce();
-        expect(first).toMatchObject({ taken: 3, answered: 2, errors: 1 });
-        expect(api.repliesTo(rpc.packetRecId)).toHaveLength(1);
-        expect(api.repliesTo(rac.packetRecId)).toHaveLength(1);
-        const { rows: errors } = await t.db.query<{ source: string; packet_rec_id: unknown; error_count: number }>(
-          'SELECT source, packet_rec_id, error_count FROM amie_toolkit.packet_errors',
-        );
-        expect(errors.map((e) => ({ ...e, packet_rec_id: num(e.packet_rec_id) }))).toEqual([
-          { source: 'rest', packet_rec_id: BIG + 2, error_count: 1 },
-        ]);
-        const { rows: history } = await t.db.query<{ a: unknown; r: unknown }>(
-          `SELECT (SELECT packet_rec_id FROM amie_toolkit.allocation_history) AS a, (SELECT packet_rec_id FROM amie_toolkit.rpc_records) AS r`,
-        );
-        expect(history.map((h) => [num(h.a), num(h.r)])).toEqual([[BIG, BIG]]);
+      const first = await new Dispatcher(restSource(t.db, api), handler, quietLog).runOnce();
+      expect(first).toMatchObject({ taken: 3, answered: 2, errors: 1 });
+      expect(api.repliesTo(rpc.packetRecId)).toHaveLength(1);
+      expect(api.repliesTo(rac.packetRecId)).toHaveLength(1);
+      const { rows: errors } = await t.db.query<{ source: string; packet_rec_id: unknown; error_count: number }>(
+        'SELECT source, packet_rec_id, error_count FROM amie_toolkit.packet_errors',
+      );
+      expect(errors.map((e) => ({ ...e, packet_rec_id: num(e.packet_rec_id) }))).toEqual([
+        { source: 'rest', packet_rec_id: BIG + 2, error_count: 1 },
+      ]);
+      const { rows: history } = await t.db.query<{ a: unknown; r: unknown }>(
+        `SELECT (SELECT packet_rec_id FROM amie_toolkit.allocation_history) AS a, (SELECT packet_rec_id FROM amie_toolkit.rpc_records) AS r`,
+      );
+      expect(history.map((h) => [num(h.a), num(h.r)])).toEqual([[BIG, BIG]]);
 
-        // The packet a handler failed on is offered again, and succeeds.
-        const second = await new Dispatcher(restSource(t.db, api), handler, quietLog).runOnce();
-        expect(second).toMatchObject({ taken: 1, answered: 1 });
-        expect(api.repliesTo(flaky.packetRecId)).toHaveLength(1);
-        expect((await t.db.query('SELECT 1 FROM amie_toolkit.packet_errors')).rows).toEqual([]);
-        const { rows: audit } = await t.db.query<{
-          source: string;
-          packet_rec_id: unknown;
-          trans_rec_id: unknown;
-          outcome: string;
-          reply_packet_rec_id: unknown;
-        }>(
-          'SELECT source, packet_rec_id, trans_rec_id, outcome, reply_packet_rec_id FROM amie_toolkit.audit ORDER BY audit_id',
-        );
-        expect(
-          audit.map((a) => [
-            a.source,
-            num(a.packet_rec_id),
-            num(a.trans_rec_id) >= 2_500_000_000,
-            a.outcome,
-            a.reply_packet_rec_id === null ? null : num(a.reply_packet_rec_id) > BIG,
-          ]),
-        ).toEqual([
-          ['rest', BIG, true, 'reply', true],
-          ['rest', BIG + 1, true, 'reply', true],
-          ['rest', BIG + 2, true, 'error', null],
-          ['rest', BIG + 2, true, 'reply', true],
-        ]);
-      } finally {
-        await api.close();
-        await t.cleanup();
-      }
-    },
+      // The packet a handler failed on is offered again, and succeeds.
+      const second = await new Dispatcher(restSource(t.db, api), handler, quietLog).runOnce();
+      expect(second).toMatchObject({ taken: 1, answered: 1 });
+      expect(api.repliesTo(flaky.packetRecId)).toHaveLength(1);
+      expect((await t.db.query('SELECT 1 FROM amie_toolkit.packet_errors')).rows).toEqual([]);
+      const { rows: audit } = await t.db.query<{
+        source: string;
+        packet_rec_id: unknown;
+        trans_rec_id: unknown;
+        outcome: string;
+        reply_packet_rec_id: unknown;
+      }>(
+        'SELECT source, packet_rec_id, trans_rec_id, outcome, reply_packet_rec_id FROM amie_toolkit.audit ORDER BY audit_id',
+      );
+      expect(
+        audit.map((a) => [
+          a.source,
+          num(a.packet_rec_id),
+          num(a.trans_rec_id) >= 2_500_000_000,
+          a.outcome,
+          a.reply_packet_rec_id === null ? null : num(a.reply_packet_rec_id) > BIG,
+        ]),
+      ).toEqual([
+        ['rest', BIG, true, 'reply', true],
+        ['rest', BIG + 1, true, 'reply', true],
+        ['rest', BIG + 2, true, 'error', null],
+        ['rest', BIG + 2, true, 'reply', true],
+      ]);
+    }),
   );
 
   run(
     "[12.8] the AMIE tables and the REST API number packets independently: one source's error count is not the other's",
-    async () => {
-      const t = await driver.open();
-      const api = await fakeServerFrom(1, 1);
-      try {
-        await initDatabase(t.db);
+    () =>
+      withServerFrom(1, 1, async (api) => {
         const seen: Array<{ packetRecId: number; errorCount: number }> = [];
         class Site extends AmieHandler {
           override async request_account_create(
@@ -464,11 +448,7 @@ describe.each(driverCases())('ids from outside on $name', (driver) => {
           ): Promise<HandlerResult<'notify_account_create'>> {
             seen.push({ packetRecId: p.packetRecId, errorCount: ctx.errorCount });
             if (p.tags.UserLastName === 'Flaky') throw new Error('useradd: exit 9');
-            return {
-              UserPersonID: `u-${p.packetRecId}`,
-              UserRemoteSiteLogin: `zoe${p.packetRecId}`,
-              AccountActivityTime: '2026-11-24T00:00:00Z',
-            };
+            return nacFor(p.packetRecId);
           }
         }
         const handler = new Site({ db: t.db, log: quietLog, site: SITE, options: {}, dryRun: false });
@@ -494,17 +474,12 @@ describe.each(driverCases())('ids from outside on $name', (driver) => {
           { source: 'rest', outcome: 'error' },
           { source: 'tables', outcome: 'reply' },
         ]);
-      } finally {
-        await api.close();
-        await t.cleanup();
-      }
-    },
+      }),
   );
 
   run(
     '[12.8] the migration upgrades a database with rows in it: ids become bigint, each row gets its source',
     async () => {
-      const t = await driver.open();
       const at = MIGRATIONS.findIndex((m) => m.id === '0007-bigint-ids-and-source');
       expect(at).toBeGreaterThan(0);
       const [migration] = MIGRATIONS.splice(at, 1);
@@ -561,7 +536,6 @@ describe.each(driverCases())('ids from outside on $name', (driver) => {
         );
       } finally {
         if (!MIGRATIONS.some((m) => m.id === migration?.id)) MIGRATIONS.splice(at, 0, migration!);
-        await t.cleanup();
       }
     },
   );

@@ -12,9 +12,8 @@ import { join, resolve } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config/index.js';
 import { openPglite } from '../../src/db/index.js';
-import { AmieHandler, Dispatcher, type HandlerResult, type IncomingPacket } from '../../src/dispatch/index.js';
+import { Dispatcher } from '../../src/dispatch/index.js';
 import { DEFAULT_MAX_RESPONSE_BYTES, retryAfterMs } from '../../src/http.js';
-import { createLogger, type Logger } from '../../src/log.js';
 import { RestSimulator } from '../../src/simulator/http.js';
 import {
   AmieRestClient,
@@ -24,16 +23,16 @@ import {
   type AmieRestClientOptions,
 } from '../../src/sources/index.js';
 import { listUnreportedJobs } from '../../src/store/index.js';
-import { UsageApiClient, UsageApiError, type ComputeRecord } from '../../src/usage/api-client.js';
+import { UsageApiClient, UsageApiError } from '../../src/usage/api-client.js';
 import { UsageConfigSchema } from '../../src/usage/config.js';
 import { reportUsage } from '../../src/usage/report.js';
-import { parseSacctStream, type SacctRecord } from '../../src/usage/sacct.js';
 import { UsageApiSink } from '../../src/usage/sinks/usage-api.js';
-import { SITE, quietLog } from '../helpers/amie.js';
+import { NacHandler, SITE, quietLog } from '../helpers/amie.js';
 import { driverCases, databaseEachTest } from '../helpers/db.js';
 import { FaultServer, on } from '../helpers/fault-server.js';
 import { FakeAmieRest, racBody } from '../sources/fake-amie-rest.js';
-import { startRestSimulator } from '../helpers/simulator.js';
+import { computeRecord, restApiEachTest, startRestSimulator } from '../helpers/simulator.js';
+import { sacctJob, sacctRecords } from '../helpers/sacct-lines.js';
 import { CLI } from '../helpers/cli.js';
 
 const KEY = 'hostile-test-key-0123456789';
@@ -47,31 +46,17 @@ async function failure(p: Promise<unknown>): Promise<Error> {
   );
 }
 
-/** Answers every RAC with a NAC. */
-class NacHandler extends AmieHandler {
-  override async request_account_create(
-    p: IncomingPacket<'request_account_create'>,
-  ): Promise<HandlerResult<'notify_account_create'>> {
-    return {
-      UserPersonID: `u-${p.packetRecId}`,
-      UserRemoteSiteLogin: `zoe${p.packetRecId}`,
-      AccountActivityTime: '2026-11-24T00:00:00Z',
-    };
-  }
-}
-
-function computeRecord(i: number): ComputeRecord {
-  return {
-    Username: 'alice',
-    LocalProjectID: 'p-abc123',
-    LocalRecordID: String(1000 + i),
-    Resource: SITE.resource,
-    SubmitTime: '2024-03-01T10:00:00Z',
-    StartTime: '2024-03-01T10:00:05Z',
-    EndTime: '2024-03-01T11:00:05Z',
-    Charge: 1,
-    Attributes: { NodeCount: 1 },
-  };
+/** A client of `api` that reaches it through `proxy`, quick to give up. */
+function clientThrough(proxy: FaultServer, api: FakeAmieRest, over: Partial<AmieRestClientOptions> = {}) {
+  return new AmieRestClient({
+    url: proxy.in(api.url),
+    site: api.site,
+    apiKey: api.apiKey,
+    timeoutMs: 2000,
+    retries: 1,
+    retryBaseMs: 5,
+    ...over,
+  });
 }
 
 describe('hostile HTTP answers to the clients', () => {
@@ -94,16 +79,7 @@ describe('hostile HTTP answers to the clients', () => {
   afterEach(async () => {
     await Promise.all([proxy.close(), elsewhere.close(), api.close()]);
   });
-  const restClient = (over: Partial<AmieRestClientOptions> = {}) =>
-    new AmieRestClient({
-      url: proxy.in(api.url),
-      site: api.site,
-      apiKey: api.apiKey,
-      timeoutMs: 2000,
-      retries: 1,
-      retryBaseMs: 5,
-      ...over,
-    });
+  const restClient = (over: Partial<AmieRestClientOptions> = {}) => clientThrough(proxy, api, over);
   const usageClient = (over: Partial<ConstructorParameters<typeof UsageApiClient>[0]> = {}) =>
     new UsageApiClient({
       url: `${proxy.url}usage-api/`,
@@ -306,52 +282,39 @@ describe('hostile HTTP answers to the clients', () => {
 
 describe.each(driverCases())('hostile HTTP answers to the REST source on $name', (driver) => {
   const t = databaseEachTest(driver);
-  let api: FakeAmieRest;
+  const rest = restApiEachTest(driver);
   let proxy: FaultServer;
   let elsewhere: FaultServer;
-  let lines: string[];
-  let log: Logger;
   beforeEach(async () => {
     if (!driver.available) return;
-    api = await FakeAmieRest.start();
-    proxy = await FaultServer.start({ upstream: api.url });
+    proxy = await FaultServer.start({ upstream: rest.api.url });
     elsewhere = await FaultServer.start();
     elsewhere.on(
       on.any,
       { kind: 'json', json: { message: 'packet sent', result: { header: { packet_rec_id: 1 } } } },
       Infinity,
     );
-    lines = [];
-    log = createLogger({ level: 'debug', destination: { write: (s: string) => void lines.push(s) } });
   });
   afterEach(async () => {
     if (!driver.available) return;
-    expect(lines.join('')).not.toContain(api.apiKey);
-    await Promise.all([proxy.close(), elsewhere.close(), api.close()]);
+    expect(rest.lines.join('')).not.toContain(rest.api.apiKey);
+    await Promise.all([proxy.close(), elsewhere.close()]);
   });
   const run = it.skipIf(!driver.available);
 
   const source = (client: Partial<AmieRestClientOptions> = {}) =>
     new RestSource(
       t.db,
-      new AmieRestClient({
-        url: proxy.in(api.url),
-        site: api.site,
-        apiKey: api.apiKey,
-        timeoutMs: 2000,
-        retries: 1,
-        retryBaseMs: 5,
-        ...client,
-      }),
-      log,
+      clientThrough(proxy, rest.api, client),
+      rest.log,
       // Every unsent reply is a leftover to send at the next run's start, as after a crash.
       { outboxGraceMs: 0 },
     );
   const process = (client: Partial<AmieRestClientOptions> = {}) =>
     new Dispatcher(
       source(client),
-      new NacHandler({ db: t.db, log, site: SITE, options: {}, dryRun: false }),
-      log,
+      new NacHandler({ db: t.db, log: rest.log, site: SITE, options: {}, dryRun: false }),
+      rest.log,
     ).runOnce();
   const outbox = async () =>
     (
@@ -359,22 +322,22 @@ describe.each(driverCases())('hostile HTTP answers to the REST source on $name',
         'SELECT status, reply_packet_rec_id::int AS r FROM amie_toolkit.rest_outbox',
       )
     ).rows;
-  const failedOnServer = () => api.requests.filter((r) => r.method === 'PUT' && r.path.includes('/state/failed'));
+  const failedOnServer = () => rest.api.requests.filter((r) => r.method === 'PUT' && r.path.includes('/state/failed'));
 
   run(
     '[12.4] a reply stays in the outbox after a proxy page, a redirect, a 301 on the POST or an answer naming no packet; then it is sent once',
     async () => {
-      const { packetRecId, transRecId } = api.addIncoming('request_account_create', racBody(1));
+      const { packetRecId, transRecId } = rest.api.addIncoming('request_account_create', racBody(1));
       const attempts: Array<[string, Parameters<FaultServer['on']>[1]]> = [
         [
           '200 HTML',
           {
             kind: 'html',
-            html: '<html><head><title>Sign in</title></head><body>Please log in to continue</body></html>',
+            html: '<html><head><title>Sign in</title></head><body>Please rest.log in to continue</body></html>',
           },
         ],
         // fetch would have turned this POST into a GET of the listing and taken its 200 for a delivery.
-        ['301 on the POST', { kind: 'redirect', status: 301, to: `${api.url}packets/EXAMPLE` }],
+        ['301 on the POST', { kind: 'redirect', status: 301, to: `${rest.api.url}packets/EXAMPLE` }],
         ['307 to another origin', { kind: 'redirect', status: 307, to: `${elsewhere.url}api/packets/EXAMPLE` }],
         ['200 JSON naming no packet', { kind: 'json', json: { message: 'OK' } }],
       ];
@@ -388,29 +351,29 @@ describe.each(driverCases())('hostile HTTP answers to the REST source on $name',
           ),
         );
         expect(await outbox(), what).toEqual([{ status: 'unsent', r: null }]);
-        expect(api.repliesTo(packetRecId), what).toEqual([]);
+        expect(rest.api.repliesTo(packetRecId), what).toEqual([]);
       }
       expect(elsewhere.requests).toEqual([]);
       expect(failedOnServer()).toEqual([]);
-      expect(api.transactions.get(transRecId)!.state).toBe('in-progress');
+      expect(rest.api.transactions.get(transRecId)!.state).toBe('in-progress');
 
       // The server takes the POST but its answer names nothing: the transaction's packets show the reply.
       proxy.on(on.postTo('/packets/'), { kind: 'forward-then-json', json: { message: 'OK' } });
       const summary = await process();
       expect(summary.taken).toBe(0);
-      const [reply] = api.repliesTo(packetRecId);
+      const [reply] = rest.api.repliesTo(packetRecId);
       expect(await outbox()).toEqual([{ status: 'sent', r: reply!.header.packet_rec_id }]);
-      expect(lines.join('')).toContain(
+      expect(rest.lines.join('')).toContain(
         'the reply had already reached the server; marked sent without sending it again',
       );
-      expect(api.posts).toHaveLength(1);
+      expect(rest.api.posts).toHaveLength(1);
     },
   );
 
   run(
     '[12.5] 429 and 408 on the POST, retries run out: the run stops, the reply waits, nothing is failed on the server',
     async () => {
-      const { packetRecId, transRecId } = api.addIncoming('request_account_create', racBody(1));
+      const { packetRecId, transRecId } = rest.api.addIncoming('request_account_create', racBody(1));
       proxy.on(
         on.postTo('/packets/'),
         { kind: 'status', status: 429, retryAfter: '1', json: { message: 'rate limit exceeded' } },
@@ -421,7 +384,7 @@ describe.each(driverCases())('hostile HTTP answers to the REST source on $name',
       expect(Date.now() - started).toBeGreaterThanOrEqual(990); // Retry-After, not the 5 ms backoff
       expect(err).toBeInstanceOf(RestDeliveryError);
       expect(err.message).toBe(
-        `could not send the notify_account_create answering packet ${packetRecId}: AMIE REST API at ${proxy.in(api.url)}: ` +
+        `could not send the notify_account_create answering packet ${packetRecId}: AMIE REST API at ${proxy.in(rest.api.url)}: ` +
           'POST packets/EXAMPLE failed after 2 attempts: HTTP 429: rate limit exceeded; it is kept in the outbox and sent at the start of the next run',
       );
       proxy.on(on.postTo('/packets/'), { kind: 'status', status: 408, json: { message: 'request timeout' } }, 2);
@@ -430,7 +393,7 @@ describe.each(driverCases())('hostile HTTP answers to the REST source on $name',
       );
       // Nothing failed, refused or answered in the meantime; a 429 is not even looked up before retrying.
       expect(failedOnServer()).toEqual([]);
-      expect(api.transactions.get(transRecId)!.state).toBe('in-progress');
+      expect(rest.api.transactions.get(transRecId)!.state).toBe('in-progress');
       expect(await outbox()).toEqual([{ status: 'unsent', r: null }]);
       expect(
         (await t.db.query(`SELECT count(*)::int AS n FROM amie_toolkit.audit WHERE outcome = 'refused'`)).rows,
@@ -438,14 +401,14 @@ describe.each(driverCases())('hostile HTTP answers to the REST source on $name',
 
       // Once the server takes requests again, the reply goes, once.
       await process();
-      expect(api.repliesTo(packetRecId)).toHaveLength(1);
-      expect(api.posts).toHaveLength(1);
+      expect(rest.api.repliesTo(packetRecId)).toHaveLength(1);
+      expect(rest.api.posts).toHaveLength(1);
       expect((await outbox())[0]!.status).toBe('sent');
     },
   );
 
   run('[12.5] a 4xx on the check-before-resend GET fails nothing; only a 400/409/422 to the POST does', async () => {
-    const { packetRecId, transRecId } = api.addIncoming('request_account_create', racBody(1));
+    const { packetRecId, transRecId } = rest.api.addIncoming('request_account_create', racBody(1));
     proxy.on(on.postTo('/packets/'), { kind: 'status', status: 503, json: { message: 'maintenance' } }, 2);
     await failure(process());
     expect(await outbox()).toEqual([{ status: 'unsent', r: null }]);
@@ -475,9 +438,9 @@ describe.each(driverCases())('hostile HTTP answers to the REST source on $name',
     });
     await process();
     expect(failedOnServer()).toHaveLength(1);
-    expect(api.transactions.get(transRecId)!.state).toBe('failed');
+    expect(rest.api.transactions.get(transRecId)!.state).toBe('failed');
     expect(await outbox()).toEqual([{ status: 'refused', r: null }]);
-    expect(api.repliesTo(packetRecId)).toEqual([]);
+    expect(rest.api.repliesTo(packetRecId)).toEqual([]);
   });
 });
 
@@ -525,7 +488,7 @@ describe.each(driverCases())('hostile HTTP answers to the usage-api sink on $nam
       site: SITE,
       usage,
       ...window,
-      records: await sacctRecords(ids),
+      records: await sacctRecords(ids.map((id) => sacctJob(id))),
       sinkImpl: new UsageApiSink(t.db, client, SITE, quietLog),
       log: quietLog,
     });
@@ -626,29 +589,3 @@ describe('amie process against a rate-limited REST API', () => {
     }
   });
 });
-
-function sacctLine(id: string): string {
-  return [
-    id,
-    id,
-    'delta',
-    'alice',
-    'abc123',
-    'gpu',
-    'COMPLETED',
-    '2024-03-01T10:00:00',
-    '2024-03-01T10:00:05',
-    '2024-03-01T11:00:05',
-    '01:00:00',
-    '3600',
-    '1',
-    '4',
-    'billing=4,cpu=4,gres/gpu=2,mem=8G,node=1',
-  ].join('|');
-}
-
-async function sacctRecords(ids: string[]): Promise<SacctRecord[]> {
-  const out: SacctRecord[] = [];
-  for await (const r of parseSacctStream(ids.map((id) => sacctLine(id)))) out.push(r);
-  return out;
-}

@@ -22,7 +22,7 @@ import { openTransaction, writePacket } from '../../src/store/index.js';
 import { SITE } from '../helpers/amie.js';
 import { driverCases, preferredDriver, type DriverCase } from '../helpers/db.js';
 import { CliSite } from '../helpers/cli.js';
-import { plainLines, runAmie } from '../helpers/reliability.js';
+import { plainLines, runAmie, scenarioRac, scenarioRpc } from '../helpers/reliability.js';
 import { FakeSlack, SLACK_TOKEN } from '../notify/slack-server.js';
 import { FakeAmieRest } from '../sources/fake-amie-rest.js';
 
@@ -44,35 +44,9 @@ function entry(name: string, value: string): Record<string, string> {
   return withOwn({}, name, value) as Record<string, string>;
 }
 
-const RPC: Tags = {
-  AllocationType: 'new',
-  GrantNumber: 'TG-HOST01',
-  ProjectID: 'p-host01',
-  PfosNumber: '1234567',
-  PiFirstName: 'Jane',
-  PiLastName: 'Doe',
-  PiOrganization: 'Example University',
-  PiOrgCode: '0012345',
-  PiGlobalID: '5550001',
-  StartDate: '2026-07-01',
-  EndDate: '2027-06-30',
-  ResourceList: [SITE.resource],
-  RecordID: 'host-rpc-1',
-  ServiceUnitsAllocated: '1000',
-};
+const RPC: Tags = scenarioRpc('TG-HOST01', 'p-host01', 'host-rpc-1');
 
-function rac(n: number): Tags {
-  return {
-    GrantNumber: 'TG-HOST01',
-    ProjectID: 'p-host01',
-    ResourceList: [SITE.resource],
-    UserFirstName: 'Ann',
-    UserLastName: `Host${n}`,
-    UserOrganization: 'Example University',
-    UserOrgCode: '0012345',
-    UserGlobalID: String(5551000 + n),
-  };
-}
+const rac = (n: number): Tags => scenarioRac('TG-HOST01', 'p-host01', `Host${n}`, String(5551000 + n));
 
 /** What the run must do with one packet. */
 type Want = { answer: string } | { failure: RegExp } | { answerOrFailure: true };

@@ -4,14 +4,10 @@
  * after the handler changed its books. Site commands with hostile arguments and the environment
  * they get are here too (a local program stands in for useradd; no Slurm needed).
  */
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterAll, beforeEach, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
 import { RegistryHandler } from '../../handlers/registry.js';
 import { SlurmHandler } from '../../handlers/slurm.js';
 import { Dispatcher, PacketFailure, type IncomingPacket, type PacketContext } from '../../src/dispatch/index.js';
-import type { TagValue } from '../../src/protocol/index.js';
 import {
   RegistryBooks,
   listPeople,
@@ -23,8 +19,10 @@ import {
   type RegistryProject,
 } from '../../src/registry/index.js';
 import { expandArgv, runCommand } from '../../src/slurm/index.js';
-import { SITE, auditOf, outgoingPackets, quietLog, seedIncoming } from '../helpers/amie.js';
+import { SITE, auditOf, outgoingPackets, projectRpc, quietLog, seedIncoming } from '../helpers/amie.js';
 import { driverCases, databaseEachTest } from '../helpers/db.js';
+import { tempDirs } from '../helpers/cli.js';
+import { commandRecorder } from '../helpers/slurm.js';
 
 /** A registry whose projects get Slurm accounts as the Slurm handler names them; hooks are written down. */
 class BookedRegistry extends RegistryHandler {
@@ -52,60 +50,11 @@ class BookedRegistry extends RegistryHandler {
   }
 }
 
-function rpc(
-  grant: string,
-  projectId: string,
-  pi: { first: string; last: string; globalId: string },
-  extra: Record<string, TagValue> = {},
-): Record<string, TagValue> {
-  return {
-    AllocationType: 'new',
-    GrantNumber: grant,
-    ProjectID: projectId,
-    PfosNumber: '1234567',
-    PiFirstName: pi.first,
-    PiLastName: pi.last,
-    PiOrganization: 'Example University',
-    PiOrgCode: '0012345',
-    PiGlobalID: pi.globalId,
-    StartDate: '2026-07-01',
-    EndDate: '2027-06-30',
-    ResourceList: [SITE.resource],
-    RecordID: `rec-${grant}`,
-    ServiceUnitsAllocated: '1000',
-    ProjectTitle: `Project ${grant}`,
-    ...extra,
-  };
-}
 const JANE = { first: 'Jane', last: 'Doe', globalId: '70001' };
 const EVIL = { first: '--shell=/tmp/evil', last: 'Doe', globalId: '70003' };
 
-const dirs: string[] = [];
-afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
-
-/** A program that appends its arguments and environment, as JSON, to `<dir>/calls.jsonl`, and succeeds. */
-function recorder(): { program: string; calls: () => Array<{ argv: string[]; env: Record<string, string> }> } {
-  const dir = mkdtempSync(join(tmpdir(), 'amie-hostile-'));
-  dirs.push(dir);
-  const program = join(dir, 'record.mjs');
-  const calls = join(dir, 'calls.jsonl');
-  writeFileSync(
-    program,
-    `#!/usr/bin/env node\nimport { appendFileSync } from 'node:fs';\n` +
-      `appendFileSync(${JSON.stringify(calls)}, JSON.stringify({ argv: process.argv.slice(2), env: process.env }) + '\\n');\n`,
-  );
-  chmodSync(program, 0o755);
-  return {
-    program,
-    calls: () =>
-      existsSync(calls)
-        ? readFileSync(calls, 'utf8')
-            .trim()
-            .split('\n')
-            .map((l) => JSON.parse(l))
-        : [],
-  };
-}
+const tempDir = tempDirs('amie-hostile-');
+const recorder = () => commandRecorder(tempDir());
 
 /** amie's secrets, as the environment of `amie process` holds them; restored afterwards. */
 const SECRETS = {
@@ -218,7 +167,7 @@ describe.each(driverCases())('hostile packets against the registry on $name', (d
   run(
     "[12.6] an RPC whose Slurm account is another project's gets a failure ITC naming both projects; no hook runs, the books stay",
     async () => {
-      await seedIncoming(t.db, 'request_project_create', rpc('TG-ABC', 'TG-ABC', JANE));
+      await seedIncoming(t.db, 'request_project_create', projectRpc('TG-ABC', 'TG-ABC', JANE));
       expect((await dispatch()).answered).toBe(1);
       const before = await books();
       expect(before.projects).toEqual(['TG-ABC tg-abc pi=jdoe su=1000']);
@@ -227,7 +176,7 @@ describe.each(driverCases())('hostile packets against the registry on $name', (d
       const second = await seedIncoming(
         t.db,
         'request_project_create',
-        rpc('tg-abc', 'tg-abc', MARY, { ServiceUnitsAllocated: '5' }),
+        projectRpc('tg-abc', 'tg-abc', MARY, { ServiceUnitsAllocated: '5' }),
       );
       const summary = await dispatch();
       expect(summary.failed).toBe(1);
@@ -240,7 +189,7 @@ describe.each(driverCases())('hostile packets against the registry on $name', (d
       const again = await seedIncoming(
         t.db,
         'request_project_create',
-        rpc('tg-abc', 'tg-abc', MARY, { ServiceUnitsAllocated: '5' }),
+        projectRpc('tg-abc', 'tg-abc', MARY, { ServiceUnitsAllocated: '5' }),
       );
       expect((await dispatch()).failed).toBe(1);
       await expectClashRefused(again.transRecId);
@@ -252,8 +201,8 @@ describe.each(driverCases())('hostile packets against the registry on $name', (d
   run(
     '[12.6] two clashing RPCs in one batch: the first is answered, the second refused before its hooks, the batch is written',
     async () => {
-      const first = await seedIncoming(t.db, 'request_project_create', rpc('TG-ABC', 'TG-ABC', JANE));
-      const second = await seedIncoming(t.db, 'request_project_create', rpc('tg-abc', 'tg-abc', MARY));
+      const first = await seedIncoming(t.db, 'request_project_create', projectRpc('TG-ABC', 'TG-ABC', JANE));
+      const second = await seedIncoming(t.db, 'request_project_create', projectRpc('tg-abc', 'tg-abc', MARY));
       const summary = await dispatch();
       expect({ answered: summary.answered, failed: summary.failed, errors: summary.errors }).toEqual({
         answered: 1,
@@ -274,7 +223,7 @@ describe.each(driverCases())('hostile packets against the registry on $name', (d
   );
 
   run('[12.6] a Slurm account the batch did not read with its books is checked in the database', async () => {
-    await seedIncoming(t.db, 'request_project_create', rpc('TG-ABC', 'TG-ABC', JANE));
+    await seedIncoming(t.db, 'request_project_create', projectRpc('TG-ABC', 'TG-ABC', JANE));
     await dispatch();
     const questions = {
       recordIds: [],
@@ -337,7 +286,7 @@ describe.each(driverCases())('hostile packets against the registry on $name', (d
 
   run('[12.13] a PI named "--shell=/tmp/evil" fails the RPC with the reason before any command runs', async () => {
     const { rec, dispatch: run } = recordingSlurm();
-    const seeded = await seedIncoming(t.db, 'request_project_create', rpc('TG-EVIL', 'p-evil', EVIL));
+    const seeded = await seedIncoming(t.db, 'request_project_create', projectRpc('TG-EVIL', 'p-evil', EVIL));
     const summary = await run();
     expect({ failed: summary.failed, errors: summary.errors }).toEqual({ failed: 1, errors: 0 });
     const reply = await replyTo(seeded.transRecId);
@@ -355,7 +304,7 @@ describe.each(driverCases())('hostile packets against the registry on $name', (d
       await seedIncoming(
         t.db,
         'request_project_create',
-        rpc('TG-ENV', 'p-env', JANE, { PiRequestedLoginList: [login] }),
+        projectRpc('TG-ENV', 'p-env', JANE, { PiRequestedLoginList: [login] }),
       );
       const restore = withSecrets({ SITE_LDAP_URI: 'ldap://ldap.example.org' });
       let summary;
@@ -384,8 +333,8 @@ describe.each(driverCases())('hostile packets against the registry on $name', (d
     '[12.18] a reply the dispatcher refuses leaves nothing in the books; the other packets of the batch are written',
     async () => {
       handler.spoil.add('TG-BAD');
-      const bad = await seedIncoming(t.db, 'request_project_create', rpc('TG-BAD', 'p-bad', MARY));
-      const good = await seedIncoming(t.db, 'request_project_create', rpc('TG-GOOD', 'p-good', JANE));
+      const bad = await seedIncoming(t.db, 'request_project_create', projectRpc('TG-BAD', 'p-bad', MARY));
+      const good = await seedIncoming(t.db, 'request_project_create', projectRpc('TG-GOOD', 'p-good', JANE));
       const summary = await dispatch();
       expect({ answered: summary.answered, errors: summary.errors }).toEqual({ answered: 1, errors: 1 });
       expect((await auditOf(t.db, bad.packetRecId)).at(-1)?.reason).toMatch(
@@ -411,7 +360,7 @@ describe.each(driverCases())('hostile packets against the registry on $name', (d
 
   run('[12.18] a refused reply alone in its batch writes nothing either', async () => {
     handler.spoil.add('TG-BAD');
-    await seedIncoming(t.db, 'request_project_create', rpc('TG-BAD', 'p-bad', MARY));
+    await seedIncoming(t.db, 'request_project_create', projectRpc('TG-BAD', 'p-bad', MARY));
     expect((await dispatch()).errors).toBe(1);
     expect(await books()).toEqual({ projects: [], people: [], rpc: [] });
   });

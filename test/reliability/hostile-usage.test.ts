@@ -17,20 +17,27 @@ import {
   SacctError,
   UsageConfigSchema,
   UsageRunBusyError,
-  parseSacctStream,
   reportUsage,
   resendUsage,
   usageApiClient,
   withUsageLock,
   type ChargedJob,
-  type SacctRecord,
   type UsageSink,
 } from '../../src/usage/index.js';
 import { SITE, outgoingPackets, quietLog } from '../helpers/amie.js';
-import { freshPgDatabase, freshPgliteDatabase, initialisedPgliteDir, type TestDatabase } from '../helpers/db.js';
+import {
+  databaseEachTest,
+  freshPgDatabase,
+  freshPgliteDatabase,
+  initialisedPgliteDir,
+  driverCase,
+  type TestDatabase,
+} from '../helpers/db.js';
 import { hasPostgres, pgSkipNote } from '../helpers/env.js';
 import { CLI, plainLines, runAmie } from '../helpers/reliability.js';
 import { startRestSimulator } from '../helpers/simulator.js';
+import { sacctFields, sacctRecords } from '../helpers/sacct-lines.js';
+import { isAlive } from '../helpers/cli.js';
 
 const API_KEY = 'test-usage-key-not-secret';
 const WINDOW = { since: new Date('2024-03-01T00:00:00Z'), until: new Date('2024-03-02T00:00:00Z') };
@@ -41,20 +48,12 @@ type Job = Record<string, string>;
 
 function job(o: Job & { JobID: string }): Job {
   return {
-    JobIDRaw: o.JobID,
-    Cluster: 'delta',
-    User: 'alice',
-    Account: 'abc123',
-    Partition: 'gpu',
-    State: 'COMPLETED',
-    Submit: '2024-03-01T10:00:00',
-    Start: '2024-03-01T10:00:05',
-    End: '2024-03-01T10:01:05',
-    Elapsed: '00:01:00',
-    ElapsedRaw: '60',
-    NNodes: '1',
-    NCPUS: '4',
-    AllocTRES: 'billing=4,cpu=4,gres/gpu=1,node=1',
+    ...sacctFields(o.JobID, {
+      End: '2024-03-01T10:01:05',
+      Elapsed: '00:01:00',
+      ElapsedRaw: '60',
+      AllocTRES: 'billing=4,cpu=4,gres/gpu=1,node=1',
+    }),
     JobName: 'train',
     Comment: '',
     ...o,
@@ -124,27 +123,8 @@ const usageConfig = (extra: Record<string, unknown> = {}) =>
     ...extra,
   });
 
-async function parsed(lines: string[]): Promise<SacctRecord[]> {
-  const out: SacctRecord[] = [];
-  for await (const r of parseSacctStream(lines)) out.push(r);
-  return out;
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 describe('job names that try to forge usage', () => {
-  let t: TestDatabase;
-  beforeEach(async () => {
-    t = await freshPgliteDatabase({ init: true });
-  });
-  afterEach(() => t?.cleanup());
+  const t = databaseEachTest(driverCase('pglite'));
 
   it('[12.10] a job name holding a newline and a record-shaped tail charges nothing: only the real job is reported', async () => {
     const sacctPath = sacctPrinting([job({ JobID: '5001', JobName: FORGING_NAME, Comment: FORGING_NAME })]);
@@ -188,7 +168,7 @@ describe('job names that try to forge usage', () => {
       site: SITE,
       usage: usageConfig(),
       ...WINDOW,
-      records: await parsed(lines),
+      records: await sacctRecords(lines),
       log: quietLog,
     });
     const n = Object.keys(TAILS).length;
@@ -199,11 +179,7 @@ describe('job names that try to forge usage', () => {
 });
 
 describe('sacct text named like prototype properties', () => {
-  let t: TestDatabase;
-  beforeEach(async () => {
-    t = await freshPgliteDatabase({ init: true });
-  });
-  afterEach(() => t?.cleanup());
+  const t = databaseEachTest(driverCase('pglite'));
 
   it('[12.1] a TRES, partition or Slurm account named __proto__/constructor/toString/hasOwnProperty is plain data', async () => {
     const names = ['__proto__', 'constructor', 'toString', 'hasOwnProperty'];
@@ -217,7 +193,13 @@ describe('sacct text named like prototype properties', () => {
       lineOf(job({ JobID: String(7100 + i), Account: name }), SACCT_FIELDS),
     ]);
     const usage = usageConfig({ charge: { unit: 'gpu-hours', partitionMultipliers: { gpu: 2 } } });
-    const s = await reportUsage(t.db, { site: SITE, usage, ...WINDOW, records: await parsed(lines), log: quietLog });
+    const s = await reportUsage(t.db, {
+      site: SITE,
+      usage,
+      ...WINDOW,
+      records: await sacctRecords(lines),
+      log: quietLog,
+    });
     expect(s).toMatchObject({ jobsSeen: 8, reported: 4 });
     // 4 jobs x 2 GPUs x 60 s, multiplier 1.
     expect(s.gpuHoursPerProject['p-abc123']).toBeCloseTo((4 * 2 * 60) / 3600, 9);
@@ -227,11 +209,7 @@ describe('sacct text named like prototype properties', () => {
 });
 
 describe('a sacct that never answers', () => {
-  let t: TestDatabase;
-  beforeEach(async () => {
-    t = await freshPgliteDatabase({ init: true });
-  });
-  afterEach(() => t?.cleanup());
+  const t = databaseEachTest(driverCase('pglite'));
 
   it('[12.15] is stopped after usage.sacctTimeoutSeconds: the run fails naming the setting and releases the lock; the next run reports', async () => {
     const pidFile = join(dir, 'hung.pid');
@@ -389,7 +367,7 @@ describe('amie usage resend', () => {
       for (const id of ['7001', '7002', '7003'])
         sim.usage.refuse.set(`delta:${id}:${SUBMIT_EPOCH}`, 'unknown LocalProjectID');
       const ends = ['2024-03-01T11:00:00', '2024-03-01T12:00:00', '2024-03-01T13:00:00'];
-      const records = await parsed(
+      const records = await sacctRecords(
         ['7001', '7002', '7003'].map((id, i) => lineOf(job({ JobID: id, End: ends[i]! }), SACCT_FIELDS)),
       );
       const s = await reportUsage(db, {
@@ -421,18 +399,14 @@ describe('amie usage resend', () => {
 });
 
 describe('usage record identity', () => {
-  let t: TestDatabase;
-  beforeEach(async () => {
-    t = await freshPgliteDatabase({ init: true });
-  });
-  afterEach(() => t?.cleanup());
+  const t = databaseEachTest(driverCase('pglite'));
   const apiRun = async (lines: string[]) =>
     reportUsage(t.db, {
       site: SITE,
       usage: usageConfig({ sink: 'usage-api' }),
       apiKey: API_KEY,
       ...WINDOW,
-      records: await parsed(lines),
+      records: await sacctRecords(lines),
       log: quietLog,
     });
 
@@ -517,7 +491,7 @@ describe('usage record identity', () => {
       site: SITE,
       usage: usageConfig(),
       ...WINDOW,
-      records: await parsed([
+      records: await sacctRecords([
         lineOf(job({ JobID: '5301', State: 'REQUEUED', Submit: '2024-03-01T09:00:00' }), SACCT_FIELDS),
         lineOf(job({ JobID: '5301' }), SACCT_FIELDS),
       ]),

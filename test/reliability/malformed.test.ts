@@ -22,7 +22,7 @@ import { initDatabase } from '../../src/store/index.js';
 import { SITE } from '../helpers/amie.js';
 import { freshPgDatabase } from '../helpers/db.js';
 import { hasPostgres, pgSkipNote } from '../helpers/env.js';
-import { plainLines, runAmie, writeAmieConfig } from '../helpers/reliability.js';
+import { plainLines, runAmie, scenarioRac, scenarioRpc, writeAmieConfig } from '../helpers/reliability.js';
 
 const T = PACKET_TYPE_IDS;
 const KB100 = 100 * 1024;
@@ -39,35 +39,10 @@ const PROTOTYPE_NAMES = ['constructor', '__proto__', 'toString', 'hasOwnProperty
 
 const STATE = { completed: 1, inProgress: 2, failed: 3, onHold: 5, xPending: 6, killed: 7 };
 
-const GOOD_RPC: Record<string, TagValue> = {
-  AllocationType: 'new',
-  GrantNumber: 'TG-MAL001',
-  ProjectID: 'p-mal001',
-  PfosNumber: '1234567',
-  PiFirstName: 'Jane',
-  PiLastName: 'Doe',
-  PiOrganization: 'Example University',
-  PiOrgCode: '0012345',
-  PiGlobalID: '5550001',
-  StartDate: '2026-07-01',
-  EndDate: '2027-06-30',
-  ResourceList: [SITE.resource],
-  RecordID: 'mal-rpc-1',
-  ServiceUnitsAllocated: '1000',
-};
+const GOOD_RPC: Record<string, TagValue> = scenarioRpc('TG-MAL001', 'p-mal001', 'mal-rpc-1');
 
 const rac = (n: number, extra: Record<string, TagValue | undefined> = {}): Record<string, TagValue> => {
-  const tags: Record<string, TagValue | undefined> = {
-    GrantNumber: 'TG-MAL001',
-    ProjectID: 'p-mal001',
-    ResourceList: [SITE.resource],
-    UserFirstName: 'Ann',
-    UserLastName: `Good${n}`,
-    UserOrganization: 'Example University',
-    UserOrgCode: '0012345',
-    UserGlobalID: `555${1000 + n}`,
-    ...extra,
-  };
+  const tags = { ...scenarioRac('TG-MAL001', 'p-mal001', `Good${n}`, `555${1000 + n}`), ...extra };
   return Object.fromEntries(Object.entries(tags).filter(([, v]) => v !== undefined)) as Record<string, TagValue>;
 };
 

@@ -1,26 +1,13 @@
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CLI } from '../helpers/cli.js';
+import { amieIn } from '../helpers/cli.js';
 
 // `amie demo --keep` and `amie report --html` as an operator runs them: the compiled program
 // (build first) in a child process, with no AMIE_ variable from the test's environment.
 
-async function amie(args: string[], cwd: string) {
-  const env: NodeJS.ProcessEnv = { ...process.env };
-  for (const k of Object.keys(env)) if (k.startsWith('AMIE_')) delete env[k];
-  const r = await execa(process.execPath, [CLI, ...args], {
-    cwd,
-    env,
-    extendEnv: false,
-    reject: false,
-    stdin: 'ignore',
-    timeout: 180_000,
-  });
-  return { code: r.exitCode, stdout: String(r.stdout), stderr: String(r.stderr) };
-}
+const amie = (args: string[], cwd: string) => amieIn(cwd, args, { timeout: 180_000 });
 
 describe('amie demo --keep, then amie report --html on its configuration', () => {
   let root: string;

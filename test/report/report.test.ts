@@ -1,9 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SlurmDifference, SlurmDrift } from '../../src/slurm/check.js';
 import { escapeHtml, generateReport, renderCharts, type ReportModel } from '../../src/report/index.js';
-import { openPglite, type Database } from '../../src/db/index.js';
-import { driverCases, type TestDatabase } from '../helpers/db.js';
-import { SITE, initTestDatabase } from '../helpers/amie.js';
+import { databaseEachTest, driverCase, driverCases, type TestDatabase } from '../helpers/db.js';
+import { SITE } from '../helpers/amie.js';
 import { DEFER_REASON, HOSTILE_PI, HOSTILE_PROJECT, HOSTILE_USER, seedReportData, type SeededReport } from './seed.js';
 
 const CONFIG = { site: SITE, source: { kind: 'tables' as const }, handler: 'registry' };
@@ -124,12 +123,7 @@ describe.each(driverCases())('the status page on $name', (driver) => {
 });
 
 describe('the status page over the REST source', () => {
-  let db: Database;
-  beforeAll(async () => {
-    db = await openPglite();
-    await initTestDatabase(db);
-  });
-  afterAll(() => db?.close());
+  const t = databaseEachTest(driverCase('pglite'));
 
   it('reads stuck and failed packets, and whom they are about, from the REST source tables', async () => {
     const packet = (first: string) =>
@@ -137,12 +131,12 @@ describe('the status page over the REST source', () => {
         type: 'request_account_create',
         body: { UserFirstName: first, UserLastName: 'Doe', ProjectID: 'p-1' },
       });
-    await db.query(
+    await t.db.query(
       `INSERT INTO amie_toolkit.rest_packets (packet_rec_id, trans_rec_id, type_id, packet, state)
        VALUES (501, 9001, 16, $1, 'pending'), (502, 9002, 16, $2, 'completed')`,
       [packet(HOSTILE_PI), packet('Ann')],
     );
-    await db.query(
+    await t.db.query(
       `INSERT INTO amie_toolkit.audit (source, run_id, packet_rec_id, trans_rec_id, packet_type, outcome, reason)
        VALUES ('rest', 'r1', 501, 9001, 'request_account_create', 'defer', 'later'),
               ('rest', 'r1', 502, 9002, 'request_account_create', 'fail', 'no such project'),
@@ -150,7 +144,7 @@ describe('the status page over the REST source', () => {
     );
     const source = { kind: 'rest', url: 'https://amie.example.org/', apiKeyEnv: 'AMIE_KEY' } as const;
     const { model, html } = await generateReport(
-      db,
+      t.db,
       { site: SITE, source, handler: 'registry' },
       { days: 7, limit: 10 },
     );
@@ -166,12 +160,7 @@ describe('the status page over the REST source', () => {
 });
 
 describe('the drift section (amie slurm check)', () => {
-  let db: Database;
-  beforeAll(async () => {
-    db = await openPglite();
-    await initTestDatabase(db);
-  });
-  afterAll(() => db?.close());
+  const t = databaseEachTest(driverCase('pglite'));
 
   const difference = (kind: SlurmDifference['kind'], project: string): SlurmDifference => ({
     project,
@@ -189,7 +178,7 @@ describe('the drift section (amie slurm check)', () => {
       foreign: [],
       checked: { projects: 2, accounts: 2, logins: 1, clusters: ['c1'] },
     };
-    const { model, html } = await generateReport(db, CONFIG, {
+    const { model, html } = await generateReport(t.db, CONFIG, {
       days: 7,
       limit: 10,
       drift: () => Promise.resolve(drift),
@@ -204,7 +193,7 @@ describe('the drift section (amie slurm check)', () => {
 
   it('says why the section is missing when Slurm cannot be asked, and still writes the page', async () => {
     const drift = () => Promise.reject(new Error('sacctmgr show assoc: <unreachable>'));
-    const { model, html } = await generateReport(db, CONFIG, { days: 7, limit: 10, drift });
+    const { model, html } = await generateReport(t.db, CONFIG, { days: 7, limit: 10, drift });
     expect(model.drift).toBeNull();
     expect(html).toContain('amie slurm check failed: sacctmgr show assoc: &lt;unreachable&gt;');
   });

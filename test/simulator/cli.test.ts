@@ -3,14 +3,9 @@ import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { amieIn, requireBuiltCli, tempDirs } from '../helpers/cli.js';
+import { OFFICIAL } from '../helpers/simulator.js';
 
 // `amie demo` and `amie simulate` are tested as people run them: the compiled program in a child process.
-const OFFICIAL = [
-  'request_project_reactivate',
-  'request_account_reactivate',
-  'request_person_merge',
-  'request_user_modify',
-];
 
 const tempDir = tempDirs('amie-sim-');
 

@@ -3,14 +3,9 @@ import { join } from 'node:path';
 import { execa, type ResultPromise } from 'execa';
 import { describe, expect, it } from 'vitest';
 import { CLI, amieIn, cleanEnv, requireBuiltCli, tempDirs } from '../helpers/cli.js';
+import { OFFICIAL } from '../helpers/simulator.js';
 
 // The REST simulator from the command line, as people run it: the compiled program in child processes.
-const OFFICIAL = [
-  'request_project_reactivate',
-  'request_account_reactivate',
-  'request_person_merge',
-  'request_user_modify',
-];
 
 const tempDir = tempDirs('amie-rest-sim-');
 

@@ -4,58 +4,26 @@
  * checked is which cluster each command names, and that nothing runs and nothing is said to
  * have been done when commands are only logged.
  */
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import pino from 'pino';
-import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { SlurmHandler, slurmOptionsSchema, type SlurmOptionsInput } from '../../handlers/slurm.js';
 import type { SiteConfig } from '../../src/config/index.js';
 import { Dispatcher } from '../../src/dispatch/index.js';
 import { SimData } from '../../src/simulator/index.js';
 import { SITE, outgoingPackets, quietLog, seedIncoming } from '../helpers/amie.js';
-import { freshPgliteDatabase, type TestDatabase } from '../helpers/db.js';
+import { databaseEachTest, driverCase } from '../helpers/db.js';
+import { tempDirs } from '../helpers/cli.js';
+import { commandRecorder } from '../helpers/slurm.js';
 
 const RES_A = 'cluster-a.example.org';
 const RES_B = 'cluster-b.example.org';
 const BOTH: SiteConfig = { name: SITE.name, resource: RES_A, resources: [RES_A, RES_B], remoteSite: SITE.remoteSite };
 
-const dirs: string[] = [];
-afterAll(() => {
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
-});
-
-/** A program that appends its arguments, as JSON, to `calls`, and succeeds printing nothing. */
-function recorder(): { program: string; calls: () => string[][] } {
-  const dir = mkdtempSync(join(tmpdir(), 'amie-clusters-'));
-  dirs.push(dir);
-  const calls = join(dir, 'calls.jsonl');
-  const program = join(dir, 'record.mjs');
-  writeFileSync(
-    program,
-    `#!/usr/bin/env node\nimport { appendFileSync } from 'node:fs';\nappendFileSync(${JSON.stringify(calls)}, JSON.stringify(process.argv.slice(2)) + '\\n');\n`,
-  );
-  chmodSync(program, 0o755);
-  return {
-    program,
-    calls: () =>
-      existsSync(calls)
-        ? readFileSync(calls, 'utf8')
-            .trim()
-            .split('\n')
-            .map((l) => JSON.parse(l) as string[])
-        : [],
-  };
-}
+const tempDir = tempDirs('amie-clusters-');
+const recorder = () => commandRecorder(tempDir());
 
 describe('[14.4] the Slurm handler sends each resource’s work to its cluster', () => {
-  let t: TestDatabase;
-  beforeEach(async () => {
-    t = await freshPgliteDatabase({ init: true });
-  });
-  afterEach(async () => {
-    await t.cleanup();
-  });
+  const t = databaseEachTest(driverCase('pglite'));
 
   it('[14.4] clusters: {resource: cluster} puts each project’s account on its resource’s cluster', async () => {
     const rec = recorder();
@@ -84,6 +52,7 @@ describe('[14.4] the Slurm handler sends each resource’s work to its cluster',
       new Set(
         rec
           .calls()
+          .map((c) => c.argv)
           .filter((argv) => argv.some((a) => a === account || a === `name=${account}` || a === `account=${account}`))
           .flatMap((argv) => argv.filter((a) => a.startsWith('cluster='))),
       );
@@ -111,13 +80,7 @@ describe('[14.4] the Slurm handler sends each resource’s work to its cluster',
 });
 
 describe('[14.5] one meaning of dry run in the Slurm handler', () => {
-  let t: TestDatabase;
-  beforeEach(async () => {
-    t = await freshPgliteDatabase({ init: true });
-  });
-  afterEach(async () => {
-    await t.cleanup();
-  });
+  const t = databaseEachTest(driverCase('pglite'));
 
   it('[14.5] the old dryRun option is a configuration error naming commands: log-only', () => {
     for (const dryRun of [true, false]) {

@@ -3,19 +3,9 @@
  * cleaning text for sacctmgr, the grid-mapfile, the handler's options and the example configs.
  */
 import { spawn } from 'node:child_process';
-import {
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  statSync,
-  writeFileSync,
-  chmodSync,
-  existsSync,
-} from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readdirSync, readFileSync, statSync, writeFileSync, chmodSync, existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config/index.js';
 import { loadHandlerClass } from '../../src/dispatch/index.js';
 import '../../handlers/index.js';
@@ -30,14 +20,9 @@ import {
   updateGridMapfile,
 } from '../../src/slurm/index.js';
 import { SITE, quietLog } from '../helpers/amie.js';
+import { tempDirs } from '../helpers/cli.js';
 
-const dirs: string[] = [];
-function tempDir(): string {
-  const d = mkdtempSync(join(tmpdir(), 'amie-slurm-unit-'));
-  dirs.push(d);
-  return d;
-}
-afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+const tempDir = tempDirs('amie-slurm-unit-');
 
 const HOSTILE = ['$(touch /tmp/x)', '`touch /tmp/x`', `O'Brien "the" ; rm -rf /`, 'a\nb\r\nc\u0000d', '|=,'];
 

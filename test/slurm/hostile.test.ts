@@ -12,10 +12,16 @@ import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { SlurmHandler, type SlurmOptionsInput } from '../../handlers/slurm.js';
 import { Dispatcher } from '../../src/dispatch/index.js';
 import { listPeople, listProjects } from '../../src/registry/index.js';
-import type { TagValue } from '../../src/protocol/index.js';
-import { SITE, outgoingPackets, quietLog, seedIncoming } from '../helpers/amie.js';
+import { SITE, outgoingPackets, projectRpc, quietLog, seedIncoming, type RpcPi } from '../helpers/amie.js';
 import { preferredDriver, type OpenOptions, type TestDatabase } from '../helpers/db.js';
-import { takeTurnsOnTheCluster, SLURM_TEST_CLUSTER, hasSlurm, slurmSkipNote } from '../helpers/slurm.js';
+import {
+  takeTurnsOnTheCluster,
+  SLURM_TEST_CLUSTER,
+  hasSlurm,
+  removeSlurmUsersAndAccounts,
+  sacctmgrRows,
+  slurmSkipNote,
+} from '../helpers/slurm.js';
 
 takeTurnsOnTheCluster();
 
@@ -26,14 +32,6 @@ const dirs: string[] = [];
 afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
 
 const database = (options?: OpenOptions) => preferredDriver().open(options);
-
-async function sacctmgrRows(args: string[]): Promise<string[][]> {
-  const r = await execa('sacctmgr', ['-n', '-P', 'show', ...args], { stdin: 'ignore', timeout: 30_000 });
-  return r.stdout
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => l.split('|'));
-}
 
 /** Everything Slurm and the passwd database say about the accounts under `prefix` and the logins given. */
 async function slurmState(prefix: string, logins: string[]) {
@@ -70,43 +68,13 @@ async function cleanUp(prefix: string, logins: string[]): Promise<void> {
       (await sacctmgrRows(['account', 'format=account'])).map(([a]) => a!).filter((a) => a.startsWith(prefix)),
     ),
   ];
-  await execa('sacctmgr', ['-i', 'remove', 'user', 'where', `name=${logins.join(',')}`], {
-    reject: false,
-    stdin: 'ignore',
-  });
-  if (accounts.length > 0)
-    await execa('sacctmgr', ['-i', 'remove', 'account', 'where', `name=${accounts.join(',')}`], {
-      reject: false,
-      stdin: 'ignore',
-    });
+  await removeSlurmUsersAndAccounts(logins, accounts);
   for (const login of logins) await execa('userdel', ['--remove', login], { reject: false, stdin: 'ignore' });
 }
 
-function rpc(
-  grant: string,
-  projectId: string,
-  pi: { first: string; last: string; login: string; globalId: string },
-  units: string,
-): Record<string, TagValue> {
-  return {
-    AllocationType: 'new',
-    GrantNumber: grant,
-    ProjectID: projectId,
-    PfosNumber: '1234567',
-    PiFirstName: pi.first,
-    PiLastName: pi.last,
-    PiOrganization: 'Example University',
-    PiOrgCode: '0012345',
-    PiGlobalID: pi.globalId,
-    PiRequestedLoginList: [pi.login],
-    StartDate: '2026-07-01',
-    EndDate: '2027-06-30',
-    ResourceList: [SITE.resource],
-    RecordID: `rec-${grant}-${pi.login}`,
-    ServiceUnitsAllocated: units,
-    ProjectTitle: `Project ${grant}`,
-  };
-}
+/** The RPC of project `grant` led by `pi`, for `units`, under a RecordID of its own. */
+const rpc = (grant: string, projectId: string, pi: Required<RpcPi>, units: string) =>
+  projectRpc(grant, projectId, pi, { RecordID: `rec-${grant}-${pi.login}`, ServiceUnitsAllocated: units });
 
 describe.runIf(hasSlurm())(`hostile packets against the Slurm handler on the test cluster${slurmSkipNote()}`, () => {
   let t: TestDatabase;

@@ -1,4 +1,4 @@
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { openPg, type Database } from '../../src/db/index.js';
 import {
   AmieHandler,
@@ -11,7 +11,6 @@ import {
   type IncomingPacket,
   type PacketContext,
 } from '../../src/dispatch/index.js';
-import { createLogger, type Logger } from '../../src/log.js';
 import {
   AmieRestClient,
   AmieRestError,
@@ -21,8 +20,9 @@ import {
   type RestSourceOptions,
 } from '../../src/sources/index.js';
 import { driverCases, databaseEachTest } from '../helpers/db.js';
-import { SITE } from '../helpers/amie.js';
-import { FakeAmieRest, faults, isPost, racBody } from './fake-amie-rest.js';
+import { SITE, nacFor } from '../helpers/amie.js';
+import { faults, isPost, racBody } from './fake-amie-rest.js';
+import { restApiEachTest } from '../helpers/simulator.js';
 
 /** Answers RACs and DPCs the way a site would, and counts what it was asked. */
 class SiteHandler extends AmieHandler {
@@ -33,11 +33,7 @@ class SiteHandler extends AmieHandler {
     _ctx: PacketContext,
   ): Promise<HandlerResult<'notify_account_create'>> {
     this.calls++;
-    return {
-      UserPersonID: `u-${p.packetRecId}`,
-      UserRemoteSiteLogin: `zoe${p.packetRecId}`,
-      AccountActivityTime: '2026-11-24T00:00:00Z',
-    };
+    return nacFor(p.packetRecId);
   }
   override async data_project_create(p: IncomingPacket<'data_project_create'>) {
     this.calls++;
@@ -58,55 +54,48 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe.each(driverCases())('REST source on $name', (driver) => {
   const t = databaseEachTest(driver);
-  let api: FakeAmieRest;
-  let lines: string[];
-  let log: Logger;
-  beforeEach(async () => {
-    if (!driver.available) return;
-    api = await FakeAmieRest.start();
-    lines = [];
-    log = createLogger({ level: 'debug', destination: { write: (s: string) => void lines.push(s) } });
-  });
-  afterEach(async () => {
-    if (!driver.available) return;
+  const rest = restApiEachTest(driver);
+  afterEach(() => {
     // Whatever happened in the test, the API key never reached the log.
-    expect(lines.join('')).not.toContain(api.apiKey);
-    await api.close();
+    if (driver.available) expect(rest.lines.join('')).not.toContain(rest.api.apiKey);
   });
   const run = it.skipIf(!driver.available);
 
   const clientFor = (over: Partial<AmieRestClientOptions> = {}) =>
     new AmieRestClient({
-      url: api.url,
-      site: api.site,
-      apiKey: api.apiKey,
+      url: rest.api.url,
+      site: rest.api.site,
+      apiKey: rest.api.apiKey,
       timeoutMs: 1000,
       retries: 2,
       retryBaseMs: 5,
       onRetry: (i) =>
-        log.warn({ request: i.request, attempt: i.attempt, reason: i.reason }, 'AMIE REST API call failed; retrying'),
+        rest.log.warn(
+          { request: i.request, attempt: i.attempt, reason: i.reason },
+          'AMIE REST API call failed; retrying',
+        ),
       ...over,
     });
   const sourceFor = (db: Database = t.db, opts: RestSourceOptions = {}, client: Partial<AmieRestClientOptions> = {}) =>
-    new RestSource(db, clientFor(client), log, opts);
-  const context = (db: Database) => ({ db, log, site: SITE, options: {}, dryRun: false });
+    new RestSource(db, clientFor(client), rest.log, opts);
+  const context = (db: Database) => ({ db, log: rest.log, site: SITE, options: {}, dryRun: false });
   const process = (
     source: RestSource,
     handler: AmieHandler = new SiteHandler(context(t.db)),
     opts: DispatchOptions = {},
-  ) => new Dispatcher(source, handler, log, opts).runOnce();
+  ) => new Dispatcher(source, handler, rest.log, opts).runOnce();
   const rows = async (sql: string, params: unknown[] = []) =>
     (await t.db.query<Record<string, unknown>>(sql, params)).rows;
 
   run('answers a real-looking RAC: one NAC POSTed with in_reply_to, the audit and outbox kept locally', async () => {
-    const { packetRecId, transRecId } = api.addIncoming('request_account_create', racBody(1));
+    const { packetRecId, transRecId } = rest.api.addIncoming('request_account_create', racBody(1));
     const handler = new SiteHandler(context(t.db));
     const summary = await process(sourceFor(), handler);
     expect(summary).toMatchObject({ taken: 1, answered: 1 });
     expect(exitCodeFor(summary)).toBe(0);
-    const [reply] = api.repliesTo(packetRecId);
-    expect(api.posts).toHaveLength(1);
-    expect(api.posts[0]!.body).toMatchObject({
+    const [reply] = rest.api.repliesTo(packetRecId);
+    expect(rest.api.posts).toHaveLength(1);
+    expect(rest.api.posts[0]!.body).toMatchObject({
       type: 'notify_account_create',
       type_id: 6,
       header: {
@@ -142,28 +131,28 @@ describe.each(driverCases())('REST source on $name', (driver) => {
     expect(await rows('SELECT state FROM amie_toolkit.rest_packets')).toEqual([{ state: 'completed' }]);
     // Nothing is pending any more.
     expect(await process(sourceFor(), handler)).toMatchObject({ taken: 0 });
-    expect(api.posts).toHaveLength(1);
+    expect(rest.api.posts).toHaveLength(1);
   });
 
   run('a packet the server still lists after its reply is not handled again', async () => {
-    api.lagging = true;
-    const { packetRecId } = api.addIncoming('request_account_create', racBody(1));
+    rest.api.lagging = true;
+    const { packetRecId } = rest.api.addIncoming('request_account_create', racBody(1));
     const handler = new SiteHandler(context(t.db));
     await process(sourceFor(), handler);
     const again = await process(sourceFor(), handler);
     expect(again.taken).toBe(0);
     expect(handler.calls).toBe(1);
-    expect(api.posts).toHaveLength(1);
-    expect(api.repliesTo(packetRecId)).toHaveLength(1);
+    expect(rest.api.posts).toHaveLength(1);
+    expect(rest.api.repliesTo(packetRecId)).toHaveLength(1);
   });
 
   run('a DPC gets its resource from the RPC, fetched from the transaction when never seen here', async () => {
-    const rpc = api.addIncoming(
+    const rpc = rest.api.addIncoming(
       'request_project_create',
       { ResourceList: ['cluster.example.org'], GrantNumber: 'TG-1' },
       { header: { packet_state: 'completed' } },
     );
-    const dpc = api.addIncoming(
+    const dpc = rest.api.addIncoming(
       'data_project_create',
       { PersonID: 'u-1', ProjectID: 'p-1', DnList: ['/CN=x'] },
       { transRecId: rpc.transRecId },
@@ -173,12 +162,12 @@ describe.each(driverCases())('REST source on $name', (driver) => {
     expect(summary).toMatchObject({ answered: 1 });
     expect(handler.resources).toEqual(['cluster.example.org']);
     expect(
-      api.requests.some((r) => r.method === 'GET' && r.path === `/transactions/EXAMPLE/${rpc.transRecId}/packets`),
+      rest.api.requests.some((r) => r.method === 'GET' && r.path === `/transactions/EXAMPLE/${rpc.transRecId}/packets`),
     ).toBe(true);
-    expect(api.repliesTo(dpc.packetRecId).map((p) => [p.type, p.body.StatusCode])).toEqual([
+    expect(rest.api.repliesTo(dpc.packetRecId).map((p) => [p.type, p.body.StatusCode])).toEqual([
       ['inform_transaction_complete', 'Success'],
     ]);
-    expect(api.transactions.get(rpc.transRecId)!.state).toBe('completed');
+    expect(rest.api.transactions.get(rpc.transRecId)!.state).toBe('completed');
     expect(await rows('SELECT packet_rec_id::int AS id, state FROM amie_toolkit.rest_packets ORDER BY 1')).toEqual([
       { id: rpc.packetRecId, state: 'context' },
       { id: dpc.packetRecId, state: 'completed' },
@@ -186,54 +175,54 @@ describe.each(driverCases())('REST source on $name', (driver) => {
   });
 
   run('an invalid packet is answered with a failure ITC naming the problem', async () => {
-    const { packetRecId, transRecId } = api.addIncoming(
+    const { packetRecId, transRecId } = rest.api.addIncoming(
       'request_account_create',
       racBody(1, { UserLastName: undefined, ResourceList: [SITE.resource, 'b'] }),
     );
     const summary = await process(sourceFor());
     expect(summary).toMatchObject({ invalid: 1 });
-    const [itc] = api.repliesTo(packetRecId);
+    const [itc] = rest.api.repliesTo(packetRecId);
     expect(itc!.type).toBe('inform_transaction_complete');
     expect(itc!.body).toMatchObject({ StatusCode: 'Failure', DetailCode: '2' });
     expect(itc!.body.Message).toMatch(/UserLastName: required tag is missing/);
     expect(itc!.body.Message).toMatch(/ResourceList/);
-    expect(api.transactions.get(transRecId)!.state).toBe('failed');
+    expect(rest.api.transactions.get(transRecId)!.state).toBe('failed');
   });
 
   run('a 500 on the POST is retried: one reply', async () => {
-    const { packetRecId } = api.addIncoming('request_account_create', racBody(1));
-    api.faults.push(faults.status(isPost, 500, { message: 'database is restarting' }));
+    const { packetRecId } = rest.api.addIncoming('request_account_create', racBody(1));
+    rest.api.faults.push(faults.status(isPost, 500, { message: 'database is restarting' }));
     const summary = await process(sourceFor());
     expect(summary.answered).toBe(1);
-    expect(api.posts).toHaveLength(2);
-    expect(api.repliesTo(packetRecId)).toHaveLength(1);
-    expect(lines.join('')).toContain('HTTP 500: database is restarting');
+    expect(rest.api.posts).toHaveLength(2);
+    expect(rest.api.repliesTo(packetRecId)).toHaveLength(1);
+    expect(rest.lines.join('')).toContain('HTTP 500: database is restarting');
   });
 
   run('a POST the server took but did not confirm (500, or no answer) is found there, not sent again', async () => {
-    const a = api.addIncoming('request_account_create', racBody(1));
-    const b = api.addIncoming('request_account_create', racBody(2));
-    api.faults.push(faults.acceptThen(isPost, 'error'), faults.acceptThen(isPost, 'hang'));
+    const a = rest.api.addIncoming('request_account_create', racBody(1));
+    const b = rest.api.addIncoming('request_account_create', racBody(2));
+    rest.api.faults.push(faults.acceptThen(isPost, 'error'), faults.acceptThen(isPost, 'hang'));
     const summary = await process(sourceFor(t.db, {}, { timeoutMs: 300 }));
     expect(summary.answered).toBe(2);
-    expect(api.posts).toHaveLength(2);
-    expect(api.repliesTo(a.packetRecId)).toHaveLength(1);
-    expect(api.repliesTo(b.packetRecId)).toHaveLength(1);
+    expect(rest.api.posts).toHaveLength(2);
+    expect(rest.api.repliesTo(a.packetRecId)).toHaveLength(1);
+    expect(rest.api.repliesTo(b.packetRecId)).toHaveLength(1);
     const sent = await rows(
       'SELECT in_reply_to::int AS id, status, reply_packet_rec_id::int AS r FROM amie_toolkit.rest_outbox ORDER BY 1',
     );
     expect(sent).toEqual([
-      { id: a.packetRecId, status: 'sent', r: api.repliesTo(a.packetRecId)[0]!.header.packet_rec_id },
-      { id: b.packetRecId, status: 'sent', r: api.repliesTo(b.packetRecId)[0]!.header.packet_rec_id },
+      { id: a.packetRecId, status: 'sent', r: rest.api.repliesTo(a.packetRecId)[0]!.header.packet_rec_id },
+      { id: b.packetRecId, status: 'sent', r: rest.api.repliesTo(b.packetRecId)[0]!.header.packet_rec_id },
     ]);
   });
 
   run(
     'the server down for POSTs: the run stops with a clear error, the replies wait, the next run sends each once',
     async () => {
-      const a = api.addIncoming('request_account_create', racBody(1));
-      const b = api.addIncoming('request_account_create', racBody(2));
-      for (let i = 0; i < 3; i++) api.faults.push(faults.status(isPost, 503, { message: 'maintenance' }));
+      const a = rest.api.addIncoming('request_account_create', racBody(1));
+      const b = rest.api.addIncoming('request_account_create', racBody(2));
+      for (let i = 0; i < 3; i++) rest.api.faults.push(faults.status(isPost, 503, { message: 'maintenance' }));
       const handler = new SiteHandler(context(t.db));
       const err = await process(sourceFor(), handler).then(
         () => undefined,
@@ -242,10 +231,10 @@ describe.each(driverCases())('REST source on $name', (driver) => {
       expect(err).toBeInstanceOf(RestDeliveryError);
       expect((err as Error).message).toBe(
         `could not send the notify_account_create answering packet ${a.packetRecId}: ` +
-          `AMIE REST API at ${api.url}: POST packets/EXAMPLE failed after 3 attempts: HTTP 503: maintenance; ` +
+          `AMIE REST API at ${rest.api.url}: POST packets/EXAMPLE failed after 3 attempts: HTTP 503: maintenance; ` +
           'it and 1 other reply are kept in the outbox and sent at the start of the next run',
       );
-      expect(api.repliesTo(a.packetRecId)).toHaveLength(0);
+      expect(rest.api.repliesTo(a.packetRecId)).toHaveLength(0);
       expect(await rows(`SELECT count(*)::int AS n FROM amie_toolkit.rest_outbox WHERE status = 'unsent'`)).toEqual([
         { n: 2 },
       ]);
@@ -253,9 +242,9 @@ describe.each(driverCases())('REST source on $name', (driver) => {
       const next = await process(sourceFor(t.db, { outboxGraceMs: 0 }), handler);
       expect(next.taken).toBe(0);
       expect(handler.calls).toBe(2);
-      expect(api.repliesTo(a.packetRecId)).toHaveLength(1);
-      expect(api.repliesTo(b.packetRecId)).toHaveLength(1);
-      expect(api.posts).toHaveLength(5);
+      expect(rest.api.repliesTo(a.packetRecId)).toHaveLength(1);
+      expect(rest.api.repliesTo(b.packetRecId)).toHaveLength(1);
+      expect(rest.api.posts).toHaveLength(5);
       expect(await rows(`SELECT status FROM amie_toolkit.rest_outbox`)).toEqual([
         { status: 'sent' },
         { status: 'sent' },
@@ -267,15 +256,17 @@ describe.each(driverCases())('REST source on $name', (driver) => {
   );
 
   run('a reply the server refuses fails the transaction there, and counts as a failure', async () => {
-    const { packetRecId, transRecId } = api.addIncoming('request_account_create', racBody(1));
-    api.faults.push(faults.status(isPost, 400, { message: 'UserRemoteSiteLogin: already used by another person' }));
+    const { packetRecId, transRecId } = rest.api.addIncoming('request_account_create', racBody(1));
+    rest.api.faults.push(
+      faults.status(isPost, 400, { message: 'UserRemoteSiteLogin: already used by another person' }),
+    );
     const summary = await process(sourceFor());
     expect(summary).toMatchObject({ answered: 0, failed: 1 });
     expect(exitCodeFor(summary)).toBe(1);
     expect(summary.results[0]!.reason).toBe(
       'notify_account_create refused: AMIE REST API refused POST packets/EXAMPLE: 400 Bad Request: UserRemoteSiteLogin: already used by another person; transaction marked failed on the server',
     );
-    expect(api.transactions.get(transRecId)!.state).toBe('failed');
+    expect(rest.api.transactions.get(transRecId)!.state).toBe('failed');
     expect(await rows('SELECT status FROM amie_toolkit.rest_outbox')).toEqual([{ status: 'refused' }]);
     expect(
       (
@@ -284,13 +275,13 @@ describe.each(driverCases())('REST source on $name', (driver) => {
     ).toEqual(['reply', 'refused']);
     // Nothing is sent again: the transaction is over.
     await process(sourceFor());
-    expect(api.posts).toHaveLength(1);
+    expect(rest.api.posts).toHaveLength(1);
   });
 
   run('a refusal because an earlier attempt already arrived is not a failure', async () => {
-    const { packetRecId, transRecId } = api.addIncoming('request_account_create', racBody(1));
+    const { packetRecId, transRecId } = rest.api.addIncoming('request_account_create', racBody(1));
     // The server stores the reply but answers 409, as a duplicate of a late first attempt would get.
-    api.faults.push({
+    rest.api.faults.push({
       match: isPost,
       act: (r, res, a) => (
         a.route(r),
@@ -300,21 +291,25 @@ describe.each(driverCases())('REST source on $name', (driver) => {
     });
     const summary = await process(sourceFor());
     expect(summary).toMatchObject({ answered: 1, failed: 0 });
-    expect(api.transactions.get(transRecId)!.state).toBe('in-progress');
-    expect(api.repliesTo(packetRecId)).toHaveLength(1);
+    expect(rest.api.transactions.get(transRecId)!.state).toBe('in-progress');
+    expect(rest.api.repliesTo(packetRecId)).toHaveLength(1);
     expect(await rows('SELECT status FROM amie_toolkit.rest_outbox')).toEqual([{ status: 'sent' }]);
   });
 
   run('client_state notes what the site did with packets it did not answer, once', async () => {
-    const deferred = api.addIncoming('request_account_create', racBody(1));
-    const ignored = api.addIncoming('request_account_create', racBody(2));
-    const unhandled = api.addIncoming('request_user_modify', { ActionType: 'add', PersonID: 'u-1', DnList: ['/CN=x'] });
+    const deferred = rest.api.addIncoming('request_account_create', racBody(1));
+    const ignored = rest.api.addIncoming('request_account_create', racBody(2));
+    const unhandled = rest.api.addIncoming('request_user_modify', {
+      ActionType: 'add',
+      PersonID: 'u-1',
+      DnList: ['/CN=x'],
+    });
     const Handler = handlerWith(async (p) =>
       p.packetRecId === deferred.packetRecId ? defer('waiting for approval') : ignore('test account'),
     );
     await process(sourceFor(), new Handler(context(t.db)));
     await process(sourceFor(), new Handler(context(t.db)));
-    const puts = api.requests.filter((r) => r.method === 'PUT').map((r) => r.path);
+    const puts = rest.api.requests.filter((r) => r.method === 'PUT').map((r) => r.path);
     expect(puts.sort()).toEqual(
       [
         `/packets/EXAMPLE/${deferred.packetRecId}/client_state/deferred`,
@@ -322,21 +317,21 @@ describe.each(driverCases())('REST source on $name', (driver) => {
         `/packets/EXAMPLE/${unhandled.packetRecId}/client_state/unhandled`,
       ].sort(),
     );
-    expect(api.packets.get(deferred.packetRecId)!.header.client_state).toBe('deferred');
-    expect(api.posts).toHaveLength(0);
-    const before = api.requests.length;
+    expect(rest.api.packets.get(deferred.packetRecId)!.header.client_state).toBe('deferred');
+    expect(rest.api.posts).toHaveLength(0);
+    const before = rest.api.requests.length;
     await process(sourceFor(t.db, { clientState: false }), new Handler(context(t.db)));
-    expect(api.requests.slice(before).filter((r) => r.method === 'PUT')).toEqual([]);
+    expect(rest.api.requests.slice(before).filter((r) => r.method === 'PUT')).toEqual([]);
   });
 
   run('dry run: the handler runs, nothing is recorded and nothing is sent', async () => {
-    api.addIncoming('request_account_create', racBody(1));
-    api.addIncoming('request_account_create', racBody(2));
+    rest.api.addIncoming('request_account_create', racBody(1));
+    rest.api.addIncoming('request_account_create', racBody(2));
     const handler = new SiteHandler(context(t.db));
     const summary = await process(sourceFor(t.db, { dryRun: true }), handler, { dryRun: true, batchSize: 1 });
     expect(summary).toMatchObject({ dryRun: true, taken: 2, answered: 2 });
     expect(summary.results.map((r) => r.reply?.UserPersonID)).toEqual(['u-5001', 'u-5002']);
-    expect(api.requests.filter((r) => r.method !== 'GET')).toEqual([]);
+    expect(rest.api.requests.filter((r) => r.method !== 'GET')).toEqual([]);
     for (const table of ['rest_packets', 'rest_outbox', 'audit', 'packet_errors']) {
       expect(await rows(`SELECT count(*)::int AS n FROM amie_toolkit.${table}`)).toEqual([{ n: 0 }]);
     }
@@ -345,7 +340,7 @@ describe.each(driverCases())('REST source on $name', (driver) => {
   });
 
   run('a wrong API key stops the run at the start with the server message', async () => {
-    api.addIncoming('request_account_create', racBody(1));
+    rest.api.addIncoming('request_account_create', racBody(1));
     const err = await process(sourceFor(t.db, {}, { apiKey: 'not-the-key' })).then(
       () => undefined,
       (e: unknown) => e,
@@ -358,19 +353,19 @@ describe.each(driverCases())('REST source on $name', (driver) => {
   });
 
   run('a packet whose header cannot be read is reported and left; the others are answered', async () => {
-    const bad = api.addIncoming('request_account_create', racBody(1), { header: { trans_rec_id: 'x' } });
-    const good = api.addIncoming('request_account_create', racBody(2));
+    const bad = rest.api.addIncoming('request_account_create', racBody(1), { header: { trans_rec_id: 'x' } });
+    const good = rest.api.addIncoming('request_account_create', racBody(2));
     const summary = await process(sourceFor());
     expect(summary).toMatchObject({ taken: 1, answered: 1 });
-    expect(api.repliesTo(good.packetRecId)).toHaveLength(1);
-    const errors = lines.map((l) => JSON.parse(l)).filter((l) => l.level >= 50);
+    expect(rest.api.repliesTo(good.packetRecId)).toHaveLength(1);
+    const errors = rest.lines.map((l) => JSON.parse(l)).filter((l) => l.level >= 50);
     expect(errors.map((e) => e.msg)).toEqual([
       `AMIE REST packet ${bad.packetRecId} (request_account_create): header.trans_rec_id: expected a whole number, got "x": the packet is left on the server unanswered`,
     ]);
   });
 
   run('handler errors are counted per packet and end in a failure ITC, as with the tables', async () => {
-    const { packetRecId } = api.addIncoming('request_account_create', racBody(1));
+    const { packetRecId } = rest.api.addIncoming('request_account_create', racBody(1));
     const Handler = handlerWith(async () => {
       throw new Error('LDAP is down');
     });
@@ -380,7 +375,7 @@ describe.each(driverCases())('REST source on $name', (driver) => {
       { outcome: 'error' },
       { outcome: 'fail' },
     ]);
-    expect(api.repliesTo(packetRecId)[0]!.body.Message).toBe('handler failed 3 times, giving up: LDAP is down');
+    expect(rest.api.repliesTo(packetRecId)[0]!.body.Message).toBe('handler failed 3 times, giving up: LDAP is down');
   });
 
   // Only a PostgreSQL server admits two processes at once; the embedded database serves one.
@@ -388,7 +383,7 @@ describe.each(driverCases())('REST source on $name', (driver) => {
     run('two concurrent runs on one database answer each packet once', async () => {
       const ids = Array.from(
         { length: 30 },
-        (_, i) => api.addIncoming('request_account_create', racBody(i)).packetRecId,
+        (_, i) => rest.api.addIncoming('request_account_create', racBody(i)).packetRecId,
       );
       const second = await openPg({ url: t.url!, max: 4 });
       try {
@@ -396,11 +391,7 @@ describe.each(driverCases())('REST source on $name', (driver) => {
           // Touch the database and yield, so the runs interleave.
           await ctx.tx.query('SELECT pg_sleep(0.002)');
           await sleep(Math.random() * 5);
-          return {
-            UserPersonID: `u-${p.packetRecId}`,
-            UserRemoteSiteLogin: `zoe${p.packetRecId}`,
-            AccountActivityTime: '2026-11-24T00:00:00Z',
-          };
+          return nacFor(p.packetRecId);
         });
         const [s1, s2] = await Promise.all([
           process(sourceFor(t.db), new Handler(context(t.db)), { batchSize: 3 }),
@@ -408,8 +399,8 @@ describe.each(driverCases())('REST source on $name', (driver) => {
         ]);
         // How the work splits depends on timing (one run may take it all); what matters is that nothing is answered twice.
         expect(s1.answered + s2.answered).toBe(30);
-        expect(api.posts).toHaveLength(30);
-        for (const id of ids) expect(api.repliesTo(id)).toHaveLength(1);
+        expect(rest.api.posts).toHaveLength(30);
+        for (const id of ids) expect(rest.api.repliesTo(id)).toHaveLength(1);
         expect(await rows(`SELECT count(*)::int AS n FROM amie_toolkit.audit WHERE outcome = 'reply'`)).toEqual([
           { n: 30 },
         ]);

@@ -9,7 +9,8 @@ import {
   openTransaction,
   prepareDatabase,
 } from '../../src/store/index.js';
-import { driverCases } from '../helpers/db.js';
+import { TYPE_DES } from '../helpers/amie.js';
+import { databaseEachTest, driverCases } from '../helpers/db.js';
 import { LEGACY_AMIE_DDL } from './legacy-ddl.js';
 
 const skipNote = (available: boolean) => (available ? '' : ' [skipped: no AMIE_TEST_DATABASE_URL]');
@@ -97,40 +98,6 @@ const EXPECTED_STATES = [
   [7, 'killed'],
 ];
 
-const EXPECTED_TYPES = [
-  [1, 'data_account_create'],
-  [2, 'data_project_create'],
-  [3, 'inform_transaction_complete'],
-  [4, 'notify_account_inactivate'],
-  [5, 'notify_account_reactivate'],
-  [6, 'notify_account_create'],
-  [7, 'notify_project_create'],
-  [8, 'notify_project_inactivate'],
-  [9, 'notify_project_modify'],
-  [10, 'notify_project_reactivate'],
-  [11, 'notify_project_resources'],
-  [12, 'notify_project_usage'],
-  [13, 'notify_user_modify'],
-  [14, 'notify_user_reactivate'],
-  [15, 'notify_user_suspend'],
-  [16, 'request_account_create'],
-  [17, 'request_account_inactivate'],
-  [18, 'request_account_reactivate'],
-  [19, 'request_project_create'],
-  [20, 'request_project_inactivate'],
-  [21, 'request_project_modify'],
-  [22, 'request_project_reactivate'],
-  [23, 'request_project_resources'],
-  [24, 'request_user_modify'],
-  [25, 'request_user_reactivate'],
-  [26, 'request_user_suspend'],
-  [27, 'request_user_create'],
-  [28, 'notify_user_create'],
-  [29, 'notify_person_ids'],
-  [30, 'notify_person_duplicate'],
-  [31, 'request_person_merge'],
-];
-
 async function readColumns(q: Queryable) {
   const { rows } = await q.query<Record<string, unknown>>(
     `SELECT table_name, column_name, data_type, numeric_precision, numeric_scale, character_maximum_length,
@@ -212,145 +179,116 @@ async function toolkitSchemaExists(q: Queryable): Promise<boolean> {
 }
 
 describe.each(driverCases())('AMIE schema on $name', (driver) => {
+  const fresh = databaseEachTest(driver, { init: false });
+  /** The transaction_id the site hands out next. */
+  const nextTransactionId = async (db: Queryable) =>
+    (await openTransaction(db, { originatingSiteName: 'EXAMPLE', localSiteName: 'EXAMPLE', remoteSiteName: 'TGCDB' }))
+      .transactionId;
   const note = skipNote(driver.available);
 
   it.skipIf(!driver.available)(
     `initDatabase creates the seven tables exactly as the reference schema has them${note}`,
     async () => {
-      const { db, cleanup } = await driver.open();
-      try {
-        const first = await initDatabase(db);
-        expect(first).toEqual({ amieTables: 'created', migrationsApplied: MIGRATIONS.map((m) => m.id) });
-        expect(await readColumns(db)).toEqual(EXPECTED_COLUMNS);
-        expect(await readConstraints(db)).toEqual(EXPECTED_CONSTRAINTS);
-        expect(await readDataIndexes(db)).toEqual(EXPECTED_DATA_INDEXES);
-        expect(await readRows(db, 'SELECT state_id, state_name FROM state_des ORDER BY state_id')).toEqual(
-          EXPECTED_STATES,
-        );
-        expect(await readRows(db, 'SELECT type_id, type_name FROM type_des ORDER BY type_id')).toEqual(EXPECTED_TYPES);
+      const db = fresh.db;
+      const first = await initDatabase(db);
+      expect(first).toEqual({ amieTables: 'created', migrationsApplied: MIGRATIONS.map((m) => m.id) });
+      expect(await readColumns(db)).toEqual(EXPECTED_COLUMNS);
+      expect(await readConstraints(db)).toEqual(EXPECTED_CONSTRAINTS);
+      expect(await readDataIndexes(db)).toEqual(EXPECTED_DATA_INDEXES);
+      expect(await readRows(db, 'SELECT state_id, state_name FROM state_des ORDER BY state_id')).toEqual(
+        EXPECTED_STATES,
+      );
+      expect(await readRows(db, 'SELECT type_id, type_name FROM type_des ORDER BY type_id')).toEqual(TYPE_DES);
 
-        const before = await snapshot(db);
-        const second = await initDatabase(db);
-        expect(second).toEqual({ amieTables: 'existing', migrationsApplied: [] });
-        expect(await snapshot(db)).toEqual(before);
-        expect(await applyMigrations(db)).toEqual([]);
-        await prepareDatabase(db);
-      } finally {
-        await cleanup();
-      }
+      const before = await snapshot(db);
+      const second = await initDatabase(db);
+      expect(second).toEqual({ amieTables: 'existing', migrationsApplied: [] });
+      expect(await snapshot(db)).toEqual(before);
+      expect(await applyMigrations(db)).toEqual([]);
+      await prepareDatabase(db);
     },
   );
 
   it.skipIf(!driver.available)(`the reference DDL copy matches the same expected schema${note}`, async () => {
-    const { db, cleanup } = await driver.open();
-    try {
-      await db.exec(LEGACY_AMIE_DDL);
-      expect(await readColumns(db)).toEqual(EXPECTED_COLUMNS);
-      expect(await readConstraints(db)).toEqual(EXPECTED_CONSTRAINTS);
-      expect(await readDataIndexes(db)).toEqual(EXPECTED_DATA_INDEXES);
-    } finally {
-      await cleanup();
-    }
+    const db = fresh.db;
+    await db.exec(LEGACY_AMIE_DDL);
+    expect(await readColumns(db)).toEqual(EXPECTED_COLUMNS);
+    expect(await readConstraints(db)).toEqual(EXPECTED_CONSTRAINTS);
+    expect(await readDataIndexes(db)).toEqual(EXPECTED_DATA_INDEXES);
   });
 
   it.skipIf(!driver.available)(
     `leaves an existing AMIE database and its rows untouched and adds the toolkit schema${note}`,
     async () => {
-      const { db, cleanup } = await driver.open();
-      try {
-        await db.exec(LEGACY_AMIE_DDL);
-        await db.exec(`
+      const db = fresh.db;
+      await db.exec(LEGACY_AMIE_DDL);
+      await db.exec(`
 INSERT INTO transaction_tbl (originating_site_name, transaction_id, local_site_name, remote_site_name, state_id, ts)
   VALUES ('TGCDB', 51234, 'EXAMPLE', 'TGCDB', 1, '2019-03-04 05:06:07'),
-         ('EXAMPLE', 977, 'EXAMPLE', 'TGCDB', 2, '2019-03-05 05:06:07');
+       ('EXAMPLE', 977, 'EXAMPLE', 'TGCDB', 2, '2019-03-05 05:06:07');
 INSERT INTO packet_tbl (trans_rec_id, packet_id, type_id, version, state_id, outgoing_flag, ts)
   VALUES (1, 1, 19, '1.0', 1, 0, '2019-03-04 05:06:07'), (1, 1, 7, '1.0', 1, 1, '2019-03-04 05:06:08');
 INSERT INTO data_tbl (packet_rec_id, tag, subtag, seq, value)
   VALUES (1, 'GrantNumber', NULL, 0, 'TG-ABC123'), (1, 'ResourceList', NULL, 0, 'cluster.example.edu'),
-         (1, 'SitePersonId', 'PersonID', 0, 'jdoe'), (1, 'SitePersonId', 'Site', 0, 'X-PORTAL');
+       (1, 'SitePersonId', 'PersonID', 0, 'jdoe'), (1, 'SitePersonId', 'Site', 0, 'X-PORTAL');
 INSERT INTO expected_reply_tbl (packet_rec_id, type_id, timeout) VALUES (2, 2, 30240);
 INSERT INTO transaction_depends_tbl (trans_rec_id, depends_on_trans_rec_id) VALUES (2, 1);`);
-        const before = await snapshot(db);
-        expect(await toolkitSchemaExists(db)).toBe(false);
+      const before = await snapshot(db);
+      expect(await toolkitSchemaExists(db)).toBe(false);
 
-        expect(await initDatabase(db)).toEqual({
-          amieTables: 'existing',
-          migrationsApplied: MIGRATIONS.map((m) => m.id),
-        });
-        expect(await snapshot(db)).toEqual(before);
-        expect(await toolkitSchemaExists(db)).toBe(true);
-        expect(await initDatabase(db)).toEqual({ amieTables: 'existing', migrationsApplied: [] });
-        expect(await snapshot(db)).toEqual(before);
+      expect(await initDatabase(db)).toEqual({
+        amieTables: 'existing',
+        migrationsApplied: MIGRATIONS.map((m) => m.id),
+      });
+      expect(await snapshot(db)).toEqual(before);
+      expect(await toolkitSchemaExists(db)).toBe(true);
+      expect(await initDatabase(db)).toEqual({ amieTables: 'existing', migrationsApplied: [] });
+      expect(await snapshot(db)).toEqual(before);
 
-        // Ids the site hands out start above every transaction_id already used.
-        const t = await openTransaction(db, {
-          originatingSiteName: 'EXAMPLE',
-          localSiteName: 'EXAMPLE',
-          remoteSiteName: 'TGCDB',
-        });
-        expect(t.transactionId).toBe(51235);
-      } finally {
-        await cleanup();
-      }
+      // Ids the site hands out start above every transaction_id already used.
+      expect(await nextTransactionId(db)).toBe(51235);
     },
   );
 
   it.skipIf(!driver.available)(
     `prepareDatabase on legacy tables without init adds the toolkit schema, ids above existing ones${note}`,
     async () => {
-      const { db, cleanup } = await driver.open();
-      try {
-        await db.exec(LEGACY_AMIE_DDL);
-        await db.exec(`INSERT INTO transaction_tbl (originating_site_name, transaction_id, local_site_name, remote_site_name, state_id)
-        VALUES ('TGCDB', 700, 'EXAMPLE', 'TGCDB', 2)`);
-        await prepareDatabase(db);
-        expect(await toolkitSchemaExists(db)).toBe(true);
-        const t = await openTransaction(db, {
-          originatingSiteName: 'EXAMPLE',
-          localSiteName: 'EXAMPLE',
-          remoteSiteName: 'TGCDB',
-        });
-        expect(t.transactionId).toBe(701);
-      } finally {
-        await cleanup();
-      }
+      const db = fresh.db;
+      await db.exec(LEGACY_AMIE_DDL);
+      await db.exec(`INSERT INTO transaction_tbl (originating_site_name, transaction_id, local_site_name, remote_site_name, state_id)
+      VALUES ('TGCDB', 700, 'EXAMPLE', 'TGCDB', 2)`);
+      await prepareDatabase(db);
+      expect(await toolkitSchemaExists(db)).toBe(true);
+      expect(await nextTransactionId(db)).toBe(701);
     },
   );
 
   it.skipIf(!driver.available)(
     `refuses a database with only some AMIE tables, naming the missing ones${note}`,
     async () => {
-      const { db, cleanup } = await driver.open();
-      try {
-        const partial = LEGACY_AMIE_DDL.slice(0, LEGACY_AMIE_DDL.indexOf('CREATE TABLE transaction_tbl'));
-        await db.exec(partial);
-        const err = await initDatabase(db).catch((e: unknown) => e);
-        expect(err).toBeInstanceOf(DatabaseError);
-        expect((err as Error).message).toContain('state_des, type_des exist');
-        expect((err as Error).message).toContain(
-          'transaction_tbl, packet_tbl, data_tbl, expected_reply_tbl, transaction_depends_tbl are missing',
-        );
-        // Nothing half-done is left behind.
-        expect(await toolkitSchemaExists(db)).toBe(false);
-        await expect(prepareDatabase(db)).rejects.toThrow(
-          'the AMIE tables are missing (transaction_tbl, packet_tbl, data_tbl, expected_reply_tbl, transaction_depends_tbl): run `amie db init`',
-        );
-      } finally {
-        await cleanup();
-      }
+      const db = fresh.db;
+      const partial = LEGACY_AMIE_DDL.slice(0, LEGACY_AMIE_DDL.indexOf('CREATE TABLE transaction_tbl'));
+      await db.exec(partial);
+      const err = await initDatabase(db).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(DatabaseError);
+      expect((err as Error).message).toContain('state_des, type_des exist');
+      expect((err as Error).message).toContain(
+        'transaction_tbl, packet_tbl, data_tbl, expected_reply_tbl, transaction_depends_tbl are missing',
+      );
+      // Nothing half-done is left behind.
+      expect(await toolkitSchemaExists(db)).toBe(false);
+      await expect(prepareDatabase(db)).rejects.toThrow(
+        'the AMIE tables are missing (transaction_tbl, packet_tbl, data_tbl, expected_reply_tbl, transaction_depends_tbl): run `amie db init`',
+      );
     },
   );
 
   it.skipIf(!driver.available)(`prepareDatabase on an empty database says to run db init${note}`, async () => {
-    const { db, cleanup } = await driver.open();
-    try {
-      const err = await prepareDatabase(db).catch((e: unknown) => e);
-      expect(err).toBeInstanceOf(DatabaseError);
-      expect((err as Error).message).toMatch(
-        /the AMIE tables are missing \(state_des, type_des, .*transaction_depends_tbl\): run `amie db init`/,
-      );
-    } finally {
-      await cleanup();
-    }
+    const db = fresh.db;
+    const err = await prepareDatabase(db).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(DatabaseError);
+    expect((err as Error).message).toMatch(
+      /the AMIE tables are missing \(state_des, type_des, .*transaction_depends_tbl\): run `amie db init`/,
+    );
   });
 });

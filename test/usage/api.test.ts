@@ -4,12 +4,12 @@ import { listUnreportedJobs } from '../../src/store/index.js';
 import { UsageApiClient, UsageApiError, splitComputeBatches, type ComputeRecord } from '../../src/usage/api-client.js';
 import { UsageConfigSchema } from '../../src/usage/config.js';
 import { reportUsage } from '../../src/usage/report.js';
-import { parseSacctStream, type SacctRecord } from '../../src/usage/sacct.js';
 import { UsageApiSink } from '../../src/usage/sinks/usage-api.js';
 import { RestSimulator } from '../../src/simulator/http.js';
 import { SITE, outgoingPackets, quietLog } from '../helpers/amie.js';
 import { driverCases, type TestDatabase, databaseEachTest } from '../helpers/db.js';
-import { startRestSimulator } from '../helpers/simulator.js';
+import { computeRecord, startRestSimulator } from '../helpers/simulator.js';
+import { sacctJob, sacctRecords } from '../helpers/sacct-lines.js';
 
 const API_KEY = 'test-key-not-secret';
 
@@ -48,19 +48,12 @@ const api = {
   },
 };
 
+/** Compute record `i`, its JobName `nameBytes` long. */
 function record(i: number, nameBytes = 10): ComputeRecord {
-  return {
-    Username: 'alice',
-    LocalProjectID: 'p-abc123',
-    LocalRecordID: String(1000 + i),
-    Resource: SITE.resource,
-    SubmitTime: '2024-03-01T10:00:00Z',
-    StartTime: '2024-03-01T10:00:05Z',
-    EndTime: '2024-03-01T11:00:05Z',
-    Charge: 1,
+  return computeRecord(i, {
     Attributes: { NodeCount: 1, CpuCoreCount: 4, JobName: 'x'.repeat(nameBytes), Queue: 'gpu' },
     LocalReference: `delta:${1000 + i}:1709287200`,
-  };
+  });
 }
 
 beforeAll(async () => {
@@ -155,31 +148,8 @@ describe('Usage API client', () => {
   });
 });
 
-function sacctLine(id: string, account = 'abc123'): string {
-  return [
-    id,
-    id,
-    'delta',
-    'alice',
-    account,
-    'gpu',
-    'COMPLETED',
-    '2024-03-01T10:00:00',
-    '2024-03-01T10:00:05',
-    '2024-03-01T11:00:05',
-    '01:00:00',
-    '3600',
-    '1',
-    '4',
-    'billing=4,cpu=4,gres/gpu=2,mem=8G,node=1',
-  ].join('|');
-}
-
-async function records(ids: string[]): Promise<SacctRecord[]> {
-  const out: SacctRecord[] = [];
-  for await (const r of parseSacctStream(ids.map((id) => sacctLine(id)))) out.push(r);
-  return out;
-}
+/** The jobs of `ids`, each alice's GPU hour on 2024-03-01, as the reader makes them of sacct's lines. */
+const records = (ids: string[]) => sacctRecords(ids.map((id) => sacctJob(id)));
 
 describe.each(driverCases())('usage-api sink on $name', (driver) => {
   const t = databaseEachTest(driver);
@@ -192,18 +162,21 @@ describe.each(driverCases())('usage-api sink on $name', (driver) => {
     });
   const window = { since: new Date('2024-03-01T00:00:00Z'), until: new Date('2024-03-02T00:00:00Z') };
   const sink = (db: TestDatabase['db']) => new UsageApiSink(db, client({ maxRetries: 3 }), SITE, quietLog);
+  /** `amie report-usage` over the window, sacct having printed the jobs `ids`. */
+  const report = async (ids: string[]) =>
+    reportUsage(t.db, {
+      site: SITE,
+      usage: usage(),
+      ...window,
+      records: await records(ids),
+      sinkImpl: sink(t.db),
+      log: quietLog,
+    });
 
   run('reports accepted records once, stores refused ones with the reason, and resends them', async () => {
     api.invalid.set('delta:7002:1709287200', 'unknown LocalProjectID');
     api.failNext({ status: 500, body: { message: 'try later' } });
-    const s = await reportUsage(t.db, {
-      site: SITE,
-      usage: usage(),
-      ...window,
-      records: await records(['7001', '7002', '7003']),
-      sinkImpl: sink(t.db),
-      log: quietLog,
-    });
+    const s = await report(['7001', '7002', '7003']);
     expect(s).toMatchObject({ sink: 'usage-api', reported: 2, failed: 1 });
     expect(s.failures).toEqual([{ jobId: '7002', projectId: 'p-abc123', reason: 'unknown LocalProjectID' }]);
     expect(api.posted[1]!.body.Records[0]).toMatchObject({
@@ -222,14 +195,7 @@ describe.each(driverCases())('usage-api sink on $name', (driver) => {
 
     // A rerun over the same window sends nothing already accepted, and does not resend failed ones on its own.
     const posts = api.posted.length;
-    const again = await reportUsage(t.db, {
-      site: SITE,
-      usage: usage(),
-      ...window,
-      records: await records(['7001', '7002', '7003']),
-      sinkImpl: sink(t.db),
-      log: quietLog,
-    });
+    const again = await report(['7001', '7002', '7003']);
     expect(again).toMatchObject({ reported: 0, alreadyReported: 3, failed: 0 });
     expect(api.posted.length).toBe(posts);
 
@@ -248,25 +214,9 @@ describe.each(driverCases())('usage-api sink on $name', (driver) => {
     'a server that stays down fails the run; the claimed records stay pending and the next run sends them',
     async () => {
       for (let i = 0; i < 4; i++) api.failNext({ status: 502, body: { message: 'bad gateway' } });
-      await expect(
-        reportUsage(t.db, {
-          site: SITE,
-          usage: usage(),
-          ...window,
-          records: await records(['8001', '8002']),
-          sinkImpl: sink(t.db),
-          log: quietLog,
-        }),
-      ).rejects.toThrow(/failed after 4 attempts: HTTP 502: bad gateway/);
+      await expect(report(['8001', '8002'])).rejects.toThrow(/failed after 4 attempts: HTTP 502: bad gateway/);
       expect((await listUnreportedJobs(t.db, { status: 'pending' })).map((p) => p.jobId)).toEqual(['8001', '8002']);
-      const s = await reportUsage(t.db, {
-        site: SITE,
-        usage: usage(),
-        ...window,
-        records: await records(['8001', '8002']),
-        sinkImpl: sink(t.db),
-        log: quietLog,
-      });
+      const s = await report(['8001', '8002']);
       expect(s).toMatchObject({ reported: 2, alreadyReported: 0 });
       expect(await listUnreportedJobs(t.db)).toEqual([]);
     },

@@ -1,36 +1,29 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { execa } from 'execa';
 import { SITE } from '../helpers/amie.js';
-import { CLI } from '../helpers/cli.js';
+import { amieIn, requireBuiltCli } from '../helpers/cli.js';
+import { fakeSacct, sacctJob } from '../helpers/sacct-lines.js';
+
+requireBuiltCli();
 
 describe('amie report-usage and amie usage on the command line', () => {
   let dir: string;
   let config: string;
-  const amie = (...args: string[]) =>
-    execa(process.execPath, [CLI, '-c', config, ...args], {
-      reject: false,
-      stdin: 'ignore',
-      env: { AMIE_LOG_LEVEL: 'warn' },
-    });
+  const amie = (...args: string[]) => amieIn(dir, ['-c', config, ...args], { env: { AMIE_LOG_LEVEL: 'warn' } });
 
   beforeAll(async () => {
-    if (!existsSync(CLI)) throw new Error(`${CLI} is missing: build first with npx tsc -p . (npm test does it)`);
     dir = mkdtempSync(join(tmpdir(), 'amie-usage-cli-'));
-    const sacct = join(dir, 'sacct');
-    const job = (id: string, account: string) =>
-      `${id}|${id}|delta|alice|${account}|gpu|COMPLETED|2024-03-01T10:00:00|2024-03-01T10:00:05|2024-03-01T11:00:05|01:00:00|3600|1|4|cpu=4,gres/gpu=2,node=1`;
-    writeFileSync(sacct, `#!/bin/sh\necho '${job('1001', 'abc123')}'\necho '${job('1002', 'other')}'\n`);
-    chmodSync(sacct, 0o755);
+    const tres = { AllocTRES: 'cpu=4,gres/gpu=2,node=1' };
+    const sacct = fakeSacct(dir, [sacctJob('1001', tres), sacctJob('1002', { ...tres, Account: 'other' })]);
     config = join(dir, 'amie.yaml');
     writeFileSync(
       config,
       `site: { name: ${SITE.name}, resource: ${SITE.resource} }\ndatabase: { path: ./db }\n` +
         `usage:\n  sacctPath: ${sacct}\n  projects: { abc123: p-abc123 }\n`,
     );
-    expect((await amie('db', 'init')).exitCode).toBe(0);
+    expect((await amie('db', 'init')).code).toBe(0);
   });
   afterAll(() => {
     if (dir) rmSync(dir, { recursive: true, force: true });
@@ -38,7 +31,7 @@ describe('amie report-usage and amie usage on the command line', () => {
 
   it('a dry run shows what it would report, by project, and writes nothing', async () => {
     const r = await amie('report-usage', '--dry-run', '--since', '2024-03-01', '--until', '2024-03-02');
-    expect(r.exitCode).toBe(0);
+    expect(r.code).toBe(0);
     expect(r.stdout).toContain('dry run, nothing written');
     expect(r.stdout).toContain('jobs seen 2, would report 1, already reported 0, failed 0, skipped 1');
     expect(r.stdout).toContain('skipped 1: unmapped Slurm account other');
@@ -49,22 +42,22 @@ describe('amie report-usage and amie usage on the command line', () => {
 
   it('a run without --since continues from the last one and finds nothing new', async () => {
     const r = await amie('report-usage');
-    expect(r.exitCode).toBe(0);
+    expect(r.code).toBe(0);
     expect(r.stdout).toContain('(continuing from the last run)');
     expect(r.stdout).toContain('reported 0, already reported 1');
   });
 
   it('amie usage failed lists nothing when nothing was refused', async () => {
     const r = await amie('usage', 'failed');
-    expect(r).toMatchObject({ exitCode: 0, stdout: '(none)' });
+    expect(r).toMatchObject({ code: 0, stdout: '(none)' });
   });
 
   it('bad options and a missing usageApi are configuration errors (exit 2) naming what to fix', async () => {
     const since = await amie('report-usage', '--since', 'yesterday');
-    expect(since.exitCode).toBe(2);
+    expect(since.code).toBe(2);
     expect(since.stderr).toContain('--since: expected an ISO 8601 time');
     const sink = await amie('report-usage', '--sink', 'usage-api');
-    expect(sink.exitCode).toBe(2);
+    expect(sink.code).toBe(2);
     expect(sink.stderr).toContain('usage.usageApi: missing');
   });
 });

@@ -1,10 +1,13 @@
 import { describe, it, expect, beforeEach, afterEach } from 'vitest';
-import { chmodSync, existsSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CLI, cliSiteEachTest, runAmie } from '../helpers/cli.js';
+import { cliSiteEachTest, requireBuiltCli, runAmie } from '../helpers/cli.js';
 import { driverCases } from '../helpers/db.js';
+import { fakeSacct, sacctJob } from '../helpers/sacct-lines.js';
 
 const JOBS = 25;
+
+requireBuiltCli();
 
 const amie = (args: string[]) => runAmie(args, { AMIE_LOG_LEVEL: 'info' });
 
@@ -22,38 +25,15 @@ describe.each(driverCases())('amie report-usage killed between batches on $name'
   let release: string;
   beforeEach(async () => {
     if (!driver.available) return;
-    if (!existsSync(CLI)) throw new Error(`${CLI} is missing: build first with npx tsc -p . (npm test does it)`);
     const dir = s.site.dir;
     config = s.site.config;
     release = join(dir, 'release');
     // A stand-in for sacct: prints the jobs, then blocks until the test lets it finish, so the
     // reporter has committed exactly the full batches when it is killed.
     const lines = Array.from({ length: JOBS }, (_, i) =>
-      [
-        String(9000 + i),
-        String(9000 + i),
-        'delta',
-        'alice',
-        'abc123',
-        'gpu',
-        'COMPLETED',
-        '2024-03-01T10:00:00',
-        '2024-03-01T10:00:05',
-        '2024-03-01T11:00:05',
-        '01:00:00',
-        '3600',
-        '1',
-        '4',
-        'cpu=4,gres/gpu=1,node=1',
-      ].join('|'),
+      sacctJob(String(9000 + i), { AllocTRES: 'cpu=4,gres/gpu=1,node=1' }),
     );
-    writeFileSync(join(dir, 'jobs.txt'), `${lines.join('\n')}\n`);
-    const sacct = join(dir, 'sacct');
-    writeFileSync(
-      sacct,
-      `#!/bin/sh\ncat '${join(dir, 'jobs.txt')}'\nwhile [ ! -e '${release}' ]; do sleep 0.1; done\n`,
-    );
-    chmodSync(sacct, 0o755);
+    const sacct = fakeSacct(dir, lines, { waitFor: release });
     s.site.writeConfig([`usage:\n  batchSize: 10\n  sacctPath: ${sacct}\n  projects:\n    abc123: p-abc123\n`]);
   });
   afterEach(() => {

@@ -7,8 +7,7 @@ import { SITE, outgoingPackets, quietLog } from '../helpers/amie.js';
 import { freshPgliteDatabase, type TestDatabase } from '../helpers/db.js';
 import {
   SLURM_TEST_CLUSTER,
-  ensureSlurmAccount,
-  ensureSlurmUser,
+  ensureRootAccount,
   hasSlurm,
   slurmSkipNote,
   submitJob,
@@ -28,8 +27,7 @@ describe.skipIf(!slurm)(`usage reporter against the Slurm test cluster${slurmSki
 
   beforeAll(async () => {
     t = await freshPgliteDatabase({ init: true });
-    await ensureSlurmAccount(ACCOUNT);
-    await ensureSlurmUser('root', ACCOUNT);
+    await ensureRootAccount(ACCOUNT);
     // sacct's window works in whole seconds; start a little before the first submit.
     since = new Date(Date.now() - 5000);
     ids = await Promise.all([
@@ -114,8 +112,7 @@ describe.skipIf(!slurm)(`a job name that forges a sacct line, on the Slurm test 
 
   beforeAll(async () => {
     t = await freshPgliteDatabase({ init: true });
-    await ensureSlurmAccount(account);
-    await ensureSlurmUser('root', account);
+    await ensureRootAccount(account);
     since = new Date(Date.now() - 5000);
     // A record-shaped tail in the fields the reporter used to ask for (JobName last): 421 GPUs for
     // a day, 10,104 GPU-hours, charged to the same project. (slurmdbd keeps 255 bytes of a name.)

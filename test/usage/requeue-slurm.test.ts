@@ -11,14 +11,7 @@ import { UsageConfigSchema } from '../../src/usage/config.js';
 import { reportUsage } from '../../src/usage/report.js';
 import { SITE, outgoingPackets, quietLog } from '../helpers/amie.js';
 import { freshPgliteDatabase, type TestDatabase } from '../helpers/db.js';
-import {
-  ensureSlurmAccount,
-  ensureSlurmUser,
-  hasSlurm,
-  slurmSkipNote,
-  submitJob,
-  waitForJobs,
-} from '../helpers/slurm.js';
+import { ensureRootAccount, hasSlurm, slurmSkipNote, submitJob, waitForJobs } from '../helpers/slurm.js';
 import { startRestSimulator } from '../helpers/simulator.js';
 
 const slurm = hasSlurm();
@@ -52,8 +45,7 @@ describe.skipIf(!slurm)(`a requeued GPU job on the Slurm test cluster${slurmSkip
   beforeAll(async () => {
     t = await freshPgliteDatabase({ init: true });
     sim = await startRestSimulator({ site: SITE, apiKey: API_KEY });
-    await ensureSlurmAccount(ACCOUNT);
-    await ensureSlurmUser('root', ACCOUNT);
+    await ensureRootAccount(ACCOUNT);
     since = new Date(Date.now() - 5000);
     id = await submitJob({ account: ACCOUNT, gpus: 2, seconds: 4 });
     await until(`job ${id} to run`, 60_000, async () => (await squeueState(id)) === 'RUNNING');

@@ -18,6 +18,8 @@ import {
   type SacctSkippedLine,
 } from '../../src/usage/index.js';
 
+import { isAlive } from '../helpers/cli.js';
+
 const FIXTURE = fileURLToPath(new URL('./fixtures/sacct-odd.txt', import.meta.url));
 const window = { since: new Date('2024-03-01T00:00:00Z'), until: new Date('2024-03-02T00:00:00Z') };
 
@@ -343,13 +345,4 @@ describe('readSacct with a stand-in sacct program', () => {
 
 function parseableLine(): string {
   return '1001|1001|delta|alice|abc123|gpuA|COMPLETED|2024-03-01T10:00:00|2024-03-01T10:05:00|2024-03-01T12:05:00|02:00:00|7200|1|16|billing=16,cpu=16,gres/gpu=2,mem=16G,node=1';
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }

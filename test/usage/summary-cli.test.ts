@@ -1,17 +1,19 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { execa } from 'execa';
 import { openPglite } from '../../src/db/index.js';
 import { Dispatcher } from '../../src/dispatch/index.js';
 import { RegistryHandler } from '../../handlers/registry.js';
 import { UsageConfigSchema } from '../../src/usage/config.js';
 import { reportUsage } from '../../src/usage/report.js';
-import { parseSacctStream, type SacctRecord } from '../../src/usage/sacct.js';
-import { SITE, quietLog, seedIncoming } from '../helpers/amie.js';
+import { SITE, quietLog, rpcTags, seedIncoming } from '../helpers/amie.js';
+import { fakeSacct, sacctRecords } from '../helpers/sacct-lines.js';
 import { FakeSlack, SLACK_TOKEN } from '../notify/slack-server.js';
-import { CLI } from '../helpers/cli.js';
+import { amieIn, requireBuiltCli } from '../helpers/cli.js';
+
+requireBuiltCli();
+
 const DAY = 86_400_000;
 const day = (offset: number) => new Date(Date.now() + offset * DAY).toISOString().slice(0, 10);
 const time = (offset: number) => new Date(Date.now() + offset * DAY).toISOString().slice(0, 19);
@@ -27,20 +29,13 @@ describe('amie usage summary on the command line', () => {
   let config: string;
   let slack: FakeSlack;
   const amie = (...args: string[]) =>
-    execa(process.execPath, [CLI, '-c', config, ...args], {
-      reject: false,
-      stdin: 'ignore',
-      env: { AMIE_LOG_LEVEL: 'warn', AMIE_CONFIG: '', AMIE_DATABASE_URL: '', SLACK_BOT_TOKEN: SLACK_TOKEN },
-    });
+    amieIn(dir, ['-c', config, ...args], { env: { AMIE_LOG_LEVEL: 'warn', SLACK_BOT_TOKEN: SLACK_TOKEN } });
 
   beforeAll(async () => {
-    if (!existsSync(CLI)) throw new Error(`${CLI} is missing: build first with npx tsc -p . (npm test does it)`);
     slack = await new FakeSlack().start();
     dir = mkdtempSync(join(tmpdir(), 'amie-usage-summary-'));
     // What report-usage will find: 150 more GPU-hours, ended yesterday.
-    const sacct = join(dir, 'sacct');
-    writeFileSync(sacct, `#!/bin/sh\necho '${job('2001', 10, 15, -1)}'\n`);
-    chmodSync(sacct, 0o755);
+    const sacct = fakeSacct(dir, [job('2001', 10, 15, -1)]);
     config = join(dir, 'amie.yaml');
     writeFileSync(
       config,
@@ -49,32 +44,26 @@ describe('amie usage summary on the command line', () => {
         `notify:\n  slack: { channel: '#amie-ops', apiUrl: '${slack.url}' }\nlog: { level: warn }\n`,
     );
     const init = await amie('db', 'init');
-    expect(init.exitCode, init.stderr).toBe(0);
+    expect(init.code, init.stderr).toBe(0);
 
     // The registry and the usage as `amie process` and `amie report-usage` leave them.
     const db = await openPglite({ path: join(dir, 'db') });
     try {
-      await seedIncoming(db, 'request_project_create', {
-        AllocationType: 'new',
-        GrantNumber: 'TG-ABC123',
-        PfosNumber: '1234567',
-        PiFirstName: 'Jane',
-        PiLastName: 'Doe',
-        PiOrganization: 'Example University',
-        PiOrgCode: '0012345',
-        PiEmail: 'jane@example.edu',
-        StartDate: day(-60),
-        EndDate: day(300),
-        ResourceList: [SITE.resource],
-        RecordID: 'rec-1',
-        ServiceUnitsAllocated: '1000',
-        ProjectTitle: 'Turbulence at small scales',
-      });
+      await seedIncoming(
+        db,
+        'request_project_create',
+        rpcTags({
+          PiEmail: 'jane@example.edu',
+          StartDate: day(-60),
+          EndDate: day(300),
+          ServiceUnitsAllocated: '1000',
+          ProjectTitle: 'Turbulence at small scales',
+        }),
+      );
       const handler = new RegistryHandler({ db, log: quietLog, site: SITE, options: {}, dryRun: false });
       expect((await new Dispatcher(db, handler, quietLog).runOnce()).answered).toBe(1);
-      const records: SacctRecord[] = [];
       // 400 GPU-hours 45 days ago, 300 five days ago: 700 in the period, 10 a day over the last 30 days.
-      for await (const r of parseSacctStream([job('1001', 8, 50, -45), job('1002', 10, 30, -5)])) records.push(r);
+      const records = await sacctRecords([job('1001', 8, 50, -45), job('1002', 10, 30, -5)]);
       const s = await reportUsage(db, {
         site: SITE,
         usage: UsageConfigSchema.parse({ projects: { abc123: 'TG-ABC123' } }),
@@ -95,7 +84,7 @@ describe('amie usage summary on the command line', () => {
 
   it('--json: per project the allocation, charged, remaining, percent used and projected exhaustion', async () => {
     const r = await amie('usage', 'summary', '--json');
-    expect(r.exitCode, r.stderr).toBe(0);
+    expect(r.code, r.stderr).toBe(0);
     const out = JSON.parse(r.stdout) as { unit: string; projects: Array<Record<string, unknown>>; alerts: unknown };
     expect(out.unit).toBe('gpu-hours');
     expect(out.projects).toHaveLength(1);
@@ -124,7 +113,7 @@ describe('amie usage summary on the command line', () => {
 
   it('a table for people; --project narrows it, and an unknown project is an error (exit 2)', async () => {
     const r = await amie('usage', 'summary');
-    expect(r.exitCode, r.stderr).toBe(0);
+    expect(r.code, r.stderr).toBe(0);
     const lines = r.stdout.split('\n');
     expect(lines[0]).toBe(`usage against allocations, in gpu-hours ("per day": the last 30 days' average)`);
     expect(lines[1]).toMatch(
@@ -136,18 +125,18 @@ describe('amie usage summary on the command line', () => {
     const one = await amie('usage', 'summary', '--project', 'TG-ABC123', '--json', '--no-alerts');
     expect(JSON.parse(one.stdout)).toMatchObject({ projects: [{ projectId: 'TG-ABC123' }], alerts: null });
     const none = await amie('usage', 'summary', '--project', 'TG-NOPE');
-    expect(none.exitCode).toBe(2);
+    expect(none.code).toBe(2);
     expect(none.stderr).toContain('--project: no project "TG-NOPE" in the registry');
   });
 
   it('report-usage posts the alert a threshold crossed, once; summary reruns do not repeat it', async () => {
     const r = await amie('report-usage', '--since', day(-3), '--until', time(0));
-    expect(r.exitCode, r.stderr).toBe(0);
+    expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toContain('alert posted to Slack: TG-ABC123 passed 80% (85% used)');
     expect(slack.texts).toHaveLength(1);
     expect(slack.texts[0]).toContain('has used 85% of its allocation (850 of 1000 gpu-hours');
     const again = await amie('usage', 'summary');
-    expect(again.exitCode, again.stderr).toBe(0);
+    expect(again.code, again.stderr).toBe(0);
     expect(again.stdout).not.toContain('alert');
     expect(slack.texts).toHaveLength(1);
   });

@@ -1,4 +1,4 @@
-import { describe, it, expect, beforeEach, afterEach, beforeAll, afterAll } from 'vitest';
+import { describe, it, expect, beforeEach, beforeAll, afterAll } from 'vitest';
 import { Dispatcher } from '../../src/dispatch/index.js';
 import type { TagValue } from '../../src/protocol/index.js';
 import { RegistryHandler } from '../../handlers/registry.js';
@@ -7,10 +7,10 @@ import { NotifyConfigSchema } from '../../src/notify/config.js';
 import { dueAlerts, sendUsageAlerts, usageAlertText } from '../../src/usage/alerts.js';
 import { UsageConfigSchema } from '../../src/usage/config.js';
 import { reportUsage } from '../../src/usage/report.js';
-import { parseSacctStream, type SacctRecord } from '../../src/usage/sacct.js';
 import { usageByDay, usageSummary, type ProjectUsage } from '../../src/usage/summary.js';
-import { SITE, initTestDatabase, quietLog, seedIncoming } from '../helpers/amie.js';
-import { driverCases, type TestDatabase } from '../helpers/db.js';
+import { SITE, quietLog, rpcTags, seedIncoming } from '../helpers/amie.js';
+import { sacctRecords } from '../helpers/sacct-lines.js';
+import { databaseEachTest, driverCases } from '../helpers/db.js';
 import { FakeSlack, SLACK_TOKEN } from '../notify/slack-server.js';
 
 const HOUR = 3_600_000;
@@ -39,27 +39,6 @@ function job(id: string, account: string, gpus: number, hours: number, end: stri
   ].join('|');
 }
 
-function rpcTags(extra: Record<string, TagValue> = {}): Record<string, TagValue> {
-  return {
-    AllocationType: 'new',
-    GrantNumber: 'TG-ABC123',
-    PfosNumber: '1234567',
-    PiFirstName: 'Jane',
-    PiLastName: 'Doe',
-    PiOrganization: 'Example University',
-    PiOrgCode: '0012345',
-    PiEmail: 'jane@example.edu',
-    PiGlobalID: '70001',
-    StartDate: '2026-07-01',
-    EndDate: '2027-06-30',
-    ResourceList: [SITE.resource],
-    RecordID: 'rec-1',
-    ServiceUnitsAllocated: '1000',
-    ProjectTitle: 'Turbulence at small scales',
-    ...extra,
-  };
-}
-
 const USAGE = UsageConfigSchema.parse({ projects: { abc123: 'TG-ABC123', evil: 'TG-EVIL' }, alerts: [60, 80, 100] });
 const NOW = new Date('2026-09-01T00:00:00Z');
 
@@ -72,7 +51,7 @@ const FIRST_JOBS = [
 ];
 
 describe.each(driverCases())('usage against allocations on $name', (driver) => {
-  let t: TestDatabase;
+  const t = databaseEachTest(driver);
   let slack: FakeSlack;
   beforeAll(async () => {
     slack = await new FakeSlack().start();
@@ -84,17 +63,22 @@ describe.each(driverCases())('usage against allocations on $name', (driver) => {
     if (!driver.available) return;
     slack.requests.length = 0;
     slack.mode = { kind: 'ok' };
-    t = await driver.open();
-    await initTestDatabase(t.db);
-  });
-  afterEach(async () => {
-    await t?.cleanup();
   });
   const run = it.skipIf(!driver.available);
 
   /** An RPC through the registry handler, as `amie process` applies it. */
   async function rpc(tags: Record<string, TagValue>) {
-    await seedIncoming(t.db, 'request_project_create', rpcTags(tags));
+    await seedIncoming(
+      t.db,
+      'request_project_create',
+      rpcTags({
+        PiEmail: 'jane@example.edu',
+        PiGlobalID: '70001',
+        ServiceUnitsAllocated: '1000',
+        ProjectTitle: 'Turbulence at small scales',
+        ...tags,
+      }),
+    );
     const handler = new RegistryHandler({ db: t.db, log: quietLog, site: SITE, options: {}, dryRun: false });
     const s = await new Dispatcher(t.db, handler, quietLog).runOnce();
     expect(s.answered, JSON.stringify(s.results.map((r) => r.reason))).toBe(1);
@@ -102,8 +86,7 @@ describe.each(driverCases())('usage against allocations on $name', (driver) => {
 
   /** Jobs through the reporter, as `amie report-usage` records them. */
   async function report(lines: string[]) {
-    const records: SacctRecord[] = [];
-    for await (const r of parseSacctStream(lines)) records.push(r);
+    const records = await sacctRecords(lines);
     const s = await reportUsage(t.db, {
       site: SITE,
       usage: USAGE,
