@@ -4,7 +4,7 @@
  * directory) and works as one made by PGlite's initdb, and the CLI commands that create or
  * open one still do their work.
  */
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
@@ -14,6 +14,7 @@ import { openPglite, type Database } from '../src/db/index.js';
 import {
   findPgliteTemplate,
   PGLITE_SETTINGS,
+  pgliteVersion,
   unpackPgliteTemplate,
   writePgliteTemplate,
 } from '../src/db/pglite-template.js';
@@ -170,4 +171,10 @@ describe('amie commands on the embedded database', () => {
     expect(dbDir).toBeTruthy();
     expect(existsSync(dbDir!)).toBe(false);
   }, 240_000);
+});
+
+it('the package depends on exactly the PGlite version its template is made for', () => {
+  // A range would let an install bring a newer PGlite, for which no template ships: initdb's peak again.
+  const pkg = JSON.parse(readFileSync('package.json', 'utf8')) as { dependencies: Record<string, string> };
+  expect(pkg.dependencies['@electric-sql/pglite']).toBe(pgliteVersion());
 });
