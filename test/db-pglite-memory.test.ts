@@ -146,6 +146,18 @@ describe('embedded database memory', () => {
     expect(existsSync(join(dir, '..', 'escaped'))).toBe(false);
     expect(readdirSync(dir).filter((n) => n.startsWith('evil-target'))).toEqual([]);
   });
+
+  it('removes what a killed unpacking left behind, and only when its process is gone', () => {
+    const target = join(dir, 'after-kill');
+    const dead = `${target}.new-2147483646`; // no such process
+    const living = `${target}.new-${process.ppid}`; // a process that is running: it may be unpacking
+    mkdirSync(join(dead, 'base'), { recursive: true });
+    mkdirSync(living);
+    unpackPgliteTemplate(findPgliteTemplate()!, target);
+    expect(existsSync(join(target, 'PG_VERSION'))).toBe(true);
+    expect(existsSync(dead)).toBe(false);
+    expect(existsSync(living)).toBe(true);
+  });
 });
 
 describe('amie commands on the embedded database', () => {
