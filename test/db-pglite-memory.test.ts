@@ -7,6 +7,7 @@
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { spawn } from 'node:child_process';
 import { gzipSync } from 'node:zlib';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -184,6 +185,22 @@ describe('amie commands on the embedded database', () => {
     expect(existsSync(dbDir!)).toBe(false);
   }, 240_000);
 });
+
+it('Ctrl-C in the demo removes its throw-away database and ends the demo as interrupted', async () => {
+  // A temporary directory of its own, so that the demo's database is the only one in it.
+  const tmp = mkdtempSync(join(dir, 'tmp-'));
+  const child = spawn(process.execPath, [CLI, 'demo'], {
+    cwd: dir,
+    env: { ...process.env, TMPDIR: tmp },
+    stdio: 'ignore',
+  });
+  const ended = new Promise<NodeJS.Signals | null>((r) => child.on('exit', (_code, signal) => r(signal)));
+  const databases = () => readdirSync(tmp).filter((n) => n.startsWith('amie-db-'));
+  while (databases().length === 0 && child.exitCode === null) await new Promise((r) => setTimeout(r, 50));
+  child.kill('SIGINT');
+  expect(await ended).toBe('SIGINT');
+  expect(databases()).toEqual([]);
+}, 120_000);
 
 it('the package depends on exactly the PGlite version its template is made for', () => {
   // A range would let an install bring a newer PGlite, for which no template ships: initdb's peak again.
