@@ -1,5 +1,5 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
@@ -138,6 +138,21 @@ describe('amie usage summary on the command line', () => {
     const none = await amie('usage', 'summary', '--project', 'TG-NOPE');
     expect(none.exitCode).toBe(2);
     expect(none.stderr).toContain('--project: no project "TG-NOPE" in the registry');
+  });
+
+  it('an alert due without the bot token is an error (exit 2) after the table, and nothing is posted', async () => {
+    // 50% is passed already (70% used); the usual configuration alerts only from 80%.
+    const lowered = join(dir, 'alerts-from-50.yaml');
+    writeFileSync(lowered, readFileSync(config, 'utf8').replace('alerts: [80, 100]', 'alerts: [50]'));
+    const r = await execa(process.execPath, [CLI, '-c', lowered, 'usage', 'summary'], {
+      reject: false,
+      stdin: 'ignore',
+      env: { AMIE_LOG_LEVEL: 'warn', AMIE_CONFIG: '', AMIE_DATABASE_URL: '', SLACK_BOT_TOKEN: '' },
+    });
+    expect(r.exitCode).toBe(2);
+    expect(r.stdout, r.stderr).toMatch(/^TG-ABC123\s.*\s70%\s/m);
+    expect(r.stderr).toContain('SLACK_BOT_TOKEN');
+    expect(slack.texts).toEqual([]);
   });
 
   it('report-usage posts the alert a threshold crossed, once; summary reruns do not repeat it', async () => {

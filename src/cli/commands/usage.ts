@@ -81,19 +81,19 @@ export function register(program: Command, context: CliContext): void {
             `--project: no project "${opts.project}" in the registry (tried ProjectID and GrantNumber)`,
           );
         const { sendUsageAlerts, formatAlertsOutcome } = await alerts();
-        const outcome = opts.alerts
-          ? await sendUsageAlerts(db, projects, { config, thresholds: u.alerts, log, env: context.env })
-          : null;
+        const sendAlerts = () =>
+          opts.alerts ? sendUsageAlerts(db, projects, { config, thresholds: u.alerts, log, env: context.env }) : null;
         if (opts.json) {
-          context.out(toJsonText({ unit: chargeRuleOf(u).unit, projects, alerts: outcome }));
+          context.out(toJsonText({ unit: chargeRuleOf(u).unit, projects, alerts: await sendAlerts() }));
           return;
         }
-        if (projects.length === 0) {
-          context.out('(no projects in the registry)');
-          return;
+        // The table first: an alert that cannot be sent (no bot token) must not hide the figures.
+        if (projects.length === 0) context.out('(no projects in the registry)');
+        else {
+          context.out(`usage against allocations, in ${chargeRuleOf(u).unit} ("per day": the last 30 days' average)`);
+          for (const l of formatTable(summaryRows(projects))) context.out(l);
         }
-        context.out(`usage against allocations, in ${chargeRuleOf(u).unit} ("per day": the last 30 days' average)`);
-        for (const l of formatTable(summaryRows(projects))) context.out(l);
+        const outcome = await sendAlerts();
         for (const l of outcome ? formatAlertsOutcome(outcome) : []) context.out(l);
       }),
     );
