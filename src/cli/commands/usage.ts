@@ -9,6 +9,7 @@ import { USAGE_SINKS, type UsageSinkName } from '../../usage/sinks/types.js';
 import { EXIT, type CliContext } from '../context.js';
 import { toJsonText } from '../json.js';
 import { formatTable } from '../table.js';
+import { wholeNumberOption } from '../conventions.js';
 
 // Loaded when a command runs, so `amie --help` works where sacct or the store cannot load.
 const reporter = () => import('../../usage/report.js');
@@ -141,7 +142,7 @@ export function register(program: Command, context: CliContext): void {
         await prepareDatabase(db);
         const records = await listUnreportedJobs(db, {
           status: opts.pending ? 'pending' : 'failed',
-          limit: positiveInt('--limit', opts.limit ?? '200'),
+          limit: wholeNumberOption('--limit', opts.limit ?? '200'),
         });
         if (opts.json) {
           context.out(JSON.stringify(records, null, 2));
@@ -177,7 +178,7 @@ export function register(program: Command, context: CliContext): void {
         await prepareDatabase(db);
         const u = await usageConfigOf(config);
         const client = usageApiClient(config.site, requireApi(u), await apiKeyOf(context, u), log);
-        const limit = positiveInt('--limit', opts.limit ?? '10000');
+        const limit = wholeNumberOption('--limit', opts.limit ?? '10000');
         try {
           const r = await resendUsage(db, {
             site: config.site,
@@ -263,13 +264,6 @@ function requireApi(u: UsageConfig): NonNullable<UsageConfig['usageApi']> {
 async function apiKeyOf(context: CliContext, u: UsageConfig): Promise<string> {
   const { readSecretEnv } = await import('../../config/load.js');
   return readSecretEnv('usage.usageApi.apiKeyEnv', requireApi(u).apiKeyEnv, context.env);
-}
-
-function positiveInt(flag: string, value: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n <= 0)
-    throw new ConfigError(`${flag}: expected a positive whole number, got "${value}"`);
-  return n;
 }
 
 /** ISO 8601 date or date-time; without a zone it is UTC, like sacct's times here. */
