@@ -7,7 +7,13 @@ import type { AmieConfig } from '../config/index.js';
 import { configuredHandler } from '../config/schema.js';
 import type { Queryable } from '../db/index.js';
 import { PacketBody } from '../protocol/index.js';
-import { pendingIncomingSql, readStatusFigures, type PacketSourceKind, type StatusFigures } from '../store/index.js';
+import {
+  LEFT_PENDING_BY_A_PASS,
+  pendingIncomingSql,
+  readStatusFigures,
+  type PacketSourceKind,
+  type StatusFigures,
+} from '../store/index.js';
 import { toDate, toNumber } from '../store/records.js';
 import { chargeRuleOf, defaultUsageConfig, type UsageConfig } from '../usage/config.js';
 import { describeProjection, usageByDay, usageSummary } from '../usage/summary.js';
@@ -200,7 +206,7 @@ async function gatherStuck(q: Queryable, source: PacketSourceKind, limit: number
        LEFT JOIN LATERAL (SELECT x.packet_type, x.outcome, x.reason, x.at FROM ${S}.audit x
                            WHERE x.source = $1 AND x.packet_rec_id = pending.packet_rec_id
                            ORDER BY x.audit_id DESC LIMIT 1) a ON true
-      WHERE e.error_count > 0 OR a.outcome IN ('defer', 'error', 'unhandled')
+      WHERE ${LEFT_PENDING_BY_A_PASS}
       ORDER BY pending.age DESC, pending.packet_rec_id
       LIMIT $2`,
     [source, limit],

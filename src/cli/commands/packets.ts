@@ -137,7 +137,8 @@ export function register(program: Command, context: CliContext): void {
 }
 
 async function listPackets(db: Database, opts: ListOptions, site: SiteScope) {
-  const { prepareDatabase, foreignPendingSql, scopeResources } = await import('../../store/index.js');
+  const { prepareDatabase, foreignPendingSql, scopeResources, LEFT_PENDING_BY_A_PASS } =
+    await import('../../store/index.js');
   await prepareDatabase(db);
   const where: string[] = [];
   const params: unknown[] = [];
@@ -167,9 +168,7 @@ async function listPackets(db: Database, opts: ListOptions, site: SiteScope) {
   }
   if (opts.stuck) {
     // Received, still in progress, and already seen by a pass that left it there.
-    where.push(
-      `p.outgoing_flag = 0 AND p.state_id = ${STATE_IDS['in-progress']} AND (e.error_count > 0 OR a.outcome IN ('defer', 'error', 'unhandled'))`,
-    );
+    where.push(`p.outgoing_flag = 0 AND p.state_id = ${STATE_IDS['in-progress']} AND ${LEFT_PENDING_BY_A_PASS}`);
   }
   params.push(wholeNumberOption('--limit', opts.limit ?? '50'));
   const { rows } = await db.query<Record<string, unknown>>(
