@@ -5,11 +5,12 @@
  *
  * Why: cron and monitoring start `amie` every few minutes, and most of a start-up went to
  * Node's module loader reading, resolving and compiling files one by one (zod alone is about a
- * hundred). Bundled, a command loads a few files. zod, yaml and commander are bundled in (they
- * are on every command's path); the rest of the dependencies are loaded from node_modules only
- * by the commands that need them (the database drivers, Slack, execa, pino, vega), so they stay
- * outside. Each command module stays an entry of its own (`amie` loads only the named one) and
- * dynamic imports stay split, so nothing is loaded earlier than before.
+ * hundred, pg and pino fifty more). Bundled, a command loads a few files. zod, yaml, commander,
+ * pg and pino are bundled in (they are on the path of the commands cron and monitoring run); the
+ * rest of the dependencies (PGlite, Slack, execa, vega) stay in node_modules and are loaded only
+ * by the commands that use them. Each command module stays an entry of its own (`amie` loads
+ * only the named one) and dynamic imports stay split, so nothing is loaded earlier than before.
+ * pino is used without transports (no worker threads, whose files a bundle would not have).
  *
  * One graph for all entries matters: a site handler imports `amie-toolkit` and the CLI loads
  * that handler, so both must see the same classes (a PacketFailure thrown by the handler is an
@@ -20,7 +21,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { builtinModules } from 'node:module';
 import { defineConfig } from 'rolldown';
 
-const BUNDLED = ['zod', 'yaml', 'commander'];
+const BUNDLED = ['zod', 'yaml', 'commander', 'pg', 'pino'];
 const { dependencies } = JSON.parse(readFileSync('package.json', 'utf8'));
 const outside = Object.keys(dependencies).filter((d) => !BUNDLED.includes(d));
 

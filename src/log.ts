@@ -80,6 +80,8 @@ export function createLogger(opts: LoggerOptions = {}): Logger {
       redact: { paths: [...REDACT_PATHS], censor },
       timestamp: pino.stdTimeFunctions.isoTime,
     },
+    // A destination, never a transport: transports run in worker threads loaded from pino's own
+    // files, which the bundle `amie` runs from does not have.
     opts.destination ?? pino.destination({ fd: 2, sync: true }),
   );
   return logger;

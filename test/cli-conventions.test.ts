@@ -6,6 +6,7 @@ import { pathToFileURL } from 'node:url';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI } from './helpers/cli.js';
+import { wholeNumberOption } from '../src/cli/conventions.js';
 
 // The conventions every `amie` command follows, tested on the compiled program as operators run it.
 const DB_MODULE = pathToFileURL(resolve('dist/src/db/index.js')).href;
@@ -174,5 +175,17 @@ describe('[14.9] amie on the command line', () => {
     } finally {
       holder.kill();
     }
+  });
+});
+
+describe('counting options (--limit, --watch, --days, a packet_rec_id)', () => {
+  it('take digits only, from 1 up to their maximum, and name the option otherwise', () => {
+    expect(wholeNumberOption('--limit', '5')).toBe(5);
+    expect(wholeNumberOption('--days', '366', 366)).toBe(366);
+    for (const bad of ['0', '-1', '1e3', ' 5', '0x10', '5.0', '', 'ten', '99999999999999999999'])
+      expect(() => wholeNumberOption('--limit', bad), bad).toThrow(
+        `--limit: expected a positive whole number, got "${bad}"`,
+      );
+    expect(() => wholeNumberOption('--days', '367', 366)).toThrow('--days: expected a whole number from 1 to 366');
   });
 });

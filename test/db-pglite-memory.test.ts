@@ -4,20 +4,22 @@
  * directory) and works as one made by PGlite's initdb, and the CLI commands that create or
  * open one still do their work.
  */
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { spawn } from 'node:child_process';
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openPglite, type Database } from '../src/db/index.js';
 import {
   findPgliteTemplate,
   PGLITE_SETTINGS,
+  pgliteVersion,
   unpackPgliteTemplate,
   writePgliteTemplate,
 } from '../src/db/pglite-template.js';
 import { initDatabase } from '../src/store/index.js';
-import { amieIn } from './helpers/cli.js';
+import { CLI, amieIn } from './helpers/cli.js';
 
 let dir: string;
 beforeAll(async () => {
@@ -132,6 +134,18 @@ describe('embedded database memory', () => {
     expect(existsSync(join(dir, '..', 'escaped'))).toBe(false);
     expect(readdirSync(dir).filter((n) => n.startsWith('evil-target'))).toEqual([]);
   });
+
+  it('removes what a killed unpacking left behind, and only when its process is gone', () => {
+    const target = join(dir, 'after-kill');
+    const dead = `${target}.new-2147483646`; // no such process
+    const living = `${target}.new-${process.ppid}`; // a process that is running: it may be unpacking
+    mkdirSync(join(dead, 'base'), { recursive: true });
+    mkdirSync(living);
+    unpackPgliteTemplate(findPgliteTemplate()!, target);
+    expect(existsSync(join(target, 'PG_VERSION'))).toBe(true);
+    expect(existsSync(dead)).toBe(false);
+    expect(existsSync(living)).toBe(true);
+  });
 });
 
 describe('amie commands on the embedded database', () => {
@@ -157,4 +171,26 @@ describe('amie commands on the embedded database', () => {
     expect(dbDir).toBeTruthy();
     expect(existsSync(dbDir!)).toBe(false);
   }, 240_000);
+});
+
+it('Ctrl-C in the demo removes its throw-away database and ends the demo as interrupted', async () => {
+  // A temporary directory of its own, so that the demo's database is the only one in it.
+  const tmp = mkdtempSync(join(dir, 'tmp-'));
+  const child = spawn(process.execPath, [CLI, 'demo'], {
+    cwd: dir,
+    env: { ...process.env, TMPDIR: tmp },
+    stdio: 'ignore',
+  });
+  const ended = new Promise<NodeJS.Signals | null>((r) => child.on('exit', (_code, signal) => r(signal)));
+  const databases = () => readdirSync(tmp).filter((n) => n.startsWith('amie-db-'));
+  while (databases().length === 0 && child.exitCode === null) await new Promise((r) => setTimeout(r, 50));
+  child.kill('SIGINT');
+  expect(await ended).toBe('SIGINT');
+  expect(databases()).toEqual([]);
+}, 120_000);
+
+it('the package depends on exactly the PGlite version its template is made for', () => {
+  // A range would let an install bring a newer PGlite, for which no template ships: initdb's peak again.
+  const pkg = JSON.parse(readFileSync('package.json', 'utf8')) as { dependencies: Record<string, string> };
+  expect(pkg.dependencies['@electric-sql/pglite']).toBe(pgliteVersion());
 });

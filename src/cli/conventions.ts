@@ -1,5 +1,6 @@
 import type { Command, OutputConfiguration } from 'commander';
 import { editDistance } from '../config/format.js';
+import { ConfigError } from '../config/errors.js';
 
 /**
  * `amie packets list | head -1`: once the reader of stdout has gone, nobody is left to read
@@ -70,4 +71,17 @@ function commandPath(command: Command): string {
   const names: string[] = [];
   for (let c: Command | null = command; c?.parent; c = c.parent) names.unshift(c.name());
   return names.join(' ');
+}
+
+/**
+ * A command-line option that counts something (`--limit`, `--watch`, a packet_rec_id): digits
+ * only, at least 1 and at most `max`. Anything else is a ConfigError naming the option (exit 2).
+ */
+export function wholeNumberOption(flag: string, value: string, max?: number): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || !Number.isSafeInteger(n) || n < 1 || (max !== undefined && n > max)) {
+    const expected = max === undefined ? 'a positive whole number' : `a whole number from 1 to ${max}`;
+    throw new ConfigError([`${flag}: expected ${expected}, got "${value}"`]);
+  }
+  return n;
 }

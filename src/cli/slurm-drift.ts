@@ -4,6 +4,7 @@
  * when one of them runs (it loads the handler, the registry and the Slurm code).
  */
 import type { AmieConfig } from '../config/index.js';
+import { configuredHandler } from '../config/schema.js';
 import type { Database } from '../db/index.js';
 import type { Logger } from '../log.js';
 import type { SlurmCheckSettings, SlurmDrift } from '../slurm/check.js';
@@ -13,9 +14,8 @@ import type { SlurmCheckSettings, SlurmDrift } from '../slurm/check.js';
  * handler, is known not to be one, so `amie status` need not load (or log) anything to find out.
  */
 export function maybeSlurmHandler(config: AmieConfig): boolean {
-  if (config.handler === undefined) return false;
-  const name = typeof config.handler === 'string' ? config.handler : config.handler.module;
-  return name !== 'registry';
+  const name = configuredHandler(config);
+  return name !== null && name !== 'registry';
 }
 
 /** The handler's settings for the check; null when the configured handler is not the Slurm handler (or a subclass). */

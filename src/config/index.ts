@@ -8,6 +8,7 @@ export {
   siteSchema,
   databaseSchema,
   handlerSchema,
+  configuredHandler,
   logSchema,
   sourceSchema,
   envVarName,

@@ -182,6 +182,13 @@ export type SourceConfig = z.output<typeof sourceSchema>;
 /** The validated configuration and the file it came from (relative paths in it are taken from its directory). */
 export type AmieConfig = ConfigData & { configFile: string };
 
+/** What `handler:` names (a built-in name or a module path), without loading it; null when there is none. */
+export function configuredHandler(config: Pick<ConfigData, 'handler'>): string | null {
+  const h = config.handler;
+  if (h === undefined) return null;
+  return typeof h === 'string' ? h : h.module;
+}
+
 function isMapping(value: unknown): value is Record<string, unknown> {
   return value !== null && typeof value === 'object' && !Array.isArray(value);
 }

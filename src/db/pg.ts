@@ -2,30 +2,13 @@
  * The PostgreSQL server driver: a pg pool behind the toolkit's small Database interface.
  */
 import { createHash } from 'node:crypto';
-import { createRequire } from 'node:module';
-import type pgTypes from 'pg';
+// First, so that pg loads with it: see pg-navigator.ts.
+import { returnNavigator } from './pg-navigator.js';
+import pg from 'pg';
 import type { Database, Queryable, QueryResult } from './types.js';
 import { describeConnectError, redactUrl } from './errors.js';
 
-/**
- * pg, loaded without waking Node's fetch implementation. When it loads, pg tells a Cloudflare
- * Worker from Node by `navigator.userAgent`, which Node has from version 21 on; without it pg
- * builds a `Response`, and on Node 20 that first `Response` loads all of fetch (about 50 ms of
- * CPU, a tenth of `amie status`). So on Node 20 a `navigator` saying Node stands there while pg
- * loads, synchronously: no other code runs in between, and it is gone afterwards.
- */
-function loadPg(): typeof pgTypes {
-  const require = createRequire(import.meta.url);
-  const g = globalThis as { navigator?: unknown };
-  if (g.navigator !== undefined) return require('pg') as typeof pgTypes;
-  g.navigator = { userAgent: `Node.js/${process.versions.node}` };
-  try {
-    return require('pg') as typeof pgTypes;
-  } finally {
-    delete g.navigator;
-  }
-}
-const pg = loadPg();
+returnNavigator();
 
 // numeric(38,0) ids and bigint come back as strings by default; the store converts
 // them where it needs numbers, so the driver leaves pg's type parsing alone.
@@ -68,7 +51,7 @@ export async function openPg(options: PgOptions): Promise<Database> {
   }
 
   const run = async <R>(
-    q: pgTypes.Pool | pgTypes.PoolClient,
+    q: pg.Pool | pg.PoolClient,
     sql: string,
     params?: readonly unknown[],
   ): Promise<QueryResult<R>> => {
@@ -93,7 +76,7 @@ export async function openPg(options: PgOptions): Promise<Database> {
       await run(pool, sql);
     },
     async transaction(fn) {
-      let client: pgTypes.PoolClient;
+      let client: pg.PoolClient;
       try {
         client = await pool.connect();
       } catch (err) {

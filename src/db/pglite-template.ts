@@ -26,7 +26,7 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { createRequire } from 'node:module';
-import { dirname, join, normalize, resolve, sep } from 'node:path';
+import { basename, dirname, join, normalize, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { toolkitPackage } from '../package-root.js';
 import { gunzipSync } from 'node:zlib';
@@ -113,6 +113,7 @@ export function readPgliteTemplate(file: string): Blob {
 export function unpackPgliteTemplate(file: string, dataDir: string): void {
   const tar = gunzipSync(readFileSync(file));
   const staging = `${dataDir}.new-${process.pid}`;
+  removeAbandonedStaging(dataDir);
   rmSync(staging, { recursive: true, force: true });
   mkdirSync(staging, { recursive: true, mode: 0o700 });
   try {
@@ -134,6 +135,34 @@ export function unpackPgliteTemplate(file: string, dataDir: string): void {
   } catch (err) {
     rmSync(staging, { recursive: true, force: true });
     throw err;
+  }
+}
+
+/** Staging directories (`<dataDir>.new-<pid>`) that a killed `db init` left behind: their process is gone. */
+function removeAbandonedStaging(dataDir: string): void {
+  const prefix = `${basename(dataDir)}.new-`;
+  let siblings: string[];
+  try {
+    siblings = readdirSync(dirname(dataDir));
+  } catch {
+    return;
+  }
+  for (const name of siblings) {
+    if (!name.startsWith(prefix)) continue;
+    const pid = Number(name.slice(prefix.length));
+    if (Number.isInteger(pid) && pid > 0 && !processAlive(pid)) {
+      rmSync(join(dirname(dataDir), name), { recursive: true, force: true });
+    }
+  }
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    // EPERM: it exists but belongs to someone else.
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 

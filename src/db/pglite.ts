@@ -48,7 +48,23 @@ export async function openPglite(options: PgliteOptions = {}): Promise<Database>
   const removeScratch = () => {
     if (scratch) rmSync(scratch, { recursive: true, force: true });
   };
-  if (scratch) process.once('exit', removeScratch);
+  // Removed at exit, and on Ctrl-C or a kill (which end a process without 'exit'): then the
+  // signal is raised again, so the process still ends the way the signal says.
+  const onSignal = (signal: NodeJS.Signals) => {
+    releaseScratch();
+    if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
+  };
+  const releaseScratch = () => {
+    process.removeListener('exit', removeScratch);
+    process.removeListener('SIGINT', onSignal);
+    process.removeListener('SIGTERM', onSignal);
+    removeScratch();
+  };
+  if (scratch) {
+    process.once('exit', removeScratch);
+    process.once('SIGINT', onSignal);
+    process.once('SIGTERM', onSignal);
+  }
   const dataDir = scratch ? join(scratch, 'db') : options.path ? resolve(options.path) : undefined;
   const description = scratch
     ? `embedded throw-away database (${dataDir}, removed when done)`
@@ -57,10 +73,7 @@ export async function openPglite(options: PgliteOptions = {}): Promise<Database>
       : 'embedded in-memory database';
   let releaseLock = () => {};
   if (scratch) {
-    releaseLock = () => {
-      process.removeListener('exit', removeScratch);
-      removeScratch();
-    };
+    releaseLock = releaseScratch;
   } else if (dataDir) {
     if (options.create === false && !existsSync(resolve(dataDir, 'PG_VERSION'))) {
       throw new DatabaseError(`${description} does not exist: run \`amie db init\` to create it`);

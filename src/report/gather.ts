@@ -4,9 +4,16 @@
  * database. Every query is read-only and bounded (a window of days, a limit on listed rows).
  */
 import type { AmieConfig } from '../config/index.js';
+import { configuredHandler } from '../config/schema.js';
 import type { Queryable } from '../db/index.js';
 import { PacketBody } from '../protocol/index.js';
-import { pendingIncomingSql, readStatusFigures, type PacketSourceKind, type StatusFigures } from '../store/index.js';
+import {
+  LEFT_PENDING_BY_A_PASS,
+  pendingIncomingSql,
+  readStatusFigures,
+  type PacketSourceKind,
+  type StatusFigures,
+} from '../store/index.js';
 import { toDate, toNumber } from '../store/records.js';
 import { chargeRuleOf, defaultUsageConfig, type UsageConfig } from '../usage/config.js';
 import { describeProjection, usageByDay, usageSummary } from '../usage/summary.js';
@@ -118,18 +125,12 @@ export interface ReportModel {
   notAvailable: Partial<Record<'usage' | 'drift', string>>;
 }
 
-export function handlerName(config: Pick<AmieConfig, 'handler'>): string | null {
-  const h = config.handler;
-  if (h === undefined) return null;
-  return typeof h === 'string' ? h : h.module;
-}
-
 /** Reads everything the page shows. The database must be prepared (`prepareDatabase`). */
 export async function gatherReport(q: Queryable, config: ReportConfig, opts: ReportOptions): Promise<ReportModel> {
   const now = opts.now ?? new Date();
   const since = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), now.getUTCDate() - (opts.days - 1)));
   const source = config.source.kind;
-  const handler = handlerName(config);
+  const handler = configuredHandler(config);
   const status = await readStatusFigures(q, { source, usagePendingSeconds: 2 * 3600 });
   const packetsPerDay = await gatherPacketsPerDay(q, source, since);
   const stuck = await gatherStuck(q, source, opts.limit);
@@ -205,7 +206,7 @@ async function gatherStuck(q: Queryable, source: PacketSourceKind, limit: number
        LEFT JOIN LATERAL (SELECT x.packet_type, x.outcome, x.reason, x.at FROM ${S}.audit x
                            WHERE x.source = $1 AND x.packet_rec_id = pending.packet_rec_id
                            ORDER BY x.audit_id DESC LIMIT 1) a ON true
-      WHERE e.error_count > 0 OR a.outcome IN ('defer', 'error', 'unhandled')
+      WHERE ${LEFT_PENDING_BY_A_PASS}
       ORDER BY pending.age DESC, pending.packet_rec_id
       LIMIT $2`,
     [source, limit],

@@ -45,6 +45,7 @@ export {
   scopeResources,
   resourceKey,
   FOREIGN_WARNING_AGE_MS,
+  LEFT_PENDING_BY_A_PASS,
   type SiteScope,
 } from './work.js';
 export * from './usage.js';

@@ -82,6 +82,13 @@ export function thisScopeSql(p: string, t: string, siteParam: string, resourcesP
            true))`;
 }
 
+/**
+ * A pending packet a pass has seen and left pending ("stuck": `amie packets list --stuck`, the
+ * status page): a handler error counted, or a last audited outcome that kept it. Over the aliases
+ * `e` (amie_toolkit.packet_errors) and `a` (the packet's latest amie_toolkit.audit row).
+ */
+export const LEFT_PENDING_BY_A_PASS = `(e.error_count > 0 OR a.outcome IN ('defer', 'error', 'unhandled'))`;
+
 /** Pending incoming packets of in-progress transactions: what a claim chooses from. */
 const PENDING_INCOMING = `p.outgoing_flag = 0 AND p.state_id = ${STATE_IDS['in-progress']} AND t.state_id = ${STATE_IDS['in-progress']}`;
 

@@ -1,5 +1,5 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openPglite } from '../../src/db/index.js';
@@ -127,6 +127,19 @@ describe('amie usage summary on the command line', () => {
     const none = await amie('usage', 'summary', '--project', 'TG-NOPE');
     expect(none.code).toBe(2);
     expect(none.stderr).toContain('--project: no project "TG-NOPE" in the registry');
+  });
+
+  it('an alert due without the bot token is an error (exit 2) after the table, and nothing is posted', async () => {
+    // 50% is passed already (70% used); the usual configuration alerts only from 80%.
+    const lowered = join(dir, 'alerts-from-50.yaml');
+    writeFileSync(lowered, readFileSync(config, 'utf8').replace('alerts: [80, 100]', 'alerts: [50]'));
+    const r = await amieIn(dir, ['-c', lowered, 'usage', 'summary'], {
+      env: { AMIE_LOG_LEVEL: 'warn', SLACK_BOT_TOKEN: '' },
+    });
+    expect(r.code).toBe(2);
+    expect(r.stdout, r.stderr).toMatch(/^TG-ABC123\s.*\s70%\s/m);
+    expect(r.stderr).toContain('SLACK_BOT_TOKEN');
+    expect(slack.texts).toEqual([]);
   });
 
   it('report-usage posts the alert a threshold crossed, once; summary reruns do not repeat it', async () => {

@@ -7,6 +7,7 @@ import { escapeControls } from '../../text.js';
 import { formatTable } from '../table.js';
 import { jsonRow, toJsonText } from '../json.js';
 import type { CliContext } from '../context.js';
+import { wholeNumberOption } from '../conventions.js';
 
 interface ListOptions {
   state?: string;
@@ -50,7 +51,7 @@ export function register(program: Command, context: CliContext): void {
     .option('--json', 'JSON for scripts')
     .action((id: string, opts: { json?: boolean }) =>
       context.withDatabase(async (db) => {
-        const shown = await showPacket(db, wholeNumber('packet_rec_id', id));
+        const shown = await showPacket(db, wholeNumberOption('packet_rec_id', id));
         if (opts.json) {
           // The tags keep their AMIE names: they are the packet's data, not field names.
           const { header, body, conversation, audit } = shown;
@@ -104,7 +105,7 @@ export function register(program: Command, context: CliContext): void {
       context.withDatabase(async (db) => {
         const { reofferPacket, prepareDatabase } = await import('../../store/index.js');
         await prepareDatabase(db);
-        const packetRecId = wholeNumber('packet_rec_id', id);
+        const packetRecId = wholeNumberOption('packet_rec_id', id);
         const { header } = await showPacket(db, packetRecId);
         if (header.direction !== 'in')
           throw new ConfigError([`packet ${packetRecId} was sent by this site; only received packets can be retried`]);
@@ -135,15 +136,9 @@ export function register(program: Command, context: CliContext): void {
     );
 }
 
-function wholeNumber(what: string, value: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n <= 0)
-    throw new ConfigError([`${what}: expected a positive whole number, got "${value}"`]);
-  return n;
-}
-
 async function listPackets(db: Database, opts: ListOptions, site: SiteScope) {
-  const { prepareDatabase, foreignPendingSql, scopeResources } = await import('../../store/index.js');
+  const { prepareDatabase, foreignPendingSql, scopeResources, LEFT_PENDING_BY_A_PASS } =
+    await import('../../store/index.js');
   await prepareDatabase(db);
   const where: string[] = [];
   const params: unknown[] = [];
@@ -168,16 +163,14 @@ async function listPackets(db: Database, opts: ListOptions, site: SiteScope) {
     where.push(`p.outgoing_flag = ${opts.direction === 'out' ? 1 : 0}`);
   }
   if (opts.transaction) {
-    params.push(wholeNumber('--transaction', opts.transaction));
+    params.push(wholeNumberOption('--transaction', opts.transaction));
     where.push(`p.trans_rec_id = $${params.length}`);
   }
   if (opts.stuck) {
     // Received, still in progress, and already seen by a pass that left it there.
-    where.push(
-      `p.outgoing_flag = 0 AND p.state_id = ${STATE_IDS['in-progress']} AND (e.error_count > 0 OR a.outcome IN ('defer', 'error', 'unhandled'))`,
-    );
+    where.push(`p.outgoing_flag = 0 AND p.state_id = ${STATE_IDS['in-progress']} AND ${LEFT_PENDING_BY_A_PASS}`);
   }
-  params.push(wholeNumber('--limit', opts.limit ?? '50'));
+  params.push(wholeNumberOption('--limit', opts.limit ?? '50'));
   const { rows } = await db.query<Record<string, unknown>>(
     `SELECT p.packet_rec_id, p.trans_rec_id, t.transaction_id::text AS transaction_id,
             CASE WHEN p.outgoing_flag = 1 THEN 'out' ELSE 'in' END AS direction,

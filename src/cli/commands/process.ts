@@ -6,6 +6,7 @@ import type { AmieConfig } from '../../config/index.js';
 import type { Logger } from '../../log.js';
 import { escapeControls } from '../../text.js';
 import { EXIT, type CliContext } from '../context.js';
+import { wholeNumberOption } from '../conventions.js';
 
 interface ProcessOptions {
   dryRun?: boolean;
@@ -26,8 +27,8 @@ export function register(program: Command, context: CliContext): void {
     .option('--watch <seconds>', 'keep running: a pass every N seconds until SIGTERM/SIGINT')
     .action((opts: ProcessOptions) =>
       context.withDatabase(async (db, config, log) => {
-        const limit = opts.limit === undefined ? undefined : positiveInt('--limit', opts.limit);
-        const watch = opts.watch === undefined ? undefined : positiveInt('--watch', opts.watch);
+        const limit = opts.limit === undefined ? undefined : wholeNumberOption('--limit', opts.limit);
+        const watch = opts.watch === undefined ? undefined : wholeNumberOption('--watch', opts.watch);
         const types = (opts.type ?? []).map((t) => {
           if (!isPacketTypeName(t)) throw new ConfigError([`--type: unknown packet type "${t}"`]);
           return t;
@@ -35,13 +36,6 @@ export function register(program: Command, context: CliContext): void {
         context.exitCode = await runProcess(context, db, config, log, { dryRun: !!opts.dryRun, limit, types, watch });
       }),
     );
-}
-
-function positiveInt(flag: string, value: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n <= 0)
-    throw new ConfigError([`${flag}: expected a positive whole number, got "${value}"`]);
-  return n;
 }
 
 async function runProcess(

@@ -3,6 +3,7 @@ import { dirname, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { ConfigError } from '../../config/errors.js';
 import { EXIT, type CliContext } from '../context.js';
+import { wholeNumberOption } from '../conventions.js';
 
 /**
  * `amie report --html FILE`: the status page a site publishes on an internal web server and
@@ -28,8 +29,8 @@ export function register(program: Command, context: CliContext): void {
     .option('--days <n>', 'days of history shown (1 to 366)', '30')
     .option('--limit <n>', 'at most N rows in each list of packets', '200')
     .action(async (opts: ReportOptions) => {
-      const days = wholeNumber('--days', opts.days, 366);
-      const limit = wholeNumber('--limit', opts.limit, 10_000);
+      const days = wholeNumberOption('--days', opts.days, 366);
+      const limit = wholeNumberOption('--limit', opts.limit, 10_000);
       const file = resolve(context.cwd, opts.html);
       // Checked before the database is opened: a mistyped directory is a command-line mistake (exit 2).
       const dir = dirname(file);
@@ -63,11 +64,4 @@ export function register(program: Command, context: CliContext): void {
         );
       });
     });
-}
-
-function wholeNumber(flag: string, value: string, max: number): number {
-  const n = Number(value);
-  if (!/^\d+$/.test(value.trim()) || !Number.isInteger(n) || n < 1 || n > max)
-    throw new ConfigError([`${flag}: expected a whole number from 1 to ${max}, got "${value}"`]);
-  return n;
 }

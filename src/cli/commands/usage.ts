@@ -9,6 +9,7 @@ import { USAGE_SINKS, type UsageSinkName } from '../../usage/sinks/types.js';
 import { EXIT, type CliContext } from '../context.js';
 import { toJsonText } from '../json.js';
 import { formatTable } from '../table.js';
+import { wholeNumberOption } from '../conventions.js';
 
 // Loaded when a command runs, so `amie --help` works where sacct or the store cannot load.
 const reporter = () => import('../../usage/report.js');
@@ -81,19 +82,19 @@ export function register(program: Command, context: CliContext): void {
             `--project: no project "${opts.project}" in the registry (tried ProjectID and GrantNumber)`,
           );
         const { sendUsageAlerts, formatAlertsOutcome } = await alerts();
-        const outcome = opts.alerts
-          ? await sendUsageAlerts(db, projects, { config, thresholds: u.alerts, log, env: context.env })
-          : null;
+        const sendAlerts = () =>
+          opts.alerts ? sendUsageAlerts(db, projects, { config, thresholds: u.alerts, log, env: context.env }) : null;
         if (opts.json) {
-          context.out(toJsonText({ unit: chargeRuleOf(u).unit, projects, alerts: outcome }));
+          context.out(toJsonText({ unit: chargeRuleOf(u).unit, projects, alerts: await sendAlerts() }));
           return;
         }
-        if (projects.length === 0) {
-          context.out('(no projects in the registry)');
-          return;
+        // The table first: an alert that cannot be sent (no bot token) must not hide the figures.
+        if (projects.length === 0) context.out('(no projects in the registry)');
+        else {
+          context.out(`usage against allocations, in ${chargeRuleOf(u).unit} ("per day": the last 30 days' average)`);
+          for (const l of formatTable(summaryRows(projects))) context.out(l);
         }
-        context.out(`usage against allocations, in ${chargeRuleOf(u).unit} ("per day": the last 30 days' average)`);
-        for (const l of formatTable(summaryRows(projects))) context.out(l);
+        const outcome = await sendAlerts();
         for (const l of outcome ? formatAlertsOutcome(outcome) : []) context.out(l);
       }),
     );
@@ -141,7 +142,7 @@ export function register(program: Command, context: CliContext): void {
         await prepareDatabase(db);
         const records = await listUnreportedJobs(db, {
           status: opts.pending ? 'pending' : 'failed',
-          limit: positiveInt('--limit', opts.limit ?? '200'),
+          limit: wholeNumberOption('--limit', opts.limit ?? '200'),
         });
         if (opts.json) {
           context.out(JSON.stringify(records, null, 2));
@@ -177,7 +178,7 @@ export function register(program: Command, context: CliContext): void {
         await prepareDatabase(db);
         const u = await usageConfigOf(config);
         const client = usageApiClient(config.site, requireApi(u), await apiKeyOf(context, u), log);
-        const limit = positiveInt('--limit', opts.limit ?? '10000');
+        const limit = wholeNumberOption('--limit', opts.limit ?? '10000');
         try {
           const r = await resendUsage(db, {
             site: config.site,
@@ -263,13 +264,6 @@ function requireApi(u: UsageConfig): NonNullable<UsageConfig['usageApi']> {
 async function apiKeyOf(context: CliContext, u: UsageConfig): Promise<string> {
   const { readSecretEnv } = await import('../../config/load.js');
   return readSecretEnv('usage.usageApi.apiKeyEnv', requireApi(u).apiKeyEnv, context.env);
-}
-
-function positiveInt(flag: string, value: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n <= 0)
-    throw new ConfigError(`${flag}: expected a positive whole number, got "${value}"`);
-  return n;
 }
 
 /** ISO 8601 date or date-time; without a zone it is UTC, like sacct's times here. */
