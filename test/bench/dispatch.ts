@@ -10,15 +10,15 @@
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { openPglite, type Database } from '../../src/db/index.js';
 import { initDatabase } from '../../src/store/index.js';
 import { RegistryHandler } from '../../handlers/registry.js';
 import { Dispatcher } from '../../src/dispatch/index.js';
 import { SITE, quietLog, rpcTags, seedIncoming, seedRacs } from '../helpers/amie.js';
 import { freshPgDatabase } from '../helpers/db.js';
+import { CLI } from '../helpers/cli-path.js';
 
-const CLI = resolve('dist/src/cli/main.js');
 const HANDLER = process.env.AMIE_BENCH_HANDLER ?? 'registry';
 const HANDLER_LABEL = HANDLER.includes('/') ? 'custom handler' : `${HANDLER} handler`;
 

@@ -7,13 +7,12 @@
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { initDatabase } from '../../src/store/index.js';
 import { SITE } from '../helpers/amie.js';
 import { freshPgDatabase } from '../helpers/db.js';
 import { skippedWithoutPostgres, type BenchRow } from './dispatch.js';
-
-const CLI = resolve('dist/src/cli/main.js');
+import { CLI } from '../helpers/cli-path.js';
 
 /** Milliseconds from spawn to exit; a failed run is an error, not a fast figure. */
 function timed(args: string[]): Promise<number> {

@@ -16,7 +16,7 @@
 import { spawn } from 'node:child_process';
 import { chmodSync, mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { openPglite } from '../../src/db/index.js';
 import { RestSimulator } from '../../src/simulator/http.js';
@@ -25,8 +25,8 @@ import { quietLog } from '../helpers/amie.js';
 import { freshPgDatabase } from '../helpers/db.js';
 import { BENCH_ACCOUNTS, seedReportedJobs } from '../helpers/sacct-lines.js';
 import type { BenchRow } from './dispatch.js';
+import { CLI } from '../helpers/cli-path.js';
 
-const CLI = resolve('dist/src/cli/main.js');
 const HERE = fileURLToPath(new URL('.', import.meta.url));
 const PROBE = pathToFileURL(join(HERE, 'rss-probe.js')).href;
 const FAKE_SACCT = join(HERE, 'fake-sacct.js');

@@ -20,10 +20,10 @@ import { execa } from 'execa';
 import { afterAll, afterEach, beforeAll, beforeEach } from 'vitest';
 import { openPglite, type Database } from '../../src/db/index.js';
 import { SITE } from './amie.js';
+import { CLI } from './cli-path.js';
 import { initialisedPgliteDir, type DriverCase, type TestDatabase } from './db.js';
 
-/** The program as a site runs it (the bundle `amie` points at); npm test builds it first. */
-export const CLI = resolve('dist/bundle/cli/main.js');
+export { CLI };
 
 /** Stops the test file at once, saying what to do, when the program has not been built. */
 export function requireBuiltCli(): void {
