@@ -165,10 +165,11 @@ function isStale(holder: LockHolder, staleMs: number | undefined): boolean {
   if (holder.pid === undefined) return holder.ageMs > UNREADABLE_GRACE_MS;
   // A pid on another machine (a shared file system) cannot be checked here: only age makes it stale.
   if (holder.host !== undefined && holder.host !== hostname()) return false;
-  return !alive(holder.pid);
+  return !processAlive(holder.pid);
 }
 
-function alive(pid: number): boolean {
+/** Whether process `pid` exists on this machine (EPERM: it does, and belongs to someone else). */
+export function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;

@@ -28,6 +28,7 @@ import {
 import { createRequire } from 'node:module';
 import { basename, dirname, join, normalize, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { processAlive } from '../lockfile.js';
 import { toolkitPackage } from '../package-root.js';
 import { gunzipSync } from 'node:zlib';
 
@@ -153,16 +154,6 @@ function removeAbandonedStaging(dataDir: string): void {
     if (Number.isInteger(pid) && pid > 0 && !processAlive(pid)) {
       rmSync(join(dirname(dataDir), name), { recursive: true, force: true });
     }
-  }
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    // EPERM: it exists but belongs to someone else.
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 

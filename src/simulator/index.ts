@@ -13,11 +13,13 @@ export {
   SCENARIO_DESCRIPTIONS,
   SCENARIO_NAMES,
   resolveScenarioNames,
+  type ScenarioName,
+} from './scenario-names.js';
+export {
   runScenario,
   runScenarios,
   queueScenarios,
   type ConversationRow,
-  type ScenarioName,
   type ScenarioReport,
   type SimulationOptions,
   type SiteRunner,

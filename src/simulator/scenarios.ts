@@ -10,15 +10,6 @@ import { CentralSite, type Check, type Conversation, type ConversationExpectatio
 import { SimData, type SimPerson } from './people.js';
 import { OFFICIAL_SCENARIOS, SCENARIO_DESCRIPTIONS, SCENARIO_NAMES, type ScenarioName } from './scenario-names.js';
 
-export {
-  EXTRA_CHECKS,
-  OFFICIAL_SCENARIOS,
-  SCENARIO_DESCRIPTIONS,
-  SCENARIO_NAMES,
-  resolveScenarioNames,
-  type ScenarioName,
-} from './scenario-names.js';
-
 /** What the simulator needs of the site's dispatcher: one pass over pending packets. */
 export interface SiteRunner {
   runOnce(): Promise<{

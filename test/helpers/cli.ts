@@ -127,16 +127,6 @@ export async function packCheckout(
   return { pack, tarball: join(dir, `amie-toolkit-${version}.tgz`) };
 }
 
-/** Whether process `pid` is still there (signal 0 reaches it). */
-export function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** A maker of temporary directories named `prefix…`, all removed when the test file ends. */
 export function tempDirs(prefix: string): () => string {
   const dirs: string[] = [];

@@ -37,7 +37,7 @@ import { hasPostgres, pgSkipNote } from '../helpers/env.js';
 import { CLI, plainLines, runAmie } from '../helpers/reliability.js';
 import { startRestSimulator } from '../helpers/simulator.js';
 import { sacctFields, sacctRecords } from '../helpers/sacct-lines.js';
-import { isAlive } from '../helpers/cli.js';
+import { processAlive } from '../../src/lockfile.js';
 
 const API_KEY = 'test-usage-key-not-secret';
 const WINDOW = { since: new Date('2024-03-01T00:00:00Z'), until: new Date('2024-03-02T00:00:00Z') };
@@ -228,7 +228,7 @@ describe('a sacct that never answers', () => {
       /^sacct printed nothing for 1 s and was stopped \(usage\.sacctTimeoutSeconds\) \(command: /,
     );
     expect(Date.now() - started).toBeLessThan(10_000);
-    expect(isAlive(Number(readFileSync(pidFile, 'utf8')))).toBe(false);
+    expect(processAlive(Number(readFileSync(pidFile, 'utf8')))).toBe(false);
     const { rows } = await t.db.query<{ status: string; reported: number }>(
       'SELECT status, reported FROM amie_toolkit.usage_runs',
     );

@@ -18,7 +18,7 @@ import {
   type SacctSkippedLine,
 } from '../../src/usage/index.js';
 
-import { isAlive } from '../helpers/cli.js';
+import { processAlive } from '../../src/lockfile.js';
 
 const FIXTURE = fileURLToPath(new URL('./fixtures/sacct-odd.txt', import.meta.url));
 const window = { since: new Date('2024-03-01T00:00:00Z'), until: new Date('2024-03-02T00:00:00Z') };
@@ -322,7 +322,7 @@ describe('readSacct with a stand-in sacct program', () => {
       if (++count === 5) break;
     }
     const pid = Number(readFileSync(pidFile, 'utf8'));
-    expect(isAlive(pid)).toBe(false);
+    expect(processAlive(pid)).toBe(false);
   });
 
   it('stops sacct and rethrows the reason when the signal aborts', async () => {
@@ -339,7 +339,7 @@ describe('readSacct with a stand-in sacct program', () => {
       })(),
     ).rejects.toBe(reason);
     expect(existsSync(pidFile)).toBe(true);
-    expect(isAlive(Number(readFileSync(pidFile, 'utf8')))).toBe(false);
+    expect(processAlive(Number(readFileSync(pidFile, 'utf8')))).toBe(false);
   });
 });
 
