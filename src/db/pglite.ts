@@ -5,7 +5,13 @@ import { PGlite } from '@electric-sql/pglite';
 import type { Database, Queryable, QueryResult } from './types.js';
 import { DatabaseError, describeConnectError } from './errors.js';
 import { acquireLockFile, LockFileBusy } from '../lockfile.js';
-import { findPgliteTemplate, pgliteSettingArgs, readPgliteTemplate, unpackPgliteTemplate } from './pglite-template.js';
+import {
+  compilePgliteBaselineOnly,
+  findPgliteTemplate,
+  pgliteSettingArgs,
+  readPgliteTemplate,
+  unpackPgliteTemplate,
+} from './pglite-template.js';
 
 export interface PgliteOptions {
   /** Data directory; omit for an in-memory database (tests, `amie demo`). */
@@ -92,6 +98,7 @@ export async function openPglite(options: PgliteOptions = {}): Promise<Database>
       if (!dataDir) loadDataDir = readPgliteTemplate(template);
       else if (!existsSync(dataDir) || readdirSync(dataDir).length === 0) unpackPgliteTemplate(template, dataDir);
     }
+    compilePgliteBaselineOnly();
     db = await PGlite.create({
       ...(dataDir ? { dataDir } : {}),
       ...(loadDataDir ? { loadDataDir } : {}),
