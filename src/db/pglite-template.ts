@@ -119,9 +119,13 @@ export async function writePgliteTemplate(file = pgliteTemplatePath()): Promise<
   return file;
 }
 
-/** The template as PGlite's `loadDataDir` takes it (for an in-memory database). */
+/**
+ * The template as PGlite's `loadDataDir` takes it (for an in-memory database), already
+ * uncompressed: PGlite would first try it as a plain tarball, then decompress it in a stream,
+ * which made each in-memory open 0.15 s slower.
+ */
 export function readPgliteTemplate(file: string): Blob {
-  return new Blob([readFileSync(file)]);
+  return new Blob([gunzipSync(readFileSync(file))]);
 }
 
 /**
