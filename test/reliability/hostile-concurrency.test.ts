@@ -10,6 +10,7 @@ import { REGISTRY_LOCK_KEY } from '../../src/registry/index.js';
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
+import { createInterface } from 'node:readline';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { Database } from '../../src/db/index.js';
@@ -248,22 +249,35 @@ async function freshConnection(url: string): Promise<pg.Client> {
 
 const CONTENDER = resolve('test/fixtures/lock-contender.mjs');
 
-/** Two contender processes released at the same moment; returns the record they left and their exits. */
-async function lockRound(kind: 'datadir' | 'gridmap', target: string, record: string) {
+/**
+ * Two contender processes for one lane's lock, each taking it once per round; `round` releases
+ * both at the same moment and returns the record they left and what went wrong (a contender
+ * that died or did not finish its turn).
+ */
+async function lockContenders(kind: 'datadir' | 'gridmap', target: string, record: string) {
   const kids = [0, 1].map(() => {
     const child = spawn(process.execPath, [CONTENDER, kind, target, record], { stdio: ['pipe', 'pipe', 'pipe'] });
     let stderr = '';
     child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    const ready = new Promise<void>((res) => child.stdout.once('data', () => res()));
-    const done = new Promise<string>((res) =>
-      child.on('close', (code) => res(code === 0 ? '' : `exit ${code}: ${stderr.trim()}`)),
-    );
-    return { child, ready, done };
+    const lines = createInterface({ input: child.stdout });
+    const next: Array<(line: string) => void> = [];
+    lines.on('line', (line) => next.shift()?.(line));
+    const exited = new Promise<string>((res) => child.on('close', (code) => res(`exit ${code}: ${stderr.trim()}`)));
+    // The contender's next line, or why none came.
+    const line = () => Promise.race([new Promise<string>((res) => next.push(res)), exited]);
+    return { child, line };
   });
-  await Promise.all(kids.map((k) => k.ready));
-  for (const k of kids) k.child.stdin.end('go\n');
-  const failures = (await Promise.all(kids.map((k) => k.done))).filter(Boolean);
-  return { failures, lines: readFileSync(record, 'utf8').trim().split('\n') };
+  const started = await Promise.all(kids.map((k) => k.line()));
+  if (started.some((l) => l !== 'ready')) throw new Error(`a lock contender did not start: ${started.join(' | ')}`);
+  return {
+    async round() {
+      const turns = kids.map((k) => k.line());
+      for (const k of kids) k.child.stdin.write('go\n');
+      const failures = (await Promise.all(turns)).filter((l) => l !== 'done');
+      return { failures, lines: readFileSync(record, 'utf8').trim().split('\n') };
+    },
+    stop: () => kids.forEach((k) => k.child.stdin.end()),
+  };
 }
 
 /** Where the record shows two holders at once, or a contender not taking and leaving the lock once. */
@@ -296,29 +310,35 @@ describe('lock files: never two holders', () => {
         const dir = join(root, `lane${n}`);
         mkdirSync(dir);
         const problems: string[] = [];
-        for (let round = n; round < ROUNDS; round += LANES) {
-          const target = join(dir, kind === 'datadir' ? 'db' : 'grid-mapfile');
-          const lock = `${target}.lock`;
-          const record = join(dir, 'record');
-          writeFileSync(record, '');
-          // A lock left by a process that died; or one an older version created but died before
-          // writing its pid into (empty, a minute old).
-          const scenario = scenarios[round % scenarios.length];
-          if (scenario === 'dead') writeFileSync(lock, `${dead.pid} ${hostname()} 2020-01-01T00:00:00Z\n`);
-          if (scenario === 'empty') {
-            writeFileSync(lock, '');
-            const old = new Date(Date.now() - 60_000);
-            utimesSync(lock, old, old);
+        const target = join(dir, kind === 'datadir' ? 'db' : 'grid-mapfile');
+        const lock = `${target}.lock`;
+        const record = join(dir, 'record');
+        const contenders = await lockContenders(kind, target, record);
+        try {
+          for (let round = n; round < ROUNDS; round += LANES) {
+            writeFileSync(record, '');
+            // A lock left by a process that died; or one an older version created but died before
+            // writing its pid into (empty, a minute old).
+            const scenario = scenarios[round % scenarios.length];
+            if (scenario === 'dead') writeFileSync(lock, `${dead.pid} ${hostname()} 2020-01-01T00:00:00Z\n`);
+            if (scenario === 'empty') {
+              writeFileSync(lock, '');
+              const old = new Date(Date.now() - 60_000);
+              utimesSync(lock, old, old);
+            }
+            const { failures, lines } = await contenders.round();
+            problems.push(
+              ...failures.map((f) => `round ${round}: ${f}`),
+              ...overlaps(lines).map((p) => `round ${round}: ${p}`),
+            );
+            if (failures.length > 0) break;
+            // Released, and nothing left behind: no lock, no temporary file, no takeover guard.
+            const left = readdirSync(dir).filter((f) => f !== 'record');
+            if (left.length > 0) problems.push(`round ${round}: left behind ${left.join(', ')}`);
+            for (const f of left) rmSync(join(dir, f), { recursive: true, force: true });
           }
-          const { failures, lines } = await lockRound(kind, target, record);
-          problems.push(
-            ...failures.map((f) => `round ${round}: ${f}`),
-            ...overlaps(lines).map((p) => `round ${round}: ${p}`),
-          );
-          // Released, and nothing left behind: no lock, no temporary file, no takeover guard.
-          const left = readdirSync(dir).filter((f) => f !== 'record');
-          if (left.length > 0) problems.push(`round ${round}: left behind ${left.join(', ')}`);
-          for (const f of left) rmSync(join(dir, f), { recursive: true, force: true });
+        } finally {
+          contenders.stop();
         }
         return problems;
       };
