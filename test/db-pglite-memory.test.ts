@@ -149,13 +149,19 @@ describe('embedded database memory', () => {
 });
 
 describe('amie commands on the embedded database', () => {
-  it('db init creates it from the template, process runs on it, and the demo passes', async () => {
-    const cwd = join(dir, 'cli');
+  /** A site directory `name` whose amie.yaml names no database: the embedded one, made by `db init`. */
+  const embeddedSite = (name: string) => {
+    const cwd = join(dir, name);
     mkdirSync(cwd);
     writeFileSync(
       join(cwd, 'amie.yaml'),
       'site:\n  name: EXAMPLE\n  resource: cluster.example.org\nhandler: registry\n',
     );
+    return cwd;
+  };
+
+  it('db init creates it from the template, process runs on it, and the demo passes', async () => {
+    const cwd = embeddedSite('cli');
     const init = await amie(['-c', 'amie.yaml', 'db', 'init'], cwd);
     expect(init.code, init.stderr).toBe(0);
     expect(init.stdout).toMatch(/AMIE tables created/);
@@ -173,12 +179,7 @@ describe('amie commands on the embedded database', () => {
   }, 240_000);
 
   it("an idle process on it peaks well under the 215 MB that optimising PostgreSQL's WebAssembly costs", async () => {
-    const cwd = join(dir, 'idle');
-    mkdirSync(cwd);
-    writeFileSync(
-      join(cwd, 'amie.yaml'),
-      'site:\n  name: EXAMPLE\n  resource: cluster.example.org\nhandler: registry\n',
-    );
+    const cwd = embeddedSite('idle');
     expect((await amie(['-c', 'amie.yaml', 'db', 'init'], cwd)).code).toBe(0);
     // The process's own peak (VmHWM: getrusage's maxRSS would report the larger test process it was forked from).
     const probe = `data:text/javascript,import{readFileSync}from'node:fs';process.on('exit',()=>process.stderr.write(readFileSync('/proc/self/status','utf8').match(/VmHWM.*/)[0]+'\\n'))`;

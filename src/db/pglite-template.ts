@@ -58,14 +58,11 @@ export const PGLITE_SETTINGS: ReadonlyArray<readonly [string, string]> = [
  * 3,000 packets is still faster baseline only (3.3 s against 4.1 s); from about 6,000 packets
  * in one run the optimised code wins (10,000: 9.8 s against 8.6 s), and such sites belong on
  * PostgreSQL anyway. The flag holds for the whole process and must be set before PGlite's
- * first start; a second call changes nothing.
+ * first start; setting it again changes nothing.
  */
 export function compilePgliteBaselineOnly(): void {
-  if (baselineOnly) return;
-  baselineOnly = true;
   setFlagsFromString('--liftoff-only');
 }
-let baselineOnly = false;
 
 /** PGLITE_SETTINGS as postgres (and initdb) arguments. */
 export function pgliteSettingArgs(): string[] {
@@ -172,9 +169,8 @@ function removeAbandonedStaging(dataDir: string): void {
     return;
   }
   for (const name of siblings) {
-    if (!name.startsWith(prefix)) continue;
-    const pid = Number(name.slice(prefix.length));
-    if (Number.isInteger(pid) && pid > 0 && !processAlive(pid)) {
+    const pid = name.startsWith(prefix) ? name.slice(prefix.length) : '';
+    if (/^[1-9]\d*$/.test(pid) && !processAlive(Number(pid))) {
       rmSync(join(dirname(dataDir), name), { recursive: true, force: true });
     }
   }

@@ -7,12 +7,13 @@
  * run's temporary directories go (useMemoryScratch).
  */
 import { PGlite } from '@electric-sql/pglite';
-import { mkdtempSync, openAsBlob, rmSync, statfsSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, openAsBlob, readdirSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestProject } from 'vitest/node';
 import { openPglite } from '../../src/db/index.js';
 import { initDatabase } from '../../src/store/index.js';
+import { processAlive } from '../../src/lockfile.js';
 
 export interface PgliteSnapshots {
   /** Dump of a new database, as initdb leaves it. */
@@ -72,6 +73,8 @@ export default async function setup(project: TestProject): Promise<() => void> {
  * test processes start; they and every process they start inherit it. Creating a file there
  * costs a fiftieth of what it costs on a virtual machine's disk. AMIE_TEST_TMPDIR names another
  * place (a disk directory, to run the suite there). Returns the directory to remove at the end.
+ * A run that was killed cannot remove its own, which would hold memory until a reboot: its
+ * directory is named after its process, and the next run removes it once that process is gone.
  */
 function useMemoryScratch(): string | undefined {
   const chosen = process.env.AMIE_TEST_TMPDIR;
@@ -83,7 +86,11 @@ function useMemoryScratch(): string | undefined {
   try {
     const fs = statfsSync(shm);
     if (fs.bavail * fs.bsize < 4 * 1024 ** 3) return undefined;
-    const dir = mkdtempSync(join(shm, 'amie-test-'));
+    for (const name of readdirSync(shm)) {
+      const pid = /^amie-test-([1-9]\d*)-/.exec(name)?.[1];
+      if (pid && !processAlive(Number(pid))) rmSync(join(shm, name), { recursive: true, force: true });
+    }
+    const dir = mkdtempSync(join(shm, `amie-test-${process.pid}-`));
     process.env.TMPDIR = dir;
     return dir;
   } catch {
