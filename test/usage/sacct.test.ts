@@ -81,12 +81,15 @@ describe('sacctArgs and sacctEnv', () => {
   });
 
   it('[12.14] gives sacct the small site-command environment, never amie secrets', () => {
-    const saved = { ...process.env };
+    const vars = {
+      AMIE_SLACK_TOKEN: 'xoxb-secret',
+      AMIE_USAGE_API_KEY: 'usage-secret',
+      PGPASSWORD: 'db-secret',
+      SLURM_CONF: '/etc/slurm/slurm.conf',
+    };
+    const saved = Object.fromEntries(Object.keys(vars).map((k) => [k, process.env[k]]));
     try {
-      process.env.AMIE_SLACK_TOKEN = 'xoxb-secret';
-      process.env.AMIE_USAGE_API_KEY = 'usage-secret';
-      process.env.PGPASSWORD = 'db-secret';
-      process.env.SLURM_CONF = '/etc/slurm/slurm.conf';
+      Object.assign(process.env, vars);
       const env = sacctEnv();
       expect(Object.keys(env).sort()).toEqual(
         ['HOME', 'LANG', 'PATH', 'SLURM_CONF', 'SLURM_TIME_FORMAT', 'TZ'].filter((k) => k in env).sort(),
@@ -94,7 +97,11 @@ describe('sacctArgs and sacctEnv', () => {
       expect(env.SLURM_CONF).toBe('/etc/slurm/slurm.conf');
       expect(JSON.stringify(env)).not.toMatch(/secret/);
     } finally {
-      process.env = saved;
+      // This worker runs other test files after this one: put back exactly what was there.
+      for (const [k, v] of Object.entries(saved)) {
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+      }
     }
   });
 });
