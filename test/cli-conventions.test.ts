@@ -49,7 +49,7 @@ function amieIntoClosedPipe(args: string[]): Promise<{ code: number | null; stde
 }
 
 beforeAll(async () => {
-  if (!existsSync(CLI)) throw new Error(`${CLI} is missing: build first with npx tsc -p .`);
+  if (!existsSync(CLI)) throw new Error(`${CLI} is missing: build first with npm run build`);
   dir = mkdtempSync(join(tmpdir(), 'amie-conventions-'));
   config = join(dir, 'amie.yaml');
   writeFileSync(

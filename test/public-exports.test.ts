@@ -14,7 +14,7 @@ type Index = typeof import('../src/index.js');
 let toolkit: Index;
 
 beforeAll(async () => {
-  if (!existsSync(INDEX)) throw new Error(`${INDEX} is missing: build first with npx tsc -p . (npm test does it)`);
+  if (!existsSync(INDEX)) throw new Error(`${INDEX} is missing: build first with npm run build (npm test does it)`);
   toolkit = (await import(pathToFileURL(INDEX).href)) as Index;
 });
 

@@ -28,7 +28,7 @@ export { CLI };
 /** Stops the test file at once, saying what to do, when the program has not been built. */
 export function requireBuiltCli(): void {
   beforeAll(() => {
-    if (!existsSync(CLI)) throw new Error(`${CLI} is missing: build first with npx tsc -p . (npm test does it)`);
+    if (!existsSync(CLI)) throw new Error(`${CLI} is missing: build first with npm run build (npm test does it)`);
   });
 }
 

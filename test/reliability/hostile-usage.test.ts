@@ -283,7 +283,7 @@ describe('the usage lock on the embedded database', () => {
         expect(err).toBeInstanceOf(UsageRunBusyError);
         expect((err as Error).message).toMatch(
           new RegExp(
-            `^the usage lock of embedded in-memory database is held by amie report-usage in this process \\(pid ${process.pid}\\) for \\d+s; nothing was done$`,
+            `^the usage lock of ${t.db.description.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} is held by amie report-usage in this process \\(pid ${process.pid}\\) for \\d+s; nothing was done$`,
           ),
         );
         const client = usageApiClient(SITE, usageConfig().usageApi!, API_KEY);
@@ -300,7 +300,7 @@ describe('the usage lock on the embedded database', () => {
 describe.skipIf(!hasPostgres())(`the usage lock on PostgreSQL, seen from the command line${pgSkipNote}`, () => {
   let t: TestDatabase;
   beforeAll(() => {
-    if (!existsSync(CLI)) throw new Error(`${CLI} is missing: build first with npx tsc -p .`);
+    if (!existsSync(CLI)) throw new Error(`${CLI} is missing: build first with npm run build`);
   });
   beforeEach(async () => {
     t = await freshPgDatabase();
