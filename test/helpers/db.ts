@@ -1,11 +1,13 @@
 /**
- * Databases for tests: a fresh one per test on either driver (PGlite in memory, or a new
+ * Databases for tests: a fresh one per test on either driver (embedded PGlite, or a new
  * database on the test PostgreSQL server), empty or already initialised like `amie db init`
- * leaves it. PGlite databases start from the dumps test/helpers/pglite-snapshot.ts makes once
- * per run, which skips the seconds initdb takes; outside vitest they are made from scratch.
+ * leaves it. PGlite databases are copies of the ones test/helpers/pglite-snapshot.ts prepares
+ * once per run, which skips the seconds initdb takes; outside vitest they are made from scratch.
  */
 import { randomBytes } from 'node:crypto';
-import { cpSync, openAsBlob } from 'node:fs';
+import { cpSync, mkdtempSync, openAsBlob, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, afterEach, beforeEach } from 'vitest';
 import pg from 'pg';
 import { openPg, openPglite, type Database } from '../../src/db/index.js';
@@ -51,12 +53,29 @@ export async function freshPgDatabase(options: OpenOptions = {}): Promise<TestDa
   return t;
 }
 
-/** A fresh in-memory PGlite database (empty unless `init`), closed by cleanup(). */
+/**
+ * A fresh embedded database (empty unless `init`), closed by cleanup(): a copy of the run's
+ * prepared one, as a data directory in a temporary directory of its own (removed by cleanup)
+ * or loaded into memory, whichever costs less here (PgliteSnapshots.copyDirs).
+ */
 export async function freshPgliteDatabase(options: OpenOptions = {}): Promise<TestDatabase> {
-  const from = await pgliteSnapshot(options.init ? 'initialised' : 'empty');
-  const db = await openPglite({ from });
+  const snapshots = await pgliteSnapshots();
+  const snapshot = snapshots?.[options.init ? 'initialised' : 'empty'];
+  if (snapshot && snapshots.copyDirs) {
+    const dir = mkdtempSync(join(tmpdir(), 'amie-db-'));
+    const remove = () => rmSync(dir, { recursive: true, force: true });
+    try {
+      cpSync(snapshot.dir, join(dir, 'db'), { recursive: true });
+      const db = await openPglite({ path: join(dir, 'db') });
+      return { db, cleanup: () => db.close().finally(remove) };
+    } catch (err) {
+      remove();
+      throw err;
+    }
+  }
+  const db = await openPglite(snapshot ? { from: await dumpOf(snapshot.dump) } : {});
   const t: TestDatabase = { db, cleanup: () => db.close() };
-  if (options.init && !from) await initialise(t);
+  if (options.init && !snapshot) await initialise(t);
   return t;
 }
 
@@ -67,7 +86,7 @@ export async function freshPgliteDatabase(options: OpenOptions = {}): Promise<Te
 export async function initialisedPgliteDir(path: string): Promise<void> {
   const snapshots = await pgliteSnapshots();
   if (snapshots) {
-    cpSync(snapshots.initialisedDir, path, { recursive: true });
+    cpSync(snapshots.initialised.dir, path, { recursive: true });
     return;
   }
   const db = await openPglite({ path });
@@ -257,9 +276,9 @@ async function baselineOf(db: Database): Promise<Baseline> {
 }
 
 let snapshotsOnce: Promise<PgliteSnapshots | undefined> | undefined;
-const blobs = new Map<keyof PgliteSnapshots, Promise<Blob>>();
+const dumps = new Map<string, Promise<Blob>>();
 
-/** The paths the global setup provided, or undefined outside vitest (the benchmarks). */
+/** The databases the global setup prepared, or undefined outside vitest (the benchmarks). */
 function pgliteSnapshots(): Promise<PgliteSnapshots | undefined> {
   snapshotsOnce ??= (async () => {
     if (!process.env.VITEST) return undefined;
@@ -269,13 +288,11 @@ function pgliteSnapshots(): Promise<PgliteSnapshots | undefined> {
   return snapshotsOnce;
 }
 
-async function pgliteSnapshot(kind: 'empty' | 'initialised'): Promise<Blob | undefined> {
-  const snapshots = await pgliteSnapshots();
-  if (!snapshots) return undefined;
-  let blob = blobs.get(kind);
+function dumpOf(path: string): Promise<Blob> {
+  let blob = dumps.get(path);
   if (!blob) {
-    blob = openAsBlob(snapshots[kind]);
-    blobs.set(kind, blob);
+    blob = openAsBlob(path);
+    dumps.set(path, blob);
   }
   return blob;
 }
