@@ -5,6 +5,7 @@ import { openPglite } from '../src/db/index.js';
 import { SimData } from '../src/simulator/people.js';
 import { SITE, seedIncoming } from './helpers/amie.js';
 import { amieIn, requireBuiltCli, tempDirs } from './helpers/cli.js';
+import { initialisedPgliteDir } from './helpers/db.js';
 
 // Trying the toolkit by hand: central queues requests and stops, the operator runs amie process.
 
@@ -35,7 +36,7 @@ describe('amie simulate --queue-only', () => {
     );
     const database = join(dir, '.amie', 'db');
     const amie = (...args: string[]) => amieIn(dir, ['-c', 'amie.yaml', ...args]);
-    expect((await amie('db', 'init')).code).toBe(0);
+    await initialisedPgliteDir(database);
     // A request that central really sent (no simulator mark): the simulator must never ship or answer its reply.
     const data = new SimData(SITE.resource, 'REAL');
     const real = await (async () => {

@@ -3,9 +3,10 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSy
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { openPglite, type Database } from '../src/db/index.js';
-import { initDatabase, readStatusFigures } from '../src/store/index.js';
+import { readStatusFigures } from '../src/store/index.js';
 import { SITE, racTags, seedIncoming } from './helpers/amie.js';
 import { runAmie } from './helpers/cli.js';
+import { initialisedPgliteDir } from './helpers/db.js';
 
 const HANDLER = resolve('test/fixtures/handlers/account-handler.js');
 
@@ -31,10 +32,8 @@ describe('amie status, a monitoring check', () => {
       config,
       `site: { name: ${SITE.name}, resource: ${SITE.resource} }\ndatabase: { path: ./db }\nhandler: { module: "${HANDLER}" }\nlog: { level: silent }\n`,
     );
-    await withDb(async (db) => {
-      await initDatabase(db);
-      await seedIncoming(db, 'request_account_create', racTags(1));
-    });
+    await initialisedPgliteDir(join(dir, 'db'));
+    await withDb((db) => seedIncoming(db, 'request_account_create', racTags(1)));
   });
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -54,12 +53,13 @@ describe('amie status, a monitoring check', () => {
   });
 
   it('[14.7] judges the oldest pending packet against --warn and --crit', async () => {
-    const { packetRecId } = await withDb((db) => seedIncoming(db, 'request_account_create', racTags(2)));
-    await withDb((db) =>
-      db.query(`UPDATE packet_tbl SET ts = localtimestamp - interval '3 hours' WHERE packet_rec_id = $1`, [
+    const packetRecId = await withDb(async (db) => {
+      const { packetRecId } = await seedIncoming(db, 'request_account_create', racTags(2));
+      await db.query(`UPDATE packet_tbl SET ts = localtimestamp - interval '3 hours' WHERE packet_rec_id = $1`, [
         packetRecId,
-      ]),
-    );
+      ]);
+      return packetRecId;
+    });
     const warn = await status();
     expect(warn.code).toBe(1);
     expect(warn.stdout).toMatch(/^AMIE WARNING - oldest pending incoming packet waits for 3h \(1 pending\)/);
@@ -81,8 +81,8 @@ describe('amie status, a monitoring check', () => {
   });
 
   it('[14.7] warns on error-deferred packets, failures, a stale pass, stuck outbox replies and usage records', async () => {
-    const { packetRecId } = await withDb((db) => seedIncoming(db, 'request_account_create', racTags(3)));
     await withDb(async (db) => {
+      const { packetRecId } = await seedIncoming(db, 'request_account_create', racTags(3));
       await db.query(
         `INSERT INTO amie_toolkit.packet_errors (source, packet_rec_id, error_count, last_error) VALUES ('tables', $1, 2, 'boom')`,
         [packetRecId],
@@ -228,9 +228,9 @@ describe('amie status and packets of another resource', () => {
         config,
         `site: { name: ${SITE.name}, resource: ${SITE.resource} }\ndatabase: { path: ./db }\nhandler: { module: "${HANDLER}" }\nlog: { level: silent }\n`,
       );
+      await initialisedPgliteDir(join(dir, 'db'));
       const db = await openPglite({ path: join(dir, 'db') });
       try {
-        await initDatabase(db);
         const { packetRecId } = await seedIncoming(
           db,
           'request_account_create',

@@ -14,9 +14,9 @@ import { openPglite, type Database } from '../../src/db/index.js';
 import { Dispatcher, type IncomingPacket, type PacketContext } from '../../src/dispatch/index.js';
 import type { Logger } from '../../src/log.js';
 import { AmieRestClient, RestSource } from '../../src/sources/index.js';
-import { countForeignWaiting, initDatabase } from '../../src/store/index.js';
+import { countForeignWaiting } from '../../src/store/index.js';
 import { NacHandler, SITE, auditOf, packetState, quietLog, racTags, seedIncoming } from '../helpers/amie.js';
-import { driverCases, databaseEachTest } from '../helpers/db.js';
+import { driverCases, databaseEachTest, initialisedPgliteDir } from '../helpers/db.js';
 import { racBody } from '../sources/fake-amie-rest.js';
 import { runAmie } from '../helpers/cli.js';
 import { restApiEachTest } from '../helpers/simulator.js';
@@ -265,8 +265,8 @@ describe('[14.4] amie packets list --foreign and the warning of amie process', (
       join(dir, 'amie.yaml'),
       `site: { name: ${SITE.name}, resources: [${RES_A}, extra.example.org] }\ndatabase: { path: ./db }\nhandler: { module: "${HANDLER}" }\nlog: { level: warn }\n`,
     );
+    await initialisedPgliteDir(join(dir, 'db'));
     const db = await openPglite({ path: join(dir, 'db') });
-    await initDatabase(db);
     ids.a = (await seedIncoming(db, 'request_account_create', racTags(1, { ResourceList: [RES_A] }))).packetRecId;
     ids.b = (await seedIncoming(db, 'request_account_create', racTags(2, { ResourceList: [RES_B] }))).packetRecId;
     ids.other = (

@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { openPglite } from '../../src/db/index.js';
-import { initDatabase } from '../../src/store/index.js';
+import { initialisedPgliteDir } from '../helpers/db.js';
 import { SITE, racTags, seedIncoming } from '../helpers/amie.js';
 import { runAmie } from '../helpers/cli.js';
 
@@ -26,8 +26,8 @@ describe('amie process and amie packets on an embedded database', () => {
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'amie-packets-'));
     config = join(dir, 'amie.yaml');
+    await initialisedPgliteDir(join(dir, 'db'));
     const db = await openPglite({ path: join(dir, 'db') });
-    await initDatabase(db);
     answered = (await seedIncoming(db, 'request_account_create', racTags(1))).packetRecId;
     const bad = racTags(2);
     delete bad.UserOrgCode;

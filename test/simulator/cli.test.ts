@@ -3,6 +3,7 @@ import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { amieIn, requireBuiltCli, tempDirs } from '../helpers/cli.js';
+import { initialisedPgliteDir } from '../helpers/db.js';
 import { OFFICIAL } from '../helpers/simulator.js';
 
 // `amie demo` and `amie simulate` are tested as people run them: the compiled program in a child process.
@@ -43,7 +44,7 @@ describe('amie simulate', () => {
   it('passes with the registry handler and fails, naming the tag, with a handler whose NAC lacks UserPersonID', async () => {
     const dir = tempDir();
     config(dir, 'registry');
-    expect((await amie(['-c', 'amie.yaml', 'db', 'init'], dir)).code).toBe(0);
+    await initialisedPgliteDir(join(dir, 'db'));
     const good = await amie(['-c', 'amie.yaml', 'simulate', '--scenario', 'request_user_modify,invalid_packet'], dir);
     expect(good.code, good.stdout + good.stderr).toBe(0);
     expect(good.stdout).toContain('request_user_modify (official scenario): passed');

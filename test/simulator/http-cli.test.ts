@@ -72,7 +72,7 @@ describe('amie simulate over REST', () => {
         '--port',
         '0',
         '--scenario',
-        'request_account_reactivate,invalid_packet',
+        'request_user_modify,invalid_packet',
         '--wait',
         '60',
       ],
@@ -116,7 +116,7 @@ describe('amie simulate over REST', () => {
         120_000,
         () => out,
       );
-      expect(out).toContain('request_account_reactivate (official scenario): passed');
+      expect(out).toContain('request_user_modify (official scenario): passed');
       expect(out).toContain('invalid_packet (extra check): passed');
       expect(out).toMatch(/^verdict: passed \(2 of 2 scenarios\)$/m);
       expect(out).toContain('Still serving');

@@ -67,7 +67,7 @@ describe('source configuration', () => {
 });
 
 describe.each(driverCases())('amie process with source: rest, on $name', (driver) => {
-  const s = cliSiteEachTest(driver, { prefix: 'amie-rest-' });
+  const s = cliSiteEachTest(driver, { prefix: 'amie-rest-', init: true });
   let api: FakeAmieRest;
   let config: string;
   beforeEach(async () => {
@@ -78,8 +78,6 @@ describe.each(driverCases())('amie process with source: rest, on $name', (driver
       `source: { kind: rest, url: "${api.url}", apiKeyEnv: ${KEY_VAR}, timeoutMs: 2000, retries: 1 }`,
       'log: { level: info }',
     ]);
-    const init = await amie(['-c', config, 'db', 'init'], {}).done;
-    expect(init.code).toBe(0);
   });
   afterEach(async () => {
     if (driver.available) await api.close();

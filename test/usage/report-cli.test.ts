@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SITE } from '../helpers/amie.js';
 import { amieIn, requireBuiltCli } from '../helpers/cli.js';
+import { initialisedPgliteDir } from '../helpers/db.js';
 import { fakeSacct, sacctJob } from '../helpers/sacct-lines.js';
 
 requireBuiltCli();
@@ -23,7 +24,7 @@ describe('amie report-usage and amie usage on the command line', () => {
       `site: { name: ${SITE.name}, resource: ${SITE.resource} }\ndatabase: { path: ./db }\n` +
         `usage:\n  sacctPath: ${sacct}\n  projects: { abc123: p-abc123 }\n`,
     );
-    expect((await amie('db', 'init')).code).toBe(0);
+    await initialisedPgliteDir(join(dir, 'db'));
   });
   afterAll(() => {
     if (dir) rmSync(dir, { recursive: true, force: true });

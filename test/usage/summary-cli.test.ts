@@ -11,6 +11,7 @@ import { SITE, quietLog, rpcTags, seedIncoming } from '../helpers/amie.js';
 import { fakeSacct, sacctRecords } from '../helpers/sacct-lines.js';
 import { FakeSlack, SLACK_TOKEN } from '../notify/slack-server.js';
 import { amieIn, requireBuiltCli } from '../helpers/cli.js';
+import { initialisedPgliteDir } from '../helpers/db.js';
 
 requireBuiltCli();
 
@@ -43,8 +44,7 @@ describe('amie usage summary on the command line', () => {
         `usage:\n  sacctPath: ${sacct}\n  projects: { abc123: TG-ABC123 }\n  alerts: [80, 100]\n` +
         `notify:\n  slack: { channel: '#amie-ops', apiUrl: '${slack.url}' }\nlog: { level: warn }\n`,
     );
-    const init = await amie('db', 'init');
-    expect(init.code, init.stderr).toBe(0);
+    await initialisedPgliteDir(join(dir, 'db'));
 
     // The registry and the usage as `amie process` and `amie report-usage` leave them.
     const db = await openPglite({ path: join(dir, 'db') });
