@@ -53,6 +53,9 @@ describe.skipIf(!slurm)(`a requeued GPU job on the Slurm test cluster${slurmSkip
     await execa('scontrol', ['requeue', id], { stdin: 'ignore', timeout: 15_000 });
     // Slurm holds a requeued job back for a while before it may start again; not in a test.
     await until(`job ${id} to be pending again`, 30_000, async () => (await squeueState(id)) === 'PENDING');
+    // slurmd dates the revocation of the first run's credential to the second: a relaunch within
+    // that same second is refused as "already killed" and the run ends FAILED. So the next second.
+    await sleep(1100);
     await execa('scontrol', ['update', `JobId=${id}`, 'StartTime=now'], { stdin: 'ignore', timeout: 15_000 });
     await waitForJobs([id], 90_000);
 
