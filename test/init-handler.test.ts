@@ -20,7 +20,7 @@ describe('[14.2] amie init handler', () => {
   it('[14.2] scaffolds a handler package that builds and passes amie simulate --scenario all', async () => {
     // The toolkit as a release tarball, packed with the dist the suite runs on already built
     // (test/install.test.ts checks the clean build the pack scripts do).
-    const { pack, tarball } = await packCheckout(tmp, { build: false });
+    const { pack, tarball } = await packCheckout(tmp);
     expect(pack.code, pack.stderr).toBe(0);
 
     const init = await amieIn(tmp, ['init', 'handler', 'my-site']);

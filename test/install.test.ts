@@ -25,8 +25,7 @@ let config: string;
 describe('[14.1] amie installed from the packed package', () => {
   beforeAll(async () => {
     tmp = mkdtempSync(join(tmpdir(), 'amie-install-'));
-    // A clean build, as a release is made: the pack scripts build a copy of the checkout.
-    const { pack, tarball: packed } = await packCheckout(tmp, { build: true });
+    const { pack, tarball: packed } = await packCheckout(tmp);
     tarball = packed;
     expect(pack.code, pack.stderr).toBe(0);
     expect(existsSync(tarball), pack.stdout).toBe(true);
@@ -53,6 +52,14 @@ describe('[14.1] amie installed from the packed package', () => {
   }, 300_000);
   afterAll(() => {
     if (tmp) rmSync(tmp, { recursive: true, force: true });
+  });
+
+  it('[14.1] npm pack of a checkout builds it afresh: prepack removes dist, prepare runs the build', () => {
+    // What makes a release tarball the clean build this suite's tarball is made from.
+    const { scripts } = JSON.parse(readFileSync('package.json', 'utf8')) as { scripts: Record<string, string> };
+    expect(scripts.prepack).toMatch(/rmSync\('dist', \{ recursive: true, force: true \}\)/);
+    expect(scripts.prepare).toBe('npm run build');
+    expect(scripts.build).toMatch(/^tsc -p tsconfig\.build\.json && .*build:bundle && npm run build:template$/);
   });
 
   it('[14.1] npm pack ships dist, config and the examples, and no compiled tests', async () => {

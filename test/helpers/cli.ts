@@ -4,16 +4,7 @@
  * the packed toolkit for the tests that install it as a site does.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import {
-  cpSync,
-  existsSync,
-  mkdtempSync,
-  readFileSync,
-  realpathSync,
-  rmSync,
-  symlinkSync,
-  writeFileSync,
-} from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative, resolve } from 'node:path';
 import { execa } from 'execa';
@@ -101,19 +92,17 @@ export function npm(args: string[], cwd: string, env?: NodeJS.ProcessEnv): Retur
 }
 
 /**
- * The toolkit as a site gets a release: `npm pack` of a copy of this checkout, the tarball put in
- * `dir`. The tests are left out of the copy (they are not shipped, and compiling them would only
- * slow the pack down). With `build`, the pack scripts build it afresh, leaving this checkout's dist,
- * which other test files are running, alone; without, the copy keeps the dist already built.
+ * The toolkit as a site gets a release: `npm pack` of a copy of this checkout with the tree
+ * `npm run build` made (npm test builds it first), the tarball put in `dir`. The pack scripts
+ * (prepack: remove dist; prepare: npm run build) are not run again: they would only repeat that
+ * build (ten seconds), and a copy keeps this checkout's dist, which other test files are running,
+ * alone. The tests are left out of the copy: they are not shipped.
  */
-export async function packCheckout(
-  dir: string,
-  opts: { build: boolean },
-): Promise<{ pack: Awaited<ReturnType<typeof runIn>>; tarball: string }> {
+export async function packCheckout(dir: string): Promise<{ pack: Awaited<ReturnType<typeof runIn>>; tarball: string }> {
   const root = resolve('.');
   const version = (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string }).version;
   const project = join(dir, 'project');
-  const skip = new Set(['node_modules', 'test', '.git', '.amie', 'coverage', ...(opts.build ? ['dist'] : [])]);
+  const skip = new Set(['node_modules', 'test', '.git', '.amie', 'coverage']);
   cpSync(root, project, {
     recursive: true,
     filter: (src) => {
@@ -122,8 +111,7 @@ export async function packCheckout(
       return !src.endsWith('.tgz') && !src.endsWith('.log');
     },
   });
-  if (opts.build) symlinkSync(realpathSync(join(root, 'node_modules')), join(project, 'node_modules'));
-  const pack = await npm(['pack', ...(opts.build ? [] : ['--ignore-scripts']), '--pack-destination', dir], project);
+  const pack = await npm(['pack', '--ignore-scripts', '--pack-destination', dir], project);
   return { pack, tarball: join(dir, `amie-toolkit-${version}.tgz`) };
 }
 
