@@ -4,7 +4,7 @@
  * this makes two (a new empty database, and one after `initDatabase`: AMIE tables and toolkit
  * migrations), each as a data directory and as a dump, and hands their paths to the test files
  * (see test/helpers/db.ts). It also chooses where the run's temporary directories go
- * (useMemoryScratch).
+ * (useMemoryScratch), and asks once whether the Slurm test cluster answers.
  */
 import { PGlite } from '@electric-sql/pglite';
 import { cpSync, mkdtempSync, readdirSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
@@ -14,6 +14,7 @@ import type { TestProject } from 'vitest/node';
 import { openPglite } from '../../src/db/index.js';
 import { initDatabase } from '../../src/store/index.js';
 import { processAlive } from '../../src/lockfile.js';
+import { slurmClusterAnswers } from './slurm-probe.js';
 
 /** One database the tests start from: as a data directory and as a dump of it (written unless copyDirs). */
 export interface PgliteSnapshot {
@@ -37,11 +38,15 @@ export interface PgliteSnapshots {
 declare module 'vitest' {
   export interface ProvidedContext {
     pgliteSnapshots: PgliteSnapshots;
+    /** Whether the Slurm test cluster takes jobs (see test/helpers/slurm-probe.ts). */
+    slurmClusterAnswers: boolean;
   }
 }
 
 export default async function setup(project: TestProject): Promise<() => void> {
   const scratch = useMemoryScratch();
+  // Asked while the databases are made: it can take seconds where Slurm is installed but stopped.
+  const slurm = slurmClusterAnswers();
   const dir = mkdtempSync(join(tmpdir(), 'amie-test-snapshots-'));
   const snapshot = (name: string): PgliteSnapshot => ({ dir: join(dir, name), dump: join(dir, `${name}.tar`) });
   const snapshots: PgliteSnapshots = {
@@ -69,6 +74,7 @@ export default async function setup(project: TestProject): Promise<() => void> {
     }
   }
   project.provide('pgliteSnapshots', snapshots);
+  project.provide('slurmClusterAnswers', await slurm);
   return () => {
     rmSync(dir, { recursive: true, force: true });
     if (scratch) rmSync(scratch, { recursive: true, force: true });

@@ -9,9 +9,10 @@ import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa, execaSync } from 'execa';
-import { afterAll, beforeAll } from 'vitest';
+import { afterAll, beforeAll, inject } from 'vitest';
 import { acquireLockFile } from '../../src/lockfile.js';
 import { serviceAvailable } from './env.js';
+import { SINFO, usableNode } from './slurm-probe.js';
 
 /** ClusterName in the test cluster's slurm.conf, as sacct and sacctmgr report it. */
 export const SLURM_TEST_CLUSTER = 'amietest';
@@ -19,7 +20,6 @@ export const SLURM_TEST_CLUSTER = 'amietest';
 export const SLURM_TEST_PARTITION = 'batch';
 
 const HOW_TO_ENABLE = 'run `bash test/slurm/cluster.sh start` (as root)';
-const USABLE_STATES = new Set(['idle', 'mixed', 'allocated', 'completing']);
 const LOGIN_PATTERN = /^[a-z_][a-z0-9_-]{0,31}$/;
 const ACCOUNT_PATTERN = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 /** Job states after which sacct's record of the job no longer changes. */
@@ -38,12 +38,12 @@ const FINISHED_STATES = new Set([
 
 let cachedReachable: boolean | undefined;
 
+/** The run's answer, from the global setup; asked here only outside it. */
 function clusterAnswers(): boolean {
+  const provided = inject('slurmClusterAnswers');
+  if (typeof provided === 'boolean') return provided;
   try {
-    const r = execaSync('sinfo', ['-h', '-o', '%T'], { timeout: 5000, reject: false, stdin: 'ignore' });
-    if (r.exitCode !== 0 || typeof r.stdout !== 'string') return false;
-    // A trailing '*' means the node does not respond, so it is not usable.
-    return r.stdout.split('\n').some((s) => USABLE_STATES.has(s.trim()));
+    return usableNode(execaSync('sinfo', SINFO.args, SINFO.options));
   } catch {
     return false; // sinfo not installed
   }
