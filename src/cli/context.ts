@@ -82,8 +82,16 @@ export function createContext(
     },
     async withDatabase(fn, options) {
       const config = await context.loadConfig();
-      const log = await context.logger(config);
-      const db = await context.openDatabase(config, options);
+      // The logger loads while the database connects: cron pays every start-up.
+      const opening = context.openDatabase(config, options);
+      let log: Logger;
+      try {
+        log = await context.logger(config);
+      } catch (err) {
+        await opening.then((db) => db.close()).catch(() => {});
+        throw err;
+      }
+      const db = await opening;
       try {
         return await fn(db, config, log);
       } finally {

@@ -25,34 +25,53 @@ export function register(program: Command, context: CliContext): void {
     .option('--limit <n>', 'take at most N packets')
     .option('--type <type...>', 'only packets of these types (e.g. request_account_create)')
     .option('--watch <seconds>', 'keep running: a pass every N seconds until SIGTERM/SIGINT')
-    .action((opts: ProcessOptions) =>
-      context.withDatabase(async (db, config, log) => {
+    .action((opts: ProcessOptions) => {
+      // Loaded while the configuration is read and the database connects: cron pays every start-up.
+      const modules = loadProcessModules();
+      modules.catch(() => {}); // a failure is reported where it is awaited, below
+      return context.withDatabase(async (db, config, log) => {
         const limit = opts.limit === undefined ? undefined : wholeNumberOption('--limit', opts.limit);
         const watch = opts.watch === undefined ? undefined : wholeNumberOption('--watch', opts.watch);
         const types = (opts.type ?? []).map((t) => {
           if (!isPacketTypeName(t)) throw new ConfigError([`--type: unknown packet type "${t}"`]);
           return t;
         });
-        context.exitCode = await runProcess(context, db, config, log, { dryRun: !!opts.dryRun, limit, types, watch });
-      }),
-    );
+        context.exitCode = await runProcess(context, await modules, db, config, log, {
+          dryRun: !!opts.dryRun,
+          limit,
+          types,
+          watch,
+        });
+      });
+    });
+}
+
+/** What a run needs beyond the CLI: the store, the dispatcher, the handler loader, the source and Slack. */
+function loadProcessModules() {
+  return Promise.all([
+    import('../../store/index.js'),
+    import('../../dispatch/index.js'),
+    import('../handler.js'),
+    import('../../sources/index.js'),
+    import('../../notify/index.js'),
+  ]);
 }
 
 async function runProcess(
   context: CliContext,
+  modules: Awaited<ReturnType<typeof loadProcessModules>>,
   db: Database,
   config: AmieConfig,
   log: Logger,
   opts: { dryRun: boolean; limit?: number; types: PacketTypeName[]; watch?: number },
 ): Promise<number> {
-  const { prepareDatabase, recordProcessPass } = await import('../../store/index.js');
-  const { Dispatcher, exitCodeFor, formatSummary } = await import('../../dispatch/index.js');
-  const { createHandler } = await import('../handler.js');
-  const { createSource, AmieRestError, RestDeliveryError } = await import('../../sources/index.js');
+  const [store, dispatch, { createHandler }, sources, { createNotifier }] = modules;
+  const { prepareDatabase, recordProcessPass } = store;
+  const { Dispatcher, exitCodeFor, formatSummary } = dispatch;
+  const { createSource, AmieRestError, RestDeliveryError } = sources;
   // The AMIE tables or the REST API, as `source:` says; a missing API key stops here, before any work.
   const source = createSource(config, db, log, { dryRun: opts.dryRun, env: context.env });
   // Slack, when configured: a missing bot token stops here too; afterwards Slack can only cost a pass notify.slack.timeoutMs.
-  const { createNotifier } = await import('../../notify/index.js');
   const notifier = createNotifier(config, log, { dryRun: opts.dryRun, env: context.env });
   await prepareDatabase(db);
   const { handler, name } = await createHandler(config, db, log, opts.dryRun);
