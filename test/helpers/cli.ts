@@ -4,7 +4,7 @@
  * the packed toolkit for the tests that install it as a site does.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative, resolve } from 'node:path';
 import { execa } from 'execa';
@@ -115,13 +115,17 @@ export async function packCheckout(dir: string): Promise<{ pack: Awaited<ReturnT
   return { pack, tarball: join(dir, `amie-toolkit-${version}.tgz`) };
 }
 
-/** A maker of temporary directories named `prefix…`, all removed when the test file ends. */
-export function tempDirs(prefix: string): () => string {
+/**
+ * A maker of temporary directories named `prefix…`, all removed when the test file ends; with
+ * `mode` (0o755: other users, such as the ones Slurm runs a job as, may enter them).
+ */
+export function tempDirs(prefix: string, opts: { mode?: number } = {}): () => string {
   const dirs: string[] = [];
   afterAll(() => dirs.splice(0).forEach((d) => rmSync(d, { recursive: true, force: true })));
   return () => {
     const d = mkdtempSync(join(tmpdir(), prefix));
     dirs.push(d);
+    if (opts.mode !== undefined) chmodSync(d, opts.mode);
     return d;
   };
 }

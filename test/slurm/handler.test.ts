@@ -7,8 +7,7 @@
  * the Slurm accounts, Slurm users and Unix users it made.
  */
 import { randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import pino from 'pino';
@@ -40,21 +39,14 @@ import {
 } from '../helpers/slurm.js';
 import { SlackConfigSchema, SlackNotifier } from '../../src/notify/index.js';
 import { FakeSlack } from '../notify/slack-server.js';
-import { requireBuiltCli, CLI } from '../helpers/cli.js';
+import { requireBuiltCli, CLI, tempDirs } from '../helpers/cli.js';
 
 takeTurnsOnTheCluster();
 
 /** uids for the logins the tests create: far from any real user, so leftovers are recognisable. */
 const TEST_UIDS = { start: 3_100_000, end: 3_199_999 };
 
-const dirs: string[] = [];
-function tempDir(): string {
-  const d = mkdtempSync(join(tmpdir(), 'amie-slurm-'));
-  chmodSync(d, 0o755);
-  dirs.push(d);
-  return d;
-}
-afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+const tempDir = tempDirs('amie-slurm-', { mode: 0o755 });
 
 /** A Slurm account prefix no other run uses. */
 const newPrefix = () => `amt${randomBytes(3).toString('hex')}-`;

@@ -4,15 +4,15 @@
  * for an option. Every run uses its own account prefix and uid range, and removes what it made.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
-import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { SlurmHandler, type SlurmOptionsInput } from '../../handlers/slurm.js';
 import { Dispatcher } from '../../src/dispatch/index.js';
 import { listPeople, listProjects } from '../../src/registry/index.js';
 import { SITE, outgoingPackets, projectRpc, quietLog, seedIncoming, type RpcPi } from '../helpers/amie.js';
+import { tempDirs } from '../helpers/cli.js';
 import { preferredDriver, type OpenOptions, type TestDatabase } from '../helpers/db.js';
 import {
   takeTurnsOnTheCluster,
@@ -28,8 +28,7 @@ takeTurnsOnTheCluster();
 /** uids for this file's logins: a range of its own, so other Slurm test files' clean-ups leave them be. */
 const TEST_UIDS = { start: 3_200_000, end: 3_209_999 };
 
-const dirs: string[] = [];
-afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+const tempDir = tempDirs('amie-hostile-');
 
 const database = (options?: OpenOptions) => preferredDriver().open(options);
 
@@ -141,8 +140,7 @@ describe.runIf(hasSlurm())(`hostile packets against the Slurm handler on the tes
 
   it('[12.13] a user named "--shell=/tmp/evil" on an existing project: the RAC fails with the reason, no Unix user or association is made', async () => {
     // A site script that takes its values as operands, as many do.
-    const dir = mkdtempSync(join(tmpdir(), 'amie-hostile-'));
-    dirs.push(dir);
+    const dir = tempDir();
     const script = join(dir, 'make-user.mjs');
     writeFileSync(
       script,
