@@ -205,7 +205,16 @@ export class FaultServer {
       const ok = res.write(n === CHUNK.length ? CHUNK : CHUNK.subarray(0, n));
       this.streamedBytes += n;
       left -= n;
-      if (!ok) await new Promise<void>((r) => (res.once('drain', r), res.once('close', r)));
+      if (!ok) {
+        // Whichever comes first; the other listener goes with it, or every wait would leave one behind.
+        await new Promise<void>((r) => {
+          const done = () => {
+            res.off('drain', done).off('close', done);
+            r();
+          };
+          res.once('drain', done).once('close', done);
+        });
+      }
     }
     if (left > 0 && !gone) res.destroy(); // the safety bound, or the server closing: cut it
     return left === 0 && !gone;
