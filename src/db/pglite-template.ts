@@ -28,10 +28,10 @@ import {
 import { createRequire } from 'node:module';
 import { basename, dirname, join, normalize, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { processAlive } from '../lockfile.js';
-import { toolkitPackage } from '../package-root.js';
 import { setFlagsFromString } from 'node:v8';
 import { gunzipSync } from 'node:zlib';
+import { processAlive } from '../lockfile.js';
+import { toolkitPackage } from '../package-root.js';
 
 /**
  * PostgreSQL settings given at every start of an embedded database (`-c name=value`, so they

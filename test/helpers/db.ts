@@ -141,10 +141,10 @@ export interface EachTestDatabase {
 /**
  * Gives every test of the enclosing describe block a fresh database on `driver` (initialised
  * unless `init: false`). On PostgreSQL each test gets a new database, dropped after it. On
- * PGlite, whose start costs a third of a second, the block shares one database that is put
- * back to its start between tests (SharedPglite): the same tables, rows and sequences, the
- * session reset; a test that changed the schema or closed it gets a new one. Nothing is
- * opened when the driver is not available (its tests are skipped).
+ * PGlite, whose every start costs a tenth of a second or more, the block shares one database
+ * that is put back to its start between tests (SharedPglite): the same tables, rows and
+ * sequences, the session reset; a test that changed the schema or closed it gets a new one.
+ * Nothing is opened when the driver is not available (its tests are skipped).
  */
 export function databaseEachTest(driver: DriverCase, options: OpenOptions = {}): EachTestDatabase {
   const init = options.init ?? true;
