@@ -6,6 +6,7 @@ import type { z } from 'zod';
 import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../src/config/index.js';
 import { configSchema, configSections } from '../src/config/schema.js';
+import { lazySectionSchema } from '../src/config/lazy-section.js';
 import { CLI } from './helpers/cli.js';
 
 // config/amie.yaml is the reference a site copies from: every key the schema accepts is in it.
@@ -28,6 +29,8 @@ const defOf = (s: z.ZodType) => (s as unknown as { _zod: { def: Def } })._zod.de
 
 /** Every object key below `schema`, as paths (`usageApi.timeoutSeconds`), looking through wrappers, unions, arrays and records. */
 function keyPaths(schema: z.ZodType, prefix: string[] = []): string[][] {
+  const lazy = lazySectionSchema(schema);
+  if (lazy) return keyPaths(lazy, prefix);
   const def = defOf(schema);
   switch (def.type) {
     case 'optional':

@@ -1,5 +1,5 @@
 import type { Command, OutputConfiguration } from 'commander';
-import { editDistance } from '../config/format.js';
+import { editDistance } from '../config/nearest.js';
 import { ConfigError } from '../config/errors.js';
 
 /**

@@ -65,7 +65,8 @@ export function parseConfig(text: string, sourceName: string, env: Env = process
   if (typeof raw !== 'object' || Array.isArray(raw)) {
     throw new ConfigError(`${sourceName}: expected a mapping of sections (site, database, ...) at the top level`);
   }
-  const parsed = configSchema.safeParse(raw);
+  // Parsed once per command: zod's compiled fast path costs more to build than it saves here.
+  const parsed = configSchema.safeParse(raw, { jitless: true });
   const problems = parsed.success ? [] : formatIssues(parsed.error.issues, sourceName, configSchema, raw);
   problems.push(...missingSecrets(raw, env).map((l) => `${sourceName}: ${l}`));
   problems.push(...envDatabaseUrlProblems(env));

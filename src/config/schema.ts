@@ -1,6 +1,7 @@
 import { z } from 'zod';
-import { UsageConfigSchema } from '../usage/config.js';
-import { NotifyConfigSchema } from '../notify/config.js';
+import { usageConfigSchema } from '../usage/config.js';
+import { notifyConfigSchema } from '../notify/config.js';
+import { lazySection } from './lazy-section.js';
 import { insecureUrlProblem } from '../http.js';
 
 /**
@@ -155,10 +156,11 @@ export const configSections = {
   handler: handlerSchema.optional(),
   log: logSchema.default({ level: 'info' }),
   process: processSchema.default({ batchSize: 50, maxErrorDeferrals: 5 }),
-  usage: UsageConfigSchema.optional(),
+  /** Built only when present (lazySection), as is notify. */
+  usage: lazySection(usageConfigSchema),
   source: sourceSchema.default({ kind: 'tables' }),
   /** Where `amie process` tells operators what it did (Slack). */
-  notify: NotifyConfigSchema.optional(),
+  notify: lazySection(notifyConfigSchema),
 };
 
 export const configSchema = z.strictObject(configSections).superRefine((config, ctx) => {

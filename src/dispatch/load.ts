@@ -1,6 +1,6 @@
 import { isAbsolute, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { nearest } from '../config/format.js';
+import { nearest } from '../config/nearest.js';
 import { PACKET_TYPE_IDS } from '../protocol/ids.js';
 import { AmieHandler, HANDLED_TYPES, type HandlerClass, type HandlerContext } from './handler.js';
 

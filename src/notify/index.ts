@@ -1,11 +1,12 @@
 import { readSecretEnv } from '../config/load.js';
 import type { AmieConfig } from '../config/schema.js';
 import type { Logger } from '../log.js';
+import { notifyConfigSchema, slackConfigSchema } from './config.js';
 import { SlackNotifier } from './slack.js';
 
 export {
-  NotifyConfigSchema,
-  SlackConfigSchema,
+  notifyConfigSchema,
+  slackConfigSchema,
   OUTCOME_KINDS,
   FAILURE_OUTCOMES,
   DEFAULT_NOTIFY_OUTCOMES,
@@ -25,6 +26,9 @@ export {
   renderTemplate,
   type TemplateName,
 } from './templates.js';
+/** The `notify:` section's schema. (The configuration builds it only when a file has the section.) */
+export const NotifyConfigSchema = notifyConfigSchema();
+export const SlackConfigSchema = slackConfigSchema();
 export { SlackNotifier, DEFAULT_SLACK_API_URL, type NotifyOutcome, type SlackNotifierOptions } from './slack.js';
 
 /**

@@ -24,6 +24,10 @@ export {
 } from './charge.js';
 export type { ChargeResult, ChargeRule, ChargeUnit } from './charge.js';
 export * from './config.js';
+import { usageApiConfigSchema, usageConfigSchema } from './config.js';
+/** The `usage:` section's schema. (The configuration builds it only when a file has the section.) */
+export const UsageConfigSchema = usageConfigSchema();
+export const UsageApiConfigSchema = usageApiConfigSchema();
 export * from './mapping.js';
 export * from './report.js';
 export * from './api-client.js';

@@ -17,7 +17,7 @@ import type { BenchRow } from './dispatch.js';
 import { BENCH_ACCOUNTS, sacctLines } from '../helpers/sacct-lines.js';
 import { initDatabase } from '../../src/store/index.js';
 import { chargeJob } from '../../src/usage/charge.js';
-import { UsageConfigSchema } from '../../src/usage/config.js';
+import { UsageConfigSchema } from '../../src/usage/index.js';
 import { reportUsage } from '../../src/usage/report.js';
 import { isSacctSkip, parseSacctStream } from '../../src/usage/sacct.js';
 

@@ -24,7 +24,7 @@ import {
 } from '../../src/sources/index.js';
 import { listUnreportedJobs } from '../../src/store/index.js';
 import { UsageApiClient, UsageApiError } from '../../src/usage/api-client.js';
-import { UsageConfigSchema } from '../../src/usage/config.js';
+import { UsageConfigSchema } from '../../src/usage/index.js';
 import { reportUsage } from '../../src/usage/report.js';
 import { UsageApiSink } from '../../src/usage/sinks/usage-api.js';
 import { NacHandler, SITE, quietLog } from '../helpers/amie.js';

@@ -2,7 +2,7 @@ import { describe, it, expect, beforeAll, afterAll, beforeEach } from 'vitest';
 import type { IncomingMessage } from 'node:http';
 import { listUnreportedJobs } from '../../src/store/index.js';
 import { UsageApiClient, UsageApiError, splitComputeBatches, type ComputeRecord } from '../../src/usage/api-client.js';
-import { UsageConfigSchema } from '../../src/usage/config.js';
+import { UsageConfigSchema } from '../../src/usage/index.js';
 import { reportUsage } from '../../src/usage/report.js';
 import { UsageApiSink } from '../../src/usage/sinks/usage-api.js';
 import { RestSimulator } from '../../src/simulator/http.js';

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Database, Queryable, QueryResult } from '../../src/db/index.js';
 import { RestSimulator } from '../../src/simulator/http.js';
 import { UsageApiClient } from '../../src/usage/api-client.js';
-import { UsageConfigSchema } from '../../src/usage/config.js';
+import { UsageConfigSchema } from '../../src/usage/index.js';
 import { reportUsage } from '../../src/usage/report.js';
 import { parseSacctStream } from '../../src/usage/sacct.js';
 import { UsageApiSink } from '../../src/usage/sinks/usage-api.js';

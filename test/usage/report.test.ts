@@ -1,7 +1,7 @@
 import { describe, it, expect } from 'vitest';
 import { PacketBody, validateBody } from '../../src/protocol/index.js';
 import { lastUsageRunUntil } from '../../src/store/index.js';
-import { UsageConfigSchema, type UsageConfig } from '../../src/usage/config.js';
+import { UsageConfigSchema, type UsageConfig } from '../../src/usage/index.js';
 import { formatUsageSummary, reportUsage, resolveUsageWindow } from '../../src/usage/report.js';
 import { parseSacctStream, type SacctRecord } from '../../src/usage/sacct.js';
 import { AmieDbSink } from '../../src/usage/sinks/amie-db.js';

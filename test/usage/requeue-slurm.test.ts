@@ -7,7 +7,7 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { execa } from 'execa';
 import { PacketBody } from '../../src/protocol/index.js';
 import { RestSimulator } from '../../src/simulator/http.js';
-import { UsageConfigSchema } from '../../src/usage/config.js';
+import { UsageConfigSchema } from '../../src/usage/index.js';
 import { reportUsage } from '../../src/usage/report.js';
 import { SITE, outgoingPackets, quietLog } from '../helpers/amie.js';
 import { freshPgliteDatabase, type TestDatabase } from '../helpers/db.js';

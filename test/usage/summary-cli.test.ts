@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { openPglite } from '../../src/db/index.js';
 import { Dispatcher } from '../../src/dispatch/index.js';
 import { RegistryHandler } from '../../handlers/registry.js';
-import { UsageConfigSchema } from '../../src/usage/config.js';
+import { UsageConfigSchema } from '../../src/usage/index.js';
 import { reportUsage } from '../../src/usage/report.js';
 import { SITE, quietLog, rpcTags, seedIncoming } from '../helpers/amie.js';
 import { fakeSacct, sacctRecords } from '../helpers/sacct-lines.js';
