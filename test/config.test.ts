@@ -2,7 +2,18 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, configSections, loadConfig, parseConfig, resolveDatabaseConfig } from '../src/config/index.js';
+import { z } from 'zod';
+import {
+  ConfigError,
+  configSections,
+  knownKeys,
+  loadConfig,
+  parseConfig,
+  resolveDatabaseConfig,
+} from '../src/config/index.js';
+import { lazySection, lazySectionSchema } from '../src/config/lazy-section.js';
+import { notifyConfigSchema } from '../src/notify/config.js';
+import { usageConfigSchema } from '../src/usage/config.js';
 import { createLogger, resolveLogLevel } from '../src/log.js';
 import { tempDirs } from './helpers/cli.js';
 
@@ -103,6 +114,38 @@ describe('parseConfig', () => {
   it('says what an empty file lacks', () => {
     expect(problemsOf('# nothing yet\n')).toEqual([
       'config/amie.yaml: the file is empty: expected at least a site section (name, resource)',
+    ]);
+  });
+});
+
+describe('lazySection', () => {
+  it('builds a section schema only for a file that has the section, once, and reports its issues under the key', () => {
+    let built = 0;
+    const config = z.strictObject({
+      site: z.string(),
+      extra: lazySection(() => {
+        built++;
+        return z.strictObject({ size: z.number().int().min(1) });
+      }),
+    });
+    expect(config.parse({ site: 'x' })).toEqual({ site: 'x' });
+    expect(built).toBe(0);
+    expect(config.parse({ site: 'x', extra: { size: 2 } })).toEqual({ site: 'x', extra: { size: 2 } });
+    const failed = config.safeParse({ site: 'x', extra: { size: 0, sise: 1 } });
+    expect(failed.error?.issues.map((i) => [i.path.join('.'), i.code])).toEqual([
+      ['extra.size', 'too_small'],
+      ['extra', 'unrecognized_keys'],
+    ]);
+    expect(built).toBe(1);
+    expect(knownKeys(config, ['extra'])).toEqual(['size']);
+  });
+
+  it('mounts the usage: and notify: sections, which most configurations do not have', () => {
+    expect(lazySectionSchema(configSections.usage)).toBe(usageConfigSchema());
+    expect(lazySectionSchema(configSections.notify)).toBe(notifyConfigSchema());
+    expect(problemsOf(`${MINIMAL}notify: { slack: { chanel: x } }\n`)).toEqual([
+      'config/amie.yaml: notify.slack.channel: missing: expected a string',
+      'config/amie.yaml: notify.slack.chanel: unknown key (did you mean "channel"?)',
     ]);
   });
 });

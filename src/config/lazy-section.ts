@@ -1,13 +1,16 @@
 import { z } from 'zod';
 
-/**
- * A configuration section whose schema is built only when a file has the section. zod spends tens
- * of microseconds on every schema node it builds, most configurations have no `usage:` or
- * `notify:` section, and every start-up of `amie` (cron, monitoring) would build them all.
- */
+/** The schema behind each lazy section, for walking the configuration's shape. */
 const schemas = new WeakMap<z.ZodType, () => z.ZodType>();
 
-export function lazySection<T extends z.ZodType>(schema: () => T) {
+/**
+ * A configuration section whose schema is built only when a file has the section, once. zod spends
+ * tens of microseconds on every schema node it builds, most configurations have no `usage:` or
+ * `notify:` section, and every start-up of `amie` (cron, monitoring) would build them all.
+ */
+export function lazySection<T extends z.ZodType>(build: () => T) {
+  let built: T | undefined;
+  const schema = () => (built ??= build());
   const section = z.unknown().transform((value, ctx): z.output<T> | undefined => {
     if (value === undefined) return undefined;
     const parsed = schema().safeParse(value, { jitless: true });
@@ -16,8 +19,9 @@ export function lazySection<T extends z.ZodType>(schema: () => T) {
     ctx.issues.push(...(parsed.error.issues as z.core.$ZodRawIssue[]));
     return z.NEVER;
   });
-  schemas.set(section, schema);
-  return section.optional();
+  const optional = section.optional();
+  schemas.set(section, schema).set(optional, schema);
+  return optional;
 }
 
 /** The schema behind a lazy section (built now), so that the configuration's shape can be walked; else undefined. */
