@@ -41,10 +41,14 @@ export interface CliContext {
    * embedded database is an error unless `create` (only `amie db init` creates one).
    */
   openDatabase(config: AmieConfig, options?: { create?: boolean }): Promise<Database>;
-  /** Loads the config, opens the database, runs `fn`, and always closes the database. */
+  /**
+   * Loads the config, opens the database, runs `fn`, and always closes the database.
+   * `whileConnecting` is called once the connection is under way, with the configuration: a
+   * command starts loading its own modules there, so that they load while the server answers.
+   */
   withDatabase<T>(
     fn: (db: Database, config: AmieConfig, log: Logger) => Promise<T>,
-    options?: { create?: boolean },
+    options?: { create?: boolean; whileConnecting?: (config: AmieConfig) => void },
   ): Promise<T>;
   /** Set by a command whose work partly failed; main exits with it. */
   exitCode: number;
@@ -81,11 +85,17 @@ export function createContext(
       return openDatabase(resolveDatabaseConfig(config, env), env, { create: options?.create ?? false });
     },
     async withDatabase(fn, options) {
+      // Cron pays every start-up. The driver loads with the configuration, so that connecting starts
+      // as soon as the configuration is read; the logger and the command's modules load meanwhile.
+      const driver = import('../db/index.js');
+      driver.catch(() => {}); // reported by openDatabase
       const config = await context.loadConfig();
-      // The logger loads while the database connects: cron pays every start-up.
+      await driver.catch(() => {});
       const opening = context.openDatabase(config, options);
+      opening.catch(() => {}); // a refused connection is reported where it is awaited, below
       let log: Logger;
       try {
+        options?.whileConnecting?.(config);
         log = await context.logger(config);
       } catch (err) {
         await opening.then((db) => db.close()).catch(() => {});

@@ -9,4 +9,5 @@ export {
   BUILTIN_HANDLERS,
   HandlerLoadError,
   type HandlerSpec,
+  type LoadedHandler,
 } from './load.js';

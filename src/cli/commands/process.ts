@@ -1,12 +1,14 @@
 import type { Command } from 'commander';
 import { ConfigError } from '../../config/errors.js';
-import { DatabaseError, isConnectionLost, type Database } from '../../db/index.js';
+import { DatabaseError, isConnectionLost } from '../../db/errors.js';
+import type { Database } from '../../db/index.js';
 import { isPacketTypeName, type PacketTypeName } from '../../protocol/ids.js';
 import type { AmieConfig } from '../../config/index.js';
 import type { Logger } from '../../log.js';
 import { escapeControls } from '../../text.js';
 import { EXIT, type CliContext } from '../context.js';
 import { wholeNumberOption } from '../conventions.js';
+import type { PacketSource } from '../../sources/types.js';
 
 interface ProcessOptions {
   dryRun?: boolean;
@@ -26,55 +28,71 @@ export function register(program: Command, context: CliContext): void {
     .option('--type <type...>', 'only packets of these types (e.g. request_account_create)')
     .option('--watch <seconds>', 'keep running: a pass every N seconds until SIGTERM/SIGINT')
     .action((opts: ProcessOptions) => {
-      // Loaded while the configuration is read and the database connects: cron pays every start-up.
-      const modules = loadProcessModules();
-      modules.catch(() => {}); // a failure is reported where it is awaited, below
-      return context.withDatabase(async (db, config, log) => {
-        const limit = opts.limit === undefined ? undefined : wholeNumberOption('--limit', opts.limit);
-        const watch = opts.watch === undefined ? undefined : wholeNumberOption('--watch', opts.watch);
-        const types = (opts.type ?? []).map((t) => {
-          if (!isPacketTypeName(t)) throw new ConfigError([`--type: unknown packet type "${t}"`]);
-          return t;
-        });
-        context.exitCode = await runProcess(context, await modules, db, config, log, {
-          dryRun: !!opts.dryRun,
-          limit,
-          types,
-          watch,
-        });
-      });
+      let modules: ProcessModules | undefined;
+      return context.withDatabase(
+        async (db, config, log) => {
+          const limit = opts.limit === undefined ? undefined : wholeNumberOption('--limit', opts.limit);
+          const watch = opts.watch === undefined ? undefined : wholeNumberOption('--watch', opts.watch);
+          const types = (opts.type ?? []).map((t) => {
+            if (!isPacketTypeName(t)) throw new ConfigError([`--type: unknown packet type "${t}"`]);
+            return t;
+          });
+          context.exitCode = await runProcess(context, modules!, db, config, log, {
+            dryRun: !!opts.dryRun,
+            limit,
+            types,
+            watch,
+          });
+        },
+        // Cron pays every start-up: what the run needs loads while the server sets up the connection.
+        { whileConnecting: (config) => (modules = loadProcessModules(config)) },
+      );
     });
 }
 
-/** What a run needs beyond the CLI: the store, the dispatcher, the handler loader, the source and Slack. */
-function loadProcessModules() {
-  return Promise.all([
-    import('../../store/index.js'),
-    import('../../dispatch/index.js'),
-    import('../handler.js'),
-    import('../../sources/index.js'),
-    import('../../notify/index.js'),
-  ]);
+type ProcessModules = ReturnType<typeof loadProcessModules>;
+
+/**
+ * What a run needs beyond the CLI: the store, the dispatcher, the packet source and the handler
+ * class the configuration names; the REST source and Slack only where the configuration asks
+ * for them. A failure to load is reported where the run awaits it.
+ */
+function loadProcessModules(config: AmieConfig) {
+  const settled = <T>(loading: Promise<T>) => {
+    loading.catch(() => {});
+    return loading;
+  };
+  return {
+    run: settled(
+      Promise.all([import('../../store/index.js'), import('../../dispatch/index.js'), import('../handler.js')]),
+    ),
+    handler: settled(import('../handler.js').then((h) => h.loadConfiguredHandler(config))),
+    tables: settled(import('../../sources/tables.js')),
+    rest: config.source.kind === 'rest' ? settled(import('../../sources/index.js')) : undefined,
+    notify: config.notify?.slack ? settled(import('../../notify/index.js')) : undefined,
+  };
 }
 
 async function runProcess(
   context: CliContext,
-  modules: Awaited<ReturnType<typeof loadProcessModules>>,
+  modules: ProcessModules,
   db: Database,
   config: AmieConfig,
   log: Logger,
   opts: { dryRun: boolean; limit?: number; types: PacketTypeName[]; watch?: number },
 ): Promise<number> {
-  const [store, dispatch, { createHandler }, sources, { createNotifier }] = modules;
+  const [store, dispatch, { buildHandler }] = await modules.run;
   const { prepareDatabase, recordProcessPass } = store;
   const { Dispatcher, exitCodeFor, formatSummary } = dispatch;
-  const { createSource, AmieRestError, RestDeliveryError } = sources;
   // The AMIE tables or the REST API, as `source:` says; a missing API key stops here, before any work.
-  const source = createSource(config, db, log, { dryRun: opts.dryRun, env: context.env });
+  const rest = await modules.rest;
+  const source: PacketSource = rest
+    ? rest.createSource(config, db, log, { dryRun: opts.dryRun, env: context.env })
+    : new (await modules.tables).TablesSource(db, log);
   // Slack, when configured: a missing bot token stops here too; afterwards Slack can only cost a pass notify.slack.timeoutMs.
-  const notifier = createNotifier(config, log, { dryRun: opts.dryRun, env: context.env });
+  const notifier = (await modules.notify)?.createNotifier(config, log, { dryRun: opts.dryRun, env: context.env });
   await prepareDatabase(db);
-  const { handler, name } = await createHandler(config, db, log, opts.dryRun);
+  const { handler, name } = await buildHandler(await modules.handler, config, db, log, opts.dryRun);
   const dispatcher = new Dispatcher(source, handler, log, {
     dryRun: opts.dryRun,
     limit: opts.limit,
@@ -105,13 +123,13 @@ async function runProcess(
             { cause: err },
           );
         }
-        if (err instanceof AmieRestError || err instanceof RestDeliveryError) {
+        if (rest && (err instanceof rest.AmieRestError || err instanceof rest.RestDeliveryError)) {
           // The REST API stopped the run, not the toolkit: one line saying what it answered. An
           // AmieRestError comes before any packet was taken (nothing done); after a
           // RestDeliveryError the unsent replies wait in the outbox for the next run or pass.
           process.stderr.write(`amie: ${escapeControls(err.message)}\n`);
           log.error({ err: err.message }, 'run stopped by the AMIE REST API');
-          worst = Math.max(worst, err instanceof AmieRestError ? EXIT.notStarted : EXIT.workFailed);
+          worst = Math.max(worst, err instanceof rest.AmieRestError ? EXIT.notStarted : EXIT.workFailed);
           if (opts.watch === undefined || stopping) break;
           await sleepUnless(opts.watch * 1000, () => stopping);
           continue;
