@@ -159,6 +159,14 @@ describe('what amie loads at start-up', () => {
     expect(circles).toEqual([]);
   });
 
+  it('the bundle: its files are ASCII, which V8 keeps as one-byte text', () => {
+    // One character beyond ASCII, even in a comment, and V8 holds the whole file as two-byte text.
+    const root = resolve('dist/bundle');
+    const files = readdirSync(root, { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.js'));
+    expect(files.length).toBeGreaterThan(10);
+    expect(files.filter((f) => /[^\x00-\x7f]/.test(readFileSync(join(root, f), 'utf8')))).toEqual([]);
+  });
+
   it('pg borrows a navigator only while it loads (pg-navigator.ts), and gives it back', async () => {
     const g = globalThis as { navigator?: unknown };
     const before = g.navigator;
