@@ -9,8 +9,7 @@ const schemas = new WeakMap<z.ZodType, () => z.ZodType>();
  * `notify:` section, and every start-up of `amie` (cron, monitoring) would build them all.
  */
 export function lazySection<T extends z.ZodType>(build: () => T) {
-  let built: T | undefined;
-  const schema = () => (built ??= build());
+  const schema = once(build);
   const section = z.unknown().transform((value, ctx): z.output<T> | undefined => {
     if (value === undefined) return undefined;
     const parsed = schema().safeParse(value, { jitless: true });
@@ -27,4 +26,10 @@ export function lazySection<T extends z.ZodType>(build: () => T) {
 /** The schema behind a lazy section (built now), so that the configuration's shape can be walked; else undefined. */
 export function lazySectionSchema(section: z.ZodType): z.ZodType | undefined {
   return schemas.get(section)?.();
+}
+
+/** `build`'s result, built on the first call and kept: a section's schemas, built when first needed. */
+export function once<T>(build: () => T): () => T {
+  let built: T | undefined;
+  return () => (built ??= build());
 }

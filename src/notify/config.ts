@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { once } from '../config/lazy-section.js';
 import type { OutcomeKind } from '../dispatch/summary.js';
 import { nearest } from '../config/nearest.js';
 import { PACKET_SPECS } from '../protocol/spec.js';
@@ -141,21 +142,17 @@ function buildSchemas() {
   return { quietHours, slack, notify };
 }
 
-let built: ReturnType<typeof buildSchemas> | undefined;
+const schemas = once(buildSchemas);
 
 /** The `notify:` section's schema (also exported, built, as NotifyConfigSchema). */
-export function notifyConfigSchema() {
-  return (built ??= buildSchemas()).notify;
-}
+export const notifyConfigSchema = () => schemas().notify;
 
 /** The `notify.slack:` schema (also exported, built, as SlackConfigSchema). */
-export function slackConfigSchema() {
-  return (built ??= buildSchemas()).slack;
-}
+export const slackConfigSchema = () => schemas().slack;
 
 export type NotifyConfig = z.output<ReturnType<typeof notifyConfigSchema>>;
 export type SlackConfig = z.output<ReturnType<typeof slackConfigSchema>>;
-export type QuietHours = z.output<ReturnType<typeof buildSchemas>['quietHours']>;
+export type QuietHours = z.output<ReturnType<typeof schemas>['quietHours']>;
 
 function isTimeZone(name: string): boolean {
   try {

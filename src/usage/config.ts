@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { once } from '../config/lazy-section.js';
 import { insecureUrlProblem } from '../http.js';
 import { CHARGE_UNITS, type ChargeRule, type ChargeUnit } from './charge.js';
 import { USAGE_SINKS } from './sinks/types.js';
@@ -132,17 +133,13 @@ function buildSchemas() {
   return { usageApi, usage };
 }
 
-let built: ReturnType<typeof buildSchemas> | undefined;
+const schemas = once(buildSchemas);
 
 /** The `usage:` section's schema (also exported, built, as UsageConfigSchema). */
-export function usageConfigSchema() {
-  return (built ??= buildSchemas()).usage;
-}
+export const usageConfigSchema = () => schemas().usage;
 
 /** The `usage.usageApi:` schema (also exported, built, as UsageApiConfigSchema). */
-export function usageApiConfigSchema() {
-  return (built ??= buildSchemas()).usageApi;
-}
+export const usageApiConfigSchema = () => schemas().usageApi;
 
 export type UsageConfig = z.output<ReturnType<typeof usageConfigSchema>>;
 export type UsageApiConfig = z.output<ReturnType<typeof usageApiConfigSchema>>;

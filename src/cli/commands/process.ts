@@ -62,11 +62,10 @@ function loadProcessModules(config: AmieConfig) {
     loading.catch(() => {});
     return loading;
   };
+  const handlers = import('../handler.js');
   return {
-    run: settled(
-      Promise.all([import('../../store/index.js'), import('../../dispatch/index.js'), import('../handler.js')]),
-    ),
-    handler: settled(import('../handler.js').then((h) => h.loadConfiguredHandler(config))),
+    run: settled(Promise.all([import('../../store/index.js'), import('../../dispatch/index.js'), handlers])),
+    handler: settled(handlers.then((h) => h.loadConfiguredHandler(config))),
     tables: settled(import('../../sources/tables.js')),
     rest: config.source.kind === 'rest' ? settled(import('../../sources/index.js')) : undefined,
     notify: config.notify?.slack ? settled(import('../../notify/index.js')) : undefined,
