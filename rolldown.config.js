@@ -127,6 +127,7 @@ const CHUNK_GROUPS = {
     'src/store/migration.',
     'src/store/status',
     'src/store/work',
+    'src/store/run-lock',
   ],
   process: [
     'src/dispatch/',

@@ -54,7 +54,7 @@ import {
   ALLOCATION_TYPES,
   applyChanges,
   findMergePair,
-  tryLockRegistry,
+  lockRegistry,
   RegistryBooks,
   type BatchQuestions,
   loginCandidates,
@@ -222,11 +222,12 @@ export class RegistryHandler<O extends RegistryOptionsInput = RegistryOptionsInp
    * Takes the registry lock for the batch, before its packets are claimed: no other run changes
    * the books until this batch commits, so logins, uids and people are never handed out twice,
    * and no run answers a packet before an earlier one (the RPC a RAC needs) is committed.
-   * When another run holds it, this run leaves the backlog to that one (it works until nothing
-   * is pending) rather than wait behind each of its batches.
+   * It waits for a batch of another run: `amie process` lets only one run per configuration's
+   * scope get this far (its run lock), so the holder is a run for other resources, or a
+   * registry command, whose packets this run could not take over by leaving.
    */
-  override async lockBatch(ctx: BatchContext): Promise<boolean> {
-    return tryLockRegistry(ctx.tx);
+  override async lockBatch(ctx: BatchContext): Promise<void> {
+    await lockRegistry(ctx.tx);
   }
 
   /** The dispatcher took the registry lock (lockBatch) in this transaction before claiming the batch. */

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Answer pending AMIE packets once. Meant for cron; overlapping runs are safe (each packet is
-# claimed by one run only), so a slow run never blocks or duplicates the next one.
+# Answer pending AMIE packets once. Meant for cron; overlapping runs are safe: a run that finds
+# another run of the same configuration at work leaves the pending packets to it at once (exit 0),
+# so a slow run never blocks or duplicates the next one.
 #
 #   */10 * * * *  amie  /opt/amie/lib/node_modules/amie-toolkit/examples/cron/amie-process.sh /etc/amie/amie.yaml
 #

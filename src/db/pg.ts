@@ -37,6 +37,10 @@ export async function openPg(options: PgOptions): Promise<Database> {
     connectionString: options.url,
     max: options.max ?? 4,
     connectionTimeoutMillis: options.connectTimeoutMs ?? 10_000,
+    // Idle connections stay open until the database is closed: a session advisory lock taken
+    // through the pool (amie process's run lock) lives as long as its connection, and a --watch
+    // pass reuses its connection instead of opening a new one.
+    idleTimeoutMillis: 0,
   });
   // An idle client losing its connection must not crash the process; the next query reports it.
   pool.on('error', () => {});

@@ -136,8 +136,9 @@ export class AmieHandler<O = unknown> {
    * on what earlier packets changed (a RAC on the project an RPC creates, a reactivation after an
    * inactivation) takes its lock here: a run then claims only once the run before it committed,
    * so packets are answered in the order they came, whatever runs overlap. Return false when
-   * another run holds the lock: this run then leaves the work to it and ends (exit 0), which
-   * costs an overlapping cron run nothing instead of a wait behind every batch of the other.
+   * another run holds the lock and will do this run's work: this run then leaves it to that run
+   * and ends (exit 0). (`amie process` already lets only one run per configuration's scope get
+   * this far; the registry handler waits here for the batches of other scopes' runs.)
    */
   async lockBatch(_ctx: BatchContext): Promise<boolean | void> {}
   /**

@@ -54,11 +54,18 @@ interface RunFinished {
   round_trips: number;
 }
 
+/**
+ * One `amie process`: what its "run finished" line reports, or nothing answered when it found
+ * another run of its scope at work and left (its one statement is not counted).
+ */
 function runProcess(config: string): Promise<RunFinished> {
   return new Promise((resolvePromise, reject) => {
-    const child = spawn(process.execPath, [CLI, '-c', config, 'process'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(process.execPath, [CLI, '-c', config, 'process'], { stdio: ['ignore', 'pipe', 'pipe'] });
     let tail = '';
+    let stdout = '';
     let finished: RunFinished | undefined;
+    child.stdout.setEncoding('utf8');
+    child.stdout.on('data', (chunk: string) => (stdout += chunk));
     child.stderr.setEncoding('utf8');
     child.stderr.on('data', (chunk: string) => {
       const lines = (tail + chunk).split('\n');
@@ -68,6 +75,9 @@ function runProcess(config: string): Promise<RunFinished> {
       }
     });
     child.on('close', (code) => {
+      if (!finished && code === 0 && stdout.startsWith('another `amie process`')) {
+        finished = { msg: 'left', answered: 0, round_trips: 0 };
+      }
       if (finished && (code === 0 || code === 1)) resolvePromise(finished);
       else reject(new Error(`amie process exited ${code}: ${tail}`));
     });
@@ -152,9 +162,15 @@ export async function dispatchBenchmarks(packets = 10_000): Promise<BenchRow[]> 
   return rows;
 }
 
+/** Runs of each sweep figure, one and four processes in turn: the figure is their median. */
+const SWEEP_REPEATS = Number(process.env.AMIE_BENCH_SWEEP_REPEATS ?? 3);
+
 /**
  * 2,000 pending RACs (a busy day's backlog) per run, answered at each batch size by one and by
- * four overlapping processes, each on a fresh database. Needs PostgreSQL (AMIE_TEST_DATABASE_URL).
+ * four overlapping processes, each run on a fresh database. A run takes a second or two, so one
+ * busy moment of the machine moved a single run by a fifth: each figure is the median of
+ * SWEEP_REPEATS runs, one and four processes taking turns, and the four's note gives the range
+ * of their ratios to the one-process run next to them. Needs PostgreSQL (AMIE_TEST_DATABASE_URL).
  */
 export async function batchSizeSweep(packets = 2000): Promise<BenchRow[]> {
   if (!process.env.AMIE_TEST_DATABASE_URL) {
@@ -162,25 +178,39 @@ export async function batchSizeSweep(packets = 2000): Promise<BenchRow[]> {
   }
   const rows: BenchRow[] = [];
   for (const batchSize of BATCH_SIZES) {
-    let one: BenchRow | undefined;
-    for (const processes of [1, 4]) {
-      const t = await freshPgDatabase();
-      try {
-        await seeded(t.db, packets);
-        const row = await measure(
-          `batchSize ${batchSize}, PostgreSQL, ${processes} process${processes > 1 ? 'es' : ''}`,
-          packets,
-          processes,
-          { url: t.url },
-          batchSize,
-        );
-        if (processes === 1) one = row;
-        else if (one) row.note = `${(row.perSecond / one.perSecond).toFixed(2)}x one process`;
-        rows.push(row);
-      } finally {
-        await t.cleanup();
+    const runs: Record<1 | 4, BenchRow[]> = { 1: [], 4: [] };
+    for (let repeat = 0; repeat < SWEEP_REPEATS; repeat++) {
+      for (const processes of [1, 4] as const) {
+        const t = await freshPgDatabase();
+        try {
+          await seeded(t.db, packets);
+          runs[processes].push(
+            await measure(
+              `batchSize ${batchSize}, PostgreSQL, ${processes} process${processes > 1 ? 'es' : ''}`,
+              packets,
+              processes,
+              { url: t.url },
+              batchSize,
+            ),
+          );
+        } finally {
+          await t.cleanup();
+        }
       }
     }
+    const [one, four] = [median(runs[1]), median(runs[4])];
+    const ratios = runs[4].map((r, i) => r.perSecond / runs[1][i]!.perSecond);
+    four.note =
+      `${(four.perSecond / one.perSecond).toFixed(2)}x one process` +
+      (ratios.length > 1
+        ? ` (median of ${ratios.length}; ${Math.min(...ratios).toFixed(2)}-${Math.max(...ratios).toFixed(2)})`
+        : '');
+    rows.push(one, four);
   }
   return rows;
+}
+
+/** The run of median duration. */
+function median(runs: BenchRow[]): BenchRow {
+  return [...runs].sort((a, b) => a.seconds - b.seconds)[runs.length >> 1]!;
 }

@@ -338,13 +338,15 @@ export { CLI, runAmie, type AmieRun } from './cli.js';
 export function writeAmieConfig(
   dir: string,
   url: string,
-  opts: { handler?: string; batchSize?: number; logLevel?: string } = {},
+  /** `resources`: the configuration's scope when it is not the test resource alone (it must hold it). */
+  opts: { handler?: string; batchSize?: number; logLevel?: string; resources?: string[] } = {},
 ): string {
   const path = join(dir, 'amie.yaml');
+  const resources = opts.resources ? `, resources: [${opts.resources.join(', ')}]` : '';
   writeFileSync(
     path,
     [
-      `site: { name: ${SITE.name}, resource: ${SITE.resource} }`,
+      `site: { name: ${SITE.name}, resource: ${SITE.resource}${resources} }`,
       `database: { url: "${url}" }`,
       `handler: ${opts.handler ?? 'registry'}`,
       `process: { batchSize: ${opts.batchSize ?? 50} }`,

@@ -1,12 +1,14 @@
 /**
- * Overlapping cron runs split the work and never answer a packet twice: four `amie process` runs
- * with the registry handler start together on 1,000 pending transactions, a fifth joins when a
- * third of the work is done, and the conversations and the registry are checked as a whole.
+ * Overlapping runs split the work and never answer a packet twice: four `amie process` runs with
+ * the registry handler, each for a configuration of its own that answers the same resource,
+ * start together on 1,000 pending transactions, a fifth joins when a third of the work is done,
+ * and the conversations and the registry are checked as a whole.
  */
 import { describe, it, expect } from 'vitest';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { tempDirs } from '../helpers/cli.js';
+import { SITE } from '../helpers/amie.js';
 import { databaseEachTest, driverCase } from '../helpers/db.js';
 import { hasPostgres, pgSkipNote } from '../helpers/env.js';
 import {
@@ -50,11 +52,17 @@ describe.skipIf(!hasPostgres())(`concurrent amie process runs${pgSkipNote}`, () 
     expect(setup.code, setup.stderr.slice(-2000)).toBe(0);
     await seedWorkload(t.db, items.slice(PROJECTS_BEFORE));
 
-    // Each run has its own batch size, so their claims interleave unevenly.
+    // Each run has its own batch size, so their claims interleave unevenly, and its own scope
+    // (one more resource), so that it works beside the others rather than leave the backlog to
+    // the first (runs of one configuration do that: hostile-concurrency's [12.7]).
     const start = (n: number): AmieRun => {
       const own = join(dir, `run${n}`);
       mkdirSync(own);
-      return runAmie(['-c', writeAmieConfig(own, t.url!, { batchSize: rng.pick([10, 25, 50, 100]) }), 'process']);
+      const config = writeAmieConfig(own, t.url!, {
+        batchSize: rng.pick([10, 25, 50, 100]),
+        resources: [SITE.resource, `other${n}.example.org`],
+      });
+      return runAmie(['-c', config, 'process']);
     };
     const runs = [1, 2, 3, 4].map(start);
     const ended = Promise.all(runs.map((r) => r.done));

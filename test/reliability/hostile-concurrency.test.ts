@@ -7,6 +7,7 @@
 import { describe, it, expect } from 'vitest';
 import pg from 'pg';
 import { REGISTRY_LOCK_KEY } from '../../src/registry/index.js';
+import { tryRunLock } from '../../src/store/run-lock.js';
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
@@ -14,7 +15,7 @@ import { createInterface } from 'node:readline';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { Database } from '../../src/db/index.js';
-import { MIGRATIONS, initDatabase } from '../../src/store/index.js';
+import { MIGRATIONS, initDatabase, type SiteScope } from '../../src/store/index.js';
 import {
   AmieHandler,
   Dispatcher,
@@ -27,7 +28,8 @@ import { RegistryHandler } from '../../handlers/registry.js';
 import { FakeAmieRest, racBody } from '../sources/fake-amie-rest.js';
 import type { TagValue } from '../../src/protocol/index.js';
 import { SITE, nacFor, quietLog, racTags, rpcTags, seedIncoming } from '../helpers/amie.js';
-import { databaseEachTest, driverCases, freshPgDatabase } from '../helpers/db.js';
+import { databaseEachTest, driverCase, driverCases, freshPgDatabase } from '../helpers/db.js';
+import { tempDirs } from '../helpers/cli.js';
 import { hasPostgres, pgSkipNote } from '../helpers/env.js';
 import {
   consistencyProblems,
@@ -35,6 +37,7 @@ import {
   plainLines,
   runAmie,
   seedWorkload,
+  sleep,
   writeAmieConfig,
   type WorkItem,
 } from '../helpers/reliability.js';
@@ -96,17 +99,24 @@ function rpcRacPairs(n: number): WorkItem[] {
   return items;
 }
 
-/** Four `amie process` runs started together, one packet per batch so that their claims interleave. */
+/**
+ * Four `amie process` runs started together, one packet per batch so that their claims
+ * interleave: four configurations that all answer the test resource, each with a scope of its
+ * own (as several resources in one database have), so that none leaves the work to another.
+ */
 async function fourRuns(dir: string, url: string): Promise<void> {
   const runs = [1, 2, 3, 4].map((n) => {
     const own = join(dir, `run${n}`);
     mkdirSync(own, { recursive: true });
-    return runAmie(['-c', writeAmieConfig(own, url, { batchSize: 1 }), 'process']);
+    const resources = [SITE.resource, `other${n}.example.org`];
+    return runAmie(['-c', writeAmieConfig(own, url, { batchSize: 1, resources }), 'process']);
   });
   const results = await Promise.all(runs.map((r) => r.done));
   // Exit code 1 means a failure reply: the checks below say which; anything else is a crash.
-  for (const [i, r] of results.entries())
+  for (const [i, r] of results.entries()) {
     expect([0, 1], `run ${i + 1}: ${plainLines(r.stderr).join(' | ')}`).toContain(r.code);
+    expect(r.stdout, `run ${i + 1} left the work to another`).not.toContain('another `amie process`');
+  }
 }
 
 async function oneRun(dir: string, url: string): Promise<void> {
@@ -206,35 +216,152 @@ describe.skipIf(!hasPostgres())(`overlapping runs answer in the order packets ca
   }, 180_000);
 });
 
-describe.skipIf(!hasPostgres())(`a run that finds the registry lock held${pgSkipNote}`, () => {
-  it('[12.7] leaves the pending packets to the run holding it: exit 0 at once, nothing claimed; the next run answers them', async () => {
-    const t = await freshPgDatabase();
-    const dir = mkdtempSync(join(tmpdir(), 'amie-order-'));
+/** The run lock of the tests' configuration, taken on a connection of the test's own (as another run holds it). */
+async function holdRunLock(client: pg.Client, site: SiteScope = SITE): Promise<void> {
+  const connection = {
+    query: async <R>(sql: string, params?: readonly unknown[]) => {
+      const r = await client.query(sql, params as unknown[]);
+      return { rows: r.rows as R[], rowCount: r.rowCount ?? 0 };
+    },
+    exec: async (sql: string) => {
+      await client.query(sql);
+    },
+  };
+  expect(await tryRunLock(connection, site)).toBe(true);
+}
+
+describe.skipIf(!hasPostgres())(`runs of one configuration, and of several, at once${pgSkipNote}`, () => {
+  const t = databaseEachTest(driverCase('pg'));
+  const tempDir = tempDirs('amie-runlock-');
+
+  it('[12.7] four runs of one configuration at once: one answers the whole backlog, three leave at once (exit 0, one line)', async () => {
+    const dir = tempDir();
+    await initDatabase(t.db);
+    const items = rpcRacPairs(40);
+    await seedWorkload(t.db, items);
+    const config = writeAmieConfig(dir, t.url!, { batchSize: 1 });
+    const results = await Promise.all([1, 2, 3, 4].map(() => runAmie(['-c', config, 'process', '--debug']).done));
+    for (const r of results) expect(r.code, plainLines(r.stderr).join(' | ')).toBe(0);
+    const left = results.filter((r) => r.stdout.startsWith('another `amie process`'));
+    const worked = results.filter((r) => / answered/.test(r.stdout));
+    expect(worked).toHaveLength(1);
+    expect(worked[0]!.stdout).toContain(`${items.length} packet(s): ${items.length} answered`);
+    expect(left).toHaveLength(3);
+    for (const r of left) {
+      expect(r.stdout.trim()).toBe(
+        `another \`amie process\` for ${SITE.name} (${SITE.resource}) is running: it answers the pending packets, nothing done here`,
+      );
+      // --debug: the one line it logs says why, and nothing was claimed or looked at.
+      const logged = r.stderr.split('\n').filter((l) => l.startsWith('{'));
+      expect(logged.map((l) => (JSON.parse(l) as { msg: string }).msg)).toEqual([
+        'another run of this scope holds its run lock; leaving the pending packets to it',
+      ]);
+    }
+    expect(await countPending(t.db)).toBe(0);
+    expect(await consistencyProblems(t.db, items)).toEqual([]);
+  }, 120_000);
+
+  it("[12.7] a run finding its scope's run lock held leaves at once, nothing claimed; a dry run still shows its replies; the next run answers", async () => {
+    const dir = tempDir();
     const holder = await freshConnection(t.url!);
     try {
       await initDatabase(t.db);
       const items = rpcRacPairs(3);
       await seedWorkload(t.db, items);
-      // Another run (or `amie registry`) in the middle of a batch: it holds the registry lock.
-      await holder.query('SELECT pg_advisory_lock($1::bigint)', [REGISTRY_LOCK_KEY]);
-      const config = writeAmieConfig(dir, t.url!, { batchSize: 1 });
-      const started = Date.now();
+      await holdRunLock(holder);
+      // The same scope written otherwise (as a list of resources) is the same scope.
+      const config = writeAmieConfig(dir, t.url!, { resources: [SITE.resource] });
       const busy = await runAmie(['-c', config, 'process']).done;
       expect(busy.code, plainLines(busy.stderr).join(' | ')).toBe(0);
-      expect(Date.now() - started, 'it left at once rather than wait for the lock').toBeLessThan(30_000);
+      expect(busy.stdout).toContain('another `amie process`');
       expect(await countPending(t.db)).toBe(items.length);
       const { rows } = await t.db.query<{ n: number }>('SELECT count(*)::int AS n FROM amie_toolkit.audit');
       expect(rows[0]!.n).toBe(0);
 
-      await holder.query('SELECT pg_advisory_unlock($1::bigint)', [REGISTRY_LOCK_KEY]);
+      // A dry run changes nothing, so it neither waits for nor needs the lock.
+      const dry = await runAmie(['-c', config, 'process', '--dry-run']).done;
+      expect(dry.code, plainLines(dry.stderr).join(' | ')).toBe(0);
+      expect(dry.stdout).toContain('-> notify_project_create');
+      expect(await countPending(t.db)).toBe(items.length);
+
+      await holder.end();
       const free = await runAmie(['-c', config, 'process']).done;
       expect(free.code, plainLines(free.stderr).join(' | ')).toBe(0);
       expect(await countPending(t.db)).toBe(0);
       expect(await consistencyProblems(t.db, items)).toEqual([]);
     } finally {
+      await holder.end().catch(() => {});
+    }
+  }, 120_000);
+
+  it('[12.7] --watch waits for the run lock instead of leaving, then answers and keeps the lock between passes; SIGTERM while it waits ends it with exit 0', async () => {
+    const dir = tempDir();
+    const holder = await freshConnection(t.url!);
+    try {
+      await initDatabase(t.db);
+      const items = rpcRacPairs(2);
+      await seedWorkload(t.db, items);
+      await holdRunLock(holder);
+      const config = writeAmieConfig(dir, t.url!);
+      const watching = runAmie(['-c', config, 'process', '--watch', '1']);
+      await sleep(2500);
+      expect(await countPending(t.db), 'nothing answered while another run held the lock').toBe(items.length);
       await holder.end();
-      await t.cleanup();
-      rmSync(dir, { recursive: true, force: true });
+      const until = Date.now() + 30_000;
+      while ((await countPending(t.db)) > 0 && Date.now() < until) await sleep(100);
+      expect(await countPending(t.db)).toBe(0);
+      watching.child.kill('SIGTERM');
+      const done = await watching.done;
+      expect(done.code, plainLines(done.stderr).join(' | ')).toBe(0);
+      expect(done.stdout).not.toContain('another `amie process`');
+
+      // Between its passes, idle for longer than a pool keeps idle connections by default (10 s),
+      // a watcher still holds the lock: a cron run of the same configuration leaves.
+      const idle = runAmie(['-c', config, 'process', '--watch', '60']);
+      await sleep(11_000);
+      const cron = await runAmie(['-c', config, 'process']).done;
+      expect(cron.code, plainLines(cron.stderr).join(' | ')).toBe(0);
+      expect(cron.stdout).toContain('another `amie process`');
+      idle.child.kill('SIGTERM');
+      expect((await idle.done).code).toBe(0);
+
+      // Waiting, not yet working, a signal ends it at once too.
+      const again = await freshConnection(t.url!);
+      try {
+        await holdRunLock(again);
+        const waiting = runAmie(['-c', config, 'process', '--watch', '60']);
+        await sleep(1500);
+        waiting.child.kill('SIGTERM');
+        const ended = await waiting.done;
+        expect(ended.code, plainLines(ended.stderr).join(' | ')).toBe(0);
+      } finally {
+        await again.end();
+      }
+    } finally {
+      await holder.end().catch(() => {});
+    }
+  }, 120_000);
+
+  it('[12.7] a run of another scope finding the registry lock held waits for it and then answers, instead of leaving its packets unanswered', async () => {
+    const dir = tempDir();
+    const holder = await freshConnection(t.url!);
+    try {
+      await initDatabase(t.db);
+      const items = rpcRacPairs(3);
+      await seedWorkload(t.db, items);
+      // Another resource's run (or `amie registry`) in the middle of a batch: it holds the registry lock.
+      await holder.query('BEGIN');
+      await holder.query('SELECT pg_advisory_xact_lock($1::bigint)', [REGISTRY_LOCK_KEY]);
+      const run = runAmie(['-c', writeAmieConfig(dir, t.url!), 'process']);
+      await sleep(2000);
+      expect(await countPending(t.db), 'it waited for the batch holding the lock').toBe(items.length);
+      await holder.query('COMMIT');
+      const r = await run.done;
+      expect(r.code, plainLines(r.stderr).join(' | ')).toBe(0);
+      expect(r.stdout).toContain(`${items.length} packet(s): ${items.length} answered`);
+      expect(await consistencyProblems(t.db, items)).toEqual([]);
+    } finally {
+      await holder.end();
     }
   }, 120_000);
 });

@@ -1,6 +1,7 @@
 import { describe, it, expect } from 'vitest';
 import { openPg, type Database } from '../../src/db/index.js';
 import { MIGRATIONS, getPacket, initDatabase, openTransaction, writePacket } from '../../src/store/index.js';
+import { runLockKey } from '../../src/store/run-lock.js';
 import { driverCases } from '../helpers/db.js';
 
 const skipNote = (available: boolean) => (available ? '' : ' [skipped: no AMIE_TEST_DATABASE_URL]');
@@ -79,4 +80,26 @@ describe.each(driverCases())('store under concurrency on $name', (driver) => {
       }
     },
   );
+});
+
+describe('the run lock of a scope', () => {
+  it('is one lock for one site and set of resources, whatever their order, case or repeats, and another for any other scope', () => {
+    const key = runLockKey({ name: 'EX', resource: 'a.example.org', resources: ['a.example.org', 'b.example.org'] });
+    expect(
+      runLockKey({
+        name: 'EX',
+        resource: 'b.example.org',
+        resources: ['B.example.org', 'a.example.org', 'b.example.org'],
+      }),
+    ).toBe(key);
+    expect(runLockKey({ name: 'EX', resource: 'a.example.org' })).toBe(
+      runLockKey({ name: 'EX', resource: 'a.example.org', resources: ['a.example.org'] }),
+    );
+    expect(runLockKey({ name: 'EX', resource: 'a.example.org' })).not.toBe(key);
+    expect(
+      runLockKey({ name: 'OTHER', resource: 'a.example.org', resources: ['a.example.org', 'b.example.org'] }),
+    ).not.toBe(key);
+    // A key of pg_try_advisory_lock(int, int): a 32-bit signed integer.
+    expect(Number.isInteger(key) && key >= -(2 ** 31) && key < 2 ** 31).toBe(true);
+  });
 });

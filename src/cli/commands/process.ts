@@ -37,17 +37,58 @@ export function register(program: Command, context: CliContext): void {
             if (!isPacketTypeName(t)) throw new ConfigError([`--type: unknown packet type "${t}"`]);
             return t;
           });
-          context.exitCode = await runProcess(context, modules!, db, config, log, {
-            dryRun: !!opts.dryRun,
-            limit,
-            types,
-            watch,
+          const run = { dryRun: !!opts.dryRun, limit, types, watch };
+          await whileSignalled(async (stopped) => {
+            // A dry run changes nothing: it neither needs the run lock nor may it make a real run leave.
+            if (run.dryRun) {
+              context.exitCode = await runProcess(context, modules!, db, config, log, run, stopped);
+              return;
+            }
+            // Loaded here, not with the command: `amie --help` loads no database code.
+            const { tryRunLock } = await import('../../store/run-lock.js');
+            // --watch is a daemon: it waits its turn, a pass at a time, instead of leaving.
+            while (!(await tryRunLock(db, config.site))) {
+              log.debug(
+                { scope: scopeText(config.site) },
+                'another run of this scope holds its run lock; leaving the pending packets to it',
+              );
+              if (watch === undefined) {
+                context.out(
+                  `another \`amie process\` for ${scopeText(config.site)} is running: it answers the pending packets, nothing done here`,
+                );
+                return;
+              }
+              await sleepUnless(watch * 1000, stopped);
+              if (stopped()) return;
+            }
+            context.exitCode = await runProcess(context, modules!, db, config, log, run, stopped);
           });
         },
         // Cron pays every start-up: what the run needs loads while the server sets up the connection.
         { whileConnecting: (config) => (modules = loadProcessModules(config)) },
       );
     });
+}
+
+/** The scope a run lock covers, for people: the site and its resources. */
+function scopeText(site: AmieConfig['site']): string {
+  return `${site.name} (${(site.resources ?? [site.resource]).join(', ')})`;
+}
+
+/** Runs `fn` with SIGTERM and SIGINT turned into a flag it polls: a pass in progress finishes first. */
+async function whileSignalled<T>(fn: (stopped: () => boolean) => Promise<T>): Promise<T> {
+  let stopping = false;
+  const stop = () => {
+    stopping = true;
+  };
+  process.once('SIGTERM', stop);
+  process.once('SIGINT', stop);
+  try {
+    return await fn(() => stopping);
+  } finally {
+    process.off('SIGTERM', stop);
+    process.off('SIGINT', stop);
+  }
 }
 
 type ProcessModules = ReturnType<typeof loadProcessModules>;
@@ -79,6 +120,7 @@ async function runProcess(
   config: AmieConfig,
   log: Logger,
   opts: { dryRun: boolean; limit?: number; types: PacketTypeName[]; watch?: number },
+  stopped: () => boolean,
 ): Promise<number> {
   const [store, dispatch, { buildHandler }] = await modules.run;
   const { prepareDatabase, recordProcessPass } = store;
@@ -101,12 +143,6 @@ async function runProcess(
     handlerName: name,
   });
 
-  let stopping = false;
-  const stop = () => {
-    stopping = true;
-  };
-  process.once('SIGTERM', stop);
-  process.once('SIGINT', stop);
   let worst = 0;
   await handler.start();
   try {
@@ -129,8 +165,8 @@ async function runProcess(
           process.stderr.write(`amie: ${escapeControls(err.message)}\n`);
           log.error({ err: err.message }, 'run stopped by the AMIE REST API');
           worst = Math.max(worst, err instanceof rest.AmieRestError ? EXIT.notStarted : EXIT.workFailed);
-          if (opts.watch === undefined || stopping) break;
-          await sleepUnless(opts.watch * 1000, () => stopping);
+          if (opts.watch === undefined || stopped()) break;
+          await sleepUnless(opts.watch * 1000, stopped);
           continue;
         }
         throw err;
@@ -168,12 +204,10 @@ async function runProcess(
       }
       await notifier?.notifyRun(summary);
       worst = Math.max(worst, exitCodeFor(summary));
-      if (opts.watch === undefined || stopping) break;
-      await sleepUnless(opts.watch * 1000, () => stopping);
-    } while (!stopping);
+      if (opts.watch === undefined || stopped()) break;
+      await sleepUnless(opts.watch * 1000, stopped);
+    } while (!stopped());
   } finally {
-    process.off('SIGTERM', stop);
-    process.off('SIGINT', stop);
     await handler.stop();
     await source.close?.();
   }
