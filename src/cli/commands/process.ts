@@ -146,7 +146,8 @@ async function runProcess(
   let worst = 0;
   await handler.start();
   try {
-    do {
+    // A signal during set-up means no pass at all; one during a pass lets it finish.
+    while (!stopped()) {
       let summary;
       const tripsBefore = db.roundTrips;
       try {
@@ -206,7 +207,7 @@ async function runProcess(
       worst = Math.max(worst, exitCodeFor(summary));
       if (opts.watch === undefined || stopped()) break;
       await sleepUnless(opts.watch * 1000, stopped);
-    } while (!stopped());
+    }
   } finally {
     await handler.stop();
     await source.close?.();
