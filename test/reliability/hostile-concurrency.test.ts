@@ -4,7 +4,7 @@
  * ([12.9]). And ids from outside that do not fit where they are kept ([12.8]): the REST API's
  * packet_rec_ids past 2^31, and the two sources' ids meeting in one table.
  */
-import { describe, it, expect } from 'vitest';
+import { describe, it, expect, onTestFinished } from 'vitest';
 import pg from 'pg';
 import { REGISTRY_LOCK_KEY } from '../../src/registry/index.js';
 import { tryRunLock } from '../../src/store/run-lock.js';
@@ -234,11 +234,21 @@ describe.skipIf(!hasPostgres())(`runs of one configuration, and of several, at o
   const t = databaseEachTest(driverCase('pg'));
   const tempDir = tempDirs('amie-runlock-');
 
-  it('[12.7] four runs of one configuration at once: one answers the whole backlog, three leave at once (exit 0, one line)', async () => {
-    const dir = tempDir();
+  /**
+   * `pairs` RPC/RAC pairs pending, a directory for the configuration, and a connection of the
+   * test's own that plays another run (closed when the test ends).
+   */
+  async function backlog(pairs: number) {
     await initDatabase(t.db);
-    const items = rpcRacPairs(40);
+    const items = rpcRacPairs(pairs);
     await seedWorkload(t.db, items);
+    const holder = await freshConnection(t.url!);
+    onTestFinished(() => holder.end().catch(() => {}));
+    return { dir: tempDir(), items, holder };
+  }
+
+  it('[12.7] four runs of one configuration at once: one answers the whole backlog, three leave at once (exit 0, one line)', async () => {
+    const { dir, items } = await backlog(40);
     const config = writeAmieConfig(dir, t.url!, { batchSize: 1 });
     const results = await Promise.all([1, 2, 3, 4].map(() => runAmie(['-c', config, 'process', '--debug']).done));
     for (const r of results) expect(r.code, plainLines(r.stderr).join(' | ')).toBe(0);
@@ -262,107 +272,83 @@ describe.skipIf(!hasPostgres())(`runs of one configuration, and of several, at o
   }, 120_000);
 
   it("[12.7] a run finding its scope's run lock held leaves at once, nothing claimed; a dry run still shows its replies; the next run answers", async () => {
-    const dir = tempDir();
-    const holder = await freshConnection(t.url!);
-    try {
-      await initDatabase(t.db);
-      const items = rpcRacPairs(3);
-      await seedWorkload(t.db, items);
-      await holdRunLock(holder);
-      // The same scope written otherwise (as a list of resources) is the same scope.
-      const config = writeAmieConfig(dir, t.url!, { resources: [SITE.resource] });
-      const busy = await runAmie(['-c', config, 'process']).done;
-      expect(busy.code, plainLines(busy.stderr).join(' | ')).toBe(0);
-      expect(busy.stdout).toContain('another `amie process`');
-      expect(await countPending(t.db)).toBe(items.length);
-      const { rows } = await t.db.query<{ n: number }>('SELECT count(*)::int AS n FROM amie_toolkit.audit');
-      expect(rows[0]!.n).toBe(0);
+    const { dir, items, holder } = await backlog(3);
+    await holdRunLock(holder);
+    // The same scope written otherwise (as a list of resources) is the same scope.
+    const config = writeAmieConfig(dir, t.url!, { resources: [SITE.resource] });
+    const busy = await runAmie(['-c', config, 'process']).done;
+    expect(busy.code, plainLines(busy.stderr).join(' | ')).toBe(0);
+    expect(busy.stdout).toContain('another `amie process`');
+    expect(await countPending(t.db)).toBe(items.length);
+    const { rows } = await t.db.query<{ n: number }>('SELECT count(*)::int AS n FROM amie_toolkit.audit');
+    expect(rows[0]!.n).toBe(0);
 
-      // A dry run changes nothing, so it neither waits for nor needs the lock.
-      const dry = await runAmie(['-c', config, 'process', '--dry-run']).done;
-      expect(dry.code, plainLines(dry.stderr).join(' | ')).toBe(0);
-      expect(dry.stdout).toContain('-> notify_project_create');
-      expect(await countPending(t.db)).toBe(items.length);
+    // A dry run changes nothing, so it neither waits for nor needs the lock.
+    const dry = await runAmie(['-c', config, 'process', '--dry-run']).done;
+    expect(dry.code, plainLines(dry.stderr).join(' | ')).toBe(0);
+    expect(dry.stdout).toContain('-> notify_project_create');
+    expect(await countPending(t.db)).toBe(items.length);
 
-      await holder.end();
-      const free = await runAmie(['-c', config, 'process']).done;
-      expect(free.code, plainLines(free.stderr).join(' | ')).toBe(0);
-      expect(await countPending(t.db)).toBe(0);
-      expect(await consistencyProblems(t.db, items)).toEqual([]);
-    } finally {
-      await holder.end().catch(() => {});
-    }
+    await holder.end();
+    const free = await runAmie(['-c', config, 'process']).done;
+    expect(free.code, plainLines(free.stderr).join(' | ')).toBe(0);
+    expect(await countPending(t.db)).toBe(0);
+    expect(await consistencyProblems(t.db, items)).toEqual([]);
   }, 120_000);
 
   it('[12.7] --watch waits for the run lock instead of leaving, then answers and keeps the lock between passes; SIGTERM while it waits ends it with exit 0', async () => {
-    const dir = tempDir();
-    const holder = await freshConnection(t.url!);
+    const { dir, items, holder } = await backlog(2);
+    await holdRunLock(holder);
+    const config = writeAmieConfig(dir, t.url!);
+    const watching = runAmie(['-c', config, 'process', '--watch', '1']);
+    await sleep(2500);
+    expect(await countPending(t.db), 'nothing answered while another run held the lock').toBe(items.length);
+    await holder.end();
+    const until = Date.now() + 30_000;
+    while ((await countPending(t.db)) > 0 && Date.now() < until) await sleep(100);
+    expect(await countPending(t.db)).toBe(0);
+    watching.child.kill('SIGTERM');
+    const done = await watching.done;
+    expect(done.code, plainLines(done.stderr).join(' | ')).toBe(0);
+    expect(done.stdout).not.toContain('another `amie process`');
+
+    // Between its passes, idle for longer than a pool keeps idle connections by default (10 s),
+    // a watcher still holds the lock: a cron run of the same configuration leaves.
+    const idle = runAmie(['-c', config, 'process', '--watch', '60']);
+    await sleep(11_000);
+    const cron = await runAmie(['-c', config, 'process']).done;
+    expect(cron.code, plainLines(cron.stderr).join(' | ')).toBe(0);
+    expect(cron.stdout).toContain('another `amie process`');
+    idle.child.kill('SIGTERM');
+    expect((await idle.done).code).toBe(0);
+
+    // Waiting, not yet working, a signal ends it at once too.
+    const again = await freshConnection(t.url!);
     try {
-      await initDatabase(t.db);
-      const items = rpcRacPairs(2);
-      await seedWorkload(t.db, items);
-      await holdRunLock(holder);
-      const config = writeAmieConfig(dir, t.url!);
-      const watching = runAmie(['-c', config, 'process', '--watch', '1']);
-      await sleep(2500);
-      expect(await countPending(t.db), 'nothing answered while another run held the lock').toBe(items.length);
-      await holder.end();
-      const until = Date.now() + 30_000;
-      while ((await countPending(t.db)) > 0 && Date.now() < until) await sleep(100);
-      expect(await countPending(t.db)).toBe(0);
-      watching.child.kill('SIGTERM');
-      const done = await watching.done;
-      expect(done.code, plainLines(done.stderr).join(' | ')).toBe(0);
-      expect(done.stdout).not.toContain('another `amie process`');
-
-      // Between its passes, idle for longer than a pool keeps idle connections by default (10 s),
-      // a watcher still holds the lock: a cron run of the same configuration leaves.
-      const idle = runAmie(['-c', config, 'process', '--watch', '60']);
-      await sleep(11_000);
-      const cron = await runAmie(['-c', config, 'process']).done;
-      expect(cron.code, plainLines(cron.stderr).join(' | ')).toBe(0);
-      expect(cron.stdout).toContain('another `amie process`');
-      idle.child.kill('SIGTERM');
-      expect((await idle.done).code).toBe(0);
-
-      // Waiting, not yet working, a signal ends it at once too.
-      const again = await freshConnection(t.url!);
-      try {
-        await holdRunLock(again);
-        const waiting = runAmie(['-c', config, 'process', '--watch', '60']);
-        await sleep(1500);
-        waiting.child.kill('SIGTERM');
-        const ended = await waiting.done;
-        expect(ended.code, plainLines(ended.stderr).join(' | ')).toBe(0);
-      } finally {
-        await again.end();
-      }
+      await holdRunLock(again);
+      const waiting = runAmie(['-c', config, 'process', '--watch', '60']);
+      await sleep(1500);
+      waiting.child.kill('SIGTERM');
+      const ended = await waiting.done;
+      expect(ended.code, plainLines(ended.stderr).join(' | ')).toBe(0);
     } finally {
-      await holder.end().catch(() => {});
+      await again.end();
     }
   }, 120_000);
 
   it('[12.7] a run of another scope finding the registry lock held waits for it and then answers, instead of leaving its packets unanswered', async () => {
-    const dir = tempDir();
-    const holder = await freshConnection(t.url!);
-    try {
-      await initDatabase(t.db);
-      const items = rpcRacPairs(3);
-      await seedWorkload(t.db, items);
-      // Another resource's run (or `amie registry`) in the middle of a batch: it holds the registry lock.
-      await holder.query('BEGIN');
-      await holder.query('SELECT pg_advisory_xact_lock($1::bigint)', [REGISTRY_LOCK_KEY]);
-      const run = runAmie(['-c', writeAmieConfig(dir, t.url!), 'process']);
-      await sleep(2000);
-      expect(await countPending(t.db), 'it waited for the batch holding the lock').toBe(items.length);
-      await holder.query('COMMIT');
-      const r = await run.done;
-      expect(r.code, plainLines(r.stderr).join(' | ')).toBe(0);
-      expect(r.stdout).toContain(`${items.length} packet(s): ${items.length} answered`);
-      expect(await consistencyProblems(t.db, items)).toEqual([]);
-    } finally {
-      await holder.end();
-    }
+    const { dir, items, holder } = await backlog(3);
+    // Another resource's run (or `amie registry`) in the middle of a batch: it holds the registry lock.
+    await holder.query('BEGIN');
+    await holder.query('SELECT pg_advisory_xact_lock($1::bigint)', [REGISTRY_LOCK_KEY]);
+    const run = runAmie(['-c', writeAmieConfig(dir, t.url!), 'process']);
+    await sleep(2000);
+    expect(await countPending(t.db), 'it waited for the batch holding the lock').toBe(items.length);
+    await holder.query('COMMIT');
+    const r = await run.done;
+    expect(r.code, plainLines(r.stderr).join(' | ')).toBe(0);
+    expect(r.stdout).toContain(`${items.length} packet(s): ${items.length} answered`);
+    expect(await consistencyProblems(t.db, items)).toEqual([]);
   }, 120_000);
 });
 
