@@ -2,7 +2,8 @@
  * A lock file that two processes can never both hold: the embedded database's directory lock and
  * the grid-mapfile's lock use it.
  *
- * Taking it is one atomic step: the holder line (pid, host, time, a random nonce) is written to a
+ * Taking it is one atomic step: the holder line (pid, host, time, a random nonce, and what the holder
+ * does, when it says) is written to a
  * temporary file first and then hard-linked to the lock's name, which fails when the name exists.
  * So nobody ever sees a lock file without its holder, as they could between creating a file and
  * writing the pid into it.
@@ -33,6 +34,8 @@ export interface LockHolder {
   text: string;
   pid?: number;
   host?: string;
+  /** What the holder does with what the lock guards (`LockFileOptions.role`), when it said. */
+  role?: string;
   ageMs: number;
 }
 
@@ -58,6 +61,10 @@ export interface LockFileOptions {
   onWait?: (holder: LockHolder) => void;
   /** Told before a stale lock is taken over. */
   onTakeOver?: (holder: LockHolder) => void;
+  /** What this holder does (one word), written into the lock for whoever finds it taken. */
+  role?: string;
+  /** A live holder found doing this (its `role`) is not waited for: LockFileBusy at once. */
+  leaveIfHeldFor?: string;
 }
 
 /**
@@ -71,7 +78,8 @@ const GUARD_STALE_MS = 10_000;
 /** Takes the lock file at `path`; returns its release function (synchronous and idempotent, so it may run in an exit handler). */
 export async function acquireLockFile(path: string, opts: LockFileOptions): Promise<() => void> {
   const deadline = Date.now() + opts.waitMs;
-  const mine = `${process.pid} ${hostname()} ${new Date().toISOString()} ${randomBytes(8).toString('hex')}\n`;
+  const role = opts.role && /^[\w-]+$/.test(opts.role) ? ` ${opts.role}` : '';
+  const mine = `${process.pid} ${hostname()} ${new Date().toISOString()} ${randomBytes(8).toString('hex')}${role}\n`;
   let waiting = false;
   for (;;) {
     if (tryCreate(path, mine)) return releaser(path, mine);
@@ -81,7 +89,10 @@ export async function acquireLockFile(path: string, opts: LockFileOptions): Prom
       opts.onTakeOver?.(seen.holder);
       if (takeOver(path, seen)) continue;
       // Another process is taking it over right now: wait as for a live holder.
-    } else if (Date.now() >= deadline) {
+    } else if (
+      Date.now() >= deadline ||
+      (opts.leaveIfHeldFor !== undefined && seen.holder.role === opts.leaveIfHeldFor)
+    ) {
       throw new LockFileBusy(path, seen.holder);
     } else if (!waiting) {
       waiting = true;
@@ -143,7 +154,7 @@ function readLock(path: string): SeenLock | undefined {
   try {
     const st = fstatSync(fd);
     const text = readFileSync(fd, 'utf8');
-    const [pid, host] = text.trim().split(/\s+/);
+    const [pid, host, , , role] = text.trim().split(/\s+/);
     return {
       ino: st.ino,
       mtimeMs: st.mtimeMs,
@@ -152,6 +163,7 @@ function readLock(path: string): SeenLock | undefined {
         text: text.trim(),
         ...(pid && /^\d+$/.test(pid) && Number(pid) > 0 ? { pid: Number(pid) } : {}),
         ...(host ? { host } : {}),
+        ...(role ? { role } : {}),
         ageMs: Date.now() - st.mtimeMs,
       },
     };

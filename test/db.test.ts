@@ -2,7 +2,7 @@ import { describe, it, expect } from 'vitest';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { openDatabase, openPglite, openPg, DatabaseError } from '../src/db/index.js';
+import { openDatabase, openPglite, openPg, DatabaseError, DatabaseInUse } from '../src/db/index.js';
 import { driverCases } from './helpers/db.js';
 
 describe.each(driverCases())('database driver $name', (driver) => {
@@ -65,6 +65,38 @@ describe('openDatabase', () => {
       await first.close();
       const again = await openPglite({ path, lockWaitMs: 200 });
       await again.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('does not wait for a holder in the same role when asked to leave then (an amie process run), and waits for any other', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'amie-db-'));
+    try {
+      const path = join(dir, 'db');
+      const run = await openPglite({ path, role: 'process' });
+      const started = Date.now();
+      const err: unknown = await openPglite({
+        path,
+        role: 'process',
+        leaveIfHeldInRole: true,
+        lockWaitMs: 30_000,
+      }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(DatabaseInUse);
+      expect((err as Error).message).toMatch(/is held by process \d+ \(process\)$/);
+      expect(Date.now() - started, 'it did not wait').toBeLessThan(5_000);
+      // Another role, or none, waits as before (and gives up after its wait).
+      await expect(openPglite({ path, role: 'status', leaveIfHeldInRole: true, lockWaitMs: 200 })).rejects.toThrow(
+        /in use by process/,
+      );
+      await expect(openPglite({ path, role: 'process', lockWaitMs: 200 })).rejects.toThrow(/in use by process/);
+      await run.close();
+      // A holder in no role is waited for even by one that would leave.
+      const plain = await openPglite({ path });
+      await expect(
+        openPglite({ path, role: 'process', leaveIfHeldInRole: true, lockWaitMs: 200 }),
+      ).rejects.not.toBeInstanceOf(DatabaseInUse);
+      await plain.close();
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -24,6 +24,16 @@ export interface GlobalOptions {
   debug?: boolean;
 }
 
+/**
+ * How a command opens the database: `create` a missing embedded one (only `amie db init`);
+ * `role` and `leaveIfHeldInRole`: what it does with an embedded one (see PgliteOptions).
+ */
+export interface EmbeddedOpenOptions {
+  create?: boolean;
+  role?: string;
+  leaveIfHeldInRole?: boolean;
+}
+
 /** What every command module gets: configuration, logging, the database and output, all decided once here. */
 export interface CliContext {
   readonly env: NodeJS.ProcessEnv;
@@ -40,7 +50,7 @@ export interface CliContext {
    * Opens the configured database (AMIE_DATABASE_URL overrides); throws DatabaseError. A missing
    * embedded database is an error unless `create` (only `amie db init` creates one).
    */
-  openDatabase(config: AmieConfig, options?: { create?: boolean }): Promise<Database>;
+  openDatabase(config: AmieConfig, options?: EmbeddedOpenOptions): Promise<Database>;
   /**
    * Loads the config, opens the database, runs `fn`, and always closes the database.
    * `whileConnecting` is called once the connection is under way, with the configuration: a
@@ -48,7 +58,7 @@ export interface CliContext {
    */
   withDatabase<T>(
     fn: (db: Database, config: AmieConfig, log: Logger) => Promise<T>,
-    options?: { create?: boolean; whileConnecting?: (config: AmieConfig) => void },
+    options?: EmbeddedOpenOptions & { whileConnecting?: (config: AmieConfig) => void },
   ): Promise<T>;
   /** Set by a command whose work partly failed; main exits with it. */
   exitCode: number;
@@ -82,7 +92,11 @@ export function createContext(
     async openDatabase(config, options) {
       const { resolveDatabaseConfig } = await import('../config/load.js');
       const { openDatabase } = await import('../db/index.js');
-      return openDatabase(resolveDatabaseConfig(config, env), env, { create: options?.create ?? false });
+      return openDatabase(resolveDatabaseConfig(config, env), env, {
+        create: options?.create ?? false,
+        role: options?.role,
+        leaveIfHeldInRole: options?.leaveIfHeldInRole,
+      });
     },
     async withDatabase(fn, options) {
       // Cron pays every start-up. The driver loads with the configuration, so that connecting starts

@@ -9,6 +9,20 @@ export class DatabaseError extends Error {
   }
 }
 
+/**
+ * The embedded database is held by another process doing what this one was opened to do (its
+ * `role`, e.g. an `amie process` run), so this one did not wait for it.
+ */
+export class DatabaseInUse extends DatabaseError {
+  override name = 'DatabaseInUse';
+  constructor(
+    message: string,
+    readonly role: string,
+  ) {
+    super(message);
+  }
+}
+
 interface PgLikeError {
   code?: string;
   message?: string;

@@ -9,7 +9,7 @@ import type { PgliteOptions } from './pglite.js';
 
 export type { Database, Queryable, QueryResult } from './types.js';
 export type { PgOptions, PgliteOptions };
-export { DatabaseError, isConnectionLost, redactUrl } from './errors.js';
+export { DatabaseError, DatabaseInUse, isConnectionLost, redactUrl } from './errors.js';
 
 /** Opens a PostgreSQL server through a pg pool. */
 export async function openPg(options: PgOptions): Promise<Database> {
@@ -36,12 +36,13 @@ export interface DatabaseConfig {
  * Opens the database the config names: `url` → a PostgreSQL server through pg,
  * `path` (or nothing) → the embedded PGlite database. `AMIE_DATABASE_URL` in the
  * environment overrides both, so cron and CI can point a config elsewhere. With
- * `create: false` a missing embedded database is an error instead of being created.
+ * `create: false` a missing embedded database is an error instead of being created. `role`
+ * and `leaveIfHeldInRole` say what this process does with an embedded database (see PgliteOptions).
  */
 export async function openDatabase(
   config: DatabaseConfig | undefined,
   env: NodeJS.ProcessEnv = process.env,
-  options: { create?: boolean } = {},
+  options: { create?: boolean; role?: string; leaveIfHeldInRole?: boolean } = {},
 ): Promise<Database> {
   const url = env.AMIE_DATABASE_URL || config?.url;
   if (url) return openPg({ url });

@@ -3,7 +3,7 @@ import { hostname, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { PGlite } from '@electric-sql/pglite';
 import type { Database, Queryable, QueryResult } from './types.js';
-import { DatabaseError, describeConnectError } from './errors.js';
+import { DatabaseError, DatabaseInUse, describeConnectError } from './errors.js';
 import { acquireLockFile, LockFileBusy } from '../lockfile.js';
 import {
   compilePgliteBaselineOnly,
@@ -18,6 +18,13 @@ export interface PgliteOptions {
   path?: string;
   /** How long to wait for another `amie` process holding the same directory. */
   lockWaitMs?: number;
+  /** What this process does with the database (one word, written into the directory's lock). */
+  role?: string;
+  /**
+   * A process found holding the directory in the same `role` is not waited for: DatabaseInUse at
+   * once. A cron `amie process` opens so, and leaves the work to the run that holds it.
+   */
+  leaveIfHeldInRole?: boolean;
   /**
    * Create the database when the directory holds none (default true). `amie db init` alone
    * creates one; every other command opens with `create: false`, so a mistyped or relative
@@ -85,7 +92,10 @@ export async function openPglite(options: PgliteOptions = {}): Promise<Database>
       throw new DatabaseError(`${description} does not exist: run \`amie db init\` to create it`);
     }
     mkdirSync(dirname(dataDir), { recursive: true });
-    releaseLock = await lockDataDir(dataDir, options.lockWaitMs ?? 60_000, description);
+    releaseLock = await lockDataDir(dataDir, options.lockWaitMs ?? 60_000, description, {
+      role: options.role,
+      leaveIfHeldInRole: options.leaveIfHeldInRole,
+    });
   }
 
   let db: PGlite;
@@ -155,12 +165,15 @@ export async function lockDataDir(
   dataDir: string,
   waitMs: number,
   description = `embedded database ${dataDir}`,
+  { role, leaveIfHeldInRole = false }: { role?: string; leaveIfHeldInRole?: boolean } = {},
 ): Promise<() => void> {
   const lockPath = `${dataDir}.lock`;
   try {
     const release = await acquireLockFile(lockPath, {
       waitMs,
       retryMs: 100,
+      role,
+      leaveIfHeldFor: leaveIfHeldInRole ? role : undefined,
       // Once: a silent minute looks like a hang.
       onWait: (holder) =>
         process.stderr.write(
@@ -173,6 +186,9 @@ export async function lockDataDir(
       release();
     };
   } catch (err) {
+    if (err instanceof LockFileBusy && leaveIfHeldInRole && role !== undefined && err.holder.role === role) {
+      throw new DatabaseInUse(`${description} is held by process ${err.holder.pid ?? '(unknown)'} (${role})`, role);
+    }
     if (err instanceof LockFileBusy) {
       throw new DatabaseError(
         `${description} is in use by process ${err.holder.pid ?? '(unknown)'}${err.holder.host && err.holder.host !== hostname() ? ` on ${err.holder.host}` : ''} (lock ${lockPath}); an embedded database serves one process at a time, use database.url for concurrent runs`,

@@ -6,6 +6,8 @@ import { driverCases } from '../helpers/db.js';
 import { seedRacs } from '../helpers/amie.js';
 import { cliSiteEachTest, runAmie as amie } from '../helpers/cli.js';
 
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
 const HANDLER = resolve('test/fixtures/handlers/account-handler.js');
 
 /** Every RAC answered by exactly one NAC, and completed. */
@@ -51,6 +53,32 @@ describe.each(driverCases())('amie process as separate processes on $name', (dri
       await withDb((db) => expectExactlyOneReplyEach(db, n));
     });
   }
+
+  it.skipIf(driver.name !== 'pglite')(
+    'a cron run finding the embedded database held by another amie process leaves at once (exit 0, one line); the holder answers',
+    async () => {
+      await withDb(async (db) => {
+        await initDatabase(db);
+        await seedRacs(db, 5);
+      });
+      writeConfig(0, 'info');
+      const watching = amie(['-c', s.site.config, 'process', '--watch', '60']);
+      const deadline = Date.now() + 30_000;
+      while (!watching.stderr().includes('"run finished"') && Date.now() < deadline) await sleep(50);
+      const started = Date.now();
+      const cron = await amie(['-c', s.site.config, 'process']).done;
+      expect(cron.code, cron.stderr).toBe(0);
+      expect(Date.now() - started, 'it did not wait for the database').toBeLessThan(20_000);
+      expect(cron.stdout).toMatch(
+        /^another `amie process` is running \(embedded database .* is held by process \d+ \(process\)\): it answers the pending packets, nothing done here\n$/,
+      );
+      watching.child.kill('SIGTERM');
+      const watched = await watching.done;
+      expect(watched.code, watched.stderr).toBe(0);
+      expect(watched.stdout).toMatch(/^5 packet\(s\): 5 answered/);
+      await withDb((db) => expectExactlyOneReplyEach(db, 5));
+    },
+  );
 
   run('a run killed with SIGKILL in the middle, then rerun: nothing answered twice, nothing lost', async () => {
     const n = 200;

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { ConfigError } from '../../config/errors.js';
-import { DatabaseError, isConnectionLost } from '../../db/errors.js';
+import { DatabaseError, DatabaseInUse, isConnectionLost } from '../../db/errors.js';
 import type { Database } from '../../db/index.js';
 import { isPacketTypeName, type PacketTypeName } from '../../protocol/ids.js';
 import type { AmieConfig } from '../../config/index.js';
@@ -27,9 +27,9 @@ export function register(program: Command, context: CliContext): void {
     .option('--limit <n>', 'take at most N packets')
     .option('--type <type...>', 'only packets of these types (e.g. request_account_create)')
     .option('--watch <seconds>', 'keep running: a pass every N seconds until SIGTERM/SIGINT')
-    .action((opts: ProcessOptions) => {
+    .action(async (opts: ProcessOptions) => {
       let modules: ProcessModules | undefined;
-      return context.withDatabase(
+      const opening = context.withDatabase(
         async (db, config, log) => {
           const limit = opts.limit === undefined ? undefined : wholeNumberOption('--limit', opts.limit);
           const watch = opts.watch === undefined ? undefined : wholeNumberOption('--watch', opts.watch);
@@ -64,9 +64,24 @@ export function register(program: Command, context: CliContext): void {
             context.exitCode = await runProcess(context, modules!, db, config, log, run, stopped);
           });
         },
-        // Cron pays every start-up: what the run needs loads while the server sets up the connection.
-        { whileConnecting: (config) => (modules = loadProcessModules(config)) },
+        {
+          // An embedded database serves one process at a time: a cron run finding it held by
+          // another run leaves at once, as it would on finding the run lock taken; --watch waits.
+          // (A dry run is not a run: it holds no role and waits, like any other command.)
+          role: opts.dryRun ? undefined : 'process',
+          leaveIfHeldInRole: opts.watch === undefined,
+          // Cron pays every start-up: what the run needs loads while the server sets up the connection.
+          whileConnecting: (config) => (modules = loadProcessModules(config)),
+        },
       );
+      try {
+        await opening;
+      } catch (err) {
+        if (!(err instanceof DatabaseInUse)) throw err;
+        context.out(
+          `another \`amie process\` is running (${err.message}): it answers the pending packets, nothing done here`,
+        );
+      }
     });
 }
 
