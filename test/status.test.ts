@@ -49,7 +49,9 @@ describe('amie status, a monitoring check', () => {
     expect(after.code, after.stdout + after.stderr).toBe(0);
     const first = after.stdout.split('\n')[0]!;
     expect(first).toMatch(/^AMIE OK - no packet pending; last pass \d+s ago \| /);
-    expect(first).toMatch(/pending=0;;;0 oldest_pending_age=U;7200;86400;0 .*last_pass_age=\d+s;7200;86400;0/);
+    expect(first).toMatch(
+      /pending=0;;;0 oldest_pending_age=U;7200;86400;0 .*last_pass_age=\d+s;7200;86400;0 run_in_progress=0;;;0;1/,
+    );
   });
 
   it('[14.7] judges the oldest pending packet against --warn and --crit', async () => {

@@ -18,7 +18,7 @@ import { scopeResources, type SiteScope } from './work.js';
  * and the registry's lock orders the batches, so a run that lost its connection's lock and
  * went on beside another would still answer each packet once and in order.
  */
-const RUN_LOCK_CLASS = 0x414d5052; // 'AMPR'; the two-key form never meets the toolkit's one-key locks
+export const RUN_LOCK_CLASS = 0x414d5052; // 'AMPR'; the two-key form never meets the toolkit's one-key locks
 
 /** The scope's lock key: a 32-bit digest of the site name and its resources, whatever their order or case. */
 export function runLockKey(site: SiteScope): number {
@@ -36,4 +36,14 @@ export async function tryRunLock(db: Queryable, site: SiteScope): Promise<boolea
     runLockKey(site),
   ]);
   return rows[0]!.locked;
+}
+
+/**
+ * The run lock of key `$key` (a statement parameter) as pg_locks shows it while a run holds it: a
+ * two-key advisory lock shows its keys as classid and objid, oids, so a negative key as its
+ * unsigned 32-bit value.
+ */
+export function runLockHeldSql(key: string): string {
+  return `l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 AND l.classid = ${RUN_LOCK_CLASS}::oid
+          AND l.objid = (${key}::int8 & 4294967295)::oid`;
 }

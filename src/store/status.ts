@@ -2,6 +2,7 @@ import type { Queryable } from '../db/index.js';
 import { STATE_IDS } from '../protocol/ids.js';
 import { TOOLKIT_SCHEMA, type Migration } from './migration.js';
 import type { PacketSourceKind } from './work.js';
+import { runLockHeldSql } from './run-lock.js';
 
 const S = TOOLKIT_SCHEMA;
 
@@ -71,16 +72,21 @@ export interface StatusFigures {
   /** End of the last finished `amie process` pass, or null when none is recorded. */
   lastPassAt: Date | null;
   lastPassAgeSeconds: number | null;
+  /** Whether an `amie process` run of the configuration holds its run lock now (see run-lock.ts). */
+  runInProgress: boolean;
+  /** How long the connection holding it has been open (about the run's age), when the server shows it. */
+  runAgeSeconds: number | null;
 }
 
 /**
  * Every figure of `amie status` in one statement: monitoring runs it every few minutes, so it
- * costs one round trip. The AMIE tables' packet_tbl.ts is a `timestamp` in the session's zone
+ * costs one round trip. `runLockKey` is the configuration's run lock, to tell whether a run is
+ * at work now. The AMIE tables' packet_tbl.ts is a `timestamp` in the session's zone
  * (its default is CURRENT_TIMESTAMP), so its ages are taken against localtimestamp.
  */
 export async function readStatusFigures(
   q: Queryable,
-  opts: { source: PacketSourceKind; usagePendingSeconds: number },
+  opts: { source: PacketSourceKind; usagePendingSeconds: number; runLockKey?: number },
 ): Promise<StatusFigures> {
   const tables = opts.source === 'tables';
   const pending = pendingIncomingSql(opts.source);
@@ -105,9 +111,12 @@ export async function readStatusFigures(
             (SELECT count(*) FROM usage WHERE status = 'pending' AND updated_at < now() - make_interval(secs => $2))::int AS usage_pending_too_long,
             (SELECT finished_at FROM ${S}.process_passes WHERE source = $1) AS last_pass_at,
             (SELECT extract(epoch FROM now() - finished_at) FROM ${S}.process_passes WHERE source = $1)::float8 AS last_pass_age,
+            (SELECT count(*) FROM pg_locks l WHERE ${runLockHeldSql('$3')})::int AS runs_in_progress,
+            (SELECT extract(epoch FROM now() - min(a.backend_start)) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+              WHERE ${runLockHeldSql('$3')})::float8 AS run_age,
             (SELECT coalesce(json_agg(json_build_object('direction', direction, 'state', state, 'count', count) ORDER BY direction, state), '[]'::json)
                FROM (${packets}) c) AS packets`,
-    [opts.source, opts.usagePendingSeconds],
+    [opts.source, opts.usagePendingSeconds, opts.runLockKey ?? null],
   );
   const r = rows[0]!;
   const num = (v: unknown) => Number(v ?? 0);
@@ -128,5 +137,7 @@ export async function readStatusFigures(
     usagePendingTooLong: num(r.usage_pending_too_long),
     lastPassAt: r.last_pass_at ? new Date(r.last_pass_at as string | Date) : null,
     lastPassAgeSeconds: age(r.last_pass_age),
+    runInProgress: num(r.runs_in_progress) > 0,
+    runAgeSeconds: age(r.run_age),
   };
 }

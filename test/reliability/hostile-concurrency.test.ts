@@ -336,6 +336,28 @@ describe.skipIf(!hasPostgres())(`runs of one configuration, and of several, at o
     }
   }, 120_000);
 
+  it('[14.7] amie status tells a run at work (it holds the run lock) from a cron that stopped, in its line, perf data and metrics', async () => {
+    const { dir, holder } = await backlog(1);
+    const config = writeAmieConfig(dir, t.url!);
+    const pass = await runAmie(['-c', config, 'process']).done;
+    expect(pass.code, plainLines(pass.stderr).join(' | ')).toBe(0);
+    await t.db.query(`UPDATE amie_toolkit.process_passes SET finished_at = now() - interval '3 hours'`);
+    await holdRunLock(holder);
+    const prom = join(dir, 'amie.prom');
+    const busy = await runAmie(['-c', config, 'status', '--prometheus', prom]).done;
+    expect(busy.code, busy.stdout).toBe(1);
+    expect(busy.stdout).toMatch(
+      /^AMIE WARNING - last `amie process` pass ended 3h ago; a run is at work, connected \d+s ago \| .* run_in_progress=1;;;0;1/,
+    );
+    expect(readFileSync(prom, 'utf8')).toMatch(/^amie_process_run_in_progress 1$/m);
+    await holder.end();
+    const stopped = await runAmie(['-c', config, 'status', '--prometheus', prom]).done;
+    expect(stopped.stdout).toMatch(
+      /^AMIE WARNING - last `amie process` pass ended 3h ago \| .* run_in_progress=0;;;0;1/,
+    );
+    expect(readFileSync(prom, 'utf8')).toMatch(/^amie_process_run_in_progress 0$/m);
+  }, 60_000);
+
   it('[12.7] a run of another scope finding the registry lock held waits for it and then answers, instead of leaving its packets unanswered', async () => {
     const { dir, items, holder } = await backlog(3);
     // Another resource's run (or `amie registry`) in the middle of a batch: it holds the registry lock.

@@ -145,9 +145,16 @@ async function check(context: CliContext, opts: StatusOptions): Promise<CheckRes
   }
   try {
     // The two store modules it reads, not the whole store: `status` is run often, it should start fast.
-    const { readStatusFigures } = await import('../../store/status.js');
+    const [{ readStatusFigures }, { runLockKey }] = await Promise.all([
+      import('../../store/status.js'),
+      import('../../store/run-lock.js'),
+    ]);
     const figures = {
-      ...(await readStatusFigures(db, { source: config.source.kind, usagePendingSeconds: warnSeconds })),
+      ...(await readStatusFigures(db, {
+        source: config.source.kind,
+        usagePendingSeconds: warnSeconds,
+        runLockKey: runLockKey(config.site),
+      })),
       ...(await extraFigures(context, db, config, warnSeconds)),
     };
     const problems = judge(figures, warnSeconds, critSeconds);
@@ -187,7 +194,7 @@ export function judge(f: StatusFigures & ExtraFigures, warn: number, crit: numbe
   byAge(f.oldestPendingAgeSeconds, (a) => `oldest pending incoming packet waits for ${a} (${f.pending} pending)`);
   if (f.lastPassAgeSeconds === null)
     out.push({ severity: 'WARNING', message: `no \`amie process\` pass recorded for source ${f.source}` });
-  else byAge(f.lastPassAgeSeconds, (a) => `last \`amie process\` pass ended ${a} ago`);
+  else byAge(f.lastPassAgeSeconds, (a) => `last \`amie process\` pass ended ${a} ago${runAtWork(f)}`);
   byAge(
     f.oldestUnsentAgeSeconds,
     (a) => `${f.outboxUnsent} repl${f.outboxUnsent === 1 ? 'y' : 'ies'} stuck in the REST outbox, oldest for ${a}`,
@@ -221,7 +228,13 @@ export function judge(f: StatusFigures & ExtraFigures, warn: number, crit: numbe
 function okReason(f: StatusFigures & ExtraFigures): string {
   const pending =
     f.pending === 0 ? 'no packet pending' : `${f.pending} pending, oldest ${formatAge(f.oldestPendingAgeSeconds ?? 0)}`;
-  return `${pending}; last pass ${formatAge(f.lastPassAgeSeconds ?? 0)} ago`;
+  return `${pending}; last pass ${formatAge(f.lastPassAgeSeconds ?? 0)} ago${runAtWork(f)}`;
+}
+
+/** Said after the last pass's age: a run that has not finished its pass yet (a backlog, or a hung site command). */
+function runAtWork(f: StatusFigures): string {
+  if (!f.runInProgress) return '';
+  return `; a run is at work${f.runAgeSeconds === null ? '' : `, connected ${formatAge(f.runAgeSeconds)} ago`}`;
 }
 
 /** `90m`, `2h`, `1d`, `45s` → seconds. */
@@ -254,6 +267,7 @@ export function pluginText(r: CheckResult): string[] {
     `usage_failed=${f.usageFailed};;;0`,
     `usage_pending=${f.usagePending};;;0`,
     `last_pass_age=${age(f.lastPassAgeSeconds, true)}`,
+    `run_in_progress=${f.runInProgress ? 1 : 0};;;0;1`,
     ...(f.foreignWaiting === undefined ? [] : [`foreign_waiting=${f.foreignWaiting};;;0`]),
     ...(f.slurmDrift === undefined ? [] : [`slurm_drift=${f.slurmDrift};;;0`]),
   ];
@@ -315,6 +329,11 @@ export function prometheusText(r: CheckResult): string {
       [{ state: 'failed' }, f.usageFailed],
       [{ state: 'pending' }, f.usagePending],
     ]);
+    metric(
+      'amie_process_run_in_progress',
+      'Whether an amie process run of this configuration is at work (1) or not (0).',
+      [[{}, f.runInProgress ? 1 : 0]],
+    );
     if (f.lastPassAt)
       metric('amie_last_pass_timestamp_seconds', 'When the last amie process pass ended (Unix time).', [
         [{}, Math.floor(f.lastPassAt.getTime() / 1000)],
