@@ -54,31 +54,33 @@ describe.each(driverCases())('amie process as separate processes on $name', (dri
     });
   }
 
-  it.skipIf(driver.name !== 'pglite')(
-    'a cron run finding the embedded database held by another amie process leaves at once (exit 0, one line); the holder answers',
-    async () => {
-      await withDb(async (db) => {
-        await initDatabase(db);
-        await seedRacs(db, 5);
-      });
-      writeConfig(0, 'info');
-      const watching = amie(['-c', s.site.config, 'process', '--watch', '60']);
-      const deadline = Date.now() + 30_000;
-      while (!watching.stderr().includes('"run finished"') && Date.now() < deadline) await sleep(50);
-      const started = Date.now();
-      const cron = await amie(['-c', s.site.config, 'process']).done;
-      expect(cron.code, cron.stderr).toBe(0);
-      expect(Date.now() - started, 'it did not wait for the database').toBeLessThan(20_000);
-      expect(cron.stdout).toMatch(
-        /^another `amie process` is running \(embedded database .* is held by process \d+ \(process\)\): it answers the pending packets, nothing done here\n$/,
-      );
-      watching.child.kill('SIGTERM');
-      const watched = await watching.done;
-      expect(watched.code, watched.stderr).toBe(0);
-      expect(watched.stdout).toMatch(/^5 packet\(s\): 5 answered/);
-      await withDb((db) => expectExactlyOneReplyEach(db, 5));
-    },
-  );
+  // The embedded database's own case (on a server the run lock does this: hostile-concurrency's [12.7]).
+  if (driver.name === 'pglite')
+    run(
+      'a cron run finding the embedded database held by another amie process leaves at once (exit 0, one line); the holder answers',
+      async () => {
+        await withDb(async (db) => {
+          await initDatabase(db);
+          await seedRacs(db, 5);
+        });
+        writeConfig(0, 'info');
+        const watching = amie(['-c', s.site.config, 'process', '--watch', '60']);
+        const deadline = Date.now() + 30_000;
+        while (!watching.stderr().includes('"run finished"') && Date.now() < deadline) await sleep(50);
+        const started = Date.now();
+        const cron = await amie(['-c', s.site.config, 'process']).done;
+        expect(cron.code, cron.stderr).toBe(0);
+        expect(Date.now() - started, 'it did not wait for the database').toBeLessThan(20_000);
+        expect(cron.stdout).toMatch(
+          /^another `amie process` is running \(embedded database .* is held by process \d+ \(process\)\): it answers the pending packets, nothing done here\n$/,
+        );
+        watching.child.kill('SIGTERM');
+        const watched = await watching.done;
+        expect(watched.code, watched.stderr).toBe(0);
+        expect(watched.stdout).toMatch(/^5 packet\(s\): 5 answered/);
+        await withDb((db) => expectExactlyOneReplyEach(db, 5));
+      },
+    );
 
   run('a run killed with SIGKILL in the middle, then rerun: nothing answered twice, nothing lost', async () => {
     const n = 200;
