@@ -40,6 +40,8 @@ export interface DispatchOptions {
   maxErrorDeferrals?: number;
   /** Name recorded in the audit. */
   handlerName?: string;
+  /** Asked before each batch: once it says true, the run ends after the batch in progress (SIGTERM). */
+  stopRequested?: () => boolean;
 }
 
 /** Tags worth showing a person next to a packet's ids. */
@@ -112,7 +114,8 @@ class PacketTx implements Queryable {
  * rolled back and redone one packet at a time, so one bad packet never holds up the others.
  */
 export class Dispatcher {
-  private readonly opts: Required<Omit<DispatchOptions, 'types' | 'limit'>> & Pick<DispatchOptions, 'types' | 'limit'>;
+  private readonly opts: Required<Omit<DispatchOptions, 'types' | 'limit' | 'stopRequested'>> &
+    Pick<DispatchOptions, 'types' | 'limit' | 'stopRequested'>;
   private readonly source: PacketSource;
 
   constructor(
@@ -129,6 +132,7 @@ export class Dispatcher {
       handlerName: options.handlerName ?? (handler.constructor as { handlerName?: string }).handlerName ?? 'custom',
       types: options.types,
       limit: options.limit,
+      stopRequested: options.stopRequested,
     };
   }
 
@@ -155,6 +159,7 @@ export class Dispatcher {
     // offered again in the same run; completed ones cannot be.
     const exclude: number[] = [];
     for (;;) {
+      if (this.opts.stopRequested?.()) break;
       const room =
         this.opts.limit === undefined
           ? this.opts.batchSize

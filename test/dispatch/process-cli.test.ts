@@ -110,4 +110,39 @@ describe.each(driverCases())('amie process as separate processes on $name', (dri
     expect(second.code, second.stderr).toBe(0);
     await withDb((db) => expectExactlyOneReplyEach(db, n));
   });
+
+  run(
+    'SIGTERM in the middle of a backlog ends the run after its batch (exit 0, its summary), not after the backlog',
+    async () => {
+      const n = 200;
+      await withDb(async (db) => {
+        await initDatabase(db);
+        await seedRacs(db, n);
+      });
+      // As above: 25 ms a packet, batches of 10, stopped as a service manager stops it once 25 are answered.
+      writeConfig(25, 'info');
+      const first = amie(['-c', s.site.config, 'process']);
+      const answered = () => first.stderr().split('packet reply').length - 1;
+      const deadline = Date.now() + 30_000;
+      while (answered() < 25 && first.child.exitCode === null && Date.now() < deadline)
+        await new Promise((r) => setTimeout(r, 20));
+      first.child.kill('SIGTERM');
+      const stopped = await first.done;
+      expect(stopped.code, stopped.stderr).toBe(0);
+      const taken = Number(/^(\d+) packet\(s\): \1 answered/.exec(stopped.stdout)?.[1]);
+      // The batch in progress was finished (whole batches only), and the backlog was not.
+      expect(taken % 10).toBe(0);
+      expect(taken).toBeLessThanOrEqual(60);
+      const outgoing = await withDb(
+        async (db) =>
+          (await db.query<{ n: number }>('SELECT count(*)::int AS n FROM packet_tbl WHERE outgoing_flag = 1')).rows[0]!
+            .n,
+      );
+      expect(outgoing).toBe(taken);
+      writeConfig(0);
+      const second = await amie(['-c', s.site.config, 'process']).done;
+      expect(second.code, second.stderr).toBe(0);
+      await withDb((db) => expectExactlyOneReplyEach(db, n));
+    },
+  );
 });

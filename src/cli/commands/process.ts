@@ -90,7 +90,7 @@ function scopeText(site: AmieConfig['site']): string {
   return `${site.name} (${(site.resources ?? [site.resource]).join(', ')})`;
 }
 
-/** Runs `fn` with SIGTERM and SIGINT turned into a flag it polls: a pass in progress finishes first. */
+/** Runs `fn` with SIGTERM and SIGINT turned into a flag it polls: the batch in progress finishes first. */
 async function whileSignalled<T>(fn: (stopped: () => boolean) => Promise<T>): Promise<T> {
   let stopping = false;
   const stop = () => {
@@ -156,12 +156,14 @@ async function runProcess(
     batchSize: config.process.batchSize,
     maxErrorDeferrals: config.process.maxErrorDeferrals,
     handlerName: name,
+    // A service manager's stop ends the run after the batch in progress, not after the backlog.
+    stopRequested: stopped,
   });
 
   let worst = 0;
   await handler.start();
   try {
-    // A signal during set-up means no pass at all; one during a pass lets it finish.
+    // A signal during set-up means no pass at all; one during a pass ends it after its batch.
     while (!stopped()) {
       let summary;
       const tripsBefore = db.roundTrips;
