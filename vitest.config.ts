@@ -13,6 +13,9 @@ export default defineConfig({
     // worker, not once per file (17 s of a 2.5-minute run). So a test that changes process-wide
     // state (process.env, listeners) puts it back when it ends.
     isolate: false,
+    // So that memory tests can measure what is held rather than the garbage other files left
+    // in the shared heap (test/usage/sacct.test.ts).
+    execArgv: ['--expose-gc'],
     // Makes the embedded databases every test starts from, once per run (see test/helpers/db.ts).
     globalSetup: ['test/helpers/pglite-snapshot.ts'],
   },
