@@ -11,6 +11,7 @@ import {
   LEFT_PENDING_BY_A_PASS,
   pendingIncomingSql,
   readStatusFigures,
+  runLockKey,
   type PacketSourceKind,
   type StatusFigures,
 } from '../store/index.js';
@@ -131,7 +132,11 @@ export async function gatherReport(q: Queryable, config: ReportConfig, opts: Rep
   const since = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), now.getUTCDate() - (opts.days - 1)));
   const source = config.source.kind;
   const handler = configuredHandler(config);
-  const status = await readStatusFigures(q, { source, usagePendingSeconds: 2 * 3600 });
+  const status = await readStatusFigures(q, {
+    source,
+    usagePendingSeconds: 2 * 3600,
+    runLockKey: runLockKey(config.site),
+  });
   const packetsPerDay = await gatherPacketsPerDay(q, source, since);
   const stuck = await gatherStuck(q, source, opts.limit);
   const { failures, failureCount } = await gatherFailures(q, source, since, opts.limit);

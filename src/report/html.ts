@@ -73,7 +73,8 @@ export function reportHtml(m: ReportModel, svgs: ReadonlyMap<string, string>): s
     card(m.failureCount, `failures, last ${m.days} days`, m.failureCount > 0 ? 'warn' : ''),
     card(
       s.lastPassAgeSeconds === null ? 'never' : `${formatAge(s.lastPassAgeSeconds)} ago`,
-      'last amie process pass',
+      // A run still in its pass holds the run lock: a long backlog or a hung command, not a stopped cron.
+      s.runInProgress ? 'last amie process pass; a run is at work' : 'last amie process pass',
       s.lastPassAgeSeconds === null || s.lastPassAgeSeconds >= 7200 ? 'warn' : '',
     ),
     ...(m.source === 'rest' ? [card(s.outboxUnsent, 'unsent REST replies', s.outboxUnsent > 0 ? 'warn' : '')] : []),

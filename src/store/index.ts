@@ -50,3 +50,4 @@ export {
 } from './work.js';
 export * from './usage.js';
 export { readStatusFigures, recordProcessPass, pendingIncomingSql, type StatusFigures } from './status.js';
+export { runLockKey, tryRunLock } from './run-lock.js';

@@ -3,6 +3,7 @@ import type { SlurmDifference, SlurmDrift } from '../../src/slurm/check.js';
 import { escapeHtml, generateReport, renderCharts, type ReportModel } from '../../src/report/index.js';
 import { databaseEachTest, driverCase, driverCases, type TestDatabase } from '../helpers/db.js';
 import { SITE } from '../helpers/amie.js';
+import { tryRunLock } from '../../src/store/index.js';
 import { DEFER_REASON, HOSTILE_PI, HOSTILE_PROJECT, HOSTILE_USER, seedReportData, type SeededReport } from './seed.js';
 
 const CONFIG = { site: SITE, source: { kind: 'tables' as const }, handler: 'registry' };
@@ -156,6 +157,28 @@ describe('the status page over the REST source', () => {
     expect(html).toContain('Not available: no project is in the registry.');
     expect(html).toContain('unsent REST replies');
     expect(html).not.toMatch(/<script/i);
+  });
+});
+
+describe('the status page while a run is at work', () => {
+  const t = databaseEachTest(driverCase('pglite'));
+
+  it('says so beside the last pass when a run of the configuration holds its run lock', async () => {
+    const before = await generateReport(t.db, CONFIG, { days: 7, limit: 10 });
+    expect(before.model.status.runInProgress).toBe(false);
+    expect(before.html).not.toContain('a run is at work');
+    // The one session of the embedded database holds it, as the run would.
+    expect(await tryRunLock(t.db, SITE)).toBe(true);
+    const { model, html } = await generateReport(t.db, CONFIG, { days: 7, limit: 10 });
+    expect(model.status.runInProgress).toBe(true);
+    expect(html).toContain('last amie process pass; a run is at work');
+    // Another configuration's run is not this one's.
+    const other = await generateReport(
+      t.db,
+      { ...CONFIG, site: { ...SITE, resources: [SITE.resource, 'other.example.org'] } },
+      { days: 7, limit: 10 },
+    );
+    expect(other.model.status.runInProgress).toBe(false);
   });
 });
 
