@@ -97,7 +97,9 @@ export async function readStatusFigures(
        UNION ALL SELECT 'out', status, count(*)::int FROM ${S}.rest_outbox GROUP BY status`;
   const { rows } = await q.query<Record<string, unknown>>(
     `WITH pending AS (${pending}),
-          usage AS (SELECT status, updated_at FROM ${S}.reported_jobs WHERE status <> 'reported')
+          usage AS (SELECT status, updated_at FROM ${S}.reported_jobs WHERE status <> 'reported'),
+          run AS (SELECT a.backend_start FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+                   WHERE ${runLockHeldSql('$3')})
      SELECT (SELECT count(*) FROM pending)::int AS pending,
             (SELECT max(age) FROM pending)::float8 AS oldest_pending_age,
             (SELECT count(*) FROM pending JOIN ${S}.packet_errors e ON e.source = $1 AND e.packet_rec_id = pending.packet_rec_id
@@ -111,9 +113,8 @@ export async function readStatusFigures(
             (SELECT count(*) FROM usage WHERE status = 'pending' AND updated_at < now() - make_interval(secs => $2))::int AS usage_pending_too_long,
             (SELECT finished_at FROM ${S}.process_passes WHERE source = $1) AS last_pass_at,
             (SELECT extract(epoch FROM now() - finished_at) FROM ${S}.process_passes WHERE source = $1)::float8 AS last_pass_age,
-            (SELECT count(*) FROM pg_locks l WHERE ${runLockHeldSql('$3')})::int AS runs_in_progress,
-            (SELECT extract(epoch FROM now() - min(a.backend_start)) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-              WHERE ${runLockHeldSql('$3')})::float8 AS run_age,
+            (SELECT count(*) FROM run)::int AS runs_in_progress,
+            (SELECT extract(epoch FROM now() - min(backend_start)) FROM run)::float8 AS run_age,
             (SELECT coalesce(json_agg(json_build_object('direction', direction, 'state', state, 'count', count) ORDER BY direction, state), '[]'::json)
                FROM (${packets}) c) AS packets`,
     [opts.source, opts.usagePendingSeconds, opts.runLockKey ?? null],

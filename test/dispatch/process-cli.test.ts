@@ -82,67 +82,60 @@ describe.each(driverCases())('amie process as separate processes on $name', (dri
       },
     );
 
-  run('a run killed with SIGKILL in the middle, then rerun: nothing answered twice, nothing lost', async () => {
-    const n = 200;
+  const BACKLOG = 200;
+
+  /**
+   * A run on 200 RACs at 25 ms each (five seconds, batches of 10), sent `signal` once it has
+   * answered 25 (its log says so at info level, one line a packet), so that the signal lands
+   * mid-run, between or within batches. Returns how it ended and how many replies were written.
+   */
+  async function interruptedRun(signal: NodeJS.Signals) {
     await withDb(async (db) => {
       await initDatabase(db);
-      await seedRacs(db, n);
+      await seedRacs(db, BACKLOG);
     });
-    // 200 packets at 25 ms each take five seconds: killed once it has answered 25 (its log says so
-    // at info level, one line a packet), the kill lands mid-run, between or within batches of 10.
     writeConfig(25, 'info');
     const first = amie(['-c', s.site.config, 'process']);
     const answered = () => first.stderr().split('packet reply').length - 1;
     const deadline = Date.now() + 30_000;
-    while (answered() < 25 && first.child.exitCode === null && Date.now() < deadline)
-      await new Promise((r) => setTimeout(r, 20));
-    first.child.kill('SIGKILL');
-    const killed = await first.done;
-    expect(killed.signal).toBe('SIGKILL');
-    const partial = await withDb(
+    while (answered() < 25 && first.child.exitCode === null && Date.now() < deadline) await sleep(20);
+    first.child.kill(signal);
+    const ended = await first.done;
+    const replies = await withDb(
       async (db) =>
         (await db.query<{ n: number }>('SELECT count(*)::int AS n FROM packet_tbl WHERE outgoing_flag = 1')).rows[0]!.n,
     );
-    expect(partial).toBeGreaterThan(0);
-    expect(partial).toBeLessThan(n);
+    return { ended, replies };
+  }
+
+  /** A clean run after the interrupted one answers the rest, each packet exactly once. */
+  async function rerunAnswersTheRest() {
     writeConfig(0);
     const second = await amie(['-c', s.site.config, 'process']).done;
     expect(second.code, second.stderr).toBe(0);
-    await withDb((db) => expectExactlyOneReplyEach(db, n));
+    await withDb((db) => expectExactlyOneReplyEach(db, BACKLOG));
+  }
+
+  run('a run killed with SIGKILL in the middle, then rerun: nothing answered twice, nothing lost', async () => {
+    const { ended, replies } = await interruptedRun('SIGKILL');
+    expect(ended.signal).toBe('SIGKILL');
+    expect(replies).toBeGreaterThan(0);
+    expect(replies).toBeLessThan(BACKLOG);
+    await rerunAnswersTheRest();
   });
 
   run(
     'SIGTERM in the middle of a backlog ends the run after its batch (exit 0, its summary), not after the backlog',
     async () => {
-      const n = 200;
-      await withDb(async (db) => {
-        await initDatabase(db);
-        await seedRacs(db, n);
-      });
-      // As above: 25 ms a packet, batches of 10, stopped as a service manager stops it once 25 are answered.
-      writeConfig(25, 'info');
-      const first = amie(['-c', s.site.config, 'process']);
-      const answered = () => first.stderr().split('packet reply').length - 1;
-      const deadline = Date.now() + 30_000;
-      while (answered() < 25 && first.child.exitCode === null && Date.now() < deadline)
-        await new Promise((r) => setTimeout(r, 20));
-      first.child.kill('SIGTERM');
-      const stopped = await first.done;
-      expect(stopped.code, stopped.stderr).toBe(0);
-      const taken = Number(/^(\d+) packet\(s\): \1 answered/.exec(stopped.stdout)?.[1]);
+      // As a service manager stops it.
+      const { ended, replies } = await interruptedRun('SIGTERM');
+      expect(ended.code, ended.stderr).toBe(0);
+      const taken = Number(/^(\d+) packet\(s\): \1 answered/.exec(ended.stdout)?.[1]);
       // The batch in progress was finished (whole batches only), and the backlog was not.
       expect(taken % 10).toBe(0);
       expect(taken).toBeLessThanOrEqual(60);
-      const outgoing = await withDb(
-        async (db) =>
-          (await db.query<{ n: number }>('SELECT count(*)::int AS n FROM packet_tbl WHERE outgoing_flag = 1')).rows[0]!
-            .n,
-      );
-      expect(outgoing).toBe(taken);
-      writeConfig(0);
-      const second = await amie(['-c', s.site.config, 'process']).done;
-      expect(second.code, second.stderr).toBe(0);
-      await withDb((db) => expectExactlyOneReplyEach(db, n));
+      expect(replies).toBe(taken);
+      await rerunAnswersTheRest();
     },
   );
 });

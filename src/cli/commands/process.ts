@@ -40,27 +40,7 @@ export function register(program: Command, context: CliContext): void {
           const run = { dryRun: !!opts.dryRun, limit, types, watch };
           await whileSignalled(async (stopped) => {
             // A dry run changes nothing: it neither needs the run lock nor may it make a real run leave.
-            if (run.dryRun) {
-              context.exitCode = await runProcess(context, modules!, db, config, log, run, stopped);
-              return;
-            }
-            // Loaded here, not with the command: `amie --help` loads no database code.
-            const { tryRunLock } = await import('../../store/run-lock.js');
-            // --watch is a daemon: it waits its turn, a pass at a time, instead of leaving.
-            while (!(await tryRunLock(db, config.site))) {
-              log.debug(
-                { scope: scopeText(config.site) },
-                'another run of this scope holds its run lock; leaving the pending packets to it',
-              );
-              if (watch === undefined) {
-                context.out(
-                  `another \`amie process\` for ${scopeText(config.site)} is running: it answers the pending packets, nothing done here`,
-                );
-                return;
-              }
-              await sleepUnless(watch * 1000, stopped);
-              if (stopped()) return;
-            }
+            if (!run.dryRun && !(await takeRunLock(context, db, config, log, watch, stopped))) return;
             context.exitCode = await runProcess(context, modules!, db, config, log, run, stopped);
           });
         },
@@ -78,16 +58,41 @@ export function register(program: Command, context: CliContext): void {
         await opening;
       } catch (err) {
         if (!(err instanceof DatabaseInUse)) throw err;
-        context.out(
-          `another \`amie process\` is running (${err.message}): it answers the pending packets, nothing done here`,
-        );
+        leftToAnotherRun(context, `is running (${err.message})`);
       }
     });
 }
 
-/** The scope a run lock covers, for people: the site and its resources. */
-function scopeText(site: AmieConfig['site']): string {
-  return `${site.name} (${(site.resources ?? [site.resource]).join(', ')})`;
+/**
+ * Takes the configuration's run lock (see store/run-lock.ts). A run finding it held leaves, saying
+ * so (false); --watch is a daemon and waits its turn instead, a pass interval at a time.
+ */
+async function takeRunLock(
+  context: CliContext,
+  db: Database,
+  config: AmieConfig,
+  log: Logger,
+  watch: number | undefined,
+  stopped: () => boolean,
+): Promise<boolean> {
+  // Loaded here, not with the command: `amie --help` loads no database code.
+  const { tryRunLock } = await import('../../store/run-lock.js');
+  const scope = `${config.site.name} (${(config.site.resources ?? [config.site.resource]).join(', ')})`;
+  while (!(await tryRunLock(db, config.site))) {
+    log.debug({ scope }, 'another run of this scope holds its run lock; leaving the pending packets to it');
+    if (watch === undefined) {
+      leftToAnotherRun(context, `for ${scope} is running`);
+      return false;
+    }
+    await sleepUnless(watch * 1000, stopped);
+    if (stopped()) return false;
+  }
+  return true;
+}
+
+/** The one line of a run that leaves the pending packets to another run (cron's summary log keeps it). */
+function leftToAnotherRun(context: CliContext, which: string): void {
+  context.out(`another \`amie process\` ${which}: it answers the pending packets, nothing done here`);
 }
 
 /** Runs `fn` with SIGTERM and SIGINT turned into a flag it polls: the batch in progress finishes first. */
