@@ -4,11 +4,12 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { execa } from 'execa';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CLI } from './helpers/cli.js';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { amieInProcess, CLI } from './helpers/cli.js';
 import { wholeNumberOption } from '../src/cli/conventions.js';
 
-// The conventions every `amie` command follows, tested on the compiled program as operators run it.
+// The conventions every `amie` command follows: help and mistakes on the command line inside this
+// process; a closed pipe and a wait for the embedded database on the compiled program, as operators run it.
 const DB_MODULE = pathToFileURL(resolve('dist/src/db/index.js')).href;
 
 function cleanEnv(): NodeJS.ProcessEnv {
@@ -20,17 +21,7 @@ function cleanEnv(): NodeJS.ProcessEnv {
 let dir: string;
 let config: string;
 
-async function amie(args: string[]) {
-  const r = await execa(process.execPath, [CLI, ...args], {
-    cwd: dir,
-    env: cleanEnv(),
-    extendEnv: false,
-    reject: false,
-    stdin: 'ignore',
-    timeout: 60_000,
-  });
-  return { code: r.exitCode, stdout: String(r.stdout), stderr: String(r.stderr) };
-}
+const amie = (args: string[]) => amieInProcess(args, { cwd: dir, env: cleanEnv(), trimmed: true });
 
 /** Runs `amie` with the reading end of its stdout already closed, as `amie ... | head -1` leaves it. */
 function amieIntoClosedPipe(args: string[]): Promise<{ code: number | null; stderr: string }> {
@@ -175,6 +166,41 @@ describe('[14.9] amie on the command line', () => {
     } finally {
       holder.kill();
     }
+  });
+});
+
+describe('amie inside another process (main with its own stdout and stderr)', () => {
+  it("writes only to the streams it is given, never to the process's own", async () => {
+    // What the in-process tests rely on, and a script running amie would: output, messages,
+    // --debug traces, help and usage mistakes, and the log all go where they are sent.
+    const written: string[] = [];
+    const spies = [process.stdout, process.stderr].map((stream) =>
+      vi.spyOn(stream, 'write').mockImplementation((chunk: string | Uint8Array) => {
+        written.push(String(chunk));
+        return true;
+      }),
+    );
+    const runs: Array<Awaited<ReturnType<typeof amieInProcess>>> = [];
+    try {
+      for (const args of [
+        ['--help'],
+        ['--version'],
+        ['db', 'frobnicate'],
+        ['-c', config, 'process', '--debgu'],
+        ['--debug', '-c', config, 'process'],
+        ['-c', config, 'status', '--json'],
+        ['--debug', '-c', join(dir, 'missing.yaml'), 'status'],
+        ['--debug', '-c', config, 'packets', 'show', '999'],
+      ])
+        runs.push(await amieInProcess(args, { cwd: dir, env: { ...cleanEnv(), AMIE_LOG_LEVEL: 'debug' } }));
+    } finally {
+      for (const spy of spies) spy.mockRestore();
+    }
+    expect(written).toEqual([]);
+    // Each run did write: its help, its log lines, its errors.
+    expect(runs.map((r) => r.code)).toEqual([0, 0, 2, 2, 0, 0, 3, 2]);
+    for (const r of runs) expect(r.stdout + r.stderr).not.toBe('');
+    expect(runs[4]!.stderr).toMatch(/^\{"level":30,.*"msg":"run finished"\}$/m);
   });
 });
 

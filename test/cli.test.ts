@@ -3,14 +3,18 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freshPgDatabase, type TestDatabase } from './helpers/db.js';
 import { hasPostgres, pgSkipNote } from './helpers/env.js';
-import { amieIn, requireBuiltCli, tempDirs } from './helpers/cli.js';
+import { amieIn, amieInProcess, requireBuiltCli, tempDirs } from './helpers/cli.js';
 
-// The command is tested as operators run it: the compiled program in a child process.
+// The command is tested as operators run it: the compiled program in a child process. What the
+// embedded database's commands do is tested inside this process (amieHere), as the other command tests are.
 const VERSION = (JSON.parse(readFileSync('package.json', 'utf8')) as { version: string }).version;
 const SITE = 'site:\n  name: EXAMPLE\n  resource: cluster.example.org\n';
 
 const amie = (args: string[], opts: { cwd?: string; env?: Record<string, string> } = {}) =>
   amieIn(opts.cwd ?? tempDir(), args, { env: opts.env, timeout: 60_000 });
+
+/** `amie` inside this process, in `cwd`, with none of the caller's AMIE_* variables. */
+const amieHere = (args: string[], cwd: string) => amieInProcess(args, { cwd, trimmed: true });
 
 const tempDir = tempDirs('amie-cli-');
 
@@ -104,20 +108,20 @@ describe('amie', () => {
   it('db init creates the AMIE tables in an embedded database, and finds them there the second time', async () => {
     const dir = tempDir();
     configIn(dir, `${SITE}database:\n  path: ./var/db\n`);
-    const first = await amie(['-c', 'amie.yaml', 'db', 'init'], { cwd: dir });
+    const first = await amieHere(['-c', 'amie.yaml', 'db', 'init'], dir);
     expect(first.stderr).toBe('');
     expect(first.code).toBe(0);
     const where = `embedded database ${join(dir, 'var', 'db')}`;
     expect(first.stdout).toMatch(new RegExp(`^${where}: AMIE tables created; toolkit migrations applied: \\S+`));
 
-    const second = await amie(['-c', 'amie.yaml', 'db', 'init'], { cwd: dir });
+    const second = await amieHere(['-c', 'amie.yaml', 'db', 'init'], dir);
     expect(second).toMatchObject({
       code: 0,
       stderr: '',
       stdout: `${where}: AMIE tables already there; no toolkit migrations to apply`,
     });
 
-    const check = await amie(['-c', 'amie.yaml', 'db', 'check'], { cwd: dir });
+    const check = await amieHere(['-c', 'amie.yaml', 'db', 'check'], dir);
     expect(check).toMatchObject({ code: 0, stderr: '' });
     expect(check.stdout.split('\n')).toEqual([
       `${where}: AMIE tables ready`,
@@ -129,7 +133,7 @@ describe('amie', () => {
   it('db check on a database without the AMIE tables exits 2 and says to run db init', async () => {
     const dir = tempDir();
     configIn(dir, `${SITE}database:\n  path: ./db\n`);
-    const r = await amie(['-c', 'amie.yaml', 'db', 'check'], { cwd: dir });
+    const r = await amieHere(['-c', 'amie.yaml', 'db', 'check'], dir);
     expect(r.code).toBe(2);
     expect(stderrLines(r.stderr)).toHaveLength(1);
     expect(r.stderr).toContain('run `amie db init`');

@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../src/config/index.js';
 import { configSchema, configSections } from '../src/config/schema.js';
 import { lazySectionSchema } from '../src/config/lazy-section.js';
-import { CLI } from './helpers/cli.js';
+import { amieInProcess, CLI } from './helpers/cli.js';
 
 // config/amie.yaml is the reference a site copies from: every key the schema accepts is in it.
 const REFERENCE = readFileSync('config/amie.yaml', 'utf8');
@@ -118,14 +118,9 @@ describe('[14.12] config/amie.yaml documents the whole schema', () => {
 
 describe('[14.12] the README agrees with what the toolkit does', () => {
   it('[14.12] the logins the README names are the ones the demo hands out', async () => {
-    const r = await execa('node', [CLI, 'demo', '--json'], {
-      reject: false,
-      stdin: 'ignore',
-      timeout: 120_000,
-      env: { ...process.env, AMIE_CONFIG: '' },
-    });
-    expect(r.exitCode, String(r.stderr)).toBe(0);
-    const demo = JSON.parse(String(r.stdout)) as { registry: { people: Array<{ login: string | null }> } };
+    const r = await amieInProcess(['demo', '--json'], { env: { ...process.env, AMIE_CONFIG: '' } });
+    expect(r.code, r.stderr).toBe(0);
+    const demo = JSON.parse(r.stdout) as { registry: { people: Array<{ login: string | null }> } };
     const logins = new Set(demo.registry.people.map((p) => p.login));
     const sentence = README.match(/The scenarios' people get real Unix users \(([^)]*)\)/);
     expect(sentence, 'the Slurm section names the scenario logins').not.toBeNull();
@@ -179,16 +174,11 @@ describe('[14.12] the README example handler', () => {
         `site:\n  name: EXAMPLE\n  resource: cluster.example.org\ndatabase:\n  path: ./db\nhandler: ${example}\nlog:\n  level: silent\n`,
       );
       const env = { ...process.env, AMIE_CONFIG: '', AMIE_DATABASE_URL: '' };
-      const init = await execa('node', [CLI, '-c', config, 'db', 'init'], { reject: false, stdin: 'ignore', env });
-      expect(init.exitCode, String(init.stderr)).toBe(0);
-      const r = await execa('node', [CLI, '-c', config, 'simulate', '--scenario', 'all', '--json'], {
-        reject: false,
-        stdin: 'ignore',
-        timeout: 120_000,
-        env,
-      });
-      expect(r.exitCode, String(r.stderr)).toBe(1);
-      const report = JSON.parse(String(r.stdout)) as { scenarios: Array<{ name: string; passed: boolean }> };
+      const init = await amieInProcess(['-c', config, 'db', 'init'], { env });
+      expect(init.code, init.stderr).toBe(0);
+      const r = await amieInProcess(['-c', config, 'simulate', '--scenario', 'all', '--json'], { env });
+      expect(r.code, r.stderr).toBe(1);
+      const report = JSON.parse(r.stdout) as { scenarios: Array<{ name: string; passed: boolean }> };
       expect(report.scenarios.filter((s) => s.passed).map((s) => s.name)).toEqual(['invalid_packet']);
     } finally {
       rmSync(dir, { recursive: true, force: true });

@@ -6,7 +6,7 @@ import { openPglite } from '../src/db/index.js';
 import { SimData } from '../src/simulator/people.js';
 import { SITE, seedIncoming } from './helpers/amie.js';
 import { hasSlurm } from './helpers/slurm.js';
-import { CLI, cleanEnv, requireBuiltCli, runIn, tempDirs } from './helpers/cli.js';
+import { CLI, amieInProcess, cleanEnv, requireBuiltCli, runIn, tempDirs } from './helpers/cli.js';
 
 // The shipped cron wrappers, run as cron runs them, with the built amie behind AMIE_BIN: cron
 // mails whatever they print, so a clean run must print nothing.
@@ -31,8 +31,8 @@ function siteDir() {
       env: { ...env, ...extra },
       timeout: 120_000,
     });
-  /** `amie db init`, as the site's administrator runs it once. */
-  const initDb = () => runIn(amie, ['-c', config, 'db', 'init'], { cwd: dir, env });
+  /** `amie db init`, as the site's administrator runs it once (inside this process: not what is tested here). */
+  const initDb = () => amieInProcess(['-c', config, 'db', 'init'], { cwd: dir, env, trimmed: true });
   return { dir, amie, config, logs, env, run, initDb, database: join(dir, '.amie', 'db') };
 }
 

@@ -19,7 +19,7 @@ import {
   writePgliteTemplate,
 } from '../src/db/pglite-template.js';
 import { initDatabase } from '../src/store/index.js';
-import { CLI, amieIn, runIn } from './helpers/cli.js';
+import { CLI, amieInProcess, runIn } from './helpers/cli.js';
 
 let dir: string;
 beforeAll(async () => {
@@ -29,8 +29,8 @@ beforeAll(async () => {
 }, 180_000);
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-/** The compiled `amie` (build first), run in `cwd` with no AMIE_* variables from outside. */
-const amie = (args: string[], cwd: string) => amieIn(cwd, args);
+/** `amie` run in `cwd` with no AMIE_* variables from outside (inside this process). */
+const amie = (args: string[], cwd: string) => amieInProcess(args, { cwd });
 
 async function settingsOf(db: Database): Promise<Map<string, string>> {
   const { rows } = await db.query<{ name: string; setting: string; unit: string | null }>(

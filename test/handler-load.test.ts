@@ -8,7 +8,7 @@ import { SITE, quietLog } from './helpers/amie.js';
 import { freshPgliteDatabase } from './helpers/db.js';
 // Registers the built-in handlers (registry, slurm) by name.
 import '../handlers/index.js';
-import { amieIn } from './helpers/cli.js';
+import { amieIn, amieInProcess } from './helpers/cli.js';
 
 // Handler modules as a site writes them, loaded the way `amie` loads the one its config names.
 const dir = mkdtempSync(join(tmpdir(), 'amie-handler-load-'));
@@ -20,13 +20,17 @@ function moduleFile(name: string, text: string): string {
   return name;
 }
 
-/** `amie` run on a config in the temporary directory (embedded database ./db) with `handler` appended. */
-async function amie(args: string[], handler: string) {
+/**
+ * `amie` run on a config in the temporary directory (embedded database ./db) with `handler`
+ * appended: the compiled program in plain node, as a site runs it, or with `here` inside this process.
+ */
+async function amie(args: string[], handler: string, { here = false } = {}) {
   writeFileSync(
     join(dir, 'amie.yaml'),
     `site:\n  name: EXAMPLE\n  resource: cluster.example.org\ndatabase:\n  path: ./db\nlog:\n  level: silent\n${handler}`,
   );
-  return amieIn(dir, ['-c', join(dir, 'amie.yaml'), ...args], { timeout: 60_000 });
+  const argv = ['-c', join(dir, 'amie.yaml'), ...args];
+  return here ? amieInProcess(argv, { cwd: dir, trimmed: true }) : amieIn(dir, argv, { timeout: 60_000 });
 }
 
 async function loadError(spec: Parameters<typeof loadHandlerClass>[0]): Promise<string> {
@@ -40,7 +44,7 @@ async function loadError(spec: Parameters<typeof loadHandlerClass>[0]): Promise<
 
 describe('[14.2] loading a site handler', () => {
   beforeAll(async () => {
-    const init = await amie(['db', 'init'], '');
+    const init = await amie(['db', 'init'], '', { here: true });
     expect(init.code, init.stderr).toBe(0);
   }, 60_000);
 

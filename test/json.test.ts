@@ -2,26 +2,12 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import { openPglite } from '../src/db/index.js';
-import { CLI } from './helpers/cli.js';
+import { amieInProcess } from './helpers/cli.js';
 import { initialisedPgliteDir } from './helpers/db.js';
 
-const run = promisify(execFile);
-
-async function amie(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, [CLI, ...args], {
-      env: { ...process.env, AMIE_DATABASE_URL: '', AMIE_LOG_LEVEL: 'fatal' },
-      maxBuffer: 64 << 20,
-    });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
+const amie = (args: string[]) =>
+  amieInProcess(args, { env: { ...process.env, AMIE_DATABASE_URL: '', AMIE_LOG_LEVEL: 'fatal' } });
 
 /** Values whose keys are data (AMIE tag names, server records, counts by reason), not field names. */
 const DATA_KEYS = new Set([

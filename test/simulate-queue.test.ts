@@ -4,13 +4,12 @@ import { describe, expect, it } from 'vitest';
 import { openPglite } from '../src/db/index.js';
 import { SimData } from '../src/simulator/people.js';
 import { SITE, seedIncoming } from './helpers/amie.js';
-import { amieIn, requireBuiltCli, tempDirs } from './helpers/cli.js';
+import { amieInProcess, tempDirs } from './helpers/cli.js';
 import { initialisedPgliteDir } from './helpers/db.js';
 
 // Trying the toolkit by hand: central queues requests and stops, the operator runs amie process.
 
 const tempDir = tempDirs('amie-queue-');
-requireBuiltCli();
 
 /** Every packet and transaction with its state, and the number of tag rows: what "nothing changed" compares. */
 async function snapshot(path: string) {
@@ -35,7 +34,7 @@ describe('amie simulate --queue-only', () => {
       `site: { name: ${SITE.name}, resource: ${SITE.resource} }\nhandler: registry\nlog: { level: fatal }\n`,
     );
     const database = join(dir, '.amie', 'db');
-    const amie = (...args: string[]) => amieIn(dir, ['-c', 'amie.yaml', ...args]);
+    const amie = (...args: string[]) => amieInProcess(['-c', 'amie.yaml', ...args], { cwd: dir, trimmed: true });
     await initialisedPgliteDir(database);
     // A request that central really sent (no simulator mark): the simulator must never ship or answer its reply.
     const data = new SimData(SITE.resource, 'REAL');
@@ -111,7 +110,7 @@ describe('amie simulate --queue-only', () => {
   }, 300_000);
 
   it('[14.8] --queue-only refuses --serve-rest and --source rest in one line', async () => {
-    const r = await amieIn(process.cwd(), ['simulate', '--queue-only', '--serve-rest']);
+    const r = await amieInProcess(['simulate', '--queue-only', '--serve-rest'], { trimmed: true });
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/^amie: --queue-only: central writes the AMIE tables of the site database/);
   });

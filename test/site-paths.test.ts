@@ -6,16 +6,16 @@ import { createHandler } from '../src/cli/handler.js';
 import type { Database } from '../src/db/index.js';
 import type { SlurmOptions } from '../handlers/slurm.js';
 import { quietLog } from './helpers/amie.js';
-import { amieIn, requireBuiltCli, tempDirs } from './helpers/cli.js';
+import { amieInProcess, tempDirs } from './helpers/cli.js';
 
-// Paths in a configuration file are the file's: cron starts amie in some other directory.
+// Paths in a configuration file are the file's: cron starts amie in some other directory. amie runs
+// inside this process here, given a directory that is not this process's own: a path taken from
+// the process's directory instead of the one amie is given fails these tests.
 const SITE = 'site:\n  name: EXAMPLE\n  resource: cluster.example.org\n';
 
-const amie = (args: string[], cwd: string) => amieIn(cwd, args);
+const amie = (args: string[], cwd: string) => amieInProcess(args, { cwd, trimmed: true });
 
 const tempDir = tempDirs('amie-paths-');
-
-requireBuiltCli();
 
 describe('paths in the configuration', () => {
   it('[14.3] a copy of config/embedded.yaml keeps its database beside the copy, whatever directory amie runs in', async () => {

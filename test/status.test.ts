@@ -5,12 +5,13 @@ import { join, resolve } from 'node:path';
 import { openPglite, type Database } from '../src/db/index.js';
 import { readStatusFigures } from '../src/store/index.js';
 import { SITE, racTags, seedIncoming } from './helpers/amie.js';
-import { runAmie } from './helpers/cli.js';
+import { amieInProcess } from './helpers/cli.js';
 import { initialisedPgliteDir } from './helpers/db.js';
 
 const HANDLER = resolve('test/fixtures/handlers/account-handler.js');
 
-const amie = (args: string[], env: NodeJS.ProcessEnv = {}) => runAmie(args, { AMIE_DATABASE_URL: '', ...env }).done;
+const amie = (args: string[], env: NodeJS.ProcessEnv = {}) =>
+  amieInProcess(args, { env: { ...process.env, AMIE_DATABASE_URL: '', ...env } });
 
 describe('amie status, a monitoring check', () => {
   let dir: string;

@@ -34,12 +34,31 @@ export interface EmbeddedOpenOptions {
   leaveIfHeldInRole?: boolean;
 }
 
+/**
+ * What a run of `amie` reads and writes: the process's own environment, directory, stdout and
+ * stderr unless given. A script (or a test) that runs `amie` inside its own process gives them.
+ */
+export interface CliIo {
+  /** Text for stdout (command output). */
+  stdout?: (text: string) => void;
+  /** Text for stderr (messages and the log). */
+  stderr?: (text: string) => void;
+  env?: NodeJS.ProcessEnv;
+  cwd?: string;
+}
+
 /** What every command module gets: configuration, logging, the database and output, all decided once here. */
 export interface CliContext {
   readonly env: NodeJS.ProcessEnv;
   readonly cwd: string;
   /** Command output for the operator; stdout, one line per call. Control characters in it are shown escaped. */
   out(line: string): void;
+  /** A message for the operator on stderr: one line, `amie: ` first, control characters shown escaped. */
+  say(message: string): void;
+  /** Text for stderr as it is (a --debug stack trace, a terminal's progress line). */
+  writeErr(text: string): void;
+  /** Whether stderr is a terminal (progress lines are drawn only there). */
+  readonly stderrIsTTY: boolean;
   /** The global options (-c, --debug) as given on the command line. */
   options(): GlobalOptions;
   /** -c FILE, else AMIE_CONFIG, else config/amie.yaml; throws ConfigError. */
@@ -67,19 +86,20 @@ export interface CliContext {
 /** A command module: one file in commands/, adding its subcommands to the program. */
 export type RegisterCommand = (program: Command, context: CliContext) => void;
 
-export function createContext(
-  program: Command,
-  io: { out?: (line: string) => void; env?: NodeJS.ProcessEnv; cwd?: string } = {},
-): CliContext {
+export function createContext(program: Command, io: CliIo = {}): CliContext {
   const env = io.env ?? process.env;
   const cwd = io.cwd ?? process.cwd();
   const options = () => program.opts<GlobalOptions>();
-  const write = io.out ?? ((line: string) => process.stdout.write(`${line}\n`));
+  const stdout = io.stdout ?? ((text: string) => process.stdout.write(text));
+  const stderr = io.stderr ?? ((text: string) => process.stderr.write(text));
   const context: CliContext = {
     env,
     cwd,
-    // Every command's output passes here, so packet text in it can never drive the terminal.
-    out: (line) => write(escapeControls(line, { keepLayout: true })),
+    // Every command's output and message passes here, so packet text in it can never drive the terminal.
+    out: (line) => stdout(`${escapeControls(line, { keepLayout: true })}\n`),
+    say: (message) => stderr(`amie: ${escapeControls(message)}\n`),
+    writeErr: stderr,
+    stderrIsTTY: io.stderr ? false : !!process.stderr.isTTY,
     options,
     async loadConfig() {
       const { loadConfig } = await import('../config/load.js');
@@ -87,7 +107,9 @@ export function createContext(
     },
     async logger(config) {
       const { createLogger } = await import('../log.js');
-      return createLogger({ level: config?.log.level, debug: options().debug, env });
+      // Given a stderr of its own, the log goes there too; otherwise to fd 2, synchronously.
+      const destination = io.stderr ? { write: io.stderr } : undefined;
+      return createLogger({ level: config?.log.level, debug: options().debug, env, destination });
     },
     async openDatabase(config, options) {
       const { resolveDatabaseConfig } = await import('../config/load.js');

@@ -6,8 +6,7 @@ import { Command, CommanderError } from 'commander';
 import { ConfigError } from '../config/errors.js';
 import { DatabaseError, isConnectionLost } from '../db/errors.js';
 import { toolkitPackage } from '../package-root.js';
-import { escapeControls } from '../text.js';
-import { createContext, EXIT, type CliContext, type RegisterCommand } from './context.js';
+import { createContext, EXIT, type CliContext, type CliIo, type RegisterCommand } from './context.js';
 import { amieOutput, completeHelp, endQuietlyOnClosedPipe } from './conventions.js';
 
 const self = fileURLToPath(import.meta.url);
@@ -60,7 +59,14 @@ function commandName(argv: string[]): string | undefined {
   return undefined;
 }
 
-export function buildProgram(): Command {
+/** The `amie` program without its commands; its help and usage errors go to `io`'s stdout and stderr when given. */
+export function buildProgram(io: CliIo = {}): Command {
+  // Given streams are not terminals: help is 80 columns wide and plain, as when piped.
+  const output = {
+    ...amieOutput,
+    ...(io.stdout && { writeOut: io.stdout, getOutHelpWidth: () => 80, getOutHasColors: () => false }),
+    ...(io.stderr && { writeErr: io.stderr, getErrHelpWidth: () => 80, getErrHasColors: () => false }),
+  };
   return (
     new Command('amie')
       .description('answer AMIE account-management packets and report usage for an HPC site')
@@ -69,7 +75,7 @@ export function buildProgram(): Command {
       .version(toolkitVersion(), '--version', 'print the toolkit version')
       // Set before the commands are added, which inherit them: subcommand help lists -c and --debug too.
       .configureHelp({ showGlobalOptions: true })
-      .configureOutput(amieOutput)
+      .configureOutput(output)
       .showHelpAfterError('(run amie --help for usage)')
       .exitOverride()
   );
@@ -85,12 +91,16 @@ function isOperatorError(err: unknown): err is Error {
   );
 }
 
-/** Runs `amie` with `argv` (as process.argv) and returns the exit status. */
-export async function main(argv: string[] = process.argv): Promise<number> {
-  const program = buildProgram();
-  const context = createContext(program);
+/**
+ * Runs `amie` with `argv` (as process.argv) and returns the exit status. By default in this
+ * process's environment, directory, stdout and stderr; `io` gives others (a script, or a test,
+ * running `amie` in its own process).
+ */
+export async function main(argv: string[] = process.argv, io: CliIo = {}): Promise<number> {
+  const program = buildProgram(io);
+  const context = createContext(program, io);
   const debug = argv.includes('--debug');
-  const say = (line: string) => process.stderr.write(`amie: ${escapeControls(line)}\n`);
+  const say = (line: string) => context.say(line);
   try {
     await registerCommands(program, context, argv);
     completeHelp(program);
@@ -104,18 +114,18 @@ export async function main(argv: string[] = process.argv): Promise<number> {
     if (isOperatorError(err)) {
       const lines = err instanceof ConfigError ? err.problems : [err.message.split('\n').join(' ')];
       for (const line of lines) say(line);
-      if (debug) process.stderr.write(`${describeForDebug(err)}\n`);
+      if (debug) context.writeErr(`${describeForDebug(err)}\n`);
       return EXIT.notStarted;
     }
     const message = err instanceof Error ? err.message.split('\n')[0] : String(err);
     if (isConnectionLost(err)) {
       // Outside a run's batches (start-up, a listing): the open transaction rolled back, so exit 2 as for any database problem.
       say(`lost the connection to the database (${message}); what it was writing was rolled back, run again`);
-      if (debug) process.stderr.write(`${describeForDebug(err)}\n`);
+      if (debug) context.writeErr(`${describeForDebug(err)}\n`);
       return EXIT.notStarted;
     }
     say(`unexpected error: ${message}`);
-    if (debug) process.stderr.write(`${describeForDebug(err)}\n`);
+    if (debug) context.writeErr(`${describeForDebug(err)}\n`);
     else say('run with --debug for details');
     return EXIT.workFailed;
   }

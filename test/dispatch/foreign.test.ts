@@ -18,7 +18,7 @@ import { countForeignWaiting } from '../../src/store/index.js';
 import { NacHandler, SITE, auditOf, packetState, quietLog, racTags, seedIncoming } from '../helpers/amie.js';
 import { driverCases, databaseEachTest, initialisedPgliteDir } from '../helpers/db.js';
 import { racBody } from '../sources/fake-amie-rest.js';
-import { runAmie } from '../helpers/cli.js';
+import { amieInProcess } from '../helpers/cli.js';
 import { restApiEachTest } from '../helpers/simulator.js';
 
 const RES_A = 'cluster-a.example.org';
@@ -257,7 +257,7 @@ describe('[14.4] amie packets list --foreign and the warning of amie process', (
   const HANDLER = resolve('test/fixtures/handlers/account-handler.js');
   let dir: string;
   const ids: Record<string, number> = {};
-  const amie = (args: string[]) => runAmie(['-c', join(dir, 'amie.yaml'), ...args]).done;
+  const amie = (args: string[]) => amieInProcess(['-c', join(dir, 'amie.yaml'), ...args], { env: { ...process.env } });
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'amie-foreign-'));

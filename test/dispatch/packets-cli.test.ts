@@ -5,11 +5,11 @@ import { join, resolve } from 'node:path';
 import { openPglite } from '../../src/db/index.js';
 import { initialisedPgliteDir } from '../helpers/db.js';
 import { SITE, racTags, seedIncoming } from '../helpers/amie.js';
-import { runAmie } from '../helpers/cli.js';
+import { amieInProcess } from '../helpers/cli.js';
 
 const HANDLER = resolve('test/fixtures/handlers/account-handler.js');
 
-const amie = (args: string[]) => runAmie(args).done;
+const amie = (args: string[]) => amieInProcess(args, { env: { ...process.env } });
 
 describe('amie process and amie packets on an embedded database', () => {
   let dir: string;

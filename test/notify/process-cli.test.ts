@@ -3,7 +3,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { type Database } from '../../src/db/index.js';
 import { initDatabase } from '../../src/store/index.js';
 import { driverCases } from '../helpers/db.js';
-import { cliSiteEachTest, runAmie } from '../helpers/cli.js';
+import { amieInProcess, cliSiteEachTest } from '../helpers/cli.js';
 import { SITE, racTags, seedIncoming, seedRacs } from '../helpers/amie.js';
 import { FakeSlack, SLACK_TOKEN, closedPortUrl } from './slack-server.js';
 
@@ -22,7 +22,7 @@ interface Run {
 
 async function amie(args: string[], env: NodeJS.ProcessEnv): Promise<Run> {
   const startedAt = Date.now();
-  const { code, stdout, stderr } = await runAmie(args, env).done;
+  const { code, stdout, stderr } = await amieInProcess(args, { env: { ...process.env, ...env } });
   return { code, stdout, stderr, exitedAt: Date.now(), startedAt };
 }
 

@@ -17,7 +17,7 @@ let configFile: string;
 async function amieRegistry(args: string[]): Promise<{ lines: string[]; error?: unknown }> {
   const lines: string[] = [];
   const program = buildProgram();
-  const context = createContext(program, { out: (l) => lines.push(l), env: {}, cwd: dir });
+  const context = createContext(program, { stdout: (t) => lines.push(t.replace(/\n$/, '')), env: {}, cwd: dir });
   register(program, context);
   try {
     await program.parseAsync(['node', 'amie', '-c', configFile, 'registry', ...args]);

@@ -5,7 +5,6 @@
  * API). What must hold: the API key reaches only the configured origin; nothing is counted as
  * delivered that was not; a temporary refusal fails nothing on the server; memory stays bounded.
  */
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -33,7 +32,7 @@ import { FaultServer, on } from '../helpers/fault-server.js';
 import { FakeAmieRest, racBody } from '../sources/fake-amie-rest.js';
 import { computeRecord, restApiEachTest, startRestSimulator } from '../helpers/simulator.js';
 import { sacctJob, sacctRecords } from '../helpers/sacct-lines.js';
-import { CLI } from '../helpers/cli.js';
+import { amieInProcess } from '../helpers/cli.js';
 
 const KEY = 'hostile-test-key-0123456789';
 
@@ -543,15 +542,11 @@ describe('amie process against a rate-limited REST API', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  function amie(args: string[]) {
-    const child = spawn(globalThis.process.execPath, [CLI, ...args], {
+  async function amie(args: string[]) {
+    const r = await amieInProcess(args, {
       env: { ...globalThis.process.env, AMIE_DATABASE_URL: '', AMIE_HOSTILE_KEY: api.apiKey },
-      stdio: ['ignore', 'pipe', 'pipe'],
     });
-    let out = '';
-    child.stdout.on('data', (d) => (out += d));
-    child.stderr.on('data', (d) => (out += d));
-    return new Promise<{ code: number | null; out: string }>((res) => child.on('close', (code) => res({ code, out })));
+    return { code: r.code, out: r.stdout + r.stderr };
   }
 
   it('[12.5] when the retries of a 429 run out the run exits 1, the reply stays unsent and nothing is failed on the server', async () => {

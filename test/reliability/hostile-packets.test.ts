@@ -22,7 +22,8 @@ import { openTransaction, writePacket } from '../../src/store/index.js';
 import { SITE } from '../helpers/amie.js';
 import { driverCases, preferredDriver, type DriverCase } from '../helpers/db.js';
 import { CliSite } from '../helpers/cli.js';
-import { plainLines, runAmie, scenarioRac, scenarioRpc } from '../helpers/reliability.js';
+import { amieInProcess } from '../helpers/cli.js';
+import { plainLines, scenarioRac, scenarioRpc } from '../helpers/reliability.js';
 import { FakeSlack, SLACK_TOKEN } from '../notify/slack-server.js';
 import { FakeAmieRest } from '../sources/fake-amie-rest.js';
 
@@ -190,7 +191,7 @@ class TestSite {
   }
 
   amie(args: string[], env: NodeJS.ProcessEnv = {}) {
-    return runAmie(['-c', this.config(), ...args], { AMIE_DATABASE_URL: '', ...env }).done;
+    return amieInProcess(['-c', this.config(), ...args], { env: { ...process.env, AMIE_DATABASE_URL: '', ...env } });
   }
 
   /** Puts incoming packets into the AMIE tables as the transfer daemon would, each in a transaction of its own. */
@@ -293,7 +294,9 @@ describe.each(driverCases())('hostile tag names through amie process, on $name',
         const path = site.config([
           `source: { kind: rest, url: "${api.url}", apiKeyEnv: ${KEY_VAR}, timeoutMs: 5000, retries: 1 }`,
         ]);
-        const r = await runAmie(['-c', path, 'process'], { AMIE_DATABASE_URL: '', [KEY_VAR]: api.apiKey }).done;
+        const r = await amieInProcess(['-c', path, 'process'], {
+          env: { ...process.env, AMIE_DATABASE_URL: '', [KEY_VAR]: api.apiKey },
+        });
         expect(plainLines(r.stderr), r.stderr.slice(-2000)).toEqual([]);
         expect(r.stdout).toMatch(new RegExp(`^${cases.length + 2} packet\\(s\\): .*unhandled types: type_id 99 ×1`));
         expect(r.stderr).toContain(

@@ -2,12 +2,12 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { amieIn } from '../helpers/cli.js';
+import { amieInProcess } from '../helpers/cli.js';
 
 // `amie demo --keep` and `amie report --html` as an operator runs them: the compiled program
 // (build first) in a child process, with no AMIE_ variable from the test's environment.
 
-const amie = (args: string[], cwd: string) => amieIn(cwd, args, { timeout: 180_000 });
+const amie = (args: string[], cwd: string) => amieInProcess(args, { cwd, trimmed: true });
 
 describe('amie demo --keep, then amie report --html on its configuration', () => {
   let root: string;

@@ -2,7 +2,7 @@ import { writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { amieIn, requireBuiltCli, tempDirs } from '../helpers/cli.js';
+import { amieInProcess, tempDirs } from '../helpers/cli.js';
 import { initialisedPgliteDir } from '../helpers/db.js';
 import { OFFICIAL } from '../helpers/simulator.js';
 
@@ -10,9 +10,7 @@ import { OFFICIAL } from '../helpers/simulator.js';
 
 const tempDir = tempDirs('amie-sim-');
 
-const amie = (args: string[], cwd: string) => amieIn(cwd, args);
-
-requireBuiltCli();
+const amie = (args: string[], cwd: string) => amieInProcess(args, { cwd, trimmed: true });
 
 describe('amie demo', () => {
   it('runs every scenario against the registry handler, twice in a row, with nothing set up', async () => {

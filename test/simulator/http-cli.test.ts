@@ -2,14 +2,15 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa, type ResultPromise } from 'execa';
 import { describe, expect, it } from 'vitest';
-import { CLI, amieIn, cleanEnv, requireBuiltCli, tempDirs } from '../helpers/cli.js';
+import { CLI, amieInProcess, cleanEnv, requireBuiltCli, tempDirs } from '../helpers/cli.js';
 import { OFFICIAL } from '../helpers/simulator.js';
 
-// The REST simulator from the command line, as people run it: the compiled program in child processes.
+// The REST simulator from the command line: the scenarios played through it inside this process;
+// the simulator serving a site, as people run the two, in child processes of the compiled program.
 
 const tempDir = tempDirs('amie-rest-sim-');
 
-const amie = (args: string[], cwd: string) => amieIn(cwd, args);
+const amie = (args: string[], cwd: string) => amieInProcess(args, { cwd, trimmed: true });
 
 const SITE_YAML =
   'site:\n  name: EXAMPLE\n  resource: cluster.example.org\ndatabase:\n  path: ./db\nhandler: registry\nlog:\n  level: fatal\nprocess:\n  maxErrorDeferrals: 1\n';

@@ -3,12 +3,14 @@ import { parseConfig } from '../../src/config/index.js';
 import { type Database } from '../../src/db/index.js';
 import { driverCases } from '../helpers/db.js';
 import { SITE } from '../helpers/amie.js';
-import { cliSiteEachTest, runAmie } from '../helpers/cli.js';
+import { amieInProcess, cliSiteEachTest, runAmie } from '../helpers/cli.js';
 import { FakeAmieRest, isPost, racBody, type Fault } from './fake-amie-rest.js';
 
 const KEY_VAR = 'AMIE_TEST_REST_KEY';
 
-const amie = (args: string[], env: NodeJS.ProcessEnv) => runAmie(args, { AMIE_DATABASE_URL: '', ...env });
+const amieProcess = (args: string[], env: NodeJS.ProcessEnv) => runAmie(args, { AMIE_DATABASE_URL: '', ...env });
+const amie = (args: string[], env: NodeJS.ProcessEnv) =>
+  amieInProcess(args, { env: { ...process.env, AMIE_DATABASE_URL: '', ...env } });
 
 function rpcBody(n: number) {
   return {
@@ -86,7 +88,7 @@ describe.each(driverCases())('amie process with source: rest, on $name', (driver
   const withDb = <T>(fn: (db: Database) => Promise<T>) => s.site.withDb(fn);
 
   run('a missing API key variable stops before any work, naming it', async () => {
-    const r = await amie(['-c', config, 'process'], { [KEY_VAR]: '' }).done;
+    const r = await amie(['-c', config, 'process'], { [KEY_VAR]: '' });
     expect(r.code).toBe(2);
     expect(r.stderr.trim()).toBe(`amie: source.apiKeyEnv: environment variable ${KEY_VAR} is not set`);
     expect(api.requests).toEqual([]);
@@ -94,7 +96,7 @@ describe.each(driverCases())('amie process with source: rest, on $name', (driver
 
   run('a key the server refuses: exit 2, one line with the server message, the key nowhere', async () => {
     api.addIncoming('request_project_create', rpcBody(1));
-    const r = await amie(['-c', config, 'process'], { [KEY_VAR]: 'stale-key-123' }).done;
+    const r = await amie(['-c', config, 'process'], { [KEY_VAR]: 'stale-key-123' });
     expect(r.code).toBe(2);
     const mine = r.stderr.split('\n').filter((l) => l.startsWith('amie: '));
     expect(mine).toEqual([
@@ -109,7 +111,7 @@ describe.each(driverCases())('amie process with source: rest, on $name', (driver
       const { packetRecId } = api.addIncoming('request_project_create', rpcBody(1));
       const env = { [KEY_VAR]: api.apiKey };
       // The server stores the NPC, then the process dies before it can record that it was sent.
-      const first = amie(['-c', config, 'process'], env);
+      const first = amieProcess(['-c', config, 'process'], env);
       const kill: Fault = { match: isPost, act: (r, _res, a) => (a.route(r), first.child.kill('SIGKILL'), true) };
       api.faults.push(kill);
       const died = await first.done;
@@ -121,13 +123,13 @@ describe.each(driverCases())('amie process with source: rest, on $name', (driver
 
       if (driver.name === 'pg') {
         // On a server, a fresh unsent reply may belong to a run still sending it: left alone...
-        const soon = await amie(['-c', config, 'process'], env).done;
+        const soon = await amie(['-c', config, 'process'], env);
         expect(soon.code).toBe(0);
         expect(api.posts).toHaveLength(1);
         // ...until it is old enough to have been left by a run that died.
         await s.site.t!.db.query(`UPDATE amie_toolkit.rest_outbox SET created_at = now() - interval '5 minutes'`);
       }
-      const next = await amie(['-c', config, 'process'], env).done;
+      const next = await amie(['-c', config, 'process'], env);
       expect(next.code).toBe(0);
       expect(next.stdout).toMatch(/^0 packet\(s\)/);
       expect(next.stderr).toContain('the reply had already reached the server; marked sent without sending it again');
@@ -147,11 +149,11 @@ describe.each(driverCases())('amie process with source: rest, on $name', (driver
   run('the registry handler answers RPC and RAC over REST; --dry-run sends nothing', async () => {
     const rpc = api.addIncoming('request_project_create', rpcBody(2));
     const env = { [KEY_VAR]: api.apiKey };
-    const dry = await amie(['-c', config, 'process', '--dry-run'], env).done;
+    const dry = await amie(['-c', config, 'process', '--dry-run'], env);
     expect(dry.code).toBe(0);
     expect(dry.stdout).toMatch(/packet \d+ request_project_create .*: reply -> notify_project_create/);
     expect(api.requests.filter((r) => r.method !== 'GET')).toEqual([]);
-    const r = await amie(['-c', config, 'process'], env).done;
+    const r = await amie(['-c', config, 'process'], env);
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/^1 packet\(s\): 1 answered/);
     const [npc] = api.repliesTo(rpc.packetRecId);
@@ -163,7 +165,7 @@ describe.each(driverCases())('amie process with source: rest, on $name', (driver
       'request_account_create',
       racBody(1, { GrantNumber: 'TG-REST2', ProjectID: npc!.body.ProjectID }),
     );
-    const again = await amie(['-c', config, 'process'], env).done;
+    const again = await amie(['-c', config, 'process'], env);
     expect(again.stdout).toMatch(/^1 packet\(s\): 1 answered/);
     expect(api.repliesTo(rac.packetRecId)[0]).toMatchObject({
       type: 'notify_account_create',

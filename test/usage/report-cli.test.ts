@@ -3,16 +3,15 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SITE } from '../helpers/amie.js';
-import { amieIn, requireBuiltCli } from '../helpers/cli.js';
+import { amieInProcess, cleanEnv } from '../helpers/cli.js';
 import { initialisedPgliteDir } from '../helpers/db.js';
 import { fakeSacct, sacctJob } from '../helpers/sacct-lines.js';
-
-requireBuiltCli();
 
 describe('amie report-usage and amie usage on the command line', () => {
   let dir: string;
   let config: string;
-  const amie = (...args: string[]) => amieIn(dir, ['-c', config, ...args], { env: { AMIE_LOG_LEVEL: 'warn' } });
+  const amie = (...args: string[]) =>
+    amieInProcess(['-c', config, ...args], { cwd: dir, env: cleanEnv({ AMIE_LOG_LEVEL: 'warn' }), trimmed: true });
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'amie-usage-cli-'));

@@ -10,10 +10,8 @@ import { reportUsage } from '../../src/usage/report.js';
 import { SITE, quietLog, rpcTags, seedIncoming } from '../helpers/amie.js';
 import { fakeSacct, sacctRecords } from '../helpers/sacct-lines.js';
 import { FakeSlack, SLACK_TOKEN } from '../notify/slack-server.js';
-import { amieIn, requireBuiltCli } from '../helpers/cli.js';
+import { amieInProcess, cleanEnv } from '../helpers/cli.js';
 import { initialisedPgliteDir } from '../helpers/db.js';
-
-requireBuiltCli();
 
 const DAY = 86_400_000;
 const day = (offset: number) => new Date(Date.now() + offset * DAY).toISOString().slice(0, 10);
@@ -30,7 +28,11 @@ describe('amie usage summary on the command line', () => {
   let config: string;
   let slack: FakeSlack;
   const amie = (...args: string[]) =>
-    amieIn(dir, ['-c', config, ...args], { env: { AMIE_LOG_LEVEL: 'warn', SLACK_BOT_TOKEN: SLACK_TOKEN } });
+    amieInProcess(['-c', config, ...args], {
+      cwd: dir,
+      env: cleanEnv({ AMIE_LOG_LEVEL: 'warn', SLACK_BOT_TOKEN: SLACK_TOKEN }),
+      trimmed: true,
+    });
 
   beforeAll(async () => {
     slack = await new FakeSlack().start();
@@ -133,8 +135,10 @@ describe('amie usage summary on the command line', () => {
     // 50% is passed already (70% used); the usual configuration alerts only from 80%.
     const lowered = join(dir, 'alerts-from-50.yaml');
     writeFileSync(lowered, readFileSync(config, 'utf8').replace('alerts: [80, 100]', 'alerts: [50]'));
-    const r = await amieIn(dir, ['-c', lowered, 'usage', 'summary'], {
-      env: { AMIE_LOG_LEVEL: 'warn', SLACK_BOT_TOKEN: '' },
+    const r = await amieInProcess(['-c', lowered, 'usage', 'summary'], {
+      cwd: dir,
+      env: cleanEnv({ AMIE_LOG_LEVEL: 'warn', SLACK_BOT_TOKEN: '' }),
+      trimmed: true,
     });
     expect(r.code).toBe(2);
     expect(r.stdout, r.stderr).toMatch(/^TG-ABC123\s.*\s70%\s/m);

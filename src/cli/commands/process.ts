@@ -5,7 +5,6 @@ import type { Database } from '../../db/index.js';
 import { isPacketTypeName, type PacketTypeName } from '../../protocol/ids.js';
 import type { AmieConfig } from '../../config/index.js';
 import type { Logger } from '../../log.js';
-import { escapeControls } from '../../text.js';
 import { EXIT, type CliContext } from '../context.js';
 import { wholeNumberOption } from '../conventions.js';
 import type { PacketSource } from '../../sources/types.js';
@@ -185,7 +184,7 @@ async function runProcess(
           // The REST API stopped the run, not the toolkit: one line saying what it answered. An
           // AmieRestError comes before any packet was taken (nothing done); after a
           // RestDeliveryError the unsent replies wait in the outbox for the next run or pass.
-          process.stderr.write(`amie: ${escapeControls(err.message)}\n`);
+          context.say(err.message);
           log.error({ err: err.message }, 'run stopped by the AMIE REST API');
           worst = Math.max(worst, err instanceof rest.AmieRestError ? EXIT.notStarted : EXIT.workFailed);
           if (opts.watch === undefined || stopped()) break;

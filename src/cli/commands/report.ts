@@ -52,7 +52,7 @@ export function register(program: Command, context: CliContext): void {
         try {
           await writeFileAtomically(file, html);
         } catch (err) {
-          process.stderr.write(`amie: cannot write ${file}: ${(err as Error).message}\n`);
+          context.say(`cannot write ${file}: ${(err as Error).message}`);
           context.exitCode = EXIT.workFailed;
           return;
         }

@@ -8,7 +8,6 @@
 import type { Command } from 'commander';
 import { ConfigError } from '../../config/errors.js';
 import type { SlurmDifference, SlurmDrift } from '../../slurm/check.js';
-import { escapeControls } from '../../text.js';
 import { EXIT, type CliContext } from '../context.js';
 
 interface CheckOptions {
@@ -46,9 +45,7 @@ export function register(program: Command, context: CliContext): void {
             return await checkSlurmDrift(db, settings, log);
           } catch (err) {
             // sacctmgr or getent failed: nothing compared (the message carries their stderr: escaped).
-            process.stderr.write(
-              `amie: slurm check: ${escapeControls((err as Error).message.split('\n').join(' '))}\n`,
-            );
+            context.say(`slurm check: ${(err as Error).message.split('\n').join(' ')}`);
             context.exitCode = EXIT.notStarted;
             return null;
           }

@@ -1,3 +1,4 @@
+import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { writeFileAtomically } from '../../atomic-file.js';
 import { formatAge } from '../../text.js';
@@ -97,7 +98,7 @@ export function register(program: Command, context: CliContext): void {
       let written: string | undefined;
       if (opts.prometheus) {
         try {
-          await writeFileAtomically(opts.prometheus, prometheusText(result));
+          await writeFileAtomically(resolve(context.cwd, opts.prometheus), prometheusText(result));
         } catch (err) {
           written = `cannot write ${opts.prometheus}: ${(err as Error).message}`;
         }

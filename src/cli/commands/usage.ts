@@ -132,7 +132,7 @@ export function register(program: Command, context: CliContext): void {
           await serverFailed(context, client, opts);
         } catch (err) {
           if ((err as Error).name !== 'UsageApiError') throw err;
-          process.stderr.write(`amie: ${(err as Error).message}\n`);
+          context.say((err as Error).message);
           context.exitCode = EXIT.workFailed;
         }
         return;
@@ -197,7 +197,7 @@ export function register(program: Command, context: CliContext): void {
         } catch (err) {
           const name = (err as Error).name;
           if (name !== 'UsageApiError' && name !== 'UsageRunBusyError') throw err;
-          process.stderr.write(`amie: ${(err as Error).message}\n`);
+          context.say((err as Error).message);
           context.exitCode = EXIT.workFailed;
         }
       }),
@@ -297,7 +297,7 @@ async function runReport(
   const apiKey = sink === 'usage-api' && !opts.dryRun ? await apiKeyOf(context, u) : undefined;
   await prepareDatabase(db);
 
-  const progress = progressLine();
+  const progress = progressLine(context);
   let summary;
   try {
     summary = await reportUsage(db, {
@@ -317,12 +317,12 @@ async function runReport(
     if (e instanceof UsageConfigMissing) throw new ConfigError(e.message);
     if (e.name === 'UsageRunBusyError') {
       // Not 0: a run that never ends (a hung sacct before its timeout existed) must not go unnoticed.
-      process.stderr.write(`amie: ${e.message}\n`);
+      context.say(e.message);
       return EXIT.workFailed;
     }
     if (e.name === 'SacctError' || e.name === 'UsageApiError') {
-      process.stderr.write(`amie: ${e.message}\n`);
-      process.stderr.write('amie: jobs reported before this stay reported; run again to continue\n');
+      context.say(e.message);
+      context.say('jobs reported before this stay reported; run again to continue');
       return EXIT.workFailed;
     }
     if (e instanceof RangeError) throw new ConfigError(e.message);
@@ -357,17 +357,17 @@ async function usageAlerts(
     const projects = await usageSummary(db, { unit: chargeRuleOf(u).unit });
     return await sendUsageAlerts(db, projects, { config, thresholds: u.alerts, log, env: context.env });
   } catch (err) {
-    process.stderr.write(`amie: usage alerts: ${(err as Error).message}; the next run tries again\n`);
+    context.say(`usage alerts: ${(err as Error).message}; the next run tries again`);
     return undefined;
   }
 }
 
 /** One self-overwriting line on a terminal, at most once a second; nothing when stderr is not one. */
-function progressLine(): {
+function progressLine(context: CliContext): {
   update: (p: { jobsSeen: number; reported: number; skipped: number }) => void;
   done: () => void;
 } {
-  if (!process.stderr.isTTY) return { update: () => undefined, done: () => undefined };
+  if (!context.stderrIsTTY) return { update: () => undefined, done: () => undefined };
   let last = 0;
   let shown = false;
   return {
@@ -376,10 +376,10 @@ function progressLine(): {
       if (now - last < 1000) return;
       last = now;
       shown = true;
-      process.stderr.write(`\r\x1b[Kjobs seen ${p.jobsSeen}, reported ${p.reported}, skipped ${p.skipped}`);
+      context.writeErr(`\r\x1b[Kjobs seen ${p.jobsSeen}, reported ${p.reported}, skipped ${p.skipped}`);
     },
     done() {
-      if (shown) process.stderr.write('\r\x1b[K');
+      if (shown) context.writeErr('\r\x1b[K');
     },
   };
 }
