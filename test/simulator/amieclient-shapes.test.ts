@@ -6,7 +6,6 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { execa } from 'execa';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Database } from '../../src/db/index.js';
 import { AmieHandler, Dispatcher, type HandlerContext } from '../../src/dispatch/index.js';
@@ -24,7 +23,7 @@ import { RAC_PACKET, RPC_PACKET, TRANSACTION_RESULT } from '../fixtures/rest-pac
 import { SITE, quietLog } from '../helpers/amie.js';
 import { freshPgliteDatabase } from '../helpers/db.js';
 import { startRestSimulator } from '../helpers/simulator.js';
-import { CLI } from '../helpers/cli.js';
+import { amieInProcess } from '../helpers/cli.js';
 
 const KEY = 'amieclient-shapes-key-not-secret';
 const context = (db: Database): HandlerContext<any> => ({ db, log: quietLog, site: SITE, options: {}, dryRun: false });
@@ -644,14 +643,13 @@ describe("[13.6] the Usage API's failed records", () => {
         `usage:\n  sink: usage-api\n  usageApi: { url: ${sim.usageUrl}, apiKeyEnv: AMIE_TEST_USAGE_KEY }\n`,
     );
     const amie = (...args: string[]) =>
-      execa(process.execPath, [CLI, '-c', config, ...args], {
-        reject: false,
-        stdin: 'ignore',
-        env: { AMIE_LOG_LEVEL: 'warn', AMIE_TEST_USAGE_KEY: KEY },
+      amieInProcess(['-c', config, ...args], {
+        env: { ...process.env, AMIE_LOG_LEVEL: 'warn', AMIE_TEST_USAGE_KEY: KEY },
+        trimmed: true,
       });
 
     const listed = await amie('usage', 'failed', '--server');
-    expect(listed.exitCode, listed.stderr).toBe(0);
+    expect(listed.code, listed.stderr).toBe(0);
     expect(listed.stdout.split('\n')[0]).toMatch(/^id\s+resource\s+record\s+project\s+user\s+error$/);
     expect(listed.stdout).toContain('Username is required');
     expect(listed.stdout).toContain('Charge "x" is not a number');
@@ -659,15 +657,15 @@ describe("[13.6] the Usage API's failed records", () => {
     expect(json.map((r: any) => r.failedRecordId)).toEqual(ids);
 
     const one = await amie('usage', 'failed', '--clear', ids[1]!);
-    expect(one.exitCode, one.stderr).toBe(0);
+    expect(one.code, one.stderr).toBe(0);
     expect(one.stdout).toBe(`cleared 1 failed record(s) on the Usage API: ${ids[1]}`);
     expect([...sim.usage.failed.values()].map((f) => f.record.LocalRecordID)).toEqual(['1', '3']);
     const unknown = await amie('usage', 'failed', '--clear', '999999');
-    expect(unknown.exitCode).toBe(1);
+    expect(unknown.code).toBe(1);
     expect(unknown.stderr).toContain('no failed record with FailedRecordID 999999');
 
     const all = await amie('usage', 'failed', '--clear-all');
-    expect(all.exitCode, all.stderr).toBe(0);
+    expect(all.code, all.stderr).toBe(0);
     expect(all.stdout).toBe(`cleared 2 failed record(s) on the Usage API: ${ids[0]}, ${ids[2]}`);
     expect(sim.usage.failed.size).toBe(0);
     expect((await amie('usage', 'failed', '--clear-all')).stdout).toBe('nothing to clear');
