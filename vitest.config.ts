@@ -13,9 +13,11 @@ export default defineConfig({
     // worker, not once per file (17 s of a 2.5-minute run). So a test that changes process-wide
     // state (process.env, listeners) puts it back when it ends.
     isolate: false,
-    // So that memory tests can measure what is held rather than the garbage other files left
-    // in the shared heap (test/usage/sacct.test.ts).
-    execArgv: ['--expose-gc'],
+    // --expose-gc: so that memory tests can measure what is held rather than the garbage other
+    // files left in the shared heap (test/usage/sacct.test.ts). --no-liftoff-only: a worker opens
+    // hundreds of embedded databases, and PostgreSQL's WebAssembly optimised once serves them all
+    // (see compilePgliteBaselineOnly).
+    execArgv: ['--expose-gc', '--no-liftoff-only'],
     // Makes the embedded databases every test starts from, once per run (see test/helpers/db.ts).
     globalSetup: ['test/helpers/pglite-snapshot.ts'],
   },
