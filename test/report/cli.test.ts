@@ -4,8 +4,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { amieInProcess } from '../helpers/cli.js';
 
-// `amie demo --keep` and `amie report --html` as an operator runs them: the compiled program
-// (build first) in a child process, with no AMIE_ variable from the test's environment.
+// `amie demo --keep` and `amie report --html` as an operator runs them, inside this process
+// (amieInProcess: in a directory of their own, with no AMIE_ variable from the test's environment).
 
 const amie = (args: string[], cwd: string) => amieInProcess(args, { cwd, trimmed: true });
 

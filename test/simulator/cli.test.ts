@@ -6,7 +6,8 @@ import { amieInProcess, tempDirs } from '../helpers/cli.js';
 import { initialisedPgliteDir } from '../helpers/db.js';
 import { OFFICIAL } from '../helpers/simulator.js';
 
-// `amie demo` and `amie simulate` are tested as people run them: the compiled program in a child process.
+// `amie demo` and `amie simulate` as people run them, inside this process (amieInProcess: in a
+// directory of their own, with no AMIE_ variable from the test's environment).
 
 const tempDir = tempDirs('amie-sim-');
 
