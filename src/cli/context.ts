@@ -6,7 +6,7 @@
  */
 import type { Command } from 'commander';
 import type { AmieConfig } from '../config/index.js';
-import type { Database } from '../db/index.js';
+import type { Database, EmbeddedOpenOptions } from '../db/index.js';
 import type { Logger } from '../log.js';
 import { escapeControls } from '../text.js';
 
@@ -22,16 +22,6 @@ export const EXIT = {
 export interface GlobalOptions {
   config?: string;
   debug?: boolean;
-}
-
-/**
- * How a command opens the database: `create` a missing embedded one (only `amie db init`);
- * `role` and `leaveIfHeldInRole`: what it does with an embedded one (see PgliteOptions).
- */
-export interface EmbeddedOpenOptions {
-  create?: boolean;
-  role?: string;
-  leaveIfHeldInRole?: boolean;
 }
 
 /**

@@ -32,6 +32,9 @@ export interface DatabaseConfig {
   path?: string;
 }
 
+/** What a command does with an embedded database when it opens one (see PgliteOptions); a server ignores them. */
+export type EmbeddedOpenOptions = Pick<PgliteOptions, 'create' | 'role' | 'leaveIfHeldInRole'>;
+
 /**
  * Opens the database the config names: `url` → a PostgreSQL server through pg,
  * `path` (or nothing) → the embedded PGlite database. `AMIE_DATABASE_URL` in the
@@ -42,7 +45,7 @@ export interface DatabaseConfig {
 export async function openDatabase(
   config: DatabaseConfig | undefined,
   env: NodeJS.ProcessEnv = process.env,
-  options: { create?: boolean; role?: string; leaveIfHeldInRole?: boolean } = {},
+  options: EmbeddedOpenOptions = {},
 ): Promise<Database> {
   const url = env.AMIE_DATABASE_URL || config?.url;
   if (url) return openPg({ url });

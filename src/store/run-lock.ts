@@ -26,6 +26,11 @@ export function runLockKey(site: SiteScope): number {
   return createHash('sha256').update(scope).digest().readInt32BE(0);
 }
 
+/** The scope as an operator reads it: `SITE (resource, ...)`, the resources as the lock's key takes them. */
+export function runLockScope(site: SiteScope): string {
+  return `${site.name} (${[...new Set(scopeResources(site))].join(', ')})`;
+}
+
 /**
  * Takes the scope's run lock until the database is closed; false when another run holds it.
  * Taking it again while holding it succeeds.

@@ -75,8 +75,8 @@ async function takeRunLock(
   stopped: () => boolean,
 ): Promise<boolean> {
   // Loaded here, not with the command: `amie --help` loads no database code.
-  const { tryRunLock } = await import('../../store/run-lock.js');
-  const scope = `${config.site.name} (${(config.site.resources ?? [config.site.resource]).join(', ')})`;
+  const { runLockScope, tryRunLock } = await import('../../store/run-lock.js');
+  const scope = runLockScope(config.site);
   while (!(await tryRunLock(db, config.site))) {
     log.debug({ scope }, 'another run of this scope holds its run lock; leaving the pending packets to it');
     if (watch === undefined) {
