@@ -66,6 +66,9 @@ describe('embedded database memory', () => {
     const db = await openPglite({ path });
     try {
       expect(existsSync(join(path, 'PG_VERSION'))).toBe(true);
+      // One database: the template leaves out template0 and template1, which nothing reads.
+      const { rows } = await db.query<{ datname: string }>('SELECT datname FROM pg_database ORDER BY 1');
+      expect(rows.map((r) => r.datname)).toEqual(['postgres']);
       await exercise(db);
     } finally {
       await db.close();

@@ -29,7 +29,7 @@ export interface PgliteSnapshots {
   initialised: PgliteSnapshot;
   /**
    * The temporary directories are on the memory file system: copying a data directory (about
-   * a thousand files) there costs a tenth of a second less than loading its dump into an
+   * 500 files) there costs a tenth of a second less than loading its dump into an
    * in-memory database; on a disk it costs more.
    */
   copyDirs: boolean;
@@ -56,7 +56,6 @@ export default async function setup(project: TestProject): Promise<() => void> {
   };
   // A new database as the toolkit makes one (its template, or initdb).
   await (await openPglite({ path: snapshots.empty.dir })).close();
-  await dropTemplateDatabases(snapshots.empty.dir);
   // Initialised the way `amie db init` does it, through the toolkit's own driver.
   cpSync(snapshots.empty.dir, snapshots.initialised.dir, { recursive: true });
   const initialised = await openPglite({ path: snapshots.initialised.dir });
@@ -110,22 +109,6 @@ function useMemoryScratch(): string | undefined {
     return dir;
   } catch {
     return undefined; // no memory file system here: the default temporary directory
-  }
-}
-
-/**
- * Every test's database is a copy of a snapshot, and the toolkit works in the `postgres` database
- * alone: without the template databases (CREATE DATABASE copies them; nothing here creates one) a
- * copy has half the files (500 of 1,100) and 26 MB of 40 to copy and remove.
- */
-async function dropTemplateDatabases(dir: string): Promise<void> {
-  const db = await PGlite.create(dir);
-  try {
-    await db.exec(`UPDATE pg_database SET datistemplate = false WHERE datname IN ('template0', 'template1')`);
-    await db.exec('DROP DATABASE template0');
-    await db.exec('DROP DATABASE template1');
-  } finally {
-    await db.close();
   }
 }
 
