@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { execa } from 'execa';
@@ -171,6 +171,7 @@ describe('[14.9] amie on the command line', () => {
 
 describe('amie inside another process (main with its own stdout and stderr)', () => {
   it("writes only to the streams it is given, never to the process's own", async () => {
+    const lock = join(dir, 'db.lock');
     // What the in-process tests rely on, and a script running amie would: output, messages,
     // --debug traces, help and usage mistakes, and the log all go where they are sent.
     const written: string[] = [];
@@ -193,14 +194,23 @@ describe('amie inside another process (main with its own stdout and stderr)', ()
         ['--debug', '-c', config, 'packets', 'show', '999'],
       ])
         runs.push(await amieInProcess(args, { cwd: dir, env: { ...cleanEnv(), AMIE_LOG_LEVEL: 'debug' } }));
+      // A wait for the embedded database, held by a live process (this run's parent) until the
+      // lock is removed: the message goes to the given stderr too.
+      writeFileSync(lock, `${process.ppid} ${hostname()} ${new Date().toISOString()} 0123456789abcdef\n`);
+      const released = new Promise((done) => setTimeout(done, 400)).then(() => rmSync(lock));
+      runs.push(await amieInProcess(['-c', config, 'db', 'check'], { cwd: dir, env: cleanEnv() }));
+      await released;
     } finally {
       for (const spy of spies) spy.mockRestore();
     }
     expect(written).toEqual([]);
     // Each run did write: its help, its log lines, its errors.
-    expect(runs.map((r) => r.code)).toEqual([0, 0, 2, 2, 0, 0, 3, 2]);
+    expect(runs.map((r) => r.code)).toEqual([0, 0, 2, 2, 0, 0, 3, 2, 0]);
     for (const r of runs) expect(r.stdout + r.stderr).not.toBe('');
     expect(runs[4]!.stderr).toMatch(/^\{"level":30,.*"msg":"run finished"\}$/m);
+    expect(runs[8]!.stderr).toBe(
+      `amie: waiting up to 60 s for process ${process.ppid}, which holds embedded database ${join(dir, 'db')} (lock ${lock})\n`,
+    );
   });
 });
 

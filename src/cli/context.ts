@@ -8,6 +8,7 @@ import type { Command } from 'commander';
 import type { AmieConfig } from '../config/index.js';
 import type { Database, EmbeddedOpenOptions } from '../db/index.js';
 import type { Logger } from '../log.js';
+import type { LogLevel } from '../config/schema.js';
 import { escapeControls } from '../text.js';
 
 /** Exit statuses of `amie`, relied on by cron scripts. */
@@ -53,8 +54,11 @@ export interface CliContext {
   options(): GlobalOptions;
   /** -c FILE, else AMIE_CONFIG, else config/amie.yaml; throws ConfigError. */
   loadConfig(): Promise<AmieConfig>;
-  /** A logger at the level --debug/AMIE_LOG_LEVEL/log.level decide, writing to stderr. */
-  logger(config?: AmieConfig): Promise<Logger>;
+  /**
+   * A logger at the level --debug/AMIE_LOG_LEVEL/log.level decide, writing to stderr; `level`
+   * stands in for log.level where a command sets its own (the demo).
+   */
+  logger(config?: AmieConfig, level?: LogLevel): Promise<Logger>;
   /**
    * Opens the configured database (AMIE_DATABASE_URL overrides); throws DatabaseError. A missing
    * embedded database is an error unless `create` (only `amie db init` creates one).
@@ -95,11 +99,11 @@ export function createContext(program: Command, io: CliIo = {}): CliContext {
       const { loadConfig } = await import('../config/load.js');
       return loadConfig(options().config, env, cwd);
     },
-    async logger(config) {
+    async logger(config, level = config?.log.level) {
       const { createLogger } = await import('../log.js');
       // Given a stderr of its own, the log goes there too; otherwise to fd 2, synchronously.
       const destination = io.stderr ? { write: io.stderr } : undefined;
-      return createLogger({ level: config?.log.level, debug: options().debug, env, destination });
+      return createLogger({ level, debug: options().debug, env, destination });
     },
     async openDatabase(config, options) {
       const { resolveDatabaseConfig } = await import('../config/load.js');
@@ -108,6 +112,7 @@ export function createContext(program: Command, io: CliIo = {}): CliContext {
         create: options?.create ?? false,
         role: options?.role,
         leaveIfHeldInRole: options?.leaveIfHeldInRole,
+        onWait: options?.onWait ?? ((message) => context.say(message)),
       });
     },
     async withDatabase(fn, options) {

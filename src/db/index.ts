@@ -33,14 +33,15 @@ export interface DatabaseConfig {
 }
 
 /** What a command does with an embedded database when it opens one (see PgliteOptions); a server ignores them. */
-export type EmbeddedOpenOptions = Pick<PgliteOptions, 'create' | 'role' | 'leaveIfHeldInRole'>;
+export type EmbeddedOpenOptions = Pick<PgliteOptions, 'create' | 'role' | 'leaveIfHeldInRole' | 'onWait'>;
 
 /**
  * Opens the database the config names: `url` → a PostgreSQL server through pg,
  * `path` (or nothing) → the embedded PGlite database. `AMIE_DATABASE_URL` in the
  * environment overrides both, so cron and CI can point a config elsewhere. With
  * `create: false` a missing embedded database is an error instead of being created. `role`
- * and `leaveIfHeldInRole` say what this process does with an embedded database (see PgliteOptions).
+ * and `leaveIfHeldInRole` say what this process does with an embedded database, `onWait` where
+ * a wait for another process holding it is told (see PgliteOptions).
  */
 export async function openDatabase(
   config: DatabaseConfig | undefined,

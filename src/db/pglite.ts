@@ -28,6 +28,11 @@ export interface PgliteOptions {
    */
   leaveIfHeldInRole?: boolean;
   /**
+   * Told once, when another process holds the directory and this one starts waiting for it
+   * (default: the message on stderr, after `amie: `). The CLI sends it to its own stderr stream.
+   */
+  onWait?: (message: string) => void;
+  /**
    * Create the database when the directory holds none (default true). `amie db init` alone
    * creates one; every other command opens with `create: false`, so a mistyped or relative
    * path never leaves an empty database (or its lock file) behind.
@@ -125,6 +130,7 @@ export async function openPglite(options: PgliteOptions = {}): Promise<Database>
     releaseLock = await lockDataDir(dataDir, options.lockWaitMs ?? 60_000, description, {
       role: options.role,
       leaveIfHeldInRole: options.leaveIfHeldInRole,
+      onWait: options.onWait,
     });
   }
 
@@ -196,7 +202,11 @@ export async function lockDataDir(
   dataDir: string,
   waitMs: number,
   description = `embedded database ${dataDir}`,
-  { role, leaveIfHeldInRole = false }: { role?: string; leaveIfHeldInRole?: boolean } = {},
+  {
+    role,
+    leaveIfHeldInRole = false,
+    onWait = (message) => process.stderr.write(`amie: ${message}\n`),
+  }: Pick<PgliteOptions, 'role' | 'leaveIfHeldInRole' | 'onWait'> = {},
 ): Promise<() => void> {
   const lockPath = `${dataDir}.lock`;
   try {
@@ -207,8 +217,8 @@ export async function lockDataDir(
       leaveIfHeldFor: leaveIfHeldInRole ? role : undefined,
       // Once: a silent minute looks like a hang.
       onWait: (holder) =>
-        process.stderr.write(
-          `amie: waiting up to ${Math.round(waitMs / 1000)} s for process ${holder.pid ?? '(unknown)'}, which holds ${description} (lock ${lockPath})\n`,
+        onWait(
+          `waiting up to ${Math.round(waitMs / 1000)} s for process ${holder.pid ?? '(unknown)'}, which holds ${description} (lock ${lockPath})`,
         ),
     });
     process.once('exit', release);

@@ -61,16 +61,13 @@ export function register(program: Command, context: CliContext): void {
 
       // The demo's own story is its output, problems included; log lines (the invalid packet is
       // logged as an error on purpose) would only bury it.
-      const { createLogger } = await import('../../log.js');
-      const log = createLogger({
-        level: opts.verbose ? 'info' : 'fatal',
-        debug: context.options().debug,
-        env: context.env,
-      });
+      const log = await context.logger(undefined, opts.verbose ? 'info' : 'fatal');
       const started = Date.now();
       // On disk (kept, or in a temporary directory) rather than in memory: half the demo's
       // memory, and nothing left behind unless --keep asks for it.
-      const db = await openPglite(keep ? { path: keep.database, create: true } : { temporary: true });
+      const db = await openPglite(
+        keep ? { path: keep.database, create: true, onWait: (message) => context.say(message) } : { temporary: true },
+      );
       // Written with the database, so a demo that fails half-way still leaves a directory its config can open.
       if (keep) await writeFile(keep.config, keptConfig(keep), { mode: 0o644 });
       // Over REST, central keeps its own tables behind the HTTP simulator; the site's database
