@@ -1,6 +1,4 @@
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
-import { createRequire } from 'node:module';
 import { hostname, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { PGlite } from '@electric-sql/pglite';
@@ -53,34 +51,6 @@ export interface PgliteOptions {
    * writes, instead of the template (the tests start from an initialised database this way).
    */
   from?: Blob;
-}
-
-/**
- * PostgreSQL's WebAssembly and the files PGlite unpacks into its in-memory file system, compiled
- * and read once per process. A process that opens embedded databases more than once (the
- * simulator, a site script, a test suite) spares a quarter of every later open, about 50 ms of
- * CPU; a single open costs the same as PGlite loading them itself. Where they cannot be found
- * (another layout of the package), PGlite loads them itself.
- */
-let pgliteAssets: Promise<{ pgliteWasmModule?: CompiledWasm; fsBundle?: Blob }> | undefined;
-/** Node's WebAssembly, which the toolkit's type libraries (ES, Node) do not declare. */
-declare const WebAssembly: { compile(bytes: Uint8Array): Promise<CompiledWasm> };
-/** A WebAssembly.Module: to the toolkit, something to hand to PGlite. */
-type CompiledWasm = object;
-function loadPgliteAssets(): NonNullable<typeof pgliteAssets> {
-  pgliteAssets ??= (async () => {
-    try {
-      const dist = dirname(createRequire(import.meta.url).resolve('@electric-sql/pglite'));
-      const [wasm, data] = await Promise.all([
-        readFile(join(dist, 'pglite.wasm')),
-        readFile(join(dist, 'pglite.data')),
-      ]);
-      return { pgliteWasmModule: await WebAssembly.compile(wasm), fsBundle: new Blob([data]) };
-    } catch {
-      return {};
-    }
-  })();
-  return pgliteAssets;
 }
 
 /**
@@ -146,7 +116,6 @@ export async function openPglite(options: PgliteOptions = {}): Promise<Database>
     }
     compilePgliteBaselineOnly();
     db = await PGlite.create({
-      ...(await loadPgliteAssets()),
       ...(dataDir ? { dataDir } : {}),
       ...(loadDataDir ? { loadDataDir } : {}),
       startParams: [...PGlite.defaultStartParams, ...pgliteSettingArgs()],
