@@ -5,6 +5,7 @@ import { PGlite } from '@electric-sql/pglite';
 import type { Database, Queryable, QueryResult } from './types.js';
 import { DatabaseError, DatabaseInUse, describeConnectError } from './errors.js';
 import { acquireLockFile, LockFileBusy } from '../lockfile.js';
+import { escapeControls } from '../text.js';
 import {
   compilePgliteBaselineOnly,
   findPgliteTemplate,
@@ -27,7 +28,8 @@ export interface PgliteOptions {
   leaveIfHeldInRole?: boolean;
   /**
    * Told once, when another process holds the directory and this one starts waiting for it
-   * (default: the message on stderr, after `amie: `). The CLI sends it to its own stderr stream.
+   * (default: the message on stderr, after `amie: `, control characters in the path shown
+   * escaped). The CLI sends it to its own stderr stream.
    */
   onWait?: (message: string) => void;
   /**
@@ -174,7 +176,7 @@ export async function lockDataDir(
   {
     role,
     leaveIfHeldInRole = false,
-    onWait = (message) => process.stderr.write(`amie: ${message}\n`),
+    onWait = (message) => process.stderr.write(`amie: ${escapeControls(message)}\n`),
   }: Pick<PgliteOptions, 'role' | 'leaveIfHeldInRole' | 'onWait'> = {},
 ): Promise<() => void> {
   const lockPath = `${dataDir}.lock`;

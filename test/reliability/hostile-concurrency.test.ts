@@ -4,7 +4,7 @@
  * ([12.9]). And ids from outside that do not fit where they are kept ([12.8]): the REST API's
  * packet_rec_ids past 2^31, and the two sources' ids meeting in one table.
  */
-import { describe, it, expect, onTestFinished } from 'vitest';
+import { describe, it, expect, onTestFinished, vi } from 'vitest';
 import pg from 'pg';
 import { REGISTRY_LOCK_KEY } from '../../src/registry/index.js';
 import { tryRunLock } from '../../src/store/run-lock.js';
@@ -15,6 +15,7 @@ import { createInterface } from 'node:readline';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { Database } from '../../src/db/index.js';
+import { lockDataDir } from '../../src/db/pglite.js';
 import { MIGRATIONS, initDatabase, type SiteScope } from '../../src/store/index.js';
 import {
   AmieHandler,
@@ -487,6 +488,32 @@ describe('lock files: never two holders', () => {
       }
     }, 300_000);
   }
+
+  it('[12.9] a wait for a directory whose name holds control characters says so with them shown escaped', async () => {
+    // The database layer's own message (a script using it directly); the CLI passes its escaping say.
+    const root = mkdtempSync(join(tmpdir(), 'amie-lock-'));
+    const target = join(root, 'db\u001b[2J');
+    // Held by a live process (this run's parent) until the lock is removed.
+    writeFileSync(`${target}.lock`, `${process.ppid} ${hostname()} ${new Date().toISOString()} 0123456789abcdef\n`);
+    const written: string[] = [];
+    const spy = vi.spyOn(process.stderr, 'write').mockImplementation((chunk: string | Uint8Array) => {
+      written.push(String(chunk));
+      return true;
+    });
+    try {
+      const released = new Promise((done) => setTimeout(done, 300)).then(() => rmSync(`${target}.lock`));
+      const release = await lockDataDir(target, 10_000);
+      await released;
+      release();
+    } finally {
+      spy.mockRestore();
+      rmSync(root, { recursive: true, force: true });
+    }
+    expect(written).toHaveLength(1);
+    expect(written[0]).toContain('db\\u001b[2J');
+    expect(written[0]).not.toContain('\u001b');
+    expect(written[0]).toMatch(/^amie: waiting up to 10 s for process \d+, which holds embedded database /);
+  });
 });
 
 // ------------------------------------------------------------------ [12.8] ids from outside
