@@ -1,11 +1,12 @@
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { hostname, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { amieInProcess, CLI } from './helpers/cli.js';
+import { holdLockFileFor } from './helpers/reliability.js';
 import { wholeNumberOption } from '../src/cli/conventions.js';
 
 // The conventions every `amie` command follows: help and mistakes on the command line inside this
@@ -194,10 +195,9 @@ describe('amie inside another process (main with its own stdout and stderr)', ()
         ['--debug', '-c', config, 'packets', 'show', '999'],
       ])
         runs.push(await amieInProcess(args, { cwd: dir, env: { ...cleanEnv(), AMIE_LOG_LEVEL: 'debug' } }));
-      // A wait for the embedded database, held by a live process (this run's parent) until the
-      // lock is removed: the message goes to the given stderr too.
-      writeFileSync(lock, `${process.ppid} ${hostname()} ${new Date().toISOString()} 0123456789abcdef\n`);
-      const released = new Promise((done) => setTimeout(done, 400)).then(() => rmSync(lock));
+      // A wait for the embedded database, held by a live process until the lock is removed: the
+      // message goes to the given stderr too.
+      const released = holdLockFileFor(lock, 400);
       runs.push(await amieInProcess(['-c', config, 'db', 'check'], { cwd: dir, env: cleanEnv() }));
       await released;
     } finally {

@@ -4,7 +4,8 @@
  * run as a child process, and the consistency check every scenario ends with.
  */
 import { randomInt } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { expect } from 'vitest';
 import { join } from 'node:path';
 import type { Database } from '../../src/db/index.js';
@@ -381,6 +382,15 @@ export async function countPending(db: Database): Promise<number> {
 }
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/**
+ * Writes the lock file at `path` as a live process holds it (this run's parent, which outlives the
+ * test) and removes it after `ms`: a waiter sees a living holder, then a free lock. Resolves once removed.
+ */
+export function holdLockFileFor(path: string, ms: number): Promise<void> {
+  writeFileSync(path, `${process.ppid} ${hostname()} ${new Date().toISOString()} 0123456789abcdef\n`);
+  return sleep(ms).then(() => rmSync(path, { force: true }));
+}
 
 // ------------------------------------------------------------------ the consistency check
 

@@ -35,6 +35,7 @@ import { hasPostgres, pgSkipNote } from '../helpers/env.js';
 import {
   consistencyProblems,
   countPending,
+  holdLockFileFor,
   plainLines,
   runAmie,
   seedWorkload,
@@ -493,15 +494,13 @@ describe('lock files: never two holders', () => {
     // The database layer's own message (a script using it directly); the CLI passes its escaping say.
     const root = mkdtempSync(join(tmpdir(), 'amie-lock-'));
     const target = join(root, 'db\u001b[2J');
-    // Held by a live process (this run's parent) until the lock is removed.
-    writeFileSync(`${target}.lock`, `${process.ppid} ${hostname()} ${new Date().toISOString()} 0123456789abcdef\n`);
     const written: string[] = [];
     const spy = vi.spyOn(process.stderr, 'write').mockImplementation((chunk: string | Uint8Array) => {
       written.push(String(chunk));
       return true;
     });
     try {
-      const released = new Promise((done) => setTimeout(done, 300)).then(() => rmSync(`${target}.lock`));
+      const released = holdLockFileFor(`${target}.lock`, 300);
       const release = await lockDataDir(target, 10_000);
       await released;
       release();
